@@ -1,6 +1,6 @@
 #include "core/rng.h"
 
-#include <cassert>
+#include "core/check.h"
 #include <cmath>
 #include <numbers>
 
@@ -45,7 +45,7 @@ double Rng::uniform01() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-
 double Rng::uniform(double lo, double hi) { return lo + (hi - lo) * uniform01(); }
 
 uint64_t Rng::below(uint64_t n) {
-  assert(n > 0);
+  BOUQUET_CHECK(n > 0, "Rng::below needs a positive bound");
   const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
   uint64_t x;
   do {
