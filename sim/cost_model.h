@@ -1,0 +1,94 @@
+// How long compute takes, from datasheet figures and model shapes.
+//
+// A block step is a roofline: the larger of its arithmetic time (FLOPs over the device's peak for
+// the weight format's arithmetic type) and its memory time (weights, KV cache and activations it
+// touches over the memory bandwidth), divided by the efficiency of that weight format (the share of
+// the roofline real kernels reach), plus a fixed overhead per block (kernel launches). A request
+// served by a span adds a fixed overhead per request. Efficiencies are the only numbers a scenario
+// may calibrate, each on one published measurement; everything else is a datasheet or a shape.
+#pragma once
+
+#include "sim/devices.h"
+#include "sim/model_shapes.h"
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace bouquet::sim {
+
+enum class WeightFormat { f32, f16, int8, nf4 };
+
+// Storage per parameter: NF4 is 4 bits plus one fp16 absmax per block of 64 (0.25 bit).
+double bytes_per_param(WeightFormat format);
+std::string_view format_name(WeightFormat format);
+std::optional<WeightFormat> parse_weight_format(std::string_view name);
+
+// Share of the roofline each weight format's kernels reach, in (0, 1].
+struct Efficiency {
+  double f32 = 1.0;
+  double f16 = 1.0;
+  double int8 = 1.0;
+  double nf4 = 1.0;
+
+  double of(WeightFormat format) const;
+  double& of(WeightFormat format);
+};
+
+struct CostModelConfig {
+  Efficiency efficiency;
+  double block_overhead_s = 0;    // per block and request: kernel launches, framework dispatch
+  double request_overhead_s = 0;  // per request a server handles: decode, queue, reply
+  double client_efficiency = 1.0;  // share of the roofline the client's processor reaches
+  double client_bytes_per_param = 2;  // embeddings and LM head on the client (bf16)
+  double kv_bytes_per_value = 2;      // attention caches are kept in f16
+  double activation_bytes_per_value = 2;
+};
+
+// The shape of one request's work on one block.
+struct BlockWork {
+  int64_t batch = 1;
+  int64_t new_tokens = 1;    // positions computed now, per sequence
+  int64_t cache_tokens = 0;  // positions already cached, per sequence (0 for forward/backward)
+  bool backward = false;     // gradients with respect to the inputs (frozen weights)
+};
+
+struct StepCost {
+  double flops = 0;
+  double bytes = 0;
+  double seconds = 0;
+};
+
+class CostModel {
+ public:
+  explicit CostModel(const CostModelConfig& config) : config_(config) {}
+
+  StepCost block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                      const BlockWork& work) const;
+  // One request through `blocks` consecutive blocks on one device.
+  double span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                     int64_t blocks, const BlockWork& work) const;
+  // The client's share of a step: embedding `input_tokens` positions and the final norm plus LM
+  // head over `logit_rows` positions, on the client's processor.
+  StepCost client_step(const DeviceSpec& device, const ModelShape& model, int64_t input_tokens,
+                       int64_t logit_rows) const;
+
+  double block_weight_bytes(const ModelShape& model, WeightFormat format) const;
+  // Attention cache of one position in one block (keys and values).
+  double cache_bytes_per_token(const ModelShape& model) const;
+  // Time to load `blocks` blocks from a disk or network of `bandwidth_bps` bits per second.
+  double load_s(const ModelShape& model, WeightFormat format, int64_t blocks,
+                double bandwidth_bps) const;
+  // Offloading: every step streams each block's weights over PCIe while the GPU computes the block
+  // before it (double buffering), so a block costs the larger of the two and the first transfer
+  // is never hidden.
+  double offload_step_s(const DeviceSpec& gpu, const ModelShape& model, WeightFormat format,
+                        double pcie_bps, const BlockWork& work) const;
+
+  const CostModelConfig& config() const { return config_; }
+
+ private:
+  CostModelConfig config_;
+};
+
+}  // namespace bouquet::sim
