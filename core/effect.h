@@ -1,0 +1,89 @@
+// Everything a core component may ask its driver to do, appended to the `effects` vector of
+// handle(now, input, effects). Drivers carry effects out in order. Results come back as Inputs
+// (input.h): a reply as MessageReceived, a timer as TimerFired, a computation as ComputeFinished,
+// a route as RoutePlanned, a lookup as DirectoryAnswer.
+#pragma once
+
+#include <cstdint>
+#include <variant>
+#include <vector>
+
+#include "core/activation.h"
+#include "core/compute.h"
+#include "core/error.h"
+#include "core/input.h"
+#include "core/messages.h"
+#include "core/server_record.h"
+#include "core/time.h"
+
+namespace bouquet::core {
+
+// Send `message` to `to`. Delivery is not guaranteed; a loss the transport notices comes back
+// as PeerUnreachable, a silent one as the sender's own timeout.
+struct SendMessage {
+  PeerId to;
+  Message message;
+};
+
+// Fire TimerFired{timer} at time `at` (absolute, the driver's clock). Setting an id again moves it.
+struct SetTimer {
+  TimerId timer = 0;
+  Time at = kNever;
+};
+struct CancelTimer {
+  TimerId timer = 0;
+};
+
+// Run blocks (compute.h). At most the server's compute_slots run at once.
+struct StartCompute {
+  ComputeRequest request;
+};
+// The session owning this cache is gone; free its memory. No compute on it is running.
+struct DropCache {
+  CacheId cache_id = 0;
+};
+
+// Plan a chain covering `blocks` for `model_id`, avoiding `avoid`; answer with RoutePlanned.
+struct PlanRoute {
+  uint64_t route_id = 0;
+  std::string model_id;
+  BlockSpan blocks;
+  std::vector<PeerId> avoid;
+};
+
+// Directory seam (reserved for discovery): publish a record; look up servers of a model.
+struct Announce {
+  ServerRecord record;
+};
+struct DirectoryLookup {
+  uint64_t lookup_id = 0;
+  std::string model_id;
+  BlockSpan blocks;
+};
+
+// Reports of a client inference session to the generation loop.
+struct SessionReady {
+  uint64_t session_id = 0;
+  Chain chain;  // the hops it opened, in block order
+};
+struct StepDone {
+  uint64_t session_id = 0;
+  uint64_t step_id = 0;
+  uint32_t start_position = 0;
+  Activation outputs;  // the last span's output for the new positions
+};
+struct SessionFailed {
+  uint64_t session_id = 0;
+  Error error;
+};
+struct SessionClosed {
+  uint64_t session_id = 0;
+};
+
+using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, DropCache, PlanRoute,
+                            Announce, DirectoryLookup, SessionReady, StepDone, SessionFailed,
+                            SessionClosed>;
+
+using Effects = std::vector<Effect>;
+
+}  // namespace bouquet::core

@@ -1,0 +1,180 @@
+// Every call of the protocol as a plain struct, and the Message variant drivers pass around.
+// Each struct's encoded_size() is the exact byte count of its canonical encoding (wire.h), tensor
+// payloads compressed as their handles say: the simulator charges it, the net layer sends it.
+//
+// Calls (client -> server, then the reply):
+//   OpenSession     -> SessionOpened | ErrorReply      reserve a cache for an inference session
+//   StepRequest     -> StepResult | ErrorReply         run new positions through the span
+//   CloseSession                                       free the session (no reply)
+//   ForwardRequest  -> ForwardResult | ErrorReply      stateless forward (fine-tuning)
+//   BackwardRequest -> BackwardResult | ErrorReply     stateless backward (fine-tuning)
+//   InfoRequest     -> InfoReply                       what the server holds and has free
+// Session messages are matched by session_id (chosen by the client; the server keys sessions by
+// (peer, session_id)), other calls by request_id; an ErrorReply carries whichever id it answers.
+//
+// Wire names are frozen: the MessageType values, field order and meanings never change within a
+// wire version. Fields marked "reserved" are carried and checked now, used by later features.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/activation.h"
+#include "core/block_span.h"
+#include "core/error.h"
+#include "core/peer_id.h"
+
+namespace bouquet::core {
+
+enum class MessageType : uint8_t {
+  open_session = 1,
+  session_opened = 2,
+  step = 3,
+  step_result = 4,
+  close_session = 5,
+  forward = 6,
+  forward_result = 7,
+  backward = 8,
+  backward_result = 9,
+  info_request = 10,
+  info = 11,
+  error = 12,
+};
+
+// Reserved for server-to-server push: where a server may send its output directly.
+struct NextServer {
+  PeerId peer;
+  uint64_t session_id = 0;  // the client's session on that server
+  BlockSpan span;
+};
+
+struct OpenSession {
+  static constexpr MessageType kType = MessageType::open_session;
+  uint64_t session_id = 0;
+  std::string model_id;  // model name and fingerprint; must equal the server's exactly
+  BlockSpan span;        // blocks to run, within the server's span
+  uint32_t max_length = 0;  // positions per sequence the cache must hold
+  uint32_t batch = 0;       // sequences
+  Compression reply_compression = Compression::none;
+  double cache_wait_timeout_s = 0;  // how long the open may wait for cache room
+  std::string adapter;              // reserved: adapter name, "" for none
+  uint64_t encoded_size() const;
+};
+
+struct SessionOpened {
+  static constexpr MessageType kType = MessageType::session_opened;
+  uint64_t session_id = 0;
+  uint64_t encoded_size() const;
+};
+
+struct StepRequest {
+  static constexpr MessageType kType = MessageType::step;
+  uint64_t session_id = 0;
+  uint64_t step_id = 0;         // the client's step counter, echoed in the reply
+  uint32_t start_position = 0;  // absolute position of the first new token; <= cached length
+  Activation hidden_states;     // [batch, new tokens, hidden]
+  std::optional<Activation> prompts;     // reserved: deep prompts [blocks, batch, prefix, hidden]
+  std::vector<NextServer> next_servers;  // reserved: server-to-server push
+  uint64_t encoded_size() const;
+};
+
+struct StepResult {
+  static constexpr MessageType kType = MessageType::step_result;
+  uint64_t session_id = 0;
+  uint64_t step_id = 0;
+  uint32_t start_position = 0;
+  Activation hidden_states;  // the span's output for the new positions
+  uint64_t encoded_size() const;
+};
+
+struct CloseSession {
+  static constexpr MessageType kType = MessageType::close_session;
+  uint64_t session_id = 0;
+  uint64_t encoded_size() const;
+};
+
+struct ForwardRequest {
+  static constexpr MessageType kType = MessageType::forward;
+  uint64_t request_id = 0;
+  std::string model_id;
+  BlockSpan span;
+  std::string adapter;  // reserved
+  Compression reply_compression = Compression::none;
+  Activation hidden_states;  // [batch, tokens, hidden]
+  std::optional<Activation> prompts;  // reserved: deep prompts
+  uint64_t encoded_size() const;
+};
+
+struct ForwardResult {
+  static constexpr MessageType kType = MessageType::forward_result;
+  uint64_t request_id = 0;
+  Activation hidden_states;
+  uint64_t encoded_size() const;
+};
+
+struct BackwardRequest {
+  static constexpr MessageType kType = MessageType::backward;
+  uint64_t request_id = 0;
+  std::string model_id;
+  BlockSpan span;
+  std::string adapter;  // reserved
+  Compression reply_compression = Compression::none;
+  Activation hidden_states;  // the span's inputs, as sent in the forward
+  Activation grad_outputs;   // gradient of the loss wrt the span's outputs
+  std::optional<Activation> prompts;  // reserved: deep prompts
+  uint64_t encoded_size() const;
+};
+
+struct BackwardResult {
+  static constexpr MessageType kType = MessageType::backward_result;
+  uint64_t request_id = 0;
+  Activation grad_inputs;
+  std::optional<Activation> grad_prompts;  // present iff the request had prompts
+  uint64_t encoded_size() const;
+};
+
+struct InfoRequest {
+  static constexpr MessageType kType = MessageType::info_request;
+  uint64_t request_id = 0;
+  uint64_t encoded_size() const;
+};
+
+struct InfoReply {
+  static constexpr MessageType kType = MessageType::info;
+  uint64_t request_id = 0;
+  std::string model_id;
+  BlockSpan span;
+  uint32_t hidden_size = 0;
+  std::string version;  // software version, e.g. "bouquet 0.1"
+  uint64_t cache_tokens_max = 0;   // per block
+  uint64_t cache_tokens_free = 0;  // per block, not reserved by any session
+  std::vector<std::string> adapters;
+  double inference_rps = 0;   // measured one-token steps per second per block (0 = unknown)
+  double forward_rps = 0;     // measured forward tokens per second per block (0 = unknown)
+  double throughput_rps = 0;  // announced throughput (0 = unknown)
+  uint64_t encoded_size() const;
+};
+
+struct ErrorReply {
+  static constexpr MessageType kType = MessageType::error;
+  uint64_t request_id = 0;  // the session_id or request_id it answers
+  uint64_t step_id = 0;     // the step it answers; 0 when not a step
+  Error error;
+  uint64_t encoded_size() const;
+};
+
+using Message = std::variant<OpenSession, SessionOpened, StepRequest, StepResult, CloseSession,
+                             ForwardRequest, ForwardResult, BackwardRequest, BackwardResult,
+                             InfoRequest, InfoReply, ErrorReply>;
+
+MessageType message_type(const Message& message);
+// Wire name of a type ("open_session", ...), for logs and errors.
+std::string_view to_string(MessageType type);
+// Exact bytes of encode(message) (wire.h).
+uint64_t encoded_size(const Message& message);
+
+}  // namespace bouquet::core

@@ -1,0 +1,33 @@
+// Printable names of the small value types (ids, spans, enums).
+#include <fmt/core.h>
+
+#include "core/block_span.h"
+#include "core/compute.h"
+#include "core/peer_id.h"
+#include "core/server_record.h"
+
+namespace bouquet::core {
+
+std::string PeerId::to_string() const { return fmt::format("{:016x}", value); }
+
+std::string BlockSpan::to_string() const { return fmt::format("[{}, {})", begin, end); }
+
+std::string_view to_string(ComputeKind kind) {
+  switch (kind) {
+    case ComputeKind::inference: return "inference";
+    case ComputeKind::forward: return "forward";
+    case ComputeKind::backward: return "backward";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(ServerState state) {
+  switch (state) {
+    case ServerState::joining: return "joining";
+    case ServerState::online: return "online";
+    case ServerState::offline: return "offline";
+  }
+  return "unknown";
+}
+
+}  // namespace bouquet::core

@@ -1,0 +1,33 @@
+// What a server announces about itself in the directory (DHT for real, modelled in SimGrid) and
+// what routing and load balancing read. Routing in the core only needs peer, span and state; the
+// rest is carried for the balancing and routing policies that read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/block_span.h"
+#include "core/peer_id.h"
+#include "core/time.h"
+
+namespace bouquet::core {
+
+enum class ServerState : uint8_t { joining = 0, online = 1, offline = 2 };
+std::string_view to_string(ServerState state);
+
+struct ServerRecord {
+  PeerId peer;
+  std::string address;  // opaque to the core: the driver's way to reach the peer
+  BlockSpan span;
+  ServerState state = ServerState::online;
+  double throughput_rps = 0;  // tokens/s per block it can sustain (min of compute and network)
+  double inference_rps = 0;   // one-token cached steps per second per block
+  uint64_t cache_tokens_free = 0;
+  std::string model_id;
+  std::string version;
+  std::vector<std::string> adapters;
+  Time expires_at = kNever;
+};
+
+}  // namespace bouquet::core
