@@ -1,0 +1,525 @@
+#include "sim/scenario.h"
+
+#include "core/check.h"
+#include "sim/yaml_fields.h"
+
+#include <fmt/core.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+
+namespace bouquet::sim {
+namespace {
+
+std::string one_of(const YamlValue& value, const std::vector<std::string>& allowed) {
+  std::string text = read_string(value);
+  if (std::find(allowed.begin(), allowed.end(), text) == allowed.end()) {
+    value.fail(fmt::format("'{}' is not one of: {}", text, fmt::join(allowed, ", ")));
+  }
+  return text;
+}
+
+NetworkConfig read_network(const YamlValue& value) {
+  NetworkConfig out;
+  YamlMap map(value);
+  out.model = one_of(map.required("model"), {"CM02", "LV08"});
+  if (auto v = map.optional("crosstraffic")) out.crosstraffic = read_bool(*v);
+  if (auto v = map.optional("tcp_window_bytes")) out.tcp_window_bytes = read_non_negative(*v);
+  YamlValue why = map.required("why");
+  out.why = read_string(why);
+  if (out.why.empty()) why.fail("say why this network model fits the scenario");
+  map.finish();
+  return out;
+}
+
+ModelConfig read_model(const YamlValue& value) {
+  ModelConfig out;
+  YamlMap map(value);
+  out.name = one_of(map.required("name"), model_names());
+  out.weights = one_of(map.required("weights"), {"f32", "f16", "int8", "nf4"});
+  if (auto v = map.optional("activations")) {
+    out.activations = one_of(*v, {"float32", "float16", "bfloat16"});
+  }
+  if (auto v = map.optional("wire_compression")) {
+    out.wire_compression = one_of(*v, {"none", "float16", "int8_blockwise"});
+  }
+  map.finish();
+  return out;
+}
+
+double read_efficiency(const YamlValue& value) {
+  double number = read_double(value);
+  if (!(number > 0 && number <= 1)) {
+    value.fail(fmt::format("an efficiency is a share of the roofline in (0, 1], got {}", number));
+  }
+  return number;
+}
+
+CostModelConfig read_cost(const YamlValue& value, std::set<std::string>& efficiencies_given) {
+  CostModelConfig out;
+  YamlMap map(value);
+  if (auto v = map.optional("efficiency")) {
+    YamlMap formats(*v);
+    for (auto format : {WeightFormat::f32, WeightFormat::f16, WeightFormat::int8, WeightFormat::nf4}) {
+      if (auto e = formats.optional(format_name(format))) {
+        out.efficiency.of(format) = read_efficiency(*e);
+        efficiencies_given.insert(std::string(format_name(format)));
+      }
+    }
+    formats.finish();
+  }
+  out.block_overhead_s = read_non_negative(map.required("block_overhead_s"));
+  out.request_overhead_s = read_non_negative(map.required("request_overhead_s"));
+  out.client_efficiency = read_efficiency(map.required("client_efficiency"));
+  if (auto v = map.optional("client_bytes_per_param")) out.client_bytes_per_param = read_positive(*v);
+  if (auto v = map.optional("kv_bytes_per_value")) out.kv_bytes_per_value = read_positive(*v);
+  if (auto v = map.optional("activation_bytes_per_value")) {
+    out.activation_bytes_per_value = read_positive(*v);
+  }
+  map.finish();
+  return out;
+}
+
+RegionConfig read_region(const YamlValue& value) {
+  RegionConfig out;
+  YamlMap map(value);
+  out.name = read_string(map.required("name"));
+  out.up_bps = read_positive(map.required("up_bps"));
+  out.down_bps = read_positive(map.required("down_bps"));
+  out.latency_s = read_non_negative(map.required("latency_s"));
+  map.finish();
+  return out;
+}
+
+LongHaulConfig read_long_haul(const YamlValue& value) {
+  LongHaulConfig out;
+  YamlMap map(value);
+  out.from = read_string(map.required("from"));
+  out.to = read_string(map.required("to"));
+  out.bandwidth_bps = read_positive(map.required("bandwidth_bps"));
+  out.latency_s = read_non_negative(map.required("latency_s"));
+  map.finish();
+  return out;
+}
+
+RelayConfig read_relay(const YamlValue& value) {
+  RelayConfig out;
+  YamlMap map(value);
+  out.name = read_string(map.required("name"));
+  out.region = read_string(map.required("region"));
+  out.bandwidth_bps = read_positive(map.required("bandwidth_bps"));
+  out.latency_s = read_non_negative(map.required("latency_s"));
+  map.finish();
+  return out;
+}
+
+// The link keys shared by servers and clients, read from the host's own mapping.
+HostLinkConfig read_host_link(YamlMap& map) {
+  HostLinkConfig out;
+  out.region = read_string(map.required("region"));
+  if (auto v = map.optional("up_bps")) out.up_bps = read_positive(*v);
+  if (auto v = map.optional("down_bps")) out.down_bps = read_positive(*v);
+  if (auto v = map.optional("latency_s")) out.latency_s = read_non_negative(*v);
+  if (auto v = map.optional("relay")) out.relay = read_string(*v);
+  return out;
+}
+
+ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_values) {
+  ServerConfig out;
+  YamlMap map(value);
+  out.name = read_string(map.required("name"));
+  if (auto v = map.optional("count")) out.count = read_count(*v);
+  out.gpu = read_string(map.required("gpu"));
+  if (!find_device(out.gpu) || !find_device(out.gpu)->is_gpu) {
+    map.required("gpu").fail(fmt::format("unknown GPU '{}' (known: {})", out.gpu,
+                                         fmt::join(device_names(), ", ")));
+  }
+  out.link = read_host_link(map);
+  YamlValue blocks = map.required("blocks");
+  if (blocks.node.IsScalar() && blocks.node.Scalar() == "auto") {
+    out.blocks.reset();
+  } else {
+    std::vector<YamlValue> pair = read_list(blocks);
+    if (pair.size() != 2) blocks.fail("expected [begin, end) as two block indices, or auto");
+    out.blocks = BlockRange{read_int(pair[0]), read_int(pair[1])};
+  }
+  span_values.push_back(blocks);
+  if (auto v = map.optional("cache_tokens")) out.cache_tokens = read_int(*v);
+  if (out.cache_tokens < 0) map.required("cache_tokens").fail("must not be negative");
+  if (auto v = map.optional("compute_slots")) out.compute_slots = read_count(*v);
+  if (auto v = map.optional("join_s")) out.join_s = read_non_negative(*v);
+  if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_positive(*v);
+  map.finish();
+  return out;
+}
+
+WorkConfig read_work(const YamlValue& value) {
+  WorkConfig out;
+  YamlMap map(value);
+  out.kind = one_of(map.required("kind"), {"generate", "forward", "backward"});
+  if (auto v = map.optional("batch")) out.batch = read_count(*v);
+  if (auto v = map.optional("prefix_tokens")) out.prefix_tokens = read_count(*v);
+  if (auto v = map.optional("new_tokens")) out.new_tokens = read_int(*v);
+  if (out.new_tokens < 0) map.required("new_tokens").fail("must not be negative");
+  if (auto v = map.optional("sequence_tokens")) out.sequence_tokens = read_count(*v);
+  if (auto v = map.optional("repeat")) out.repeat = read_count(*v);
+  map.finish();
+  return out;
+}
+
+ClientConfig read_client(const YamlValue& value) {
+  ClientConfig out;
+  YamlMap map(value);
+  out.name = read_string(map.required("name"));
+  if (auto v = map.optional("count")) out.count = read_count(*v);
+  YamlValue device = map.required("device");
+  out.device = read_string(device);
+  if (!find_device(out.device)) {
+    device.fail(fmt::format("unknown device '{}' (known: {})", out.device,
+                            fmt::join(device_names(), ", ")));
+  }
+  out.link = read_host_link(map);
+  out.work = read_work(map.required("work"));
+  if (auto v = map.optional("offload")) {
+    YamlMap offload(*v);
+    OffloadConfig config;
+    YamlValue gpu = offload.required("gpu");
+    config.gpu = read_string(gpu);
+    if (!find_device(config.gpu) || !find_device(config.gpu)->is_gpu) {
+      gpu.fail(fmt::format("unknown GPU '{}' (known: {})", config.gpu, fmt::join(device_names(), ", ")));
+    }
+    config.pcie_bps = read_positive(offload.required("pcie_bps"));
+    offload.finish();
+    out.offload = config;
+  }
+  if (auto v = map.optional("start_s")) out.start_s = read_non_negative(*v);
+  map.finish();
+  return out;
+}
+
+template <class T, class Read>
+std::vector<T> read_items(YamlMap& map, std::string_view key, Read read) {
+  std::vector<T> out;
+  if (auto v = map.optional(key)) {
+    for (const auto& item : read_list(*v)) out.push_back(read(item));
+  }
+  return out;
+}
+
+RowConfig read_row(const YamlValue& value) {
+  RowConfig out;
+  YamlMap map(value);
+  out.name = read_string(map.required("name"));
+  if (auto v = map.optional("set")) out.set = read_string_map(*v);
+  out.metric = one_of(map.required("metric"), {"steps_per_s", "tokens_per_s"});
+  out.published = read_positive(map.required("published"));
+  if (auto v = map.optional("source")) out.source = read_string(*v);
+  map.finish();
+  return out;
+}
+
+// Everything read from one YAML tree, with the nodes needed to place cross-reference errors.
+struct Parsed {
+  std::shared_ptr<YamlSource> source;  // the values below point into it
+  Scenario scenario;
+  std::vector<RowConfig> rows;
+  std::vector<CalibrationConfig> calibration;
+  std::vector<YamlValue> server_values, client_values, span_values, row_values, calibration_values;
+  std::set<std::string> efficiencies_given;
+  std::optional<YamlValue> cost_value;
+};
+
+Parsed parse(const YamlValue& root) {
+  Parsed p;
+  Scenario& s = p.scenario;
+  YamlMap map(root);
+  YamlValue version = map.required("version");
+  s.version = read_int(version);
+  if (s.version != 1) version.fail(fmt::format("this build reads scenario version 1, not {}", s.version));
+  s.name = read_string(map.required("name"));
+  if (auto v = map.optional("description")) s.description = read_string(*v);
+  YamlValue seed = map.required("seed");
+  int64_t seed_value = read_int(seed);
+  if (seed_value < 0) seed.fail("must not be negative");
+  s.seed = static_cast<uint64_t>(seed_value);
+  s.duration_s = read_positive(map.required("duration_s"));
+  s.network = read_network(map.required("network"));
+  s.model = read_model(map.required("model"));
+  p.cost_value = map.required("cost");
+  s.cost = read_cost(*p.cost_value, p.efficiencies_given);
+  s.regions = read_items<RegionConfig>(map, "regions", read_region);
+  s.long_haul = read_items<LongHaulConfig>(map, "long_haul", read_long_haul);
+  s.relays = read_items<RelayConfig>(map, "relays", read_relay);
+  if (auto v = map.optional("servers")) {
+    for (const auto& item : read_list(*v)) {
+      p.server_values.push_back(item);
+      s.servers.push_back(read_server(item, p.span_values));
+    }
+  }
+  for (const auto& item : read_list(map.required("clients"))) {
+    p.client_values.push_back(item);
+    s.clients.push_back(read_client(item));
+  }
+  if (auto v = map.optional("churn")) {
+    YamlMap churn(*v);
+    if (auto f = churn.optional("activation_failure_probability")) {
+      s.churn.activation_failure_probability = read_probability(*f);
+      if (s.churn.activation_failure_probability > 0) {
+        f->fail("failure injection is not supported by this build's drivers yet");
+      }
+    }
+    churn.finish();
+  }
+  if (auto v = map.optional("policies")) {
+    YamlMap policies(*v);
+    if (auto r = policies.optional("routing")) s.policies.routing = one_of(*r, {"greedy"});
+    if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none"});
+    if (auto r = policies.optional("recovery")) s.policies.recovery = one_of(*r, {"replay"});
+    policies.finish();
+  }
+  if (auto v = map.optional("directory")) {
+    YamlMap dir(*v);
+    if (auto x = dir.optional("round_trip_s")) s.directory.round_trip_s = read_non_negative(*x);
+    if (auto x = dir.optional("lookup_round_trips")) s.directory.lookup_round_trips = read_int(*x);
+    if (auto x = dir.optional("announce_round_trips")) s.directory.announce_round_trips = read_int(*x);
+    if (auto x = dir.optional("update_period_s")) s.directory.update_period_s = read_positive(*x);
+    if (auto x = dir.optional("record_ttl_s")) s.directory.record_ttl_s = read_positive(*x);
+    dir.finish();
+  }
+  if (auto v = map.optional("rows")) {
+    for (const auto& item : read_list(*v)) {
+      p.row_values.push_back(item);
+      p.rows.push_back(read_row(item));
+    }
+  }
+  if (auto v = map.optional("calibration")) {
+    for (const auto& item : read_list(*v)) {
+      YamlMap entry(item);
+      CalibrationConfig c;
+      c.format = one_of(entry.required("format"), {"f32", "f16", "int8", "nf4"});
+      c.row = read_string(entry.required("row"));
+      entry.finish();
+      p.calibration_values.push_back(item);
+      p.calibration.push_back(c);
+    }
+  }
+  map.finish();
+  return p;
+}
+
+template <class T>
+const T* find_named(const std::vector<T>& items, const std::string& name) {
+  for (const auto& item : items) {
+    if (item.name == name) return &item;
+  }
+  return nullptr;
+}
+
+void check_link(const Scenario& s, const HostLinkConfig& link, const YamlValue& host) {
+  YamlMap map(host);
+  if (!find_named(s.regions, link.region)) {
+    map.required("region").fail(fmt::format("no region named '{}' in regions", link.region));
+  }
+  if (!link.relay.empty()) {
+    const RelayConfig* relay = find_named(s.relays, link.relay);
+    if (!relay) map.required("relay").fail(fmt::format("no relay named '{}' in relays", link.relay));
+    if (relay->region != link.region) {
+      map.required("relay").fail(fmt::format("relay '{}' is in region '{}', the host in '{}'",
+                                             relay->name, relay->region, link.region));
+    }
+  }
+}
+
+// Cross-references and physical limits: what a single value cannot tell.
+void check(const Parsed& p, const YamlValue& root) {
+  const Scenario& s = p.scenario;
+  const ModelShape& shape = s.shape();
+  std::set<std::string> regions, hosts;
+  for (const auto& region : s.regions) {
+    if (!regions.insert(region.name).second) {
+      root.fail(fmt::format("regions: the name '{}' appears twice", region.name));
+    }
+  }
+  for (const auto& haul : s.long_haul) {
+    if (!regions.count(haul.from) || !regions.count(haul.to) || haul.from == haul.to) {
+      root.fail(fmt::format("long_haul {} -> {}: needs two different regions of regions",
+                            haul.from, haul.to));
+    }
+  }
+  for (const auto& relay : s.relays) {
+    if (!regions.count(relay.region)) {
+      root.fail(fmt::format("relays: '{}' is in unknown region '{}'", relay.name, relay.region));
+    }
+  }
+  const CostModel cost(s.cost);
+  std::vector<int> covered(static_cast<size_t>(shape.num_blocks), 0);
+  for (size_t i = 0; i < s.servers.size(); ++i) {
+    const ServerConfig& server = s.servers[i];
+    const YamlValue& value = p.server_values[i];
+    check_link(s, server.link, value);
+    for (const auto& name : instance_names(server.name, server.count)) {
+      if (!hosts.insert(name).second) value.fail(fmt::format("the host name '{}' is taken", name));
+    }
+    const YamlValue& span = p.span_values[i];
+    if (!server.blocks) {
+      span.fail("automatic placement needs a balancing policy; this build's drivers have none yet");
+    }
+    const BlockRange& b = *server.blocks;
+    if (b.begin < 0 || b.end > shape.num_blocks || b.begin >= b.end) {
+      span.fail(fmt::format("[{}, {}) is not a span of {}'s blocks [0, {})", b.begin, b.end,
+                            shape.name, shape.num_blocks));
+    }
+    const DeviceSpec& gpu = *find_device(server.gpu);
+    const double weights = static_cast<double>(b.end - b.begin) * cost.block_weight_bytes(shape, s.weight_format());
+    if (weights > gpu.memory_bytes) {
+      span.fail(fmt::format("{} blocks of {} in {} take {:.1f} GB, more than the {}'s {:.1f} GB",
+                            b.end - b.begin, shape.name, s.model.weights, weights / 1e9, gpu.name,
+                            gpu.memory_bytes / 1e9));
+    }
+    for (int64_t block = b.begin; block < b.end; ++block) covered[static_cast<size_t>(block)] = 1;
+  }
+  bool needs_swarm = false;
+  for (size_t i = 0; i < s.clients.size(); ++i) {
+    const ClientConfig& client = s.clients[i];
+    check_link(s, client.link, p.client_values[i]);
+    for (const auto& name : instance_names(client.name, client.count)) {
+      if (!hosts.insert(name).second) p.client_values[i].fail(fmt::format("the host name '{}' is taken", name));
+    }
+    if (!client.offload) needs_swarm = true;
+    if (client.work.kind != "generate" && client.work.new_tokens != 0) {
+      YamlMap(p.client_values[i]).required("work").fail("new_tokens only applies to generate");
+    }
+  }
+  if (needs_swarm) {
+    auto gap = std::find(covered.begin(), covered.end(), 0);
+    if (gap != covered.end()) {
+      root.fail(fmt::format("no server ever holds block {} of {}: a client could never finish",
+                            gap - covered.begin(), shape.name));
+    }
+  }
+  // Every pair of regions with hosts must be joined by a long-haul link.
+  std::set<std::string> used;
+  for (const auto& server : s.servers) used.insert(server.link.region);
+  for (const auto& client : s.clients) used.insert(client.link.region);
+  for (const auto& a : used) {
+    for (const auto& b : used) {
+      if (a >= b) continue;
+      bool joined = std::any_of(s.long_haul.begin(), s.long_haul.end(), [&](const auto& h) {
+        return (h.from == a && h.to == b) || (h.from == b && h.to == a);
+      });
+      if (!joined) root.fail(fmt::format("regions '{}' and '{}' have hosts but no long_haul link", a, b));
+    }
+  }
+}
+
+YAML::Node load_yaml(const std::string& text, const std::string& name) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ScenarioError(fmt::format("{}:{}:{}: not valid YAML: {}", name, e.mark.line + 1,
+                                    e.mark.column + 1, e.msg));
+  }
+}
+
+// Parses `text` with the overrides applied, then checks the result.
+Parsed parse_with(const std::string& text, const std::string& name,
+                  const std::vector<std::string>& overrides,
+                  const std::vector<std::pair<std::string, std::string>>& row_set,
+                  const std::string& row_name) {
+  auto source = std::make_shared<YamlSource>(YamlSource{name, {}});
+  YAML::Node root = load_yaml(text, name);
+  for (const auto& assignment : overrides) apply_override(root, assignment, *source);
+  for (const auto& [key, value] : row_set) {
+    const size_t before = source->overridden.size();
+    apply_override(root, key + "=" + value, *source);
+    // Name the row rather than the command line in errors.
+    for (size_t i = before; i < source->overridden.size(); ++i) {
+      source->overridden[i].second = fmt::format("{}={} (row {})", key, value, row_name);
+    }
+  }
+  YamlValue top{root, "", source.get()};
+  Parsed parsed = parse(top);
+  parsed.source = source;
+  check(parsed, top);
+  return parsed;
+}
+
+}  // namespace
+
+const ModelShape& Scenario::shape() const {
+  const ModelShape* found = find_model(model.name);
+  BOUQUET_CHECK(found != nullptr, "scenario model checked by the loader");
+  return *found;
+}
+
+WeightFormat Scenario::weight_format() const {
+  auto format = parse_weight_format(model.weights);
+  BOUQUET_CHECK(format.has_value(), "weight format checked by the loader");
+  return *format;
+}
+
+std::vector<std::string> instance_names(const std::string& name, int64_t count) {
+  if (count == 1) return {name};
+  std::vector<std::string> names;
+  for (int64_t i = 0; i < count; ++i) names.push_back(fmt::format("{}-{}", name, i));
+  return names;
+}
+
+ScenarioFile load_scenario_text(const std::string& text, const std::string& name,
+                                const std::vector<std::string>& overrides) {
+  Parsed base = parse_with(text, name, overrides, {}, "");
+  ScenarioFile file;
+  file.path = name;
+  file.overrides = overrides;
+  file.base = base.scenario;
+  file.rows = base.rows;
+  file.calibration = base.calibration;
+
+  std::set<std::string> row_names;
+  for (size_t i = 0; i < base.rows.size(); ++i) {
+    if (!row_names.insert(base.rows[i].name).second) {
+      YamlMap(base.row_values[i]).required("name").fail("another row has this name");
+    }
+  }
+  std::set<std::string> calibrated;
+  for (size_t i = 0; i < base.calibration.size(); ++i) {
+    const CalibrationConfig& c = base.calibration[i];
+    YamlMap entry(base.calibration_values[i]);
+    if (!row_names.count(c.row)) entry.required("row").fail(fmt::format("no row named '{}'", c.row));
+    if (!calibrated.insert(c.format).second) {
+      entry.required("format").fail("one efficiency per weight format may be calibrated, on one row");
+    }
+  }
+  for (const auto& row : base.rows) {
+    Parsed parsed = parse_with(text, name, overrides, row.set, row.name);
+    const std::string& format = parsed.scenario.model.weights;
+    if (!parsed.efficiencies_given.count(format) && !calibrated.count(format)) {
+      parsed.cost_value->fail(fmt::format(
+          "row {}: no efficiency for {} weights: give cost.efficiency.{} or calibrate it",
+          row.name, format, format));
+    }
+    file.row_scenarios.push_back(parsed.scenario);
+  }
+  if (base.rows.empty()) {
+    const std::string& format = base.scenario.model.weights;
+    if (!base.efficiencies_given.count(format)) {
+      base.cost_value->fail(fmt::format("no efficiency for {} weights: give cost.efficiency.{}",
+                                        format, format));
+    }
+  }
+  return file;
+}
+
+ScenarioFile load_scenario_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ScenarioError(fmt::format("{}: cannot read the scenario file", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return load_scenario_text(text.str(), path, overrides);
+}
+
+}  // namespace bouquet::sim

@@ -1,0 +1,189 @@
+// A simulation scenario: the YAML file's structure as config structs. Field names are the YAML
+// keys (and the --set paths). load_scenario_file() reads a file strictly and checks every value
+// and cross-reference before anything runs; a scenario that loads is one the simulator can run.
+//
+// A file describes one base scenario plus `rows`: each row re-reads the file with its own `set`
+// overrides (e.g. another network setting or workload) and names the metric it reports and the
+// published figure it is compared with. `calibration` names, per weight format, the one row whose
+// published figure fixes that format's efficiency; every other row is a prediction.
+#pragma once
+
+#include "sim/cost_model.h"
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bouquet::sim {
+
+inline constexpr double kForever = std::numeric_limits<double>::infinity();
+
+// The SimGrid network model. CM02 without cross-traffic gives a transfer exactly latency plus
+// size over bandwidth (bounded by the TCP window over the round trip), which is what
+// tc-emulated links measure; LV08 adds SimGrid's TCP corrections. Each scenario says why.
+struct NetworkConfig {
+  std::string model = "CM02";  // CM02 | LV08
+  bool crosstraffic = false;
+  double tcp_window_bytes = 4194304;  // SimGrid's TCP-gamma: a flow's rate <= window / RTT
+  std::string why;
+};
+
+struct ModelConfig {
+  std::string name;                        // a model of model_shapes.h
+  std::string weights;                     // f32 | f16 | int8 | nf4
+  std::string activations = "float16";     // dtype of hidden states: float32 | float16 | bfloat16
+  std::string wire_compression = "none";   // none | float16 | int8_blockwise
+};
+
+struct CalibrationConfig {
+  std::string format;  // weight format whose efficiency is solved for
+  std::string row;     // the row whose published figure it must reproduce
+};
+
+// Default access link of the hosts in a region (consumer links: up and down differ).
+struct RegionConfig {
+  std::string name;
+  double up_bps = 0;
+  double down_bps = 0;
+  double latency_s = 0;  // one way, host to the region's core; a round trip inside is 4x this
+};
+
+struct LongHaulConfig {
+  std::string from;
+  std::string to;
+  double bandwidth_bps = 0;
+  double latency_s = 0;
+};
+
+// A relay through which firewalled hosts are reached: all their traffic crosses its link.
+struct RelayConfig {
+  std::string name;
+  std::string region;
+  double bandwidth_bps = 0;
+  double latency_s = 0;
+};
+
+// How a host attaches to its region; unset fields take the region's values.
+struct HostLinkConfig {
+  std::string region;
+  std::optional<double> up_bps;
+  std::optional<double> down_bps;
+  std::optional<double> latency_s;
+  std::string relay;  // "" = directly reachable
+};
+
+struct BlockRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+struct ServerConfig {
+  std::string name;
+  int64_t count = 1;  // identical servers name-0, name-1, ... (name alone when 1)
+  std::string gpu;
+  HostLinkConfig link;
+  std::optional<BlockRange> blocks;  // [begin, end); absent = placed by the balancer
+  int64_t cache_tokens = 0;          // per block; 0 = what the GPU memory left over holds
+  int64_t compute_slots = 1;
+  double join_s = 0;
+  double lifetime_s = kForever;
+};
+
+struct WorkConfig {
+  std::string kind;              // generate | forward | backward
+  int64_t batch = 1;
+  int64_t prefix_tokens = 1;     // generate: positions of the first step
+  int64_t new_tokens = 0;        // generate: one-position steps after the first
+  int64_t sequence_tokens = 128; // forward/backward: positions per sequence
+  int64_t repeat = 1;            // sessions or passes, one after another
+};
+
+// Offloading instead of a swarm: the client's own GPU streams every block from RAM.
+struct OffloadConfig {
+  std::string gpu;
+  double pcie_bps = 0;
+};
+
+struct ClientConfig {
+  std::string name;
+  int64_t count = 1;
+  std::string device;  // where embeddings and the LM head run
+  HostLinkConfig link;
+  WorkConfig work;
+  std::optional<OffloadConfig> offload;
+  double start_s = 0;
+};
+
+struct ChurnConfig {
+  double activation_failure_probability = 0;  // per activation a server receives
+};
+
+struct PolicyConfig {
+  std::string routing = "greedy";    // greedy (core's plan_chain_greedy)
+  std::string balancing = "none";    // none
+  std::string recovery = "replay";   // replay
+};
+
+// The modelled DHT: announcements and lookups take a number of round trips of a fixed time.
+struct DirectoryConfig {
+  double round_trip_s = 0.05;
+  int64_t lookup_round_trips = 2;
+  int64_t announce_round_trips = 2;
+  double update_period_s = 60;
+  double record_ttl_s = 120;
+};
+
+struct RowConfig {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> set;  // key.path -> value, as --set
+  std::string metric;   // steps_per_s | tokens_per_s
+  double published = 0;
+  std::string source;   // where the published figure comes from
+};
+
+struct Scenario {
+  int64_t version = 1;
+  std::string name;
+  std::string description;
+  uint64_t seed = 0;
+  double duration_s = 3600;  // simulated time limit; work not done by then "did not finish"
+  NetworkConfig network;
+  ModelConfig model;
+  CostModelConfig cost;
+  std::vector<RegionConfig> regions;
+  std::vector<LongHaulConfig> long_haul;
+  std::vector<RelayConfig> relays;
+  std::vector<ServerConfig> servers;
+  std::vector<ClientConfig> clients;
+  ChurnConfig churn;
+  PolicyConfig policies;
+  DirectoryConfig directory;
+
+  // Resolved from the names above by the loader (checked to exist).
+  const ModelShape& shape() const;
+  WeightFormat weight_format() const;
+};
+
+struct ScenarioFile {
+  std::string path;
+  std::vector<std::string> overrides;  // --set arguments, in order
+  Scenario base;
+  std::vector<RowConfig> rows;
+  std::vector<CalibrationConfig> calibration;
+  std::vector<Scenario> row_scenarios;  // base with each row's `set` applied, same order as rows
+};
+
+// Reads and checks `path` with the --set `overrides` applied (then each row's own). Throws
+// ScenarioError naming file, line and key on the first problem.
+ScenarioFile load_scenario_file(const std::string& path, const std::vector<std::string>& overrides);
+// The same from text (tests); `name` stands for the file in messages.
+ScenarioFile load_scenario_text(const std::string& text, const std::string& name,
+                                const std::vector<std::string>& overrides);
+
+// A server or client entry expanded by its count: "name" or "name-0", "name-1", ...
+std::vector<std::string> instance_names(const std::string& name, int64_t count);
+
+}  // namespace bouquet::sim

@@ -1,0 +1,169 @@
+// Scenario files are read strictly: every mistake is reported with file, line and key before
+// anything runs, and --set / row overrides land where they say.
+#include "sim/scenario.h"
+#include "sim/yaml_fields.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace bouquet::sim {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Line numbers below refer to this text (line 1 is "version: 1").
+const char* kBase = R"(version: 1
+name: tiny
+seed: 7
+duration_s: 100
+network: {model: CM02, why: exact latency plus size over bandwidth}
+model: {name: bloom-176b, weights: int8}
+cost:
+  efficiency: {int8: 0.5}
+  block_overhead_s: 0
+  request_overhead_s: 0
+  client_efficiency: 1
+regions:
+  - {name: lab, up_bps: 1e9, down_bps: 1e9, latency_s: 0.001}
+servers:
+  - name: s
+    count: 3
+    gpu: a100-80gb
+    region: lab
+    blocks: [0, 24]
+  - {name: t, gpu: a100-80gb, region: lab, blocks: [24, 70]}
+clients:
+  - name: c
+    device: cpu-32core
+    region: lab
+    work: {kind: generate, new_tokens: 10}
+)";
+
+std::string error_of(const std::string& text, std::vector<std::string> overrides = {}) {
+  try {
+    load_scenario_text(text, "tiny.yaml", overrides);
+  } catch (const ScenarioError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string replace(std::string text, const std::string& from, const std::string& to) {
+  size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return text.replace(at, from.size(), to);
+}
+
+TEST(Scenario, ReadsEveryField) {
+  // The t span is too big for one A100 in int8 (46 blocks = 113 GB), so give it two of them.
+  std::string text = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
+  ScenarioFile file = load_scenario_text(text, "tiny.yaml", {});
+  const Scenario& s = file.base;
+  EXPECT_EQ(s.name, "tiny");
+  EXPECT_EQ(s.seed, 7u);
+  EXPECT_EQ(s.model.wire_compression, "none");  // a default
+  EXPECT_DOUBLE_EQ(s.cost.efficiency.int8, 0.5);
+  ASSERT_EQ(s.servers.size(), 3u);
+  EXPECT_EQ(s.servers[0].count, 3);
+  EXPECT_EQ(s.servers[0].blocks->end, 24);
+  EXPECT_FALSE(s.servers[0].link.up_bps.has_value());  // taken from the region
+  EXPECT_EQ(s.clients[0].work.new_tokens, 10);
+  EXPECT_EQ(instance_names("s", 3), (std::vector<std::string>{"s-0", "s-1", "s-2"}));
+}
+
+TEST(Scenario, RejectsAnUnknownKeyWithItsLine) {
+  std::string text = replace(kBase, "    region: lab\n    blocks", "    region: lab\n    colour: red\n    blocks");
+  EXPECT_THAT(error_of(text), HasSubstr("tiny.yaml:19:5: servers.0.colour: unknown key"));
+}
+
+TEST(Scenario, RejectsAMissingKeyAtItsParent) {
+  std::string text = replace(kBase, "    gpu: a100-80gb\n", "");
+  EXPECT_THAT(error_of(text), HasSubstr("tiny.yaml:15:5: servers.0: missing required key 'gpu'"));
+}
+
+TEST(Scenario, RejectsImpossibleValues) {
+  EXPECT_THAT(error_of(replace(kBase, "up_bps: 1e9", "up_bps: -5")),
+              HasSubstr("tiny.yaml:13:25: regions.0.up_bps: must be positive, got -5"));
+  EXPECT_THAT(error_of(replace(kBase, "blocks: [24, 70]", "blocks: [24, 71]")),
+              HasSubstr("servers.1.blocks: [24, 71) is not a span of bloom-176b's blocks [0, 70)"));
+  EXPECT_THAT(error_of(replace(kBase, "gpu: a100-80gb\n", "gpu: h900\n")),
+              HasSubstr("tiny.yaml:17:10: servers.0.gpu: unknown GPU 'h900'"));
+  EXPECT_THAT(error_of(replace(kBase, "weights: int8", "weights: int3")),
+              HasSubstr("model.weights: 'int3' is not one of: f32, f16, int8, nf4"));
+  EXPECT_THAT(error_of(replace(kBase, "{int8: 0.5}", "{int8: 1.5}")),
+              HasSubstr("cost.efficiency.int8: an efficiency is a share of the roofline"));
+  EXPECT_THAT(error_of(replace(kBase, "seed: 7", "seed: seven")),
+              HasSubstr("tiny.yaml:3:7: seed: expected a number, got 'seven'"));
+}
+
+TEST(Scenario, RejectsSpansThatDoNotFitTheGpu) {
+  // 46 BLOOM blocks in int8 are 113 GB; an A100 holds 86 GB.
+  EXPECT_THAT(error_of(kBase), HasSubstr("servers.1.blocks: 46 blocks of bloom-176b in int8 take 113.5 GB"));
+}
+
+TEST(Scenario, RejectsUncoveredBlocksAndBadReferences) {
+  std::string fits = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 50]}");
+  EXPECT_THAT(error_of(fits), HasSubstr("no server ever holds block 50 of bloom-176b"));
+  std::string fitting = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
+  EXPECT_THAT(error_of(replace(fitting, "region: lab\n    work", "region: moon\n    work")),
+              HasSubstr("tiny.yaml:25:13: clients.0.region: no region named 'moon'"));
+  EXPECT_THAT(error_of(replace(fitting, "name: t,", "name: s-1,")), HasSubstr("the host name 's-1' is taken"));
+}
+
+class ScenarioOverrides : public ::testing::Test {
+ protected:
+  std::string text_ = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
+};
+
+TEST_F(ScenarioOverrides, SetReplacesValuesAndNamesItselfInErrors) {
+  ScenarioFile file = load_scenario_text(text_, "tiny.yaml",
+                                         {"seed=42", "servers.*.up_bps=1e8", "clients.0.work.batch=4"});
+  EXPECT_EQ(file.base.seed, 42u);
+  for (const auto& server : file.base.servers) EXPECT_DOUBLE_EQ(*server.link.up_bps, 1e8);
+  EXPECT_EQ(file.base.clients[0].work.batch, 4);
+  EXPECT_THAT(error_of(text_, {"servers.0.up_bps=-1"}),
+              HasSubstr("--set servers.0.up_bps=-1: servers.0.up_bps: must be positive"));
+  EXPECT_THAT(error_of(text_, {"servers.0.colour=red"}), HasSubstr("servers.0.colour: unknown key"));
+  EXPECT_THAT(error_of(text_, {"servers.9.gpu=t4"}), HasSubstr("'9' is not an index of a list of 3"));
+  EXPECT_THAT(error_of(text_, {"seed"}), HasSubstr("expected key.path=value"));
+}
+
+TEST_F(ScenarioOverrides, RowsReReadTheFileWithTheirOwnSettings) {
+  std::string text = text_ + R"(rows:
+  - name: slow
+    set: {regions.0.up_bps: 1e8, clients.0.work.new_tokens: 3}
+    metric: steps_per_s
+    published: 1.5
+  - {name: fast, metric: steps_per_s, published: 2}
+calibration:
+  - {format: int8, row: fast}
+)";
+  ScenarioFile file = load_scenario_text(text, "tiny.yaml", {"seed=3"});
+  ASSERT_EQ(file.row_scenarios.size(), 2u);
+  EXPECT_DOUBLE_EQ(file.row_scenarios[0].regions[0].up_bps, 1e8);
+  EXPECT_EQ(file.row_scenarios[0].clients[0].work.new_tokens, 3);
+  EXPECT_EQ(file.row_scenarios[0].seed, 3u);  // command-line settings apply to every row
+  EXPECT_DOUBLE_EQ(file.row_scenarios[1].regions[0].up_bps, 1e9);
+  EXPECT_EQ(file.calibration[0].row, "fast");
+
+  EXPECT_THAT(error_of(replace(text, "up_bps: 1e8,", "up_bps: -1e8,")),
+              HasSubstr("(row slow): regions.0.up_bps: must be positive"));
+  EXPECT_THAT(error_of(replace(text, "row: fast}", "row: quick}")),
+              HasSubstr("calibration.0.row: no row named 'quick'"));
+}
+
+TEST(Scenario, AFileThatIsNotYamlNamesItsLine) {
+  EXPECT_THAT(error_of("version: 1\nname: [unclosed\n"), HasSubstr("tiny.yaml:"));
+  EXPECT_THAT(error_of("version: 1\nname: [unclosed\n"), HasSubstr("not valid YAML"));
+  try {
+    load_scenario_file("/nonexistent/x.yaml", {});
+    FAIL();
+  } catch (const ScenarioError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("/nonexistent/x.yaml: cannot read"));
+  }
+}
+
+}  // namespace
+}  // namespace bouquet::sim
