@@ -1,0 +1,423 @@
+#include "core/block_server.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/core.h>
+
+namespace bouquet::core {
+
+BlockServer::BlockServer(BlockServerConfig config)
+    : config_(std::move(config)), admission_(config_.cache_tokens) {
+  BOUQUET_CHECK(!config_.span.empty(), "a server must hold at least one block");
+  BOUQUET_CHECK(config_.compute_slots > 0, "a server needs at least one compute slot");
+}
+
+void BlockServer::handle(Time now, const Input& in, std::vector<Effect>& out) {
+  if (auto* m = std::get_if<MessageReceived>(&in)) {
+    on_message(now, m->from, m->message, out);
+  } else if (auto* done = std::get_if<ComputeFinished>(&in)) {
+    on_compute_finished(now, *done, out);
+  } else if (auto* timer = std::get_if<TimerFired>(&in)) {
+    on_timer(now, timer->timer, out);
+  } else if (auto* gone = std::get_if<PeerUnreachable>(&in)) {
+    on_peer_gone(gone->peer, out);
+  }
+  // Whatever freed cache room (a close, a timeout, a vanished client) lets waiters in.
+  admit_granted(now, out);
+  start_tasks(out);
+}
+
+void BlockServer::on_message(Time now, PeerId from, const Message& message,
+                             std::vector<Effect>& out) {
+  std::visit(
+      [&](const auto& m) {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, OpenSession>) on_open(now, from, m, out);
+        else if constexpr (std::is_same_v<M, StepRequest>) on_step(now, from, m, out);
+        else if constexpr (std::is_same_v<M, CloseSession>) on_close(from, m.session_id, out);
+        else if constexpr (std::is_same_v<M, ForwardRequest>) on_forward(from, m, out);
+        else if constexpr (std::is_same_v<M, BackwardRequest>) on_backward(from, m, out);
+        else if constexpr (std::is_same_v<M, InfoRequest>) on_info(from, m, out);
+        else if constexpr (!std::is_same_v<M, ErrorReply>) {
+          // A reply type sent to a server: answer so a confused peer learns why (never answer
+          // an ErrorReply, or two confused peers would bounce errors forever).
+          reply_error(from, 0, 0, ErrorCode::protocol,
+                      fmt::format("a server does not accept {} messages", to_string(m.kType)), out);
+        }
+      },
+      message);
+}
+
+std::optional<Error> BlockServer::check_call(const std::string& model_id, BlockSpan span,
+                                             const std::string& adapter) const {
+  if (model_id != config_.model_id) {
+    return Error{ErrorCode::model_mismatch,
+                 fmt::format("this server serves model '{}', not '{}'", config_.model_id, model_id)};
+  }
+  if (!config_.span.contains(span)) {
+    return Error{ErrorCode::span_not_served,
+                 fmt::format("blocks {} asked, this server holds {}", span.to_string(),
+                             config_.span.to_string())};
+  }
+  if (!adapter.empty() &&
+      std::find(config_.adapters.begin(), config_.adapters.end(), adapter) == config_.adapters.end()) {
+    return Error{ErrorCode::unknown_adapter, fmt::format("this server has no adapter '{}'", adapter)};
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> BlockServer::check_hidden(const Activation& a, const char* what) const {
+  if (a.shape.size() != 3 || a.shape[0] == 0 || a.shape[1] == 0 || a.shape[2] != config_.hidden_size) {
+    std::string dims;
+    for (uint32_t d : a.shape) dims += fmt::format("{}{}", dims.empty() ? "" : ", ", d);
+    return Error{ErrorCode::bad_request,
+                 fmt::format("{} has shape [{}], expected [batch, tokens, {}]", what, dims,
+                             config_.hidden_size)};
+  }
+  return std::nullopt;
+}
+
+void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::vector<Effect>& out) {
+  auto error = check_call(open.model_id, open.span, open.adapter);
+  if (!error && (open.batch == 0 || open.max_length == 0 || open.max_length > config_.max_length_limit)) {
+    error = Error{ErrorCode::bad_request,
+                  fmt::format("batch {} and max_length {} must be positive, max_length at most {}",
+                              open.batch, open.max_length, config_.max_length_limit)};
+  }
+  const SessionKey key{from, open.session_id};
+  const bool in_use = sessions_.count(key) != 0 ||
+                      std::any_of(waiting_.begin(), waiting_.end(), [&](const auto& w) {
+                        return w.second.peer == from && w.second.open.session_id == open.session_id;
+                      });
+  if (!error && in_use) {
+    error = Error{ErrorCode::bad_request, fmt::format("session {} is already open", open.session_id)};
+  }
+  if (error) {
+    out.push_back(SendMessage{from, ErrorReply{open.session_id, 0, *error}});
+    return;
+  }
+  const uint64_t tokens = uint64_t{open.batch} * open.max_length;
+  const CacheAdmission::Ticket ticket = next_id_++;
+  switch (admission_.request(ticket, tokens)) {
+    case CacheAdmission::Outcome::granted:
+      admit(now, from, open, out);
+      return;
+    case CacheAdmission::Outcome::never_fits:
+      reply_error(from, open.session_id, 0, ErrorCode::cache_full,
+                  fmt::format("session needs {} cache tokens per block, this server has {} in all",
+                              tokens, admission_.tokens_max()),
+                  out);
+      return;
+    case CacheAdmission::Outcome::waiting: {
+      double wait_s = std::isfinite(open.cache_wait_timeout_s) ? open.cache_wait_timeout_s : 0.0;
+      wait_s = std::clamp(wait_s, 0.0, config_.cache_wait_max_s);
+      const TimerId timer = new_timer(TimerOwner{TimerKind::cache_wait, ticket, {}});
+      waiting_.emplace(ticket, WaitingOpen{from, open, timer});
+      out.push_back(SetTimer{timer, now + wait_s});
+      return;
+    }
+  }
+}
+
+void BlockServer::admit(Time now, PeerId peer, const OpenSession& open, std::vector<Effect>& out) {
+  const SessionKey key{peer, open.session_id};
+  Session session;
+  session.open = open;
+  session.reserved_tokens = uint64_t{open.batch} * open.max_length;
+  session.cache_id = next_id_++;
+  session.last_active = now;
+  session.idle_timer = new_timer(TimerOwner{TimerKind::idle, 0, key});
+  out.push_back(SetTimer{session.idle_timer, now + config_.session_idle_timeout_s});
+  sessions_.emplace(key, std::move(session));
+  out.push_back(SendMessage{peer, SessionOpened{open.session_id}});
+}
+
+void BlockServer::admit_granted(Time now, std::vector<Effect>& out) {
+  for (CacheAdmission::Ticket ticket : admission_.take_granted()) {
+    auto it = waiting_.find(ticket);
+    BOUQUET_CHECK(it != waiting_.end(), "granted a ticket nobody waits on");
+    out.push_back(CancelTimer{it->second.timer});
+    timers_.erase(it->second.timer);
+    admit(now, it->second.peer, it->second.open, out);
+    waiting_.erase(it);
+  }
+}
+
+void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::vector<Effect>& out) {
+  auto it = sessions_.find(SessionKey{from, step.session_id});
+  auto fail = [&](ErrorCode code, std::string message) {
+    reply_error(from, step.session_id, step.step_id, code, std::move(message), out);
+  };
+  if (it == sessions_.end() || it->second.closing) {
+    return fail(ErrorCode::unknown_session, fmt::format("no open session {}", step.session_id));
+  }
+  Session& s = it->second;
+  if (s.task) {
+    return fail(ErrorCode::session_busy,
+                fmt::format("session {} has a step in progress", step.session_id));
+  }
+  if (auto error = check_hidden(step.hidden_states, "hidden_states")) return fail(error->code, error->message);
+  const uint32_t batch = step.hidden_states.shape[0];
+  const uint32_t tokens = step.hidden_states.shape[1];
+  if (batch != s.open.batch) {
+    return fail(ErrorCode::bad_request,
+                fmt::format("hidden_states batch {} differs from the session's {}", batch, s.open.batch));
+  }
+  if (step.start_position > s.length) {
+    return fail(ErrorCode::bad_position,
+                fmt::format("start position {} skips past the {} cached positions",
+                            step.start_position, s.length));
+  }
+  if (uint64_t{step.start_position} + tokens > s.open.max_length) {
+    return fail(ErrorCode::bad_position,
+                fmt::format("positions up to {} exceed the session's max_length {}",
+                            uint64_t{step.start_position} + tokens, s.open.max_length));
+  }
+  s.last_active = now;
+  ComputeRequest request;
+  request.task_id = next_id_++;
+  request.kind = ComputeKind::inference;
+  request.span = s.open.span;
+  request.batch = batch;
+  request.new_tokens = tokens;
+  request.cache_length = step.start_position;
+  request.cache_id = s.cache_id;
+  request.max_length = s.open.max_length;
+  request.adapter = s.open.adapter;
+  request.inputs = step.hidden_states;
+  request.prompts = step.prompts;
+  request.output_compression = s.open.reply_compression;
+  s.task = request.task_id;
+  TaskOwner owner{from, ComputeKind::inference, it->first, step.step_id, 0,
+                  s.open.reply_compression, false, step.start_position, tokens};
+  enqueue(std::move(request), owner, out);
+}
+
+void BlockServer::on_close(PeerId from, uint64_t session_id, std::vector<Effect>& out) {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+    if (it->second.peer == from && it->second.open.session_id == session_id) {
+      out.push_back(CancelTimer{it->second.timer});
+      timers_.erase(it->second.timer);
+      admission_.cancel(it->first);
+      waiting_.erase(it);
+      return;
+    }
+  }
+  close_session(SessionKey{from, session_id}, out);
+}
+
+void BlockServer::close_session(SessionKey key, std::vector<Effect>& out) {
+  auto it = sessions_.find(key);
+  if (it == sessions_.end()) return;
+  Session& s = it->second;
+  if (s.task && queue_.remove(*s.task)) {
+    owners_.erase(*s.task);
+    s.task.reset();
+  }
+  if (s.task) {
+    s.closing = true;  // its compute is running; the cache is dropped when it finishes
+    return;
+  }
+  free_session(key, out);
+}
+
+void BlockServer::free_session(SessionKey key, std::vector<Effect>& out) {
+  auto it = sessions_.find(key);
+  BOUQUET_CHECK(it != sessions_.end(), "freeing an unknown session");
+  out.push_back(CancelTimer{it->second.idle_timer});
+  timers_.erase(it->second.idle_timer);
+  out.push_back(DropCache{it->second.cache_id});
+  const uint64_t tokens = it->second.reserved_tokens;
+  sessions_.erase(it);
+  admission_.release(tokens);
+}
+
+void BlockServer::on_forward(PeerId from, const ForwardRequest& request, std::vector<Effect>& out) {
+  auto error = check_call(request.model_id, request.span, request.adapter);
+  if (!error) error = check_hidden(request.hidden_states, "hidden_states");
+  if (error) return reply_error(from, request.request_id, 0, error->code, error->message, out);
+  ComputeRequest compute;
+  compute.task_id = next_id_++;
+  compute.kind = ComputeKind::forward;
+  compute.span = request.span;
+  compute.batch = request.hidden_states.shape[0];
+  compute.new_tokens = request.hidden_states.shape[1];
+  compute.adapter = request.adapter;
+  compute.inputs = request.hidden_states;
+  compute.prompts = request.prompts;
+  compute.output_compression = request.reply_compression;
+  enqueue(std::move(compute),
+          TaskOwner{from, ComputeKind::forward, {}, 0, request.request_id, request.reply_compression,
+                    request.prompts.has_value()},
+          out);
+}
+
+void BlockServer::on_backward(PeerId from, const BackwardRequest& request, std::vector<Effect>& out) {
+  auto error = check_call(request.model_id, request.span, request.adapter);
+  if (!error) error = check_hidden(request.hidden_states, "hidden_states");
+  if (!error && request.grad_outputs.shape != request.hidden_states.shape) {
+    error = Error{ErrorCode::bad_request, "grad_outputs must have the shape of hidden_states"};
+  }
+  if (error) return reply_error(from, request.request_id, 0, error->code, error->message, out);
+  ComputeRequest compute;
+  compute.task_id = next_id_++;
+  compute.kind = ComputeKind::backward;
+  compute.span = request.span;
+  compute.batch = request.hidden_states.shape[0];
+  compute.new_tokens = request.hidden_states.shape[1];
+  compute.adapter = request.adapter;
+  compute.inputs = request.hidden_states;
+  compute.grad_outputs = request.grad_outputs;
+  compute.prompts = request.prompts;
+  compute.output_compression = request.reply_compression;
+  enqueue(std::move(compute),
+          TaskOwner{from, ComputeKind::backward, {}, 0, request.request_id, request.reply_compression,
+                    request.prompts.has_value()},
+          out);
+}
+
+void BlockServer::on_info(PeerId from, const InfoRequest& request, std::vector<Effect>& out) {
+  InfoReply info;
+  info.request_id = request.request_id;
+  info.model_id = config_.model_id;
+  info.span = config_.span;
+  info.hidden_size = config_.hidden_size;
+  info.version = config_.version;
+  info.cache_tokens_max = admission_.tokens_max();
+  info.cache_tokens_free = admission_.tokens_free();
+  info.adapters = config_.adapters;
+  info.inference_rps = config_.inference_rps;
+  info.forward_rps = config_.forward_rps;
+  info.throughput_rps = config_.throughput_rps;
+  out.push_back(SendMessage{from, std::move(info)});
+}
+
+void BlockServer::enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out) {
+  owners_.emplace(request.task_id, owner);
+  queue_.push(std::move(request));
+}
+
+void BlockServer::start_tasks(std::vector<Effect>& out) {
+  while (running_.size() < config_.compute_slots) {
+    auto next = queue_.pop();
+    if (!next) return;
+    running_.insert(next->task_id);
+    out.push_back(StartCompute{std::move(*next)});
+  }
+}
+
+void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std::vector<Effect>& out) {
+  auto owner_it = owners_.find(done.task_id);
+  if (owner_it == owners_.end() || running_.erase(done.task_id) == 0) return;  // not ours
+  const TaskOwner owner = owner_it->second;
+  owners_.erase(owner_it);
+  if (owner.kind != ComputeKind::inference) {
+    const uint64_t id = owner.request_id;
+    if (!done.result.ok()) {
+      return reply_error(owner.peer, id, 0, done.result.error().code, done.result.error().message, out);
+    }
+    Activation outputs = done.result.value().outputs;
+    outputs.compression = owner.reply_compression;
+    if (owner.kind == ComputeKind::forward) {
+      out.push_back(SendMessage{owner.peer, ForwardResult{id, std::move(outputs)}});
+    } else {
+      auto grad_prompts = owner.has_prompts ? done.result.value().grad_prompts : std::nullopt;
+      if (grad_prompts) grad_prompts->compression = owner.reply_compression;
+      out.push_back(SendMessage{owner.peer, BackwardResult{id, std::move(outputs), std::move(grad_prompts)}});
+    }
+    return;
+  }
+  auto it = sessions_.find(owner.session);
+  BOUQUET_CHECK(it != sessions_.end(), "an inference task outlived its session");
+  Session& s = it->second;
+  s.task.reset();
+  s.last_active = now;
+  if (s.closing) return free_session(owner.session, out);
+  const uint64_t session_id = owner.session.session_id;
+  if (!done.result.ok()) {
+    // The cache may hold part of the step: only positions before it are trusted, and the next
+    // step's start position (its cache_length) truncates the rest.
+    s.length = owner.start_position;
+    return reply_error(owner.peer, session_id, owner.step_id, done.result.error().code,
+                       done.result.error().message, out);
+  }
+  s.length = owner.start_position + owner.new_tokens;
+  Activation outputs = done.result.value().outputs;
+  outputs.compression = owner.reply_compression;
+  out.push_back(SendMessage{owner.peer, StepResult{session_id, owner.step_id, owner.start_position,
+                                                   std::move(outputs)}});
+}
+
+void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
+  auto it = timers_.find(timer);
+  if (it == timers_.end()) return;
+  const TimerOwner owner = it->second;
+  if (owner.kind == TimerKind::cache_wait) {
+    timers_.erase(it);
+    auto w = waiting_.find(owner.ticket);
+    if (w == waiting_.end()) return;
+    const WaitingOpen open = w->second;
+    waiting_.erase(w);
+    admission_.cancel(owner.ticket);
+    reply_error(open.peer, open.open.session_id, 0, ErrorCode::cache_full,
+                fmt::format("no room for {} cache tokens per block within {} s",
+                            uint64_t{open.open.batch} * open.open.max_length,
+                            std::clamp(open.open.cache_wait_timeout_s, 0.0, config_.cache_wait_max_s)),
+                out);
+    return;
+  }
+  auto s = sessions_.find(owner.session);
+  if (s == sessions_.end()) return;
+  const Time idle_until = s->second.last_active + config_.session_idle_timeout_s;
+  if (s->second.task || now < idle_until) {  // busy, or active since the timer was set
+    out.push_back(SetTimer{timer, s->second.task ? now + config_.session_idle_timeout_s : idle_until});
+    return;
+  }
+  reply_error(owner.session.peer, owner.session.session_id, 0, ErrorCode::session_closed,
+              fmt::format("session {} closed after {} s without a step", owner.session.session_id,
+                          config_.session_idle_timeout_s),
+              out);
+  free_session(owner.session, out);
+}
+
+void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
+  std::vector<CacheAdmission::Ticket> tickets;
+  for (const auto& [ticket, w] : waiting_) {
+    if (w.peer == peer) tickets.push_back(ticket);
+  }
+  for (auto ticket : tickets) {
+    out.push_back(CancelTimer{waiting_.at(ticket).timer});
+    timers_.erase(waiting_.at(ticket).timer);
+    waiting_.erase(ticket);
+    admission_.cancel(ticket);
+  }
+  std::vector<SessionKey> keys;
+  for (const auto& [key, s] : sessions_) {
+    if (key.peer == peer) keys.push_back(key);
+  }
+  for (const auto& key : keys) close_session(key, out);
+  // Queued forward/backward work for a vanished client would only produce undeliverable replies.
+  std::vector<TaskId> orphans;
+  for (const auto& [task, owner] : owners_) {
+    if (owner.peer == peer && owner.kind != ComputeKind::inference && !running_.count(task)) {
+      orphans.push_back(task);
+    }
+  }
+  for (TaskId task : orphans) {
+    queue_.remove(task);
+    owners_.erase(task);
+  }
+}
+
+TimerId BlockServer::new_timer(TimerOwner owner) {
+  const TimerId id = next_id_++;
+  timers_.emplace(id, owner);
+  return id;
+}
+
+void BlockServer::reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code,
+                              std::string message, std::vector<Effect>& out) {
+  out.push_back(SendMessage{to, ErrorReply{request_id, step_id, Error{code, std::move(message)}}});
+}
+
+}  // namespace bouquet::core

@@ -1,0 +1,141 @@
+// The server side of the protocol for one contiguous span of blocks, as a state machine.
+//
+// Promises:
+// - Sessions: an OpenSession reserves batch x max_length cache tokens per block
+//   (cache_admission.h). If the budget is taken it waits up to the client's
+//   cache_wait_timeout_s (capped by cache_wait_max_s), then answers ErrorReply cache_full; a
+//   request bigger than the whole budget fails at once. Reservations are returned on
+//   CloseSession, after session_idle_timeout_s without a step (the client is told
+//   session_closed), and when the transport reports the client unreachable.
+// - Steps: one at a time per session; start_position may rewind (the cache is truncated there)
+//   but never skip past the cached length or run past max_length. Replies carry the session's
+//   reply_compression. Every bad request gets an ErrorReply naming what is wrong, and the server
+//   goes on serving everyone else.
+// - Compute: at most compute_slots StartCompute in flight; queued work runs inference first,
+//   then forward/backward, FIFO within each (task_queue.h). A session's cache is dropped
+//   (DropCache) only when no compute on it is running.
+// - Info: answered at once with the span, cache budget and what it has free.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/cache_admission.h"
+#include "core/effect.h"
+#include "core/input.h"
+#include "core/task_queue.h"
+#include "core/time.h"
+
+namespace bouquet::core {
+
+struct BlockServerConfig {
+  std::string model_id;  // name and fingerprint; clients must name it exactly
+  BlockSpan span;        // the blocks this server holds
+  uint32_t hidden_size = 0;
+  uint64_t cache_tokens = 0;              // attention-cache budget, tokens per block
+  double session_idle_timeout_s = 300;    // close a session after this long without a step
+  double cache_wait_max_s = 60;           // cap on the wait a client may ask for
+  uint32_t max_length_limit = 1u << 20;   // largest max_length a session may ask for
+  uint32_t compute_slots = 1;             // computations run at once
+  std::vector<std::string> adapters;      // adapter names it can apply
+  std::string version = "bouquet 0.1";
+  // Reported in InfoReply; measured by the driver (0 = unknown).
+  double inference_rps = 0;
+  double forward_rps = 0;
+  double throughput_rps = 0;
+};
+
+class BlockServer {
+ public:
+  explicit BlockServer(BlockServerConfig config);
+
+  void handle(Time now, const Input& in, std::vector<Effect>& out);
+
+  const BlockServerConfig& config() const { return config_; }
+  size_t open_sessions() const { return sessions_.size(); }
+  size_t waiting_opens() const { return waiting_.size(); }
+  size_t queued_tasks() const { return queue_.size(); }
+  size_t running_tasks() const { return running_.size(); }
+  uint64_t cache_tokens_free() const { return admission_.tokens_free(); }
+
+ private:
+  struct SessionKey {
+    PeerId peer;
+    uint64_t session_id = 0;
+    friend auto operator<=>(const SessionKey&, const SessionKey&) = default;
+  };
+  struct Session {
+    OpenSession open;
+    uint64_t reserved_tokens = 0;
+    CacheId cache_id = 0;
+    uint32_t length = 0;  // positions cached
+    std::optional<TaskId> task;  // the step queued or running
+    bool closing = false;        // closed while its step runs: free when it finishes
+    Time last_active = 0;
+    TimerId idle_timer = 0;
+  };
+  struct WaitingOpen {
+    PeerId peer;
+    OpenSession open;
+    TimerId timer = 0;
+  };
+  // What a running or queued task answers when it finishes.
+  struct TaskOwner {
+    PeerId peer;
+    ComputeKind kind = ComputeKind::inference;
+    SessionKey session;      // inference
+    uint64_t step_id = 0;    // inference
+    uint64_t request_id = 0; // forward/backward
+    Compression reply_compression = Compression::none;
+    bool has_prompts = false;
+    uint32_t start_position = 0;  // inference
+    uint32_t new_tokens = 0;      // inference
+  };
+  enum class TimerKind { cache_wait, idle };
+  struct TimerOwner {
+    TimerKind kind;
+    CacheAdmission::Ticket ticket = 0;  // cache_wait
+    SessionKey session;                 // idle
+  };
+
+  void on_message(Time now, PeerId from, const Message& message, std::vector<Effect>& out);
+  void on_open(Time now, PeerId from, const OpenSession& open, std::vector<Effect>& out);
+  void on_step(Time now, PeerId from, const StepRequest& step, std::vector<Effect>& out);
+  void on_close(PeerId from, uint64_t session_id, std::vector<Effect>& out);
+  void on_forward(PeerId from, const ForwardRequest& request, std::vector<Effect>& out);
+  void on_backward(PeerId from, const BackwardRequest& request, std::vector<Effect>& out);
+  void on_info(PeerId from, const InfoRequest& request, std::vector<Effect>& out);
+  void on_compute_finished(Time now, const ComputeFinished& done, std::vector<Effect>& out);
+  void on_timer(Time now, TimerId timer, std::vector<Effect>& out);
+  void on_peer_gone(PeerId peer, std::vector<Effect>& out);
+
+  std::optional<Error> check_call(const std::string& model_id, BlockSpan span,
+                                  const std::string& adapter) const;
+  std::optional<Error> check_hidden(const Activation& a, const char* what) const;
+  void admit(Time now, PeerId peer, const OpenSession& open, std::vector<Effect>& out);
+  void close_session(SessionKey key, std::vector<Effect>& out);
+  void free_session(SessionKey key, std::vector<Effect>& out);
+  void admit_granted(Time now, std::vector<Effect>& out);
+  void enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out);
+  void start_tasks(std::vector<Effect>& out);
+  TimerId new_timer(TimerOwner owner);
+  static void reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code,
+                          std::string message, std::vector<Effect>& out);
+
+  BlockServerConfig config_;
+  CacheAdmission admission_;
+  TaskQueue queue_;
+  std::map<SessionKey, Session> sessions_;
+  std::map<CacheAdmission::Ticket, WaitingOpen> waiting_;
+  std::unordered_map<TaskId, TaskOwner> owners_;  // queued and running
+  std::unordered_set<TaskId> running_;
+  std::unordered_map<TimerId, TimerOwner> timers_;
+  uint64_t next_id_ = 1;  // tickets, tasks, caches and timers share one counter
+};
+
+}  // namespace bouquet::core

@@ -1,0 +1,336 @@
+#include "tests/core/support/swarm.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+#include "core/route.h"
+#include "core/wire.h"
+
+namespace bouquet::test {
+
+using namespace core;
+
+struct VirtualSwarm::Node {
+  PeerId id;
+  bool alive = true;
+  std::unique_ptr<BlockServer> server;  // null on a client
+  double compute_s_per_token_block = 0;
+  std::map<CacheId, FakeCache> caches;
+  std::vector<size_t> generations;  // client components, by generation index
+  std::map<std::pair<size_t, TimerId>, Time> timers;
+  std::set<PeerId> contacts;
+  std::vector<ComputeKind> started;
+  uint64_t inference_steps = 0;
+  uint64_t step_replies = 0;
+  std::optional<std::pair<uint64_t, CrashPoint>> crash_step;
+  std::vector<std::pair<PeerId, Message>> inbox;
+};
+
+struct VirtualSwarm::Generation {
+  size_t index = 0;
+  PeerId client;
+  GenerationSpec spec;
+  std::unique_ptr<InferenceSession> session;
+  GenerationResult result;
+  uint32_t last_step_tokens = 0;
+};
+
+std::vector<std::vector<float>> reference_outputs(const GenerationSpec& spec) {
+  const auto& s = spec.session;
+  FakeCache cache;
+  std::vector<std::vector<float>> outputs;
+  auto x = fake_prompt(spec.prompt_seed, s.batch, spec.prompt_tokens, s.hidden_size);
+  uint32_t length = 0, tokens = spec.prompt_tokens;
+  for (uint32_t step = 0; step <= spec.new_tokens; ++step) {
+    outputs.push_back(fake_span_forward(BlockSpan{0, s.num_blocks}, s.batch, tokens, s.hidden_size, x, &cache, length));
+    length += tokens;
+    x = fake_next_input(outputs.back(), s.batch, tokens, s.hidden_size);
+    tokens = 1;
+  }
+  return outputs;
+}
+
+VirtualSwarm::VirtualSwarm(uint64_t seed) : rng_(seed) {}
+VirtualSwarm::~VirtualSwarm() = default;
+
+const GenerationResult& VirtualSwarm::result(size_t generation) const {
+  return generations_.at(generation)->result;
+}
+
+const InferenceSession& VirtualSwarm::session(size_t generation) const {
+  return *generations_.at(generation)->session;
+}
+
+PeerId VirtualSwarm::add_server(BlockServerConfig config, double compute_s_per_token_block) {
+  auto n = std::make_unique<Node>();
+  n->id = PeerId{rng_.next_u64()};
+  ServerRecord record;
+  record.peer = n->id;
+  record.span = config.span;
+  record.model_id = config.model_id;
+  records_.push_back(record);
+  n->server = std::make_unique<BlockServer>(std::move(config));
+  n->compute_s_per_token_block = compute_s_per_token_block;
+  const PeerId id = n->id;
+  nodes_.emplace(id, std::move(n));
+  return id;
+}
+
+PeerId VirtualSwarm::add_client() {
+  auto n = std::make_unique<Node>();
+  n->id = PeerId{rng_.next_u64()};
+  const PeerId id = n->id;
+  nodes_.emplace(id, std::move(n));
+  return id;
+}
+
+void VirtualSwarm::set_link(PeerId a, PeerId b, Link link) {
+  links_[{a, b}] = link;
+  links_[{b, a}] = link;
+}
+
+Link VirtualSwarm::link(PeerId from, PeerId to) const {
+  auto it = links_.find({from, to});
+  return it == links_.end() ? default_link_ : it->second;
+}
+
+VirtualSwarm::Node& VirtualSwarm::node(PeerId peer) {
+  auto it = nodes_.find(peer);
+  BOUQUET_CHECK(it != nodes_.end(), "unknown node");
+  return *it->second;
+}
+
+BlockServer& VirtualSwarm::server(PeerId peer) {
+  auto& n = node(peer);
+  BOUQUET_CHECK(n.server != nullptr, "not a server");
+  return *n.server;
+}
+
+bool VirtualSwarm::alive(PeerId peer) const { return nodes_.at(peer)->alive; }
+
+const std::vector<ComputeKind>& VirtualSwarm::computes_started(PeerId server) const {
+  return nodes_.at(server)->started;
+}
+
+const std::vector<std::pair<PeerId, Message>>& VirtualSwarm::inbox(PeerId n) const {
+  return nodes_.at(n)->inbox;
+}
+
+size_t VirtualSwarm::generate(PeerId client, GenerationSpec spec) {
+  const size_t index = generations_.size();
+  auto g = std::make_unique<Generation>();
+  g->index = index;
+  g->client = client;
+  g->spec = spec;
+  g->session = std::make_unique<InferenceSession>(spec.session);
+  generations_.push_back(std::move(g));
+  node(client).generations.push_back(index);
+  schedule(spec.start_at, [this, client, index] { feed(client, index, OpenRequested{}); });
+  return index;
+}
+
+void VirtualSwarm::crash_at(PeerId n, Time at) {
+  schedule(at, [this, n] { crash(n); });
+}
+
+void VirtualSwarm::crash_at_step(PeerId server, uint64_t k, CrashPoint point) {
+  node(server).crash_step = std::make_pair(k, point);
+}
+
+void VirtualSwarm::inject(PeerId from, PeerId to, Message message) { transmit(from, to, message); }
+
+void VirtualSwarm::schedule(Time at, std::function<void()> fn) {
+  events_.push(Event{std::max(at, now_), seq_++, std::move(fn)});
+}
+
+void VirtualSwarm::run_until(Time t) {
+  while (!events_.empty() && events_.top().at <= t) {
+    Event e = events_.top();
+    events_.pop();
+    now_ = e.at;
+    e.run();
+  }
+  now_ = std::max(now_, t);
+}
+
+void VirtualSwarm::run(uint64_t max_events) {
+  for (uint64_t n = 0; !events_.empty(); ++n) {
+    BOUQUET_CHECK(n < max_events, "virtual swarm: too many events (a livelock?)");
+    Event e = events_.top();
+    events_.pop();
+    now_ = e.at;
+    e.run();
+  }
+}
+
+void VirtualSwarm::feed(PeerId id, size_t component, const Input& input) {
+  Node& n = node(id);
+  if (!n.alive) return;
+  std::vector<Effect> effects;
+  if (n.server) n.server->handle(now_, input, effects);
+  else generations_.at(component)->session->handle(now_, input, effects);
+  carry_out(id, component, effects);
+}
+
+void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& effects) {
+  for (auto& effect : effects) {
+    Node& n = node(id);
+    if (!n.alive) return;  // crashed while carrying out an earlier effect
+    if (auto* send = std::get_if<SendMessage>(&effect)) {
+      transmit(id, send->to, send->message);
+      if (n.server && std::holds_alternative<StepResult>(send->message)) {
+        ++n.step_replies;
+        if (n.crash_step && n.crash_step->second == CrashPoint::after_reply &&
+            n.crash_step->first == n.step_replies) {
+          crash(id);
+        }
+      }
+    } else if (auto* set = std::get_if<SetTimer>(&effect)) {
+      const auto key = std::make_pair(component, set->timer);
+      const Time at = set->at;
+      n.timers[key] = at;
+      schedule(at, [this, id, component, key, at] {
+        Node& m = node(id);
+        auto it = m.timers.find(key);
+        if (!m.alive || it == m.timers.end() || it->second != at) return;
+        m.timers.erase(it);
+        feed(id, component, TimerFired{key.second});
+      });
+    } else if (auto* cancel = std::get_if<CancelTimer>(&effect)) {
+      n.timers.erase({component, cancel->timer});
+    } else if (auto* compute = std::get_if<StartCompute>(&effect)) {
+      start_compute(id, compute->request);
+    } else if (auto* drop = std::get_if<DropCache>(&effect)) {
+      n.caches.erase(drop->cache_id);
+    } else if (auto* plan = std::get_if<PlanRoute>(&effect)) {
+      RoutePlanned answer{plan->route_id, plan_chain_greedy(records_, plan->model_id, plan->blocks, plan->avoid)};
+      schedule(now_, [this, id, component, answer] { feed(id, component, answer); });
+    } else if (std::holds_alternative<Announce>(effect) || std::holds_alternative<DirectoryLookup>(effect)) {
+      BOUQUET_CHECK(false, "the virtual swarm has no directory yet");
+    } else {
+      on_session_report(*generations_.at(component), effect);
+    }
+  }
+}
+
+void VirtualSwarm::on_session_report(Generation& g, const Effect& effect) {
+  const auto& s = g.spec.session;
+  const PeerId client = g.client;
+  const size_t component = g.index;
+  auto request = [this, client, component](Activation hidden_states) {
+    schedule(now_, [this, client, component, hidden_states] {
+      feed(client, component, StepRequested{hidden_states, std::nullopt});
+    });
+  };
+  if (auto* ready = std::get_if<SessionReady>(&effect)) {
+    g.result.ready = true;
+    g.result.ready_at = now_;
+    g.result.chain = ready->chain;
+    g.last_step_tokens = g.spec.prompt_tokens;
+    request(make_activation({s.batch, g.spec.prompt_tokens, s.hidden_size},
+                            fake_prompt(g.spec.prompt_seed, s.batch, g.spec.prompt_tokens, s.hidden_size)));
+  } else if (auto* done = std::get_if<StepDone>(&effect)) {
+    g.result.outputs.push_back(done->outputs.to_floats());
+    if (g.result.outputs.size() <= g.spec.new_tokens) {
+      auto next = fake_next_input(g.result.outputs.back(), s.batch, g.last_step_tokens, s.hidden_size);
+      g.last_step_tokens = 1;
+      request(make_activation({s.batch, 1, s.hidden_size}, std::move(next)));
+    } else {
+      schedule(now_, [this, client, component] { feed(client, component, CloseRequested{}); });
+    }
+  } else if (auto* failed = std::get_if<SessionFailed>(&effect)) {
+    g.result.error = failed->error;
+    g.result.finished_at = now_;
+  } else if (std::holds_alternative<SessionClosed>(effect)) {
+    g.result.closed = true;
+    g.result.finished_at = now_;
+  }
+}
+
+void VirtualSwarm::start_compute(PeerId id, const ComputeRequest& request) {
+  Node& n = node(id);
+  n.started.push_back(request.kind);
+  const double duration_s = n.compute_s_per_token_block * request.batch * request.new_tokens * request.span.size();
+  if (request.kind == ComputeKind::inference) {
+    ++n.inference_steps;
+    if (n.crash_step && n.crash_step->second == CrashPoint::before_reply &&
+        n.crash_step->first == n.inference_steps) {
+      schedule(now_ + duration_s, [this, id] { crash(id); });
+      return;
+    }
+  }
+  FakeCache* cache = request.kind == ComputeKind::inference ? &n.caches[request.cache_id] : nullptr;
+  ComputeFinished done{request.task_id, fake_compute(request, n.server->config().hidden_size, cache)};
+  schedule(now_ + duration_s, [this, id, done] { feed(id, 0, done); });
+}
+
+void VirtualSwarm::transmit(PeerId from, PeerId to, const Message& message) {
+  if (!node(from).alive) return;
+  const auto bytes = encode(message);
+  BOUQUET_CHECK(bytes.size() == encoded_size(message), "encoded_size() differs from the real bytes");
+  ++messages_sent_;
+  bytes_sent_ += bytes.size();
+  node(from).contacts.insert(to);
+  for (const auto& drop : drops_) {
+    if (drop(from, to, message, now_)) {
+      ++messages_dropped_;
+      return;
+    }
+  }
+  if (drop_probability_ > 0 && rng_.bernoulli(drop_probability_)) {
+    ++messages_dropped_;
+    return;
+  }
+  double extra_s = 0;
+  for (const auto& [predicate, delay_s] : delays_) {
+    if (predicate(from, to, message, now_)) extra_s += delay_s;
+  }
+  const Link l = link(from, to);
+  Time& busy_until = link_busy_until_[{from, to}];
+  const Time start = std::max(now_, busy_until);
+  busy_until = start + static_cast<double>(bytes.size()) * 8.0 / l.bandwidth_bps;
+  schedule(busy_until + l.latency_s + extra_s, [this, from, to, bytes] { deliver(from, to, bytes); });
+}
+
+void VirtualSwarm::deliver(PeerId from, PeerId to, const std::vector<uint8_t>& bytes) {
+  Node& receiver = node(to);
+  if (!receiver.alive) {
+    if (notify_peers_on_crash) {
+      schedule(now_ + link(to, from).latency_s,
+               [this, from, to] { peer_unreachable(from, to, "connection refused"); });
+    }
+    return;
+  }
+  receiver.contacts.insert(from);
+  auto decoded = decode(bytes);
+  BOUQUET_CHECK(decoded.ok(), "a message the core encoded did not decode");
+  if (receiver.server) return feed(to, 0, MessageReceived{from, decoded.value()});
+  receiver.inbox.emplace_back(from, decoded.value());
+  for (size_t g : std::vector<size_t>(receiver.generations)) feed(to, g, MessageReceived{from, decoded.value()});
+}
+
+void VirtualSwarm::peer_unreachable(PeerId id, PeerId lost, std::string reason) {
+  Node& n = node(id);
+  if (!n.alive) return;
+  PeerUnreachable input{lost, reason};
+  if (n.server) return feed(id, 0, input);
+  for (size_t g : std::vector<size_t>(n.generations)) feed(id, g, input);
+}
+
+void VirtualSwarm::crash(PeerId id) {
+  Node& n = node(id);
+  if (!n.alive) return;
+  n.alive = false;
+  n.timers.clear();
+  n.caches.clear();
+  if (!notify_peers_on_crash) return;
+  for (PeerId peer : n.contacts) {
+    // Like a TCP reset: it arrives after whatever the node had already sent on that link.
+    const auto busy = link_busy_until_.find({id, peer});
+    const Time sent_by = busy == link_busy_until_.end() ? now_ : std::max(now_, busy->second);
+    schedule(sent_by + link(id, peer).latency_s,
+             [this, peer, id] { peer_unreachable(peer, id, "connection reset"); });
+  }
+}
+
+}  // namespace bouquet::test

@@ -1,0 +1,149 @@
+// The virtual swarm: a deterministic, single-threaded driver that runs many BlockServers and
+// InferenceSessions on a virtual clock. It is the reference driver of the core: it carries out
+// every Effect the way net/ and sim/ must (timers, computes, route planning, messages), and
+// encodes and decodes every message with the real wire codec, charging encode(m).size() (checked
+// equal to encoded_size()) over per-link latency and bandwidth.
+//
+// Faults: drop or delay messages matching a predicate, drop each message with a probability,
+// crash a node at a time or a server at its k-th inference step (before or after replying).
+// A crash is noticed by the node's peers as PeerUnreachable one link latency later (a reset
+// connection), unless notify_peers_on_crash is false (then only timeouts reveal it).
+//
+// Compute is the fake block (fake_block.h). Same seed, same calls: same run, bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/block_server.h"
+#include "core/inference_session.h"
+#include "core/rng.h"
+#include "tests/core/support/fake_block.h"
+
+namespace bouquet::test {
+
+struct Link {
+  double latency_s = 0.005;
+  double bandwidth_bps = 1e9;
+};
+
+// One generation driven by a fake client head: a prompt step, then `new_tokens` one-token steps,
+// each next input derived from the previous output (fake_next_input), then close.
+struct GenerationSpec {
+  core::InferenceSessionConfig session;
+  uint32_t prompt_tokens = 4;
+  uint32_t new_tokens = 8;
+  uint64_t prompt_seed = 1;
+  core::Time start_at = 0;
+};
+
+struct GenerationResult {
+  bool ready = false;
+  bool closed = false;
+  std::optional<core::Error> error;
+  core::Chain chain;
+  std::vector<std::vector<float>> outputs;  // per step: the last span's output values
+  core::Time ready_at = core::kNever;
+  core::Time finished_at = core::kNever;
+  bool finished() const { return closed || error.has_value(); }
+};
+
+// The outputs a generation must produce: the same fake client head over one local copy of all
+// blocks, no network, no server.
+std::vector<std::vector<float>> reference_outputs(const GenerationSpec& spec);
+
+enum class CrashPoint { before_reply, after_reply };
+
+class VirtualSwarm {
+ public:
+  using MessagePredicate =
+      std::function<bool(core::PeerId from, core::PeerId to, const core::Message&, core::Time now)>;
+
+  explicit VirtualSwarm(uint64_t seed);
+  ~VirtualSwarm();
+
+  core::PeerId add_server(core::BlockServerConfig config, double compute_s_per_token_block = 1e-3);
+  core::PeerId add_client();
+  void set_default_link(Link link) { default_link_ = link; }
+  void set_link(core::PeerId a, core::PeerId b, Link link);  // both directions
+
+  // Schedules a generation on `client`; returns its index for result() and session().
+  size_t generate(core::PeerId client, GenerationSpec spec);
+  const GenerationResult& result(size_t generation) const;
+  const core::InferenceSession& session(size_t generation) const;
+
+  void drop_if(MessagePredicate predicate) { drops_.push_back(std::move(predicate)); }
+  void delay_if(MessagePredicate predicate, double extra_s) { delays_.push_back({std::move(predicate), extra_s}); }
+  void set_drop_probability(double p) { drop_probability_ = p; }
+  void crash_at(core::PeerId node, core::Time at);
+  // Crash `server` at its k-th inference step (1-based): while computing it, or right after its
+  // reply left.
+  void crash_at_step(core::PeerId server, uint64_t k, CrashPoint point);
+  bool notify_peers_on_crash = true;
+
+  // Runs events up to and including time `t` (the clock then reads t).
+  void run_until(core::Time t);
+  // Runs until no event is left; checks it ends within `max_events`.
+  void run(uint64_t max_events = 10'000'000);
+
+  core::Time now() const { return now_; }
+  core::BlockServer& server(core::PeerId peer);
+  bool alive(core::PeerId peer) const;
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  uint64_t messages_sent() const { return messages_sent_; }
+  uint64_t messages_dropped() const { return messages_dropped_; }
+  // Inference computations started per server, and the kinds started in order.
+  const std::vector<core::ComputeKind>& computes_started(core::PeerId server) const;
+  // Sends a message as if `from` had (for tests that play a client by hand).
+  void inject(core::PeerId from, core::PeerId to, core::Message message);
+  // Messages delivered to a node that has no component for them (hand-played clients).
+  const std::vector<std::pair<core::PeerId, core::Message>>& inbox(core::PeerId node) const;
+
+ private:
+  struct Generation;
+  struct Node;
+  struct Event {
+    core::Time at;
+    uint64_t seq;
+    std::function<void()> run;
+    bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+  };
+
+  void schedule(core::Time at, std::function<void()> fn);
+  void transmit(core::PeerId from, core::PeerId to, const core::Message& message);
+  void deliver(core::PeerId from, core::PeerId to, const std::vector<uint8_t>& bytes);
+  void feed(core::PeerId node, size_t component, const core::Input& input);
+  void carry_out(core::PeerId node, size_t component, std::vector<core::Effect>& effects);
+  void start_compute(core::PeerId node, const core::ComputeRequest& request);
+  void on_session_report(Generation& g, const core::Effect& effect);
+  void crash(core::PeerId node);
+  void peer_unreachable(core::PeerId node, core::PeerId lost, std::string reason);
+  Link link(core::PeerId from, core::PeerId to) const;
+  Node& node(core::PeerId peer);
+
+  core::Rng rng_;
+  core::Time now_ = 0;
+  uint64_t seq_ = 0;
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
+  std::map<core::PeerId, std::unique_ptr<Node>> nodes_;
+  std::vector<std::unique_ptr<Generation>> generations_;
+  std::vector<core::ServerRecord> records_;
+  Link default_link_;
+  std::map<std::pair<core::PeerId, core::PeerId>, Link> links_;
+  std::map<std::pair<core::PeerId, core::PeerId>, core::Time> link_busy_until_;
+  std::vector<MessagePredicate> drops_;
+  std::vector<std::pair<MessagePredicate, double>> delays_;
+  double drop_probability_ = 0;
+  uint64_t bytes_sent_ = 0;
+  uint64_t messages_sent_ = 0;
+  uint64_t messages_dropped_ = 0;
+};
+
+}  // namespace bouquet::test
