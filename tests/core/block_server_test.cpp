@@ -1,0 +1,316 @@
+// The server state machine driven by hand: every input given, every effect checked.
+#include "core/block_server.h"
+
+#include <gtest/gtest.h>
+
+namespace bouquet::core {
+namespace {
+
+constexpr uint32_t kHidden = 4;
+const PeerId kAlice{1}, kBob{2}, kCarol{3};
+
+struct Harness {
+  BlockServer server;
+  Time now = 0;
+  std::vector<Effect> effects;
+
+  explicit Harness(BlockServerConfig config) : server(std::move(config)) {}
+
+  std::vector<Effect>& input(const Input& in) {
+    effects.clear();
+    server.handle(now, in, effects);
+    return effects;
+  }
+  std::vector<Effect>& receive(PeerId from, Message m) { return input(MessageReceived{from, std::move(m)}); }
+
+  template <class T>
+  std::vector<T> all() const {
+    std::vector<T> out;
+    for (const auto& e : effects) {
+      if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
+    }
+    return out;
+  }
+  template <class M>
+  std::vector<M> replies(PeerId to) const {
+    std::vector<M> out;
+    for (const auto& send : all<SendMessage>()) {
+      if (send.to != to) continue;
+      if (auto* m = std::get_if<M>(&send.message)) out.push_back(*m);
+    }
+    return out;
+  }
+  ErrorCode only_error(PeerId to) const {
+    auto errors = replies<ErrorReply>(to);
+    EXPECT_EQ(errors.size(), 1u);
+    return errors.empty() ? ErrorCode{} : errors[0].error.code;
+  }
+  // Finishes a compute with its inputs as outputs (the server only cares about shapes).
+  std::vector<Effect>& finish(const ComputeRequest& r) {
+    return input(ComputeFinished{r.task_id, ComputeOutput{r.inputs, std::nullopt}});
+  }
+};
+
+BlockServerConfig config(uint64_t cache_tokens = 100) {
+  BlockServerConfig c;
+  c.model_id = "m";
+  c.span = {2, 6};
+  c.hidden_size = kHidden;
+  c.cache_tokens = cache_tokens;
+  c.session_idle_timeout_s = 10;
+  c.cache_wait_max_s = 20;
+  return c;
+}
+
+OpenSession open(uint64_t id, uint32_t max_length, double wait_s = 0, uint32_t batch = 1) {
+  return OpenSession{id, "m", {2, 6}, max_length, batch, Compression::float16, wait_s, ""};
+}
+
+StepRequest step(uint64_t session, uint64_t step_id, uint32_t start, uint32_t tokens, uint32_t batch = 1) {
+  return StepRequest{session, step_id, start,
+                     make_activation({batch, tokens, kHidden}, std::vector<float>(batch * tokens * kHidden, 1.0f)),
+                     std::nullopt, {}};
+}
+
+TEST(BlockServer, OpenReservesBatchTimesMaxLength) {
+  Harness h(config(100));
+  h.receive(kAlice, open(7, 30, 0, 2));
+  ASSERT_EQ(h.replies<SessionOpened>(kAlice).size(), 1u);
+  EXPECT_EQ(h.server.cache_tokens_free(), 40u);
+  h.receive(kBob, InfoRequest{5});
+  auto info = h.replies<InfoReply>(kBob);
+  ASSERT_EQ(info.size(), 1u);
+  EXPECT_EQ(info[0].request_id, 5u);
+  EXPECT_EQ(info[0].span, (BlockSpan{2, 6}));
+  EXPECT_EQ(info[0].cache_tokens_max, 100u);
+  EXPECT_EQ(info[0].cache_tokens_free, 40u);
+}
+
+TEST(BlockServer, WaitingOpensAreGrantedInArrivalOrderWhenRoomFrees) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 80));
+  h.now = 1;
+  h.receive(kBob, open(2, 60, 5));    // waits
+  EXPECT_TRUE(h.replies<SessionOpened>(kBob).empty());
+  ASSERT_EQ(h.all<SetTimer>().size(), 1u);
+  EXPECT_EQ(h.all<SetTimer>()[0].at, 6.0);
+  h.receive(kCarol, open(3, 10, 5));  // would fit, but waits behind Bob
+  EXPECT_TRUE(h.replies<SessionOpened>(kCarol).empty());
+  EXPECT_EQ(h.server.waiting_opens(), 2u);
+  h.now = 2;
+  h.receive(kAlice, CloseSession{1});
+  EXPECT_EQ(h.all<DropCache>().size(), 1u);
+  EXPECT_EQ(h.replies<SessionOpened>(kBob).size(), 1u);
+  EXPECT_EQ(h.replies<SessionOpened>(kCarol).size(), 1u);
+  EXPECT_EQ(h.all<CancelTimer>().size(), 3u);  // Alice's idle timer, both wait timers
+  EXPECT_EQ(h.server.cache_tokens_free(), 30u);
+}
+
+TEST(BlockServer, WaitEndsWithCacheFullAtTheClientsTimeoutCappedByTheServer) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 100));
+  h.now = 1;
+  h.receive(kBob, open(2, 50, 3));
+  const SetTimer bob = h.all<SetTimer>().at(0);
+  EXPECT_EQ(bob.at, 4.0);
+  h.receive(kCarol, open(3, 50, 1e9));
+  EXPECT_EQ(h.all<SetTimer>().at(0).at, 21.0);  // capped by cache_wait_max_s
+  h.now = 4;
+  h.input(TimerFired{bob.timer});
+  EXPECT_EQ(h.only_error(kBob), ErrorCode::cache_full);
+  EXPECT_EQ(h.server.waiting_opens(), 1u);
+  EXPECT_EQ(h.server.cache_tokens_free(), 0u);
+  h.receive(kAlice, CloseSession{1});  // Carol, still waiting, gets the room
+  EXPECT_EQ(h.replies<SessionOpened>(kCarol).size(), 1u);
+}
+
+TEST(BlockServer, SessionLargerThanTheWholeBudgetFailsAtOnce) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 60, 30, 2));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::cache_full);
+  EXPECT_EQ(h.server.waiting_opens(), 0u);
+}
+
+TEST(BlockServer, BadOpensAreRefusedWithTheirReason) {
+  Harness h(config());
+  auto wrong_model = open(1, 10);
+  wrong_model.model_id = "other";
+  h.receive(kAlice, wrong_model);
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::model_mismatch);
+  auto wrong_span = open(2, 10);
+  wrong_span.span = {4, 7};
+  h.receive(kAlice, wrong_span);
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::span_not_served);
+  auto adapter = open(3, 10);
+  adapter.adapter = "lora";
+  h.receive(kAlice, adapter);
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::unknown_adapter);
+  h.receive(kAlice, open(4, 0));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_request);
+  h.receive(kAlice, open(5, 10));
+  h.receive(kAlice, open(5, 10));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_request);
+  EXPECT_EQ(h.server.open_sessions(), 1u);
+}
+
+TEST(BlockServer, StepsComputeInOrderAndRepliesCarryTheSessionsCompression) {
+  Harness h(config());
+  h.receive(kAlice, open(1, 20));
+  h.receive(kAlice, step(1, 1, 0, 5));
+  auto computes = h.all<StartCompute>();
+  ASSERT_EQ(computes.size(), 1u);
+  const ComputeRequest r = computes[0].request;
+  EXPECT_EQ(r.kind, ComputeKind::inference);
+  EXPECT_EQ(r.span, (BlockSpan{2, 6}));
+  EXPECT_EQ(r.new_tokens, 5u);
+  EXPECT_EQ(r.cache_length, 0u);
+  EXPECT_EQ(r.max_length, 20u);
+  EXPECT_EQ(r.output_compression, Compression::float16);
+  h.receive(kAlice, step(1, 2, 5, 1));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::session_busy);
+  h.finish(r);
+  auto results = h.replies<StepResult>(kAlice);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].step_id, 1u);
+  EXPECT_EQ(results[0].start_position, 0u);
+  EXPECT_EQ(results[0].hidden_states.compression, Compression::float16);
+  h.receive(kAlice, step(1, 2, 5, 1));
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.cache_length, 5u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.cache_id, r.cache_id);
+}
+
+TEST(BlockServer, StepPositionsMayRewindButNeverSkipOrOverrun) {
+  Harness h(config());
+  h.receive(kAlice, open(1, 8));
+  h.receive(kAlice, step(1, 1, 0, 4));
+  h.finish(h.all<StartCompute>()[0].request);
+  h.receive(kAlice, step(1, 2, 5, 1));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_position);
+  h.receive(kAlice, step(1, 3, 4, 5));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_position);
+  h.receive(kAlice, step(1, 4, 2, 1));  // rewind: recompute position 2 onwards
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.cache_length, 2u);
+  h.finish(h.all<StartCompute>()[0].request);
+  h.receive(kAlice, step(1, 5, 4, 1));  // the cache now holds 3 positions
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_position);
+}
+
+TEST(BlockServer, MalformedStepsGetErrorsAndOthersAreStillServed) {
+  Harness h(config());
+  h.receive(kAlice, open(1, 20));
+  h.receive(kBob, open(1, 20));  // same id, other peer: a different session
+  h.receive(kAlice, step(9, 1, 0, 1));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::unknown_session);
+  auto wrong_hidden = step(1, 1, 0, 1);
+  wrong_hidden.hidden_states = make_activation({1, 1, kHidden + 1}, std::vector<float>(kHidden + 1, 0.0f));
+  h.receive(kAlice, wrong_hidden);
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_request);
+  h.receive(kAlice, step(1, 1, 0, 1, /*batch=*/2));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_request);
+  h.receive(kAlice, SessionOpened{1});  // a reply type sent to a server
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::protocol);
+  h.receive(kBob, step(1, 1, 0, 3));
+  EXPECT_EQ(h.all<StartCompute>().size(), 1u);
+}
+
+TEST(BlockServer, IdleSessionsCloseButActiveOnesStay) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 50));
+  const TimerId idle = h.all<SetTimer>().at(0).timer;
+  h.now = 6;
+  h.receive(kAlice, step(1, 1, 0, 1));
+  h.finish(h.all<StartCompute>()[0].request);
+  h.now = 10;
+  h.input(TimerFired{idle});  // active at 6: re-armed for 16, still open
+  EXPECT_EQ(h.server.open_sessions(), 1u);
+  ASSERT_EQ(h.all<SetTimer>().size(), 1u);
+  EXPECT_EQ(h.all<SetTimer>()[0].at, 16.0);
+  h.now = 16;
+  h.input(TimerFired{idle});
+  EXPECT_EQ(h.server.open_sessions(), 0u);
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::session_closed);
+  EXPECT_EQ(h.all<DropCache>().size(), 1u);
+  EXPECT_EQ(h.server.cache_tokens_free(), 100u);
+}
+
+TEST(BlockServer, ClientGoneFreesItsSessionsWaitsAndQueuedWork) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 50));
+  h.receive(kAlice, open(2, 50));
+  h.receive(kBob, open(3, 40, 10));  // waits
+  h.receive(kAlice, open(4, 10, 10));  // waits behind Bob
+  h.receive(kCarol, ForwardRequest{1, "m", {2, 6}, "", Compression::none,
+                                   make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 0.0f)), std::nullopt});
+  const ComputeRequest running = h.all<StartCompute>().at(0).request;
+  h.receive(kAlice, step(1, 1, 0, 2));  // queued behind Carol's running forward
+  h.input(PeerUnreachable{kAlice, "connection reset"});
+  EXPECT_EQ(h.all<DropCache>().size(), 2u);
+  EXPECT_EQ(h.replies<SessionOpened>(kBob).size(), 1u);
+  EXPECT_EQ(h.server.open_sessions(), 1u);
+  EXPECT_EQ(h.server.waiting_opens(), 0u);
+  EXPECT_EQ(h.server.queued_tasks(), 0u);
+  h.finish(running);
+  EXPECT_EQ(h.replies<ForwardResult>(kCarol).size(), 1u);
+  EXPECT_TRUE(h.all<StartCompute>().empty());
+}
+
+TEST(BlockServer, CacheIsDroppedOnlyAfterTheRunningStepFinishes) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 50));
+  h.receive(kAlice, step(1, 1, 0, 2));
+  const ComputeRequest r = h.all<StartCompute>().at(0).request;
+  h.receive(kAlice, CloseSession{1});
+  EXPECT_TRUE(h.all<DropCache>().empty());
+  EXPECT_EQ(h.server.cache_tokens_free(), 50u);
+  h.finish(r);
+  ASSERT_EQ(h.all<DropCache>().size(), 1u);
+  EXPECT_EQ(h.all<DropCache>()[0].cache_id, r.cache_id);
+  EXPECT_TRUE(h.replies<StepResult>(kAlice).empty());
+  EXPECT_EQ(h.server.cache_tokens_free(), 100u);
+}
+
+TEST(BlockServer, InferenceRunsBeforeQueuedForwardAndBackwardWhichKeepTheirOrder) {
+  Harness h(config());
+  auto x = make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 0.0f));
+  h.receive(kBob, ForwardRequest{1, "m", {2, 6}, "", Compression::none, x, std::nullopt});
+  ComputeRequest running = h.all<StartCompute>().at(0).request;
+  h.receive(kBob, BackwardRequest{2, "m", {2, 6}, "", Compression::none, x, x, std::nullopt});
+  h.receive(kBob, ForwardRequest{3, "m", {3, 5}, "", Compression::none, x, std::nullopt});
+  h.receive(kAlice, open(1, 10));
+  h.receive(kAlice, step(1, 1, 0, 1));
+  EXPECT_TRUE(h.all<StartCompute>().empty());  // one slot, busy
+  EXPECT_EQ(h.server.queued_tasks(), 3u);
+  std::vector<ComputeKind> order;
+  for (int i = 0; i < 3; ++i) {
+    h.finish(running);
+    ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+    running = h.all<StartCompute>()[0].request;
+    order.push_back(running.kind);
+  }
+  EXPECT_EQ(order, (std::vector<ComputeKind>{ComputeKind::inference, ComputeKind::backward, ComputeKind::forward}));
+  h.finish(running);
+  auto forwards = h.replies<ForwardResult>(kBob);
+  ASSERT_EQ(forwards.size(), 1u);
+  EXPECT_EQ(forwards[0].request_id, 3u);
+}
+
+TEST(BlockServer, FailedComputeIsReportedAndTheSessionGoesOn) {
+  Harness h(config());
+  h.receive(kAlice, open(1, 10));
+  h.receive(kAlice, step(1, 1, 0, 3));
+  const auto r = h.all<StartCompute>().at(0).request;
+  h.input(ComputeFinished{r.task_id, Error{ErrorCode::compute_failed, "out of memory"}});
+  auto errors = h.replies<ErrorReply>(kAlice);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].step_id, 1u);
+  EXPECT_EQ(errors[0].error.message, "out of memory");
+  h.receive(kAlice, step(1, 2, 1, 1));  // nothing after position 0 is trusted
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_position);
+  h.receive(kAlice, step(1, 3, 0, 3));
+  EXPECT_EQ(h.all<StartCompute>().size(), 1u);
+}
+
+}  // namespace
+}  // namespace bouquet::core
