@@ -1,0 +1,76 @@
+#include "gpu/compute_options.h"
+
+#include "gpu/errors.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+
+namespace bouquet::gpu {
+namespace {
+
+at::ScalarType parse_compute_dtype(std::string_view name) {
+  if (name == "f32" || name == "float32") return at::kFloat;
+  if (name == "f16" || name == "float16") return at::kHalf;
+  if (name == "bf16" || name == "bfloat16") return at::kBFloat16;
+  if (name == "f64" || name == "float64") return at::kDouble;  // slow; for checking numerics
+  throw InputError(fmt::format("unknown compute dtype '{}' (expected f32, f16, bf16 or f64)", name));
+}
+
+c10::Device parse_device(std::string_view name) {
+  if (name == "auto" || name.empty()) {
+    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  }
+  try {
+    c10::Device device{std::string(name)};
+    if (device.is_cuda() && !torch::cuda::is_available()) {
+      throw InputError(fmt::format("device '{}' asked for, but this libtorch has no CUDA device",
+                                   name));
+    }
+    return device;
+  } catch (const c10::Error&) {
+    throw InputError(fmt::format("unknown device '{}' (expected auto, cpu, cuda or cuda:N)", name));
+  }
+}
+
+// Runs the operations a block uses on a few numbers, so an unsupported combination fails here
+// with one clear line instead of deep inside the first generation step.
+void probe(const ComputeOptions& options) {
+  try {
+    const auto o = at::TensorOptions().device(options.device).dtype(options.dtype);
+    const at::Tensor x = at::ones({1, 2, 8}, o);
+    const at::Tensor w = at::ones({8, 8}, o);
+    const at::Tensor y = at::linear(x, w);
+    const at::Tensor s = at::softmax(at::matmul(y, y.transpose(1, 2)).to(at::kFloat), -1);
+    (void)(at::silu(y) * y).sum().item<float>();
+    (void)s.sum().item<float>();
+  } catch (const c10::Error& e) {
+    throw InputError(fmt::format(
+        "compute dtype {} is not supported on {} by this libtorch ({}); use --dtype f32",
+        short_dtype_name(options.dtype), options.device.str(), e.what_without_backtrace()));
+  }
+}
+
+}  // namespace
+
+ComputeOptions resolve_compute(std::string_view dtype, std::string_view device) {
+  ComputeOptions options{parse_device(device), parse_compute_dtype(dtype)};
+  probe(options);
+  return options;
+}
+
+std::string_view short_dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return "f32";
+    case at::kHalf: return "f16";
+    case at::kBFloat16: return "bf16";
+    case at::kDouble: return "f64";
+    default: return "other";
+  }
+}
+
+std::string describe(const ComputeOptions& options) {
+  return fmt::format("{} {}", options.device.str(), short_dtype_name(options.dtype));
+}
+
+}  // namespace bouquet::gpu

@@ -1,0 +1,28 @@
+// Where and in which floating dtype blocks and heads compute. Weights are upcast or downcast to
+// this dtype once, on load. f32 on the CPU is the default because libtorch 1.13's CPU kernels lack
+// half-precision matrix products; CUDA is chosen at run time when this libtorch has it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <string>
+#include <string_view>
+
+namespace bouquet::gpu {
+
+struct ComputeOptions {
+  c10::Device device = c10::Device(c10::kCPU);
+  at::ScalarType dtype = at::kFloat;
+};
+
+// `dtype`: f32 | f16 | bf16 | f64 (or float32, ...; f64 is for checking numerics); `device`: auto | cpu | cuda | cuda:N
+// (auto = CUDA when available, else CPU). Runs a tiny probe of the kernels a block needs and
+// throws InputError naming the dtype and device when this libtorch cannot compute in it there.
+ComputeOptions resolve_compute(std::string_view dtype = "f32", std::string_view device = "auto");
+
+// "cpu f32", "cuda:0 bf16".
+std::string describe(const ComputeOptions& options);
+std::string_view short_dtype_name(at::ScalarType dtype);
+
+}  // namespace bouquet::gpu

@@ -1,0 +1,97 @@
+#include "gpu/family.h"
+
+#include "core/check.h"
+#include "gpu/checkpoint.h"
+#include "gpu/errors.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <optional>
+#include <utility>
+
+namespace bouquet::gpu {
+
+// Each family's file defines its accessor; the registry below is the only list of families.
+const Family& llama_family();
+
+namespace {
+
+using FamilyAccessor = const Family& (*)();
+
+constexpr std::pair<std::string_view, FamilyAccessor> kFamilies[] = {
+    {"llama", llama_family},
+};
+
+std::optional<DType> stored_dtype_of(const ModelConfig& config) {
+  if (config.torch_dtype == "float32") return DType::F32;
+  if (config.torch_dtype == "float16") return DType::F16;
+  if (config.torch_dtype == "bfloat16") return DType::BF16;
+  return std::nullopt;
+}
+
+TensorMap load_tensors(const ModelConfig& config, const TensorSource& source,
+                       const std::vector<TensorSpec>& specs, const ComputeOptions& options) {
+  const std::optional<DType> expected_dtype = stored_dtype_of(config);
+  TensorMap tensors;
+  for (const TensorSpec& spec : specs) {
+    const std::string where = source.where(spec.name);
+    const std::optional<TensorInfo> info = source.info(spec.name);
+    if (!info) throw ModelFileError(fmt::format("{}: missing tensor '{}'", where, spec.name));
+    if (info->dtype != DType::F32 && info->dtype != DType::F16 && info->dtype != DType::BF16) {
+      throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {}; model weights must be F32, "
+                                       "F16 or BF16", where, spec.name, dtype_name(info->dtype)));
+    }
+    if (expected_dtype && info->dtype != *expected_dtype) {
+      throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {} but {} says torch_dtype {}",
+                                       where, spec.name, dtype_name(info->dtype),
+                                       config.file.string(), config.torch_dtype));
+    }
+    if (info->shape != spec.shape) {
+      throw ModelFileError(fmt::format("{}: tensor '{}' has shape {} but {} implies {}", where,
+                                       spec.name, format_shape(info->shape), config.file.string(),
+                                       format_shape(spec.shape)));
+    }
+    at::Tensor tensor = source.read(spec.name).to(options.device, options.dtype).contiguous();
+    tensors.emplace(spec.name, std::move(tensor));
+  }
+  return tensors;
+}
+
+}  // namespace
+
+const Family* lookup_family(std::string_view model_type) {
+  for (const auto& [name, accessor] : kFamilies) {
+    if (name == model_type) return &accessor();
+  }
+  return nullptr;
+}
+
+std::vector<std::string_view> family_names() {
+  std::vector<std::string_view> names;
+  for (const auto& [name, accessor] : kFamilies) names.push_back(name);
+  return names;
+}
+
+const Family& family_of(const ModelConfig& config) {
+  const Family* family = lookup_family(config.family);
+  BOUQUET_CHECK(family != nullptr, "a ModelConfig names a family that is not registered");
+  return *family;
+}
+
+std::unique_ptr<Block> load_block(const ModelConfig& config, const TensorSource& source,
+                                  int64_t block, const ComputeOptions& options) {
+  BOUQUET_CHECK(block >= 0 && block < config.num_layers, "load_block: block index out of range");
+  const Family& family = family_of(config);
+  TensorMap weights = load_tensors(config, source, family.block_tensors(config, block), options);
+  return family.make_block(config, block, std::move(weights), options);
+}
+
+std::unique_ptr<Head> load_head(const ModelConfig& config, const TensorSource& source,
+                                const ComputeOptions& options) {
+  const Family& family = family_of(config);
+  TensorMap weights = load_tensors(config, source, family.head_tensors(config), options);
+  return family.make_head(config, std::move(weights), options);
+}
+
+}  // namespace bouquet::gpu

@@ -1,0 +1,98 @@
+#include "gpu/generation.h"
+
+#include "gpu/errors.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace bouquet::gpu {
+namespace {
+
+void check_chain(const ClientHead& head, std::span<SpanRunner* const> spans) {
+  int64_t next = 0;
+  for (const SpanRunner* span : spans) {
+    if (span->first_block() != next) {
+      throw InputError(fmt::format("spans do not chain: a span starts at block {}, expected {}",
+                                   span->first_block(), next));
+    }
+    if (span->hidden_size() != head.model_config().hidden_size) {
+      throw InputError("a span's hidden size differs from the client head's");
+    }
+    next = span->end_block();
+  }
+  if (next != head.model_config().num_layers) {
+    throw InputError(fmt::format("spans cover blocks [0, {}) of {}", next,
+                                 head.model_config().num_layers));
+  }
+}
+
+// Owns one session on every span for the length of a generation, closing it even on error.
+class ChainSession {
+ public:
+  ChainSession(std::span<SpanRunner* const> spans, int64_t max_length) : spans_(spans) {
+    for (const SpanRunner* span : spans) {
+      while (span->has_session(id_)) ++id_;
+    }
+    for (SpanRunner* span : spans) span->open_session(id_, 1, max_length);
+  }
+  ~ChainSession() {
+    for (SpanRunner* span : spans_) span->close_session(id_);
+  }
+  at::Tensor step(at::Tensor hidden) {
+    for (SpanRunner* span : spans_) hidden = span->step(id_, hidden);
+    return hidden;
+  }
+
+ private:
+  std::span<SpanRunner* const> spans_;
+  SessionId id_ = 0;
+};
+
+}  // namespace
+
+GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* const> spans,
+                              const GenerationRequest& request,
+                              const std::function<void(TokenId)>& on_token) {
+  if (request.prompt_ids.empty()) throw InputError("the prompt has no tokens");
+  if (request.max_new_tokens < 0) throw InputError("max new tokens must be >= 0");
+  check_chain(head, spans);
+  GenerationResult result;
+  result.prompt_ids = request.prompt_ids;
+  result.stop_reason = "max_new_tokens";
+  if (request.max_new_tokens == 0) return result;
+
+  Sampler sampler(request.sampling);
+  ChainSession session(spans, static_cast<int64_t>(request.prompt_ids.size()) +
+                                  request.max_new_tokens);
+  std::vector<TokenId> history = request.prompt_ids;
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto first_token = start;
+  at::Tensor hidden = head.embed(request.prompt_ids);
+  for (int64_t n = 0; n < request.max_new_tokens; ++n) {
+    const at::Tensor out = session.step(hidden);
+    const TokenId next = sampler.next(head.last_logits(out), history);
+    if (n == 0) first_token = Clock::now();
+    history.push_back(next);
+    result.ids.push_back(next);
+    if (on_token) on_token(next);
+    const bool eos = std::find(request.eos_ids.begin(), request.eos_ids.end(), next) !=
+                     request.eos_ids.end();
+    if (eos && !request.ignore_eos) {
+      result.stop_reason = "eos";
+      break;
+    }
+    hidden = head.embed(std::vector<TokenId>{next});
+  }
+  const auto end = Clock::now();
+  result.prefill_s = std::chrono::duration<double>(first_token - start).count();
+  result.decode_s = std::chrono::duration<double>(end - first_token).count();
+  const double total_s = result.prefill_s + result.decode_s;
+  result.tokens_per_s = total_s > 0 ? static_cast<double>(result.ids.size()) / total_s : 0.0;
+  return result;
+}
+
+}  // namespace bouquet::gpu

@@ -1,0 +1,282 @@
+#include "gpu/safetensors.h"
+
+#include "core/check.h"
+#include "gpu/errors.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace bouquet::gpu {
+namespace {
+
+struct DTypeRow {
+  DType dtype;
+  std::string_view name;
+  size_t size_bytes;
+  at::ScalarType scalar_type;
+};
+
+constexpr DTypeRow kDTypes[] = {
+    {DType::F64, "F64", 8, at::kDouble},  {DType::F32, "F32", 4, at::kFloat},
+    {DType::F16, "F16", 2, at::kHalf},    {DType::BF16, "BF16", 2, at::kBFloat16},
+    {DType::I64, "I64", 8, at::kLong},    {DType::I32, "I32", 4, at::kInt},
+    {DType::I16, "I16", 2, at::kShort},   {DType::I8, "I8", 1, at::kChar},
+    {DType::U8, "U8", 1, at::kByte},      {DType::Bool, "BOOL", 1, at::kBool},
+};
+
+const DTypeRow& row(DType dtype) {
+  for (const auto& r : kDTypes) {
+    if (r.dtype == dtype) return r;
+  }
+  BOUQUET_CHECK(false, "DType missing from kDTypes");
+  __builtin_unreachable();
+}
+
+[[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
+  throw ModelFileError(fmt::format("{}: {}", path.string(), what));
+}
+
+uint64_t read_u64_le(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Reads exactly `size` bytes at `offset`; false on a short read (the file is shorter than that).
+bool pread_all(int fd, void* destination, uint64_t size, uint64_t offset) {
+  auto* out = static_cast<char*>(destination);
+  while (size > 0) {
+    const ssize_t n = ::pread(fd, out, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    out += n;
+    size -= static_cast<uint64_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<DType> parse_dtype(std::string_view name) {
+  for (const auto& r : kDTypes) {
+    if (r.name == name) return r.dtype;
+  }
+  return std::nullopt;
+}
+
+std::string_view dtype_name(DType dtype) { return row(dtype).name; }
+size_t dtype_size_bytes(DType dtype) { return row(dtype).size_bytes; }
+at::ScalarType to_scalar_type(DType dtype) { return row(dtype).scalar_type; }
+bool is_floating(DType dtype) {
+  return dtype == DType::F64 || dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
+}
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string format_shape(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+SafetensorsFile::SafetensorsFile(std::filesystem::path path) : path_(std::move(path)) {
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) fail(path_, fmt::format("cannot open: {}", std::strerror(errno)));
+  try {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail(path_, fmt::format("cannot stat: {}", std::strerror(errno)));
+    const auto file_size = static_cast<uint64_t>(st.st_size);
+    unsigned char prefix[8];
+    if (file_size < 8 || !pread_all(fd_, prefix, 8, 0)) {
+      fail(path_, fmt::format("file is {} bytes, too short for the 8-byte header length; it is "
+                              "truncated or not a safetensors file", file_size));
+    }
+    const uint64_t header_size = read_u64_le(prefix);
+    if (header_size > file_size - 8) {
+      fail(path_, fmt::format("header length {} runs past the end of the file ({} bytes); the "
+                              "file is truncated or not a safetensors file", header_size, file_size));
+    }
+    std::string header(header_size, '\0');
+    if (!pread_all(fd_, header.data(), header_size, 8)) fail(path_, "short read of the header");
+    data_start_ = 8 + header_size;
+    parse_header(header, file_size - data_start_);
+  } catch (...) {
+    ::close(fd_);
+    throw;
+  }
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SafetensorsFile::parse_header(std::string_view header, uint64_t data_size_bytes) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(header);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(path_, fmt::format("header is not valid JSON ({})", e.what()));
+  }
+  if (!json.is_object()) fail(path_, "header is not a JSON object");
+  for (const auto& [name, entry] : json.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail(path_, "__metadata__ is not an object");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) fail(path_, fmt::format("__metadata__ '{}' is not a string", key));
+        metadata_[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    const auto bad = [&](const std::string& what) {
+      fail(path_, fmt::format("tensor '{}': {}", name, what));
+    };
+    if (!entry.is_object()) bad("header entry is not an object");
+    if (!entry.contains("dtype") || !entry["dtype"].is_string()) bad("no dtype string");
+    if (!entry.contains("shape") || !entry["shape"].is_array()) bad("no shape array");
+    if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2) {
+      bad("no data_offsets pair");
+    }
+    TensorInfo info;
+    info.name = name;
+    const auto dtype_text = entry["dtype"].get<std::string>();
+    const auto dtype = parse_dtype(dtype_text);
+    if (!dtype) bad(fmt::format("unknown dtype '{}'", dtype_text));
+    info.dtype = *dtype;
+    uint64_t expected_bytes = dtype_size_bytes(info.dtype);
+    for (const auto& dim : entry["shape"]) {
+      if (!dim.is_number_unsigned()) bad("shape holds a value that is not a non-negative integer");
+      const auto d = dim.get<uint64_t>();
+      if (d > (uint64_t{1} << 62) || __builtin_mul_overflow(expected_bytes, d, &expected_bytes)) {
+        bad("shape is too large");
+      }
+      info.shape.push_back(static_cast<int64_t>(d));
+    }
+    for (const auto& offset : entry["data_offsets"]) {
+      if (!offset.is_number_unsigned()) bad("data_offsets holds a value that is not an offset");
+    }
+    info.begin = entry["data_offsets"][0].get<uint64_t>();
+    info.end = entry["data_offsets"][1].get<uint64_t>();
+    if (info.begin > info.end) {
+      bad(fmt::format("data_offsets [{}, {}] end before they begin", info.begin, info.end));
+    }
+    if (info.end > data_size_bytes) {
+      bad(fmt::format("data_offsets [{}, {}] run past the end of the data ({} bytes); the file is "
+                      "truncated or its header is corrupt", info.begin, info.end, data_size_bytes));
+    }
+    if (info.size_bytes() != expected_bytes) {
+      bad(fmt::format("data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}",
+                      info.begin, info.end, info.size_bytes(), dtype_text,
+                      format_shape(info.shape), expected_bytes));
+    }
+    tensors_.emplace(name, std::move(info));
+  }
+  std::vector<const TensorInfo*> by_offset;
+  for (const auto& [name, info] : tensors_) {
+    if (info.size_bytes() > 0) by_offset.push_back(&info);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i]->begin < by_offset[i - 1]->end) {
+      fail(path_, fmt::format("tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", by_offset[i - 1]->name,
+                              by_offset[i - 1]->begin, by_offset[i - 1]->end, by_offset[i]->name,
+                              by_offset[i]->begin, by_offset[i]->end));
+    }
+  }
+}
+
+const TensorInfo* SafetensorsFile::find(std::string_view name) const {
+  const auto it = tensors_.find(std::string(name));
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+void SafetensorsFile::read_bytes(const TensorInfo& info, void* destination) const {
+  if (!pread_all(fd_, destination, info.size_bytes(), data_start_ + info.begin)) {
+    fail(path_, fmt::format("tensor '{}': short read (the file is truncated or changed while open)",
+                            info.name));
+  }
+  bytes_read_ += info.size_bytes();
+}
+
+at::Tensor SafetensorsFile::read(std::string_view name) const {
+  const TensorInfo* info = find(name);
+  if (info == nullptr) fail(path_, fmt::format("missing tensor '{}'", name));
+  at::Tensor tensor = at::empty(info->shape, at::TensorOptions().dtype(to_scalar_type(info->dtype)));
+  read_bytes(*info, tensor.data_ptr());
+  return tensor;
+}
+
+uint16_t float_to_bf16_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);  // keep a NaN a NaN
+  }
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
+                       DType dtype, const std::map<std::string, std::string>& metadata) {
+  BOUQUET_CHECK(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16,
+                "write_safetensors writes F32, F16 or BF16");
+  std::vector<const NamedTensor*> sorted;
+  for (const auto& t : tensors) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const NamedTensor* a, const NamedTensor* b) { return a->name < b->name; });
+
+  std::vector<std::string> blobs;
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const NamedTensor* t : sorted) {
+    BOUQUET_CHECK(t->tensor.is_floating_point(), "write_safetensors takes floating tensors");
+    const at::Tensor f32 = t->tensor.detach().to(at::kCPU).to(at::kFloat).contiguous();
+    std::string blob;
+    if (dtype == DType::F32) {
+      blob.assign(static_cast<const char*>(f32.data_ptr()), f32.numel() * 4);
+    } else if (dtype == DType::F16) {
+      const at::Tensor half = f32.to(at::kHalf).contiguous();
+      blob.assign(static_cast<const char*>(half.data_ptr()), half.numel() * 2);
+    } else {
+      blob.resize(f32.numel() * 2);
+      const float* src = f32.data_ptr<float>();
+      for (int64_t i = 0; i < f32.numel(); ++i) {
+        const uint16_t b = float_to_bf16_bits(src[i]);
+        std::memcpy(blob.data() + 2 * i, &b, 2);
+      }
+    }
+    header[t->name] = {{"dtype", std::string(dtype_name(dtype))},
+                       {"shape", t->tensor.sizes().vec()},
+                       {"data_offsets", {offset, offset + blob.size()}}};
+    offset += blob.size();
+    blobs.push_back(std::move(blob));
+  }
+  std::string header_text = header.dump();
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');
+
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) fail(path, "cannot open for writing");
+  unsigned char prefix[8];
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<unsigned char>(header_text.size() >> (8 * i));
+  out.write(reinterpret_cast<const char*>(prefix), 8);
+  out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
+  for (const auto& blob : blobs) out.write(blob.data(), static_cast<std::streamsize>(blob.size()));
+  if (!out.flush()) fail(path, "write failed");
+}
+
+}  // namespace bouquet::gpu

@@ -1,0 +1,126 @@
+#include "gpu/span_runner.h"
+
+#include "gpu/checkpoint.h"
+#include "gpu/errors.h"
+#include "gpu/safetensors.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+namespace bouquet::gpu {
+
+SpanRunner::SpanRunner(const SpanRunnerConfig& config)
+    : model_config_(load_model_config(config.model_dir)),
+      compute_(resolve_compute(config.dtype, config.device)) {
+  first_block_ = config.first_block;
+  end_block_ = config.end_block < 0 ? model_config_.num_layers : config.end_block;
+  if (first_block_ < 0 || first_block_ >= end_block_ || end_block_ > model_config_.num_layers) {
+    throw InputError(fmt::format("span [{}, {}) is not a non-empty range of the model's {} blocks",
+                                 first_block_, end_block_, model_config_.num_layers));
+  }
+  const Checkpoint checkpoint(config.model_dir);
+  for (int64_t b = first_block_; b < end_block_; ++b) {
+    blocks_.push_back(load_block(model_config_, checkpoint, b, compute_));
+  }
+  checkpoint_bytes_read_ = checkpoint.bytes_read();
+}
+
+SpanRunner::~SpanRunner() = default;
+
+uint64_t SpanRunner::weight_bytes() const {
+  uint64_t total = 0;
+  for (const auto& block : blocks_) total += block->weight_bytes();
+  return total;
+}
+
+uint64_t SpanRunner::cache_bytes_per_token() const {
+  uint64_t total = 0;
+  for (const auto& block : blocks_) {
+    const KvCache one = block->make_cache(1, 1);
+    total += one.key.numel() * one.key.element_size() + one.value.numel() * one.value.element_size();
+  }
+  return total;
+}
+
+void SpanRunner::open_session(SessionId id, int64_t batch, int64_t max_length) {
+  if (sessions_.count(id) != 0) throw InputError(fmt::format("session {} is already open", id));
+  if (batch <= 0 || max_length <= 0) {
+    throw InputError(fmt::format("session {}: batch ({}) and max length ({}) must be positive", id,
+                                 batch, max_length));
+  }
+  Session s;
+  s.batch = batch;
+  s.max_length = max_length;
+  for (const auto& block : blocks_) s.caches.push_back(block->make_cache(batch, max_length));
+  sessions_.emplace(id, std::move(s));
+}
+
+void SpanRunner::close_session(SessionId id) { sessions_.erase(id); }
+
+bool SpanRunner::has_session(SessionId id) const { return sessions_.count(id) != 0; }
+
+SpanRunner::Session& SpanRunner::session(SessionId id) {
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end()) throw InputError(fmt::format("no open session {}", id));
+  return it->second;
+}
+
+const SpanRunner::Session& SpanRunner::session(SessionId id) const {
+  return const_cast<SpanRunner*>(this)->session(id);
+}
+
+int64_t SpanRunner::session_length(SessionId id) const { return session(id).length; }
+int64_t SpanRunner::session_max_length(SessionId id) const { return session(id).max_length; }
+
+void SpanRunner::truncate_session(SessionId id, int64_t length) {
+  Session& s = session(id);
+  if (length < 0 || length > s.length) {
+    throw InputError(fmt::format("session {}: cannot truncate to {} positions, it holds {}", id,
+                                 length, s.length));
+  }
+  s.length = length;
+}
+
+void SpanRunner::check_hidden(const at::Tensor& hidden, const char* what) const {
+  if (!hidden.defined() || hidden.dim() != 3 || !hidden.is_floating_point()) {
+    throw InputError(fmt::format("{}: hidden states must be a floating [batch, tokens, {}] tensor, "
+                                 "got {}", what, hidden_size(),
+                                 hidden.defined() ? format_shape(hidden.sizes().vec()) : "undefined"));
+  }
+  if (hidden.size(2) != hidden_size()) {
+    throw InputError(fmt::format("{}: hidden size is {} but the model's is {}", what,
+                                 hidden.size(2), hidden_size()));
+  }
+  if (hidden.size(0) == 0 || hidden.size(1) == 0) {
+    throw InputError(fmt::format("{}: empty hidden states {}", what, format_shape(hidden.sizes().vec())));
+  }
+}
+
+at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden) {
+  const std::string what = fmt::format("session {}", id);
+  check_hidden(hidden, what.c_str());
+  Session& s = session(id);
+  if (hidden.size(0) != s.batch) {
+    throw InputError(fmt::format("{}: batch of {} sequences, but the session was opened for {}",
+                                 what, hidden.size(0), s.batch));
+  }
+  const int64_t tokens = hidden.size(1);
+  if (s.length + tokens > s.max_length) {
+    throw InputError(fmt::format("{}: {} new tokens at position {} run past the session's max "
+                                 "length {}", what, tokens, s.length, s.max_length));
+  }
+  at::NoGradGuard no_grad;  // not InferenceMode: outputs stay ordinary tensors callers may reuse
+  at::Tensor x = hidden.to(compute_.device, compute_.dtype);
+  for (size_t b = 0; b < blocks_.size(); ++b) x = blocks_[b]->forward(x, s.length, &s.caches[b]);
+  s.length += tokens;
+  return x.to(hidden.device(), hidden.scalar_type());
+}
+
+at::Tensor SpanRunner::forward(const at::Tensor& hidden) const {
+  check_hidden(hidden, "forward");
+  at::Tensor x = hidden.to(compute_.device, compute_.dtype);
+  for (const auto& block : blocks_) x = block->forward(x, 0, nullptr);
+  return x.to(hidden.device(), hidden.scalar_type());
+}
+
+}  // namespace bouquet::gpu

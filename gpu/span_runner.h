@@ -1,0 +1,98 @@
+// Runs a contiguous span of a model's blocks, [first_block, end_block), on hidden states — what a
+// Bouquet server computes for its clients.
+//
+// Promises:
+// - Construction reads only config.json and the span's tensors (checkpoint_bytes_read() shows it).
+// - Inference keeps one KV cache per session, keyed by the caller's id: open_session() reserves
+//   room for `max_length` positions of `batch` sequences, step() appends the new tokens' keys and
+//   values and returns the span's outputs; token i of a step sits at absolute position
+//   session_length() + i, so a prefill of many tokens and single-token decode steps mix freely.
+//   truncate_session() forgets positions from a point on (to replay or roll back).
+// - forward() runs without a cache and with autograd on: gradients flow to the input hidden
+//   states; the weights never require gradients.
+// - Inputs may be any floating dtype on any device; outputs come back in the input's dtype and
+//   device. Bad input (wrong rank or hidden size, an unknown or duplicate session, a step past the
+//   session's max length, a batch that does not match the session) throws InputError and leaves
+//   the session as it was.
+// - Not thread-safe: one caller (a server's compute queue) drives it.
+#pragma once
+
+#include "gpu/compute_options.h"
+#include "gpu/family.h"
+#include "gpu/model_config.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bouquet::gpu {
+
+struct SpanRunnerConfig {
+  std::filesystem::path model_dir;
+  int64_t first_block = 0;
+  int64_t end_block = -1;  // -1: through the model's last block
+  std::string dtype = "f32";
+  std::string device = "auto";
+};
+
+using SessionId = uint64_t;
+
+class SpanRunner {
+ public:
+  explicit SpanRunner(const SpanRunnerConfig& config);
+  ~SpanRunner();
+  SpanRunner(const SpanRunner&) = delete;
+  SpanRunner& operator=(const SpanRunner&) = delete;
+
+  const ModelConfig& model_config() const { return model_config_; }
+  const ComputeOptions& compute() const { return compute_; }
+  int64_t first_block() const { return first_block_; }
+  int64_t end_block() const { return end_block_; }
+  int64_t hidden_size() const { return model_config_.hidden_size; }
+  // Tensor bytes this runner read from the checkpoint while loading.
+  uint64_t checkpoint_bytes_read() const { return checkpoint_bytes_read_; }
+  // Bytes of the span's weights in memory.
+  uint64_t weight_bytes() const;
+  // Bytes a session's cache takes per position of one sequence (to admit sessions by memory).
+  uint64_t cache_bytes_per_token() const;
+
+  void open_session(SessionId id, int64_t batch, int64_t max_length);
+  void close_session(SessionId id);  // unknown ids are ignored: closing is idempotent
+  bool has_session(SessionId id) const;
+  int64_t session_length(SessionId id) const;
+  int64_t session_max_length(SessionId id) const;
+  void truncate_session(SessionId id, int64_t length);
+  size_t session_count() const { return sessions_.size(); }
+
+  // [batch, new_tokens, hidden] -> [batch, new_tokens, hidden], appending to the session's cache.
+  at::Tensor step(SessionId id, const at::Tensor& hidden);
+  // [batch, tokens, hidden] at positions 0.. -> outputs, with autograd; no cache involved.
+  at::Tensor forward(const at::Tensor& hidden) const;
+
+ private:
+  struct Session {
+    int64_t batch = 0;
+    int64_t max_length = 0;
+    int64_t length = 0;
+    std::vector<KvCache> caches;  // one per block of the span
+  };
+
+  Session& session(SessionId id);
+  const Session& session(SessionId id) const;
+  void check_hidden(const at::Tensor& hidden, const char* what) const;
+
+  ModelConfig model_config_;
+  ComputeOptions compute_;
+  int64_t first_block_ = 0;
+  int64_t end_block_ = 0;
+  uint64_t checkpoint_bytes_read_ = 0;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  std::map<SessionId, Session> sessions_;
+};
+
+}  // namespace bouquet::gpu

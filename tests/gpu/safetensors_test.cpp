@@ -1,0 +1,144 @@
+// The safetensors reader and writer: round trips in every written dtype, and one clear error naming
+// the file and the tensor for each kind of corrupt file.
+#include "gpu/errors.h"
+#include "gpu/safetensors.h"
+#include "tests/gpu/support/model_files.h"
+
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+
+namespace bouquet::gpu {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+// A file with a hand-written header, for the corrupt cases.
+fs::path write_raw(const fs::path& path, const std::string& header, size_t data_bytes) {
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i)));
+  out << header << std::string(data_bytes, '\x01');
+  return path;
+}
+
+std::string error_of(const fs::path& path, const std::string& tensor = "") {
+  try {
+    SafetensorsFile file(path);
+    if (!tensor.empty()) file.read(tensor);
+  } catch (const ModelFileError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Safetensors, RoundTripsEachWrittenDtype) {
+  const fs::path dir = testing::fresh_dir("st_round_trip");
+  const at::Tensor a = at::arange(12, at::kFloat).reshape({3, 4}) / 7.0 - 0.5;
+  const at::Tensor b = at::linspace(-3, 3, 5);
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    const fs::path path = dir / (std::string(dtype_name(dtype)) + ".safetensors");
+    write_safetensors(path, {{"b", b}, {"a.weight", a}}, dtype, {{"format", "pt"}});
+    const SafetensorsFile file(path);
+    EXPECT_EQ(file.metadata().at("format"), "pt");
+    ASSERT_EQ(file.tensors().size(), 2u);
+    EXPECT_EQ(file.find("a.weight")->shape, (std::vector<int64_t>{3, 4}));
+    EXPECT_EQ(file.find("a.weight")->dtype, dtype);
+    EXPECT_EQ(file.header_size_bytes() % 8, 0u) << "data must start 8-byte aligned";
+    const at::Tensor back = file.read("a.weight");
+    EXPECT_EQ(back.scalar_type(), to_scalar_type(dtype));
+    const double tolerance = dtype == DType::F32 ? 0 : dtype == DType::F16 ? 1e-3 : 1e-2;
+    EXPECT_TRUE(at::allclose(back.to(at::kFloat), a, 0, tolerance)) << dtype_name(dtype);
+    EXPECT_EQ(file.bytes_read(), 12 * dtype_size_bytes(dtype));
+  }
+}
+
+TEST(Safetensors, Bf16RoundsToNearestEven) {
+  // 1 + 2^-8 lies exactly between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one (1).
+  EXPECT_EQ(float_to_bf16_bits(1.0f + 0x1p-8f), 0x3f80);
+  // 1 + 3 * 2^-8 lies between 1 + 2^-7 (odd) and 1 + 2^-6 (even): goes up to even.
+  EXPECT_EQ(float_to_bf16_bits(1.0f + 3 * 0x1p-8f), 0x3f82);
+  // Just above the halfway point rounds up; truncation would give 0x3f80.
+  EXPECT_EQ(float_to_bf16_bits(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+  EXPECT_EQ(float_to_bf16_bits(-2.0f), 0xc000);
+  const uint16_t nan = float_to_bf16_bits(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(nan & 0x7f80, 0x7f80);
+  EXPECT_NE(nan & 0x007f, 0);
+}
+
+TEST(Safetensors, ReadsOnlyTheTensorAskedFor) {
+  const fs::path path = testing::fresh_dir("st_lazy") / "m.safetensors";
+  write_safetensors(path, {{"big", at::zeros({1000})}, {"small", at::ones({10})}}, DType::F32);
+  const SafetensorsFile file(path);
+  EXPECT_EQ(file.bytes_read(), 0u) << "opening reads the header only";
+  file.read("small");
+  EXPECT_EQ(file.bytes_read(), 40u);
+}
+
+TEST(Safetensors, TruncatedFileNamesFileAndTensor) {
+  const fs::path path = testing::fresh_dir("st_truncated") / "model.safetensors";
+  write_safetensors(path, {{"first", at::ones({4})}, {"second", at::ones({100})}}, DType::F32);
+  fs::resize_file(path, fs::file_size(path) - 10);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'second'"),
+                                    HasSubstr("truncated")));
+}
+
+TEST(Safetensors, HeaderLengthPastFileEnd) {
+  const fs::path path = testing::fresh_dir("st_header_len") / "model.safetensors";
+  write_safetensors(path, {{"w", at::ones({4})}}, DType::F32);
+  fs::resize_file(path, 20);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("header length")));
+  fs::resize_file(path, 3);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("too short")));
+}
+
+TEST(Safetensors, OffsetsPastTheData) {
+  const fs::path path = write_raw(
+      testing::fresh_dir("st_past") / "model.safetensors",
+      R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+      R"("far":{"dtype":"F32","shape":[2],"data_offsets":[1000,1008]}})", 16);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'far'"),
+                                    HasSubstr("past the end")));
+}
+
+TEST(Safetensors, OverlappingOffsets) {
+  const fs::path path = write_raw(
+      testing::fresh_dir("st_overlap") / "model.safetensors",
+      R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+      R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})", 24);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'a'"), HasSubstr("'b'"),
+                                    HasSubstr("overlap")));
+}
+
+TEST(Safetensors, OffsetsDisagreeingWithDtypeAndShape) {
+  const fs::path path = write_raw(testing::fresh_dir("st_size") / "model.safetensors",
+                                  R"({"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})",
+                                  24);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'w'"),
+                                    HasSubstr("need 12")));
+}
+
+TEST(Safetensors, UnknownDtypeAndBadJson) {
+  const fs::path dir = testing::fresh_dir("st_dtype");
+  const fs::path unknown = write_raw(dir / "a.safetensors",
+                                     R"({"w":{"dtype":"F8_E9","shape":[2],"data_offsets":[0,2]}})", 2);
+  EXPECT_THAT(error_of(unknown), AllOf(HasSubstr(unknown.string()), HasSubstr("'w'"),
+                                       HasSubstr("unknown dtype 'F8_E9'")));
+  const fs::path garbage = write_raw(dir / "b.safetensors", "{not json", 0);
+  EXPECT_THAT(error_of(garbage), AllOf(HasSubstr(garbage.string()), HasSubstr("not valid JSON")));
+}
+
+TEST(Safetensors, MissingTensorNamesFileAndTensor) {
+  const fs::path path = testing::fresh_dir("st_missing") / "model.safetensors";
+  write_safetensors(path, {{"present", at::ones({2})}}, DType::F32);
+  EXPECT_THAT(error_of(path, "absent.weight"),
+              AllOf(HasSubstr(path.string()), HasSubstr("missing tensor 'absent.weight'")));
+}
+
+}  // namespace
+}  // namespace bouquet::gpu

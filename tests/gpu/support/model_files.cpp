@@ -1,0 +1,146 @@
+#include "tests/gpu/support/model_files.h"
+
+#include "core/rng.h"
+#include "gpu/client_head.h"
+#include "gpu/generation.h"
+#include "gpu/span_runner.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+namespace bouquet::gpu::testing {
+namespace fs = std::filesystem;
+
+fs::path fresh_dir(std::string_view name) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / fmt::format("bouquet-gpu-{}", ::getpid()) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string run_command(const std::string& command, int* status) {
+  std::string output;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) {
+    if (status) *status = -1;
+    return "popen failed";
+  }
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
+  const int rc = ::pclose(pipe);
+  if (status) *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return output;
+}
+
+fs::path reference_dir() { return fs::path(BOUQUET_SOURCE_DIR) / ".." / "shared" / "reference"; }
+
+std::string reference_unavailable() {
+  if (!fs::exists(reference_dir() / "ref_llama.py")) return "../shared/reference is absent";
+  int status = 0;
+  run_command("/usr/bin/python3 -c 'import numpy, sentencepiece' && command -v spm_train", &status);
+  if (status != 0) return "needs /usr/bin/python3 with numpy and sentencepiece, and spm_train";
+  return "";
+}
+
+void train_spm_tokenizer(const fs::path& dir, int64_t vocab) {
+  // Pseudo-words from a fixed syllable set: enough distinct pairs for a few hundred BPE merges.
+  static const char* syllables[] = {"ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "pa",
+                                    "qu", "st", "th", "er", "an", "in", "on", "ol", "ar", "en"};
+  core::Rng rng(7);
+  std::ostringstream text;
+  for (int line = 0; line < 3000; ++line) {
+    for (int word = 0; word < 8; ++word) {
+      const int length = 1 + static_cast<int>(rng.below(4));
+      for (int s = 0; s < length; ++s) text << syllables[rng.below(std::size(syllables))];
+      text << (word == 7 ? ".\n" : " ");
+    }
+  }
+  const fs::path corpus = dir / "corpus.txt";
+  std::ofstream(corpus) << text.str();
+  int status = 0;
+  const std::string out = run_command(fmt::format(
+      "cd '{}' && spm_train --input=corpus.txt --model_prefix=tokenizer --vocab_size={} "
+      "--model_type=bpe --byte_fallback=true --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1",
+      dir.string(), vocab), &status);
+  ASSERT_EQ(status, 0) << out;
+  fs::remove(corpus);
+  fs::remove(dir / "tokenizer.vocab");
+}
+
+fs::path shared_test_tokenizer() {
+  static const fs::path tok = [] {
+    const fs::path dir = fresh_dir("spm_512");
+    train_spm_tokenizer(dir, 512);
+    return dir / "tokenizer.model";
+  }();
+  return tok;
+}
+
+void write_reference_model(const fs::path& dir, std::string_view dtype) {
+  int status = 0;
+  const std::string out = run_command(
+      fmt::format("/usr/bin/python3 '{}' '{}' '{}' {}", (reference_dir() / "make_tiny_llama.py").string(),
+                  dir.string(), shared_test_tokenizer().string(), dtype), &status);
+  ASSERT_EQ(status, 0) << out;
+}
+
+std::vector<TokenId> reference_greedy_ids(const fs::path& model_dir,
+                                          const std::vector<TokenId>& prompt_ids, int64_t count) {
+  int status = 0;
+  const std::string out = run_command(
+      fmt::format("IDS='{}' /usr/bin/python3 '{}' '{}' unused {}", fmt::join(prompt_ids, " "),
+                  (reference_dir() / "ref_llama.py").string(), model_dir.string(), count), &status);
+  EXPECT_EQ(status, 0) << out;
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    const std::string tag = "greedy ids:";
+    if (line.rfind(tag, 0) != 0) continue;
+    std::istringstream ids(line.substr(tag.size()));
+    std::vector<TokenId> result;
+    TokenId id;
+    while (ids >> id) result.push_back(id);
+    return result;
+  }
+  ADD_FAILURE() << "no 'greedy ids:' line in ref_llama.py output:\n" << out;
+  return {};
+}
+
+std::vector<TokenId> engine_greedy_ids(const fs::path& model_dir,
+                                       const std::vector<TokenId>& prompt_ids, int64_t count,
+                                       std::string_view dtype, int64_t spans) {
+  const ClientHead head({model_dir, std::string(dtype), "cpu"});
+  const int64_t layers = head.model_config().num_layers;
+  std::vector<std::unique_ptr<SpanRunner>> runners;
+  std::vector<SpanRunner*> chain;
+  for (int64_t s = 0; s < spans; ++s) {
+    runners.push_back(std::make_unique<SpanRunner>(SpanRunnerConfig{
+        model_dir, layers * s / spans, layers * (s + 1) / spans, std::string(dtype), "cpu"}));
+    chain.push_back(runners.back().get());
+  }
+  GenerationRequest request;
+  request.prompt_ids = prompt_ids;
+  request.max_new_tokens = count;
+  request.ignore_eos = true;
+  return generate_ids(head, chain, request).ids;
+}
+
+TinyModelConfig small_tiny(const fs::path& dir) {
+  TinyModelConfig config;
+  config.out = dir;
+  config.layers = 4;
+  config.seed = 11;
+  return config;
+}
+
+}  // namespace bouquet::gpu::testing
