@@ -360,5 +360,59 @@ TEST(Swarm, RandomFaultsNeverProduceAWrongOutputOrLeakACache) {
   EXPECT_GT(succeeded, 100);
 }
 
+TEST(Swarm, SlowRepliesAreWaitedForUntilTheDeadline) {
+  for (double timeout_s : {30.0, 5.0}) {
+    SCOPED_TRACE(testing::Message() << "reply timeout " << timeout_s);
+    VirtualSwarm swarm(43);
+    swarm.add_server(server_config({0, 6}));
+    const PeerId second = swarm.add_server(server_config({6, kBlocks}));
+    int replies = 0;
+    swarm.delay_if([&](PeerId from, PeerId, const Message& m, Time) {
+      return from == second && std::holds_alternative<StepResult>(m) && ++replies == 2;
+    }, 10.0);
+    auto spec = generation(1, 1, 4, 4);
+    spec.session.reply_timeout_s = timeout_s;
+    const size_t g = swarm.generate(swarm.add_client(), spec);
+    swarm.run();
+    const auto& r = swarm.result(g);
+    expect_prefix_of_reference(r, spec);
+    if (timeout_s > 10) {
+      ASSERT_TRUE(r.closed);
+      EXPECT_EQ(r.outputs.size(), 5u);
+      EXPECT_GT(r.finished_at, 10.0);
+    } else {
+      ASSERT_TRUE(r.error.has_value());
+      EXPECT_EQ(r.error->code, ErrorCode::timeout);
+      EXPECT_EQ(r.outputs.size(), 1u);
+    }
+  }
+}
+
+TEST(Swarm, SameSeedSameRunBitForBit) {
+  const uint64_t seed = test_seed(44);
+  auto run = [&] {
+    Rng rng(seed);
+    VirtualSwarm swarm(seed);
+    swarm.set_drop_probability(0.02);
+    swarm.add_server(server_config({0, 5}, 60), 0.003);
+    swarm.add_server(server_config({5, kBlocks}, 60), 0.002);
+    std::vector<size_t> ids;
+    for (int c = 0; c < 6; ++c) {
+      auto spec = generation(rng.next_u64(), rng.next_u64(), 3, 8);
+      spec.start_at = rng.uniform(0, 0.2);
+      spec.session.reply_timeout_s = 1;
+      ids.push_back(swarm.generate(swarm.add_client(), spec));
+    }
+    swarm.run();
+    std::vector<std::tuple<double, double, size_t, int>> trace;
+    for (size_t g : ids) {
+      const auto& r = swarm.result(g);
+      trace.emplace_back(r.ready_at, r.finished_at, r.outputs.size(), r.error ? static_cast<int>(r.error->code) : 0);
+    }
+    return std::make_tuple(trace, swarm.bytes_sent(), swarm.messages_dropped(), swarm.now());
+  };
+  EXPECT_EQ(run(), run());
+}
+
 }  // namespace
 }  // namespace bouquet::test
