@@ -43,12 +43,16 @@ struct DropCache {
   CacheId cache_id = 0;
 };
 
-// Plan a chain covering `blocks` for `model_id`, avoiding `avoid`; answer with RoutePlanned.
+// Plan a chain covering `blocks` for `model_id`, avoiding `avoid` (banned peers);
+// answer with RoutePlanned. Any planner will do (route.h, min_latency_route.h).
 struct PlanRoute {
   uint64_t route_id = 0;
   std::string model_id;
   BlockSpan blocks;
   std::vector<PeerId> avoid;
+  // Cache tokens per block the session will reserve on each hop (batch x max_length): a server
+  // announcing less free cache would make the open wait, which min-latency routing prices in.
+  uint64_t cache_tokens_needed = 0;
 };
 
 // Directory seam (reserved for discovery): publish a record; look up servers of a model.

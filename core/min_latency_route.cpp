@@ -1,0 +1,146 @@
+#include "core/min_latency_route.h"
+
+#include <algorithm>
+#include <fmt/core.h>
+#include <limits>
+#include <queue>
+
+namespace bouquet::core {
+namespace {
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
+
+// Usable records in a fixed order (peer, span), duplicates removed: the node numbering and so
+// the tie-breaking do not depend on the order a directory returned them in.
+std::vector<const ServerRecord*> usable_records(std::span<const ServerRecord> records,
+                                                const PlanRoute& plan, Time now) {
+  std::vector<const ServerRecord*> out;
+  for (const ServerRecord& r : records) {
+    const uint32_t lo = std::max(plan.blocks.begin, r.span.begin);
+    const uint32_t hi = std::min(plan.blocks.end, r.span.end);
+    if (hi > lo && usable_for(r, plan, now)) out.push_back(&r);
+  }
+  std::sort(out.begin(), out.end(), [](const ServerRecord* a, const ServerRecord* b) {
+    return std::tie(a->peer, a->span) < std::tie(b->peer, b->span);
+  });
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const ServerRecord* a, const ServerRecord* b) {
+                          return a->peer == b->peer && a->span == b->span;
+                        }),
+            out.end());
+  return out;
+}
+
+}  // namespace
+
+double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config) {
+  return record.inference_rps > 0 ? 1.0 / record.inference_rps : config.unknown_block_s;
+}
+
+double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed,
+                        const RttEstimator& rtt, const MinLatencyConfig& config) {
+  const bool cache_short = record.cache_tokens_free < cache_tokens_needed;
+  return rtt.rtt_s(record.peer) + (cache_short ? config.cache_full_penalty_s : 0.0);
+}
+
+bool usable_for(const ServerRecord& record, const PlanRoute& plan, Time now) {
+  return record.state == ServerState::online && record.model_id == plan.model_id &&
+         record.expires_at > now &&
+         std::find(plan.avoid.begin(), plan.avoid.end(), record.peer) == plan.avoid.end();
+}
+
+Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan,
+                                     Time now, const RttEstimator& rtt,
+                                     const MinLatencyConfig& config) {
+  BOUQUET_CHECK(!plan.blocks.empty(), "planning a route for no blocks");
+  const uint32_t b0 = plan.blocks.begin, b1 = plan.blocks.end;
+  const auto servers = usable_records(records, plan, now);
+
+  // Nodes: client at boundary b is b - b0; server i after running block b - 1 is
+  // offset[i] + (b - lo[i] - 1) for b in (lo[i], hi[i]].
+  const uint32_t client_nodes = b1 - b0 + 1;
+  std::vector<uint32_t> offset(servers.size()), lo(servers.size()), hi(servers.size());
+  std::vector<uint32_t> owner;  // server node -> server index
+  uint32_t nodes = client_nodes;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    lo[i] = std::max(b0, servers[i]->span.begin);
+    hi[i] = std::min(b1, servers[i]->span.end);
+    offset[i] = nodes;
+    nodes += hi[i] - lo[i];
+    owner.insert(owner.end(), hi[i] - lo[i], static_cast<uint32_t>(i));
+  }
+  auto boundary_of = [&](uint32_t node) {
+    return node < client_nodes ? b0 + node : lo[owner[node - client_nodes]] + (node - offset[owner[node - client_nodes]]) + 1;
+  };
+
+  std::vector<double> dist(nodes, kInfinity);
+  std::vector<uint32_t> prev(nodes, kNone);
+  using Item = std::pair<double, uint32_t>;
+  std::priority_queue<Item, std::vector<Item>, std::greater<>> queue;
+  auto relax = [&](uint32_t from, uint32_t to, double cost) {
+    if (dist[from] + cost < dist[to]) {
+      dist[to] = dist[from] + cost;
+      prev[to] = from;
+      queue.emplace(dist[to], to);
+    }
+  };
+  dist[0] = 0;
+  queue.emplace(0.0, 0);
+  while (!queue.empty()) {
+    const auto [d, node] = queue.top();
+    queue.pop();
+    if (d > dist[node]) continue;
+    const uint32_t b = boundary_of(node);
+    if (node < client_nodes) {
+      if (b == b1) break;  // the sink: nothing cheaper is left in the queue
+      for (size_t i = 0; i < servers.size(); ++i) {
+        if (lo[i] <= b && b < hi[i]) {
+          relax(node, offset[i] + (b - lo[i]),
+                hop_entry_cost_s(*servers[i], plan.cache_tokens_needed, rtt, config) +
+                    block_cost_s(*servers[i], config));
+        }
+      }
+    } else {
+      const uint32_t i = owner[node - client_nodes];
+      if (b < hi[i]) relax(node, node + 1, block_cost_s(*servers[i], config));
+      relax(node, b - b0, 0.0);
+    }
+  }
+
+  if (dist[b1 - b0] == kInfinity) {
+    // The first boundary the client cannot reach names the block nobody usable holds.
+    uint32_t reach = b0;
+    while (reach < b1 && dist[reach + 1 - b0] < kInfinity) ++reach;
+    return Error{ErrorCode::no_route,
+                 fmt::format("no usable server of {} holds block {} (online, unexpired, not banned)",
+                             plan.model_id, reach)};
+  }
+  Chain chain;
+  for (uint32_t node = b1 - b0; node != 0;) {
+    uint32_t server_node = prev[node];
+    const uint32_t end = boundary_of(server_node);
+    while (prev[server_node] >= client_nodes) server_node = prev[server_node];
+    const uint32_t entered_from = prev[server_node];
+    chain.push_back(Hop{servers[owner[server_node - client_nodes]]->peer, BlockSpan{b0 + entered_from, end}});
+    node = entered_from;
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
+}
+
+double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records,
+                       uint64_t cache_tokens_needed, const RttEstimator& rtt,
+                       const MinLatencyConfig& config) {
+  double total = 0;
+  for (const Hop& hop : chain) {
+    auto it = std::find_if(records.begin(), records.end(), [&](const ServerRecord& r) {
+      return r.peer == hop.peer && r.span.contains(hop.span);
+    });
+    if (it == records.end()) return kInfinity;
+    total += hop_entry_cost_s(*it, cache_tokens_needed, rtt, config) + hop.span.size() * block_cost_s(*it, config);
+  }
+  return total;
+}
+
+}  // namespace bouquet::core

@@ -1,0 +1,55 @@
+// Min-latency routing for generation: the chain of servers that makes one inference step
+// fastest, found by Dijkstra over (server, block) (issue 6).
+//
+// The graph: "the client holds the activations at block boundary b" is a node, and so is "server
+// s has just run block b - 1". Entering server s at boundary b costs one round trip to s (the
+// client relays every hop: send, then receive), plus a penalty when s announces less free cache
+// than the session reserves, plus running block b. Each further block on s costs 1 /
+// inference_rps of s. Leaving s back to the client is free. A path from boundary blocks.begin to
+// blocks.end is a chain; its cost is the expected latency of one step (a one-token step: the
+// per-block cost is what a server measured for cached one-token steps).
+//
+// Promises: the chain returned has the least cost of every chain over usable servers (ties go to
+// the smaller peer id, deterministically); every hop runs at least one block. Usable means: of the
+// model, online, not expired at `now`, not in plan.avoid. No chain: no_route naming the first
+// block nobody usable holds.
+#pragma once
+
+#include <span>
+
+#include "core/effect.h"
+#include "core/route.h"
+#include "core/rtt_estimator.h"
+#include "core/server_record.h"
+#include "core/time.h"
+
+namespace bouquet::core {
+
+struct MinLatencyConfig {
+  // Added to a hop on a server whose announced free cache is below the session's need: about
+  // what the open would wait before the server makes room or refuses.
+  double cache_full_penalty_s = 30;
+  // Cost of a block on a server that announced no inference speed (0): pessimistic.
+  double unknown_block_s = 1;
+};
+
+// The seconds one step spends on `record`'s server per block.
+double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config);
+// The seconds to enter a hop on `record`: round trip plus the cache penalty if it applies.
+double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed,
+                        const RttEstimator& rtt, const MinLatencyConfig& config);
+
+// True when `record` may carry a hop of `plan` at `now`.
+bool usable_for(const ServerRecord& record, const PlanRoute& plan, Time now);
+
+Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan,
+                                     Time now, const RttEstimator& rtt,
+                                     const MinLatencyConfig& config = {});
+
+// The expected latency of one step through `chain` as the planner prices it (for reports such as
+// `generate --json`): +inf when a hop's server has no record that holds its span.
+double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records,
+                       uint64_t cache_tokens_needed, const RttEstimator& rtt,
+                       const MinLatencyConfig& config = {});
+
+}  // namespace bouquet::core
