@@ -1,0 +1,46 @@
+#include "sim/directory.h"
+
+#include <algorithm>
+
+namespace bouquet::sim {
+
+double Directory::announce_delay_s() const {
+  return static_cast<double>(config_.announce_round_trips) * config_.round_trip_s;
+}
+
+double Directory::lookup_delay_s() const {
+  return static_cast<double>(config_.lookup_round_trips) * config_.round_trip_s;
+}
+
+void Directory::announce(core::Time now, const core::ServerRecord& record) {
+  // Drop what this record supersedes once it is visible, and anything long expired.
+  const core::Time visible_at = now + announce_delay_s();
+  std::erase_if(entries_, [&](const Entry& e) {
+    return e.record.expires_at < now ||
+           (e.record.peer == record.peer && e.record.span == record.span && e.visible_at <= now);
+  });
+  entries_.push_back({visible_at, record});
+}
+
+std::vector<core::ServerRecord> Directory::lookup(core::Time now, const std::string& model_id) const {
+  std::vector<const Entry*> newest;
+  for (const Entry& e : entries_) {
+    if (e.visible_at > now || e.record.expires_at <= now || e.record.model_id != model_id) continue;
+    auto same = std::find_if(newest.begin(), newest.end(), [&](const Entry* n) {
+      return n->record.peer == e.record.peer && n->record.span == e.record.span;
+    });
+    if (same == newest.end()) {
+      newest.push_back(&e);
+    } else if ((*same)->visible_at <= e.visible_at) {
+      *same = &e;
+    }
+  }
+  std::vector<core::ServerRecord> records;
+  for (const Entry* e : newest) records.push_back(e->record);
+  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
+    return a.peer != b.peer ? a.peer < b.peer : a.span < b.span;
+  });
+  return records;
+}
+
+}  // namespace bouquet::sim

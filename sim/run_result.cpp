@@ -1,0 +1,79 @@
+#include "sim/run_result.h"
+
+#include "core/check.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <limits>
+
+namespace bouquet::sim {
+
+bool RunResult::all_finished() const {
+  for (const auto& client : clients) {
+    if (!client.finished) return false;
+  }
+  return !clients.empty();
+}
+
+double RunResult::metric(std::string_view name) const {
+  if (!all_finished()) return std::numeric_limits<double>::quiet_NaN();
+  double sum = 0;
+  for (const auto& client : clients) {
+    if (name == "steps_per_s") {
+      sum += client.steps_per_s();
+    } else {
+      BOUQUET_CHECK(name == "tokens_per_s", "metric names are checked by the scenario loader");
+      sum += client.tokens_per_s();
+    }
+  }
+  return sum / static_cast<double>(clients.size());
+}
+
+std::string to_json(const RunResult& result) {
+  nlohmann::json clients = nlohmann::json::array();
+  for (const auto& c : result.clients) {
+    clients.push_back({{"name", c.name},
+                       {"kind", c.kind},
+                       {"finished", c.finished},
+                       {"error", c.error},
+                       {"steps", c.steps},
+                       {"tokens", c.tokens},
+                       {"measured_s", c.measured_s},
+                       {"started_s", c.started_s},
+                       {"ended_s", c.ended_s},
+                       {"steps_per_s", c.steps_per_s()},
+                       {"tokens_per_s", c.tokens_per_s()}});
+  }
+  nlohmann::json out = {{"seed", result.seed},
+                        {"end_s", result.end_s},
+                        {"messages", result.messages},
+                        {"bytes", result.bytes},
+                        {"clients", clients}};
+  return out.dump();
+}
+
+RunResult run_result_from_json(const std::string& text) {
+  nlohmann::json in = nlohmann::json::parse(text);
+  RunResult result;
+  result.seed = in.at("seed").get<uint64_t>();
+  result.end_s = in.at("end_s").get<double>();
+  result.messages = in.at("messages").get<uint64_t>();
+  result.bytes = in.at("bytes").get<uint64_t>();
+  for (const auto& c : in.at("clients")) {
+    ClientResult client;
+    client.name = c.at("name").get<std::string>();
+    client.kind = c.at("kind").get<std::string>();
+    client.finished = c.at("finished").get<bool>();
+    client.error = c.at("error").get<std::string>();
+    client.steps = c.at("steps").get<int64_t>();
+    client.tokens = c.at("tokens").get<int64_t>();
+    client.measured_s = c.at("measured_s").get<double>();
+    client.started_s = c.at("started_s").get<double>();
+    client.ended_s = c.at("ended_s").get<double>();
+    result.clients.push_back(client);
+  }
+  return result;
+}
+
+}  // namespace bouquet::sim

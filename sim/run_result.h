@@ -1,0 +1,43 @@
+// What one simulation measured: per client, the work done and the simulated time it took; for
+// the run, the traffic. Serialized as JSON to cross the process boundary (isolated_run.h) and
+// for `bouquet sim --out`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bouquet::sim {
+
+struct ClientResult {
+  std::string name;
+  std::string kind;  // generate | forward | backward, "offload-" prefixed when offloading
+  bool finished = false;
+  std::string error;      // why it stopped early, if it did
+  int64_t steps = 0;      // generation steps (every session) or passes
+  int64_t tokens = 0;     // positions processed (forward/backward) or generated
+  double measured_s = 0;  // simulated time of the measured work (session setup excluded)
+  double started_s = -1;
+  double ended_s = -1;
+
+  double steps_per_s() const { return measured_s > 0 ? static_cast<double>(steps) / measured_s : 0; }
+  double tokens_per_s() const { return measured_s > 0 ? static_cast<double>(tokens) / measured_s : 0; }
+};
+
+struct RunResult {
+  uint64_t seed = 0;
+  double end_s = 0;  // simulated time when the run stopped
+  uint64_t messages = 0;
+  uint64_t bytes = 0;
+  std::vector<ClientResult> clients;
+
+  bool all_finished() const;
+  // Mean over clients of steps_per_s or tokens_per_s; NaN when some client did not finish.
+  double metric(std::string_view name) const;
+};
+
+std::string to_json(const RunResult& result);
+RunResult run_result_from_json(const std::string& text);
+
+}  // namespace bouquet::sim

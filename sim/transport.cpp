@@ -1,0 +1,44 @@
+#include "sim/transport.h"
+
+#include "core/check.h"
+
+#include <simgrid/s4u/Comm.hpp>
+#include <simgrid/s4u/Host.hpp>
+#include <simgrid/s4u/Mailbox.hpp>
+
+namespace bouquet::sim {
+namespace sg4 = simgrid::s4u;
+
+core::PeerId Transport::peer_of(const std::string& host) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : host) {
+    hash ^= c;
+    hash *= 0x100000001b3ULL;
+  }
+  return core::PeerId{hash};
+}
+
+void Transport::add_node(const std::string& host) {
+  auto [it, inserted] = hosts_.emplace(peer_of(host), host);
+  BOUQUET_CHECK(inserted, "two hosts with one peer id");
+}
+
+const std::string& Transport::host_of(core::PeerId peer) const {
+  auto it = hosts_.find(peer);
+  BOUQUET_CHECK(it != hosts_.end(), "message to a peer that is not in the simulation");
+  return it->second;
+}
+
+void Transport::send(core::PeerId from, core::PeerId to, core::Message message) {
+  const std::string& host = host_of(to);
+  const uint64_t size = core::encoded_size(message);
+  ++messages_sent_;
+  bytes_sent_ += size;
+  // A detached send to a host that is off can abort SimGrid: such a message is simply lost.
+  if (!sg4::Host::by_name(host)->is_on()) return;
+  auto* envelope = new Envelope{from, std::move(message)};
+  sg4::Mailbox::by_name(host)->put_init(envelope, size)->detach(
+      [](void* payload) { delete static_cast<Envelope*>(payload); });
+}
+
+}  // namespace bouquet::sim

@@ -1,0 +1,10 @@
+# Every scenarios/NAME.yaml is a test: `bouquet sim` must print exactly scenarios/NAME.expected.
+file(GLOB scenario_files CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/scenarios/*.yaml)
+foreach(scenario ${scenario_files})
+  get_filename_component(name ${scenario} NAME_WE)
+  add_test(NAME scenario_${name}
+    COMMAND ${CMAKE_COMMAND} -DBOUQUET=$<TARGET_FILE:bouquet> -DSCENARIO=scenarios/${name}.yaml
+            -DEXPECTED=scenarios/${name}.expected -P ${CMAKE_CURRENT_LIST_DIR}/check_scenario.cmake
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(scenario_${name} PROPERTIES LABELS "sim;scenario" TIMEOUT 600)
+endforeach()
