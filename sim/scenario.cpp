@@ -276,7 +276,7 @@ Parsed parse(const YamlValue& root) {
   }
   if (auto v = map.optional("policies")) {
     YamlMap policies(*v);
-    if (auto r = policies.optional("routing")) s.policies.routing = one_of(*r, {"greedy"});
+    if (auto r = policies.optional("routing")) s.policies.routing = one_of(*r, {"min_latency", "greedy"});
     if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none"});
     if (auto r = policies.optional("recovery")) s.policies.recovery = one_of(*r, {"replay"});
     policies.finish();

@@ -122,7 +122,9 @@ struct ChurnConfig {
 };
 
 struct PolicyConfig {
-  std::string routing = "greedy";    // greedy (core's plan_chain_greedy)
+  // Generation: min_latency (the core's Dijkstra) or greedy; passes always use the core's
+  // throughput-proportional planner.
+  std::string routing = "min_latency";
   std::string balancing = "none";    // none
   std::string recovery = "replay";   // replay
 };

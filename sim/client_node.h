@@ -1,0 +1,77 @@
+// A simulated client and its work. Generation drives the core's InferenceSession: the driver
+// answers its PlanRoute with the modelled directory and the core's planner named by the scenario
+// (greedy, or min-latency over round trips the driver measures as ideal pings), charges the
+// client's embeddings and LM head to its processor between steps, and feeds each next step. Every
+// decision (route, step order, failure handling) is the core's.
+//
+// Forward and backward passes have no client component in the core yet: the driver sends the
+// core's ForwardRequest / BackwardRequest along the chain of the core's throughput planner, hop
+// after hop, with a reply deadline; it decides nothing else.
+#pragma once
+
+#include "core/inference_session.h"
+#include "core/rtt_estimator.h"
+#include "sim/node_loop.h"
+#include "sim/sim_context.h"
+
+#include <memory>
+#include <optional>
+
+namespace bouquet::sim {
+
+class ClientNode final : public NodeLoop {
+ public:
+  // Reports into context.result.clients[result_index].
+  ClientNode(SimContext& context, const ClientConfig& config, const std::string& host,
+             size_t result_index);
+
+ protected:
+  void on_start() override;
+  void on_message(core::PeerId from, core::Message& message) override;
+  void on_timer(uint32_t component, uint64_t timer) override;
+  bool finished() const override { return done_; }
+
+ private:
+  ClientResult& result();
+  void finish(std::string error);
+
+  // Generation through the core's InferenceSession.
+  void open_session();
+  void feed(const core::Input& input);
+  void carry_out(std::vector<core::Effect>& effects);
+  void plan_route(const core::PlanRoute& plan);
+  void measure_rtts(const std::vector<core::ServerRecord>& records);
+  void request_step(uint32_t tokens);
+  void on_step_done();
+
+  // Forward/backward passes hop by hop.
+  void begin_passes();
+  void send_pass(size_t hop);
+  void on_pass_reply(core::PeerId from, const core::Message& message);
+
+  core::Activation hidden(uint32_t tokens) const;
+  double client_compute_s(int64_t input_tokens, int64_t logit_rows) const;
+
+  SimContext& context_;
+  const ClientConfig& config_;
+  const DeviceSpec& device_;
+  size_t result_index_;
+  core::Rng rng_;
+  core::RttEstimator rtt_;
+  bool done_ = false;
+
+  std::unique_ptr<core::InferenceSession> session_;
+  uint32_t session_index_ = 0;  // timers of an old session never reach a new one
+  int64_t steps_left_ = 0;
+  int64_t sessions_done_ = 0;
+  double measure_from_ = 0;
+
+  core::Chain chain_;
+  size_t hop_ = 0;
+  bool backward_phase_ = false;
+  uint64_t request_id_ = 0;
+  int64_t passes_left_ = 0;
+  uint64_t pass_timer_ = 0;
+};
+
+}  // namespace bouquet::sim
