@@ -157,13 +157,14 @@ void BpeTokenizer::read_normalizer(const Json& normalizer) {
 }
 
 void BpeTokenizer::read_added_tokens(const Json& tokens) {
-  added_by_first_byte_.assign(256, {});
+  for (auto& buckets : added_by_first_byte_) buckets.assign(256, {});
   for (const auto& token : tokens) {
     AddedToken added{token.at("id").get<TokenId>(), token.at("content").get<std::string>(),
                      token.value("single_word", false), token.value("lstrip", false), token.value("rstrip", false),
-                     token.value("special", false)};
+                     token.value("special", false), token.value("normalized", true), ""};
     if (added.id < 0 || added.id > INT32_MAX || added.content.empty())
       throw std::runtime_error(fmt::format("{}: added token '{}' has id {}", source_, added.content, added.id));
+    added.match = added.normalized ? normalize(added.content) : added.content;
     if (added.id >= vocab_size_) {
       vocab_size_ = added.id + 1;
       id_to_token_.resize(vocab_size_);
@@ -171,12 +172,13 @@ void BpeTokenizer::read_added_tokens(const Json& tokens) {
     }
     id_to_token_[added.id] = added.content;
     special_[added.id] = added.special ? 1 : 0;
-    added_by_first_byte_[static_cast<uint8_t>(added.content[0])].push_back(added_.size());
+    added_by_first_byte_[added.normalized][static_cast<uint8_t>(added.match[0])].push_back(added_.size());
     added_.push_back(std::move(added));
   }
-  for (auto& bucket : added_by_first_byte_)
-    std::stable_sort(bucket.begin(), bucket.end(),
-                     [&](size_t a, size_t b) { return added_[a].content.size() > added_[b].content.size(); });
+  for (auto& buckets : added_by_first_byte_)
+    for (auto& bucket : buckets)
+      std::stable_sort(bucket.begin(), bucket.end(),
+                       [&](size_t a, size_t b) { return added_[a].match.size() > added_[b].match.size(); });
 }
 
 void BpeTokenizer::read_post_processor(const Json& processor) {
@@ -200,11 +202,12 @@ std::optional<TokenId> BpeTokenizer::token_id(std::string_view token) const {
   return std::nullopt;
 }
 
-size_t BpeTokenizer::next_added(std::string_view text, size_t from, size_t& begin, size_t& end) const {
+size_t BpeTokenizer::next_added(std::string_view text, size_t from, bool normalized, size_t& begin,
+                                size_t& end) const {
   for (size_t pos = from; pos < text.size();) {
     size_t found = added_.size();
-    for (const size_t index : added_by_first_byte_[static_cast<uint8_t>(text[pos])]) {
-      if (text.substr(pos).starts_with(added_[index].content)) {
+    for (const size_t index : added_by_first_byte_[normalized][static_cast<uint8_t>(text[pos])]) {
+      if (text.substr(pos).starts_with(added_[index].match)) {
         found = index;
         break;  // the bucket is sorted longest first
       }
@@ -214,7 +217,7 @@ size_t BpeTokenizer::next_added(std::string_view text, size_t from, size_t& begi
       continue;
     }
     const AddedToken& token = added_[found];
-    size_t stop = pos + token.content.size();
+    size_t stop = pos + token.match.size();
     if (token.single_word) {
       const bool word_before = pos > 0 && is_word_byte(text[pos - 1]);
       const bool word_after = stop < text.size() && is_word_byte(text[stop]);
@@ -253,8 +256,19 @@ std::string BpeTokenizer::normalize(std::string_view text) const {
   return out;
 }
 
-void BpeTokenizer::encode_segment(std::string_view text, std::vector<TokenId>& ids) const {
-  for (const auto& word : pre_tokenizer_->split(normalize(text))) encode_word(word, ids);
+void BpeTokenizer::encode_segment(std::string_view raw, std::vector<TokenId>& ids) const {
+  const std::string text = normalize(raw);
+  size_t from = 0;
+  while (from < text.size()) {
+    size_t begin = 0, end = 0;
+    const size_t index = next_added(text, from, true, begin, end);
+    if (index == added_.size()) break;
+    for (const auto& word : pre_tokenizer_->split(std::string_view(text).substr(from, begin - from)))
+      encode_word(word, ids);
+    ids.push_back(added_[index].id);
+    from = end;
+  }
+  for (const auto& word : pre_tokenizer_->split(std::string_view(text).substr(from))) encode_word(word, ids);
 }
 
 std::vector<TokenId> BpeTokenizer::encode(std::string_view text) const {
@@ -262,7 +276,7 @@ std::vector<TokenId> BpeTokenizer::encode(std::string_view text) const {
   size_t from = 0;
   while (from < text.size()) {
     size_t begin = 0, end = 0;
-    const size_t index = next_added(text, from, begin, end);
+    const size_t index = next_added(text, from, false, begin, end);
     if (index == added_.size()) break;
     if (begin > from) encode_segment(text.substr(from, begin - from), ids);
     ids.push_back(added_[index].id);

@@ -1,8 +1,9 @@
 // A Hugging Face `tokenizer.json` with a byte-level BPE model (GPT-2, Llama 3, BLOOM) as a
 // Tokenizer, giving the ids the tokenizers library gives:
-// - added tokens (special or not) are found first, leftmost-longest, on the raw text, honouring
-//   lstrip/rstrip (ASCII whitespace) and single_word (ASCII letters, digits, '_' and any non-ASCII
-//   byte count as word characters); the text between them goes through the rest of the pipeline;
+// - added tokens (special or not) are found first, leftmost-longest: those marked "normalized":
+//   false on the raw text, the others (normalized themselves) in the normalized text between; they
+//   honour lstrip/rstrip (ASCII whitespace) and single_word (ASCII letters, digits, '_' and any
+//   non-ASCII byte count as word characters); the text between them goes through the pipeline;
 // - normalizer: none, Prepend, Replace with a String pattern, or a Sequence of these;
 // - pre-tokenizer: see bpe_pretokenizer.h; there must be a ByteLevel step;
 // - model: BPE with vocab, merges ("a b" strings or [a, b] pairs), ignore_merges, byte_fallback,
@@ -13,6 +14,7 @@
 // at load with an error naming the file and the unsupported part.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,7 +52,8 @@ class BpeTokenizer final : public Tokenizer {
   struct AddedToken {
     TokenId id;
     std::string content;
-    bool single_word, lstrip, rstrip, special;
+    bool single_word, lstrip, rstrip, special, normalized;
+    std::string match;  // what is looked for: the content, normalized when `normalized`
   };
   struct Normalization {
     enum class Kind { prepend, replace } kind;
@@ -72,11 +75,13 @@ class BpeTokenizer final : public Tokenizer {
   void read_added_tokens(const nlohmann::json& tokens);
   void read_post_processor(const nlohmann::json& processor);
   std::string normalize(std::string_view text) const;
+  // Encodes raw text between non-normalized added tokens.
   void encode_segment(std::string_view text, std::vector<TokenId>& ids) const;
   void encode_word(const std::string& word, std::vector<TokenId>& ids) const;
-  // Where the next added token starts in `text` at or after `from`: its index in added_ and the
-  // byte range it covers (stripped whitespace included); added_.size() when there is none.
-  size_t next_added(std::string_view text, size_t from, size_t& begin, size_t& end) const;
+  // Where the next added token of one kind (normalized or not) starts in `text` at or after
+  // `from`: its index in added_ and the byte range it covers (stripped whitespace included);
+  // added_.size() when there is none.
+  size_t next_added(std::string_view text, size_t from, bool normalized, size_t& begin, size_t& end) const;
 
   std::string source_;
   TokenMap vocab_;
@@ -88,7 +93,8 @@ class BpeTokenizer final : public Tokenizer {
   bool fuse_unk_ = false;
   std::optional<int32_t> unk_id_;
   std::vector<AddedToken> added_;
-  std::vector<std::vector<size_t>> added_by_first_byte_;  // indices into added_, longest first
+  // Indices into added_ by the first byte of `match`, longest first; [0] raw, [1] normalized.
+  std::array<std::vector<std::vector<size_t>>, 2> added_by_first_byte_;
   std::vector<Normalization> normalizations_;
   std::unique_ptr<BpePreTokenizer> pre_tokenizer_;
   std::optional<TokenId> template_bos_;
