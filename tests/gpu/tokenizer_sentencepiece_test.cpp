@@ -168,7 +168,7 @@ with open(sys.argv[2]) as requests, open(sys.argv[3], "w") as out:
     for line in requests:
         kind, arg = line.rstrip("\n").split(" ", 1) if " " in line else (line.strip(), "")
         if kind == "E":
-            ids = sp.encode(bytes.fromhex(arg).decode("utf-8"))
+            ids = sp.encode(bytes.fromhex(arg))  # bytes, so malformed UTF-8 is compared too
         else:
             ids = [int(x) for x in arg.split(",") if x]
         out.write(json.dumps({"ids": ids, "text": sp.decode(ids).encode("utf-8").hex()}) + "\n")
@@ -210,7 +210,10 @@ std::vector<std::string> comparison_texts(uint64_t seed) {
       "Съешь же ещё этих мягких французских булок", "e\xCC\x81 combining", "\xEF\xBB\xBF" "bom",
       "The garden in early spring looks like nothing much.", "Servers fail. A laptop closes its lid."};
   core::Rng rng(seed);
-  for (int i = 0; i < 150; ++i) texts.push_back(test::random_utf8(rng, 30));
+  for (int i = 0; i < 150; ++i) {
+    texts.push_back(test::random_utf8(rng, 30));
+    if (i % 6 == 0) texts.back().insert(rng.below(texts.back().size() + 1), 1, static_cast<char>(0x80 + rng.below(0x80)));
+  }
   // Prose-like strings from the training text's words, so that long merges are exercised.
   std::vector<std::string> words;
   std::istringstream corpus{std::string(tiny_corpus())};
@@ -302,6 +305,20 @@ TEST_F(SentencePieceAgreement, UserDefinedAndControlSymbolsWithCaseFolding) {
                                    "--user_defined_symbols='<sep>,foo,the' --control_symbols='<ctl>' "
                                    "--normalization_rule_name=nfkc_cf"),
                    test_seed());
+}
+
+TEST_F(SentencePieceAgreement, UnusedPiecesAreSplitBackIntoThePiecesTheyWereMergedFrom) {
+  train_sentencepiece(tiny_corpus(), 1000, dir_.path());
+  SentencePieceModel model = parse_sentencepiece_model(test::read_file(dir_ / "tokenizer.model"), "tokenizer.model");
+  // Every seventh merged piece becomes UNUSED: segmentation still merges through it, then splits it.
+  int unused = 0;
+  for (size_t i = 300; i < model.pieces.size(); i += 7) {
+    model.pieces[i].type = SentencePieceModel::PieceType::unused;
+    ++unused;
+  }
+  ASSERT_GT(unused, 50);
+  test::write_file(dir_ / "unused.model", serialize_sentencepiece_model(model));
+  expect_agreement(dir_ / "unused.model", test_seed());
 }
 
 TEST_F(SentencePieceAgreement, UnigramModels) {
