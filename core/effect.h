@@ -65,6 +65,13 @@ struct DirectoryLookup {
   BlockSpan blocks;
 };
 
+// Load balancing (balancer_node.h): serve `span` from now on. The driver stops serving the old
+// span (its sessions end; clients recover elsewhere), loads the new blocks (it may keep those
+// both spans share), starts serving `span` and feeds SpanLoaded{span}.
+struct MoveToSpan {
+  BlockSpan span;
+};
+
 // Reports of a client inference session to the generation loop.
 struct SessionReady {
   uint64_t session_id = 0;
@@ -86,7 +93,7 @@ struct SessionClosed {
 
 using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, DropCache, PlanRoute,
                             Announce, DirectoryLookup, SessionReady, StepDone, SessionFailed,
-                            SessionClosed>;
+                            SessionClosed, MoveToSpan>;
 
 using Effects = std::vector<Effect>;
 

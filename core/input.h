@@ -59,6 +59,11 @@ struct DirectoryAnswer {
   std::vector<ServerRecord> records;
 };
 
+// The driver now serves `span` (answer to MoveToSpan): blocks loaded, BlockServer running.
+struct SpanLoaded {
+  BlockSpan span;
+};
+
 // User requests to a client session (the generation loop outside the core sends these).
 struct OpenRequested {};  // plan a route and open the session on every hop
 struct StepRequested {
@@ -71,6 +76,6 @@ struct CloseRequested {};
 
 using Input = std::variant<MessageReceived, PeerUnreachable, TimerFired, ComputeFinished,
                            RoutePlanned, DirectoryAnswer, OpenRequested, StepRequested,
-                           CloseRequested>;
+                           CloseRequested, SpanLoaded>;
 
 }  // namespace bouquet::core
