@@ -13,13 +13,20 @@ double Directory::lookup_delay_s() const {
 }
 
 void Directory::announce(core::Time now, const core::ServerRecord& record) {
-  // Drop what this record supersedes once it is visible, and anything long expired.
-  const core::Time visible_at = now + announce_delay_s();
-  std::erase_if(entries_, [&](const Entry& e) {
-    return e.record.expires_at < now ||
-           (e.record.peer == record.peer && e.record.span == record.span && e.visible_at <= now);
-  });
-  entries_.push_back({visible_at, record});
+  // Forget what expired, and what a record of the same span already visible by now supersedes
+  // (an older one stays until its successor shows up).
+  auto superseded = [&](const Entry& e) {
+    return std::any_of(entries_.begin(), entries_.end(), [&](const Entry& newer) {
+      return newer.record.peer == e.record.peer && newer.record.span == e.record.span &&
+             newer.visible_at > e.visible_at && newer.visible_at <= now;
+    });
+  };
+  std::vector<Entry> kept;
+  for (const Entry& e : entries_) {
+    if (e.record.expires_at > now && !superseded(e)) kept.push_back(e);
+  }
+  entries_ = std::move(kept);
+  entries_.push_back({now + announce_delay_s(), record});
 }
 
 std::vector<core::ServerRecord> Directory::lookup(core::Time now, const std::string& model_id) const {

@@ -153,6 +153,7 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("compute_slots")) out.compute_slots = read_count(*v);
   if (auto v = map.optional("join_s")) out.join_s = read_non_negative(*v);
   if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_positive(*v);
+  if (auto v = map.optional("load_bps")) out.load_bps = read_non_negative(*v);
   map.finish();
   return out;
 }

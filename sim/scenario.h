@@ -90,6 +90,9 @@ struct ServerConfig {
   int64_t compute_slots = 1;
   double join_s = 0;
   double lifetime_s = kForever;
+  // Where a joining server reads its blocks from (disk or network), in bits per second: it
+  // announces itself joining, loads, then online. 0: the blocks are loaded before the run.
+  double load_bps = 0;
 };
 
 struct WorkConfig {

@@ -38,7 +38,18 @@ ServerNode::ServerNode(SimContext& context, const ServerConfig& config, const st
       gpu_(*find_device(config.gpu)),
       server_(server_config(context, config)) {}
 
-void ServerNode::on_start() { announce(); }
+void ServerNode::on_start() {
+  if (config_.load_bps <= 0) return announce();
+  // Joining: visible as such (routing skips it) while the blocks load.
+  const double load_s = context_.cost.load_s(context_.shape, context_.format,
+                                             server_.config().span.size(), config_.load_bps);
+  state_ = core::ServerState::joining;
+  announce();
+  at(now() + load_s, [this] {
+    state_ = core::ServerState::online;
+    announce();
+  });
+}
 
 void ServerNode::announce() {
   const core::BlockServerConfig& c = server_.config();
@@ -46,7 +57,7 @@ void ServerNode::announce() {
   record.peer = self();
   record.address = host();
   record.span = c.span;
-  record.state = core::ServerState::online;
+  record.state = state_;
   const double step_s =
       context_.cost.block_step(gpu_, context_.shape, context_.format, BlockWork{}).seconds;
   record.inference_rps = 1.0 / step_s;
@@ -56,7 +67,7 @@ void ServerNode::announce() {
   record.version = c.version;
   record.expires_at = now() + context_.scenario.directory.record_ttl_s;
   context_.directory.announce(now(), record);
-  set_timer(kAnnounceTimer, 0, now() + context_.scenario.directory.update_period_s);
+  set_timer(kAnnounceTimer, 0, now() + context_.scenario.directory.update_period_s);  // re-arms
 }
 
 void ServerNode::on_message(core::PeerId from, core::Message& message) {

@@ -2,7 +2,8 @@
 // and timer, and carries out its effects: messages go out charged at their encoded size, each
 // StartCompute becomes an execution lasting what the cost model says for that request on this
 // GPU, and ComputeFinished returns an output handle of the input's shape. It also announces the
-// server's record in the modelled directory on joining and every update period.
+// server's record in the modelled directory on joining and every update period; a server with a
+// load bandwidth announces itself joining until its blocks are loaded (bytes over bandwidth).
 #pragma once
 
 #include "core/block_server.h"
@@ -37,6 +38,7 @@ class ServerNode final : public NodeLoop {
   const ServerConfig& config_;
   const DeviceSpec& gpu_;
   core::BlockServer server_;
+  core::ServerState state_ = core::ServerState::online;
 };
 
 }  // namespace bouquet::sim

@@ -150,6 +150,20 @@ TEST(Simulation, AServerThatVanishesFailsTheSessionWithATimeout) {
   EXPECT_TRUE(std::isnan(result.metric("steps_per_s")));
 }
 
+TEST(Simulation, JoiningServersAreRoutedToOnlyOnceLoaded) {
+  // 30 bloom-7b1 blocks in f16 are 12.08 GB: 9.7 s over 10 Gbit/s.
+  const std::string server =
+      "  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e10}";
+  const std::string work = "work: {kind: generate, prefix_tokens: 1, new_tokens: 3}";
+  RunResult early = simulate_isolated(load(scenario_text(
+      server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 5, {}}}", work))));
+  EXPECT_FALSE(early.clients[0].finished);
+  EXPECT_THAT(early.clients[0].error, ::testing::HasSubstr("no_route"));
+  RunResult late = simulate_isolated(load(scenario_text(
+      server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 10, {}}}", work))));
+  EXPECT_TRUE(late.clients[0].finished) << late.clients[0].error;
+}
+
 TEST(Simulation, SameSeedSameRun) {
   const std::string text = scenario_text(
       "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: [0, 30]}",

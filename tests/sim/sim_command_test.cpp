@@ -1,0 +1,97 @@
+// `bouquet sim` as a user runs it: a results table with the seed and a command that reproduces
+// the run, JSON on request, and one clear line for a broken scenario.
+#include <fmt/core.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Output {
+  int status = 0;
+  std::string text;  // stdout and stderr
+};
+
+Output run(const std::string& arguments) {
+  std::string command = fmt::format("cd {} && {} sim {} 2>&1", BOUQUET_SOURCE_DIR, BOUQUET_BINARY, arguments);
+  Output out;
+  FILE* pipe = popen(command.c_str(), "r");
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.text.append(buffer, n);
+  out.status = WEXITSTATUS(pclose(pipe));
+  return out;
+}
+
+std::filesystem::path temp_file(const std::string& name) {
+  return std::filesystem::temp_directory_path() / fmt::format("bouquet-sim-test-{}-{}", getpid(), name);
+}
+
+TEST(SimCommand, PrintsRowsWithPublishedFiguresSeedAndReproduceLine) {
+  auto json_path = temp_file("out.json");
+  Output out = run(fmt::format("scenarios/bloom176b-offload.yaml --seed 9 --out {}", json_path.string()));
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_THAT(out.text, HasSubstr("seed 9; reproduce with: bouquet sim scenarios/bloom176b-offload.yaml --seed 9"));
+  EXPECT_THAT(out.text, HasSubstr("offload-256gbit-seq128"));
+  EXPECT_THAT(out.text, HasSubstr("0.180"));  // the published figure beside the simulated one
+  std::ifstream in(json_path);
+  nlohmann::json json = nlohmann::json::parse(in);
+  EXPECT_EQ(json["seed"], 9);
+  ASSERT_EQ(json["rows"].size(), 2u);
+  EXPECT_EQ(json["rows"][1]["name"], "offload-128gbit-seq128");
+  EXPECT_GT(json["rows"][1]["simulated"].get<double>(), 0);
+  std::filesystem::remove(json_path);
+}
+
+TEST(SimCommand, OverridesChangeTheRunAndAppearInTheReproduceLine) {
+  Output out = run("scenarios/bloom176b-offload.yaml --set clients.0.offload.pcie_bps=512e9");
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_THAT(out.text, HasSubstr("--set clients.0.offload.pcie_bps=512e9"));
+  // Twice the PCIe bandwidth: 172.65 GB over 512 Gbit/s is 2.70 s a step, 0.37 steps/s.
+  std::smatch row;
+  ASSERT_TRUE(std::regex_search(out.text, row, std::regex(R"(offload-256gbit-seq128 +([0-9.]+))")));
+  EXPECT_NEAR(std::stod(row[1]), 1 / 2.70, 0.005);
+}
+
+TEST(SimCommand, ABrokenScenarioIsOneLineNamingFileLineAndKey) {
+  auto path = temp_file("broken.yaml");
+  std::ifstream original(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-a100x3.yaml");
+  std::stringstream text;
+  text << original.rdbuf();
+  std::string yaml = text.str();
+  yaml.replace(yaml.find("gpu: a100-80gb"), 14, "gpu: a100-81gb");
+  std::ofstream(path) << yaml;
+  Output out = run(path.string());
+  EXPECT_EQ(out.status, 1);
+  EXPECT_THAT(out.text, HasSubstr(fmt::format("bouquet: error: {}:", path.string())));
+  EXPECT_THAT(out.text, HasSubstr("servers.0.gpu: unknown GPU 'a100-81gb'"));
+  EXPECT_EQ(std::count(out.text.begin(), out.text.end(), '\n'), 1) << out.text;
+  std::filesystem::remove(path);
+  out = run("scenarios/bloom176b-offload.yaml --set model.weights=int3");
+  EXPECT_THAT(out.text, HasSubstr("--set model.weights=int3: model.weights: 'int3' is not one of"));
+}
+
+// The offloading scenario reuses the int8 efficiency the A100 scenario calibrates (a prediction
+// must not be tuned on its own figure): the two files must agree.
+TEST(SimCommand, OffloadingUsesTheA100Calibration) {
+  std::ifstream expected(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-a100x3.expected");
+  std::string line, calibrated;
+  while (std::getline(expected, line)) {
+    if (line.rfind("calibrated int8 efficiency ", 0) == 0) calibrated = line.substr(27, 6);
+  }
+  ASSERT_FALSE(calibrated.empty());
+  std::ifstream offload(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-offload.yaml");
+  std::stringstream text;
+  text << offload.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{int8: {}}}", calibrated)));
+}
+
+}  // namespace
