@@ -1,0 +1,37 @@
+// `bouquet serve`: parse flags into net::ServeConfig and serve a span of blocks over TCP.
+#include "cli/command.h"
+#include "net/server.h"
+
+#include <memory>
+
+namespace bouquet::cli {
+namespace {
+
+const CommandRegistration serve_command{
+    "serve", "Serve a span of a model's blocks to clients over TCP", [](CLI::App& sub) {
+      auto config = std::make_shared<net::ServeConfig>();
+      sub.add_option("--model", config->model, "Hugging Face model folder")->required();
+      sub.add_option("--blocks", config->blocks, "Blocks to serve, A:B = blocks A to B-1")->required();
+      sub.add_option("--listen", config->listen, "HOST:PORT to listen on (port 0: any free port)")
+          ->capture_default_str();
+      sub.add_option("--announce-addr", config->announce_addr,
+                     "HOST:PORT clients should use (default: the listen address)");
+      sub.add_option("--cache-tokens", config->cache_tokens, "Attention-cache budget, tokens per block")
+          ->capture_default_str();
+      sub.add_option("--device", config->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+      sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
+      sub.add_option("--threads", config->threads, "CPU threads for compute (0 = libtorch's default)")
+          ->capture_default_str();
+      sub.add_option("--session-idle-timeout", config->session_idle_timeout_s,
+                     "Close a session after this many seconds without a step")
+          ->capture_default_str();
+      sub.add_option("--frame-timeout", config->frame_timeout_s,
+                     "Seconds a begun frame may take to arrive")
+          ->capture_default_str();
+      sub.add_option("--max-frame-bytes", config->max_frame_bytes, "Largest frame body accepted")
+          ->capture_default_str();
+      return [config] { return net::serve(*config); };
+    }};
+
+}  // namespace
+}  // namespace bouquet::cli

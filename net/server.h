@@ -1,0 +1,67 @@
+// `bouquet serve`: one process serving a span of a model's blocks over TCP.
+//
+// The server is a driver: one core::BlockServer state machine makes every decision (admission,
+// ordering, validation, error replies); this code feeds it what the io_context sees (accepted
+// connections and their messages, timers, lost peers, finished computations) and carries out its
+// effects. Each connection is one peer. Computations run on a worker thread (SpanCompute) and come
+// back through the io_context, so sockets are served while blocks compute.
+//
+// Promises: only blocks [A, B) are read from the checkpoint; InfoReply and every session carry the
+// model id, which is the model fingerprint (fingerprint.h), so a client with another model is
+// refused (model_mismatch); a malformed or hostile connection is answered and/or closed without
+// disturbing other connections (connection.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/block_span.h"
+#include "net/frame.h"
+
+namespace bouquet::net {
+
+// Field names are the flag names of `bouquet serve`.
+struct ServeConfig {
+  std::string model;                 // Hugging Face model folder
+  std::string blocks;                // "A:B": serve blocks A .. B-1
+  std::string listen = "127.0.0.1:0";  // port 0: any free port (printed)
+  std::string announce_addr;         // address others should use; "" = the listen address
+  uint64_t cache_tokens = 8192;      // attention-cache budget, tokens per block
+  std::string device = "cpu";        // cpu | cuda | cuda:N | auto
+  std::string dtype = "f32";         // compute dtype
+  int threads = 0;                   // CPU threads for compute; 0 = libtorch's default
+  double session_idle_timeout_s = 300;
+  double frame_timeout_s = 30;       // a frame that has begun must end within this
+  uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
+};
+
+class Server {
+ public:
+  // Loads the span and binds the listening socket; throws with one clear line on a bad folder,
+  // span or address.
+  explicit Server(const ServeConfig& config);
+  ~Server();
+
+  // "HOST:PORT" actually bound (the real port when asked for 0).
+  std::string listen_address() const;
+  std::string announce_address() const;
+  const std::string& model_id() const;
+  core::BlockSpan span() const;
+  std::string describe() const;  // one line: blocks, model, fingerprint, compute, memory
+
+  // Serves until stop() (or SIGINT/SIGTERM when handle_signals).
+  void run(bool handle_signals = false);
+  // Thread-safe.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The command: builds a Server, prints "listening on HOST:PORT" (flushed; tests parse it) and
+// serves until SIGINT/SIGTERM. Returns the exit status.
+int serve(const ServeConfig& config);
+
+}  // namespace bouquet::net

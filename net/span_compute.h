@@ -1,0 +1,70 @@
+// The real compute seam of a server: carries out the core's ComputeRequests (inference steps
+// against per-session KV caches, stateless forward, backward) with the libtorch engine.
+//
+// Promises:
+// - Loads only the blocks of its span from the checkpoint, each as its own gpu::SpanRunner, so a
+//   request for any contiguous sub-span (a client's chain may start or end inside a server's
+//   span) runs exactly those blocks, and a session's caches exist only on the blocks it uses.
+// - Inference honours ComputeRequest::cache_length: caches are truncated there, then the new
+//   positions appended (a rewind replays from that point). A cache is created on its first step.
+// - Expected failures come back as typed errors, never exceptions: bad input the engine rejects
+//   (gpu::InputError) as bad_request, a cache shorter than the step's start as bad_position,
+//   anything else the engine throws as compute_failed. After a failure the caches still hold
+//   every position before the failed step's start.
+// - Outputs are float32 CPU tensors wrapped for the wire with the request's output_compression.
+// - Not thread-safe: one worker thread drives it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/block_span.h"
+#include "core/compute.h"
+#include "core/error.h"
+
+namespace bouquet::gpu {
+class SpanRunner;
+struct ModelConfig;
+}  // namespace bouquet::gpu
+
+namespace bouquet::net {
+
+struct SpanComputeConfig {
+  std::filesystem::path model_dir;
+  core::BlockSpan span;
+  std::string dtype = "f32";
+  std::string device = "cpu";
+};
+
+class SpanCompute {
+ public:
+  // Throws gpu::ModelFileError / gpu::InputError when the folder or span is unusable.
+  explicit SpanCompute(const SpanComputeConfig& config);
+  ~SpanCompute();
+  SpanCompute(const SpanCompute&) = delete;
+  SpanCompute& operator=(const SpanCompute&) = delete;
+
+  core::BlockSpan span() const { return span_; }
+  const gpu::ModelConfig& model_config() const;
+  uint32_t hidden_size() const;
+  uint64_t weight_bytes() const;
+  std::string describe_compute() const;  // "cpu f32"
+
+  core::Result<core::ComputeOutput> run(const core::ComputeRequest& request);
+  void drop_cache(core::CacheId cache);
+  size_t open_caches() const;
+
+ private:
+  core::Result<core::ComputeOutput> run_inference(const core::ComputeRequest& request);
+  core::Result<core::ComputeOutput> run_forward(const core::ComputeRequest& request);
+  core::Result<core::ComputeOutput> run_backward(const core::ComputeRequest& request);
+  std::vector<gpu::SpanRunner*> runners(core::BlockSpan span) const;
+
+  core::BlockSpan span_;
+  std::vector<std::unique_ptr<gpu::SpanRunner>> blocks_;  // blocks_[i] runs block span_.begin + i
+};
+
+}  // namespace bouquet::net

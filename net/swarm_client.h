@@ -1,0 +1,113 @@
+// A client's view of the swarm: the servers given on the command line, what each said about
+// itself (InfoReply), the connections to them, and a synchronous face over the asynchronous
+// event loop for the command-line client and tests.
+//
+// Promises:
+// - discover() asks every peer for its info in parallel and returns within request_timeout_s
+//   (plus the connect timeout), with, per peer, the reply or the reason there is none.
+// - records() turns the replies into core ServerRecords; routing is the core's planner over them.
+// - call() sends one request/reply message (info, forward, backward) and waits for the reply with
+//   the same request id, an ErrorReply, a lost connection or the timeout; failures come back as
+//   typed errors naming the peer.
+// - Inference sessions (remote_session.h) attach as listeners and get every message and loss.
+// - Request ids have the top bit set and session ids (drawn by sessions) do not, so an ErrorReply
+//   always reaches the right one.
+// - Single-threaded: one thread uses a SwarmClient at a time.
+#pragma once
+
+#include <asio.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/input.h"
+#include "core/messages.h"
+#include "core/server_record.h"
+#include "net/client_network.h"
+#include "net/timers.h"
+
+namespace bouquet::net {
+
+struct SwarmClientConfig {
+  std::vector<std::string> peers;  // "HOST:PORT"
+  double connect_timeout_s = 10;
+  double request_timeout_s = 30;   // info, forward and backward replies
+  FrameLimits limits;
+};
+
+struct PeerStatus {
+  core::PeerId peer;
+  std::string address;
+  std::optional<core::InfoReply> info;  // the peer's answer
+  std::string error;                    // why there is no answer
+};
+
+// A typed failure of a remote call or session, with a one-line message naming the peer.
+class RemoteError : public std::runtime_error {
+ public:
+  explicit RemoteError(core::Error error)
+      : std::runtime_error(error.to_string()), error_(std::move(error)) {}
+  const core::Error& error() const { return error_; }
+
+ private:
+  core::Error error_;
+};
+
+class SwarmClient {
+ public:
+  // Listeners get every message and loss (as core Inputs: MessageReceived / PeerUnreachable).
+  using Listener = std::function<void(const core::Input&)>;
+
+  explicit SwarmClient(SwarmClientConfig config);  // std::invalid_argument on a bad address
+  ~SwarmClient();
+
+  const std::vector<PeerStatus>& discover();
+  bool discovered() const { return discovered_; }
+  const std::vector<PeerStatus>& peers() const { return peers_; }
+  std::vector<core::ServerRecord> records() const;
+  std::string address_of(core::PeerId peer) const;
+
+  // One request/reply exchange. `request` must be an InfoRequest, ForwardRequest or
+  // BackwardRequest; its request_id is assigned here. Throws RemoteError.
+  core::Message call(core::PeerId peer, core::Message request, double timeout_s);
+
+  size_t add_listener(Listener listener);
+  void remove_listener(size_t id);
+  void send(core::PeerId peer, const core::Message& message) { network_.send(peer, message); }
+
+  asio::io_context& io() { return io_; }
+  const DriverClock& clock() const { return clock_; }
+  const SwarmClientConfig& config() const { return config_; }
+  // Runs the event loop until done() holds or timeout_s passed; returns done().
+  bool run_until(const std::function<bool()>& done, double timeout_s);
+
+ private:
+  struct Pending {
+    core::PeerId peer;
+    std::optional<core::Message> reply;
+    std::optional<core::Error> error;
+  };
+
+  void on_message(core::PeerId peer, core::Message message);
+  void on_lost(core::PeerId peer, const std::string& reason);
+  uint64_t next_request_id() { return (uint64_t{1} << 63) | next_request_++; }
+
+  SwarmClientConfig config_;
+  asio::io_context io_;
+  DriverClock clock_;
+  ClientNetwork network_;
+  std::vector<PeerStatus> peers_;
+  std::map<uint64_t, Pending> pending_;
+  std::map<size_t, Listener> listeners_;
+  size_t next_listener_ = 1;
+  bool discovered_ = false;
+  uint64_t next_request_ = 1;
+};
+
+}  // namespace bouquet::net
