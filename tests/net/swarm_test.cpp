@@ -19,14 +19,8 @@
 namespace bouquet::net {
 namespace {
 
+using testing::serve_config;
 using testing::ThreadServer;
-
-ServeConfig serve_config(const std::filesystem::path& model, std::string blocks) {
-  ServeConfig config;
-  config.model = model.string();
-  config.blocks = std::move(blocks);
-  return config;
-}
 
 SwarmClientConfig client_config(std::vector<std::string> peers) {
   SwarmClientConfig config;

@@ -70,6 +70,13 @@ std::vector<gpu::TokenId> local_greedy_ids(const fs::path& model, const std::vec
   return gpu::generate_ids(head, chain, request).ids;
 }
 
+ServeConfig serve_config(const fs::path& model, std::string blocks) {
+  ServeConfig config;
+  config.model = model.string();
+  config.blocks = std::move(blocks);
+  return config;
+}
+
 ThreadServer::ThreadServer(const ServeConfig& config) : server_(std::make_unique<Server>(config)) {
   address_ = server_->listen_address();
   thread_ = std::thread([this] { server_->run(); });

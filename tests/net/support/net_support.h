@@ -36,6 +36,10 @@ std::filesystem::path tiny_model(std::string_view name, int64_t layers = 6, uint
 std::vector<gpu::TokenId> local_greedy_ids(const std::filesystem::path& model,
                                            const std::vector<gpu::TokenId>& prompt, int64_t count);
 
+// A ServeConfig for `blocks` ("A:B") of `model`, listening on 127.0.0.1:0.
+ServeConfig serve_config(const std::filesystem::path& model, std::string blocks);
+// A SwarmClientConfig for these peers, default timeouts.
+
 // A net::Server serving on a thread of this process; stopped and joined on destruction.
 class ThreadServer {
  public:

@@ -1,0 +1,33 @@
+#include "tests/net/support/swarm_processes.h"
+
+namespace bouquet::net::testing {
+
+std::vector<ServerProcess> start_servers(const std::filesystem::path& model,
+                                         const std::vector<std::string>& spans,
+                                         const std::vector<std::string>& extra_flags) {
+  std::vector<ServerProcess> servers;
+  for (const auto& span : spans) {
+    std::vector<std::string> args{"--model", model.string(), "--blocks", span, "--listen",
+                                  "127.0.0.1:0", "--threads", "1"};
+    args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+    servers.emplace_back(BOUQUET_BINARY, args, /*ready_timeout_s=*/60);
+  }
+  return servers;
+}
+
+std::vector<std::string> addresses(const std::vector<ServerProcess>& servers) {
+  std::vector<std::string> out;
+  for (const auto& s : servers) out.push_back(s.address());
+  return out;
+}
+
+std::string join(const std::vector<std::string>& items, const char* separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += separator;
+    out += item;
+  }
+  return out;
+}
+
+}  // namespace bouquet::net::testing
