@@ -1,22 +1,31 @@
 // The client side of one generation: a state machine that opens a session on every hop of a
-// chain, then runs each step through the hops in order. It never looks at token values: the
-// generation loop sends the embedded new tokens (StepRequested), receives the last span's output
-// (StepDone), and samples outside the core.
+// chain, runs each step through the hops in order, and survives hops that fail (recovery.h). It
+// never looks at token values: the generation loop sends the embedded new tokens
+// (StepRequested), receives the last span's output (StepDone), and samples outside the core.
 //
 // Promises:
 // - OpenRequested -> PlanRoute for all blocks; RoutePlanned -> OpenSession to every hop (in
-//   parallel); all SessionOpened -> SessionReady{chain}.
-// - StepRequested -> the step goes to hop 0, each StepResult is forwarded to the next hop,
-//   the last one is reported as StepDone. One step at a time.
+//   parallel); all SessionOpened -> SessionReady{chain}. A failed initial route fails at once.
+// - StepRequested -> the step goes to hop 0, each StepResult is forwarded to the next hop, the
+//   last one is reported as StepDone. One step at a time. A step longer than max_step_tokens
+//   goes out in several messages, in position order.
 // - For every hop it keeps every input it sent, keyed by absolute start position (history());
-//   a rewind (start_position below the current length) drops the entries from there on. This is
-//   what a replacement server for that hop's span is replayed from.
-// - Each hop's server session gets its own id (session_id, session_id + 1, ...). Replies are
-//   matched on (peer, that id, step id): late or foreign replies are ignored.
-// - A failure of a hop (ErrorReply, PeerUnreachable, no reply within the deadline, a reply whose
-//   shape does not fit) goes through one decision point, fail_hop(); today it ends the session
-//   with SessionFailed carrying a typed error naming the peer and span, and closes the other
-//   hops. Recovery (ban, re-plan that hop's blocks, replay its history) plugs in there.
+//   a rewind (start_position below the current length) drops the entries from there on.
+// - Each hop's server session gets its own id (session_id, session_id + 1, ...; replacements
+//   continue the count) and each message its own step id. Replies are matched on (peer, that
+//   session id, the step id awaited): late replies, foreign ones and those of replaced servers
+//   are ignored.
+// - Every hop failure (ErrorReply, PeerUnreachable, no reply within the deadline, a reply whose
+//   shape or position does not fit) goes through fail_hop(). Under `replay` the server is banned
+//   (ban_list.h), the hop's span re-planned (PlanRoute for exactly those blocks, avoiding banned
+//   servers), the replacement hops opened and fed the hop's history from position 0 (merged into
+//   as few messages as max_step_tokens allows), and the step goes on; other hops keep their
+//   caches and never see a position twice. A hop that fails between steps is replaced when the
+//   next step reaches it. No route: re-plan every route_retry_s or when a ban ends, until
+//   recovery_deadline_s after the failure, then SessionFailed{no_route} naming the blocks, the
+//   server and why it failed. Each recovery is recorded (recoveries()). `restart`, `cacheless`
+//   and `none` behave as recovery.h says.
+// - The session arms one timer (id 1) at its earliest deadline.
 #pragma once
 
 #include <cstdint>
@@ -25,8 +34,11 @@
 #include <string>
 #include <vector>
 
+#include "core/ban_list.h"
 #include "core/effect.h"
 #include "core/input.h"
+#include "core/position_log.h"
+#include "core/recovery.h"
 #include "core/route.h"
 #include "core/time.h"
 
@@ -43,11 +55,19 @@ struct InferenceSessionConfig {
   double cache_wait_timeout_s = 30;  // how long a server may queue the open for cache room
   double reply_timeout_s = 30;       // deadline for each reply (beyond the cache wait for opens)
   std::string adapter;               // "" for none
+  RecoveryPolicy recovery = RecoveryPolicy::replay;
+  double recovery_deadline_s = 60;   // give up when no replacement is found for this long
+  double route_retry_s = 5;          // re-plan this often while no route exists
+  BanListConfig bans;                // base 15 s, x2
+  // Most positions one message carries (0: as many as WireLimits' element cap allows); a driver
+  // with a smaller frame limit sets it (net's max_step_tokens()).
+  uint32_t max_step_tokens = 0;
 };
 
 class InferenceSession {
  public:
   enum class Phase { idle, routing, opening, ready, stepping, closed, failed };
+  static constexpr TimerId kDeadlineTimer = 1;
 
   explicit InferenceSession(InferenceSessionConfig config);
 
@@ -55,55 +75,92 @@ class InferenceSession {
 
   Phase phase() const { return phase_; }
   const InferenceSessionConfig& config() const { return config_; }
+  // The current chain, replacements spliced in (a failed hop stays until it is replaced).
   const Chain& chain() const { return chain_; }
   // Positions every hop has cached once the current step (if any) completes.
   uint32_t length() const { return length_; }
-  // Inputs sent to hop `hop`, keyed by absolute start position.
+  // Inputs sent to hop `hop` of chain(), keyed by absolute start position.
   const std::map<uint32_t, Activation>& history(size_t hop) const;
+  const std::vector<Recovery>& recoveries() const { return recoveries_; }
+  const BanList& bans() const { return bans_; }
 
  private:
   struct HopState {
-    // Each hop's server session has its own id (config session_id + a serial), so a server that
-    // appears twice in a chain, or again as a replacement, never confuses two sessions.
     uint64_t session_id = 0;
     bool open_sent = false;
     bool opened = false;
-    std::map<uint32_t, Activation> history;
+    bool closed = false;
+    bool dead = false;           // failed: waits for a replacement
+    Time open_deadline = kNever;
+    uint32_t acked = 0;          // positions its server holds, as far as replies told
+    PositionLog history;         // its inputs by absolute position
+    std::optional<Error> failure;       // why it died (none when dropped by `restart`)
+    Time failed_at = 0;
+    std::optional<size_t> recovery;     // the recovery that brought it in
   };
   struct CurrentStep {
-    uint64_t step_id = 0;
+    uint64_t step_id = 0;  // the generation loop's step counter, reported in StepDone
     uint32_t start_position = 0;
     uint32_t new_tokens = 0;
-    size_t hop = 0;  // the hop whose reply is awaited
+    uint32_t end() const { return start_position + new_tokens; }
+  };
+  struct Pending {  // the one StepRequest awaited
+    size_t hop = 0;
+    uint64_t step_id = 0;
+    uint32_t begin = 0, end = 0;
+    Time deadline = kNever;
+  };
+  struct Replacement {  // hops [first, last) being replaced
+    size_t first = 0, last = 0;
+    BlockSpan blocks;
+    size_t recovery = 0;
+    Time deadline = kNever;   // give up planning after this
+    Time retry_at = kNever;   // re-plan then (kNever while a PlanRoute is out)
   };
 
+  // inference_session.cpp: the normal path.
   void on_open_requested(Time now, std::vector<Effect>& out);
   void on_route(Time now, const RoutePlanned& route, std::vector<Effect>& out);
   void on_step_requested(Time now, const StepRequested& step, std::vector<Effect>& out);
   void on_message(Time now, PeerId from, const Message& message, std::vector<Effect>& out);
   void on_session_opened(Time now, size_t hop, std::vector<Effect>& out);
   void on_step_result(Time now, size_t hop, const StepResult& result, std::vector<Effect>& out);
+  void on_timer(Time now, std::vector<Effect>& out);
   void on_close_requested(std::vector<Effect>& out);
-  void send_step(Time now, size_t hop, const Activation& inputs, std::vector<Effect>& out);
-  void arm_deadline(Time at, std::vector<Effect>& out);
-  // The one place a hop's failure is decided (see the header comment).
-  void fail_hop(size_t hop, Error error, std::vector<Effect>& out);
+  void open_hop(Time now, size_t hop, std::vector<Effect>& out);
+  void advance(Time now, std::vector<Effect>& out);
+  void pump(Time now, std::vector<Effect>& out);
+  void record_output(size_t hop, uint32_t begin, uint32_t end, const Activation& outputs);
+  void rearm(std::vector<Effect>& out);
   void fail(Error error, std::vector<Effect>& out);
   void close_hops(std::vector<Effect>& out);
-  std::optional<size_t> hop_of(PeerId peer) const;
-  std::optional<size_t> hop_of(PeerId peer, uint64_t session_id) const;
+  std::optional<size_t> live_hop(PeerId peer, uint64_t session_id) const;
+  uint32_t step_tokens_max() const;
+
+  // inference_session_recovery.cpp: failures and replacements.
+  void fail_hop(Time now, size_t hop, Error error, std::vector<Effect>& out);
+  void start_replacement(Time now, size_t first, size_t last, std::vector<Effect>& out);
+  void plan_replacement(Time now, std::vector<Effect>& out);
+  void on_replacement_route(Time now, const RoutePlanned& route, std::vector<Effect>& out);
+  void splice(Time now, const Chain& replacement, std::vector<Effect>& out);
+  void update_recoveries(Time now);
 
   InferenceSessionConfig config_;
   Phase phase_ = Phase::idle;
   Chain chain_;
   std::vector<HopState> hops_;
+  PositionLog final_outputs_;  // the last hop's outputs for the current step
   uint32_t length_ = 0;
-  uint64_t next_step_id_ = 1;
+  uint64_t next_step_id_ = 1;      // the loop's steps
+  uint64_t next_message_id_ = 1;   // StepRequest.step_id
   uint64_t route_id_ = 0;
   uint64_t hop_sessions_opened_ = 0;
   std::optional<CurrentStep> step_;
-  TimerId deadline_timer_ = 1;  // the session's single timer: the current deadline
-  bool deadline_armed_ = false;
+  std::optional<Pending> pending_;
+  std::optional<Replacement> replacement_;
+  BanList bans_;
+  std::vector<Recovery> recoveries_;
+  Time armed_at_ = kNever;
 };
 
 std::string_view to_string(InferenceSession::Phase phase);

@@ -4,6 +4,7 @@
 #include "core/block_span.h"
 #include "core/compute.h"
 #include "core/peer_id.h"
+#include "core/recovery.h"
 #include "core/server_record.h"
 
 namespace bouquet::core {
@@ -28,6 +29,23 @@ std::string_view to_string(ServerState state) {
     case ServerState::offline: return "offline";
   }
   return "unknown";
+}
+
+std::string_view to_string(RecoveryPolicy policy) {
+  switch (policy) {
+    case RecoveryPolicy::replay: return "replay";
+    case RecoveryPolicy::restart: return "restart";
+    case RecoveryPolicy::cacheless: return "cacheless";
+    case RecoveryPolicy::none: return "none";
+  }
+  return "unknown";
+}
+
+std::optional<RecoveryPolicy> parse_recovery_policy(std::string_view name) {
+  for (auto p : {RecoveryPolicy::replay, RecoveryPolicy::restart, RecoveryPolicy::cacheless, RecoveryPolicy::none}) {
+    if (to_string(p) == name) return p;
+  }
+  return std::nullopt;
 }
 
 }  // namespace bouquet::core

@@ -48,6 +48,9 @@ InferenceSessionConfig config() {
   c.compression = Compression::int8_blockwise;
   c.cache_wait_timeout_s = 5;
   c.reply_timeout_s = 2;
+  // These tests are about how failures surface; inference_session_recovery_test.cpp covers
+  // what the default policy does instead.
+  c.recovery = RecoveryPolicy::none;
   return c;
 }
 

@@ -37,6 +37,8 @@ GenerationSpec generation(uint64_t session_id, uint64_t prompt_seed, uint32_t pr
   g.prompt_tokens = prompt_tokens;
   g.new_tokens = new_tokens;
   g.prompt_seed = prompt_seed;
+  // Failures here must surface as typed errors; recovery has its own tests (recovery_test.cpp).
+  g.session.recovery = RecoveryPolicy::none;
   return g;
 }
 
