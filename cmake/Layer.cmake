@@ -42,5 +42,13 @@ function(bouquet_tests layer)
     target_compile_definitions(${target} PRIVATE
       BOUQUET_SOURCE_DIR="${CMAKE_SOURCE_DIR}" BOUQUET_BINARY="$<TARGET_FILE:bouquet>")
     gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${labels}")
+    if(kind STREQUAL "slow")
+      # gtest_discover_tests hands PROPERTIES to its script on a command line that splits lists
+      # ("LABELS;net;slow" loses "slow"), so the two labels are set by a file ctest reads after
+      # the discovered tests.
+      set(label_file ${CMAKE_CURRENT_BINARY_DIR}/${target}_labels.cmake)
+      file(WRITE ${label_file} "if(${target}_TESTS)\n  set_tests_properties(\${${target}_TESTS} PROPERTIES LABELS \"${layer}\;slow\")\nendif()\n")
+      set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${label_file})
+    endif()
   endforeach()
 endfunction()
