@@ -148,6 +148,10 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
     out.blocks = BlockRange{read_int(pair[0]), read_int(pair[1])};
   }
   span_values.push_back(blocks);
+  if (auto v = map.optional("num_blocks")) {
+    out.num_blocks = read_count(*v);
+    if (out.blocks) v->fail("num_blocks is for automatic placement; this server's blocks are given");
+  }
   if (auto v = map.optional("cache_tokens")) out.cache_tokens = read_int(*v);
   if (out.cache_tokens < 0) map.required("cache_tokens").fail("must not be negative");
   if (auto v = map.optional("compute_slots")) out.compute_slots = read_count(*v);
@@ -278,7 +282,10 @@ Parsed parse(const YamlValue& root) {
   if (auto v = map.optional("policies")) {
     YamlMap policies(*v);
     if (auto r = policies.optional("routing")) s.policies.routing = one_of(*r, {"min_latency", "greedy"});
-    if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none"});
+    if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none", "rebalance"});
+    if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);
+    if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_positive(*p);
+    if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_non_negative(*j);
     if (auto r = policies.optional("recovery")) s.policies.recovery = one_of(*r, {"replay"});
     policies.finish();
   }
@@ -288,7 +295,6 @@ Parsed parse(const YamlValue& root) {
     if (auto x = dir.optional("lookup_round_trips")) s.directory.lookup_round_trips = read_int(*x);
     if (auto x = dir.optional("announce_round_trips")) s.directory.announce_round_trips = read_int(*x);
     if (auto x = dir.optional("update_period_s")) s.directory.update_period_s = read_positive(*x);
-    if (auto x = dir.optional("record_ttl_s")) s.directory.record_ttl_s = read_positive(*x);
     dir.finish();
   }
   if (auto v = map.optional("rows")) {
@@ -358,6 +364,7 @@ void check(const Parsed& p, const YamlValue& root) {
   }
   const CostModel cost(s.cost);
   std::vector<int> covered(static_cast<size_t>(shape.num_blocks), 0);
+  bool any_auto = false;  // servers placed by the balancer may cover anything
   for (size_t i = 0; i < s.servers.size(); ++i) {
     const ServerConfig& server = s.servers[i];
     const YamlValue& value = p.server_values[i];
@@ -366,15 +373,22 @@ void check(const Parsed& p, const YamlValue& root) {
       if (!hosts.insert(name).second) value.fail(fmt::format("the host name '{}' is taken", name));
     }
     const YamlValue& span = p.span_values[i];
+    const DeviceSpec& gpu = *find_device(server.gpu);
     if (!server.blocks) {
-      span.fail("automatic placement needs a balancing policy; this build's drivers have none yet");
+      any_auto = true;
+      const double weights = static_cast<double>(server.num_blocks) * cost.block_weight_bytes(shape, s.weight_format());
+      if (server.num_blocks > shape.num_blocks || weights > gpu.memory_bytes) {
+        YamlMap(value).required("num_blocks").fail(fmt::format(
+            "{} blocks of {} do not fit: the model has {}, the {} holds {:.1f} GB", server.num_blocks,
+            shape.name, shape.num_blocks, gpu.name, gpu.memory_bytes / 1e9));
+      }
+      continue;
     }
     const BlockRange& b = *server.blocks;
     if (b.begin < 0 || b.end > shape.num_blocks || b.begin >= b.end) {
       span.fail(fmt::format("[{}, {}) is not a span of {}'s blocks [0, {})", b.begin, b.end,
                             shape.name, shape.num_blocks));
     }
-    const DeviceSpec& gpu = *find_device(server.gpu);
     const double weights = static_cast<double>(b.end - b.begin) * cost.block_weight_bytes(shape, s.weight_format());
     if (weights > gpu.memory_bytes) {
       span.fail(fmt::format("{} blocks of {} in {} take {:.1f} GB, more than the {}'s {:.1f} GB",
@@ -395,7 +409,7 @@ void check(const Parsed& p, const YamlValue& root) {
       YamlMap(p.client_values[i]).required("work").fail("new_tokens only applies to generate");
     }
   }
-  if (needs_swarm) {
+  if (needs_swarm && !any_auto) {
     auto gap = std::find(covered.begin(), covered.end(), 0);
     if (gap != covered.end()) {
       root.fail(fmt::format("no server ever holds block {} of {}: a client could never finish",

@@ -85,7 +85,8 @@ struct ServerConfig {
   int64_t count = 1;  // identical servers name-0, name-1, ... (name alone when 1)
   std::string gpu;
   HostLinkConfig link;
-  std::optional<BlockRange> blocks;  // [begin, end); absent = placed by the balancer
+  std::optional<BlockRange> blocks;  // [begin, end) pinned; absent ("auto") = the balancer places it
+  int64_t num_blocks = 0;            // auto: blocks to hold; 0 = as many as the GPU memory allows
   int64_t cache_tokens = 0;          // per block; 0 = what the GPU memory left over holds
   int64_t compute_slots = 1;
   double join_s = 0;
@@ -128,17 +129,22 @@ struct PolicyConfig {
   // Generation: min_latency (the core's Dijkstra) or greedy; passes always use the core's
   // throughput-proportional planner.
   std::string routing = "min_latency";
-  std::string balancing = "none";    // none
-  std::string recovery = "replay";   // replay
+  // Unpinned servers always pick their span on joining (the core's block selection); "rebalance"
+  // also lets them move later when the swarm's weakest block would gain enough.
+  std::string balancing = "none";  // none | rebalance
+  double balance_quality = 0.75;
+  double balance_period_s = 60;
+  double join_delay_s = 5;
+  std::string recovery = "replay";  // replay
 };
 
 // The modelled DHT: announcements and lookups take a number of round trips of a fixed time.
+// Servers re-announce every update period; their records expire as the core sets them.
 struct DirectoryConfig {
   double round_trip_s = 0.05;
   int64_t lookup_round_trips = 2;
   int64_t announce_round_trips = 2;
   double update_period_s = 60;
-  double record_ttl_s = 120;
 };
 
 struct RowConfig {

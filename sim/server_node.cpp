@@ -1,6 +1,8 @@
 #include "sim/server_node.h"
 
 #include "core/check.h"
+#include "core/throughput.h"
+#include "sim/platform.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,26 +10,62 @@
 namespace bouquet::sim {
 namespace {
 
-core::BlockServerConfig server_config(const SimContext& context, const ServerConfig& config) {
-  core::BlockServerConfig out;
+constexpr double kWorkspaceShare = 0.1;      // of GPU memory, kept for activations
+constexpr double kCacheTokensPerBlock = 8192;  // what a server keeps room for when sizing a span
+constexpr uint32_t kForwardProbeTokens = 1024;  // the batched forward forward_rps is measured on
+
+core::BalancerNodeConfig balancer_config(const SimContext& context, const ServerConfig& config,
+                                         const std::string& host) {
+  const Scenario& s = context.scenario;
+  const DeviceSpec& gpu = *find_device(config.gpu);
+  core::BalancerNodeConfig out;
+  out.peer = Transport::peer_of(host);
+  out.address = host;
   out.model_id = context.model_id;
-  out.span = core::BlockSpan{static_cast<uint32_t>(config.blocks->begin),
-                             static_cast<uint32_t>(config.blocks->end)};
-  out.hidden_size = static_cast<uint32_t>(context.shape.hidden);
-  out.cache_tokens = ServerNode::cache_tokens(context, config);
-  out.compute_slots = static_cast<uint32_t>(config.compute_slots);
+  out.model_blocks = static_cast<uint32_t>(context.shape.num_blocks);
+  if (config.blocks) {
+    out.blocks = core::BlockSpan{static_cast<uint32_t>(config.blocks->begin),
+                                 static_cast<uint32_t>(config.blocks->end)};
+  }
+  const auto blocks = static_cast<uint32_t>(
+      config.blocks ? config.blocks->end - config.blocks->begin : ServerNode::blocks_to_hold(context, config));
+  out.num_blocks = blocks;
+  // What a real server measures on start, here from the cost model.
+  const double step_s = context.cost.block_step(gpu, context.shape, context.format, BlockWork{}).seconds;
+  const double forward_s = context.cost.block_step(gpu, context.shape, context.format,
+                                                   BlockWork{.new_tokens = kForwardProbeTokens}).seconds;
+  out.inference_rps = 1.0 / step_s;
+  const ResolvedLink link = resolve_link(s, config.link);
+  out.throughput_rps = core::announced_throughput_rps(kForwardProbeTokens / forward_s, blocks,
+                                                      std::min(link.up_bps, link.down_bps),
+                                                      static_cast<uint32_t>(context.shape.hidden));
+  out.cache_tokens_free = ServerNode::cache_tokens(context, config, blocks);
+  out.join_delay_s = s.policies.join_delay_s;
+  out.balance_period_s = s.policies.balance_period_s;
+  out.balance_quality = s.policies.balancing == "rebalance" ? s.policies.balance_quality : 0.0;
+  out.update_period_s = s.directory.update_period_s;
+  out.seed = context.rng.derive(out.peer.value).next_u64();
   return out;
 }
 
 }  // namespace
 
-uint64_t ServerNode::cache_tokens(const SimContext& context, const ServerConfig& config) {
+int64_t ServerNode::blocks_to_hold(const SimContext& context, const ServerConfig& config) {
+  if (config.num_blocks > 0) return config.num_blocks;
+  const DeviceSpec& gpu = *find_device(config.gpu);
+  const double per_block = context.cost.block_weight_bytes(context.shape, context.format) +
+                           kCacheTokensPerBlock * context.cost.cache_bytes_per_token(context.shape);
+  const auto fit = static_cast<int64_t>(std::floor((1 - kWorkspaceShare) * gpu.memory_bytes / per_block));
+  return std::clamp<int64_t>(fit, 1, context.shape.num_blocks);
+}
+
+uint64_t ServerNode::cache_tokens(const SimContext& context, const ServerConfig& config, int64_t blocks) {
   if (config.cache_tokens > 0) return static_cast<uint64_t>(config.cache_tokens);
   const DeviceSpec& gpu = *find_device(config.gpu);
-  const double blocks = static_cast<double>(config.blocks->end - config.blocks->begin);
-  const double free_bytes =
-      0.9 * gpu.memory_bytes - blocks * context.cost.block_weight_bytes(context.shape, context.format);
-  const double per_token = blocks * context.cost.cache_bytes_per_token(context.shape);
+  const double n = static_cast<double>(blocks);
+  const double free_bytes = (1 - kWorkspaceShare) * gpu.memory_bytes -
+                            n * context.cost.block_weight_bytes(context.shape, context.format);
+  const double per_token = n * context.cost.cache_bytes_per_token(context.shape);
   return static_cast<uint64_t>(std::max(0.0, std::floor(free_bytes / per_token)));
 }
 
@@ -36,67 +74,93 @@ ServerNode::ServerNode(SimContext& context, const ServerConfig& config, const st
       context_(context),
       config_(config),
       gpu_(*find_device(config.gpu)),
-      server_(server_config(context, config)) {}
+      balancer_(balancer_config(context, config, host)) {}
 
 void ServerNode::on_start() {
-  if (config_.load_bps <= 0) return announce();
-  // Joining: visible as such (routing skips it) while the blocks load.
-  const double load_s = context_.cost.load_s(context_.shape, context_.format,
-                                             server_.config().span.size(), config_.load_bps);
-  state_ = core::ServerState::joining;
-  announce();
-  at(now() + load_s, [this] {
-    state_ = core::ServerState::online;
-    announce();
-  });
-}
-
-void ServerNode::announce() {
-  const core::BlockServerConfig& c = server_.config();
-  core::ServerRecord record;
-  record.peer = self();
-  record.address = host();
-  record.span = c.span;
-  record.state = state_;
-  const double step_s =
-      context_.cost.block_step(gpu_, context_.shape, context_.format, BlockWork{}).seconds;
-  record.inference_rps = 1.0 / step_s;
-  record.throughput_rps = record.inference_rps;
-  record.cache_tokens_free = server_.cache_tokens_free();
-  record.model_id = c.model_id;
-  record.version = c.version;
-  record.expires_at = now() + context_.scenario.directory.record_ttl_s;
-  context_.directory.announce(now(), record);
-  set_timer(kAnnounceTimer, 0, now() + context_.scenario.directory.update_period_s);  // re-arms
+  std::vector<core::Effect> effects;
+  balancer_.start(now(), effects);
+  carry_out(effects, kBalancerTimers);
 }
 
 void ServerNode::on_message(core::PeerId from, core::Message& message) {
-  feed(core::MessageReceived{from, std::move(message)});
+  // While loading there is no BlockServer: the message is lost and its sender times out.
+  if (server_) feed_server(core::MessageReceived{from, std::move(message)});
 }
 
 void ServerNode::on_timer(uint32_t component, uint64_t timer) {
-  if (component == kAnnounceTimer) return announce();
-  feed(core::TimerFired{timer});
+  if (component == kBalancerTimers) return feed_balancer(core::TimerFired{timer});
+  if (server_ && component == 1 + generation_) feed_server(core::TimerFired{timer});
 }
 
-void ServerNode::feed(const core::Input& input) {
+void ServerNode::feed_balancer(const core::Input& input) {
+  balancer_.set_cache_tokens_free(server_ ? server_->cache_tokens_free() : 0);
   std::vector<core::Effect> effects;
-  server_.handle(now(), input, effects);
+  balancer_.handle(now(), input, effects);
+  carry_out(effects, kBalancerTimers);
+}
+
+void ServerNode::feed_server(const core::Input& input) {
+  std::vector<core::Effect> effects;
+  server_->handle(now(), input, effects);
+  carry_out(effects, 1 + generation_);
+}
+
+void ServerNode::carry_out(std::vector<core::Effect>& effects, uint32_t timers) {
   for (auto& effect : effects) {
     if (auto* send = std::get_if<core::SendMessage>(&effect)) {
       transport_.send(self(), send->to, std::move(send->message));
     } else if (auto* timer = std::get_if<core::SetTimer>(&effect)) {
-      set_timer(kServerTimers, timer->timer, timer->at);
+      set_timer(timers, timer->timer, timer->at);
     } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {
-      cancel_timer(kServerTimers, cancel->timer);
+      cancel_timer(timers, cancel->timer);
     } else if (auto* start = std::get_if<core::StartCompute>(&effect)) {
       start_compute(start->request);
     } else if (std::holds_alternative<core::DropCache>(effect)) {
       // Cache memory is accounted by the core's admission; nothing to free in a simulation.
+    } else if (auto* announce = std::get_if<core::Announce>(&effect)) {
+      context_.directory.announce(now(), announce->record);
+    } else if (auto* lookup = std::get_if<core::DirectoryLookup>(&effect)) {
+      // The answer holds what was visible when the lookup left, a few round trips later.
+      core::DirectoryAnswer answer{lookup->lookup_id, context_.directory.lookup(now(), lookup->model_id)};
+      at(now() + context_.directory.lookup_delay_s(), [this, answer] { feed_balancer(answer); });
+    } else if (auto* move = std::get_if<core::MoveToSpan>(&effect)) {
+      move_to(move->span);
     } else {
-      BOUQUET_CHECK(false, "a block server asked for an effect its driver does not carry out");
+      BOUQUET_CHECK(false, "a server component asked for an effect its driver does not carry out");
     }
   }
+}
+
+void ServerNode::move_to(core::BlockSpan span) {
+  // The old span's sessions end with its BlockServer; computations still running are ignored.
+  server_.reset();
+  ++generation_;
+  // Blocks shared with what is loaded stay; the others are read at the load bandwidth. Without
+  // one, the first span is loaded before the run and moves are instantaneous.
+  uint32_t kept = 0;
+  if (loaded_) {
+    const uint32_t begin = std::max(loaded_->begin, span.begin);
+    const uint32_t end = std::min(loaded_->end, span.end);
+    kept = end > begin ? end - begin : 0;
+  }
+  const double load_s = config_.load_bps > 0
+                            ? context_.cost.load_s(context_.shape, context_.format, span.size() - kept,
+                                                   config_.load_bps)
+                            : 0.0;
+  loaded_.reset();
+  const uint32_t generation = generation_;
+  at(now() + load_s, [this, span, generation] {
+    if (generation != generation_) return;  // moved again meanwhile
+    loaded_ = span;
+    core::BlockServerConfig c;
+    c.model_id = context_.model_id;
+    c.span = span;
+    c.hidden_size = static_cast<uint32_t>(context_.shape.hidden);
+    c.cache_tokens = cache_tokens(context_, config_, span.size());
+    c.compute_slots = static_cast<uint32_t>(config_.compute_slots);
+    server_ = std::make_unique<core::BlockServer>(c);
+    feed_balancer(core::SpanLoaded{span});
+  });
 }
 
 void ServerNode::start_compute(const core::ComputeRequest& request) {
@@ -110,8 +174,11 @@ void ServerNode::start_compute(const core::ComputeRequest& request) {
   const core::TaskId task = request.task_id;
   core::Activation outputs = core::make_sized_activation(request.inputs.shape, request.inputs.dtype,
                                                          request.output_compression);
-  compute(seconds, [this, task, outputs] {
-    feed(core::ComputeFinished{task, core::ComputeOutput{outputs, std::nullopt}});
+  const uint32_t generation = generation_;
+  compute(seconds, [this, task, outputs, generation] {
+    if (server_ && generation == generation_) {
+      feed_server(core::ComputeFinished{task, core::ComputeOutput{outputs, std::nullopt}});
+    }
   });
 }
 

@@ -1,14 +1,21 @@
-// A simulated server: the core's BlockServer on a SimGrid host. The driver feeds it every message
-// and timer, and carries out its effects: messages go out charged at their encoded size, each
-// StartCompute becomes an execution lasting what the cost model says for that request on this
-// GPU, and ComputeFinished returns an output handle of the input's shape. It also announces the
-// server's record in the modelled directory on joining and every update period; a server with a
-// load bandwidth announces itself joining until its blocks are loaded (bytes over bandwidth).
+// A simulated server: the core's BalancerNode decides where and when it serves, the core's
+// BlockServer serves. The driver feeds them every message, timer and directory answer, and carries
+// out their effects: messages go out charged at their encoded size; each StartCompute becomes an
+// execution lasting what the cost model gives for that request on this GPU, and ComputeFinished
+// returns an output handle of the input's shape; Announce and DirectoryLookup go to the modelled
+// directory; MoveToSpan loads the blocks it does not hold yet (bytes over the load bandwidth),
+// starts a fresh BlockServer for the span (the old span's sessions end) and reports SpanLoaded.
+// The numbers the balancer announces come from the cost model: inference_rps from a one-token
+// cached step, forward_rps from a 1024-token forward, through the core's throughput formula.
 #pragma once
 
+#include "core/balancer_node.h"
 #include "core/block_server.h"
 #include "sim/node_loop.h"
 #include "sim/sim_context.h"
+
+#include <memory>
+#include <optional>
 
 namespace bouquet::sim {
 
@@ -16,9 +23,12 @@ class ServerNode final : public NodeLoop {
  public:
   ServerNode(SimContext& context, const ServerConfig& config, const std::string& host);
 
-  // Cache budget in tokens per block: the configured one, or what the GPU memory holds after
-  // the weights (keeping a tenth of it for activations and workspace).
-  static uint64_t cache_tokens(const SimContext& context, const ServerConfig& config);
+  // Blocks an unpinned server takes: the configured number, else as many as its GPU holds with
+  // room for 8192 cache tokens per block (a tenth of the memory kept for activations).
+  static int64_t blocks_to_hold(const SimContext& context, const ServerConfig& config);
+  // Cache budget in tokens per block for a span of `blocks`: the configured one, or what the GPU
+  // memory holds after the weights (a tenth kept for activations and workspace).
+  static uint64_t cache_tokens(const SimContext& context, const ServerConfig& config, int64_t blocks);
 
  protected:
   void on_start() override;
@@ -27,18 +37,21 @@ class ServerNode final : public NodeLoop {
   bool finished() const override { return false; }  // servers run until the simulation ends
 
  private:
-  static constexpr uint32_t kServerTimers = 0;
-  static constexpr uint32_t kAnnounceTimer = 1;
+  static constexpr uint32_t kBalancerTimers = 0;  // BlockServer timers use 1 + its generation
 
-  void feed(const core::Input& input);
+  void feed_balancer(const core::Input& input);
+  void feed_server(const core::Input& input);
+  void carry_out(std::vector<core::Effect>& effects, uint32_t timers);
   void start_compute(const core::ComputeRequest& request);
-  void announce();
+  void move_to(core::BlockSpan span);
 
   SimContext& context_;
   const ServerConfig& config_;
   const DeviceSpec& gpu_;
-  core::BlockServer server_;
-  core::ServerState state_ = core::ServerState::online;
+  core::BalancerNode balancer_;
+  std::unique_ptr<core::BlockServer> server_;  // none while loading
+  uint32_t generation_ = 0;                    // bumps with every span served
+  std::optional<core::BlockSpan> loaded_;      // blocks in GPU memory
 };
 
 }  // namespace bouquet::sim

@@ -164,6 +164,23 @@ TEST(Simulation, JoiningServersAreRoutedToOnlyOnceLoaded) {
   EXPECT_TRUE(late.clients[0].finished) << late.clients[0].error;
 }
 
+TEST(Simulation, ServersPlacedByTheCoreCoverTheModel) {
+  // Three servers of 10 blocks each join at random moments within 30 s; each takes the weakest
+  // span it sees, so together they hold all 30 blocks and a client gets through.
+  const std::string client = "  - {name: c, device: cpu-32core, region: lab, start_s: 40,\n"
+                             "     work: {kind: generate, prefix_tokens: 1, new_tokens: 4}}";
+  const std::string policies = "policies: {join_delay_s: 30}\n";
+  RunResult result = simulate_isolated(load(scenario_text(
+      "  - {name: s, count: 3, gpu: rtx-3090, region: lab, blocks: auto, num_blocks: 10}", client,
+      policies)));
+  EXPECT_TRUE(result.clients[0].finished) << result.clients[0].error;
+  // Two servers of 10 cannot cover 30 blocks: the client finds no route.
+  RunResult short_swarm = simulate_isolated(load(scenario_text(
+      "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: auto, num_blocks: 10}", client,
+      policies)));
+  EXPECT_THAT(short_swarm.clients[0].error, ::testing::HasSubstr("no_route"));
+}
+
 TEST(Simulation, SameSeedSameRun) {
   const std::string text = scenario_text(
       "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: [0, 30]}",
