@@ -1,6 +1,8 @@
 #include "gpu/generation.h"
 
+#include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "gpu/span_runner.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>

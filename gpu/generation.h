@@ -4,9 +4,7 @@
 // reusing the spans' KV caches.
 #pragma once
 
-#include "gpu/client_head.h"
 #include "gpu/sampling.h"
-#include "gpu/span_runner.h"
 #include "gpu/tokenizer.h"
 
 #include <cstdint>
@@ -16,6 +14,10 @@
 #include <vector>
 
 namespace bouquet::gpu {
+
+// Declared only: this header stays free of torch headers for the command-line layer.
+class ClientHead;
+class SpanRunner;
 
 struct GenerationRequest {
   std::vector<TokenId> prompt_ids;

@@ -167,4 +167,18 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
   return c;
 }
 
+ModelConfig make_tiny_model(const TinyModelConfig& t) {
+  ModelConfig c = write_tiny_checkpoint(t);
+  train_sentencepiece(tiny_corpus(), t.vocab, t.out);
+  // What transformers' LlamaTokenizer reads: BOS added, EOS not, the trainer's special pieces.
+  const nlohmann::json tokenizer_config = {
+      {"tokenizer_class", "LlamaTokenizer"}, {"add_bos_token", true}, {"add_eos_token", false},
+      {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"legacy", true},
+      {"model_max_length", c.max_position_embeddings}};
+  write_text(t.out / "tokenizer_config.json", tokenizer_config.dump(2) + "\n");
+  const nlohmann::json special = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
+  write_text(t.out / "special_tokens_map.json", special.dump(2) + "\n");
+  return c;
+}
+
 }  // namespace bouquet::gpu

@@ -12,16 +12,35 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
 
 namespace bouquet::gpu::testing {
 namespace fs = std::filesystem;
+namespace {
+
+fs::path process_dir() {
+  return fs::path(::testing::TempDir()) / fmt::format("bouquet-gpu-{}", ::getpid());
+}
+
+// Removes this process's scratch folders after the last test, unless BOUQUET_KEEP_TEST_FILES is
+// set (to look at a failing test's model folder).
+class RemoveScratch : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (std::getenv("BOUQUET_KEEP_TEST_FILES") == nullptr) fs::remove_all(process_dir());
+  }
+};
+
+[[maybe_unused]] const auto* const remove_scratch =
+    ::testing::AddGlobalTestEnvironment(new RemoveScratch);
+
+}  // namespace
 
 fs::path fresh_dir(std::string_view name) {
-  const fs::path dir =
-      fs::path(::testing::TempDir()) / fmt::format("bouquet-gpu-{}", ::getpid()) / name;
+  const fs::path dir = process_dir() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

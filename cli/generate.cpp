@@ -1,0 +1,54 @@
+// `bouquet generate`: parse flags into GenerateConfig and run the generation.
+#include "cli/command.h"
+#include "gpu/generate_local.h"
+
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <memory>
+
+namespace bouquet::cli {
+namespace {
+
+const CommandRegistration generate_command{
+    "generate", "Generate text with a model (--local: every block in this process)",
+    [](CLI::App& sub) {
+      auto config = std::make_shared<gpu::GenerateConfig>();
+      sub.add_option("--model", config->model, "Hugging Face model folder")->required();
+      sub.add_flag("--local", config->local, "Run every block in this process");
+      auto* prompt = sub.add_option("--prompt", config->prompt, "Prompt text");
+      auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
+                                 "Prompt token ids, e.g. 1,2,3 (no BOS added)");
+      prompt->excludes(ids);
+      sub.add_option("--max-new-tokens", config->max_new_tokens, "Tokens to generate")
+          ->capture_default_str();
+      sub.add_flag("--ignore-eos", config->ignore_eos, "Keep going past an end-of-sequence token");
+      sub.add_option("--temperature", config->temperature, "0 = greedy")->capture_default_str();
+      sub.add_option("--top-k", config->top_k, "Keep the k best tokens (0 = all)");
+      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability");
+      sub.add_option("--repetition-penalty", config->repetition_penalty,
+                     "> 1 discourages tokens already in the sequence");
+      sub.add_option("--seed", config->seed, "Seed of the sampler")->capture_default_str();
+      sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")
+          ->capture_default_str();
+      sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
+      sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
+      sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
+      return [config] {
+        if (config->json) {
+          fmt::print("{}\n", gpu::generation_json(gpu::generate_local(*config)));
+          return 0;
+        }
+        const auto result = gpu::generate_local(*config, [](std::string_view piece) {
+          fmt::print("{}", piece);
+          std::fflush(stdout);
+        });
+        fmt::print("\n");
+        fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}]\n", result.ids.size(),
+                   result.tokens_per_s, result.stop_reason);
+        return 0;
+      };
+    }};
+
+}  // namespace
+}  // namespace bouquet::cli
