@@ -123,4 +123,20 @@ at::Tensor SpanRunner::forward(const at::Tensor& hidden) const {
   return x.to(hidden.device(), hidden.scalar_type());
 }
 
+at::Tensor SpanRunner::backward(const at::Tensor& hidden, const at::Tensor& grad_outputs) const {
+  check_hidden(hidden, "backward");
+  if (!grad_outputs.defined() || grad_outputs.sizes() != hidden.sizes()) {
+    throw InputError(fmt::format("backward: output gradients {} must have the hidden states' shape {}",
+                                 grad_outputs.defined() ? format_shape(grad_outputs.sizes().vec())
+                                                        : "undefined",
+                                 format_shape(hidden.sizes().vec())));
+  }
+  at::AutoGradMode grad_mode(true);
+  const at::Tensor x = hidden.detach().to(compute_.device, compute_.dtype).requires_grad_(true);
+  at::Tensor y = x;
+  for (const auto& block : blocks_) y = block->forward(y, 0, nullptr);
+  y.backward(grad_outputs.to(y.device(), y.scalar_type()));
+  return x.grad().to(hidden.device(), hidden.scalar_type());
+}
+
 }  // namespace bouquet::gpu

@@ -9,7 +9,7 @@
 //   session_length() + i, so a prefill of many tokens and single-token decode steps mix freely.
 //   truncate_session() forgets positions from a point on (to replay or roll back).
 // - forward() runs without a cache and with autograd on: gradients flow to the input hidden
-//   states; the weights never require gradients.
+//   states; the weights never require gradients. backward() returns those input gradients.
 // - Inputs may be any floating dtype on any device; outputs come back in the input's dtype and
 //   device. Bad input (wrong rank or hidden size, an unknown or duplicate session, a step past the
 //   session's max length, a batch that does not match the session) throws InputError and leaves
@@ -73,6 +73,10 @@ class SpanRunner {
   at::Tensor step(SessionId id, const at::Tensor& hidden);
   // [batch, tokens, hidden] at positions 0.. -> outputs, with autograd; no cache involved.
   at::Tensor forward(const at::Tensor& hidden) const;
+  // The gradient w.r.t. `hidden` of sum(forward(hidden) * grad_outputs), recomputing the forward
+  // so nothing is kept between a client's forward and backward calls (what a server's backward
+  // pass for fine-tuning needs). Same shape, dtype and device as `hidden`.
+  at::Tensor backward(const at::Tensor& hidden, const at::Tensor& grad_outputs) const;
 
  private:
   struct Session {

@@ -155,6 +155,12 @@ TEST(SpanRunner, ForwardGradientsMatchFiniteDifferences) {
   EXPECT_TRUE(at::isfinite(g32).all().item<bool>());
   EXPECT_TRUE(at::allclose(g32, g64, 1e-3, 1e-4))
       << "max difference " << (g32 - g64).abs().max().item<double>();
+  // backward() is the same gradient without the caller touching autograd.
+  EXPECT_TRUE(at::allclose(exact.backward(x0, weights), g64, 1e-12, 1e-12));
+  const at::Tensor from_f32 = f32.backward(x0.to(at::kFloat), weights.to(at::kFloat));
+  EXPECT_EQ(from_f32.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(from_f32.to(at::kDouble), g64, 1e-3, 1e-4));
+  EXPECT_THROW(f32.backward(x0, weights.narrow(1, 0, 2)), InputError);
 }
 
 TEST(SpanRunner, CacheLessForwardEqualsCachedOutputs) {
