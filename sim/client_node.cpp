@@ -67,6 +67,14 @@ void ClientNode::on_message(core::PeerId from, core::Message& message) {
   }
 }
 
+void ClientNode::on_reset(core::PeerId from) {
+  if (config_.work.kind == "generate" && session_) {
+    feed(core::PeerUnreachable{from, "connection reset"});
+  } else if (!done_ && !chain_.empty() && chain_.at(hop_).peer == from) {
+    finish(fmt::format("peer_unreachable: {} reset the connection", from.to_string()));
+  }
+}
+
 void ClientNode::on_timer(uint32_t component, uint64_t timer) {
   if (component == kPassTimers) {
     if (timer == pass_timer_ && !done_) {
@@ -89,6 +97,10 @@ void ClientNode::open_session() {
   c.max_length = static_cast<uint32_t>(config_.work.prefix_tokens + config_.work.new_tokens);
   c.batch = static_cast<uint32_t>(config_.work.batch);
   c.compression = context_.compression;
+  const PolicyConfig& policies = context_.scenario.policies;
+  c.recovery = *core::parse_recovery_policy(policies.recovery);
+  c.recovery_deadline_s = policies.recovery_deadline_s;
+  c.bans.base_s = policies.ban_base_s;
   ++session_index_;
   session_ = std::make_unique<core::InferenceSession>(c);
   feed(core::OpenRequested{});
@@ -120,8 +132,10 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
       on_step_done();
     } else if (auto* failed = std::get_if<core::SessionFailed>(&effect)) {
       result().measured_s += now() - measure_from_;
+      count_recoveries();
       finish(failed->error.to_string());
     } else if (std::holds_alternative<core::SessionClosed>(effect)) {
+      count_recoveries();
       if (++sessions_done_ >= config_.work.repeat) {
         finish("");
       } else {
@@ -146,6 +160,13 @@ void ClientNode::measure_rtts(const std::vector<core::ServerRecord>& records) {
     simgrid::s4u::Host::by_name(record.address)->route_to(simgrid::s4u::Host::by_name(host()), links,
                                                           &back_s);
     rtt_.observe(record.peer, latency_s + back_s);
+  }
+}
+
+void ClientNode::count_recoveries() {
+  for (const auto& recovery : session_->recoveries()) {
+    ++result().recoveries;
+    result().positions_replayed += recovery.positions_replayed;
   }
 }
 

@@ -29,6 +29,7 @@ class ClientNode final : public NodeLoop {
   void on_start() override;
   void on_message(core::PeerId from, core::Message& message) override;
   void on_timer(uint32_t component, uint64_t timer) override;
+  void on_reset(core::PeerId from) override;
   bool finished() const override { return done_; }
 
  private:
@@ -40,6 +41,7 @@ class ClientNode final : public NodeLoop {
   void feed(const core::Input& input);
   void carry_out(std::vector<core::Effect>& effects);
   void plan_route(const core::PlanRoute& plan);
+  void count_recoveries();
   void measure_rtts(const std::vector<core::ServerRecord>& records);
   void request_step(uint32_t tokens);
   void on_step_done();

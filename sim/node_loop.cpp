@@ -91,7 +91,11 @@ void NodeLoop::run() {
     if (index == 0) {
       std::unique_ptr<Envelope> envelope(incoming);
       receive = mailbox->get_async<Envelope>(&incoming);
-      on_message(envelope->from, envelope->message);
+      if (envelope->reset) {
+        on_reset(envelope->from);
+      } else {
+        on_message(envelope->from, envelope->message);
+      }
     } else if (index > 0) {
       const size_t i = static_cast<size_t>(index - 1);
       std::function<void()> done = std::move(on_done_[i]);

@@ -42,6 +42,8 @@ class NodeLoop {
  protected:
   virtual void on_start() {}
   virtual void on_message(core::PeerId from, core::Message& message) = 0;
+  // `from` reset its connection with this node (Transport::send_reset).
+  virtual void on_reset(core::PeerId from) {}
   virtual void on_timer(uint32_t component, uint64_t timer) = 0;
   virtual bool finished() const = 0;
 

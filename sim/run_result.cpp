@@ -40,6 +40,8 @@ std::string to_json(const RunResult& result) {
                        {"steps", c.steps},
                        {"tokens", c.tokens},
                        {"measured_s", c.measured_s},
+                       {"recoveries", c.recoveries},
+                       {"positions_replayed", c.positions_replayed},
                        {"started_s", c.started_s},
                        {"ended_s", c.ended_s},
                        {"steps_per_s", c.steps_per_s()},
@@ -69,6 +71,8 @@ RunResult run_result_from_json(const std::string& text) {
     client.steps = c.at("steps").get<int64_t>();
     client.tokens = c.at("tokens").get<int64_t>();
     client.measured_s = c.at("measured_s").get<double>();
+    client.recoveries = c.at("recoveries").get<int64_t>();
+    client.positions_replayed = c.at("positions_replayed").get<int64_t>();
     client.started_s = c.at("started_s").get<double>();
     client.ended_s = c.at("ended_s").get<double>();
     result.clients.push_back(client);

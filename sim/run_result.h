@@ -18,6 +18,8 @@ struct ClientResult {
   int64_t steps = 0;      // generation steps (every session) or passes
   int64_t tokens = 0;     // positions processed (forward/backward) or generated
   double measured_s = 0;  // simulated time of the measured work (session setup excluded)
+  int64_t recoveries = 0;          // hops the core's session replaced (or restarts)
+  int64_t positions_replayed = 0;  // positions those replacements had to process again
   double started_s = -1;
   double ended_s = -1;
 

@@ -273,9 +273,6 @@ Parsed parse(const YamlValue& root) {
     YamlMap churn(*v);
     if (auto f = churn.optional("activation_failure_probability")) {
       s.churn.activation_failure_probability = read_probability(*f);
-      if (s.churn.activation_failure_probability > 0) {
-        f->fail("failure injection is not supported by this build's drivers yet");
-      }
     }
     churn.finish();
   }
@@ -286,7 +283,11 @@ Parsed parse(const YamlValue& root) {
     if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);
     if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_positive(*p);
     if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_non_negative(*j);
-    if (auto r = policies.optional("recovery")) s.policies.recovery = one_of(*r, {"replay"});
+    if (auto r = policies.optional("recovery")) {
+      s.policies.recovery = one_of(*r, {"replay", "restart", "cacheless", "none"});
+    }
+    if (auto d = policies.optional("recovery_deadline_s")) s.policies.recovery_deadline_s = read_positive(*d);
+    if (auto b = policies.optional("ban_base_s")) s.policies.ban_base_s = read_non_negative(*b);
     policies.finish();
   }
   if (auto v = map.optional("directory")) {

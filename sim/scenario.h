@@ -121,8 +121,11 @@ struct ClientConfig {
   double start_s = 0;
 };
 
+// Injected failures. An activation a server receives (a step, forward or backward request)
+// fails with this probability: the server resets (caches lost, every session gone), drops it,
+// and the sender sees the connection reset; the server serves again at once.
 struct ChurnConfig {
-  double activation_failure_probability = 0;  // per activation a server receives
+  double activation_failure_probability = 0;
 };
 
 struct PolicyConfig {
@@ -135,7 +138,9 @@ struct PolicyConfig {
   double balance_quality = 0.75;
   double balance_period_s = 60;
   double join_delay_s = 5;
-  std::string recovery = "replay";  // replay
+  std::string recovery = "replay";  // replay | restart | cacheless | none (core/recovery.h)
+  double recovery_deadline_s = 60;
+  double ban_base_s = 15;  // 0: a failed server may be used again at once
 };
 
 // The modelled DHT: announcements and lookups take a number of round trips of a fixed time.

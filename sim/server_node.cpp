@@ -74,7 +74,8 @@ ServerNode::ServerNode(SimContext& context, const ServerConfig& config, const st
       context_(context),
       config_(config),
       gpu_(*find_device(config.gpu)),
-      balancer_(balancer_config(context, config, host)) {}
+      balancer_(balancer_config(context, config, host)),
+      rng_(context.rng.derive(Transport::peer_of(host).value ^ 0x5eedfa11ULL)) {}
 
 void ServerNode::on_start() {
   std::vector<core::Effect> effects;
@@ -84,7 +85,28 @@ void ServerNode::on_start() {
 
 void ServerNode::on_message(core::PeerId from, core::Message& message) {
   // While loading there is no BlockServer: the message is lost and its sender times out.
-  if (server_) feed_server(core::MessageReceived{from, std::move(message)});
+  if (!server_) return;
+  if (fails(message)) {
+    // The stage resets: a fresh server on the same blocks (caches lost), the activation dropped,
+    // its sender told through a reset connection.
+    start_server(server_->config().span);
+    transport_.send_reset(self(), from);
+    return;
+  }
+  feed_server(core::MessageReceived{from, std::move(message)});
+}
+
+void ServerNode::on_reset(core::PeerId from) {
+  if (server_) feed_server(core::PeerUnreachable{from, "connection reset"});
+}
+
+bool ServerNode::fails(const core::Message& message) {
+  const double p = context_.scenario.churn.activation_failure_probability;
+  if (p <= 0) return false;
+  const bool activation = std::holds_alternative<core::StepRequest>(message) ||
+                          std::holds_alternative<core::ForwardRequest>(message) ||
+                          std::holds_alternative<core::BackwardRequest>(message);
+  return activation && rng_.bernoulli(p);
 }
 
 void ServerNode::on_timer(uint32_t component, uint64_t timer) {
@@ -152,15 +174,20 @@ void ServerNode::move_to(core::BlockSpan span) {
   at(now() + load_s, [this, span, generation] {
     if (generation != generation_) return;  // moved again meanwhile
     loaded_ = span;
-    core::BlockServerConfig c;
-    c.model_id = context_.model_id;
-    c.span = span;
-    c.hidden_size = static_cast<uint32_t>(context_.shape.hidden);
-    c.cache_tokens = cache_tokens(context_, config_, span.size());
-    c.compute_slots = static_cast<uint32_t>(config_.compute_slots);
-    server_ = std::make_unique<core::BlockServer>(c);
+    start_server(span);
     feed_balancer(core::SpanLoaded{span});
   });
+}
+
+void ServerNode::start_server(core::BlockSpan span) {
+  ++generation_;  // computations and timers of a previous server are ignored from now on
+  core::BlockServerConfig c;
+  c.model_id = context_.model_id;
+  c.span = span;
+  c.hidden_size = static_cast<uint32_t>(context_.shape.hidden);
+  c.cache_tokens = cache_tokens(context_, config_, span.size());
+  c.compute_slots = static_cast<uint32_t>(config_.compute_slots);
+  server_ = std::make_unique<core::BlockServer>(c);
 }
 
 void ServerNode::start_compute(const core::ComputeRequest& request) {

@@ -34,6 +34,7 @@ class ServerNode final : public NodeLoop {
   void on_start() override;
   void on_message(core::PeerId from, core::Message& message) override;
   void on_timer(uint32_t component, uint64_t timer) override;
+  void on_reset(core::PeerId from) override;
   bool finished() const override { return false; }  // servers run until the simulation ends
 
  private:
@@ -44,6 +45,9 @@ class ServerNode final : public NodeLoop {
   void carry_out(std::vector<core::Effect>& effects, uint32_t timers);
   void start_compute(const core::ComputeRequest& request);
   void move_to(core::BlockSpan span);
+  void start_server(core::BlockSpan span);
+  // Injected failure (ChurnConfig): true when this activation resets the server.
+  bool fails(const core::Message& message);
 
   SimContext& context_;
   const ServerConfig& config_;
@@ -52,6 +56,7 @@ class ServerNode final : public NodeLoop {
   std::unique_ptr<core::BlockServer> server_;  // none while loading
   uint32_t generation_ = 0;                    // bumps with every span served
   std::optional<core::BlockSpan> loaded_;      // blocks in GPU memory
+  core::Rng rng_;                              // draws injected failures
 };
 
 }  // namespace bouquet::sim

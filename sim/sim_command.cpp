@@ -48,9 +48,13 @@ void print_header(const ScenarioFile& file, const SimCommandConfig& config) {
 
 void print_clients(const RunResult& result) {
   for (const auto& c : result.clients) {
-    fmt::print("  [t={:.3f}s] {} {}: {} steps, {} tokens in {:.3f} s: {} steps/s, {} tokens/s{}\n",
+    std::string recoveries;
+    if (c.recoveries > 0) {
+      recoveries = fmt::format(", {} recoveries replaying {} positions", c.recoveries, c.positions_replayed);
+    }
+    fmt::print("  [t={:.3f}s] {} {}: {} steps, {} tokens in {:.3f} s: {} steps/s, {} tokens/s{}{}\n",
                c.ended_s, c.name, c.kind, c.steps, c.tokens, c.measured_s, number(c.steps_per_s()),
-               number(c.tokens_per_s()), c.finished ? "" : " (" + c.error + ")");
+               number(c.tokens_per_s()), recoveries, c.finished ? "" : " (" + c.error + ")");
   }
 }
 

@@ -29,16 +29,34 @@ const std::string& Transport::host_of(core::PeerId peer) const {
   return it->second;
 }
 
+namespace {
+
+constexpr uint64_t kResetBytes = 64;  // a TCP RST with its headers
+
+void post(const std::string& host, Envelope* envelope, uint64_t size) {
+  // A detached send to a host that is off can abort SimGrid: such a message is simply lost.
+  if (!sg4::Host::by_name(host)->is_on()) {
+    delete envelope;
+    return;
+  }
+  sg4::Mailbox::by_name(host)->put_init(envelope, size)->detach(
+      [](void* payload) { delete static_cast<Envelope*>(payload); });
+}
+
+}  // namespace
+
 void Transport::send(core::PeerId from, core::PeerId to, core::Message message) {
   const std::string& host = host_of(to);
   const uint64_t size = core::encoded_size(message);
   ++messages_sent_;
   bytes_sent_ += size;
-  // A detached send to a host that is off can abort SimGrid: such a message is simply lost.
-  if (!sg4::Host::by_name(host)->is_on()) return;
-  auto* envelope = new Envelope{from, std::move(message)};
-  sg4::Mailbox::by_name(host)->put_init(envelope, size)->detach(
-      [](void* payload) { delete static_cast<Envelope*>(payload); });
+  post(host, new Envelope{from, std::move(message)}, size);
+}
+
+void Transport::send_reset(core::PeerId from, core::PeerId to) {
+  ++messages_sent_;
+  bytes_sent_ += kResetBytes;
+  post(host_of(to), new Envelope{from, core::CloseSession{}, true}, kResetBytes);
 }
 
 }  // namespace bouquet::sim

@@ -15,6 +15,7 @@ namespace bouquet::sim {
 struct Envelope {
   core::PeerId from;
   core::Message message;
+  bool reset = false;  // no message: the sender's end of the connection was reset
 };
 
 // Peer ids of the simulation's nodes and the traffic they exchange.
@@ -29,6 +30,9 @@ class Transport {
   // Sends without blocking the caller; the receiver's loop takes it from its mailbox. A message
   // to a host that is off is lost (its sender finds out by timeout).
   void send(core::PeerId from, core::PeerId to, core::Message message);
+  // Tells `to` that `from` reset their connection (a restarted process): `to` sees the peer as
+  // unreachable. Charged as a small TCP segment.
+  void send_reset(core::PeerId from, core::PeerId to);
 
   uint64_t messages_sent() const { return messages_sent_; }
   uint64_t bytes_sent() const { return bytes_sent_; }

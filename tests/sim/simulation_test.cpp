@@ -181,6 +181,36 @@ TEST(Simulation, ServersPlacedByTheCoreCoverTheModel) {
   EXPECT_THAT(short_swarm.clients[0].error, ::testing::HasSubstr("no_route"));
 }
 
+TEST(Simulation, InjectedFailuresAreRecoveredByTheCoreSession) {
+  // A 4-stage pipeline where each activation resets its stage with probability 2%: the core's
+  // replay recovery re-sends each reset stage its history and the generation completes; with
+  // recovery "none" the first failure ends it.
+  const std::string servers =
+      "  - {name: s0, gpu: gtx-1080-ti, region: lab, blocks: [0, 8]}\n"
+      "  - {name: s1, gpu: gtx-1080-ti, region: lab, blocks: [8, 15]}\n"
+      "  - {name: s2, gpu: gtx-1080-ti, region: lab, blocks: [15, 23]}\n"
+      "  - {name: s3, gpu: gtx-1080-ti, region: lab, blocks: [23, 30]}";
+  const std::string client = "  - {name: c, device: cpu-8core, region: lab, start_s: 1,\n"
+                             "     work: {kind: generate, prefix_tokens: 1, new_tokens: 127}}";
+  auto run = [&](const std::string& recovery) {
+    std::string text = scenario_text(servers, client,
+        fmt::format("churn: {{activation_failure_probability: 0.02}}\n"
+                    "policies: {{recovery: {}, ban_base_s: 0}}\n", recovery));
+    text.replace(text.find("weights: f16"), 12, "weights: f32");
+    text.replace(text.find("{f16: 0.5}"), 10, "{f32: 0.5}");
+    return simulate_isolated(load(text));
+  };
+  std::cout << "seed 5; reproduce: ctest -R Simulation.InjectedFailures\n";
+  RunResult replay = run("replay");
+  ASSERT_TRUE(replay.clients[0].finished) << replay.clients[0].error;
+  EXPECT_EQ(replay.clients[0].steps, 128);
+  EXPECT_GT(replay.clients[0].recoveries, 0);
+  EXPECT_GT(replay.clients[0].positions_replayed, 0);
+  RunResult none = run("none");
+  EXPECT_FALSE(none.clients[0].finished);
+  EXPECT_THAT(none.clients[0].error, ::testing::HasSubstr("peer_unreachable"));
+}
+
 TEST(Simulation, SameSeedSameRun) {
   const std::string text = scenario_text(
       "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: [0, 30]}",
