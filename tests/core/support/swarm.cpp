@@ -68,6 +68,9 @@ PeerId VirtualSwarm::add_server(BlockServerConfig config, double compute_s_per_t
   record.peer = n->id;
   record.span = config.span;
   record.model_id = config.model_id;
+  record.throughput_rps = config.throughput_rps;
+  record.inference_rps = config.inference_rps;
+  record.cache_tokens_free = config.cache_tokens;
   records_.push_back(record);
   n->server = std::make_unique<BlockServer>(std::move(config));
   n->compute_s_per_token_block = compute_s_per_token_block;
@@ -203,7 +206,8 @@ void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& e
     } else if (auto* drop = std::get_if<DropCache>(&effect)) {
       n.caches.erase(drop->cache_id);
     } else if (auto* plan = std::get_if<PlanRoute>(&effect)) {
-      RoutePlanned answer{plan->route_id, plan_chain_greedy(records_, plan->model_id, plan->blocks, plan->avoid)};
+      RoutePlanned answer{plan->route_id, planner_ ? planner_(records_, *plan, now_)
+                                                   : plan_chain_greedy(records_, plan->model_id, plan->blocks, plan->avoid)};
       schedule(now_, [this, id, component, answer] { feed(id, component, answer); });
     } else if (std::holds_alternative<Announce>(effect) || std::holds_alternative<DirectoryLookup>(effect)) {
       BOUQUET_CHECK(false, "the virtual swarm has no directory yet");

@@ -65,14 +65,21 @@ class VirtualSwarm {
  public:
   using MessagePredicate =
       std::function<bool(core::PeerId from, core::PeerId to, const core::Message&, core::Time now)>;
+  // Answers a PlanRoute from the directory's records (every server ever added, crashed or not,
+  // like a directory whose records have not expired yet).
+  using Planner = std::function<core::Result<core::Chain>(const std::vector<core::ServerRecord>& records,
+                                                          const core::PlanRoute& plan, core::Time now)>;
 
   explicit VirtualSwarm(uint64_t seed);
   ~VirtualSwarm();
 
+  // The server's directory record carries the config's span, speeds and cache budget.
   core::PeerId add_server(core::BlockServerConfig config, double compute_s_per_token_block = 1e-3);
   core::PeerId add_client();
   void set_default_link(Link link) { default_link_ = link; }
   void set_link(core::PeerId a, core::PeerId b, Link link);  // both directions
+  // plan_chain_greedy unless set.
+  void set_planner(Planner planner) { planner_ = std::move(planner); }
 
   // Schedules a generation on `client`; returns its index for result() and session().
   size_t generate(core::PeerId client, GenerationSpec spec);
@@ -135,6 +142,7 @@ class VirtualSwarm {
   std::map<core::PeerId, std::unique_ptr<Node>> nodes_;
   std::vector<std::unique_ptr<Generation>> generations_;
   std::vector<core::ServerRecord> records_;
+  Planner planner_;
   Link default_link_;
   std::map<std::pair<core::PeerId, core::PeerId>, Link> links_;
   std::map<std::pair<core::PeerId, core::PeerId>, core::Time> link_busy_until_;
