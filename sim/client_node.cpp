@@ -31,6 +31,15 @@ ClientNode::ClientNode(SimContext& context, const ClientConfig& config, const st
 
 ClientResult& ClientNode::result() { return context_.result.clients.at(result_index_); }
 
+void ClientNode::start_measure() { measuring_since_ = now(); }
+
+void ClientNode::stop_measure() {
+  if (measuring_since_) result().measured_s += now() - *measuring_since_;
+  measuring_since_.reset();
+}
+
+void ClientNode::close_books() { stop_measure(); }
+
 void ClientNode::finish(std::string error) {
   result().finished = error.empty();
   result().error = std::move(error);
@@ -123,7 +132,7 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
-      measure_from_ = now();
+      start_measure();
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
       // Embedding the prompt, then its first step.
@@ -131,7 +140,7 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (std::holds_alternative<core::StepDone>(effect)) {
       on_step_done();
     } else if (auto* failed = std::get_if<core::SessionFailed>(&effect)) {
-      result().measured_s += now() - measure_from_;
+      stop_measure();
       count_recoveries();
       finish(failed->error.to_string());
     } else if (std::holds_alternative<core::SessionClosed>(effect)) {
@@ -200,7 +209,7 @@ void ClientNode::on_step_done() {
       --steps_left_;
       request_step(1);
     } else {
-      result().measured_s += now() - measure_from_;
+      stop_measure();
       feed(core::CloseRequested{});
     }
   });
@@ -218,7 +227,7 @@ void ClientNode::begin_passes() {
   at(now() + context_.directory.lookup_delay_s(), [this, chain] {
     if (!chain.ok()) return finish(chain.error().to_string());
     chain_ = chain.value();
-    measure_from_ = now();
+    start_measure();
     const int64_t tokens = config_.work.batch * config_.work.sequence_tokens;
     compute(client_compute_s(tokens, 0), [this] { send_pass(0); });
   });
@@ -274,7 +283,7 @@ void ClientNode::on_pass_reply(core::PeerId from, const core::Message& message) 
   ++result().steps;
   result().tokens += config_.work.batch * config_.work.sequence_tokens;
   if (--passes_left_ > 0) return send_pass(0);
-  result().measured_s = now() - measure_from_;
+  stop_measure();
   finish("");
 }
 

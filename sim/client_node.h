@@ -32,7 +32,12 @@ class ClientNode final : public NodeLoop {
   void on_reset(core::PeerId from) override;
   bool finished() const override { return done_; }
 
+ public:
+  void close_books() override;
+
  private:
+  void start_measure();
+  void stop_measure();
   ClientResult& result();
   void finish(std::string error);
 
@@ -66,7 +71,7 @@ class ClientNode final : public NodeLoop {
   uint32_t session_index_ = 0;  // timers of an old session never reach a new one
   int64_t steps_left_ = 0;
   int64_t sessions_done_ = 0;
-  double measure_from_ = 0;
+  std::optional<double> measuring_since_;
 
   core::Chain chain_;
   size_t hop_ = 0;

@@ -35,6 +35,10 @@ class NodeLoop {
   // The actor's body: runs until finished() says so.
   void run();
 
+  // Called once the simulation stopped, possibly in the middle of this node's work: account for
+  // what was measured up to now.
+  virtual void close_books() {}
+
   core::PeerId self() const { return self_; }
   const std::string& host() const { return host_; }
   static core::Time now();

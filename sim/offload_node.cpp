@@ -23,6 +23,10 @@ OffloadNode::OffloadNode(SimContext& context, const ClientConfig& config, const 
 
 ClientResult& OffloadNode::result() { return context_.result.clients.at(result_index_); }
 
+void OffloadNode::close_books() {
+  if (!done_ && result().started_s >= 0 && now() > measure_from_) result().measured_s = now() - measure_from_;
+}
+
 void OffloadNode::on_start() {
   result().started_s = now();
   runs_left_ = config_.work.repeat;

@@ -21,6 +21,9 @@ class OffloadNode final : public NodeLoop {
   void on_timer(uint32_t, uint64_t) override {}
   bool finished() const override { return done_; }
 
+ public:
+  void close_books() override;
+
  private:
   ClientResult& result();
   // One pass over every block for `work`, then `then`.

@@ -93,6 +93,7 @@ RunResult simulate(const Scenario& scenario) {
     }
   }
   engine.run_until(scenario.duration_s);
+  for (auto& node : nodes) node->close_books();
   // run_until() leaves the clock at the limit; the run really ended with its last event.
   context.result.end_s = 0;
   for (const auto& client : context.result.clients) {
@@ -101,7 +102,9 @@ RunResult simulate(const Scenario& scenario) {
   context.result.messages = context.transport.messages_sent();
   context.result.bytes = context.transport.bytes_sent();
   for (auto& client : context.result.clients) {
-    if (!client.finished && client.error.empty()) client.error = "did not finish";
+    if (client.finished) continue;
+    if (client.error.empty()) client.error = "did not finish";
+    if (client.ended_s < 0) client.ended_s = sg4::Engine::get_clock();
   }
   return context.result;
 }
