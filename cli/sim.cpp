@@ -13,7 +13,8 @@ const CommandRegistration sim_command{
       auto config = std::make_shared<sim::SimCommandConfig>();
       sub.add_option("scenario", config->scenario, "Scenario YAML file")->required();
       sub.add_option("--seed", config->seed, "Replace the scenario's seed");
-      sub.add_option("--set", config->set, "Override a scenario key: key.path=value (repeatable)");
+      sub.add_option("--set", config->set, "Override a scenario key: key.path=value (repeatable)")
+          ->allow_extra_args(false);
       sub.add_option("--out", config->out, "Write the results as JSON to this file");
       return [config] { return sim::run_sim_command(*config); };
     }};

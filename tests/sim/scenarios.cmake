@@ -8,3 +8,8 @@ foreach(scenario ${scenario_files})
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(scenario_${name} PROPERTIES LABELS "sim;scenario" TIMEOUT 600)
 endforeach()
+
+# sim_tests also runs `bouquet sim` as a user would (sim_command_test.cpp).
+if(TARGET sim_tests)
+  add_dependencies(sim_tests bouquet)
+endif()
