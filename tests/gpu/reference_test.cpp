@@ -28,11 +28,7 @@ TEST_P(ReferenceCheckpoint, GreedyIdsMatchRefLlama) {
   SKIP_WITHOUT_REFERENCE();
   const fs::path dir = testing::fresh_dir(fmt::format("ref_{}", GetParam()));
   testing::write_reference_model(dir, GetParam());
-  const auto expected = testing::reference_greedy_ids(dir, kPrompt, kNewTokens);
-  ASSERT_EQ(expected.size(), static_cast<size_t>(kNewTokens));
-  EXPECT_EQ(testing::engine_greedy_ids(dir, kPrompt, kNewTokens), expected)
-      << fmt::format("reproduce: IDS='{}' /usr/bin/python3 ref_llama.py {} x {}",
-                     fmt::join(kPrompt, " "), dir.string(), kNewTokens);
+  testing::expect_matches_reference(dir, dir, kPrompt, kNewTokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ReferenceCheckpoint, ::testing::Values("F32", "F16", "BF16"));
@@ -46,9 +42,7 @@ TEST_P(OwnTinyModel, GreedyIdsMatchRefLlama) {
   config.dtype = GetParam();
   write_tiny_checkpoint(config);
   fs::copy_file(testing::shared_test_tokenizer(), dir / "tokenizer.model");
-  const auto expected = testing::reference_greedy_ids(dir, kPrompt, kNewTokens);
-  ASSERT_EQ(expected.size(), static_cast<size_t>(kNewTokens));
-  EXPECT_EQ(testing::engine_greedy_ids(dir, kPrompt, kNewTokens), expected);
+  testing::expect_matches_reference(dir, dir, kPrompt, kNewTokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, OwnTinyModel, ::testing::Values("f32", "f16", "bf16"));
@@ -67,8 +61,7 @@ TEST(OwnTinyModelSharded, GreedyIdsMatchUnshardedAndRefLlama) {
   ASSERT_TRUE(fs::exists(sharded / "model.safetensors.index.json"));
   ASSERT_TRUE(fs::exists(sharded / "model-00003-of-00003.safetensors"));
   fs::copy_file(testing::shared_test_tokenizer(), single / "tokenizer.model");
-  const auto expected = testing::reference_greedy_ids(single, kPrompt, kNewTokens);
-  EXPECT_EQ(testing::engine_greedy_ids(sharded, kPrompt, kNewTokens), expected);
+  testing::expect_matches_reference(sharded, single, kPrompt, kNewTokens);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include "gpu/generation.h"
 #include "gpu/span_runner.h"
 
+#include <ATen/ATen.h>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
@@ -113,26 +115,54 @@ void write_reference_model(const fs::path& dir, std::string_view dtype) {
   ASSERT_EQ(status, 0) << out;
 }
 
-std::vector<TokenId> reference_greedy_ids(const fs::path& model_dir,
-                                          const std::vector<TokenId>& prompt_ids, int64_t count) {
+ReferenceRun run_reference(const fs::path& model_dir, const std::vector<TokenId>& prompt_ids,
+                           int64_t count) {
   int status = 0;
   const std::string out = run_command(
       fmt::format("IDS='{}' /usr/bin/python3 '{}' '{}' unused {}", fmt::join(prompt_ids, " "),
                   (reference_dir() / "ref_llama.py").string(), model_dir.string(), count), &status);
   EXPECT_EQ(status, 0) << out;
+  ReferenceRun run;
   std::istringstream lines(out);
   std::string line;
   while (std::getline(lines, line)) {
-    const std::string tag = "greedy ids:";
-    if (line.rfind(tag, 0) != 0) continue;
-    std::istringstream ids(line.substr(tag.size()));
-    std::vector<TokenId> result;
-    TokenId id;
-    while (ids >> id) result.push_back(id);
-    return result;
+    if (line.rfind("greedy ids:", 0) == 0) {
+      std::istringstream ids(line.substr(11));
+      TokenId id;
+      while (ids >> id) run.greedy_ids.push_back(id);
+    } else if (line.rfind("first-step top3:", 0) == 0) {
+      // [(id, logit), (id, logit), (id, logit)]
+      std::string rest = line.substr(16);
+      for (char& c : rest) {
+        if (c == '[' || c == ']' || c == '(' || c == ')' || c == ',') c = ' ';
+      }
+      std::istringstream pairs(rest);
+      TokenId id;
+      double logit;
+      while (pairs >> id >> logit) run.first_top3.emplace_back(id, logit);
+    }
   }
-  ADD_FAILURE() << "no 'greedy ids:' line in ref_llama.py output:\n" << out;
-  return {};
+  EXPECT_EQ(run.greedy_ids.size(), static_cast<size_t>(count)) << out;
+  EXPECT_EQ(run.first_top3.size(), 3u) << out;
+  return run;
+}
+
+void expect_matches_reference(const fs::path& engine_dir, const fs::path& reference_dir,
+                              const std::vector<TokenId>& prompt_ids, int64_t count,
+                              double tolerance) {
+  const ReferenceRun reference = run_reference(reference_dir, prompt_ids, count);
+  const std::string reproduce =
+      fmt::format("reproduce: IDS='{}' /usr/bin/python3 {} {} x {}", fmt::join(prompt_ids, " "),
+                  (testing::reference_dir() / "ref_llama.py").string(), reference_dir.string(), count);
+  EXPECT_EQ(engine_greedy_ids(engine_dir, prompt_ids, count), reference.greedy_ids) << reproduce;
+  const ClientHead head({engine_dir, "f32", "cpu"});
+  const SpanRunner span({engine_dir, 0, -1, "f32", "cpu"});
+  at::NoGradGuard no_grad;
+  const std::vector<float> logits = head.last_logits(span.forward(head.embed(prompt_ids)));
+  for (const auto& [id, logit] : reference.first_top3) {
+    EXPECT_NEAR(logits.at(id), logit, tolerance) << "first-step logit of token " << id << "; "
+                                                 << reproduce;
+  }
 }
 
 std::vector<TokenId> engine_greedy_ids(const fs::path& model_dir,

@@ -32,9 +32,22 @@ std::filesystem::path shared_test_tokenizer();
 // Writes a checkpoint with make_tiny_llama.py (dtype F32, F16 or BF16), tokenizer included.
 void write_reference_model(const std::filesystem::path& dir, std::string_view dtype);
 
-// ref_llama.py's greedy ids for `prompt_ids` (forced with IDS=...).
-std::vector<TokenId> reference_greedy_ids(const std::filesystem::path& model_dir,
-                                          const std::vector<TokenId>& prompt_ids, int64_t count);
+struct ReferenceRun {
+  std::vector<TokenId> greedy_ids;
+  std::vector<std::pair<TokenId, double>> first_top3;  // first step's best logits (4 decimals)
+};
+
+// ref_llama.py on `prompt_ids` (forced with IDS=...).
+ReferenceRun run_reference(const std::filesystem::path& model_dir,
+                           const std::vector<TokenId>& prompt_ids, int64_t count);
+
+// Checks Bouquet on `engine_dir` against ref_llama.py on `reference_dir` (the same weights, in
+// a layout the reference reads): the same greedy ids, and the first step's top-3 logits within
+// `tolerance`.
+void expect_matches_reference(const std::filesystem::path& engine_dir,
+                              const std::filesystem::path& reference_dir,
+                              const std::vector<TokenId>& prompt_ids, int64_t count,
+                              double tolerance = 2e-3);
 
 // Bouquet's greedy ids: client head plus one span of every block, or `spans` chained spans.
 std::vector<TokenId> engine_greedy_ids(const std::filesystem::path& model_dir,
