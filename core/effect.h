@@ -55,7 +55,7 @@ struct PlanRoute {
   uint64_t cache_tokens_needed = 0;
 };
 
-// Directory seam (reserved for discovery): publish a record; look up servers of a model.
+// Directory seam: publish a record; look up servers of a model (balancer_node.h uses both).
 struct Announce {
   ServerRecord record;
 };

@@ -1,7 +1,7 @@
 // A client's chain of servers, and the routing seam. Routing is a pure function of what the
 // client knows (server records) to a chain; the session asks for one with a PlanRoute effect
-// and receives it as a RoutePlanned input, so a driver (or a later directory-aware client) can
-// swap the planner: plan_chain_greedy here, min-latency Dijkstra over (server, block) later.
+// and receives it as a RoutePlanned input, so a driver can swap the planner: plan_chain_greedy
+// here (a baseline), min_latency_route.h for generation, throughput_route.h for passes.
 #pragma once
 
 #include <span>

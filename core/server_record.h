@@ -1,6 +1,7 @@
 // What a server announces about itself in the directory (DHT for real, modelled in SimGrid) and
-// what routing and load balancing read. Routing in the core only needs peer, span and state; the
-// rest is carried for the balancing and routing policies that read it.
+// what routing and load balancing read: min-latency routing prices inference_rps and
+// cache_tokens_free, throughput routing and block selection add up throughput_rps; readers ignore
+// records expired at their `now`.
 #pragma once
 
 #include <cstdint>
