@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/core.h>
+
 #include "core/wire.h"
 #include "tests/core/support/seed.h"
 
@@ -309,7 +311,11 @@ TEST(Swarm, CrashedServerIsReportedAsUnreachableOrByTimeout) {
 // A randomized swarm of faults (VOPR-style safety): whatever goes wrong, every generation ends,
 // every output it produced is the right one, errors are typed, and once the dust settles the
 // surviving servers hold no session and have their whole cache free.
+// Under every policy: with recovery, some runs that failed now succeed, but no cache may leak.
 TEST(Swarm, RandomFaultsNeverProduceAWrongOutputOrLeakACache) {
+  for (RecoveryPolicy policy : {RecoveryPolicy::none, RecoveryPolicy::replay, RecoveryPolicy::restart,
+                                RecoveryPolicy::cacheless}) {
+  SCOPED_TRACE(testing::Message() << "recovery " << to_string(policy));
   const uint64_t seed = test_seed(42);
   Rng rng(seed);
   int failed = 0, succeeded = 0;
@@ -335,6 +341,7 @@ TEST(Swarm, RandomFaultsNeverProduceAWrongOutputOrLeakACache) {
       spec.start_at = rng.uniform(0, 0.5);
       spec.session.reply_timeout_s = 3;
       spec.session.cache_wait_timeout_s = rng.uniform(0, 2);
+      spec.session.recovery = policy;
       runs.emplace_back(swarm.generate(swarm.add_client(), spec), spec);
     }
     swarm.run();
@@ -358,8 +365,10 @@ TEST(Swarm, RandomFaultsNeverProduceAWrongOutputOrLeakACache) {
     }
   }
   // The mix must exercise both outcomes to mean anything.
+  fmt::print("recovery {}: {} generations failed, {} succeeded\n", to_string(policy), failed, succeeded);
   EXPECT_GT(failed, 20);
   EXPECT_GT(succeeded, 100);
+  }
 }
 
 TEST(Swarm, SlowRepliesAreWaitedForUntilTheDeadline) {
