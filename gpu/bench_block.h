@@ -29,8 +29,11 @@ struct BenchBlockResult {
   double step_s = 0.0;  // median decode step
   double step_min_s = 0.0;
   double stream_s = 0.0;  // median time to stream weight_bytes once
-  double stream_gbps = 0.0;
+  double stream_min_s = 0.0;
+  double stream_gbps = 0.0;  // from the median
   double ratio = 0.0;  // step_s / stream_s
+  // Best over best: on a shared machine the fastest runs are the least disturbed ones.
+  double best_ratio = 0.0;
 };
 
 BenchBlockResult bench_block(const BenchBlockConfig& config);

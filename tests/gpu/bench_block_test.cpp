@@ -26,6 +26,8 @@ TEST(BenchBlock, MeasuresTheBlockItDescribes) {
   EXPECT_LE(r.step_min_s, r.step_s);
   EXPECT_GT(r.stream_gbps, 0);
   EXPECT_DOUBLE_EQ(r.ratio, r.step_s / r.stream_s);
+  EXPECT_LE(r.stream_min_s, r.stream_s);
+  EXPECT_DOUBLE_EQ(r.best_ratio, r.step_min_s / r.stream_min_s);
   const std::string text = format_bench_block(config, r);
   EXPECT_THAT(text, ::testing::HasSubstr("ratio step / weight streaming"));
   EXPECT_THAT(text, ::testing::HasSubstr("GB/s"));
