@@ -26,6 +26,8 @@ core::InferenceSessionConfig session_config(const RemoteSessionConfig& c) {
   s.compression = c.compression;
   s.cache_wait_timeout_s = c.cache_wait_timeout_s;
   s.reply_timeout_s = c.reply_timeout_s;
+  s.recovery = c.recovery;
+  s.recovery_deadline_s = c.recovery_deadline_s;
   return s;
 }
 
@@ -34,7 +36,11 @@ core::InferenceSessionConfig session_config(const RemoteSessionConfig& c) {
 RemoteInferenceSession::RemoteInferenceSession(SwarmClient& client, RemoteSessionConfig config)
     : client_(client),
       config_(std::move(config)),
-      session_(session_config(config_)),
+      session_([&] {
+        core::InferenceSessionConfig s = session_config(config_);
+        s.max_step_tokens = net::max_step_tokens(client.config().limits, config_.batch, config_.hidden_size);
+        return s;
+      }()),
       timers_(client.io(), client.clock(), [this](core::TimerId id) { feed(core::TimerFired{id}); }) {
   BOUQUET_CHECK((config_.session_id >> 63) == 0, "session ids keep the top bit clear");
   listener_ = client_.add_listener([this](const core::Input& input) { feed(input); });
@@ -85,17 +91,6 @@ at::Tensor RemoteInferenceSession::step(const at::Tensor& hidden, std::optional<
         "positions [{}, {}) do not follow the session's {} positions or exceed its max length {}",
         start, start + tokens, length(), config_.max_length));
   }
-  const int64_t chunk = max_step_tokens();
-  if (tokens <= chunk) return step_once(hidden, start);
-  std::vector<at::Tensor> outputs;
-  for (int64_t at = 0; at < tokens; at += chunk) {
-    const int64_t n = std::min(chunk, tokens - at);
-    outputs.push_back(step_once(hidden.narrow(1, at, n), start + static_cast<uint32_t>(at)));
-  }
-  return at::cat(outputs, 1);
-}
-
-at::Tensor RemoteInferenceSession::step_once(const at::Tensor& hidden, std::optional<uint32_t> start_position) {
   output_.reset();
   feed(core::StepRequested{activation_from_tensor(hidden, config_.compression), start_position});
   wait("finish the step");
@@ -146,9 +141,11 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
 }
 
 void RemoteInferenceSession::wait(const char* what) {
-  // The core's own deadlines end every wait; this bound only guards against a driver bug.
-  const double bound_s = client_.config().connect_timeout_s + config_.cache_wait_timeout_s +
-                         config_.reply_timeout_s * (session_.chain().size() + 1) + 5;
+  // The core's own deadlines end every wait; this bound only guards against a driver bug, so it
+  // is generous: every hop replaced once, each replacement replaying under its own deadlines.
+  const double hops = static_cast<double>(std::max<size_t>(session_.chain().size(), 1));
+  const double bound_s = 2 * (client_.config().connect_timeout_s + config_.cache_wait_timeout_s +
+                              config_.recovery_deadline_s + 2 * config_.reply_timeout_s * (hops + 1)) + 60;
   const bool reported = client_.run_until(
       [&] { return failure_ || output_ || (ready_ && session_.phase() == core::InferenceSession::Phase::ready); },
       bound_s);

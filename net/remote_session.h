@@ -10,11 +10,13 @@
 //   server and span (or, when no chain covers the model, the blocks nobody serves and why each
 //   peer was unusable: unreachable, another model's fingerprint).
 // - step(hidden) runs [batch, tokens, hidden] through every hop and returns the last span's
-//   output for those positions (float32, CPU). More tokens than one frame may carry are sent as
-//   consecutive steps of at most max_step_tokens() each; the result is their concatenation,
-//   exactly what one step would give. A rewind (start_position below length()) is passed on.
-// - Every wait is bounded by the core's deadlines (reply_timeout_s, cache_wait_timeout_s);
-//   a failed hop throws RemoteError and leaves the session failed.
+//   output for those positions (float32, CPU). The core splits steps longer than
+//   max_step_tokens() (what fits in one frame) into several messages. A rewind (start_position
+//   below length()) is passed on.
+// - A failed hop is the core's to handle (recovery.h: under `replay` it is replaced from the
+//   same peer list and its history replayed); what cannot be recovered throws RemoteError and
+//   leaves the session failed. Every wait ends by the core's deadlines (reply, cache wait,
+//   recovery deadline).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -40,6 +42,8 @@ struct RemoteSessionConfig {
   core::Compression compression = core::Compression::none;
   double cache_wait_timeout_s = 30;
   double reply_timeout_s = 30;
+  core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
+  double recovery_deadline_s = 60;
 };
 
 // One hop of the route, for people: which server runs which blocks.
@@ -64,9 +68,9 @@ class RemoteInferenceSession {
   std::vector<RouteHop> route() const;
   uint32_t max_step_tokens() const;
   const core::InferenceSession& core_session() const { return session_; }
+  const std::vector<core::Recovery>& recoveries() const { return session_.recoveries(); }
 
  private:
-  at::Tensor step_once(const at::Tensor& hidden, std::optional<uint32_t> start_position);
   void feed(const core::Input& input);
   void carry_out(std::vector<core::Effect>& effects);
   void wait(const char* what);

@@ -1,0 +1,51 @@
+// `bouquet bench-swarm`: what the network costs. Per-token decode latency of a generation through
+// three `bouquet serve` processes on loopback, against every block in this process
+// (`generate --local`), in the same run, on the same model files, one compute thread per process.
+// Models: the tiny test model, and three blocks shaped like Llama-2-7B (hidden 4096, MLP 11008,
+// 32 heads, vocabulary 32000) with random weights, written to a temporary folder on the fly.
+// Reports the ratio and the overhead per hop: (swarm - local) / hops.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bouquet::net {
+
+// Field names are the flag names.
+struct BenchSwarmConfig {
+  std::string models = "tiny,llama-2-7b";  // which of the two to run
+  int64_t prompt_tokens = 16;
+  int64_t new_tokens = 16;   // decode steps timed per round: new_tokens - 1
+  int64_t rounds = 3;        // local and swarm alternate; the median round counts
+  int threads = 1;           // compute threads per process
+  std::string compression = "none";
+  std::string dir;           // where to write the models; "" = a fresh temporary folder, removed after
+  bool json = false;
+  uint64_t seed = 0;
+};
+
+struct BenchSwarmRow {
+  std::string model;
+  int64_t blocks = 0;
+  int64_t hidden = 0;
+  double local_ms_per_token = 0;
+  double swarm_ms_per_token = 0;
+  double ratio = 0;                   // swarm / local
+  double per_hop_overhead_ms = 0;     // (swarm - local) / hops
+  int64_t hops = 0;
+  bool same_ids = false;              // greedy ids of the two runs agree
+};
+
+struct BenchSwarmResult {
+  std::vector<BenchSwarmRow> rows;
+  double loopback_round_trip_ms = 0;  // a bare 16 KiB TCP round trip, for scale
+  int threads = 1;
+  std::string compression;
+};
+
+BenchSwarmResult bench_swarm(const BenchSwarmConfig& config);
+std::string format_bench_swarm(const BenchSwarmResult& result);
+std::string bench_swarm_json(const BenchSwarmResult& result);
+
+}  // namespace bouquet::net
