@@ -1,6 +1,7 @@
 // `bouquet generate`: parse flags into GenerateConfig and run the generation.
 #include "cli/command.h"
 #include "gpu/generate_local.h"
+#include "net/generate_swarm.h"
 
 #include <fmt/core.h>
 
@@ -11,11 +12,15 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration generate_command{
-    "generate", "Generate text with a model (--local: every block in this process)",
+    "generate", "Generate text with a model (--local: every block here; --peers: through servers)",
     [](CLI::App& sub) {
       auto config = std::make_shared<gpu::GenerateConfig>();
       sub.add_option("--model", config->model, "Hugging Face model folder")->required();
-      sub.add_flag("--local", config->local, "Run every block in this process");
+      auto* local = sub.add_flag("--local", config->local, "Run every block in this process");
+      sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
+          ->excludes(local);
+      sub.add_option("--compression", config->compression, "With --peers, on the wire: none, f16, int8")
+          ->capture_default_str();
       auto* prompt = sub.add_option("--prompt", config->prompt, "Prompt text");
       auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
                                  "Prompt token ids, e.g. 1,2,3 (no BOS added)");
@@ -35,6 +40,7 @@ const CommandRegistration generate_command{
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
       return [config] {
+        if (!config->peers.empty()) return net::run_generate_through_swarm(*config);
         if (config->json) {
           fmt::print("{}\n", gpu::generation_json(gpu::generate_local(*config)));
           return 0;

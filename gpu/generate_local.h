@@ -29,6 +29,9 @@ struct GenerateConfig {
   std::string device = "auto";
   int threads = 0;            // 0: libtorch's default
   bool json = false;
+  // Networked generation (net/generate_swarm.h): servers that together hold every block.
+  std::string peers;               // "HOST:PORT,HOST:PORT,..."
+  std::string compression = "none";  // on the wire: none, f16, int8
 };
 
 // "1,2,3" or "1 2 3" -> ids; InputError naming the bad entry otherwise.

@@ -1,0 +1,111 @@
+#include "net/generate_swarm.h"
+
+#include <ATen/Parallel.h>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <optional>
+
+#include "gpu/client_head.h"
+#include "gpu/errors.h"
+#include "net/fingerprint.h"
+
+namespace bouquet::net {
+namespace {
+
+std::vector<std::string> split_peers(const std::string& text) {
+  std::vector<std::string> peers;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    if (end > at) peers.push_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+  if (peers.empty()) throw std::invalid_argument("--peers lists no HOST:PORT");
+  return peers;
+}
+
+}  // namespace
+
+RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
+                                        const std::function<void(std::string_view)>& on_text) {
+  if (config.local) throw gpu::InputError("give either --local or --peers, not both");
+  if (config.prompt.empty() == config.prompt_ids.empty()) {
+    throw gpu::InputError("give exactly one of --prompt and --prompt-ids");
+  }
+  if (config.threads < 0) throw gpu::InputError("--threads must be >= 0");
+  if (config.threads > 0) at::set_num_threads(config.threads);
+  RemoteGenerationOptions options;
+  options.compression = parse_compression(config.compression);
+  SwarmClientConfig client_config;
+  client_config.peers = split_peers(config.peers);
+
+  // As in local generation: ids given by hand need no tokenizer.
+  std::unique_ptr<gpu::Tokenizer> tokenizer;
+  try {
+    tokenizer = gpu::load_tokenizer(config.model);
+  } catch (const std::exception& e) {
+    if (config.prompt_ids.empty()) throw;
+    std::cerr << "bouquet: no tokenizer (" << e.what() << "); printing ids only\n";
+  }
+  const gpu::ClientHead head({config.model, config.dtype, config.device});
+  const std::string model_id = model_fingerprint(config.model);
+
+  gpu::GenerationRequest request;
+  if (!config.prompt_ids.empty()) {
+    request.prompt_ids = gpu::parse_prompt_ids(config.prompt_ids);
+  } else {
+    if (tokenizer->add_bos && tokenizer->bos_id) request.prompt_ids.push_back(*tokenizer->bos_id);
+    const auto encoded = tokenizer->encode(config.prompt);
+    request.prompt_ids.insert(request.prompt_ids.end(), encoded.begin(), encoded.end());
+  }
+  request.max_new_tokens = config.max_new_tokens;
+  request.ignore_eos = config.ignore_eos;
+  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty, config.seed};
+  request.eos_ids = head.model_config().eos_token_ids;
+  if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
+
+  SwarmClient client(client_config);
+  std::optional<gpu::StreamDecoder> stream;
+  if (tokenizer && on_text) stream.emplace(*tokenizer);
+  RemoteGeneration generation = generate_remote_ids(head, client, model_id, request, options, [&](gpu::TokenId id) {
+    if (stream) on_text(stream->push(id));
+  });
+  if (stream) on_text(stream->finish());
+  if (tokenizer) generation.result.text = tokenizer->decode(generation.result.ids);
+  return generation;
+}
+
+std::string swarm_generation_json(const RemoteGeneration& generation, const std::string& compression) {
+  nlohmann::json json = nlohmann::json::parse(gpu::generation_json(generation.result));
+  nlohmann::json route = nlohmann::json::array();
+  for (const RouteHop& hop : generation.route) {
+    route.push_back({{"peer", hop.address}, {"blocks", {hop.span.begin, hop.span.end}}});
+  }
+  json["route"] = route;
+  json["compression"] = compression;
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+int run_generate_through_swarm(const gpu::GenerateConfig& config) {
+  if (config.json) {
+    fmt::print("{}\n", swarm_generation_json(generate_through_swarm(config), config.compression));
+    return 0;
+  }
+  const auto generation = generate_through_swarm(config, [](std::string_view piece) {
+    fmt::print("{}", piece);
+    std::fflush(stdout);
+  });
+  fmt::print("\n");
+  std::string route;
+  for (const auto& hop : generation.route) {
+    route += fmt::format("{}{} {}", route.empty() ? "" : " -> ", hop.address, hop.span.to_string());
+  }
+  fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}]\n", generation.result.ids.size(),
+             generation.result.tokens_per_s, generation.result.stop_reason, route);
+  return 0;
+}
+
+}  // namespace bouquet::net

@@ -1,0 +1,28 @@
+// `bouquet generate --peers HOST:PORT,...`: the networked path of the generate command. Same
+// flags, prompt handling, sampling and output as `generate --local` (gpu/generate_local.h), but
+// the client loads only its head (embeddings, final norm, LM head) and the tokenizer, and the
+// blocks run on the servers: it asks each peer its span, routes a chain over all blocks with the
+// core's planner and generates through it. `--json` prints the local command's object plus
+// `route` (per hop: peer address and blocks) and `compression`.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "gpu/generate_local.h"
+#include "net/remote_generation.h"
+
+namespace bouquet::net {
+
+// Throws RemoteError (a swarm failure, naming the server), gpu::InputError / ModelFileError
+// (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).
+RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
+                                        const std::function<void(std::string_view)>& on_text = {});
+
+std::string swarm_generation_json(const RemoteGeneration& generation, const std::string& compression);
+
+// The command: streams text (or prints JSON with --json) like the local command. Exit status.
+int run_generate_through_swarm(const gpu::GenerateConfig& config);
+
+}  // namespace bouquet::net

@@ -1,0 +1,132 @@
+// The commands as a person runs them: `bouquet make-tiny-model`, three `bouquet serve` processes,
+// `bouquet generate --peers ... --json` against `bouquet generate --local --json`, two clients at
+// once, and a dead peer.
+#include <fmt/core.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <future>
+
+#include "tests/net/support/net_support.h"
+#include "tests/net/support/swarm_processes.h"
+
+namespace bouquet::net {
+namespace {
+
+struct CommandResult {
+  int status = -1;
+  std::string output;  // stdout only
+};
+
+CommandResult run(const std::string& args) {
+  CommandResult r;
+  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.output.append(buffer.data(), n);
+  const int rc = ::pclose(pipe);
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return r;
+}
+
+std::string run_stderr(const std::string& args, int* status) {
+  std::string out;
+  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + " 2>&1 >/dev/null").c_str(), "r");
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  const int rc = ::pclose(pipe);
+  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return out;
+}
+
+class GenerateCommand : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = new std::filesystem::path(testing::fresh_dir("cli-model") / "tiny");
+    const auto made = run(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
+    ASSERT_EQ(made.status, 0) << made.output;
+    servers_ = new std::vector<ServerProcess>(testing::start_servers(*model_, {"0:2", "2:4", "4:6"}));
+  }
+  static void TearDownTestSuite() {
+    delete servers_;
+    delete model_;
+  }
+  static std::string generate(const std::string& how, const std::string& prompt, int tokens) {
+    return fmt::format("generate --model {} {} --prompt '{}' --max-new-tokens {} --ignore-eos --json",
+                       model_->string(), how, prompt, tokens);
+  }
+  static std::string peers() { return "--peers " + testing::join(testing::addresses(*servers_)); }
+
+  static std::filesystem::path* model_;
+  static std::vector<ServerProcess>* servers_;
+};
+
+std::filesystem::path* GenerateCommand::model_ = nullptr;
+std::vector<ServerProcess>* GenerateCommand::servers_ = nullptr;
+
+TEST_F(GenerateCommand, PeersGiveTheSameIdsAndTextAsLocalAndReportTheRoute) {
+  const auto local = run(generate("--local", "The quick brown fox", 20));
+  const auto swarm = run(generate(peers(), "The quick brown fox", 20));
+  ASSERT_EQ(local.status, 0) << local.output;
+  ASSERT_EQ(swarm.status, 0) << swarm.output;
+  const auto l = nlohmann::json::parse(local.output), s = nlohmann::json::parse(swarm.output);
+  EXPECT_EQ(s["ids"], l["ids"]);
+  EXPECT_EQ(s["text"], l["text"]);
+  EXPECT_EQ(s["prompt_ids"], l["prompt_ids"]);
+  ASSERT_EQ(s["route"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(s["route"][i]["peer"], (*servers_)[i].address());
+    EXPECT_EQ(s["route"][i]["blocks"], nlohmann::json::array({2 * i, 2 * i + 2}));
+  }
+}
+
+TEST_F(GenerateCommand, TwoClientProcessesAtOnceEachGetTheirSoloOutput) {
+  const std::string prompts[2] = {"Once upon a time", "In the morning the sea"};
+  std::string solo[2];
+  for (int i = 0; i < 2; ++i) solo[i] = nlohmann::json::parse(run(generate("--local", prompts[i], 32)).output)["ids"].dump();
+  auto a = std::async(std::launch::async, [&] { return run(generate(peers(), prompts[0], 32)); });
+  auto b = std::async(std::launch::async, [&] { return run(generate(peers(), prompts[1], 32)); });
+  const CommandResult together[2] = {a.get(), b.get()};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(together[i].status, 0) << together[i].output;
+    EXPECT_EQ(nlohmann::json::parse(together[i].output)["ids"].dump(), solo[i]) << "client " << i;
+  }
+}
+
+TEST_F(GenerateCommand, DeadPeerIsAClearErrorWithinSeconds) {
+  // The last span's only server, gone: the error names the missing block and the dead address.
+  std::vector<std::string> addresses = testing::addresses(*servers_);
+  ServerProcess spare(BOUQUET_BINARY, {"--model", model_->string(), "--blocks", "4:6", "--listen", "127.0.0.1:0"});
+  const std::string dead = spare.address();
+  spare.kill_now();
+  addresses[2] = dead;
+  int status = 0;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string err = run_stderr(fmt::format("generate --model {} --peers {} --prompt hi --max-new-tokens 4",
+                                                 model_->string(), testing::join(addresses)),
+                                     &status);
+  const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(err.find("no_route"), std::string::npos) << err;
+  EXPECT_NE(err.find("block 4"), std::string::npos) << err;
+  EXPECT_NE(err.find(dead), std::string::npos) << err;
+  EXPECT_LT(took_s, 20.0);
+}
+
+TEST_F(GenerateCommand, BadFlagsAreOneClearLine) {
+  int status = 0;
+  std::string err = run_stderr(fmt::format("generate --model {} --peers nonsense --prompt hi", model_->string()), &status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(err.find("'nonsense' is not HOST:PORT"), std::string::npos) << err;
+  err = run_stderr(fmt::format("generate --model {} {} --compression zip --prompt hi", model_->string(), peers()), &status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(err.find("compression 'zip'"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace bouquet::net
