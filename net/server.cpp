@@ -72,13 +72,17 @@ Server::Impl::Impl(const ServeConfig& c)
   server.session_idle_timeout_s = config.session_idle_timeout_s;
   block_server.emplace(std::move(server));
 
-  asio::ip::tcp::resolver resolver(io);
-  const auto endpoints = resolver.resolve(listen.host, std::to_string(listen.port));
-  const asio::ip::tcp::endpoint endpoint = *endpoints.begin();
-  acceptor.open(endpoint.protocol());
-  acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true));
-  acceptor.bind(endpoint);
-  acceptor.listen();
+  try {
+    asio::ip::tcp::resolver resolver(io);
+    const auto endpoints = resolver.resolve(listen.host, std::to_string(listen.port));
+    const asio::ip::tcp::endpoint endpoint = *endpoints.begin();
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen();
+  } catch (const std::system_error& e) {
+    throw std::runtime_error(fmt::format("--listen {}: {}", config.listen, e.what()));
+  }
   worker = std::make_unique<WorkerThread>();
 }
 

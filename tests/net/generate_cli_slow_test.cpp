@@ -130,3 +130,33 @@ TEST_F(GenerateCommand, BadFlagsAreOneClearLine) {
 
 }  // namespace
 }  // namespace bouquet::net
+
+namespace bouquet::net {
+namespace {
+
+TEST(ServeCommand, BadFolderSpanOrAddressIsOneClearLine) {
+  const auto model = testing::tiny_model("serve-flags", 4);
+  ServerProcess taken(BOUQUET_BINARY, {"--model", model.string(), "--blocks", "0:2", "--listen", "127.0.0.1:0"});
+  struct Case {
+    std::string args;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"--model /nonexistent/model --blocks 0:2", "/nonexistent/model/config.json"},
+      {fmt::format("--model {} --blocks 3:9", model.string()), "the model has 4 blocks"},
+      {fmt::format("--model {} --blocks 2:2", model.string()), "'2:2' is not a block span"},
+      {fmt::format("--model {} --blocks 0:2 --listen {}", model.string(), taken.address()),
+       "--listen " + taken.address()},
+      {fmt::format("--model {} --blocks 0:2 --listen nowhere", model.string()), "'nowhere' is not HOST:PORT"},
+  };
+  for (const auto& c : cases) {
+    int status = 0;
+    const std::string err = run_stderr("serve " + c.args, &status);
+    EXPECT_EQ(status, 1) << c.args;
+    EXPECT_NE(err.find(c.expected), std::string::npos) << c.args << "\n" << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  }
+}
+
+}  // namespace
+}  // namespace bouquet::net
