@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "core/rng.h"
@@ -147,19 +148,26 @@ BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config)
   options.compression = parse_compression(config.compression);
   options.reply_timeout_s = 600;
 
+  // Every decode step is timed on its own (between consecutive tokens), and the median over all
+  // steps of all rounds counts: robust against bursts of load from other processes.
   std::vector<double> local_ms, swarm_ms;
   std::vector<gpu::TokenId> local_ids, swarm_ids;
-  const double decode_steps = static_cast<double>(config.new_tokens - 1);
+  auto step_timer = [](std::vector<double>& out) {
+    return [&out, last = std::optional<Clock::time_point>()](gpu::TokenId) mutable {
+      const auto now = Clock::now();
+      if (last) out.push_back(std::chrono::duration<double, std::milli>(now - *last).count());
+      last = now;
+    };
+  };
   for (int64_t round = 0; round < config.rounds; ++round) {
     gpu::SpanRunner* chain[] = {&local_blocks};
-    const auto local = gpu::generate_ids(head, chain, request);
-    local_ms.push_back(local.decode_s * 1e3 / decode_steps);
-    local_ids = local.ids;
-    const auto swarm = generate_remote_ids(head, client, model_id, request, options);
-    swarm_ms.push_back(swarm.result.decode_s * 1e3 / decode_steps);
-    swarm_ids = swarm.result.ids;
-    fmt::print(stderr, "bench-swarm: {} round {}: local {:.3f} ms/token, swarm {:.3f} ms/token\n",
-               spec.name, round + 1, local_ms.back(), swarm_ms.back());
+    const size_t local_before = local_ms.size(), swarm_before = swarm_ms.size();
+    local_ids = gpu::generate_ids(head, chain, request, step_timer(local_ms)).ids;
+    swarm_ids = generate_remote_ids(head, client, model_id, request, options, step_timer(swarm_ms)).result.ids;
+    fmt::print(stderr, "bench-swarm: {} round {}: local {:.3f} ms/token, swarm {:.3f} ms/token (medians)\n",
+               spec.name, round + 1,
+               median(std::vector<double>(local_ms.begin() + local_before, local_ms.end())),
+               median(std::vector<double>(swarm_ms.begin() + swarm_before, swarm_ms.end())));
   }
   BenchSwarmRow row;
   row.model = spec.name;

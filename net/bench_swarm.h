@@ -3,7 +3,8 @@
 // (`generate --local`), in the same run, on the same model files, one compute thread per process.
 // Models: the tiny test model, and three blocks shaped like Llama-2-7B (hidden 4096, MLP 11008,
 // 32 heads, vocabulary 32000) with random weights, written to a temporary folder on the fly.
-// Reports the ratio and the overhead per hop: (swarm - local) / hops.
+// Each decode step is timed alone; the median step over all rounds is reported, with the ratio
+// and the overhead per hop: (swarm - local) / hops.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,7 @@ struct BenchSwarmConfig {
   std::string models = "tiny,llama-2-7b";  // which of the two to run
   int64_t prompt_tokens = 16;
   int64_t new_tokens = 16;   // decode steps timed per round: new_tokens - 1
-  int64_t rounds = 3;        // local and swarm alternate; the median round counts
+  int64_t rounds = 3;        // local and swarm alternate
   int threads = 1;           // compute threads per process
   std::string compression = "none";
   std::string dir;           // where to write the models; "" = a fresh temporary folder, removed after

@@ -43,7 +43,12 @@ void ClientNetwork::send(PeerId id, const core::Message& message) {
   auto it = peers_.find(id);
   BOUQUET_CHECK(it != peers_.end(), "send to a peer this client never added");
   Peer& peer = *it->second;
-  if (peer.connection && peer.connection->is_open()) return peer.connection->send(message);
+  if (peer.connection) {
+    // A connection that closed has its loss report on the way (on_lost): what is sent meanwhile
+    // is lost with it, and the next send after the report connects again.
+    if (peer.connection->is_open()) peer.connection->send(message);
+    return;
+  }
   peer.pending.push_back(message);
   if (!peer.connecting) connect(id);
 }

@@ -122,7 +122,9 @@ bool SwarmClient::run_until(const std::function<bool()>& done, double timeout_s)
     if (std::chrono::steady_clock::now() >= deadline) return false;
     if (io_.stopped()) io_.restart();
     // Bounded waits: the loop re-checks the deadline even when no event comes.
-    io_.run_one_until(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+    const size_t ran =
+        io_.run_one_until(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+    if (ran == 0 && io_.stopped()) return done();  // nothing in flight: nothing can change
   }
   return true;
 }
