@@ -50,6 +50,7 @@ const CommandRegistration generate_command{
           std::fflush(stdout);
         });
         fmt::print("\n");
+        std::fflush(stdout);  // the text line first, then the summary, even when both go to a file
         fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}]\n", result.ids.size(),
                    result.tokens_per_s, result.stop_reason);
         return 0;
