@@ -47,7 +47,7 @@ function(bouquet_tests layer)
       # ("LABELS;net;slow" loses "slow"), so the two labels are set by a file ctest reads after
       # the discovered tests.
       set(label_file ${CMAKE_CURRENT_BINARY_DIR}/${target}_labels.cmake)
-      file(WRITE ${label_file} "if(${target}_TESTS)\n  set_tests_properties(\${${target}_TESTS} PROPERTIES LABELS \"${layer}\;slow\")\nendif()\n")
+      file(WRITE ${label_file} "if(${target}_TESTS)\n  set_tests_properties(\${${target}_TESTS} PROPERTIES LABELS \"${layer};slow\")\nendif()\n")
       set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${label_file})
     endif()
   endforeach()

@@ -99,6 +99,7 @@ int run_generate_through_swarm(const gpu::GenerateConfig& config) {
     std::fflush(stdout);
   });
   fmt::print("\n");
+  std::fflush(stdout);  // the text line first, then the summary, even when both go to a file
   std::string route;
   for (const auto& hop : generation.route) {
     route += fmt::format("{}{} {}", route.empty() ? "" : " -> ", hop.address, hop.span.to_string());
