@@ -17,6 +17,12 @@ at::ScalarType parse_compute_dtype(std::string_view name) {
   throw InputError(fmt::format("unknown compute dtype '{}' (expected f32, f16, bf16 or f64)", name));
 }
 
+WeightQuant parse_quant(std::string_view name) {
+  if (name == "none" || name.empty()) return WeightQuant::none;
+  if (name == "int8") return WeightQuant::int8;
+  throw InputError(fmt::format("unknown weight quantization '{}' (expected none or int8)", name));
+}
+
 c10::Device parse_device(std::string_view name) {
   if (name == "auto" || name.empty()) {
     return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
@@ -53,8 +59,9 @@ void probe(const ComputeOptions& options) {
 
 }  // namespace
 
-ComputeOptions resolve_compute(std::string_view dtype, std::string_view device) {
-  ComputeOptions options{parse_device(device), parse_compute_dtype(dtype)};
+ComputeOptions resolve_compute(std::string_view dtype, std::string_view device,
+                               std::string_view quant) {
+  ComputeOptions options{parse_device(device), parse_compute_dtype(dtype), parse_quant(quant)};
   probe(options);
   return options;
 }
@@ -70,7 +77,8 @@ std::string_view short_dtype_name(at::ScalarType dtype) {
 }
 
 std::string describe(const ComputeOptions& options) {
-  return fmt::format("{} {}", options.device.str(), short_dtype_name(options.dtype));
+  const char* quant = options.quant == WeightQuant::int8 ? " int8" : "";
+  return fmt::format("{} {}{}", options.device.str(), short_dtype_name(options.dtype), quant);
 }
 
 }  // namespace bouquet::gpu

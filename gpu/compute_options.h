@@ -11,17 +11,24 @@
 
 namespace bouquet::gpu {
 
+// How block weights are held: in the compute dtype, or int8 with per-row f32 scales (weight-only;
+// activations and accumulation stay in floating point; see gpu/linear.h).
+enum class WeightQuant { none, int8 };
+
 struct ComputeOptions {
   c10::Device device = c10::Device(c10::kCPU);
   at::ScalarType dtype = at::kFloat;
+  WeightQuant quant = WeightQuant::none;
 };
 
 // `dtype`: f32 | f16 | bf16 | f64 (or float32, ...; f64 is for checking numerics); `device`: auto | cpu | cuda | cuda:N
 // (auto = CUDA when available, else CPU). Runs a tiny probe of the kernels a block needs and
 // throws InputError naming the dtype and device when this libtorch cannot compute in it there.
-ComputeOptions resolve_compute(std::string_view dtype = "f32", std::string_view device = "auto");
+// `quant`: none | int8 (InputError otherwise).
+ComputeOptions resolve_compute(std::string_view dtype = "f32", std::string_view device = "auto",
+                               std::string_view quant = "none");
 
-// "cpu f32", "cuda:0 bf16".
+// "cpu f32", "cuda:0 bf16", "cpu f32 int8" (quantized weights).
 std::string describe(const ComputeOptions& options);
 std::string_view short_dtype_name(at::ScalarType dtype);
 

@@ -1,0 +1,52 @@
+// Linear: the one place where a block applies a weight matrix, y = x W^T (+ bias), as
+// at::linear does. Families hold their weights as Linear and call it; the choice of kernel lives
+// here, not in the families.
+//
+// What it promises:
+// - The result equals at::linear(x, weight, bias) in shape, dtype and device, and numerically
+//   within floating-point rounding (a different summation order), for any input.
+// - Autograd is never bypassed: when gradients are recorded for the input, the product goes
+//   through libtorch, so forward and backward behave as with at::linear.
+// - On the CPU, with no gradient to record and few rows (decode: batch * new_tokens small),
+//   hand-written matrix-vector kernels run instead (gpu/kernels/), picked at run time for the
+//   CPU (AVX-512, AVX2+FMA, or portable code); they use libtorch's thread count, so one thread
+//   unless --threads asks for more.
+// - With WeightQuant::int8 the weight is held as int8 with one f32 scale per output row
+//   (symmetric, max |w| / 127) and products accumulate in f32; the bias, if any, stays in the
+//   compute dtype. Outputs then differ from f32 by the weights' rounding (see tests/gpu/quant*).
+#pragma once
+
+#include "gpu/compute_options.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace bouquet::gpu {
+
+class Linear {
+ public:
+  Linear() = default;
+  // `weight`: [out_features, in_features] already in options' dtype and device (as load_block
+  // gives it); `bias`: [out_features] or undefined. Quantizes once here when options.quant asks.
+  Linear(const at::Tensor& weight, const ComputeOptions& options, const at::Tensor& bias = {});
+
+  // [..., in_features] in the compute dtype and device -> [..., out_features], same dtype.
+  at::Tensor operator()(const at::Tensor& input) const;
+
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
+  // Bytes held in memory for this matrix: weight (int8 plus scales when quantized) and bias.
+  uint64_t weight_bytes() const;
+
+ private:
+  at::Tensor apply_with_libtorch(const at::Tensor& input) const;
+
+  at::Tensor weight_;  // compute dtype, or int8 when quantized
+  at::Tensor scales_;  // f32 [out_features] when quantized, else undefined
+  at::Tensor bias_;    // compute dtype [out_features] or undefined
+  int64_t in_features_ = 0;
+  int64_t out_features_ = 0;
+};
+
+}  // namespace bouquet::gpu
