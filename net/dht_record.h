@@ -1,0 +1,39 @@
+// The wire form of a core::ServerRecord in the DHT: one versioned JSON value per (server, block)
+// under a key derived from the model name and block index. Times on the wire are Unix seconds so
+// that every process reads them alike; the directory converts to and from its driver's clock.
+// Decoding never throws: a malformed or unknown value is a reason string, so readers skip it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "core/server_record.h"
+
+namespace bouquet::net {
+
+inline constexpr int kDhtRecordVersion = 1;
+
+// One announced record as it travels, plus what only the wire knows.
+struct DhtRecord {
+  core::ServerRecord record;  // expires_at here is Unix seconds
+  uint32_t block = 0;         // the key's block; the record's span must contain it
+  uint32_t model_blocks = 0;  // blocks of the whole model, 0 when the announcer did not know
+  std::string fingerprint;    // model fingerprint, empty when unknown
+  double announced_unix_s = 0;
+  uint64_t seq = 0;  // orders announcements made in the same second by one process
+};
+
+// "bouquet/v1/<model>/block/<index>" and "bouquet/v1/models": hashed into the DHT's keys.
+std::string dht_block_key(const std::string& model_id, uint32_t block);
+std::string dht_models_key();
+
+std::string encode_dht_record(const DhtRecord& record);
+// The record, or why the bytes are not one (names the field).
+std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes);
+
+// Newer announcement of the same peer: later time, then larger sequence number.
+bool dht_record_newer(const DhtRecord& a, const DhtRecord& b);
+
+}  // namespace bouquet::net

@@ -1,0 +1,259 @@
+// The OpenDHT directory with three in-process nodes on 127.0.0.1: what one announces another
+// finds; expired, malformed, foreign and stale records are skipped with a log line.
+#include <gtest/gtest.h>
+
+#include <opendht.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/dht_directory.h"
+#include "net/dht_record.h"
+
+namespace bouquet::net {
+namespace {
+
+using core::BlockSpan;
+using core::ServerRecord;
+using core::ServerState;
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Log lines a node wrote, for tests that check a skip was reported.
+struct LogLines {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  std::function<void(const std::string&)> sink() {
+    return [this](const std::string& line) {
+      std::lock_guard lock(mutex);
+      lines.push_back(line);
+    };
+  }
+  bool any_contains(const std::string& text) {
+    std::lock_guard lock(mutex);
+    for (const auto& l : lines) {
+      if (l.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+};
+
+// Three nodes: a bootstrap node and two that join through it.
+class DhtDirectoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    first_ = std::make_unique<DhtDirectory>(config({}));
+    second_ = std::make_unique<DhtDirectory>(config({first_->address()}));
+    third_ = std::make_unique<DhtDirectory>(config({first_->address()}));
+    ASSERT_TRUE(second_->wait_connected(5));
+    ASSERT_TRUE(third_->wait_connected(5));
+  }
+
+  DhtDirectoryConfig config(std::vector<std::string> peers) {
+    DhtDirectoryConfig c;
+    c.listen = "127.0.0.1:0";
+    c.initial_peers = std::move(peers);
+    c.model_blocks = 8;
+    c.fingerprint = "f00d";
+    c.log = logs_.sink();
+    return c;
+  }
+
+  static ServerRecord record(uint64_t peer, BlockSpan span, double ttl_s = 60) {
+    ServerRecord r;
+    r.peer = core::PeerId{peer};
+    r.address = "127.0.0.1:" + std::to_string(5000 + peer);
+    r.span = span;
+    r.state = ServerState::online;
+    r.throughput_rps = 10.0 * static_cast<double>(peer);
+    r.inference_rps = 3.5;
+    r.cache_tokens_free = 4096;
+    r.model_id = "tiny";
+    r.version = "0.1";
+    r.expires_at = unix_now() + ttl_s;
+    return r;
+  }
+
+  core::DirectoryAnswer look_up(DhtDirectory& node, BlockSpan blocks, const std::string& model = "tiny") {
+    return node.lookup_now(core::DirectoryLookup{++lookup_id_, model, blocks});
+  }
+
+  LogLines logs_;
+  uint64_t lookup_id_ = 0;
+  std::unique_ptr<DhtDirectory> first_, second_, third_;
+};
+
+TEST_F(DhtDirectoryTest, RecordsAnnouncedByOneNodeAreFoundByAnother) {
+  const ServerRecord a = record(1, {0, 3});
+  const ServerRecord b = record(2, {3, 8});
+  second_->announce(core::Announce{a});
+  second_->announce(core::Announce{b});
+  // Puts travel asynchronously: the answer may lag the announce by a few milliseconds.
+  core::DirectoryAnswer answer;
+  for (int i = 0; i < 200 && answer.records.size() < 2; ++i) {
+    answer = look_up(*third_, {0, 8});
+    if (answer.records.size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(answer.records.size(), 2u);
+  EXPECT_EQ(answer.lookup_id, lookup_id_);
+  const ServerRecord& got = answer.records[0];
+  EXPECT_EQ(got.peer, a.peer);
+  EXPECT_EQ(got.address, a.address);
+  EXPECT_EQ(got.span, a.span);
+  EXPECT_EQ(got.state, ServerState::online);
+  EXPECT_DOUBLE_EQ(got.throughput_rps, 10.0);
+  EXPECT_DOUBLE_EQ(got.inference_rps, 3.5);
+  EXPECT_EQ(got.cache_tokens_free, 4096u);
+  EXPECT_EQ(got.version, "0.1");
+  EXPECT_NEAR(got.expires_at, a.expires_at, 0.5);
+  EXPECT_EQ(answer.records[1].span, b.span);
+  // A lookup of only block 5 finds only the server that holds it; another model finds nothing.
+  const auto only5 = look_up(*first_, {5, 6});
+  ASSERT_EQ(only5.records.size(), 1u);
+  EXPECT_EQ(only5.records[0].peer, b.peer);
+  EXPECT_TRUE(look_up(*first_, {0, 8}, "other").records.empty());
+  // The model index lists the model with its size.
+  const auto models = third_->models_now();
+  ASSERT_EQ(models.size(), 1u);
+  EXPECT_EQ(models[0].model_id, "tiny");
+  EXPECT_EQ(models[0].model_blocks, 8u);
+}
+
+TEST_F(DhtDirectoryTest, ExpiredRecordIsIgnored) {
+  second_->announce(core::Announce{record(1, {0, 2}, /*ttl_s=*/1.5)});
+  second_->announce(core::Announce{record(2, {2, 4}, /*ttl_s=*/-5)});  // expired when announced
+  core::DirectoryAnswer answer;
+  for (int i = 0; i < 100 && answer.records.empty(); ++i) {
+    answer = look_up(*third_, {0, 4});
+    if (answer.records.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(answer.records.size(), 1u);
+  EXPECT_EQ(answer.records[0].peer.value, 1u);
+  EXPECT_TRUE(logs_.any_contains("skipped an expired record of peer 0000000000000002"));
+  // The DHT still stores the value (its lifetime is the type's), but readers go by expires_at.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1700));
+  EXPECT_TRUE(look_up(*third_, {0, 4}).records.empty());
+  EXPECT_TRUE(logs_.any_contains("skipped an expired record of peer 0000000000000001"));
+}
+
+TEST_F(DhtDirectoryTest, MalformedForeignAndMisplacedValuesAreSkipped) {
+  // A raw node puts what a buggy or hostile peer could put under block 1's key.
+  dht::DhtRunner raw;
+  raw.run(0, dht::crypto::Identity{}, true);
+  raw.bootstrap(first_->address());
+  const auto key = dht::InfoHash::get(dht_block_key("tiny", 1));
+  auto put = [&](uint16_t type, const std::string& bytes) {
+    std::promise<bool> done;
+    raw.put(key, dht::Value(type, dht::Blob(bytes.begin(), bytes.end())), [&](bool ok) { done.set_value(ok); });
+    EXPECT_TRUE(done.get_future().get());
+  };
+  DhtRecord good;
+  good.record = record(7, {0, 2});
+  good.block = 1;
+  good.announced_unix_s = unix_now();
+  DhtRecord elsewhere = good;  // span [4, 6) does not hold block 1
+  elsewhere.record.peer = core::PeerId{8};
+  elsewhere.record.span = {4, 6};
+  DhtRecord foreign_model = good;
+  foreign_model.record.peer = core::PeerId{9};
+  foreign_model.record.model_id = "bigger";
+  DhtRecord foreign_fingerprint = good;
+  foreign_fingerprint.record.peer = core::PeerId{10};
+  foreign_fingerprint.fingerprint = "beef";
+  std::string truncated = encode_dht_record(good);
+  truncated.resize(truncated.size() / 2);
+
+  put(0x6271, "\xff\x00 not json");
+  put(0x6271, truncated);
+  put(0x6271, R"({"v": 99, "peer": "1"})");
+  put(0x6271, R"({"v": 1, "peer": "zz", "address": "x"})");
+  put(0x6271, encode_dht_record(elsewhere));
+  put(0x6271, encode_dht_record(foreign_model));
+  put(0x6271, encode_dht_record(foreign_fingerprint));
+  put(0, "user data from another application");
+  put(0x6271, encode_dht_record(good));
+
+  const auto answer = look_up(*third_, {0, 2});
+  ASSERT_EQ(answer.records.size(), 1u);
+  EXPECT_EQ(answer.records[0].peer.value, 7u);
+  EXPECT_EQ(third_->skipped_records(), 8u);
+  EXPECT_TRUE(logs_.any_contains("skipped a malformed record under model 'tiny' block 1: not a JSON object"));
+  EXPECT_TRUE(logs_.any_contains("record version 99"));
+  EXPECT_TRUE(logs_.any_contains("claims block 1 with span [4, 6)"));
+  EXPECT_TRUE(logs_.any_contains("model 'bigger'"));
+  EXPECT_TRUE(logs_.any_contains("fingerprint beef"));
+  EXPECT_TRUE(logs_.any_contains("foreign type 0"));
+  raw.join();
+}
+
+TEST_F(DhtDirectoryTest, NewestAnnouncementOfAPeerWins) {
+  // A server leaves [0, 4) for [4, 8): readers see only the new span, even where the old
+  // record of blocks 0-3 has not expired.
+  ServerRecord old_span = record(3, {0, 4});
+  second_->announce(core::Announce{old_span});
+  ServerRecord offline = old_span;
+  offline.state = ServerState::offline;
+  second_->announce(core::Announce{offline});
+  ServerRecord new_span = record(3, {4, 8});
+  new_span.state = ServerState::joining;
+  second_->announce(core::Announce{new_span});
+  core::DirectoryAnswer answer;
+  for (int i = 0; i < 100; ++i) {
+    answer = look_up(*third_, {0, 8});
+    if (answer.records.size() == 1 && answer.records[0].span == new_span.span) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(answer.records.size(), 1u);
+  EXPECT_EQ(answer.records[0].span, new_span.span);
+  EXPECT_EQ(answer.records[0].state, ServerState::joining);
+  EXPECT_TRUE(logs_.any_contains("skipped a stale record of peer 0000000000000003"));
+}
+
+TEST(DhtRecordTest, EncodeDecodeRoundTripsEveryField) {
+  DhtRecord in;
+  in.record.peer = core::PeerId{0xabcdef0123456789};
+  in.record.address = "[::1]:4000";
+  in.record.span = {2, 5};
+  in.record.state = ServerState::joining;
+  in.record.throughput_rps = 12.25;
+  in.record.inference_rps = 40.5;
+  in.record.cache_tokens_free = 123456;
+  in.record.model_id = "llama";
+  in.record.version = "0.1";
+  in.record.adapters = {"lora-a"};
+  in.record.expires_at = 1.7e9;
+  in.block = 3;
+  in.model_blocks = 32;
+  in.fingerprint = "abc";
+  in.announced_unix_s = 1.6e9;
+  in.seq = 42;
+  auto out = decode_dht_record(encode_dht_record(in));
+  ASSERT_TRUE(std::holds_alternative<DhtRecord>(out)) << std::get<std::string>(out);
+  const auto& r = std::get<DhtRecord>(out);
+  EXPECT_EQ(r.record.peer, in.record.peer);
+  EXPECT_EQ(r.record.address, in.record.address);
+  EXPECT_EQ(r.record.span, in.record.span);
+  EXPECT_EQ(r.record.state, in.record.state);
+  EXPECT_EQ(r.record.throughput_rps, in.record.throughput_rps);
+  EXPECT_EQ(r.record.inference_rps, in.record.inference_rps);
+  EXPECT_EQ(r.record.cache_tokens_free, in.record.cache_tokens_free);
+  EXPECT_EQ(r.record.model_id, in.record.model_id);
+  EXPECT_EQ(r.record.adapters, in.record.adapters);
+  EXPECT_EQ(r.record.expires_at, in.record.expires_at);
+  EXPECT_EQ(r.block, 3u);
+  EXPECT_EQ(r.model_blocks, 32u);
+  EXPECT_EQ(r.fingerprint, "abc");
+  EXPECT_EQ(r.seq, 42u);
+  // A negative throughput or an empty span is not a record.
+  in.record.throughput_rps = -1;
+  EXPECT_TRUE(std::holds_alternative<std::string>(decode_dht_record(encode_dht_record(in))));
+}
+
+}  // namespace
+}  // namespace bouquet::net
