@@ -22,7 +22,8 @@ std::vector<Calibrated> calibrate(ScenarioFile& file) {
     while (file.rows[r].name != entry.row) ++r;  // the loader checked that the row exists
     const RowConfig& row = file.rows[r];
     const WeightFormat format = *parse_weight_format(entry.format);
-    Calibrated out{entry.format, row.name, row.metric, row.published, 0, 0};
+    const double published = *row.published;  // the loader checked it is there
+    Calibrated out{entry.format, row.name, row.metric, published, 0, 0};
 
     // Seconds per unit of the row's figure, as a function of x = 1 / efficiency.
     auto seconds_per_unit = [&](double x) {
@@ -36,13 +37,13 @@ std::vector<Calibrated> calibrate(ScenarioFile& file) {
       }
       return 1.0 / value;
     };
-    const double target = 1.0 / row.published;
+    const double target = 1.0 / published;
     double x0 = 1.0, g0 = seconds_per_unit(x0);
     if (g0 > target * (1 + kTolerance)) {
       throw SimulationError(fmt::format(
           "calibrating {} on row {}: even at efficiency 1 the row gives {:.4g}, short of the "
           "published {:.4g}; the rest of the model is too slow for it", entry.format, row.name,
-          1.0 / g0, row.published));
+          1.0 / g0, published));
     }
     double x1 = 2.0, g1 = seconds_per_unit(x1);
     while (std::abs(g1 / target - 1) > kTolerance) {

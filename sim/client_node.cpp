@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "core/min_latency_route.h"
 #include "core/route.h"
+#include "core/sub_batches.h"
 #include "core/throughput_route.h"
 
 #include <simgrid/s4u/Host.hpp>
@@ -17,6 +18,9 @@ namespace {
 // minutes on slow GPUs; a lost server still shows up as a failure rather than a hang.
 constexpr double kPassReplyTimeout_s = 600;
 constexpr uint32_t kPassTimers = 1u << 31;
+// A continuous client whose session failed tries again after this long, as a user's loop would
+// (the core's own re-planning interval): without a pause, a swarm with no route would spin.
+constexpr double kRetryAfterFailure_s = 5;
 
 }  // namespace
 
@@ -38,7 +42,15 @@ void ClientNode::stop_measure() {
   measuring_since_.reset();
 }
 
-void ClientNode::close_books() { stop_measure(); }
+void ClientNode::close_books() {
+  stop_measure();
+  if (continuous() && !done_) {
+    // Open-ended work ends with the run: what was measured up to now is the result.
+    result().finished = true;
+    result().ended_s = now();
+    done_ = true;
+  }
+}
 
 void ClientNode::finish(std::string error) {
   result().finished = error.empty();
@@ -47,10 +59,9 @@ void ClientNode::finish(std::string error) {
   done_ = true;
 }
 
-core::Activation ClientNode::hidden(uint32_t tokens) const {
-  return core::make_sized_activation(
-      {static_cast<uint32_t>(config_.work.batch), tokens, static_cast<uint32_t>(context_.shape.hidden)},
-      context_.activation_dtype, context_.compression);
+core::Activation ClientNode::hidden(uint32_t batch, uint32_t tokens) const {
+  return core::make_sized_activation({batch, tokens, static_cast<uint32_t>(context_.shape.hidden)},
+                                     context_.activation_dtype, context_.compression);
 }
 
 double ClientNode::client_compute_s(int64_t input_tokens, int64_t logit_rows) const {
@@ -60,6 +71,9 @@ double ClientNode::client_compute_s(int64_t input_tokens, int64_t logit_rows) co
 void ClientNode::on_start() {
   result().started_s = now();
   at(config_.start_s, [this] {
+    // Continuous work is measured as its user lives it: every second from the start on, routing,
+    // failures and retries included.
+    if (continuous()) start_measure();
     if (config_.work.kind == "generate") {
       open_session();
     } else {
@@ -79,16 +93,22 @@ void ClientNode::on_message(core::PeerId from, core::Message& message) {
 void ClientNode::on_reset(core::PeerId from) {
   if (config_.work.kind == "generate" && session_) {
     feed(core::PeerUnreachable{from, "connection reset"});
-  } else if (!done_ && !chain_.empty() && chain_.at(hop_).peer == from) {
-    finish(fmt::format("peer_unreachable: {} reset the connection", from.to_string()));
+  } else if (!done_) {
+    for (const auto& sub : sub_passes_) {
+      if (!sub.chain.empty() && sub.chain.at(sub.hop).peer == from) {
+        return finish(fmt::format("peer_unreachable: {} reset the connection", from.to_string()));
+      }
+    }
   }
 }
 
 void ClientNode::on_timer(uint32_t component, uint64_t timer) {
   if (component == kPassTimers) {
-    if (timer == pass_timer_ && !done_) {
-      finish(fmt::format("no reply from {} within {} s", chain_.at(hop_).peer.to_string(),
-                         kPassReplyTimeout_s));
+    for (const auto& sub : sub_passes_) {
+      if (sub.request_id == timer && !sub.chain.empty() && !done_) {
+        return finish(fmt::format("no reply from {} within {} s", sub.chain.at(sub.hop).peer.to_string(),
+                                  kPassReplyTimeout_s));
+      }
     }
     return;
   }
@@ -132,7 +152,7 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
-      start_measure();
+      if (!continuous()) start_measure();
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
       // Embedding the prompt, then its first step.
@@ -140,12 +160,21 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (std::holds_alternative<core::StepDone>(effect)) {
       on_step_done();
     } else if (auto* failed = std::get_if<core::SessionFailed>(&effect)) {
-      stop_measure();
       count_recoveries();
-      finish(failed->error.to_string());
+      ++result().sessions_failed;
+      if (continuous()) {
+        const uint32_t index = session_index_;
+        at(now() + kRetryAfterFailure_s, [this, index] {
+          if (index == session_index_) open_session();
+        });
+      } else {
+        stop_measure();
+        finish(failed->error.to_string());
+      }
     } else if (std::holds_alternative<core::SessionClosed>(effect)) {
       count_recoveries();
-      if (++sessions_done_ >= config_.work.repeat) {
+      ++result().sessions_finished;
+      if (!continuous() && ++sessions_done_ >= config_.work.repeat) {
         finish("");
       } else {
         open_session();
@@ -196,7 +225,7 @@ void ClientNode::plan_route(const core::PlanRoute& plan) {
 }
 
 void ClientNode::request_step(uint32_t tokens) {
-  feed(core::StepRequested{hidden(tokens), std::nullopt});
+  feed(core::StepRequested{hidden(static_cast<uint32_t>(config_.work.batch), tokens), std::nullopt});
 }
 
 void ClientNode::on_step_done() {
@@ -209,7 +238,7 @@ void ClientNode::on_step_done() {
       --steps_left_;
       request_step(1);
     } else {
-      stop_measure();
+      if (!continuous()) stop_measure();
       feed(core::CloseRequested{});
     }
   });
@@ -219,70 +248,95 @@ void ClientNode::on_step_done() {
 
 void ClientNode::begin_passes() {
   passes_left_ = config_.work.repeat;
-  std::vector<core::ServerRecord> records = context_.directory.lookup(now(), context_.model_id);
-  core::PlanRoute plan;
-  plan.model_id = context_.model_id;
-  plan.blocks = core::BlockSpan{0, static_cast<uint32_t>(context_.shape.num_blocks)};
-  auto chain = core::plan_chain_by_throughput(records, plan, now(), rng_);
-  at(now() + context_.directory.lookup_delay_s(), [this, chain] {
-    if (!chain.ok()) return finish(chain.error().to_string());
-    chain_ = chain.value();
-    start_measure();
+  records_ = context_.directory.lookup(now(), context_.model_id);
+  at(now() + context_.directory.lookup_delay_s(), [this] {
+    if (!continuous()) start_measure();
     const int64_t tokens = config_.work.batch * config_.work.sequence_tokens;
-    compute(client_compute_s(tokens, 0), [this] { send_pass(0); });
+    compute(client_compute_s(tokens, 0), [this] { start_pass(); });
   });
 }
 
-void ClientNode::send_pass(size_t hop) {
-  hop_ = hop;
-  request_id_ = rng_.next_u64();
-  const core::Hop& target = chain_.at(hop);
+// One pass: the core splits the batch, each sub-batch gets its own chain from the core's
+// throughput planner and they all go out at once.
+void ClientNode::start_pass() {
+  core::PlanRoute plan;
+  plan.model_id = context_.model_id;
+  plan.blocks = core::BlockSpan{0, static_cast<uint32_t>(context_.shape.num_blocks)};
+  const std::vector<uint32_t> sizes =
+      core::split_batch(static_cast<uint32_t>(config_.work.batch), static_cast<uint32_t>(config_.work.sequence_tokens),
+                        static_cast<uint32_t>(context_.scenario.policies.sub_batch_tokens));
+  sub_passes_.assign(sizes.size(), SubPass{});
+  sub_passes_left_ = sizes.size();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    auto chain = core::plan_chain_by_throughput(records_, plan, now(), rng_);
+    if (!chain.ok()) return finish(chain.error().to_string());
+    sub_passes_[i].batch = sizes[i];
+    sub_passes_[i].chain = chain.value();
+  }
+  for (size_t i = 0; i < sub_passes_.size(); ++i) send_pass(i, 0);
+}
+
+void ClientNode::send_pass(size_t index, size_t hop) {
+  SubPass& sub = sub_passes_[index];
+  sub.hop = hop;
+  sub.request_id = rng_.next_u64();
+  const core::Hop& target = sub.chain.at(hop);
   const auto tokens = static_cast<uint32_t>(config_.work.sequence_tokens);
-  if (!backward_phase_) {
+  if (!sub.backward) {
     core::ForwardRequest request;
-    request.request_id = request_id_;
+    request.request_id = sub.request_id;
     request.model_id = context_.model_id;
     request.span = target.span;
     request.reply_compression = context_.compression;
-    request.hidden_states = hidden(tokens);
+    request.hidden_states = hidden(sub.batch, tokens);
     transport_.send(self(), target.peer, std::move(request));
   } else {
     core::BackwardRequest request;
-    request.request_id = request_id_;
+    request.request_id = sub.request_id;
     request.model_id = context_.model_id;
     request.span = target.span;
     request.reply_compression = context_.compression;
-    request.hidden_states = hidden(tokens);
-    request.grad_outputs = hidden(tokens);
+    request.hidden_states = hidden(sub.batch, tokens);
+    request.grad_outputs = hidden(sub.batch, tokens);
     transport_.send(self(), target.peer, std::move(request));
   }
-  pass_timer_ = request_id_;
-  set_timer(kPassTimers, pass_timer_, now() + kPassReplyTimeout_s);
+  set_timer(kPassTimers, sub.request_id, now() + kPassReplyTimeout_s);
+}
+
+ClientNode::SubPass* ClientNode::awaiting(core::PeerId from, uint64_t request_id) {
+  for (auto& sub : sub_passes_) {
+    if (sub.request_id == request_id && !sub.chain.empty() && sub.chain.at(sub.hop).peer == from) return &sub;
+  }
+  return nullptr;
 }
 
 void ClientNode::on_pass_reply(core::PeerId from, const core::Message& message) {
-  if (done_ || chain_.empty() || from != chain_.at(hop_).peer) return;
+  if (done_) return;
   if (auto* error = std::get_if<core::ErrorReply>(&message)) {
-    if (error->request_id != request_id_) return;
+    if (!awaiting(from, error->request_id)) return;
     return finish(fmt::format("{} from {}", error->error.to_string(), from.to_string()));
   }
   uint64_t answered = 0;
   if (auto* forward = std::get_if<core::ForwardResult>(&message)) answered = forward->request_id;
   if (auto* backward = std::get_if<core::BackwardResult>(&message)) answered = backward->request_id;
-  if (answered != request_id_) return;  // late or foreign
-  cancel_timer(kPassTimers, pass_timer_);
-  if (!backward_phase_ && hop_ + 1 < chain_.size()) return send_pass(hop_ + 1);
+  SubPass* sub = awaiting(from, answered);
+  if (!sub) return;  // late or foreign
+  cancel_timer(kPassTimers, sub->request_id);
+  const size_t index = static_cast<size_t>(sub - sub_passes_.data());
+  if (!sub->backward && sub->hop + 1 < sub->chain.size()) return send_pass(index, sub->hop + 1);
   if (config_.work.kind == "backward") {
-    if (!backward_phase_) {
-      backward_phase_ = true;  // the loss gradient is tiny next to the passes; not charged
-      return send_pass(chain_.size() - 1);
+    if (!sub->backward) {
+      sub->backward = true;  // the loss gradient is tiny next to the passes; not charged
+      return send_pass(index, sub->chain.size() - 1);
     }
-    if (hop_ > 0) return send_pass(hop_ - 1);
-    backward_phase_ = false;
+    if (sub->hop > 0) return send_pass(index, sub->hop - 1);
   }
+  sub->request_id = 0;
+  sub->chain.clear();
+  if (--sub_passes_left_ > 0) return;
   ++result().steps;
   result().tokens += config_.work.batch * config_.work.sequence_tokens;
-  if (--passes_left_ > 0) return send_pass(0);
+  if (continuous() || --passes_left_ > 0) return start_pass();
   stop_measure();
   finish("");
 }

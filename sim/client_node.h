@@ -4,9 +4,10 @@
 // client's embeddings and LM head to its processor between steps, and feeds each next step. Every
 // decision (route, step order, failure handling) is the core's.
 //
-// Forward and backward passes have no client component in the core yet: the driver sends the
-// core's ForwardRequest / BackwardRequest along the chain of the core's throughput planner, hop
-// after hop, with a reply deadline; it decides nothing else.
+// Forward and backward passes have no client component in the core yet: the driver splits the
+// batch as the core's split_batch() says, and sends each sub-batch's ForwardRequest /
+// BackwardRequest along its own chain from the core's throughput planner, hop after hop, all
+// sub-batches at once, each with a reply deadline; it decides nothing else.
 #pragma once
 
 #include "core/inference_session.h"
@@ -36,6 +37,8 @@ class ClientNode final : public NodeLoop {
   void close_books() override;
 
  private:
+  // repeat: 0: sessions or passes one after another until the run ends.
+  bool continuous() const { return config_.work.repeat == 0; }
   void start_measure();
   void stop_measure();
   ClientResult& result();
@@ -51,12 +54,22 @@ class ClientNode final : public NodeLoop {
   void request_step(uint32_t tokens);
   void on_step_done();
 
-  // Forward/backward passes hop by hop.
+  // Forward/backward passes: sub-batches (core::split_batch) each hop by hop along its own chain,
+  // all at once.
+  struct SubPass {
+    uint32_t batch = 0;
+    core::Chain chain;  // empty once done
+    size_t hop = 0;
+    bool backward = false;
+    uint64_t request_id = 0;  // of the request awaited, also its timer id
+  };
   void begin_passes();
-  void send_pass(size_t hop);
+  void start_pass();
+  void send_pass(size_t index, size_t hop);
+  SubPass* awaiting(core::PeerId from, uint64_t request_id);
   void on_pass_reply(core::PeerId from, const core::Message& message);
 
-  core::Activation hidden(uint32_t tokens) const;
+  core::Activation hidden(uint32_t batch, uint32_t tokens) const;
   double client_compute_s(int64_t input_tokens, int64_t logit_rows) const;
 
   SimContext& context_;
@@ -73,12 +86,10 @@ class ClientNode final : public NodeLoop {
   int64_t sessions_done_ = 0;
   std::optional<double> measuring_since_;
 
-  core::Chain chain_;
-  size_t hop_ = 0;
-  bool backward_phase_ = false;
-  uint64_t request_id_ = 0;
+  std::vector<core::ServerRecord> records_;  // the swarm as the passes' lookup saw it
+  std::vector<SubPass> sub_passes_;
+  size_t sub_passes_left_ = 0;
   int64_t passes_left_ = 0;
-  uint64_t pass_timer_ = 0;
 };
 
 }  // namespace bouquet::sim

@@ -8,6 +8,7 @@
 #include <simgrid/s4u/Engine.hpp>
 #include <simgrid/s4u/Exec.hpp>
 #include <simgrid/s4u/Mailbox.hpp>
+#include <simgrid/Exception.hpp>
 
 #include <algorithm>
 #include <memory>
@@ -87,7 +88,18 @@ void NodeLoop::run() {
     std::vector<sg4::ActivityPtr> waiting{receive};
     waiting.insert(waiting.end(), activities_.begin(), activities_.end());
     const double timeout = next == core::kNever ? -1.0 : std::max(0.0, next - now());
-    const ssize_t index = sg4::Activity::wait_any_for(waiting, timeout);
+    ssize_t index = -1;
+    try {
+      index = sg4::Activity::wait_any_for(waiting, timeout);
+    } catch (const simgrid::NetworkFailureException&) {
+      // A message whose sender's host went off mid-transfer (only the receive can fail: the other
+      // activities run on this host, which is on): lost, and the sender's detached send frees
+      // it. Listen again; whoever waited for it finds out by a timeout.
+      incoming = nullptr;
+      receive = mailbox->get_async<Envelope>(&incoming);
+      fire_due();
+      continue;
+    }
     if (index == 0) {
       std::unique_ptr<Envelope> envelope(incoming);
       receive = mailbox->get_async<Envelope>(&incoming);

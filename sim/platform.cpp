@@ -115,6 +115,7 @@ Platform build_platform(const Scenario& scenario) {
     root->add_route(a.zone->get_netpoint(), b.zone->get_netpoint(), a.gateway, b.gateway,
                     {sg4::LinkInRoute(link)}, true);
   }
+  platform.controller = root->create_host("sim-controller", kHostSpeed)->seal();
   root->seal();
   return platform;
 }

@@ -37,6 +37,9 @@ ResolvedLink resolve_link(const Scenario& scenario, const HostLinkConfig& link);
 struct Platform {
   std::map<std::string, simgrid::s4u::Host*> hosts;  // by instance name
   std::map<std::string, ResolvedLink> links;         // by instance name
+  // A host with no links, for the simulation's own bookkeeping actors (churn): it never goes off
+  // and never communicates.
+  simgrid::s4u::Host* controller = nullptr;
 };
 
 Platform build_platform(const Scenario& scenario);

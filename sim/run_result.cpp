@@ -19,15 +19,36 @@ bool RunResult::all_finished() const {
 double RunResult::metric(std::string_view name) const {
   if (!all_finished()) return std::numeric_limits<double>::quiet_NaN();
   double sum = 0;
+  if (name == "failed_session_share") {
+    int64_t failed = 0, ended = 0;
+    for (const auto& client : clients) {
+      failed += client.sessions_failed;
+      ended += client.sessions_failed + client.sessions_finished;
+    }
+    return ended > 0 ? static_cast<double>(failed) / static_cast<double>(ended) : 0.0;
+  }
   for (const auto& client : clients) {
     if (name == "steps_per_s") {
       sum += client.steps_per_s();
     } else {
-      BOUQUET_CHECK(name == "tokens_per_s", "metric names are checked by the scenario loader");
+      BOUQUET_CHECK(name == "tokens_per_s" || name == "total_tokens_per_s",
+                    "metric names are checked by the scenario loader");
       sum += client.tokens_per_s();
     }
   }
-  return sum / static_cast<double>(clients.size());
+  return name == "total_tokens_per_s" ? sum : sum / static_cast<double>(clients.size());
+}
+
+const std::vector<std::string>& metric_names() {
+  static const std::vector<std::string> names = {"steps_per_s", "tokens_per_s", "total_tokens_per_s",
+                                                 "failed_session_share"};
+  return names;
+}
+
+std::string_view metric_unit(std::string_view name) {
+  if (name == "steps_per_s") return "steps/s";
+  if (name == "failed_session_share") return "share";
+  return "tokens/s";
 }
 
 std::string to_json(const RunResult& result) {
@@ -42,6 +63,8 @@ std::string to_json(const RunResult& result) {
                        {"measured_s", c.measured_s},
                        {"recoveries", c.recoveries},
                        {"positions_replayed", c.positions_replayed},
+                       {"sessions_finished", c.sessions_finished},
+                       {"sessions_failed", c.sessions_failed},
                        {"started_s", c.started_s},
                        {"ended_s", c.ended_s},
                        {"steps_per_s", c.steps_per_s()},
@@ -73,6 +96,8 @@ RunResult run_result_from_json(const std::string& text) {
     client.measured_s = c.at("measured_s").get<double>();
     client.recoveries = c.at("recoveries").get<int64_t>();
     client.positions_replayed = c.at("positions_replayed").get<int64_t>();
+    client.sessions_finished = c.at("sessions_finished").get<int64_t>();
+    client.sessions_failed = c.at("sessions_failed").get<int64_t>();
     client.started_s = c.at("started_s").get<double>();
     client.ended_s = c.at("ended_s").get<double>();
     result.clients.push_back(client);

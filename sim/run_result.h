@@ -20,6 +20,8 @@ struct ClientResult {
   double measured_s = 0;  // simulated time of the measured work (session setup excluded)
   int64_t recoveries = 0;          // hops the core's session replaced (or restarts)
   int64_t positions_replayed = 0;  // positions those replacements had to process again
+  int64_t sessions_finished = 0;   // generation sessions that ran to their last step
+  int64_t sessions_failed = 0;     // sessions the core gave up on (continuous clients go on)
   double started_s = -1;
   double ended_s = -1;
 
@@ -35,9 +37,15 @@ struct RunResult {
   std::vector<ClientResult> clients;
 
   bool all_finished() const;
-  // Mean over clients of steps_per_s or tokens_per_s; NaN when some client did not finish.
+  // A row's figure (metric_names()); NaN when some client did not finish.
   double metric(std::string_view name) const;
 };
+
+// steps_per_s and tokens_per_s: means over clients; total_tokens_per_s: the clients' tokens/s
+// summed; failed_session_share: failed sessions among those that ended, over all clients.
+const std::vector<std::string>& metric_names();
+// How a metric's value reads: "steps/s", "tokens/s" or "share".
+std::string_view metric_unit(std::string_view name);
 
 std::string to_json(const RunResult& result);
 RunResult run_result_from_json(const std::string& text);

@@ -1,6 +1,7 @@
 #include "sim/scenario.h"
 
 #include "core/check.h"
+#include "sim/run_result.h"
 #include "sim/yaml_fields.h"
 
 #include <fmt/core.h>
@@ -171,7 +172,10 @@ WorkConfig read_work(const YamlValue& value) {
   if (auto v = map.optional("new_tokens")) out.new_tokens = read_int(*v);
   if (out.new_tokens < 0) map.required("new_tokens").fail("must not be negative");
   if (auto v = map.optional("sequence_tokens")) out.sequence_tokens = read_count(*v);
-  if (auto v = map.optional("repeat")) out.repeat = read_count(*v);
+  if (auto v = map.optional("repeat")) {
+    out.repeat = read_int(*v);
+    if (out.repeat < 0) v->fail("must be a count of sessions or passes, or 0 for 'until the run ends'");
+  }
   map.finish();
   return out;
 }
@@ -220,8 +224,8 @@ RowConfig read_row(const YamlValue& value) {
   YamlMap map(value);
   out.name = read_string(map.required("name"));
   if (auto v = map.optional("set")) out.set = read_string_map(*v);
-  out.metric = one_of(map.required("metric"), {"steps_per_s", "tokens_per_s"});
-  out.published = read_positive(map.required("published"));
+  out.metric = one_of(map.required("metric"), metric_names());
+  if (auto v = map.optional("published")) out.published = read_positive(*v);
   if (auto v = map.optional("source")) out.source = read_string(*v);
   map.finish();
   return out;
@@ -274,6 +278,8 @@ Parsed parse(const YamlValue& root) {
     if (auto f = churn.optional("activation_failure_probability")) {
       s.churn.activation_failure_probability = read_probability(*f);
     }
+    if (auto l = churn.optional("mean_lifetime_s")) s.churn.mean_lifetime_s = read_positive(*l);
+    if (auto d = churn.optional("mean_downtime_s")) s.churn.mean_downtime_s = read_non_negative(*d);
     churn.finish();
   }
   if (auto v = map.optional("policies")) {
@@ -288,6 +294,10 @@ Parsed parse(const YamlValue& root) {
     }
     if (auto d = policies.optional("recovery_deadline_s")) s.policies.recovery_deadline_s = read_positive(*d);
     if (auto b = policies.optional("ban_base_s")) s.policies.ban_base_s = read_non_negative(*b);
+    if (auto t = policies.optional("sub_batch_tokens")) {
+      s.policies.sub_batch_tokens = read_int(*t);
+      if (s.policies.sub_batch_tokens < 0) t->fail("must be a number of positions, or 0 for no split");
+    }
     policies.finish();
   }
   if (auto v = map.optional("directory")) {
@@ -406,6 +416,9 @@ void check(const Parsed& p, const YamlValue& root) {
       if (!hosts.insert(name).second) p.client_values[i].fail(fmt::format("the host name '{}' is taken", name));
     }
     if (!client.offload) needs_swarm = true;
+    if (client.offload && client.work.repeat == 0) {
+      YamlMap(p.client_values[i]).required("work").fail("offloading runs a fixed number of sessions: repeat must be >= 1");
+    }
     if (client.work.kind != "generate" && client.work.new_tokens != 0) {
       YamlMap(p.client_values[i]).required("work").fail("new_tokens only applies to generate");
     }
@@ -506,6 +519,13 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
     const CalibrationConfig& c = base.calibration[i];
     YamlMap entry(base.calibration_values[i]);
     if (!row_names.count(c.row)) entry.required("row").fail(fmt::format("no row named '{}'", c.row));
+    for (const auto& row : base.rows) {
+      if (row.name != c.row) continue;
+      if (!row.published) entry.required("row").fail(fmt::format("row '{}' has no published figure to calibrate on", c.row));
+      if (row.metric != "steps_per_s" && row.metric != "tokens_per_s") {
+        entry.required("row").fail(fmt::format("row '{}' measures {}; calibrate on a speed", c.row, row.metric));
+      }
+    }
     if (!calibrated.insert(c.format).second) {
       entry.required("format").fail("one efficiency per weight format may be calibrated, on one row");
     }

@@ -102,7 +102,7 @@ struct WorkConfig {
   int64_t prefix_tokens = 1;     // generate: positions of the first step
   int64_t new_tokens = 0;        // generate: one-position steps after the first
   int64_t sequence_tokens = 128; // forward/backward: positions per sequence
-  int64_t repeat = 1;            // sessions or passes, one after another
+  int64_t repeat = 1;            // sessions or passes, one after another; 0 = until the run ends
 };
 
 // Offloading instead of a swarm: the client's own GPU streams every block from RAM.
@@ -124,8 +124,15 @@ struct ClientConfig {
 // Injected failures. An activation a server receives (a step, forward or backward request)
 // fails with this probability: the server resets (caches lost, every session gone), drops it,
 // and the sender sees the connection reset; the server serves again at once.
+//
+// Server churn: each server instance leaves without warning (its host goes off: caches,
+// sessions and in-flight messages lost) after a lifetime drawn from an exponential distribution of
+// mean `mean_lifetime_s`, and comes back after a downtime of mean `mean_downtime_s` as a fresh
+// process: it joins again (loading its blocks at load_bps) and the balancer places it anew.
 struct ChurnConfig {
   double activation_failure_probability = 0;
+  double mean_lifetime_s = kForever;  // .inf: no churn
+  double mean_downtime_s = 60;
 };
 
 struct PolicyConfig {
@@ -141,6 +148,9 @@ struct PolicyConfig {
   std::string recovery = "replay";  // replay | restart | cacheless | none (core/recovery.h)
   double recovery_deadline_s = 60;
   double ban_base_s = 15;  // 0: a failed server may be used again at once
+  // Forward/backward: a pass goes out as concurrent sub-batches of at most this many positions
+  // (whole sequences; core/sub_batches.h); 0 = one request with the whole batch.
+  int64_t sub_batch_tokens = 1024;
 };
 
 // The modelled DHT: announcements and lookups take a number of round trips of a fixed time.
@@ -155,9 +165,11 @@ struct DirectoryConfig {
 struct RowConfig {
   std::string name;
   std::vector<std::pair<std::string, std::string>> set;  // key.path -> value, as --set
-  std::string metric;   // steps_per_s | tokens_per_s
-  double published = 0;
-  std::string source;   // where the published figure comes from
+  // steps_per_s | tokens_per_s (means over clients), total_tokens_per_s (their sum),
+  // failed_session_share (sessions that failed among those that ended)
+  std::string metric;
+  std::optional<double> published;  // absent: a prediction with nothing published to compare
+  std::string source;               // where the published figure comes from
 };
 
 struct Scenario {

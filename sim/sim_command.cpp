@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 
 namespace bouquet::sim {
 namespace {
@@ -22,9 +23,7 @@ std::string number(double value) {
   return fmt::format("{:.0f}", value);
 }
 
-std::string unit(const std::string& metric) {
-  return metric == "steps_per_s" ? "steps/s" : "tokens/s";
-}
+std::string unit(const std::string& metric) { return std::string(metric_unit(metric)); }
 
 std::string reproduce_command(const SimCommandConfig& config, uint64_t seed) {
   std::string command = fmt::format("bouquet sim {} --seed {}", config.scenario, seed);
@@ -44,6 +43,17 @@ void print_header(const ScenarioFile& file, const SimCommandConfig& config) {
   fmt::print("network model {} (cross-traffic {}, TCP window {:.0f} B): {}\n", s.network.model,
              s.network.crosstraffic ? "on" : "off", s.network.tcp_window_bytes, s.network.why);
   fmt::print("seed {}; reproduce with: {}\n", s.seed, reproduce_command(config, s.seed));
+}
+
+// " (N recoveries replaying M positions)" over all clients, or nothing when there were none.
+std::string recoveries(const RunResult& result) {
+  int64_t count = 0, positions = 0;
+  for (const auto& c : result.clients) {
+    count += c.recoveries;
+    positions += c.positions_replayed;
+  }
+  if (count == 0) return "";
+  return fmt::format(" ({} recoveries replaying {} positions)", count, positions);
 }
 
 void print_clients(const RunResult& result) {
@@ -83,25 +93,30 @@ int run_sim_command(const SimCommandConfig& config) {
   } else {
     fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {}\n", "row", "simulated", "published", "unit",
                "error", "simulated end");
+    // Rows with the same overrides are the same simulation: run it once, report it per metric.
+    std::map<std::vector<std::pair<std::string, std::string>>, RunResult> runs;
     for (size_t i = 0; i < file.rows.size(); ++i) {
       const RowConfig& row = file.rows[i];
       const auto row_started = std::chrono::steady_clock::now();
-      RunResult result = simulate_isolated(file.row_scenarios[i]);
+      auto known = runs.find(row.set);
+      if (known == runs.end()) known = runs.emplace(row.set, simulate_isolated(file.row_scenarios[i])).first;
+      const RunResult& result = known->second;
       const double value = result.metric(row.metric);
-      const double error = (value - row.published) / row.published;
+      const bool compared = row.published && !std::isnan(value);
+      const double error = compared ? (value - *row.published) / *row.published : 0.0;
       bool is_calibration = false;
       for (const auto& c : calibrated) is_calibration |= c.row == row.name;
-      fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  [t={:.3f}s]{}\n", row.name, number(value),
-                 number(row.published), unit(row.metric),
-                 std::isnan(value) ? "-" : fmt::format("{:+.1f}%", 100 * error), result.end_s,
-                 is_calibration ? " (calibration)" : "");
+      fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  [t={:.3f}s]{}{}\n", row.name, number(value),
+                 row.published ? number(*row.published) : "-", unit(row.metric),
+                 compared ? fmt::format("{:+.1f}%", 100 * error) : "-", result.end_s,
+                 is_calibration ? " (calibration)" : "", recoveries(result));
       if (!result.all_finished()) print_clients(result);
       fmt::print(stderr, "row {}: {:.2f} s wall\n", row.name, wall_s(row_started));
       json["rows"].push_back({{"name", row.name},
                               {"metric", row.metric},
                               {"simulated", std::isnan(value) ? nlohmann::json() : nlohmann::json(value)},
-                              {"published", row.published},
-                              {"relative_error", std::isnan(value) ? nlohmann::json() : nlohmann::json(error)},
+                              {"published", row.published ? nlohmann::json(*row.published) : nlohmann::json()},
+                              {"relative_error", compared ? nlohmann::json(error) : nlohmann::json()},
                               {"source", row.source},
                               {"calibration", is_calibration},
                               {"result", nlohmann::json::parse(to_json(result))}});

@@ -30,6 +30,39 @@ core::Compression parse_compression(const std::string& name) {
   return core::Compression::none;
 }
 
+// One server instance going off or coming back (ChurnConfig).
+struct ChurnEvent {
+  double at_s = 0;
+  const ServerConfig* server = nullptr;
+  std::string name;
+  bool up = false;
+};
+
+// Every server's leave and return times, drawn before the run from the scenario's seed (one
+// stream per server, so adding a server does not move the others' churn).
+std::vector<ChurnEvent> churn_events(const Scenario& scenario, const core::Rng& rng) {
+  std::vector<ChurnEvent> events;
+  const ChurnConfig& churn = scenario.churn;
+  if (churn.mean_lifetime_s == kForever) return events;
+  for (const auto& server : scenario.servers) {
+    const double end_s = std::min(scenario.duration_s, server.join_s + server.lifetime_s);
+    for (const auto& name : instance_names(server.name, server.count)) {
+      core::Rng draws = rng.derive(Transport::peer_of(name).value ^ 0xc4a2c4a2ULL);
+      double t = server.join_s;
+      for (;;) {
+        t += draws.exponential(churn.mean_lifetime_s);
+        if (t >= end_s) break;
+        events.push_back({t, &server, name, false});
+        t += draws.exponential(churn.mean_downtime_s);
+        if (t >= end_s) break;
+        events.push_back({t, &server, name, true});
+      }
+    }
+  }
+  std::stable_sort(events.begin(), events.end(), [](const auto& a, const auto& b) { return a.at_s < b.at_s; });
+  return events;
+}
+
 }  // namespace
 
 SimContext::SimContext(const Scenario& s)
@@ -52,17 +85,19 @@ RunResult simulate(const Scenario& scenario) {
   std::vector<std::unique_ptr<NodeLoop>> nodes;
   int clients_running = 0;
 
+  // A server process: a fresh ServerNode (balancer and block server) from `join_s` on.
+  auto start_server = [&](const ServerConfig& server, const std::string& name, double join_s) {
+    auto* node = new ServerNode(context, server, name);
+    nodes.emplace_back(node);
+    sg4::Actor::create(name, platform.hosts.at(name), [node, join_s] {
+      sg4::this_actor::sleep_until(join_s);
+      node->run();
+    })->daemonize();
+  };
   for (const auto& server : scenario.servers) {
     for (const auto& name : instance_names(server.name, server.count)) {
       context.transport.add_node(name);
-      auto* node = new ServerNode(context, server, name);
-      nodes.emplace_back(node);
-      const double join_s = server.join_s;
-      sg4::ActorPtr actor = sg4::Actor::create(name, platform.hosts.at(name), [node, join_s] {
-        sg4::this_actor::sleep_until(join_s);
-        node->run();
-      });
-      actor->daemonize();
+      start_server(server, name, server.join_s);
       if (server.lifetime_s != kForever) {
         // Leaving without warning: the host goes off, its actors die, its messages are lost.
         const double leave_s = server.join_s + server.lifetime_s;
@@ -72,6 +107,22 @@ RunResult simulate(const Scenario& scenario) {
         })->daemonize();
       }
     }
+  }
+  std::vector<ChurnEvent> churn = churn_events(scenario, context.rng);
+  if (!churn.empty()) {
+    sg4::Actor::create("churn", platform.controller, [&] {
+      for (const ChurnEvent& event : churn) {
+        sg4::this_actor::sleep_until(event.at_s);
+        sg4::Host* host = platform.hosts.at(event.name);
+        if (!event.up) {
+          // Without warning: its actors die, its caches and in-flight messages are lost.
+          host->turn_off();
+        } else {
+          host->turn_on();
+          start_server(*event.server, event.name, event.at_s);
+        }
+      }
+    })->daemonize();
   }
   for (const auto& client : scenario.clients) {
     for (const auto& name : instance_names(client.name, client.count)) {

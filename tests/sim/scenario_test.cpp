@@ -154,6 +154,37 @@ calibration:
               HasSubstr("calibration.0.row: no row named 'quick'"));
 }
 
+TEST_F(ScenarioOverrides, RowsMayPredictWithoutAPublishedFigureButNotCalibrateOnOne) {
+  std::string text = text_ + R"(rows:
+  - {name: guess, metric: total_tokens_per_s}
+  - {name: share, metric: failed_session_share, published: 0.5}
+)";
+  ScenarioFile file = load_scenario_text(text, "tiny.yaml", {});
+  EXPECT_FALSE(file.rows[0].published.has_value());
+  EXPECT_DOUBLE_EQ(*file.rows[1].published, 0.5);
+  EXPECT_THAT(error_of(text + "calibration:\n  - {format: int8, row: guess}\n"),
+              HasSubstr("calibration.0.row: row 'guess' has no published figure to calibrate on"));
+  EXPECT_THAT(error_of(text + "calibration:\n  - {format: int8, row: share}\n"),
+              HasSubstr("row 'share' measures failed_session_share; calibrate on a speed"));
+  EXPECT_THAT(error_of(replace(text, "metric: total_tokens_per_s", "metric: joy")),
+              HasSubstr("rows.0.metric: 'joy' is not one of"));
+}
+
+TEST_F(ScenarioOverrides, ChurnAndOpenEndedWorkAreCheckedLikeEverythingElse) {
+  ScenarioFile file = load_scenario_text(text_, "tiny.yaml",
+                                         {"churn.mean_lifetime_s=600", "churn.mean_downtime_s=30",
+                                          "clients.0.work.repeat=0", "policies.sub_batch_tokens=0"});
+  EXPECT_DOUBLE_EQ(file.base.churn.mean_lifetime_s, 600);
+  EXPECT_DOUBLE_EQ(file.base.churn.mean_downtime_s, 30);
+  EXPECT_EQ(file.base.clients[0].work.repeat, 0);
+  EXPECT_EQ(file.base.policies.sub_batch_tokens, 0);
+  EXPECT_THAT(error_of(text_, {"churn.mean_lifetime_s=0"}), HasSubstr("churn.mean_lifetime_s: must be positive"));
+  EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=-1"}), HasSubstr("clients.0.work.repeat: must be a count"));
+  EXPECT_THAT(error_of(text_, {"policies.sub_batch_tokens=-5"}), HasSubstr("policies.sub_batch_tokens: must be"));
+  EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=0", "clients.0.offload={gpu: a100-80gb, pcie_bps: 1e11}"}),
+              HasSubstr("offloading runs a fixed number of sessions"));
+}
+
 TEST(Scenario, AFileThatIsNotYamlNamesItsLine) {
   EXPECT_THAT(error_of("version: 1\nname: [unclosed\n"), HasSubstr("tiny.yaml:"));
   EXPECT_THAT(error_of("version: 1\nname: [unclosed\n"), HasSubstr("not valid YAML"));

@@ -1,0 +1,112 @@
+// What a swarm does over time, as a user of the simulator sees it: servers that churn leave
+// without warning and come back as new processes, clients that generate until the run ends, and
+// forward passes split into sub-batches that pipeline through the chain.
+#include "sim/scenario.h"
+#include "sim/simulation.h"
+
+#include <fmt/core.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <iostream>
+
+namespace bouquet::sim {
+namespace {
+
+// bloom-7b1 in f16; one region of 1 Gbit/s links with 1 ms one way to the switch.
+std::string scenario_text(uint64_t seed, double duration_s, const std::string& servers,
+                          const std::string& clients, const std::string& extra = "") {
+  return fmt::format(R"(version: 1
+name: dynamics
+seed: {}
+duration_s: {}
+network: {{model: CM02, crosstraffic: false, tcp_window_bytes: 0, why: exact arithmetic}}
+model: {{name: bloom-7b1, weights: f16, activations: float16, wire_compression: none}}
+cost: {{efficiency: {{f16: 0.5}}, block_overhead_s: 0.001, request_overhead_s: 0.002, client_efficiency: 1}}
+directory: {{round_trip_s: 0.05}}
+regions:
+  - {{name: lab, up_bps: 1e9, down_bps: 1e9, latency_s: 0.001}}
+servers:
+{}
+clients:
+{}
+{})",
+                     seed, duration_s, servers, clients, extra);
+}
+
+Scenario load(const std::string& text) { return load_scenario_text(text, "dynamics.yaml", {}).base; }
+
+const std::string kOneServer = "  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e11}";
+// Starts once the server has joined (5 s join delay) and loaded its blocks.
+const std::string kGenerateForever =
+    "  - {name: c, device: cpu-32core, region: lab, start_s: 10,\n"
+    "     work: {kind: generate, prefix_tokens: 1, new_tokens: 20, repeat: 0}}";
+
+TEST(SwarmDynamics, AContinuousClientGeneratesUntilTheRunEnds) {
+  RunResult result = simulate_isolated(load(scenario_text(5, 100, kOneServer, kGenerateForever)));
+  ASSERT_EQ(result.clients.size(), 1u);
+  const ClientResult& c = result.clients[0];
+  // Open-ended work is a result, not a failure; it is measured from the client's start on.
+  EXPECT_TRUE(c.finished) << c.error;
+  EXPECT_DOUBLE_EQ(c.measured_s, 90);
+  EXPECT_GT(c.sessions_finished, 10);
+  EXPECT_EQ(c.sessions_failed, 0);
+  EXPECT_EQ(c.steps, c.tokens);
+  EXPECT_GE(c.steps, 21 * c.sessions_finished);  // the session cut off by the end counts too
+  EXPECT_NEAR(result.metric("tokens_per_s"), static_cast<double>(c.tokens) / 90, 1e-9);
+  EXPECT_EQ(result.metric("failed_session_share"), 0);
+}
+
+TEST(SwarmDynamics, ChurnedServersComeBackAndServeAgain) {
+  // The only server leaves after ~30 s on average. Coming back 5 s later (as a new process that
+  // reloads its 12 GB at 100 Gbit/s), it serves the client again; never coming back, it leaves
+  // the client with nothing but failed sessions.
+  auto run = [](double downtime_s) {
+    return simulate_isolated(load(scenario_text(
+        7, 600, kOneServer, kGenerateForever,
+        fmt::format("churn: {{mean_lifetime_s: 30, mean_downtime_s: {}}}\n", downtime_s))));
+  };
+  std::cout << "seed 7; reproduce: ctest -R SwarmDynamics.ChurnedServersComeBack\n";
+  RunResult back = run(5);
+  RunResult gone = run(1e9);
+  const ClientResult& b = back.clients[0];
+  const ClientResult& g = gone.clients[0];
+  EXPECT_TRUE(b.finished) << b.error;
+  EXPECT_GT(b.sessions_failed + b.recoveries, 5) << "the server left many times in 600 s";
+  EXPECT_GT(b.sessions_finished, 50);
+  EXPECT_GT(b.tokens, 5 * g.tokens);
+  EXPECT_GT(g.sessions_failed, 10);
+  EXPECT_GT(gone.metric("failed_session_share"), back.metric("failed_session_share"));
+  // The churn is drawn from the seed: the same seed gives the same run.
+  EXPECT_EQ(to_json(run(5)), to_json(back));
+}
+
+TEST(SwarmDynamics, SubBatchesPipelineThroughTheChain) {
+  // 64 sequences of 128 positions through three servers: as eight concurrent sub-batches of
+  // 1024 positions, the servers work on different sub-batches at once, so the pass is faster
+  // than as one request, but never more than three times faster (three servers).
+  const std::string servers =
+      "  - {name: s0, gpu: a100-80gb, region: lab, blocks: [0, 10]}\n"
+      "  - {name: s1, gpu: a100-80gb, region: lab, blocks: [10, 20]}\n"
+      "  - {name: s2, gpu: a100-80gb, region: lab, blocks: [20, 30]}";
+  const std::string client = "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+                             "     work: {kind: forward, batch: 64, sequence_tokens: 128}}";
+  auto run = [&](int64_t sub_batch_tokens) {
+    return simulate_isolated(load(scenario_text(
+        5, 1000, servers, client, fmt::format("policies: {{sub_batch_tokens: {}}}\n", sub_batch_tokens))));
+  };
+  RunResult split = run(1024);
+  RunResult whole = run(0);
+  ASSERT_TRUE(split.all_finished()) << split.clients[0].error;
+  ASSERT_TRUE(whole.all_finished()) << whole.clients[0].error;
+  EXPECT_EQ(split.clients[0].tokens, 64 * 128);
+  EXPECT_EQ(whole.clients[0].tokens, 64 * 128);
+  const double speedup = split.metric("tokens_per_s") / whole.metric("tokens_per_s");
+  EXPECT_GT(speedup, 1.5);
+  EXPECT_LT(speedup, 3.0);
+  // Eight requests per hop instead of one, and back.
+  EXPECT_EQ(split.messages - whole.messages, 2 * 3 * 7);
+}
+
+}  // namespace
+}  // namespace bouquet::sim
