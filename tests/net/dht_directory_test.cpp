@@ -5,6 +5,8 @@
 #include <opendht.h>
 
 #include <chrono>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
