@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 namespace bouquet::sim::sweep {
 namespace {
@@ -170,6 +171,26 @@ void failures(const ReportInput& in, std::string& out) {
   out += "\n";
 }
 
+// One line on failures, grouped by their error, so a reader sees at once whether runs were lost.
+void failure_summary(const ReportInput& in, std::string& out) {
+  std::map<std::string, size_t> by_error;
+  size_t failed = 0;
+  for (const auto& row : in.rows) {
+    if (row.ok()) continue;
+    ++failed;
+    ++by_error[row.error.substr(0, std::min<size_t>(row.error.size(), 100))];
+  }
+  if (failed == 0) return;
+  std::vector<std::pair<size_t, std::string>> groups;
+  for (const auto& [error, count] : by_error) groups.emplace_back(count, error);
+  std::sort(groups.begin(), groups.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < groups.size() && i < 3; ++i) parts.push_back(fmt::format("{} x \"{}\"", groups[i].first, groups[i].second));
+  if (groups.size() > 3) parts.push_back(fmt::format("{} other errors", groups.size() - 3));
+  out += fmt::format("**{} of {} runs failed** and count in no metric: {} (every one is listed under Failed runs).\n\n",
+                     failed, in.rows.size(), fmt::join(parts, "; "));
+}
+
 }  // namespace
 
 std::string short_number(double value) {
@@ -213,6 +234,7 @@ std::string render_report(const ReportInput& in) {
   std::string out;
   describe_setup(in, out);
   out += "## Findings\n\n";
+  failure_summary(in, out);
   if (!in.plot_note.empty()) out += fmt::format("(Plots were not drawn: {}.)\n\n", in.plot_note);
   for (size_t m = 0; m < in.experiment.metrics.size(); ++m) describe_metric(in, m, out);
   aggregate_table(in, out);

@@ -242,6 +242,7 @@ exec {} "$@"
   EXPECT_THAT(runs, HasSubstr(",restart,14,failed,killed after the time limit of 2 s,,,,"));
   EXPECT_THAT(read(dir_ / "result/aggregate.csv"), HasSubstr("\nreplay,3,2,"));
   const std::string report = read(dir_ / "result/report.md");
+  EXPECT_THAT(report, HasSubstr("**4 of 6 runs failed**"));
   EXPECT_THAT(report, HasSubstr("## Failed runs (4)"));
   EXPECT_THAT(report, HasSubstr("| recovery=restart | 13 | exit status 3: injected failure for seed 13 |"));
   EXPECT_THAT(report, Not(HasSubstr("| recovery=replay | 12 |")));
