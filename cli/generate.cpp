@@ -15,11 +15,19 @@ const CommandRegistration generate_command{
     "generate", "Generate text with a model (--local: every block here; --peers: through servers)",
     [](CLI::App& sub) {
       auto config = std::make_shared<gpu::GenerateConfig>();
+      auto swarm = std::make_shared<net::SwarmGenerateOptions>();
       sub.add_option("--model", config->model, "Hugging Face model folder")->required();
       auto* local = sub.add_flag("--local", config->local, "Run every block in this process");
       sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
           ->excludes(local);
       sub.add_option("--compression", config->compression, "With --peers, on the wire: none, f16, int8")
+          ->capture_default_str();
+      sub.add_option("--recovery", swarm->recovery,
+                     "With --peers, when a server fails: replay (its span's history to a replacement), "
+                     "restart (from the prompt), cacheless (resend everything every step)")
+          ->capture_default_str();
+      sub.add_option("--recovery-deadline", swarm->recovery_deadline_s,
+                     "With --peers, seconds to find a replacement for a failed span before giving up")
           ->capture_default_str();
       auto* prompt = sub.add_option("--prompt", config->prompt, "Prompt text");
       auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
@@ -39,8 +47,8 @@ const CommandRegistration generate_command{
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
-      return [config] {
-        if (!config->peers.empty()) return net::run_generate_through_swarm(*config);
+      return [config, swarm] {
+        if (!config->peers.empty()) return net::run_generate_through_swarm(*config, *swarm);
         if (config->json) {
           fmt::print("{}\n", gpu::generation_json(gpu::generate_local(*config)));
           return 0;

@@ -32,6 +32,9 @@ const CommandRegistration serve_command{
           ->capture_default_str();
       return [config] { return net::serve(*config); };
     }};
+      sub.add_option("--crash-after-steps", config->crash_after_steps,
+                     "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
+          ->capture_default_str();
 
 }  // namespace
 }  // namespace bouquet::cli

@@ -27,9 +27,21 @@ std::vector<std::string> split_peers(const std::string& text) {
   return peers;
 }
 
+std::string describe_route(const std::vector<RouteHop>& hops) {
+  std::string out;
+  for (const auto& hop : hops) out += fmt::format("{}{} {}", out.empty() ? "" : " -> ", hop.address, hop.span.to_string());
+  return out;
+}
+
+nlohmann::json route_json(const std::vector<RouteHop>& hops) {
+  nlohmann::json route = nlohmann::json::array();
+  for (const RouteHop& hop : hops) route.push_back({{"peer", hop.address}, {"blocks", {hop.span.begin, hop.span.end}}});
+  return route;
+}
+
 }  // namespace
 
-RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
+RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm,
                                         const std::function<void(std::string_view)>& on_text) {
   if (config.local) throw gpu::InputError("give either --local or --peers, not both");
   if (config.prompt.empty() == config.prompt_ids.empty()) {
@@ -39,6 +51,13 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
   if (config.threads > 0) at::set_num_threads(config.threads);
   RemoteGenerationOptions options;
   options.compression = parse_compression(config.compression);
+  const auto policy = core::parse_recovery_policy(swarm.recovery);
+  if (!policy || *policy == core::RecoveryPolicy::none) {
+    throw std::invalid_argument(fmt::format("--recovery '{}' is not one of replay, restart, cacheless", swarm.recovery));
+  }
+  if (!(swarm.recovery_deadline_s > 0)) throw std::invalid_argument("--recovery-deadline must be > 0 seconds");
+  options.recovery = *policy;
+  options.recovery_deadline_s = swarm.recovery_deadline_s;
   SwarmClientConfig client_config;
   client_config.peers = split_peers(config.peers);
 
@@ -80,32 +99,41 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
 
 std::string swarm_generation_json(const RemoteGeneration& generation, const std::string& compression) {
   nlohmann::json json = nlohmann::json::parse(gpu::generation_json(generation.result));
-  nlohmann::json route = nlohmann::json::array();
-  for (const RouteHop& hop : generation.route) {
-    route.push_back({{"peer", hop.address}, {"blocks", {hop.span.begin, hop.span.end}}});
-  }
-  json["route"] = route;
+  json["route"] = route_json(generation.route);
   json["compression"] = compression;
+  nlohmann::json recoveries = nlohmann::json::array();
+  for (const RecoveryReport& r : generation.recoveries) {
+    recoveries.push_back({{"blocks", {r.span.begin, r.span.end}},
+                          {"failed_peer", r.failed_peer},
+                          {"cause", r.cause},
+                          {"replacement", route_json(r.replacement)},
+                          {"positions_replayed", r.positions_replayed},
+                          {"duration_s", r.duration_s},
+                          {"succeeded", r.succeeded}});
+  }
+  json["recoveries"] = recoveries;
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-int run_generate_through_swarm(const gpu::GenerateConfig& config) {
+int run_generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm) {
   if (config.json) {
-    fmt::print("{}\n", swarm_generation_json(generate_through_swarm(config), config.compression));
+    fmt::print("{}\n", swarm_generation_json(generate_through_swarm(config, swarm), config.compression));
     return 0;
   }
-  const auto generation = generate_through_swarm(config, [](std::string_view piece) {
+  const auto generation = generate_through_swarm(config, swarm, [](std::string_view piece) {
     fmt::print("{}", piece);
     std::fflush(stdout);
   });
   fmt::print("\n");
   std::fflush(stdout);  // the text line first, then the summary, even when both go to a file
-  std::string route;
-  for (const auto& hop : generation.route) {
-    route += fmt::format("{}{} {}", route.empty() ? "" : " -> ", hop.address, hop.span.to_string());
+  std::string recovered;
+  for (const auto& r : generation.recoveries) {
+    recovered += fmt::format("; blocks {} of {} recovered on {} ({} positions replayed, {:.2f} s)", r.span.to_string(),
+                             r.failed_peer, describe_route(r.replacement), r.positions_replayed, r.duration_s);
   }
-  fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}]\n", generation.result.ids.size(),
-             generation.result.tokens_per_s, generation.result.stop_reason, route);
+  fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}{}]\n", generation.result.ids.size(),
+             generation.result.tokens_per_s, generation.result.stop_reason, describe_route(generation.route),
+             recovered);
   return 0;
 }
 

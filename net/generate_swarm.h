@@ -15,14 +15,24 @@
 
 namespace bouquet::net {
 
+// The flags of `generate --peers` that local generation has no use for (field names = flag names).
+struct SwarmGenerateOptions {
+  std::string recovery = "replay";  // replay | restart | cacheless (core/recovery.h)
+  double recovery_deadline_s = 60;  // give up when no server covers a failed span for this long
+};
+
 // Throws RemoteError (a swarm failure, naming the server), gpu::InputError / ModelFileError
 // (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).
+// `--json` adds `recoveries`: per recovery, blocks, failed peer, cause, replacement route,
+// positions replayed and seconds taken.
 RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
+                                        const SwarmGenerateOptions& swarm = {},
                                         const std::function<void(std::string_view)>& on_text = {});
 
 std::string swarm_generation_json(const RemoteGeneration& generation, const std::string& compression);
 
 // The command: streams text (or prints JSON with --json) like the local command. Exit status.
-int run_generate_through_swarm(const gpu::GenerateConfig& config);
+// Without --json, the stderr summary line also counts recoveries and names their replacements.
+int run_generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm = {});
 
 }  // namespace bouquet::net

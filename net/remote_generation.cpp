@@ -46,6 +46,8 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   config.compression = options.compression;
   config.cache_wait_timeout_s = options.cache_wait_timeout_s;
   config.reply_timeout_s = options.reply_timeout_s;
+  config.recovery = options.recovery;
+  config.recovery_deadline_s = options.recovery_deadline_s;
   RemoteInferenceSession session(client, config);
   session.open();
   out.route = session.route();
@@ -71,6 +73,12 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
     hidden = head.embed(std::vector<gpu::TokenId>{next});
   }
   const auto end = Clock::now();
+  for (const core::Recovery& r : session.recoveries()) {
+    RecoveryReport report{r.span, client.address_of(r.failed_peer), r.cause.to_string(), {},
+                          r.positions_replayed, r.succeeded ? r.duration_s() : 0.0, r.succeeded};
+    for (const core::Hop& hop : r.replacement) report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
+    out.recoveries.push_back(std::move(report));
+  }
   session.close();
   result.prefill_s = std::chrono::duration<double>(first_token - start).count();
   result.decode_s = std::chrono::duration<double>(end - first_token).count();

@@ -25,11 +25,25 @@ struct RemoteGenerationOptions {
   core::Compression compression = core::Compression::none;
   double cache_wait_timeout_s = 30;
   double reply_timeout_s = 30;
+  core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
+  double recovery_deadline_s = 60;
+};
+
+// One core::Recovery with servers named by address (`generate --json`'s `recoveries`).
+struct RecoveryReport {
+  core::BlockSpan span;               // the blocks re-planned
+  std::string failed_peer;            // address of the server that failed
+  std::string cause;                  // how it failed, one line
+  std::vector<RouteHop> replacement;  // who took the span over
+  uint32_t positions_replayed = 0;    // earlier positions the replacement had to process
+  double duration_s = 0;              // from noticing the failure to caught up
+  bool succeeded = false;
 };
 
 struct RemoteGeneration {
   gpu::GenerationResult result;
-  std::vector<RouteHop> route;  // the chain the session used
+  std::vector<RouteHop> route;  // the chain the session opened with
+  std::vector<RecoveryReport> recoveries;
 };
 
 // "none" | "f16" | "int8" (also the core's names "float16", "int8_blockwise"); throws

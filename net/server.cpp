@@ -4,6 +4,7 @@
 #include <asio.hpp>
 #include <fmt/core.h>
 
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -42,6 +43,7 @@ struct Server::Impl {
   std::optional<asio::signal_set> signals;
   std::map<PeerId, std::shared_ptr<Connection>> peers;
   uint64_t next_peer = 1;
+  uint64_t steps_received = 0;  // for --crash-after-steps
   // Declared last: destroyed (joined) first, while everything its jobs touch still exists.
   std::unique_ptr<WorkerThread> worker;
 };
@@ -111,6 +113,15 @@ void Server::Impl::on_accepted(asio::ip::tcp::socket socket) {
 }
 
 void Server::Impl::feed(const core::Input& input) {
+  if (config.crash_after_steps > 0) {
+    const auto* received = std::get_if<core::MessageReceived>(&input);
+    if (received && std::holds_alternative<core::StepRequest>(received->message) &&
+        ++steps_received > config.crash_after_steps) {
+      fmt::print(stderr, "bouquet serve: --crash-after-steps {}: dying like SIGKILL\n", config.crash_after_steps);
+      std::fflush(stderr);
+      std::raise(SIGKILL);
+    }
+  }
   std::vector<Effect> effects;
   block_server->handle(clock.now(), input, effects);
   carry_out(effects);
