@@ -30,11 +30,11 @@ const CommandRegistration serve_command{
           ->capture_default_str();
       sub.add_option("--max-frame-bytes", config->max_frame_bytes, "Largest frame body accepted")
           ->capture_default_str();
-      return [config] { return net::serve(*config); };
-    }};
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();
+      return [config] { return net::serve(*config); };
+    }};
 
 }  // namespace
 }  // namespace bouquet::cli

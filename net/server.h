@@ -34,10 +34,10 @@ struct ServeConfig {
   double session_idle_timeout_s = 300;
   double frame_timeout_s = 30;       // a frame that has begun must end within this
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
-};
   // Fault drill: after serving this many inference steps (StepRequests), the next one kills the
   // process at once (SIGKILL: no replies, no closes, no goodbye). 0 = never.
   uint64_t crash_after_steps = 0;
+};
 
 class Server {
  public:
