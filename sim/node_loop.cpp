@@ -85,12 +85,14 @@ void NodeLoop::run() {
   while (!finished()) {
     core::Time next = core::kNever;
     for (const auto& d : deadlines_) next = std::min(next, d.at);
-    std::vector<sg4::ActivityPtr> waiting{receive};
-    waiting.insert(waiting.end(), activities_.begin(), activities_.end());
+    // Refilled in place: its capacity stays, so waiting allocates nothing per message.
+    waiting_.clear();
+    waiting_.push_back(receive);
+    waiting_.insert(waiting_.end(), activities_.begin(), activities_.end());
     const double timeout = next == core::kNever ? -1.0 : std::max(0.0, next - now());
     ssize_t index = -1;
     try {
-      index = sg4::Activity::wait_any_for(waiting, timeout);
+      index = sg4::Activity::wait_any_for(waiting_, timeout);
     } catch (const simgrid::NetworkFailureException&) {
       // A message whose sender's host went off mid-transfer (only the receive can fail: the other
       // activities run on this host, which is on): lost, and the sender's detached send frees

@@ -79,6 +79,7 @@ class NodeLoop {
   std::vector<Deadline> deadlines_;
   std::vector<simgrid::s4u::ActivityPtr> activities_;
   std::vector<std::function<void()>> on_done_;
+  std::vector<simgrid::s4u::ActivityPtr> waiting_;  // what run() waits on, rebuilt each turn
 };
 
 }  // namespace bouquet::sim

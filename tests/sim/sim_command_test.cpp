@@ -79,19 +79,55 @@ TEST(SimCommand, ABrokenScenarioIsOneLineNamingFileLineAndKey) {
   EXPECT_THAT(out.text, HasSubstr("--set model.weights=int3: model.weights: 'int3' is not one of"));
 }
 
-// The offloading scenario reuses the int8 efficiency the A100 scenario calibrates (a prediction
-// must not be tuned on its own figure): the two files must agree.
-TEST(SimCommand, OffloadingUsesTheA100Calibration) {
+TEST(SimCommand, RowsWithoutAPublishedFigureArePredictions) {
+  Output out = run("scenarios/llama2-70b-t4x3.yaml");
+  ASSERT_EQ(out.status, 0) << out.text;
+  std::smatch row;
+  ASSERT_TRUE(std::regex_search(out.text, row, std::regex(R"(fwd-1gbit-batch64 +([0-9.]+) +- +tokens/s +- )")))
+      << out.text;
+  EXPECT_GT(std::stod(row[1]), 0);
+}
+
+// bench-sim runs the scenario and a ping-pong of as many messages, and says how fast each went.
+TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
+  std::string command = fmt::format("cd {} && {} bench-sim --scenario scenarios/bloom7b1-faults.yaml --pairs 3 2>&1",
+                                    BOUQUET_SOURCE_DIR, BOUQUET_BINARY);
+  Output out;
+  FILE* pipe = popen(command.c_str(), "r");
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.text.append(buffer, n);
+  out.status = WEXITSTATUS(pclose(pipe));
+  ASSERT_EQ(out.status, 0) << out.text;
+  std::smatch scenario, pingpong;
+  ASSERT_TRUE(std::regex_search(out.text, scenario, std::regex(R"(scenario +([0-9]+) +([0-9.]+) )"))) << out.text;
+  ASSERT_TRUE(std::regex_search(out.text, pingpong, std::regex(R"(ping-pong +([0-9]+) +([0-9.]+) )"))) << out.text;
+  EXPECT_EQ(scenario[1], pingpong[1]);         // the same message count
+  EXPECT_GT(std::stoi(scenario[1].str()), 500);  // 128 steps through 4 hops, there and back
+  EXPECT_THAT(out.text, HasSubstr("of bare SimGrid's rate"));
+}
+
+// Scenarios without their own calibration reuse the int8 efficiency the A100 scenario calibrates
+// (a prediction must not be tuned on its own figure), and NF4 states the same share of its
+// roofline: every file must agree with the calibration the A100 scenario prints.
+TEST(SimCommand, OtherScenariosUseTheA100Calibration) {
   std::ifstream expected(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-a100x3.expected");
   std::string line, calibrated;
   while (std::getline(expected, line)) {
     if (line.rfind("calibrated int8 efficiency ", 0) == 0) calibrated = line.substr(27, 6);
   }
   ASSERT_FALSE(calibrated.empty());
-  std::ifstream offload(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-offload.yaml");
-  std::stringstream text;
-  text << offload.rdbuf();
-  EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{int8: {}}}", calibrated)));
+  for (const char* name : {"bloom176b-offload", "bloom176b-virtual12", "bloom176b-real14"}) {
+    std::ifstream file(fmt::format("{}/scenarios/{}.yaml", BOUQUET_SOURCE_DIR, name));
+    std::stringstream text;
+    text << file.rdbuf();
+    EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{int8: {}}}", calibrated))) << name;
+  }
+  for (const char* name : {"llama2-70b-t4x3", "swarm-100x100"}) {
+    std::ifstream file(fmt::format("{}/scenarios/{}.yaml", BOUQUET_SOURCE_DIR, name));
+    std::stringstream text;
+    text << file.rdbuf();
+    EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{nf4: {}}}", calibrated))) << name;
+  }
 }
 
 }  // namespace
