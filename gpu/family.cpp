@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <optional>
 #include <utility>
@@ -14,6 +15,7 @@ namespace bouquet::gpu {
 
 // Each family's file defines its accessor; the registry below is the only list of families.
 const Family& llama_family();
+const Family& bloom_family();
 
 namespace {
 
@@ -21,6 +23,7 @@ using FamilyAccessor = const Family& (*)();
 
 constexpr std::pair<std::string_view, FamilyAccessor> kFamilies[] = {
     {"llama", llama_family},
+    {"bloom", bloom_family},
 };
 
 std::optional<DType> stored_dtype_of(const ModelConfig& config) {
@@ -35,24 +38,33 @@ TensorMap load_tensors(const ModelConfig& config, const TensorSource& source,
   const std::optional<DType> expected_dtype = stored_dtype_of(config);
   TensorMap tensors;
   for (const TensorSpec& spec : specs) {
-    const std::string where = source.where(spec.name);
-    const std::optional<TensorInfo> info = source.info(spec.name);
-    if (!info) throw ModelFileError(fmt::format("{}: missing tensor '{}'", where, spec.name));
+    std::string stored_name = spec.name;
+    std::optional<TensorInfo> info = source.info(stored_name);
+    for (size_t i = 0; !info && i < spec.other_names.size(); ++i) {
+      info = source.info(spec.other_names[i]);
+      if (info) stored_name = spec.other_names[i];
+    }
+    const std::string where = source.where(stored_name);
+    if (!info) {
+      throw ModelFileError(fmt::format("{}: missing tensor '{}'{}", where, spec.name,
+                                       spec.other_names.empty() ? "" : fmt::format(
+                                           " (or '{}')", fmt::join(spec.other_names, "', '"))));
+    }
     if (info->dtype != DType::F32 && info->dtype != DType::F16 && info->dtype != DType::BF16) {
       throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {}; model weights must be F32, "
-                                       "F16 or BF16", where, spec.name, dtype_name(info->dtype)));
+                                       "F16 or BF16", where, stored_name, dtype_name(info->dtype)));
     }
     if (expected_dtype && info->dtype != *expected_dtype) {
       throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {} but {} says torch_dtype {}",
-                                       where, spec.name, dtype_name(info->dtype),
+                                       where, stored_name, dtype_name(info->dtype),
                                        config.file.string(), config.torch_dtype));
     }
     if (info->shape != spec.shape) {
       throw ModelFileError(fmt::format("{}: tensor '{}' has shape {} but {} implies {}", where,
-                                       spec.name, format_shape(info->shape), config.file.string(),
+                                       stored_name, format_shape(info->shape), config.file.string(),
                                        format_shape(spec.shape)));
     }
-    at::Tensor tensor = source.read(spec.name).to(options.device, options.dtype).contiguous();
+    at::Tensor tensor = source.read(stored_name).to(options.device, options.dtype).contiguous();
     tensors.emplace(spec.name, std::move(tensor));
   }
   return tensors;

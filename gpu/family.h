@@ -26,12 +26,15 @@ namespace bouquet::gpu {
 class TensorSource;
 
 // A tensor a family expects in a checkpoint, and how make-tiny-model draws it at random
-// (normal with this mean and standard deviation).
+// (normal with this mean and standard deviation). Checkpoints of one family do not always agree on
+// names (BLOOM's come with and without a "transformer." prefix): the loader takes the first of
+// `name`, then `other_names`, that the checkpoint holds, and files it under `name` either way.
 struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;
   double init_mean = 0.0;
   double init_std = 0.02;
+  std::vector<std::string> other_names = {};
 };
 
 using TensorMap = std::map<std::string, at::Tensor>;

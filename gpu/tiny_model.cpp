@@ -1,6 +1,7 @@
 #include "gpu/tiny_model.h"
 
 #include "core/rng.h"
+#include "gpu/bpe_train.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
 #include "gpu/safetensors.h"
@@ -11,6 +12,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 namespace bouquet::gpu {
@@ -80,11 +82,17 @@ ModelConfig tiny_model_config(const TinyModelConfig& t) {
     throw InputError(fmt::format("--hidden {} must be --heads {} times an even head size",
                                  t.hidden, t.heads));
   }
-  if (t.heads % t.kv_heads != 0) {
+  const bool bloom = t.family == "bloom";
+  if (!bloom && t.heads % t.kv_heads != 0) {
     throw InputError(fmt::format("--kv-heads {} must divide --heads {}", t.kv_heads, t.heads));
   }
-  if (!t.rope_scaling.empty() && t.rope_scaling != "llama3") {
-    throw InputError(fmt::format("--rope-scaling '{}' is not llama3", t.rope_scaling));
+  if (!t.rope_scaling.empty() && (bloom || t.rope_scaling != "llama3")) {
+    throw InputError(fmt::format("--rope-scaling '{}' is not llama3{}", t.rope_scaling,
+                                 bloom ? " (bloom uses ALiBi, not rotary embeddings)" : ""));
+  }
+  if (!t.tensor_prefix.empty() && (!bloom || t.tensor_prefix != "transformer.")) {
+    throw InputError(fmt::format("--tensor-prefix '{}' must be empty or 'transformer.' (bloom only)",
+                                 t.tensor_prefix));
   }
   ModelConfig c;
   c.family = t.family;
@@ -108,6 +116,11 @@ ModelConfig tiny_model_config(const TinyModelConfig& t) {
     c.rope_scaling = RopeScaling{"llama3", 8.0, 1.0, 4.0, 64};
     c.max_position_embeddings = 512;
   }
+  if (bloom) {
+    c.intermediate_size = 4 * t.hidden;
+    c.num_kv_heads = t.heads;
+    c.tie_word_embeddings = true;
+  }
   return c;
 }
 
@@ -117,10 +130,15 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
   const DType dtype = stored_dtype(t.dtype);
   std::filesystem::create_directories(t.out);
 
+  // Hugging Face's order: the embedding tensors, the blocks, then the final norm and LM head.
   std::vector<TensorSpec> specs = family.head_tensors(c);
-  for (int64_t b = 0; b < c.num_layers; ++b) {
+  const auto after_embeddings = std::find_if(specs.begin(), specs.end(), [](const TensorSpec& s) {
+    return s.name.find("embed") == std::string::npos;
+  });
+  const auto blocks_at = after_embeddings - specs.begin();
+  for (int64_t b = c.num_layers - 1; b >= 0; --b) {
     auto block = family.block_tensors(c, b);
-    specs.insert(specs.end() - (c.tie_word_embeddings ? 1 : 2), block.begin(), block.end());
+    specs.insert(specs.begin() + blocks_at, block.begin(), block.end());
   }
   const core::Rng rng(t.seed);
   std::vector<NamedTensor> tensors;
@@ -128,7 +146,11 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
     // The sub-stream follows the tensor's name, so tying or untying the head keeps the others.
     uint64_t stream = 1469598103934665603ULL;
     for (unsigned char ch : specs[i].name) stream = (stream ^ ch) * 1099511628211ULL;
-    tensors.push_back({specs[i].name, random_tensor(specs[i], rng.derive(stream))});
+    // Only tensors with another accepted name (the base model's) take the prefix.
+    const std::string& name = specs[i].other_names.empty() || t.tensor_prefix.empty()
+                                  ? specs[i].name
+                                  : specs[i].other_names.front();
+    tensors.push_back({name, random_tensor(specs[i], rng.derive(stream))});
   }
   if (t.shards > static_cast<int64_t>(tensors.size())) {
     throw InputError(fmt::format("--shards {} exceeds the {} tensors", t.shards, tensors.size()));
@@ -167,8 +189,31 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
   return c;
 }
 
+namespace {
+
+// What transformers' BloomTokenizerFast reads: no BOS added, BLOOM's four special tokens.
+void write_bloom_tokenizer(const TinyModelConfig& t, const ModelConfig& c) {
+  std::filesystem::remove(t.out / "tokenizer.model");  // a stale one must not describe the model
+  train_byte_level_bpe(tiny_corpus(), t.vocab, t.out);
+  const nlohmann::json tokenizer_config = {
+      {"tokenizer_class", "BloomTokenizerFast"}, {"add_prefix_space", false},
+      {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"},
+      {"padding_side", "left"}, {"model_max_length", c.max_position_embeddings}};
+  write_text(t.out / "tokenizer_config.json", tokenizer_config.dump(2) + "\n");
+  const nlohmann::json special = {
+      {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"}};
+  write_text(t.out / "special_tokens_map.json", special.dump(2) + "\n");
+}
+
+}  // namespace
+
 ModelConfig make_tiny_model(const TinyModelConfig& t) {
   ModelConfig c = write_tiny_checkpoint(t);
+  if (c.family == "bloom") {
+    write_bloom_tokenizer(t, c);
+    return c;
+  }
+  std::filesystem::remove(t.out / "tokenizer.json");  // it would be preferred to tokenizer.model
   train_sentencepiece(tiny_corpus(), t.vocab, t.out);
   // What transformers' LlamaTokenizer reads: BOS added, EOS not, the trainer's special pieces.
   const nlohmann::json tokenizer_config = {
