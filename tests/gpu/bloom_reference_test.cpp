@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <set>
 #include <sstream>
 
 namespace bouquet::gpu {
@@ -67,8 +68,8 @@ BloomReferenceRun run_bloom_reference(const fs::path& model_dir, const std::vect
 }
 
 // Bouquet on `dir` must give the reference's greedy ids (one span and three chained spans) and
-// its logits at every prompt position within `tolerance`.
-void expect_matches_bloom_reference(const fs::path& dir, double tolerance = 1e-4) {
+// its logits at every prompt position within `tolerance` (f32 against f64: up to 6e-5 seen).
+void expect_matches_bloom_reference(const fs::path& dir, double tolerance = 5e-4) {
   const BloomReferenceRun reference = run_bloom_reference(dir, kPrompt, kNewTokens);
   if (!reference.prompt_logits.defined()) return;
   EXPECT_EQ(testing::engine_greedy_ids(dir, kPrompt, kNewTokens), reference.greedy_ids)
@@ -83,8 +84,10 @@ void expect_matches_bloom_reference(const fs::path& dir, double tolerance = 1e-4
   const double difference = (logits - reference.prompt_logits).abs().max().item<double>();
   EXPECT_LT(difference, tolerance) << "largest logit difference over every prompt position; "
                                    << reference.reproduce;
-  // The logits must be far from flat, or matching them would prove little.
+  // Flat logits or a run stuck on one token would prove little: the seed gives neither.
   EXPECT_GT(reference.prompt_logits.std().item<double>(), 1.0);
+  EXPECT_GE(std::set<TokenId>(reference.greedy_ids.begin(), reference.greedy_ids.end()).size(), 4u)
+      << reference.reproduce;
 }
 
 struct Case {
@@ -94,6 +97,7 @@ struct Case {
   const char* prefix;
   const char* dtype;
   int64_t shards;
+  uint64_t seed;  // one whose greedy run does not get stuck on a token
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -112,20 +116,20 @@ TEST_P(BloomReference, GreedyIdsAndLogitsMatchBloomRef) {
   config.tensor_prefix = c.prefix;
   config.dtype = c.dtype;
   config.shards = c.shards;
-  config.seed = 21;
+  config.seed = c.seed;
   write_tiny_checkpoint(config);
   expect_matches_bloom_reference(config.out);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     TinyModels, BloomReference,
-    ::testing::Values(Case{"heads4", 4, 64, "", "f32", 1},
-                      Case{"heads8_prefixed", 8, 64, "transformer.", "f32", 1},
-                      Case{"heads6", 6, 48, "", "f32", 1},
-                      Case{"heads6_prefixed_sharded", 6, 48, "transformer.", "f32", 3},
-                      Case{"heads12", 12, 96, "", "f32", 1},
-                      Case{"heads6_bf16", 6, 48, "transformer.", "bf16", 1},
-                      Case{"heads6_f16", 6, 48, "", "f16", 2}),
+    ::testing::Values(Case{"heads4", 4, 64, "", "f32", 1, 21},
+                      Case{"heads8_prefixed", 8, 64, "transformer.", "f32", 1, 21},
+                      Case{"heads6", 6, 48, "", "f32", 1, 2},
+                      Case{"heads6_prefixed_sharded", 6, 48, "transformer.", "f32", 3, 2},
+                      Case{"heads12", 12, 96, "", "f32", 1, 21},
+                      Case{"heads6_bf16", 6, 48, "transformer.", "bf16", 1, 2},
+                      Case{"heads6_f16", 6, 48, "", "f16", 2, 2}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace
