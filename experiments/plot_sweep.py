@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 MAX_COLUMNS = 3
 
@@ -76,6 +77,9 @@ def draw(spec, plot, rows, directory):
                         continue
                     lo = number(row[metric + "_ci95_low"])
                     hi = number(row[metric + "_ci95_high"])
+                    if plot["unit"] == "share":
+                        # A t interval of a share can leave [0, 1]; the share cannot.
+                        lo, hi = max(lo, 0.0), min(hi, 1.0)
                     xs.append(position)
                     ys.append(mean)
                     low.append(0 if math.isnan(lo) else mean - lo)
@@ -93,8 +97,18 @@ def draw(spec, plot, rows, directory):
             ax.set_xticklabels(x_labels, rotation=20 if max(len(x) for x in x_labels) > 6 else 0)
         if plot["log_x"]:
             ax.set_xscale("log")
+        if not categorical:
+            # Ticks at the grid's own values, written as in the experiment file.
+            ax.set_xticks(positions)
+            ax.set_xticklabels(x_labels)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if plot["log_y"]:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if plot["unit"] == "share":
+            ax.set_ylim(-0.05, 1.05)
         if index % columns == 0:
             unit = f" ({plot['unit']})" if plot["unit"] else ""
             ax.set_ylabel(metric + unit)

@@ -91,6 +91,14 @@ std::string axis_effect(const ReportInput& in, size_t axis, size_t metric) {
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
+// " (as are N other points)" when other points share the mean `value` exactly.
+std::string ties(const ReportInput& in, size_t m, double value) {
+  size_t same = 0;
+  for (const auto& s : in.summaries) same += s.metrics[m].n > 0 && s.metrics[m].mean == value ? 1 : 0;
+  if (same == 2) return " (as is 1 other point)";
+  return same > 2 ? fmt::format(" (as are {} other points)", same - 1) : "";
+}
+
 void describe_metric(const ReportInput& in, size_t m, std::string& out) {
   const Experiment& e = in.experiment;
   bool known = false;
@@ -116,10 +124,13 @@ void describe_metric(const ReportInput& in, size_t m, std::string& out) {
   if (in.summaries.size() > 1 && high->metrics[m].mean == low->metrics[m].mean) {
     out += fmt::format("- The same at every point that has a value: {}.\n", short_number(high->metrics[m].mean));
   } else if (in.summaries.size() > 1) {
-    out += fmt::format("- Highest: {} at {}.\n", with_interval(high->metrics[m]), point_name(e, high->labels));
-    out += fmt::format("- Lowest: {} at {}.\n", with_interval(low->metrics[m]), point_name(e, low->labels));
+    out += fmt::format("- Highest: {} at {}{}.\n", with_interval(high->metrics[m]), point_name(e, high->labels),
+                       ties(in, m, high->metrics[m].mean));
+    out += fmt::format("- Lowest: {} at {}{}.\n", with_interval(low->metrics[m]), point_name(e, low->labels),
+                       ties(in, m, low->metrics[m].mean));
     if (high->metrics[m].ci95_low && low->metrics[m].ci95_high && *low->metrics[m].ci95_high >= *high->metrics[m].ci95_low) {
-      out += "- The highest and lowest intervals overlap: over these seeds the grid makes no clear difference.\n";
+      out += "- The highest and lowest points' intervals overlap: with these seeds their difference is not "
+             "significant at 95%.\n";
     }
   } else {
     out += fmt::format("- {}.\n", with_interval(high->metrics[m]));
