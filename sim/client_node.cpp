@@ -155,7 +155,8 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
       if (!continuous()) start_measure();
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
-      // Embedding the prompt, then its first step.
+      // Embedding the prompt, then its first step (whose latency is not a token's).
+      step_started_s_.reset();
       compute(client_compute_s(config_.work.batch * prefix, 0), [this, prefix] { request_step(prefix); });
     } else if (std::holds_alternative<core::StepDone>(effect)) {
       on_step_done();
@@ -229,6 +230,8 @@ void ClientNode::request_step(uint32_t tokens) {
 }
 
 void ClientNode::on_step_done() {
+  if (step_started_s_) result().step_latencies_s.push_back(now() - *step_started_s_);
+  step_started_s_.reset();
   ++result().steps;
   result().tokens += config_.work.batch;
   // Final norm and LM head over each sequence's last position, then embed the sampled token.
@@ -236,6 +239,7 @@ void ClientNode::on_step_done() {
   compute(client_compute_s(batch, batch), [this] {
     if (steps_left_ > 0) {
       --steps_left_;
+      step_started_s_ = now();
       request_step(1);
     } else {
       if (!continuous()) stop_measure();

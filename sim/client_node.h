@@ -85,6 +85,7 @@ class ClientNode final : public NodeLoop {
   int64_t steps_left_ = 0;
   int64_t sessions_done_ = 0;
   std::optional<double> measuring_since_;
+  std::optional<double> step_started_s_;  // a single-token step in flight, for its latency
 
   std::vector<core::ServerRecord> records_;  // the swarm as the passes' lookup saw it
   std::vector<SubPass> sub_passes_;

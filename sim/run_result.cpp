@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -51,6 +52,33 @@ std::string_view metric_unit(std::string_view name) {
   return "tokens/s";
 }
 
+namespace {
+
+// The nearest-rank percentile of sorted values: the smallest value with at least p of them at or
+// below it.
+double nearest_rank(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return std::numeric_limits<double>::quiet_NaN();
+  const auto rank = static_cast<size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return sorted[std::max<size_t>(rank, 1) - 1];
+}
+
+nlohmann::json number_or_null(double value) { return std::isnan(value) ? nlohmann::json() : nlohmann::json(value); }
+
+double number_or_nan(const nlohmann::json& in, const char* key) {
+  if (!in.contains(key) || in.at(key).is_null()) return std::numeric_limits<double>::quiet_NaN();
+  return in.at(key).get<double>();
+}
+
+}  // namespace
+
+void RunResult::summarize_step_latencies() {
+  std::vector<double> all;
+  for (const auto& client : clients) all.insert(all.end(), client.step_latencies_s.begin(), client.step_latencies_s.end());
+  std::sort(all.begin(), all.end());
+  step_latency_p50_s = nearest_rank(all, 0.50);
+  step_latency_p99_s = nearest_rank(all, 0.99);
+}
+
 std::string to_json(const RunResult& result) {
   nlohmann::json clients = nlohmann::json::array();
   for (const auto& c : result.clients) {
@@ -74,6 +102,8 @@ std::string to_json(const RunResult& result) {
                         {"end_s", result.end_s},
                         {"messages", result.messages},
                         {"bytes", result.bytes},
+                        {"step_latency_p50_s", number_or_null(result.step_latency_p50_s)},
+                        {"step_latency_p99_s", number_or_null(result.step_latency_p99_s)},
                         {"clients", clients}};
   return out.dump();
 }
@@ -85,6 +115,8 @@ RunResult run_result_from_json(const std::string& text) {
   result.end_s = in.at("end_s").get<double>();
   result.messages = in.at("messages").get<uint64_t>();
   result.bytes = in.at("bytes").get<uint64_t>();
+  result.step_latency_p50_s = number_or_nan(in, "step_latency_p50_s");
+  result.step_latency_p99_s = number_or_nan(in, "step_latency_p99_s");
   for (const auto& c : in.at("clients")) {
     ClientResult client;
     client.name = c.at("name").get<std::string>();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,10 @@ struct ClientResult {
   int64_t sessions_failed = 0;     // sessions the core gave up on (continuous clients go on)
   double started_s = -1;
   double ended_s = -1;
+  // Simulated seconds of each single-token generation step that completed (each session's prompt
+  // step left out): from handing the step to the session to its result, recoveries included.
+  // Kept for RunResult's percentiles; not serialized.
+  std::vector<double> step_latencies_s;
 
   double steps_per_s() const { return measured_s > 0 ? static_cast<double>(steps) / measured_s : 0; }
   double tokens_per_s() const { return measured_s > 0 ? static_cast<double>(tokens) / measured_s : 0; }
@@ -35,6 +40,12 @@ struct RunResult {
   uint64_t messages = 0;
   uint64_t bytes = 0;
   std::vector<ClientResult> clients;
+  // Over every client's step_latencies_s (nearest rank); NaN when no such step completed.
+  double step_latency_p50_s = std::numeric_limits<double>::quiet_NaN();
+  double step_latency_p99_s = std::numeric_limits<double>::quiet_NaN();
+
+  // Fills the percentiles from the clients' step latencies (the simulation calls it at its end).
+  void summarize_step_latencies();
 
   bool all_finished() const;
   // A row's figure (metric_names()); NaN when some client did not finish.

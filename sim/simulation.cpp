@@ -150,6 +150,7 @@ RunResult simulate(const Scenario& scenario) {
   for (const auto& client : context.result.clients) {
     context.result.end_s = std::max(context.result.end_s, client.finished ? client.ended_s : scenario.duration_s);
   }
+  context.result.summarize_step_latencies();
   context.result.messages = context.transport.messages_sent();
   context.result.bytes = context.transport.bytes_sent();
   for (auto& client : context.result.clients) {

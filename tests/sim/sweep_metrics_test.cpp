@@ -23,7 +23,8 @@ std::string client(const char* name, bool finished, int tokens, double measured_
 }
 
 const std::string kRun = fmt::format(R"({{"scenario": "s", "seed": 3, "result": {{"seed": 3, "end_s": 100,
-  "messages": 500, "bytes": 12345, "clients": [{}, {}]}}}})",
+  "messages": 500, "bytes": 12345, "step_latency_p50_s": 0.25, "step_latency_p99_s": null,
+  "clients": [{}, {}]}}}})",
                                      client("a", true, 100, 50, 1, 3, 1), client("b", false, 30, 60, 2, 1, 0));
 
 TEST(SweepMetrics, ClientFiguresAreMeansSumsAndShares) {
@@ -41,6 +42,9 @@ TEST(SweepMetrics, ClientFiguresAreMeansSumsAndShares) {
   EXPECT_DOUBLE_EQ(v[8], 100);
   EXPECT_DOUBLE_EQ(v[9], 500);
   EXPECT_DOUBLE_EQ(v[10], 12345);
+  const std::vector<double> latency = extract_metrics(kRun, {"step_latency_p50_s", "step_latency_p99_s"});
+  EXPECT_DOUBLE_EQ(latency[0], 0.25);
+  EXPECT_TRUE(std::isnan(latency[1]));  // no single-token step completed
 }
 
 TEST(SweepMetrics, RowsGiveTheirSimulatedFigureAndNothingWhenUnfinished) {
