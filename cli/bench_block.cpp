@@ -23,6 +23,11 @@ const CommandRegistration bench_block_command{
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")
           ->capture_default_str();
+      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")
+          ->capture_default_str();
+      sub.add_option("--kernels", config->kernels,
+                     "Small-batch CPU kernels: best, libtorch, portable, avx2, avx512")
+          ->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--seed", config->seed, "Seed of the random weights");
       return [config] {

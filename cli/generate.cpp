@@ -45,6 +45,8 @@ const CommandRegistration generate_command{
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")
           ->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
+      sub.add_option("--quant", config->quant, "With --local, block weights: none, int8 (per-row scales)")
+          ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
       return [config, swarm] {

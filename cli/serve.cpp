@@ -20,6 +20,8 @@ const CommandRegistration serve_command{
           ->capture_default_str();
       sub.add_option("--device", config->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
+      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")
+          ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads for compute (0 = libtorch's default)")
           ->capture_default_str();
       sub.add_option("--session-idle-timeout", config->session_idle_timeout_s,

@@ -4,9 +4,11 @@
 #include "gpu/checkpoint.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
+#include "gpu/kernels/matvec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/accumulate.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -48,6 +50,7 @@ class RandomWeights final : public TensorSource {
   }
 
   std::string where(const std::string& name) const override { return "random weights"; }
+  const std::vector<TensorSpec>& specs() const { return specs_; }
 
  private:
   const TensorSpec* find(const std::string& name) const {
@@ -66,9 +69,28 @@ double median(std::vector<double> values) {
   return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
+// Seconds to sum `buffer` once (a value is read back, which also waits for CUDA).
+double time_sum(const at::Tensor& buffer) {
+  const auto start = Clock::now();
+  at::sum(buffer).item<float>();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 void synchronize(const c10::Device& device) {
   // On CUDA a kernel launch returns before the work is done: read a value back to wait for it.
   if (device.is_cuda()) at::zeros({1}, at::TensorOptions().device(device)).item<float>();
+}
+
+// The kernels a decode step (one row) runs with these options, as Linear chooses them.
+std::string used_kernels(const ComputeOptions& compute) {
+  const bool kernel_dtype = compute.dtype == at::kFloat || compute.dtype == at::kBFloat16;
+  if (!compute.device.is_cpu() || !kernel_dtype || compute.kernels == LinearKernels::libtorch) {
+    return "libtorch";
+  }
+  if (compute.kernels == LinearKernels::best) {
+    return std::string(kernels::isa_name(kernels::detected_isa()));
+  }
+  return std::string(linear_kernels_name(compute.kernels));
 }
 
 }  // namespace
@@ -92,7 +114,8 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
   if (model.num_heads % model.num_kv_heads != 0 || model.head_dim % 2 != 0) {
     throw InputError("bench-block: kv heads must divide heads, and head size must be even");
   }
-  const ComputeOptions compute = resolve_compute(config.dtype, config.device);
+  ComputeOptions compute = resolve_compute(config.dtype, config.device, config.quant);
+  compute.kernels = parse_linear_kernels(config.kernels);
   const RandomWeights weights(family_of(model).block_tensors(model, 0), config.seed);
   const auto block = load_block(model, weights, 0, compute);
 
@@ -100,6 +123,7 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
   result.weight_bytes = block->weight_bytes();
   result.threads = at::get_num_threads();
   result.compute = describe(compute);
+  result.kernels = used_kernels(compute);
 
   at::NoGradGuard no_grad;
   const auto options = at::TensorOptions().device(compute.device).dtype(compute.dtype);
@@ -109,49 +133,70 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
   }
   const at::Tensor token = at::randn({1, 1, config.hidden}, options);
   block->forward(token, config.cached_tokens, &cache);  // warm-up: first-touch, kernel selection
-  std::vector<double> steps;
-  for (int64_t i = 0; i < config.steps; ++i) {
-    synchronize(compute.device);
-    const auto start = Clock::now();
-    block->forward(token, config.cached_tokens, &cache);  // same slot each time: same work
-    synchronize(compute.device);
-    steps.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+
+  // The probes: sum a buffer of the block's weight size (and one of its f32 size, the floor that
+  // smaller weights should beat), so every byte crosses the memory bus once, with the same
+  // threads as the block. Filled first so no page fault is timed.
+  result.f32_weight_bytes = 0;
+  for (const TensorSpec& spec : weights.specs()) {
+    result.f32_weight_bytes += 4 * static_cast<uint64_t>(c10::multiply_integers(spec.shape));
   }
+  const auto float_options = options.dtype(at::kFloat);
+  const at::Tensor buffer = at::ones({static_cast<int64_t>(result.weight_bytes / 4)}, float_options);
+  at::Tensor f32_buffer;
+  if (result.f32_weight_bytes != result.weight_bytes) {
+    f32_buffer = at::ones({static_cast<int64_t>(result.f32_weight_bytes / 4)}, float_options);
+  }
+  // Steps and probes alternate, so a neighbour's load on a shared machine weighs on both alike.
+  std::vector<double> steps, streams, f32_streams;
+  for (int64_t i = 0; i < std::max<int64_t>(config.steps, 5); ++i) {
+    if (i < config.steps) {
+      synchronize(compute.device);
+      const auto start = Clock::now();
+      block->forward(token, config.cached_tokens, &cache);  // same slot each time: same work
+      synchronize(compute.device);
+      steps.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    streams.push_back(time_sum(buffer));
+    if (f32_buffer.defined()) f32_streams.push_back(time_sum(f32_buffer));
+  }
+  if (f32_streams.empty()) f32_streams = streams;
   result.step_s = median(steps);
   result.step_min_s = *std::min_element(steps.begin(), steps.end());
-
-  // The probe: sum a buffer of the block's weight size, so every byte crosses the memory bus
-  // once, with the same threads as the block. Filled first so no page fault is timed.
-  const at::Tensor buffer =
-      at::ones({static_cast<int64_t>(result.weight_bytes / 4)}, options.dtype(at::kFloat));
-  at::sum(buffer).item<float>();
-  std::vector<double> streams;
-  for (int64_t i = 0; i < std::max<int64_t>(config.steps, 5); ++i) {
-    const auto start = Clock::now();
-    at::sum(buffer).item<float>();
-    streams.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-  }
   result.stream_s = median(streams);
   result.stream_min_s = *std::min_element(streams.begin(), streams.end());
   result.stream_gbps = static_cast<double>(buffer.numel() * 4) / result.stream_s / 1e9;
   result.ratio = result.step_s / result.stream_s;
   result.best_ratio = result.step_min_s / result.stream_min_s;
+  result.f32_stream_s = median(f32_streams);
+  result.f32_ratio = result.step_s / result.f32_stream_s;
+  result.f32_best_ratio = result.step_min_s / *std::min_element(f32_streams.begin(), f32_streams.end());
   return result;
+}
+
+// For weights smaller than f32: how the step compares with streaming the same block in f32.
+std::string f32_floor_line(const BenchBlockResult& r) {
+  if (r.f32_weight_bytes == r.weight_bytes) return "";
+  return fmt::format(
+      "f32 floor (streaming the same block's {:.1f} MB of f32 weights): {:.2f} ms median; "
+      "ratio step / f32 floor: {:.2f} (medians), {:.2f} (bests)\n",
+      r.f32_weight_bytes / 1e6, r.f32_stream_s * 1e3, r.f32_ratio, r.f32_best_ratio);
 }
 
 std::string format_bench_block(const BenchBlockConfig& c, const BenchBlockResult& r) {
   const int64_t kv = c.kv_heads > 0 ? c.kv_heads : c.heads;
   return fmt::format(
-      "block: Llama, hidden {}, heads {} (kv {}), intermediate {}; {}, {} thread(s)\n"
+      "block: Llama, hidden {}, heads {} (kv {}), intermediate {}; {}, {} kernels, {} thread(s)\n"
       "weights: {:.1f} MB\n"
       "decode step (1 new token, {} cached): {:.2f} ms median, {:.2f} ms best of {}\n"
       "weight streaming (memory probe, {:.1f} MB once): {:.2f} ms median = {:.1f} GB/s, "
       "{:.2f} ms best = {:.1f} GB/s\n"
-      "ratio step / weight streaming: {:.2f} (medians), {:.2f} (bests)\n",
-      c.hidden, c.heads, kv, c.intermediate, r.compute, r.threads, r.weight_bytes / 1e6,
+      "ratio step / weight streaming: {:.2f} (medians), {:.2f} (bests)\n"
+      "{}",
+      c.hidden, c.heads, kv, c.intermediate, r.compute, r.kernels, r.threads, r.weight_bytes / 1e6,
       c.cached_tokens, r.step_s * 1e3, r.step_min_s * 1e3, c.steps, r.weight_bytes / 1e6,
       r.stream_s * 1e3, r.stream_gbps, r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9,
-      r.ratio, r.best_ratio);
+      r.ratio, r.best_ratio, f32_floor_line(r));
 }
 
 }  // namespace bouquet::gpu

@@ -1,7 +1,8 @@
 // `bouquet bench-block`: how far one decode step of a single Llama block is from the memory floor.
 // A decode step reads every weight once, so it cannot beat streaming the block's weight bytes from
 // memory; the benchmark times both in the same run (same process, threads and machine state) and
-// reports their ratio. Torch-free header: the command line includes it.
+// reports their ratio. Steps and probes alternate so that a shared machine's load weighs on both.
+// Torch-free header: the command line includes it.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,8 @@ struct BenchBlockConfig {
   int64_t steps = 10;
   int threads = 0;  // 0: libtorch's default
   std::string dtype = "f32";
+  std::string quant = "none";     // none | int8: how the block's weights are held
+  std::string kernels = "best";   // best | libtorch | portable | avx2 | avx512 (gpu/linear.h)
   std::string device = "auto";
   uint64_t seed = 0;
 };
@@ -25,7 +28,8 @@ struct BenchBlockConfig {
 struct BenchBlockResult {
   uint64_t weight_bytes = 0;
   int threads = 0;
-  std::string compute;  // "cpu f32"
+  std::string compute;  // "cpu f32", "cpu f32 int8"
+  std::string kernels;  // what applied the weights: "avx512", ..., or "libtorch"
   double step_s = 0.0;  // median decode step
   double step_min_s = 0.0;
   double stream_s = 0.0;  // median time to stream weight_bytes once
@@ -34,6 +38,12 @@ struct BenchBlockResult {
   double ratio = 0.0;  // step_s / stream_s
   // Best over best: on a shared machine the fastest runs are the least disturbed ones.
   double best_ratio = 0.0;
+  // The same block's weights in f32 (the norms included), and the floor they set: quantized or
+  // bf16 weights go below it. Equal to the above for f32 weights.
+  uint64_t f32_weight_bytes = 0;
+  double f32_stream_s = 0.0;  // median
+  double f32_ratio = 0.0;       // step_s / f32_stream_s
+  double f32_best_ratio = 0.0;  // step_min_s / fastest f32 stream
 };
 
 BenchBlockResult bench_block(const BenchBlockConfig& config);

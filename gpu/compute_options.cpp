@@ -1,6 +1,7 @@
 #include "gpu/compute_options.h"
 
 #include "gpu/errors.h"
+#include "gpu/kernels/matvec.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -64,6 +65,34 @@ ComputeOptions resolve_compute(std::string_view dtype, std::string_view device,
   ComputeOptions options{parse_device(device), parse_compute_dtype(dtype), parse_quant(quant)};
   probe(options);
   return options;
+}
+
+LinearKernels parse_linear_kernels(std::string_view name) {
+  const auto require = [&](kernels::Isa isa, LinearKernels choice) {
+    if (!kernels::isa_supported(isa)) {
+      throw InputError(fmt::format("linear kernels '{}' need an instruction set this CPU lacks "
+                                   "(it has {})", name, kernels::isa_name(kernels::detected_isa())));
+    }
+    return choice;
+  };
+  if (name == "best" || name.empty()) return LinearKernels::best;
+  if (name == "libtorch") return LinearKernels::libtorch;
+  if (name == "portable") return LinearKernels::portable;
+  if (name == "avx2") return require(kernels::Isa::avx2, LinearKernels::avx2);
+  if (name == "avx512") return require(kernels::Isa::avx512, LinearKernels::avx512);
+  throw InputError(fmt::format(
+      "unknown linear kernels '{}' (expected best, libtorch, portable, avx2 or avx512)", name));
+}
+
+std::string_view linear_kernels_name(LinearKernels choice) {
+  switch (choice) {
+    case LinearKernels::best: return "best";
+    case LinearKernels::libtorch: return "libtorch";
+    case LinearKernels::portable: return "portable";
+    case LinearKernels::avx2: return "avx2";
+    case LinearKernels::avx512: return "avx512";
+  }
+  return "unknown";
 }
 
 std::string_view short_dtype_name(at::ScalarType dtype) {

@@ -15,10 +15,15 @@ namespace bouquet::gpu {
 // activations and accumulation stay in floating point; see gpu/linear.h).
 enum class WeightQuant { none, int8 };
 
+// Which code applies weights to a few rows on the CPU (gpu/linear.h): the best this CPU has, or
+// always libtorch's at::linear, or one instruction set (benchmarks and tests compare them).
+enum class LinearKernels { best, libtorch, portable, avx2, avx512 };
+
 struct ComputeOptions {
   c10::Device device = c10::Device(c10::kCPU);
   at::ScalarType dtype = at::kFloat;
   WeightQuant quant = WeightQuant::none;
+  LinearKernels kernels = LinearKernels::best;
 };
 
 // `dtype`: f32 | f16 | bf16 | f64 (or float32, ...; f64 is for checking numerics); `device`: auto | cpu | cuda | cuda:N
@@ -27,6 +32,11 @@ struct ComputeOptions {
 // `quant`: none | int8 (InputError otherwise).
 ComputeOptions resolve_compute(std::string_view dtype = "f32", std::string_view device = "auto",
                                std::string_view quant = "none");
+
+// best | libtorch | portable | avx2 | avx512; InputError for another name or an instruction set
+// this CPU lacks.
+LinearKernels parse_linear_kernels(std::string_view name);
+std::string_view linear_kernels_name(LinearKernels kernels);
 
 // "cpu f32", "cuda:0 bf16", "cpu f32 int8" (quantized weights).
 std::string describe(const ComputeOptions& options);

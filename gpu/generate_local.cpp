@@ -59,7 +59,7 @@ GenerationResult generate_local(const GenerateConfig& config,
   }
 
   const ClientHead head({config.model, config.dtype, config.device});
-  SpanRunner blocks({config.model, 0, -1, config.dtype, config.device});
+  SpanRunner blocks({config.model, 0, -1, config.dtype, config.device, config.quant});
 
   GenerationRequest request;
   if (!config.prompt_ids.empty()) {

@@ -27,6 +27,7 @@ struct GenerateConfig {
   uint64_t seed = 0;
   std::string dtype = "f32";
   std::string device = "auto";
+  std::string quant = "none";  // none | int8: block weights (the head stays in dtype)
   int threads = 0;            // 0: libtorch's default
   bool json = false;
   // Networked generation (net/generate_swarm.h): servers that together hold every block.

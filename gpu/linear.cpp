@@ -3,8 +3,27 @@
 #include "core/check.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 namespace bouquet::gpu {
+namespace {
+
+std::optional<kernels::Isa> chosen_isa(LinearKernels choice) {
+  switch (choice) {
+    case LinearKernels::best: return kernels::detected_isa();
+    case LinearKernels::libtorch: return std::nullopt;
+    case LinearKernels::portable: return kernels::Isa::portable;
+    case LinearKernels::avx2: return kernels::Isa::avx2;
+    case LinearKernels::avx512: return kernels::Isa::avx512;
+  }
+  return std::nullopt;
+}
+
+// Each thread takes a contiguous run of output rows; fewer than this many rows per thread costs
+// more in hand-off than it saves.
+constexpr int64_t kRowsPerThreadMin = 256;
+
+}  // namespace
 
 Linear::Linear(const at::Tensor& weight, const ComputeOptions& options, const at::Tensor& bias)
     : weight_(weight.contiguous()), bias_(bias) {
@@ -16,18 +35,74 @@ Linear::Linear(const at::Tensor& weight, const ComputeOptions& options, const at
   if (options.quant == WeightQuant::int8) {
     // Symmetric per-row scales: row o is weight[o] = int8[o] * scales[o]; an all-zero row keeps
     // scale 1 so nothing divides by zero.
-    const at::Tensor w32 = weight_.to(at::kFloat);
+    const at::Tensor w32 = weight_.detach().to(at::kFloat);
     at::Tensor max_abs = w32.abs().amax(1);
     scales_ = at::where(max_abs > 0, max_abs / 127.0, at::ones_like(max_abs)).contiguous();
     weight_ = at::round(w32 / scales_.unsqueeze(1)).clamp(-127, 127).to(at::kChar).contiguous();
   }
+  // The kernels serve CPU inference in f32 or bf16; a weight that itself wants gradients goes
+  // through libtorch so autograd sees it.
+  const bool kernel_dtype = options.dtype == at::kFloat || options.dtype == at::kBFloat16;
+  if (options.device.is_cpu() && kernel_dtype && !weight.requires_grad()) {
+    isa_ = chosen_isa(options.kernels);
+  }
+  if (isa_) {
+    BOUQUET_CHECK(kernels::isa_supported(*isa_), "Linear: kernels for an instruction set this CPU lacks");
+    compute_dtype_ = options.dtype;
+    if (scales_.defined()) {
+      weight_type_ = kernels::WeightType::int8;
+    } else if (weight_.scalar_type() == at::kFloat) {
+      weight_type_ = kernels::WeightType::f32;
+    } else if (weight_.scalar_type() == at::kBFloat16) {
+      weight_type_ = kernels::WeightType::bf16;
+    } else {
+      isa_.reset();  // a weight in a dtype the kernels do not read: libtorch handles it
+    }
+  }
+}
+
+bool Linear::kernels_apply(const at::Tensor& input) const {
+  if (!isa_ || input.dim() == 0 || input.size(-1) != in_features_) return false;
+  if (!input.device().is_cpu() || input.scalar_type() != compute_dtype_) return false;
+  if (at::GradMode::is_enabled() && input.requires_grad()) return false;
+  const int64_t rows = input.numel() / std::max<int64_t>(in_features_, 1);
+  return rows >= 1 && rows <= kernels::kMatvecRowsMax && in_features_ > 0;
+}
+
+at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {
+  const at::Tensor x = input.to(at::kFloat).contiguous();
+  const int64_t rows = x.numel() / in_features_;
+  at::Tensor y = at::empty({rows, out_features_}, x.options());
+  kernels::MatvecProblem problem;
+  problem.x = x.data_ptr<float>();
+  problem.rows = rows;
+  problem.in = in_features_;
+  problem.weight = weight_.data_ptr();
+  problem.weight_type = weight_type_;
+  problem.scales = scales_.defined() ? scales_.data_ptr<float>() : nullptr;
+  problem.out = out_features_;
+  problem.y = y.data_ptr<float>();
+  const kernels::Isa isa = *isa_;
+  if (at::get_num_threads() > 1 && out_features_ >= 2 * kRowsPerThreadMin) {
+    at::parallel_for(0, out_features_, kRowsPerThreadMin, [&](int64_t begin, int64_t end) {
+      kernels::matvec(isa, problem, begin, end);
+    });
+  } else {
+    kernels::matvec(isa, problem, 0, out_features_);
+  }
+  std::vector<int64_t> shape = input.sizes().vec();
+  shape.back() = out_features_;
+  y = y.view(shape);
+  if (compute_dtype_ != at::kFloat) y = y.to(compute_dtype_);
+  if (bias_.defined()) y.add_(bias_);
+  return y;
 }
 
 at::Tensor Linear::apply_with_libtorch(const at::Tensor& input) const {
   if (!scales_.defined()) return at::linear(input, weight_, bias_);
   // Per-row scales commute with the product: (x q^T) * s == x (q * s)^T, and this keeps autograd
-  // for the input intact.
-  // int8 values are exact in every floating dtype; the scales are applied in f32 at least.
+  // for the input intact. int8 values are exact in every floating dtype; the scales are applied
+  // in f32 at least.
   const at::ScalarType dtype = input.scalar_type();
   const at::ScalarType wide = dtype == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor y = (at::linear(input, weight_.to(dtype)).to(wide) * scales_.to(wide)).to(dtype);
@@ -37,7 +112,7 @@ at::Tensor Linear::apply_with_libtorch(const at::Tensor& input) const {
 
 at::Tensor Linear::operator()(const at::Tensor& input) const {
   BOUQUET_CHECK(weight_.defined(), "Linear: used before it was given a weight");
-  return apply_with_libtorch(input);
+  return kernels_apply(input) ? apply_with_kernels(input) : apply_with_libtorch(input);
 }
 
 uint64_t Linear::weight_bytes() const {

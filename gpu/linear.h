@@ -7,20 +7,23 @@
 //   within floating-point rounding (a different summation order), for any input.
 // - Autograd is never bypassed: when gradients are recorded for the input, the product goes
 //   through libtorch, so forward and backward behave as with at::linear.
-// - On the CPU, with no gradient to record and few rows (decode: batch * new_tokens small),
-//   hand-written matrix-vector kernels run instead (gpu/kernels/), picked at run time for the
-//   CPU (AVX-512, AVX2+FMA, or portable code); they use libtorch's thread count, so one thread
-//   unless --threads asks for more.
+// - On the CPU in f32 or bf16, with no gradient to record and at most kernels::kMatvecRowsMax
+//   rows (decode: batch * new_tokens small), hand-written matrix-vector kernels run instead
+//   (gpu/kernels/), for the instruction set options.kernels names (by default the best this CPU
+//   has: AVX-512, AVX2+FMA, or portable code). They split the outputs over libtorch's threads
+//   when it has more than one (--threads), else run on the calling thread.
 // - With WeightQuant::int8 the weight is held as int8 with one f32 scale per output row
 //   (symmetric, max |w| / 127) and products accumulate in f32; the bias, if any, stays in the
 //   compute dtype. Outputs then differ from f32 by the weights' rounding (see tests/gpu/quant*).
 #pragma once
 
 #include "gpu/compute_options.h"
+#include "gpu/kernels/matvec.h"
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace bouquet::gpu {
 
@@ -40,8 +43,13 @@ class Linear {
   uint64_t weight_bytes() const;
 
  private:
+  bool kernels_apply(const at::Tensor& input) const;
+  at::Tensor apply_with_kernels(const at::Tensor& input) const;
   at::Tensor apply_with_libtorch(const at::Tensor& input) const;
 
+  std::optional<kernels::Isa> isa_;  // set when the small-batch kernels may serve this matrix
+  at::ScalarType compute_dtype_ = at::kFloat;
+  kernels::WeightType weight_type_ = kernels::WeightType::f32;
   at::Tensor weight_;  // compute dtype, or int8 when quantized
   at::Tensor scales_;  // f32 [out_features] when quantized, else undefined
   at::Tensor bias_;    // compute dtype [out_features] or undefined

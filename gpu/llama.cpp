@@ -6,6 +6,7 @@
 #include "core/check.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
+#include "gpu/linear.h"
 #include "gpu/rope.h"
 
 #include <ATen/ATen.h>
@@ -73,12 +74,13 @@ class LlamaBlock final : public Block {
     post_norm_ = w.at(p + "post_attention_layernorm.weight");
     // One matrix product for q, k and v and one for gate and up: fewer passes over the input and
     // fewer kernel launches per decode step.
-    qkv_ = at::cat({w.at(p + "self_attn.q_proj.weight"), w.at(p + "self_attn.k_proj.weight"),
-                    w.at(p + "self_attn.v_proj.weight")}, 0).contiguous();
-    o_ = w.at(p + "self_attn.o_proj.weight");
-    gate_up_ = at::cat({w.at(p + "mlp.gate_proj.weight"), w.at(p + "mlp.up_proj.weight")}, 0)
-                   .contiguous();
-    down_ = w.at(p + "mlp.down_proj.weight");
+    qkv_ = Linear(at::cat({w.at(p + "self_attn.q_proj.weight"), w.at(p + "self_attn.k_proj.weight"),
+                           w.at(p + "self_attn.v_proj.weight")}, 0),
+                  options);
+    o_ = Linear(w.at(p + "self_attn.o_proj.weight"), options);
+    gate_up_ = Linear(at::cat({w.at(p + "mlp.gate_proj.weight"), w.at(p + "mlp.up_proj.weight")}, 0),
+                      options);
+    down_ = Linear(w.at(p + "mlp.down_proj.weight"), options);
     const auto inv = rope_inverse_frequencies(head_dim_, config.rope_theta, config.rope_scaling);
     inv_freq_ = at::tensor(inv, at::TensorOptions().dtype(at::kDouble)).to(options.device);
   }
@@ -87,7 +89,7 @@ class LlamaBlock final : public Block {
     const int64_t batch = hidden.size(0);
     const int64_t tokens = hidden.size(1);
     const at::Tensor h = rms_norm(hidden, input_norm_, eps_);
-    const at::Tensor qkv = at::linear(h, qkv_);
+    const at::Tensor qkv = qkv_(h);
     const int64_t q_width = heads_ * head_dim_;
     const int64_t kv_width = kv_heads_ * head_dim_;
     const auto split = [&](int64_t offset, int64_t width, int64_t heads) {
@@ -111,11 +113,11 @@ class LlamaBlock final : public Block {
       key_start = 0;
     }
     const at::Tensor attended = attention(q, keys, values, start, key_start);
-    const at::Tensor x = hidden + at::linear(attended, o_);
-    const at::Tensor gu = at::linear(rms_norm(x, post_norm_, eps_), gate_up_);
+    const at::Tensor x = hidden + o_(attended);
+    const at::Tensor gu = gate_up_(rms_norm(x, post_norm_, eps_));
     const at::Tensor mlp =
         at::silu(gu.narrow(-1, 0, intermediate_)) * gu.narrow(-1, intermediate_, intermediate_);
-    return x + at::linear(mlp, down_);
+    return x + down_(mlp);
   }
 
   KvCache make_cache(int64_t batch, int64_t capacity) const override {
@@ -126,9 +128,8 @@ class LlamaBlock final : public Block {
 
   uint64_t weight_bytes() const override {
     uint64_t total = 0;
-    for (const auto* t : {&input_norm_, &post_norm_, &qkv_, &o_, &gate_up_, &down_}) {
-      total += t->numel() * t->element_size();
-    }
+    for (const auto* t : {&input_norm_, &post_norm_}) total += t->numel() * t->element_size();
+    for (const auto* l : {&qkv_, &o_, &gate_up_, &down_}) total += l->weight_bytes();
     return total;
   }
 
@@ -175,15 +176,20 @@ class LlamaBlock final : public Block {
   ComputeOptions options_;
   int64_t heads_, kv_heads_, head_dim_, intermediate_;
   double eps_;
-  at::Tensor input_norm_, post_norm_, qkv_, o_, gate_up_, down_, inv_freq_;
+  at::Tensor input_norm_, post_norm_, inv_freq_;
+  Linear qkv_, o_, gate_up_, down_;
 };
 
 class LlamaHead final : public Head {
  public:
-  LlamaHead(const ModelConfig& config, TensorMap w) : eps_(config.norm_eps) {
+  // The head's weights stay in the compute dtype whatever options.quant says: quantization is
+  // for the blocks servers hold, and a tied LM head shares its matrix with the embedding.
+  LlamaHead(const ModelConfig& config, TensorMap w, ComputeOptions options)
+      : eps_(config.norm_eps) {
     embed_ = w.at("model.embed_tokens.weight");
     norm_ = w.at("model.norm.weight");
-    lm_head_ = config.tie_word_embeddings ? embed_ : w.at("lm_head.weight");
+    options.quant = WeightQuant::none;
+    lm_head_ = Linear(config.tie_word_embeddings ? embed_ : w.at("lm_head.weight"), options);
   }
 
   at::Tensor embed(const at::Tensor& ids) const override {
@@ -192,12 +198,13 @@ class LlamaHead final : public Head {
 
   at::Tensor logits(const at::Tensor& hidden) const override {
     const at::Tensor h = rms_norm(hidden.to(norm_.device(), norm_.scalar_type()), norm_, eps_);
-    return at::linear(h, lm_head_).to(at::kFloat);
+    return lm_head_(h).to(at::kFloat);
   }
 
  private:
   double eps_;
-  at::Tensor embed_, norm_, lm_head_;
+  at::Tensor embed_, norm_;
+  Linear lm_head_;
 };
 
 class LlamaFamily final : public Family {
@@ -320,7 +327,7 @@ class LlamaFamily final : public Family {
 
   std::unique_ptr<Head> make_head(const ModelConfig& c, TensorMap weights,
                                   const ComputeOptions& options) const override {
-    return std::make_unique<LlamaHead>(c, std::move(weights));
+    return std::make_unique<LlamaHead>(c, std::move(weights), options);
   }
 };
 

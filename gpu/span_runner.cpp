@@ -11,7 +11,7 @@ namespace bouquet::gpu {
 
 SpanRunner::SpanRunner(const SpanRunnerConfig& config)
     : model_config_(load_model_config(config.model_dir)),
-      compute_(resolve_compute(config.dtype, config.device)) {
+      compute_(resolve_compute(config.dtype, config.device, config.quant)) {
   first_block_ = config.first_block;
   end_block_ = config.end_block < 0 ? model_config_.num_layers : config.end_block;
   if (first_block_ < 0 || first_block_ >= end_block_ || end_block_ > model_config_.num_layers) {

@@ -38,6 +38,7 @@ struct SpanRunnerConfig {
   int64_t end_block = -1;  // -1: through the model's last block
   std::string dtype = "f32";
   std::string device = "auto";
+  std::string quant = "none";  // none | int8: how block weights are held (gpu/linear.h)
 };
 
 using SessionId = uint64_t;

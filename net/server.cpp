@@ -64,7 +64,7 @@ Server::Impl::Impl(const ServeConfig& c)
     throw std::invalid_argument(fmt::format("--blocks {}: the model has {} blocks (0:{} at most)",
                                             config.blocks, model.num_layers, model.num_layers));
   }
-  compute = std::make_unique<SpanCompute>(SpanComputeConfig{config.model, span, config.dtype, config.device});
+  compute = std::make_unique<SpanCompute>(SpanComputeConfig{config.model, span, config.dtype, config.device, config.quant});
 
   core::BlockServerConfig server;
   server.model_id = model_id;

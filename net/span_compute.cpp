@@ -21,7 +21,7 @@ SpanCompute::SpanCompute(const SpanComputeConfig& config) : span_(config.span) {
   for (uint32_t b = span_.begin; b < span_.end; ++b) {
     blocks_.push_back(std::make_unique<gpu::SpanRunner>(gpu::SpanRunnerConfig{
         config.model_dir, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1, config.dtype,
-        config.device}));
+        config.device, config.quant}));
   }
 }
 

@@ -37,6 +37,7 @@ struct SpanComputeConfig {
   core::BlockSpan span;
   std::string dtype = "f32";
   std::string device = "cpu";
+  std::string quant = "none";
 };
 
 class SpanCompute {
