@@ -220,11 +220,6 @@ class BloomFamily final : public Family {
     if (r.boolean("apply_residual_connection_post_layernorm", false)) {
       r.fail("apply_residual_connection_post_layernorm", "true is not supported");
     }
-    if (!c.torch_dtype.empty() && c.torch_dtype != "float32" && c.torch_dtype != "float16" &&
-        c.torch_dtype != "bfloat16") {
-      r.fail("torch_dtype", fmt::format("is '{}' (expected float32, float16 or bfloat16)",
-                                        c.torch_dtype));
-    }
   }
 
   std::string write_config(const ModelConfig& c) const override {

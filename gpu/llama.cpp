@@ -246,11 +246,6 @@ class LlamaFamily final : public Family {
     if (r.string("hidden_act", "silu") != "silu") r.fail("hidden_act", "must be silu for llama");
     if (r.boolean("attention_bias", false)) r.fail("attention_bias", "true is not supported");
     if (r.boolean("mlp_bias", false)) r.fail("mlp_bias", "true is not supported");
-    if (!c.torch_dtype.empty() && c.torch_dtype != "float32" && c.torch_dtype != "float16" &&
-        c.torch_dtype != "bfloat16") {
-      r.fail("torch_dtype", fmt::format("is '{}' (expected float32, float16 or bfloat16)",
-                                        c.torch_dtype));
-    }
   }
 
   std::string write_config(const ModelConfig& c) const override {

@@ -109,6 +109,12 @@ ModelConfig parse_model_config(std::string_view text, const std::filesystem::pat
                                           config.family, fmt::join(family_names(), ", ")));
   }
   family->read_config(reader, config);
+  // Every family stores weights in one of the dtypes the loader converts from.
+  if (!config.torch_dtype.empty() && config.torch_dtype != "float32" &&
+      config.torch_dtype != "float16" && config.torch_dtype != "bfloat16") {
+    reader.fail("torch_dtype", fmt::format("is '{}' (expected float32, float16 or bfloat16)",
+                                           config.torch_dtype));
+  }
   return config;
 }
 
