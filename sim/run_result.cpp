@@ -104,6 +104,8 @@ std::string to_json(const RunResult& result) {
                         {"bytes", result.bytes},
                         {"step_latency_p50_s", number_or_null(result.step_latency_p50_s)},
                         {"step_latency_p99_s", number_or_null(result.step_latency_p99_s)},
+                        {"uncovered_s", number_or_null(result.uncovered_s)},
+                        {"coverage_watched_s", number_or_null(result.coverage_watched_s)},
                         {"clients", clients}};
   return out.dump();
 }
@@ -117,6 +119,8 @@ RunResult run_result_from_json(const std::string& text) {
   result.bytes = in.at("bytes").get<uint64_t>();
   result.step_latency_p50_s = number_or_nan(in, "step_latency_p50_s");
   result.step_latency_p99_s = number_or_nan(in, "step_latency_p99_s");
+  result.uncovered_s = number_or_nan(in, "uncovered_s");
+  result.coverage_watched_s = number_or_nan(in, "coverage_watched_s");
   for (const auto& c : in.at("clients")) {
     ClientResult client;
     client.name = c.at("name").get<std::string>();

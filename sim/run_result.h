@@ -44,6 +44,12 @@ struct RunResult {
   double step_latency_p50_s = std::numeric_limits<double>::quiet_NaN();
   double step_latency_p99_s = std::numeric_limits<double>::quiet_NaN();
 
+  // Simulated seconds, probed each second from the first client's start to the end of the run,
+  // during which some block had no server serving it (hosts on, spans loaded); NaN without
+  // servers or clients. coverage_watched_s: the seconds probed.
+  double uncovered_s = std::numeric_limits<double>::quiet_NaN();
+  double coverage_watched_s = std::numeric_limits<double>::quiet_NaN();
+
   // Fills the percentiles from the clients' step latencies (the simulation calls it at its end).
   void summarize_step_latencies();
 

@@ -37,6 +37,12 @@ class ServerNode final : public NodeLoop {
   void on_reset(core::PeerId from) override;
   bool finished() const override { return false; }  // servers run until the simulation ends
 
+ public:
+  // The blocks this process serves now: none while it loads or moves.
+  std::optional<core::BlockSpan> serving() const {
+    return server_ ? std::optional<core::BlockSpan>(server_->config().span) : std::nullopt;
+  }
+
  private:
   static constexpr uint32_t kBalancerTimers = 0;  // BlockServer timers use 1 + its generation
 

@@ -11,6 +11,7 @@
 #include <simgrid/s4u/Host.hpp>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 
 namespace bouquet::sim {
@@ -63,6 +64,36 @@ std::vector<ChurnEvent> churn_events(const Scenario& scenario, const core::Rng& 
   return events;
 }
 
+// Probes, every kCoverageProbe_s from the first client's start, which blocks the servers really
+// serve (their hosts on, their spans loaded; not what the directory says) and adds up the time
+// some block had none (RunResult::uncovered_s). Created last, so no other actor's order changes.
+constexpr double kCoverageProbe_s = 1.0;
+
+void watch_coverage(const Scenario& scenario, const Platform& platform,
+                    const std::map<std::string, ServerNode*>& servers, RunResult& result) {
+  if (servers.empty() || scenario.clients.empty()) return;
+  double from_s = scenario.duration_s;
+  for (const auto& client : scenario.clients) from_s = std::min(from_s, client.start_s);
+  result.uncovered_s = 0;
+  result.coverage_watched_s = 0;
+  const auto blocks = static_cast<size_t>(scenario.shape().num_blocks);
+  sg4::Actor::create("coverage", platform.controller, [&scenario, &platform, &servers, &result, from_s, blocks] {
+    std::vector<int> holders(blocks);
+    for (double t = from_s; t + kCoverageProbe_s <= scenario.duration_s; t += kCoverageProbe_s) {
+      sg4::this_actor::sleep_until(t);
+      std::fill(holders.begin(), holders.end(), 0);
+      for (const auto& [name, node] : servers) {
+        if (!platform.hosts.at(name)->is_on()) continue;
+        if (auto span = node->serving()) {
+          for (uint32_t b = span->begin; b < span->end; ++b) ++holders[b];
+        }
+      }
+      result.coverage_watched_s += kCoverageProbe_s;
+      if (std::find(holders.begin(), holders.end(), 0) != holders.end()) result.uncovered_s += kCoverageProbe_s;
+    }
+  })->daemonize();
+}
+
 }  // namespace
 
 SimContext::SimContext(const Scenario& s)
@@ -85,10 +116,12 @@ RunResult simulate(const Scenario& scenario) {
   std::vector<std::unique_ptr<NodeLoop>> nodes;
   int clients_running = 0;
 
+  std::map<std::string, ServerNode*> latest_server;  // per host, its current process
   // A server process: a fresh ServerNode (balancer and block server) from `join_s` on.
   auto start_server = [&](const ServerConfig& server, const std::string& name, double join_s) {
     auto* node = new ServerNode(context, server, name);
     nodes.emplace_back(node);
+    latest_server[name] = node;
     sg4::Actor::create(name, platform.hosts.at(name), [node, join_s] {
       sg4::this_actor::sleep_until(join_s);
       node->run();
@@ -143,6 +176,7 @@ RunResult simulate(const Scenario& scenario) {
       });
     }
   }
+  watch_coverage(scenario, platform, latest_server, context.result);
   engine.run_until(scenario.duration_s);
   for (auto& node : nodes) node->close_books();
   // run_until() leaves the clock at the limit; the run really ended with its last event.

@@ -24,6 +24,7 @@ std::string client(const char* name, bool finished, int tokens, double measured_
 
 const std::string kRun = fmt::format(R"({{"scenario": "s", "seed": 3, "result": {{"seed": 3, "end_s": 100,
   "messages": 500, "bytes": 12345, "step_latency_p50_s": 0.25, "step_latency_p99_s": null,
+  "uncovered_s": 30, "coverage_watched_s": 120,
   "clients": [{}, {}]}}}})",
                                      client("a", true, 100, 50, 1, 3, 1), client("b", false, 30, 60, 2, 1, 0));
 
@@ -45,6 +46,9 @@ TEST(SweepMetrics, ClientFiguresAreMeansSumsAndShares) {
   const std::vector<double> latency = extract_metrics(kRun, {"step_latency_p50_s", "step_latency_p99_s"});
   EXPECT_DOUBLE_EQ(latency[0], 0.25);
   EXPECT_TRUE(std::isnan(latency[1]));  // no single-token step completed
+  const std::vector<double> coverage = extract_metrics(kRun, {"uncovered_s", "uncovered_share"});
+  EXPECT_DOUBLE_EQ(coverage[0], 30);
+  EXPECT_DOUBLE_EQ(coverage[1], 0.25);
 }
 
 TEST(SweepMetrics, RowsGiveTheirSimulatedFigureAndNothingWhenUnfinished) {

@@ -1,6 +1,7 @@
-// The step latency percentiles the churn experiment reports (issue 10): every single-token step a
-// client completed, its prompt step left out, recoveries included; they survive the JSON that
-// carries results out of the simulation's process.
+// What the churn experiment reports beside throughput (issue 10): the step latency percentiles
+// (every single-token step a client completed, its prompt step left out, recoveries included)
+// and the time some block had no server. Both survive the JSON that carries results out of the
+// simulation's process.
 #include "sim/run_result.h"
 #include "sim/scenario.h"
 #include "sim/simulation.h"
@@ -13,7 +14,9 @@
 namespace bouquet::sim {
 namespace {
 
-Scenario tiny(double failure_probability, uint64_t seed) {
+// Two pinned servers and one generating client; s1 may leave for good after `s1_lifetime_s`.
+Scenario tiny(double failure_probability, uint64_t seed, const std::string& s1_lifetime_s = ".inf",
+              int new_tokens = 99) {
   const std::string text = fmt::format(R"(version: 1
 name: latency
 seed: {}
@@ -25,13 +28,13 @@ regions:
   - {{name: lab, up_bps: 1e9, down_bps: 1e9, latency_s: 0.005}}
 servers:
   - {{name: s0, gpu: a100-80gb, region: lab, blocks: [0, 16]}}
-  - {{name: s1, gpu: a100-80gb, region: lab, blocks: [16, 32]}}
+  - {{name: s1, gpu: a100-80gb, region: lab, blocks: [16, 32], lifetime_s: {}}}
 clients:
-  - {{name: c, device: cpu-8core, region: lab, start_s: 1, work: {{kind: generate, prefix_tokens: 64, new_tokens: 99}}}}
+  - {{name: c, device: cpu-8core, region: lab, start_s: 1, work: {{kind: generate, prefix_tokens: 64, new_tokens: {}}}}}
 churn: {{activation_failure_probability: {}}}
 policies: {{ban_base_s: 0}}
 )",
-                                       seed, failure_probability);
+                                       seed, s1_lifetime_s, new_tokens, failure_probability);
   return load_scenario_text(text, "latency.yaml", {}).base;
 }
 
@@ -73,6 +76,31 @@ TEST(SweepStepLatency, NoStepMeansNoPercentile) {
   r.summarize_step_latencies();
   EXPECT_EQ(r.step_latency_p50_s, 3);  // nearest rank: the 3rd of 5
   EXPECT_EQ(r.step_latency_p99_s, 5);
+}
+
+}  // namespace
+}  // namespace bouquet::sim
+
+namespace bouquet::sim {
+namespace {
+
+TEST(SweepCoverage, TimeWithABlockUnservedIsCountedFromTheFirstClient) {
+  // Everything served: nothing uncovered over the seconds probed (client start to run end).
+  const RunResult quiet = simulate_isolated(tiny(0, 1));
+  EXPECT_EQ(quiet.uncovered_s, 0);
+  EXPECT_NEAR(quiet.coverage_watched_s, quiet.end_s - 1, 1.0);
+
+  // s1 (blocks 16..32) leaves at 20 s for good: from then on until the client gives up and the
+  // run ends, its blocks have no server.
+  const RunResult lost = simulate_isolated(tiny(0, 1, "20", 5000));
+  ASSERT_FALSE(lost.all_finished());
+  const double gave_up_s = lost.clients[0].ended_s;  // (end_s is the duration for unfinished work)
+  ASSERT_GT(gave_up_s, 30);
+  EXPECT_NEAR(lost.uncovered_s, gave_up_s - 20, 1.0);
+  EXPECT_NEAR(lost.coverage_watched_s, gave_up_s - 1, 1.0);
+  const RunResult back = run_result_from_json(to_json(lost));
+  EXPECT_EQ(back.uncovered_s, lost.uncovered_s);
+  EXPECT_EQ(back.coverage_watched_s, lost.coverage_watched_s);
 }
 
 }  // namespace
