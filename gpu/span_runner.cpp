@@ -7,7 +7,24 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace bouquet::gpu {
+namespace {
+
+// x [batch, tokens, hidden] whose first token sits at absolute position `start`, plus one block's
+// prompt [batch or 1, prefix, hidden] on the positions below prefix. Not in place, so autograd sees
+// both terms.
+at::Tensor add_prompt(const at::Tensor& x, const at::Tensor& prompt, int64_t start) {
+  const int64_t prefix = prompt.size(1);
+  if (start >= prefix) return x;
+  const int64_t n = std::min(prefix - start, x.size(1));
+  const at::Tensor head = x.narrow(1, 0, n) + prompt.narrow(1, start, n).to(x.device(), x.scalar_type());
+  if (n == x.size(1)) return head;
+  return at::cat({head, x.narrow(1, n, x.size(1) - n)}, 1);
+}
+
+}  // namespace
 
 SpanRunner::SpanRunner(const SpanRunnerConfig& config)
     : model_config_(load_model_config(config.model_dir)),
@@ -96,9 +113,25 @@ void SpanRunner::check_hidden(const at::Tensor& hidden, const char* what) const 
   }
 }
 
-at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden) {
+void SpanRunner::check_prompts(const at::Tensor& prompts, const at::Tensor& hidden,
+                               const char* what) const {
+  const auto blocks = static_cast<int64_t>(blocks_.size());
+  if (!prompts.defined() || prompts.dim() != 4 || !prompts.is_floating_point() ||
+      prompts.size(0) != blocks || (prompts.size(1) != 1 && prompts.size(1) != hidden.size(0)) ||
+      prompts.size(2) == 0 || prompts.size(3) != hidden_size()) {
+    throw InputError(fmt::format(
+        "{}: deep prompts must be a floating [{} blocks, {} or 1, prefix, {}] tensor, got {}", what,
+        blocks, hidden.size(0), hidden_size(),
+        prompts.defined() ? format_shape(prompts.sizes().vec()) : "undefined"));
+  }
+}
+
+at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden) { return step(id, hidden, {}); }
+
+at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts) {
   const std::string what = fmt::format("session {}", id);
   check_hidden(hidden, what.c_str());
+  if (prompts.defined()) check_prompts(prompts, hidden, what.c_str());
   Session& s = session(id);
   if (hidden.size(0) != s.batch) {
     throw InputError(fmt::format("{}: batch of {} sequences, but the session was opened for {}",
@@ -111,20 +144,35 @@ at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden) {
   }
   at::NoGradGuard no_grad;  // not InferenceMode: outputs stay ordinary tensors callers may reuse
   at::Tensor x = hidden.to(compute_.device, compute_.dtype);
-  for (size_t b = 0; b < blocks_.size(); ++b) x = blocks_[b]->forward(x, s.length, &s.caches[b]);
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    if (prompts.defined()) x = add_prompt(x, prompts[static_cast<int64_t>(b)], s.length);
+    x = blocks_[b]->forward(x, s.length, &s.caches[b]);
+  }
   s.length += tokens;
   return x.to(hidden.device(), hidden.scalar_type());
 }
 
-at::Tensor SpanRunner::forward(const at::Tensor& hidden) const {
+at::Tensor SpanRunner::forward(const at::Tensor& hidden) const { return forward(hidden, {}); }
+
+at::Tensor SpanRunner::forward(const at::Tensor& hidden, const at::Tensor& prompts) const {
   check_hidden(hidden, "forward");
+  if (prompts.defined()) check_prompts(prompts, hidden, "forward");
   at::Tensor x = hidden.to(compute_.device, compute_.dtype);
-  for (const auto& block : blocks_) x = block->forward(x, 0, nullptr);
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    if (prompts.defined()) x = add_prompt(x, prompts[static_cast<int64_t>(b)], 0);
+    x = blocks_[b]->forward(x, 0, nullptr);
+  }
   return x.to(hidden.device(), hidden.scalar_type());
 }
 
 at::Tensor SpanRunner::backward(const at::Tensor& hidden, const at::Tensor& grad_outputs) const {
+  return backward(hidden, grad_outputs, {}).hidden;
+}
+
+SpanRunner::Gradients SpanRunner::backward(const at::Tensor& hidden, const at::Tensor& grad_outputs,
+                                           const at::Tensor& prompts) const {
   check_hidden(hidden, "backward");
+  if (prompts.defined()) check_prompts(prompts, hidden, "backward");
   if (!grad_outputs.defined() || grad_outputs.sizes() != hidden.sizes()) {
     throw InputError(fmt::format("backward: output gradients {} must have the hidden states' shape {}",
                                  grad_outputs.defined() ? format_shape(grad_outputs.sizes().vec())
@@ -133,10 +181,24 @@ at::Tensor SpanRunner::backward(const at::Tensor& hidden, const at::Tensor& grad
   }
   at::AutoGradMode grad_mode(true);
   const at::Tensor x = hidden.detach().to(compute_.device, compute_.dtype).requires_grad_(true);
+  // A fresh leaf in the compute dtype; the caller's tensor never joins this graph.
+  const at::Tensor p = prompts.defined()
+                           ? prompts.detach().to(compute_.device, compute_.dtype).requires_grad_(true)
+                           : at::Tensor();
   at::Tensor y = x;
-  for (const auto& block : blocks_) y = block->forward(y, 0, nullptr);
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    if (p.defined()) y = add_prompt(y, p[static_cast<int64_t>(b)], 0);
+    y = blocks_[b]->forward(y, 0, nullptr);
+  }
   y.backward(grad_outputs.to(y.device(), y.scalar_type()));
-  return x.grad().to(hidden.device(), hidden.scalar_type());
+  Gradients out;
+  out.hidden = x.grad().to(hidden.device(), hidden.scalar_type());
+  if (p.defined()) {
+    // A prompt past the sequence's length gets no gradient: zeros, not undefined.
+    const at::Tensor g = p.grad().defined() ? p.grad() : at::zeros_like(p);
+    out.prompts = g.to(prompts.device(), prompts.scalar_type());
+  }
+  return out;
 }
 
 }  // namespace bouquet::gpu

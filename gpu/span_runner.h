@@ -14,6 +14,10 @@
 //   device. Bad input (wrong rank or hidden size, an unknown or duplicate session, a step past the
 //   session's max length, a batch that does not match the session) throws InputError and leaves
 //   the session as it was.
+// - Deep prompts (deep prompt tuning), optional everywhere: a [span_blocks, batch or 1,
+//   pre_seq_len, hidden] tensor whose slice i is added to the first pre_seq_len positions
+//   (absolute positions, so a decode step past the prefix gets nothing) of block i's input, as the
+//   reference system does. backward() then also returns their gradient. Wrong shapes: InputError.
 // - Not thread-safe: one caller (a server's compute queue) drives it.
 #pragma once
 
@@ -72,12 +76,26 @@ class SpanRunner {
 
   // [batch, new_tokens, hidden] -> [batch, new_tokens, hidden], appending to the session's cache.
   at::Tensor step(SessionId id, const at::Tensor& hidden);
+  // The same with deep prompts (undefined: none), added at the step's absolute positions.
+  at::Tensor step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts);
   // [batch, tokens, hidden] at positions 0.. -> outputs, with autograd; no cache involved.
   at::Tensor forward(const at::Tensor& hidden) const;
+  // The same with deep prompts (undefined: none); gradients also flow to `prompts`.
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& prompts) const;
   // The gradient w.r.t. `hidden` of sum(forward(hidden) * grad_outputs), recomputing the forward
   // so nothing is kept between a client's forward and backward calls (what a server's backward
   // pass for fine-tuning needs). Same shape, dtype and device as `hidden`.
   at::Tensor backward(const at::Tensor& hidden, const at::Tensor& grad_outputs) const;
+  struct Gradients {
+    at::Tensor hidden;   // like `hidden`
+    at::Tensor prompts;  // like `prompts`; undefined when no prompts were given
+  };
+  // The same with deep prompts: gradients w.r.t. the inputs and the prompts.
+  Gradients backward(const at::Tensor& hidden, const at::Tensor& grad_outputs,
+                     const at::Tensor& prompts) const;
+  // Throws InputError unless `prompts` is a floating [blocks, batch or 1, prefix, hidden] tensor
+  // for `hidden` ([batch, tokens, hidden]) and this span's number of blocks.
+  void check_prompts(const at::Tensor& prompts, const at::Tensor& hidden, const char* what) const;
 
  private:
   struct Session {

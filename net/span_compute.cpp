@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "gpu/errors.h"
+#include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "net/tensor_bridge.h"
 
@@ -54,10 +55,30 @@ std::vector<gpu::SpanRunner*> SpanCompute::runners(core::BlockSpan span) const {
   return out;
 }
 
-Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
-  if (request.prompts) {
-    return Error{ErrorCode::bad_request, "deep prompts are not supported by this server yet"};
+namespace {
+
+// Deep prompts [blocks, batch or 1, prefix, hidden] of a request for `span`, checked against the
+// inputs; undefined when the request has none. Each runner checks the rest of its slice's shape.
+at::Tensor request_prompts(const ComputeRequest& request, const at::Tensor& inputs) {
+  if (!request.prompts) return {};
+  at::Tensor prompts = tensor_from_activation(*request.prompts);
+  if (prompts.dim() != 4 || prompts.size(0) != static_cast<int64_t>(request.span.size()) ||
+      inputs.dim() != 3 || (prompts.size(1) != 1 && prompts.size(1) != inputs.size(0))) {
+    throw gpu::InputError(fmt::format(
+        "deep prompts for blocks {} must be [{}, batch {} or 1, prefix, hidden], got {}",
+        request.span.to_string(), request.span.size(), inputs.dim() == 3 ? inputs.size(0) : 0,
+        gpu::format_shape(prompts.sizes().vec())));
   }
+  return prompts;
+}
+
+at::Tensor block_prompts(const at::Tensor& prompts, size_t i) {
+  return prompts.defined() ? prompts.narrow(0, static_cast<int64_t>(i), 1) : at::Tensor();
+}
+
+}  // namespace
+
+Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
   try {
     switch (request.kind) {
       case core::ComputeKind::inference: return run_inference(request);
@@ -88,14 +109,17 @@ Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) 
   }
   for (gpu::SpanRunner* block : chain) block->truncate_session(request.cache_id, request.cache_length);
   at::Tensor x = tensor_from_activation(request.inputs);
-  for (gpu::SpanRunner* block : chain) x = block->step(request.cache_id, x);
+  const at::Tensor prompts = request_prompts(request, x);
+  for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->step(request.cache_id, x, block_prompts(prompts, i));
   return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
 }
 
 Result<ComputeOutput> SpanCompute::run_forward(const ComputeRequest& request) {
   at::NoGradGuard no_grad;
   at::Tensor x = tensor_from_activation(request.inputs);
-  for (gpu::SpanRunner* block : runners(request.span)) x = block->forward(x);
+  const at::Tensor prompts = request_prompts(request, x);
+  const auto chain = runners(request.span);
+  for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->forward(x, block_prompts(prompts, i));
   return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
 }
 
@@ -104,11 +128,25 @@ Result<ComputeOutput> SpanCompute::run_backward(const ComputeRequest& request) {
   at::AutoGradMode grad_on(true);
   // A fresh leaf: the received values are not shared with anything that might hold a graph.
   at::Tensor inputs = tensor_from_activation(request.inputs).clone().requires_grad_(true);
+  at::Tensor prompts = request_prompts(request, inputs);
+  if (prompts.defined()) prompts = prompts.clone().requires_grad_(true);
   at::Tensor x = inputs;
-  for (gpu::SpanRunner* block : runners(request.span)) x = block->forward(x);
+  const auto chain = runners(request.span);
+  for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->forward(x, block_prompts(prompts, i));
   const at::Tensor grad_outputs = tensor_from_activation(*request.grad_outputs);
+  if (grad_outputs.sizes() != x.sizes()) {
+    return Error{ErrorCode::bad_request,
+                 fmt::format("backward: output gradients {} must have the inputs' shape {}",
+                             gpu::format_shape(grad_outputs.sizes().vec()), gpu::format_shape(x.sizes().vec()))};
+  }
   x.backward(grad_outputs);
-  return ComputeOutput{activation_from_tensor(inputs.grad(), request.output_compression), std::nullopt};
+  std::optional<core::Activation> grad_prompts;
+  if (prompts.defined()) {
+    // A prefix longer than the sequence leaves part of the prompts unused: zero gradient there.
+    const at::Tensor g = prompts.grad().defined() ? prompts.grad() : at::zeros_like(prompts);
+    grad_prompts = activation_from_tensor(g, request.output_compression);
+  }
+  return ComputeOutput{activation_from_tensor(inputs.grad(), request.output_compression), std::move(grad_prompts)};
 }
 
 void SpanCompute::drop_cache(core::CacheId cache) {

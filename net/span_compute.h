@@ -11,6 +11,9 @@
 //   (gpu::InputError) as bad_request, a cache shorter than the step's start as bad_position,
 //   anything else the engine throws as compute_failed. After a failure the caches still hold
 //   every position before the failed step's start.
+// - Deep prompts ([blocks of the request's span, batch or 1, prefix, hidden]) go to the runners,
+//   block by block, for inference, forward and backward; backward then also returns their gradient
+//   (grad_prompts). A prompts tensor of the wrong shape is a bad_request naming the shape.
 // - Outputs are float32 CPU tensors wrapped for the wire with the request's output_compression.
 // - Not thread-safe: one worker thread drives it.
 #pragma once
