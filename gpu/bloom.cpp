@@ -74,7 +74,9 @@ class BloomBlock final : public Block {
     const std::string p = layer_prefix(block);
     const auto take = [&](const std::string& name) { return w.at(p + name); };
     const auto linear = [&](const std::string& name) {
-      return Linear(take(name + ".weight"), options, take(name + ".bias"));
+      Linear l(take(name + ".weight"), options, take(name + ".bias"));
+      l.set_lora_site(lora_site(config, block, {name}));
+      return l;
     };
     input_norm_w_ = take("input_layernorm.weight");
     input_norm_b_ = take("input_layernorm.bias");

@@ -112,7 +112,9 @@ at::Tensor Linear::apply_with_libtorch(const at::Tensor& input) const {
 
 at::Tensor Linear::operator()(const at::Tensor& input) const {
   BOUQUET_CHECK(weight_.defined(), "Linear: used before it was given a weight");
-  return kernels_apply(input) ? apply_with_kernels(input) : apply_with_libtorch(input);
+  const at::Tensor output = kernels_apply(input) ? apply_with_kernels(input) : apply_with_libtorch(input);
+  const LoraAdapter* adapter = lora_site_.empty() ? nullptr : active_lora();
+  return adapter == nullptr ? output : adapter->apply(lora_site_, input, output);
 }
 
 uint64_t Linear::weight_bytes() const {

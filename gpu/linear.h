@@ -15,10 +15,14 @@
 // - With WeightQuant::int8 the weight is held as int8 with one f32 scale per output row
 //   (symmetric, max |w| / 127) and products accumulate in f32; the bias, if any, stays in the
 //   compute dtype. Outputs then differ from f32 by the weights' rounding (see tests/gpu/quant*).
+// - With a LoRA site set (set_lora_site) and an adapter active on the calling thread
+//   (gpu/lora.h's ActiveLora), the result adds that adapter's low-rank update of the site's
+//   modules; the base weight itself is never changed, so adapters are chosen per call.
 #pragma once
 
 #include "gpu/compute_options.h"
 #include "gpu/kernels/matvec.h"
+#include "gpu/lora.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -36,6 +40,10 @@ class Linear {
 
   // [..., in_features] in the compute dtype and device -> [..., out_features], same dtype.
   at::Tensor operator()(const at::Tensor& input) const;
+
+  // Which block and modules (PEFT's names) this matrix computes, for LoRA adapters.
+  void set_lora_site(LoraSite site) { lora_site_ = std::move(site); }
+  const LoraSite& lora_site() const { return lora_site_; }
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
@@ -55,6 +63,7 @@ class Linear {
   at::Tensor bias_;    // compute dtype [out_features] or undefined
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
+  LoraSite lora_site_;
 };
 
 }  // namespace bouquet::gpu

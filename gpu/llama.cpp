@@ -81,6 +81,10 @@ class LlamaBlock final : public Block {
     gate_up_ = Linear(at::cat({w.at(p + "mlp.gate_proj.weight"), w.at(p + "mlp.up_proj.weight")}, 0),
                       options);
     down_ = Linear(w.at(p + "mlp.down_proj.weight"), options);
+    qkv_.set_lora_site(lora_site(config, block, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}));
+    o_.set_lora_site(lora_site(config, block, {"self_attn.o_proj"}));
+    gate_up_.set_lora_site(lora_site(config, block, {"mlp.gate_proj", "mlp.up_proj"}));
+    down_.set_lora_site(lora_site(config, block, {"mlp.down_proj"}));
     const auto inv = rope_inverse_frequencies(head_dim_, config.rope_theta, config.rope_scaling);
     inv_freq_ = at::tensor(inv, at::TensorOptions().dtype(at::kDouble)).to(options.device);
   }
