@@ -64,6 +64,9 @@ void BalancerNode::on_answer(Time now, const DirectoryAnswer& answer, std::vecto
   std::vector<PlacedServer> servers = placed_servers(answer.records, config_.model_id, now);
   std::erase_if(servers, [&](const PlacedServer& s) { return s.peer == config_.peer; });
   if (phase_ == Phase::looking_up) {
+    if (config_.placement == JoinPlacement::random) {
+      return move_to(now, choose_span_at_random(config_.model_blocks, config_.num_blocks, rng_), out);
+    }
     return move_to(now, choose_span_to_join(servers, config_.model_blocks, config_.num_blocks), out);
   }
   if (phase_ != Phase::online || !span_) return;

@@ -28,6 +28,10 @@
 
 namespace bouquet::core {
 
+// How an unpinned server picks its span on joining: the core's greedy choice
+// (choose_span_to_join), or a uniformly random one (a baseline for experiments).
+enum class JoinPlacement { greedy, random };
+
 struct BalancerNodeConfig {
   PeerId peer;
   std::string address;           // as announced (--announce-addr)
@@ -45,6 +49,7 @@ struct BalancerNodeConfig {
   double balance_quality = 0.75;
   double update_period_s = 60;
   uint64_t seed = 0;  // the node's Rng (join delay, balance period, rebalance simulation)
+  JoinPlacement placement = JoinPlacement::greedy;
 };
 
 class BalancerNode {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/core.h>
+#include <limits>
 #include <map>
 
 #include "core/check.h"
@@ -142,6 +143,172 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
   d.reason = fmt::format("weakest block {:.6g} rps now, {:.6g} after re-placement: {}", d.min_now_rps,
                          d.min_after_rps, d.move ? "move" : "stay");
   return d;
+}
+
+BlockSpan choose_span_at_random(uint32_t num_blocks, uint32_t span_blocks, Rng& rng) {
+  BOUQUET_CHECK(span_blocks > 0 && span_blocks <= num_blocks, "a span must have between 1 and all blocks");
+  const auto begin = static_cast<uint32_t>(rng.below(num_blocks - span_blocks + 1));
+  return BlockSpan{begin, begin + span_blocks};
+}
+
+namespace {
+
+// Branch and bound over placements, block by block from the left: at block p it decides how many
+// servers of each kind (same throughput, same span length: interchangeable) start there, and
+// abandons a branch as soon as some block, decided or not, can no longer beat the best minimum
+// found so far even if every server still unplaced covered it.
+class PlacementSearch {
+ public:
+  PlacementSearch(std::span<const ServerCapacity> servers, uint32_t num_blocks, uint64_t max_nodes)
+      : blocks_(num_blocks), max_nodes_(max_nodes), ending_(num_blocks + 1, 0) {
+    std::map<std::pair<int64_t, uint32_t>, size_t> kind_of;
+    for (const auto& s : servers) {
+      auto [it, fresh] = kind_of.emplace(std::pair{quantize(s.throughput_rps), s.span_blocks}, kinds_.size());
+      if (fresh) kinds_.push_back(Kind{it->first.first, s.span_blocks, 0});
+      ++kinds_[it->second].remaining;
+      remaining_rps_ += it->first.first;
+    }
+  }
+
+  // Searches for a placement whose weakest block beats `floor` (micro-rps). True when it ran to
+  // the end within the budget.
+  bool run(int64_t floor) {
+    best_ = floor;
+    block(0, 0, std::numeric_limits<int64_t>::max());
+    return nodes_ <= max_nodes_;
+  }
+  bool improved() const { return !best_starts_.empty(); }
+  int64_t best() const { return best_; }
+  uint64_t nodes() const { return nodes_; }
+  // The best placement's spans, kind by kind: (throughput, length) -> first blocks.
+  const std::vector<std::pair<size_t, uint32_t>>& best_starts() const { return best_starts_; }
+  const auto& kinds() const { return kinds_; }
+
+ private:
+  struct Kind {
+    int64_t rps;
+    uint32_t length;
+    uint32_t remaining;
+  };
+
+  // Block p with `active` micro-rps from the servers started before p (ending ones not yet off).
+  void block(uint32_t p, int64_t active, int64_t path_min) {
+    if (++nodes_ > max_nodes_) return;
+    if (p == blocks_) {
+      best_ = path_min;
+      best_starts_ = starts_;
+      return;
+    }
+    choose(0, p, active - ending_[p], path_min);
+  }
+
+  void choose(size_t k, uint32_t p, int64_t sum, int64_t path_min) {
+    if (nodes_ > max_nodes_) return;
+    if (k == kinds_.size()) {
+      if (sum <= best_ || !future_can_beat(p, sum)) return;
+      return block(p + 1, sum, std::min(path_min, sum));
+    }
+    Kind& kind = kinds_[k];
+    const bool fits = p + kind.length <= blocks_;
+    const uint32_t most = fits ? kind.remaining : 0;
+    const uint32_t least = fits && p + kind.length == blocks_ ? kind.remaining : 0;
+    if (!fits && kind.remaining > 0) return;  // a server left that can no longer be placed
+    for (uint32_t c = most + 1; c-- > least;) {
+      kind.remaining -= c;
+      remaining_rps_ -= c * kind.rps;
+      ending_[p + kind.length] += c * kind.rps;
+      for (uint32_t i = 0; i < c; ++i) starts_.emplace_back(k, p);
+      choose(k + 1, p, sum + c * kind.rps, path_min);
+      starts_.resize(starts_.size() - c);
+      ending_[p + kind.length] -= c * kind.rps;
+      remaining_rps_ += c * kind.rps;
+      kind.remaining += c;
+      if (nodes_ > max_nodes_) return;
+    }
+  }
+
+  // Every later block q gets at most what covers it already plus every unplaced server.
+  bool future_can_beat(uint32_t p, int64_t sum) const {
+    int64_t active = sum;
+    for (uint32_t q = p + 1; q < blocks_; ++q) {
+      active -= ending_[q];
+      if (active + remaining_rps_ <= best_) return false;
+    }
+    return true;
+  }
+
+  uint32_t blocks_;
+  uint64_t max_nodes_;
+  uint64_t nodes_ = 0;
+  std::vector<Kind> kinds_;
+  std::vector<int64_t> ending_;  // micro-rps of the started servers whose spans end at each block
+  int64_t remaining_rps_ = 0;    // of the servers not placed yet
+  int64_t best_ = 0;
+  std::vector<std::pair<size_t, uint32_t>> starts_;  // (kind, first block) on the current path
+  std::vector<std::pair<size_t, uint32_t>> best_starts_;
+};
+
+}  // namespace
+
+BestPlacement best_placement(std::span<const ServerCapacity> servers, uint32_t num_blocks, uint64_t max_nodes) {
+  BOUQUET_CHECK(num_blocks > 0, "best_placement needs at least one block");
+  for (const auto& s : servers) {
+    BOUQUET_CHECK(s.span_blocks > 0 && s.span_blocks <= num_blocks, "a span must have between 1 and all blocks");
+  }
+  // A good start: greedy joins in the given order, then re-placements until nobody moves.
+  std::vector<PlacedServer> placed;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    PlacedServer s{PeerId{i + 1}, {}, servers[i].throughput_rps, false};
+    s.span = choose_span_to_join(placed, num_blocks, servers[i].span_blocks);
+    placed.push_back(s);
+  }
+  Totals totals = totals_of(placed, num_blocks);
+  for (int round = 0; round < 64; ++round) {
+    bool changed = false;
+    for (auto& s : placed) {
+      totals.add(s, -1);
+      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin);
+      changed |= b != s.span.begin;
+      s.span = BlockSpan{b, b + s.span.size()};
+      totals.add(s, +1);
+    }
+    if (!changed) break;
+  }
+  BestPlacement out;
+  for (const auto& s : placed) out.spans.push_back(s.span);
+  const int64_t start = totals.covered() ? *std::min_element(totals.rps.begin(), totals.rps.end()) : 0;
+
+  PlacementSearch search(servers, num_blocks, max_nodes);
+  out.exact = search.run(start);
+  out.nodes = search.nodes();
+  if (search.improved()) {
+    // Hand each kind's first blocks to its servers in the order given.
+    std::map<size_t, std::vector<uint32_t>> begins;
+    for (auto [kind, begin] : search.best_starts()) begins[kind].push_back(begin);
+    for (size_t i = 0; i < servers.size(); ++i) {
+      const int64_t rps = quantize(servers[i].throughput_rps);
+      for (auto& [kind, list] : begins) {
+        const auto& k = search.kinds()[kind];
+        if (k.rps != rps || k.length != servers[i].span_blocks || list.empty()) continue;
+        out.spans[i] = BlockSpan{list.back(), list.back() + k.length};
+        list.pop_back();
+        break;
+      }
+    }
+  }
+  std::vector<PlacedServer> best;
+  for (size_t i = 0; i < servers.size(); ++i) {
+    best.push_back(PlacedServer{PeerId{i + 1}, out.spans[i], servers[i].throughput_rps, false});
+  }
+  out.min_rps = min_block_throughput(best, num_blocks);
+  if (out.exact) {
+    out.upper_bound_rps = out.min_rps;
+  } else {
+    int64_t capacity = 0, all = 0;
+    for (const auto& s : servers) capacity += quantize(s.throughput_rps) * s.span_blocks, all += quantize(s.throughput_rps);
+    out.upper_bound_rps = std::max(out.min_rps, std::min(capacity / num_blocks, all) / 1e6);
+  }
+  return out;
 }
 
 }  // namespace bouquet::core

@@ -18,6 +18,10 @@
 //   is the only holder of some block, at a fraction of the throughput they could reach.) A
 //   server re-placing itself keeps its span when it is among the best, so nobody moves for
 //   nothing. Pinned servers never move; quality 0 disables moving.
+// - Random placement (a baseline for experiments): a first block drawn uniformly from the Rng.
+// - Best placement (a baseline too, knowing every server in advance): the spans that maximize the
+//   weakest block's throughput, searched exhaustively (branch and bound) within a node budget;
+//   beyond it, the best placement found and an upper bound no placement can beat.
 #pragma once
 
 #include <cstdint>
@@ -75,5 +79,32 @@ struct RebalanceDecision {
 // Should server `me` (one of `servers`) move? Draws the simulation's order from `rng`.
 RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32_t num_blocks,
                                    PeerId me, const RebalanceConfig& config, Rng& rng);
+
+// Random placement: a span of `span_blocks` blocks whose first block is uniform over the places
+// it fits.
+BlockSpan choose_span_at_random(uint32_t num_blocks, uint32_t span_blocks, Rng& rng);
+
+struct ServerCapacity {
+  double throughput_rps = 0;
+  uint32_t span_blocks = 0;
+};
+
+struct BestPlacement {
+  std::vector<BlockSpan> spans;  // per server, in the order given
+  double min_rps = 0;            // the weakest block with these spans (0: some block uncovered)
+  // No placement of these servers does better. Equal to min_rps when `exact`; otherwise the
+  // smaller of the capacity bound (every server's throughput x blocks, spread evenly over all
+  // blocks) and the sum of all throughputs.
+  double upper_bound_rps = 0;
+  bool exact = false;  // the search finished: min_rps is the optimum
+  uint64_t nodes = 0;  // search nodes visited
+};
+
+// The placement of `servers` that maximizes the weakest block's throughput. Starts from every
+// server joining greedily (in the order given) then re-placing itself until nobody moves, then
+// searches all placements (identical servers interchangeable) for a better one, visiting at most
+// `max_nodes` search nodes. Deterministic.
+BestPlacement best_placement(std::span<const ServerCapacity> servers, uint32_t num_blocks,
+                             uint64_t max_nodes = 20'000'000);
 
 }  // namespace bouquet::core

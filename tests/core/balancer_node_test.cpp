@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <queue>
+#include <set>
 
 #include "tests/core/support/seed.h"
 
@@ -104,6 +105,28 @@ TEST(BalancerNode, JoinsAfterARandomDelayWhereTheSwarmIsWeakestThenRebalances) {
   out.clear();
   node.handle(balance.at + 2, TimerFired{BalancerNode::kAnnounceTimer}, out);
   EXPECT_TRUE(out.empty());
+}
+
+TEST(BalancerNode, RandomPlacementJoinsWhereItsRngSaysNotWhereTheSwarmIsWeakest) {
+  // Blocks 5-7 are held by a slow server only: greedy joins there every time; random placement
+  // lands on each of the 6 places a 3-block span fits, over enough nodes.
+  std::set<uint32_t> begins;
+  for (uint64_t peer = 1; peer <= 60; ++peer) {
+    auto config = node_config(peer + 10, 3, 10);
+    config.placement = JoinPlacement::random;
+    BalancerNode node(config);
+    std::vector<Effect> out;
+    node.start(0, out);
+    out.clear();
+    node.handle(5, TimerFired{BalancerNode::kJoinTimer}, out);
+    const auto lookup = all<DirectoryLookup>(out).at(0);
+    out.clear();
+    node.handle(6, DirectoryAnswer{lookup.lookup_id, {record(1, {0, 5}, 20), record(2, {5, 8}, 2)}}, out);
+    const auto span = all<MoveToSpan>(out).at(0).span;
+    EXPECT_EQ(span.size(), 3u);
+    begins.insert(span.begin);
+  }
+  EXPECT_EQ(begins.size(), 6u);
 }
 
 TEST(BalancerNode, PinnedServerLoadsItsSpanAtOnceAndNeverLooksForAnother) {

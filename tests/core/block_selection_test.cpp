@@ -228,3 +228,95 @@ TEST(BlockSelection, JoiningThenRebalancingGetsWithinTenPercentOfTheOptimumAndSt
 
 }  // namespace
 }  // namespace bouquet::core
+
+namespace bouquet::core {
+namespace {
+
+TEST(RandomPlacement, DrawsEveryFittingFirstBlockAndOnlyThose) {
+  const uint64_t seed = test::test_seed(5);
+  Rng rng(seed);
+  std::vector<int> seen(8, 0);
+  for (int i = 0; i < 2000; ++i) {
+    const BlockSpan s = choose_span_at_random(10, 3, rng);
+    ASSERT_EQ(s.size(), 3u);
+    ASSERT_LE(s.end, 10u);
+    ++seen[s.begin];
+  }
+  // 8 places, 2000 draws: each expected 250 times; far from it means the draw is not uniform.
+  for (int b = 0; b < 8; ++b) EXPECT_NEAR(seen[b], 250, 80) << "first block " << b << "; seed " << seed;
+  EXPECT_EQ(choose_span_at_random(4, 4, rng), (BlockSpan{0, 4}));
+}
+
+std::vector<PlacedServer> as_placed(std::span<const ServerCapacity> servers, std::span<const BlockSpan> spans) {
+  std::vector<PlacedServer> out;
+  for (size_t i = 0; i < servers.size(); ++i) out.push_back(placed(i + 1, spans[i].begin, spans[i].end, servers[i].throughput_rps));
+  return out;
+}
+
+TEST(BestPlacement, FindsWhatJoiningAndReplacingOneAtATimeMiss) {
+  // The local optimum of the rebalancing test: [0,1)@3 [1,2)@37 [2,7)@53 [6,8)@25 over 8 blocks;
+  // re-placing one server at a time cannot leave it, the search must.
+  const std::vector<ServerCapacity> servers{{3, 1}, {37, 1}, {53, 5}, {25, 2}};
+  std::vector<PlacedServer> probe{placed(1, 0, 1, 3), placed(2, 1, 2, 37), placed(3, 2, 7, 53), placed(4, 6, 8, 25)};
+  const auto best = best_placement(servers, 8);
+  EXPECT_TRUE(best.exact);
+  EXPECT_EQ(best.min_rps, exhaustive_optimum(probe, 8));
+  EXPECT_GT(best.min_rps, min_block_throughput(probe, 8));
+  EXPECT_EQ(best.upper_bound_rps, best.min_rps);
+  EXPECT_EQ(min_block_throughput(as_placed(servers, best.spans), 8), best.min_rps);
+  // Not enough blocks to cover the model: no placement has a weakest block above 0.
+  const std::vector<ServerCapacity> short_swarm{{5, 1}, {5, 2}};
+  const auto none = best_placement(short_swarm, 4);
+  EXPECT_TRUE(none.exact);
+  EXPECT_EQ(none.min_rps, 0);
+}
+
+TEST(BestPlacement, MatchesAnExhaustiveSearchOnRandomSwarms) {
+  const uint64_t seed = test::test_seed(17);
+  Rng rng(seed);
+  int better_than_start = 0;
+  for (int swarm = 0; swarm < 300; ++swarm) {
+    const uint32_t blocks = 3 + static_cast<uint32_t>(rng.below(6));
+    std::vector<ServerCapacity> servers;
+    std::vector<PlacedServer> probe;
+    const int n = 2 + static_cast<int>(rng.below(4));
+    for (int i = 0; i < n; ++i) {
+      // A few throughputs repeat so that identical servers are searched as one kind.
+      const double rps = rng.below(3) == 0 ? 10.0 : std::round(std::exp(rng.uniform(0, std::log(100.0))));
+      servers.push_back({rps, 1 + static_cast<uint32_t>(rng.below(blocks))});
+      probe.push_back(placed(i + 1, 0, servers.back().span_blocks, rps));
+    }
+    const auto best = best_placement(servers, blocks);
+    ASSERT_TRUE(best.exact);
+    const double optimum = exhaustive_optimum(probe, blocks);
+    ASSERT_EQ(best.min_rps, optimum) << "swarm " << swarm << "; BOUQUET_SEED=" << seed;
+    ASSERT_EQ(min_block_throughput(as_placed(servers, best.spans), blocks), optimum) << "swarm " << swarm;
+    for (size_t i = 0; i < servers.size(); ++i) ASSERT_EQ(best.spans[i].size(), servers[i].span_blocks);
+    std::vector<PlacedServer> greedy;
+    for (size_t i = 0; i < servers.size(); ++i) {
+      auto s = probe[i];
+      s.span = choose_span_to_join(greedy, blocks, s.span.size());
+      greedy.push_back(s);
+    }
+    better_than_start += optimum > min_block_throughput(greedy, blocks);
+  }
+  fmt::print("best placement beat greedy joining in {} of 300 swarms\n", better_than_start);
+  EXPECT_GT(better_than_start, 0);
+}
+
+TEST(BestPlacement, OverItsBudgetReturnsAValidPlacementAndABoundAboveIt) {
+  // 24 servers of 5 kinds over 80 blocks: far more placements than 1000 nodes visit.
+  std::vector<ServerCapacity> servers;
+  for (int i = 0; i < 24; ++i) servers.push_back({10.0 + 7 * (i % 5), 9 + 4u * (i % 5)});
+  const auto best = best_placement(servers, 80, 1000);
+  EXPECT_FALSE(best.exact);
+  EXPECT_GT(best.min_rps, 0);
+  EXPECT_EQ(min_block_throughput(as_placed(servers, best.spans), 80), best.min_rps);
+  double capacity = 0;
+  for (const auto& s : servers) capacity += s.throughput_rps * s.span_blocks;
+  EXPECT_GE(best.upper_bound_rps, best.min_rps);
+  EXPECT_LE(best.upper_bound_rps, capacity / 80 + 1e-6);
+}
+
+}  // namespace
+}  // namespace bouquet::core
