@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -40,6 +41,35 @@ SpanRunner::SpanRunner(const SpanRunnerConfig& config)
     blocks_.push_back(load_block(model_config_, checkpoint, b, compute_));
   }
   checkpoint_bytes_read_ = checkpoint.bytes_read();
+  model_dir_ = config.model_dir;
+  for (const auto& dir : config.adapters) load_adapter(dir);
+}
+
+const LoraAdapter& SpanRunner::load_adapter(const std::filesystem::path& dir) {
+  auto adapter = load_lora_adapter(dir, model_dir_, model_config_, first_block_, end_block_, compute_);
+  const std::string name = adapter->name();
+  if (name.empty() || !adapters_.emplace(name, adapter).second) {
+    throw InputError(fmt::format("{}: an adapter named '{}' is loaded already (names are folder "
+                                 "names)", dir.string(), name));
+  }
+  return *adapter;
+}
+
+std::vector<std::string> SpanRunner::adapter_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, adapter] : adapters_) names.push_back(name);
+  return names;
+}
+
+const LoraAdapter* SpanRunner::adapter(const std::string& name) const {
+  if (name.empty()) return nullptr;
+  const auto it = adapters_.find(name);
+  if (it == adapters_.end()) {
+    throw UnknownAdapterError(fmt::format("unknown adapter '{}': this server holds {}", name,
+                                          adapters_.empty() ? std::string("none")
+                                                            : fmt::format("{}", fmt::join(adapter_names(), ", "))));
+  }
+  return it->second.get();
 }
 
 SpanRunner::~SpanRunner() = default;
@@ -59,7 +89,9 @@ uint64_t SpanRunner::cache_bytes_per_token() const {
   return total;
 }
 
-void SpanRunner::open_session(SessionId id, int64_t batch, int64_t max_length) {
+void SpanRunner::open_session(SessionId id, int64_t batch, int64_t max_length,
+                              const std::string& adapter_name) {
+  const LoraAdapter* lora = adapter(adapter_name);  // throws before anything changes
   if (sessions_.count(id) != 0) throw InputError(fmt::format("session {} is already open", id));
   if (batch <= 0 || max_length <= 0) {
     throw InputError(fmt::format("session {}: batch ({}) and max length ({}) must be positive", id,
@@ -68,6 +100,8 @@ void SpanRunner::open_session(SessionId id, int64_t batch, int64_t max_length) {
   Session s;
   s.batch = batch;
   s.max_length = max_length;
+  s.adapter = lora;
+  s.adapter_name = adapter_name;
   for (const auto& block : blocks_) s.caches.push_back(block->make_cache(batch, max_length));
   sessions_.emplace(id, std::move(s));
 }
@@ -88,6 +122,7 @@ const SpanRunner::Session& SpanRunner::session(SessionId id) const {
 
 int64_t SpanRunner::session_length(SessionId id) const { return session(id).length; }
 int64_t SpanRunner::session_max_length(SessionId id) const { return session(id).max_length; }
+const std::string& SpanRunner::session_adapter(SessionId id) const { return session(id).adapter_name; }
 
 void SpanRunner::truncate_session(SessionId id, int64_t length) {
   Session& s = session(id);
@@ -143,6 +178,7 @@ at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Te
                                  "length {}", what, tokens, s.length, s.max_length));
   }
   at::NoGradGuard no_grad;  // not InferenceMode: outputs stay ordinary tensors callers may reuse
+  const ActiveLora lora(s.adapter);
   at::Tensor x = hidden.to(compute_.device, compute_.dtype);
   for (size_t b = 0; b < blocks_.size(); ++b) {
     if (prompts.defined()) x = add_prompt(x, prompts[static_cast<int64_t>(b)], s.length);

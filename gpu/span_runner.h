@@ -18,11 +18,17 @@
 //   pre_seq_len, hidden] tensor whose slice i is added to the first pre_seq_len positions
 //   (absolute positions, so a decode step past the prefix gets nothing) of block i's input, as the
 //   reference system does. backward() then also returns their gradient. Wrong shapes: InputError.
+// - LoRA adapters (gpu/lora.h) sit next to the shared base weights, which they never change. A
+//   session applies the adapter named at open_session() on every step; forward() and backward()
+//   apply the one an ActiveLora guard on the calling thread names (ActiveLora(adapter(name))).
+//   An unknown name throws UnknownAdapterError (an InputError) and changes nothing.
 // - Not thread-safe: one caller (a server's compute queue) drives it.
 #pragma once
 
 #include "gpu/compute_options.h"
+#include "gpu/errors.h"
 #include "gpu/family.h"
+#include "gpu/lora.h"
 #include "gpu/model_config.h"
 
 #include <ATen/core/Tensor.h>
@@ -43,9 +49,16 @@ struct SpanRunnerConfig {
   std::string dtype = "f32";
   std::string device = "auto";
   std::string quant = "none";  // none | int8: how block weights are held (gpu/linear.h)
+  std::vector<std::filesystem::path> adapters = {};  // LoRA adapter folders (PEFT layout) to load
 };
 
 using SessionId = uint64_t;
+
+// A request named a LoRA adapter this span has not loaded.
+class UnknownAdapterError : public InputError {
+ public:
+  using InputError::InputError;
+};
 
 class SpanRunner {
  public:
@@ -66,7 +79,17 @@ class SpanRunner {
   // Bytes a session's cache takes per position of one sequence (to admit sessions by memory).
   uint64_t cache_bytes_per_token() const;
 
-  void open_session(SessionId id, int64_t batch, int64_t max_length);
+  // Loads the adapter in `dir` for this span's blocks; its name is the folder's name (InputError
+  // when one of that name is loaded already, ModelFileError naming the file when it does not fit).
+  const LoraAdapter& load_adapter(const std::filesystem::path& dir);
+  std::vector<std::string> adapter_names() const;  // sorted
+  bool has_adapter(const std::string& name) const { return adapters_.count(name) != 0; }
+  // nullptr for "" (the base model); UnknownAdapterError for a name not loaded.
+  const LoraAdapter* adapter(const std::string& name) const;
+
+  // `adapter`: the LoRA adapter every step of this session applies ("" = none).
+  void open_session(SessionId id, int64_t batch, int64_t max_length, const std::string& adapter = "");
+  const std::string& session_adapter(SessionId id) const;
   void close_session(SessionId id);  // unknown ids are ignored: closing is idempotent
   bool has_session(SessionId id) const;
   int64_t session_length(SessionId id) const;
@@ -103,6 +126,8 @@ class SpanRunner {
     int64_t max_length = 0;
     int64_t length = 0;
     std::vector<KvCache> caches;  // one per block of the span
+    const LoraAdapter* adapter = nullptr;
+    std::string adapter_name;
   };
 
   Session& session(SessionId id);
@@ -116,6 +141,8 @@ class SpanRunner {
   uint64_t checkpoint_bytes_read_ = 0;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::map<SessionId, Session> sessions_;
+  std::filesystem::path model_dir_;
+  std::map<std::string, std::shared_ptr<const LoraAdapter>> adapters_;
 };
 
 }  // namespace bouquet::gpu

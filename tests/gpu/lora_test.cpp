@@ -161,6 +161,48 @@ TEST(Lora, SpanKeepsOnlyItsBlocksAndTwoAdaptersStayApart) {
   EXPECT_EQ(active_lora(), nullptr);
 }
 
+TEST(Lora, SessionsEachKeepTheirAdapter) {
+  const fs::path model = testing::fresh_dir("lora_sessions_model");
+  write_tiny_checkpoint(testing::small_tiny(model));
+  const fs::path a_dir = testing::fresh_dir("lora_sessions_a");
+  const fs::path b_dir = testing::fresh_dir("lora_sessions_b");
+  write_tiny_adapter({model, a_dir, 4, 8.0, "q_proj,v_proj,down_proj", 1});
+  write_tiny_adapter({model, b_dir, 4, 8.0, "k_proj,gate_proj", 2});
+  SpanRunner span({model, 1, 3, "f32", "cpu", "none", {a_dir}});
+  span.load_adapter(b_dir);
+  EXPECT_EQ(span.adapter_names(), (std::vector<std::string>{"lora_sessions_a", "lora_sessions_b"}));
+  EXPECT_THROW(span.load_adapter(b_dir), InputError);
+
+  const at::Tensor x = random_hidden(span.hidden_size(), 4);
+  std::map<std::string, at::Tensor> expected;
+  for (const std::string name : {"", "lora_sessions_a", "lora_sessions_b"}) {
+    at::NoGradGuard no_grad;
+    ActiveLora active(span.adapter(name));
+    expected[name] = span.forward(x);
+  }
+  // Three sessions stepping in turn, each with its own adapter (or none).
+  const std::vector<std::string> names = {"", "lora_sessions_a", "lora_sessions_b"};
+  std::map<std::string, std::vector<at::Tensor>> outputs;
+  for (size_t i = 0; i < names.size(); ++i) span.open_session(i, 2, 8, names[i]);
+  EXPECT_EQ(span.session_adapter(1), "lora_sessions_a");
+  for (int64_t t = 0; t < x.size(1); ++t) {
+    for (size_t i = 0; i < names.size(); ++i) outputs[names[i]].push_back(span.step(i, x.narrow(1, t, 1)));
+  }
+  for (const auto& name : names) {
+    EXPECT_TRUE(at::allclose(at::cat(outputs[name], 1), expected[name], 1e-4, 1e-4)) << "adapter '" << name << "'";
+  }
+  EXPECT_FALSE(at::allclose(expected["lora_sessions_a"], expected["lora_sessions_b"], 1e-3, 1e-3));
+
+  try {
+    span.open_session(9, 1, 4, "lora_sessions_c");
+    ADD_FAILURE() << "an unknown adapter was accepted";
+  } catch (const UnknownAdapterError& e) {
+    EXPECT_THAT(e.what(), AllOf(HasSubstr("unknown adapter 'lora_sessions_c'"), HasSubstr("lora_sessions_a")));
+  }
+  EXPECT_FALSE(span.has_session(9));
+  EXPECT_THROW(span.adapter("nope"), UnknownAdapterError);
+}
+
 // Rewrites adapter_config.json with `edit` applied.
 void edit_config(const fs::path& dir, const std::function<void(nlohmann::json&)>& edit) {
   nlohmann::json json;
