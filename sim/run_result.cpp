@@ -106,6 +106,9 @@ std::string to_json(const RunResult& result) {
                         {"step_latency_p99_s", number_or_null(result.step_latency_p99_s)},
                         {"uncovered_s", number_or_null(result.uncovered_s)},
                         {"coverage_watched_s", number_or_null(result.coverage_watched_s)},
+                        {"swarm_rps", number_or_null(result.swarm_rps)},
+                        {"swarm_rps_bound", number_or_null(result.swarm_rps_bound)},
+                        {"moves", result.moves},
                         {"clients", clients}};
   return out.dump();
 }
@@ -121,6 +124,9 @@ RunResult run_result_from_json(const std::string& text) {
   result.step_latency_p99_s = number_or_nan(in, "step_latency_p99_s");
   result.uncovered_s = number_or_nan(in, "uncovered_s");
   result.coverage_watched_s = number_or_nan(in, "coverage_watched_s");
+  result.swarm_rps = number_or_nan(in, "swarm_rps");
+  result.swarm_rps_bound = number_or_nan(in, "swarm_rps_bound");
+  if (in.contains("moves")) result.moves = in.at("moves").get<uint64_t>();
   for (const auto& c : in.at("clients")) {
     ClientResult client;
     client.name = c.at("name").get<std::string>();

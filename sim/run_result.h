@@ -50,6 +50,14 @@ struct RunResult {
   double uncovered_s = std::numeric_limits<double>::quiet_NaN();
   double coverage_watched_s = std::numeric_limits<double>::quiet_NaN();
 
+  // Placement: the weakest block's throughput (announced rps of the servers really serving each
+  // block) when the first client starts; NaN without servers or clients. With placement "best",
+  // swarm_rps_bound is an upper bound on it for any placement (equal to it when the search was
+  // exact), else NaN. moves: rebalancing moves of all server processes.
+  double swarm_rps = std::numeric_limits<double>::quiet_NaN();
+  double swarm_rps_bound = std::numeric_limits<double>::quiet_NaN();
+  uint64_t moves = 0;
+
   // Fills the percentiles from the clients' step latencies (the simulation calls it at its end).
   void summarize_step_latencies();
 

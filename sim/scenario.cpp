@@ -286,6 +286,7 @@ Parsed parse(const YamlValue& root) {
     YamlMap policies(*v);
     if (auto r = policies.optional("routing")) s.policies.routing = one_of(*r, {"min_latency", "greedy"});
     if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none", "rebalance"});
+    if (auto p = policies.optional("placement")) s.policies.placement = one_of(*p, {"greedy", "random", "best"});
     if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);
     if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_positive(*p);
     if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_non_negative(*j);

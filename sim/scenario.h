@@ -142,6 +142,10 @@ struct PolicyConfig {
   // Unpinned servers always pick their span on joining (the core's block selection); "rebalance"
   // also lets them move later when the swarm's weakest block would gain enough.
   std::string balancing = "none";  // none | rebalance
+  // Where unpinned servers go on joining: greedy (the core's block selection), random (a uniform
+  // first block), or best (the core's best_placement over every server of the scenario, known in
+  // advance: the spans are pinned, so such servers never move).
+  std::string placement = "greedy";  // greedy | random | best
   double balance_quality = 0.75;
   double balance_period_s = 60;
   double join_delay_s = 5;

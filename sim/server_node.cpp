@@ -45,6 +45,10 @@ core::BalancerNodeConfig balancer_config(const SimContext& context, const Server
   out.balance_quality = s.policies.balancing == "rebalance" ? s.policies.balance_quality : 0.0;
   out.update_period_s = s.directory.update_period_s;
   out.seed = context.rng.derive(out.peer.value).next_u64();
+  if (s.policies.placement == "random") out.placement = core::JoinPlacement::random;
+  if (auto best = context.best_spans.find(host); !config.blocks && best != context.best_spans.end()) {
+    out.blocks = best->second;  // placed in advance by the best placement: pinned
+  }
   return out;
 }
 
@@ -67,6 +71,12 @@ uint64_t ServerNode::cache_tokens(const SimContext& context, const ServerConfig&
                             n * context.cost.block_weight_bytes(context.shape, context.format);
   const double per_token = n * context.cost.cache_bytes_per_token(context.shape);
   return static_cast<uint64_t>(std::max(0.0, std::floor(free_bytes / per_token)));
+}
+
+core::ServerCapacity ServerNode::capacity(const SimContext& context, const ServerConfig& config,
+                                          const std::string& host) {
+  const core::BalancerNodeConfig c = balancer_config(context, config, host);
+  return core::ServerCapacity{c.throughput_rps, c.num_blocks};
 }
 
 ServerNode::ServerNode(SimContext& context, const ServerConfig& config, const std::string& host)

@@ -38,6 +38,12 @@ class ServerNode final : public NodeLoop {
   bool finished() const override { return false; }  // servers run until the simulation ends
 
  public:
+  // What the balancer of this server announces and how many blocks it holds (for best placement,
+  // computed before the run).
+  static core::ServerCapacity capacity(const SimContext& context, const ServerConfig& config,
+                                       const std::string& host);
+
+  const core::BalancerNode& balancer() const { return balancer_; }
   // The blocks this process serves now: none while it loads or moves.
   std::optional<core::BlockSpan> serving() const {
     return server_ ? std::optional<core::BlockSpan>(server_->config().span) : std::nullopt;

@@ -88,6 +88,12 @@ int run_sim_command(const SimCommandConfig& config) {
   if (file.rows.empty()) {
     RunResult result = simulate_isolated(file.base);
     fmt::print("simulated {:.3f} s, {} messages, {} bytes\n", result.end_s, result.messages, result.bytes);
+    if (!std::isnan(result.swarm_rps)) {
+      fmt::print("placement {}: weakest block {} rps when the first client starts{}; {} rebalancing moves\n",
+                 file.base.policies.placement, number(result.swarm_rps),
+                 std::isnan(result.swarm_rps_bound) ? "" : fmt::format(" (no placement beats {})", number(result.swarm_rps_bound)),
+                 result.moves);
+    }
     print_clients(result);
     json["result"] = nlohmann::json::parse(to_json(result));
   } else {

@@ -3,6 +3,7 @@
 // thread, so plain shared state is safe here.
 #pragma once
 
+#include "core/block_span.h"
 #include "core/compression.h"
 #include "core/rng.h"
 #include "sim/cost_model.h"
@@ -11,6 +12,7 @@
 #include "sim/scenario.h"
 #include "sim/transport.h"
 
+#include <map>
 #include <string>
 
 namespace bouquet::sim {
@@ -29,6 +31,8 @@ struct SimContext {
   Directory directory;
   core::Rng rng;  // nodes derive their own streams from it
   RunResult result;
+  // placement "best": each unpinned server's span, by host, decided before the run.
+  std::map<std::string, core::BlockSpan> best_spans;
 };
 
 }  // namespace bouquet::sim

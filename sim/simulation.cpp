@@ -66,7 +66,9 @@ std::vector<ChurnEvent> churn_events(const Scenario& scenario, const core::Rng& 
 
 // Probes, every kCoverageProbe_s from the first client's start, which blocks the servers really
 // serve (their hosts on, their spans loaded; not what the directory says) and adds up the time
-// some block had none (RunResult::uncovered_s). Created last, so no other actor's order changes.
+// some block had none (RunResult::uncovered_s); the first probe also gives the weakest block's
+// throughput as the clients find the swarm (RunResult::swarm_rps). Created last, so no other
+// actor's order changes.
 constexpr double kCoverageProbe_s = 1.0;
 
 void watch_coverage(const Scenario& scenario, const Platform& platform,
@@ -79,19 +81,47 @@ void watch_coverage(const Scenario& scenario, const Platform& platform,
   const auto blocks = static_cast<size_t>(scenario.shape().num_blocks);
   sg4::Actor::create("coverage", platform.controller, [&scenario, &platform, &servers, &result, from_s, blocks] {
     std::vector<int> holders(blocks);
+    std::vector<double> rps(blocks);
     for (double t = from_s; t + kCoverageProbe_s <= scenario.duration_s; t += kCoverageProbe_s) {
       sg4::this_actor::sleep_until(t);
       std::fill(holders.begin(), holders.end(), 0);
+      std::fill(rps.begin(), rps.end(), 0.0);
       for (const auto& [name, node] : servers) {
         if (!platform.hosts.at(name)->is_on()) continue;
         if (auto span = node->serving()) {
-          for (uint32_t b = span->begin; b < span->end; ++b) ++holders[b];
+          for (uint32_t b = span->begin; b < span->end; ++b) {
+            ++holders[b];
+            rps[b] += node->balancer().config().throughput_rps;
+          }
         }
+      }
+      if (t == from_s) {
+        const bool covered = std::find(holders.begin(), holders.end(), 0) == holders.end();
+        result.swarm_rps = covered ? *std::min_element(rps.begin(), rps.end()) : 0.0;
       }
       result.coverage_watched_s += kCoverageProbe_s;
       if (std::find(holders.begin(), holders.end(), 0) != holders.end()) result.uncovered_s += kCoverageProbe_s;
     }
   })->daemonize();
+}
+
+// placement "best": every unpinned server's span from the core's best placement of them all,
+// decided before the run from what each would announce.
+void place_best(const Scenario& scenario, SimContext& context) {
+  std::vector<std::string> hosts;
+  std::vector<core::ServerCapacity> capacities;
+  for (const auto& server : scenario.servers) {
+    if (server.blocks) continue;
+    for (const auto& name : instance_names(server.name, server.count)) {
+      hosts.push_back(name);
+      capacities.push_back(ServerNode::capacity(context, server, name));
+    }
+  }
+  const auto blocks = static_cast<uint32_t>(scenario.shape().num_blocks);
+  // 10 million search nodes take about 20 s: enough to be exact up to ~32 servers of 4 kinds.
+  const core::BestPlacement best = core::best_placement(capacities, blocks, 10'000'000);
+  for (size_t i = 0; i < hosts.size(); ++i) context.best_spans[hosts[i]] = best.spans[i];
+  context.result.swarm_rps_bound = best.upper_bound_rps;
 }
 
 }  // namespace
@@ -116,6 +146,7 @@ RunResult simulate(const Scenario& scenario) {
   std::vector<std::unique_ptr<NodeLoop>> nodes;
   int clients_running = 0;
 
+  if (scenario.policies.placement == "best") place_best(scenario, context);
   std::map<std::string, ServerNode*> latest_server;  // per host, its current process
   // A server process: a fresh ServerNode (balancer and block server) from `join_s` on.
   auto start_server = [&](const ServerConfig& server, const std::string& name, double join_s) {
@@ -185,6 +216,9 @@ RunResult simulate(const Scenario& scenario) {
     context.result.end_s = std::max(context.result.end_s, client.finished ? client.ended_s : scenario.duration_s);
   }
   context.result.summarize_step_latencies();
+  for (const auto& node : nodes) {
+    if (const auto* server = dynamic_cast<const ServerNode*>(node.get())) context.result.moves += server->balancer().moves();
+  }
   context.result.messages = context.transport.messages_sent();
   context.result.bytes = context.transport.bytes_sent();
   for (auto& client : context.result.clients) {
