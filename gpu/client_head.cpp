@@ -49,6 +49,15 @@ at::Tensor ClientHead::logits(const at::Tensor& hidden) const {
   return head_->logits(hidden);
 }
 
+at::Tensor ClientHead::logits_with_grad(const at::Tensor& hidden) const {
+  if (!hidden.defined() || hidden.dim() != 3 || hidden.size(2) != model_config_.hidden_size) {
+    throw InputError(fmt::format("logits need [batch, tokens, {}] hidden states",
+                                 model_config_.hidden_size));
+  }
+  at::AutoGradMode grad_on(true);
+  return head_->logits(hidden);
+}
+
 std::vector<float> ClientHead::last_logits(const at::Tensor& hidden) const {
   if (!hidden.defined() || hidden.dim() != 3 || hidden.size(0) == 0 || hidden.size(1) == 0) {
     throw InputError("last_logits needs non-empty [batch, tokens, hidden] hidden states");

@@ -40,6 +40,9 @@ class ClientHead {
   at::Tensor embed(const std::vector<TokenId>& ids) const;
   // [batch, tokens, hidden] outputs of the last block -> [batch, tokens, vocab] f32 logits.
   at::Tensor logits(const at::Tensor& hidden) const;
+  // The same with autograd on, so a loss's gradient flows back to `hidden` (prompt tuning); the
+  // head's own weights never require gradients.
+  at::Tensor logits_with_grad(const at::Tensor& hidden) const;
   // Logits of sequence 0's last position, on the CPU, for a Sampler.
   std::vector<float> last_logits(const at::Tensor& hidden) const;
 

@@ -1,0 +1,36 @@
+// `bouquet finetune`: parse flags into FinetuneConfig and train prompts (net/finetune_swarm.h).
+#include "cli/command.h"
+#include "net/finetune_swarm.h"
+
+#include <memory>
+
+namespace bouquet::cli {
+namespace {
+
+const CommandRegistration finetune_command{
+    "finetune", "Prompt tuning (ptune) or deep prompt tuning (deep_ptune) through servers or locally",
+    [](CLI::App& sub) {
+      auto config = std::make_shared<gpu::FinetuneConfig>();
+      sub.add_option("--model", config->model, "Hugging Face model folder (head and tokenizer)")->required();
+      sub.add_option("--initial-peers", config->initial_peers, "HOST:PORT,... of DHT nodes to find servers through");
+      sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block");
+      sub.add_flag("--local", config->local, "Run every block in this process (for comparisons)");
+      sub.add_option("--mode", config->mode, "ptune (prepended embeddings) or deep_ptune (plus a prefix per block)")
+          ->capture_default_str();
+      sub.add_option("--pre-seq-len", config->pre_seq_len, "Trainable prefix positions")->capture_default_str();
+      sub.add_option("--data", config->data, "JSON lines of {\"prompt\": ..., \"completion\": ...}")->required();
+      sub.add_option("--steps", config->steps, "Optimizer steps")->capture_default_str();
+      sub.add_option("--lr", config->lr, "Adam learning rate")->capture_default_str();
+      sub.add_option("--out", config->out, "Where to write the prompts (.safetensors)");
+      sub.add_option("--seed", config->seed, "Seed of the prompts' start, minibatches and routing")
+          ->capture_default_str();
+      sub.add_option("--batch-size", config->batch_size, "Examples per step (0: all)")->capture_default_str();
+      sub.add_option("--compression", config->compression, "With --peers, on the wire: none, f16, int8")
+          ->capture_default_str();
+      sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
+      sub.add_flag("--quiet", config->quiet, "No per-step progress lines");
+      return [config] { return net::run_finetune(*config); };
+    }};
+
+}  // namespace
+}  // namespace bouquet::cli
