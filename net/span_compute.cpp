@@ -22,7 +22,7 @@ SpanCompute::SpanCompute(const SpanComputeConfig& config) : span_(config.span) {
   for (uint32_t b = span_.begin; b < span_.end; ++b) {
     blocks_.push_back(std::make_unique<gpu::SpanRunner>(gpu::SpanRunnerConfig{
         config.model_dir, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1, config.dtype,
-        config.device, config.quant}));
+        config.device, config.quant, config.adapters}));
   }
 }
 
@@ -41,6 +41,8 @@ uint64_t SpanCompute::weight_bytes() const {
 }
 
 std::string SpanCompute::describe_compute() const { return gpu::describe(blocks_.front()->compute()); }
+
+std::vector<std::string> SpanCompute::adapter_names() const { return blocks_.front()->adapter_names(); }
 
 size_t SpanCompute::open_caches() const {
   size_t n = 0;
@@ -86,6 +88,8 @@ Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
       case core::ComputeKind::backward: return run_backward(request);
     }
     return Error{ErrorCode::compute_failed, "unknown compute kind"};
+  } catch (const gpu::UnknownAdapterError& e) {
+    return Error{ErrorCode::unknown_adapter, e.what()};
   } catch (const gpu::InputError& e) {
     return Error{ErrorCode::bad_request, e.what()};
   } catch (const std::exception& e) {
@@ -98,7 +102,7 @@ Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) 
   const auto chain = runners(request.span);
   for (gpu::SpanRunner* block : chain) {
     if (!block->has_session(request.cache_id)) {
-      block->open_session(request.cache_id, request.batch, request.max_length);
+      block->open_session(request.cache_id, request.batch, request.max_length, request.adapter);
     }
     const int64_t cached = block->session_length(request.cache_id);
     if (cached < request.cache_length) {
@@ -119,7 +123,10 @@ Result<ComputeOutput> SpanCompute::run_forward(const ComputeRequest& request) {
   at::Tensor x = tensor_from_activation(request.inputs);
   const at::Tensor prompts = request_prompts(request, x);
   const auto chain = runners(request.span);
-  for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->forward(x, block_prompts(prompts, i));
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const gpu::ActiveLora lora(chain[i]->adapter(request.adapter));
+    x = chain[i]->forward(x, block_prompts(prompts, i));
+  }
   return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
 }
 
@@ -132,7 +139,10 @@ Result<ComputeOutput> SpanCompute::run_backward(const ComputeRequest& request) {
   if (prompts.defined()) prompts = prompts.clone().requires_grad_(true);
   at::Tensor x = inputs;
   const auto chain = runners(request.span);
-  for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->forward(x, block_prompts(prompts, i));
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const gpu::ActiveLora lora(chain[i]->adapter(request.adapter));  // recorded in the graph
+    x = chain[i]->forward(x, block_prompts(prompts, i));
+  }
   const at::Tensor grad_outputs = tensor_from_activation(*request.grad_outputs);
   if (grad_outputs.sizes() != x.sizes()) {
     return Error{ErrorCode::bad_request,

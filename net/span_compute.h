@@ -14,6 +14,9 @@
 // - Deep prompts ([blocks of the request's span, batch or 1, prefix, hidden]) go to the runners,
 //   block by block, for inference, forward and backward; backward then also returns their gradient
 //   (grad_prompts). A prompts tensor of the wrong shape is a bad_request naming the shape.
+// - LoRA adapters (config.adapters, PEFT folders; name = folder name) are loaded for the span's
+//   blocks next to the shared base weights; a request's `adapter` picks one ("" = none) for its
+//   session's every step, or for one forward/backward. A name not loaded is unknown_adapter.
 // - Outputs are float32 CPU tensors wrapped for the wire with the request's output_compression.
 // - Not thread-safe: one worker thread drives it.
 #pragma once
@@ -41,6 +44,7 @@ struct SpanComputeConfig {
   std::string dtype = "f32";
   std::string device = "cpu";
   std::string quant = "none";
+  std::vector<std::filesystem::path> adapters = {};  // LoRA adapter folders
 };
 
 class SpanCompute {
@@ -56,6 +60,7 @@ class SpanCompute {
   uint32_t hidden_size() const;
   uint64_t weight_bytes() const;
   std::string describe_compute() const;  // "cpu f32"
+  std::vector<std::string> adapter_names() const;  // the loaded adapters' names, sorted
 
   core::Result<core::ComputeOutput> run(const core::ComputeRequest& request);
   void drop_cache(core::CacheId cache);
