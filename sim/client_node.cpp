@@ -253,11 +253,28 @@ void ClientNode::on_step_done() {
 void ClientNode::begin_passes() {
   passes_left_ = config_.work.repeat;
   records_ = context_.directory.lookup(now(), context_.model_id);
+  records_read_s_ = now();
+  at(now() + context_.scenario.directory.update_period_s / 2, [this] { refresh_records(); });
   at(now() + context_.directory.lookup_delay_s(), [this] {
     if (!continuous()) start_measure();
     const int64_t tokens = config_.work.batch * config_.work.sequence_tokens;
     compute(client_compute_s(tokens, 0), [this] { start_pass(); });
   });
+}
+
+// Like a real client's background updater: the copy of the directory the passes plan on is
+// re-read every half update period, so it never plans on a record past its expiry (records live
+// two update periods, re-announced every one) and it sees servers that joined or moved since.
+void ClientNode::refresh_records() {
+  if (done_) return;
+  auto records = context_.directory.lookup(now(), context_.model_id);
+  const double read_s = now();
+  at(now() + context_.directory.lookup_delay_s(), [this, records = std::move(records), read_s]() mutable {
+    if (read_s < records_read_s_) return;  // a fresher read already arrived
+    records_ = std::move(records);
+    records_read_s_ = read_s;
+  });
+  at(now() + context_.scenario.directory.update_period_s / 2, [this] { refresh_records(); });
 }
 
 // One pass: the core splits the batch, each sub-batch gets its own chain from the core's
@@ -273,10 +290,19 @@ void ClientNode::start_pass() {
   sub_passes_left_ = sizes.size();
   for (size_t i = 0; i < sizes.size(); ++i) {
     auto chain = core::plan_chain_by_throughput(records_, plan, now(), rng_);
+    if (!chain.ok() && !reread_for_pass_) {
+      // No route on the copy held: read the directory now, plan again (once) on what it says.
+      reread_for_pass_ = true;
+      records_ = context_.directory.lookup(now(), context_.model_id);
+      records_read_s_ = now();
+      at(now() + context_.directory.lookup_delay_s(), [this] { start_pass(); });
+      return;
+    }
     if (!chain.ok()) return finish(chain.error().to_string());
     sub_passes_[i].batch = sizes[i];
     sub_passes_[i].chain = chain.value();
   }
+  reread_for_pass_ = false;
   for (size_t i = 0; i < sub_passes_.size(); ++i) send_pass(i, 0);
 }
 

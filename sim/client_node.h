@@ -64,6 +64,7 @@ class ClientNode final : public NodeLoop {
     uint64_t request_id = 0;  // of the request awaited, also its timer id
   };
   void begin_passes();
+  void refresh_records();
   void start_pass();
   void send_pass(size_t index, size_t hop);
   SubPass* awaiting(core::PeerId from, uint64_t request_id);
@@ -87,7 +88,9 @@ class ClientNode final : public NodeLoop {
   std::optional<double> measuring_since_;
   std::optional<double> step_started_s_;  // a single-token step in flight, for its latency
 
-  std::vector<core::ServerRecord> records_;  // the swarm as the passes' lookup saw it
+  std::vector<core::ServerRecord> records_;  // the swarm as the passes' latest lookup saw it
+  double records_read_s_ = -1;               // when that lookup left
+  bool reread_for_pass_ = false;             // the pass being planned already re-read it
   std::vector<SubPass> sub_passes_;
   size_t sub_passes_left_ = 0;
   int64_t passes_left_ = 0;

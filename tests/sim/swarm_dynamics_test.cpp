@@ -108,5 +108,29 @@ TEST(SwarmDynamics, SubBatchesPipelineThroughTheChain) {
   EXPECT_EQ(split.messages - whole.messages, 2 * 3 * 7);
 }
 
+TEST(SwarmDynamics, AForwardClientKeepsPlanningOnFreshRecordsAndSeesLateJoiners) {
+  // Records live 2 x 10 s; the client passes forward batches back to back for ten minutes on an
+  // RTX 3060. An A100 on the same blocks joins at 300 s: re-reading the directory, the client's
+  // later passes go mostly to it (the planner picks servers in proportion to their throughput).
+  const std::string slow = "  - {name: s, gpu: rtx-3060, region: lab, blocks: [0, 30], load_bps: 1e11}";
+  const std::string fast_late = "\n  - {name: late, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e11, join_s: 300}";
+  const std::string client =
+      "  - {name: c, device: cpu-32core, region: lab, start_s: 10,\n"
+      "     work: {kind: forward, batch: 1, sequence_tokens: 512, repeat: 0}}";
+  const std::string directory = "directory: {round_trip_s: 0.05, update_period_s: 10}\n";
+  std::cout << "seed 11; reproduce: sim_tests --gtest_filter=SwarmDynamics.AForwardClient*\n";
+  RunResult alone = simulate_isolated(load(scenario_text(11, 600, slow, client, directory)));
+  RunResult joined = simulate_isolated(load(scenario_text(11, 600, slow + fast_late, client, directory)));
+  for (const auto* r : {&alone, &joined}) {
+    const ClientResult& c = r->clients.at(0);
+    EXPECT_TRUE(c.finished) << c.error;
+    EXPECT_NEAR(c.measured_s, 590, 1e-6);
+  }
+  fmt::print("passes: {} on the RTX 3060 alone, {} with the A100 joining at 300 s\n", alone.clients[0].steps,
+             joined.clients[0].steps);
+  EXPECT_GT(alone.clients[0].steps, 50);
+  EXPECT_GT(joined.clients[0].steps, alone.clients[0].steps * 3 / 2);
+}
+
 }  // namespace
 }  // namespace bouquet::sim
