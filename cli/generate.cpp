@@ -18,9 +18,16 @@ const CommandRegistration generate_command{
       auto swarm = std::make_shared<net::SwarmGenerateOptions>();
       sub.add_option("--model", config->model, "Hugging Face model folder")->required();
       auto* local = sub.add_flag("--local", config->local, "Run every block in this process");
-      sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
-          ->excludes(local);
-      sub.add_option("--compression", config->compression, "With --peers, on the wire: none, f16, int8")
+      auto* peers = sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
+                        ->excludes(local);
+      sub.add_option("--initial-peers", swarm->initial_peers,
+                     "HOST:PORT,... of DHT nodes: find the model's servers there and route by min latency")
+          ->delimiter(',')
+          ->excludes(local)
+          ->excludes(peers);
+      sub.add_option("--model-name", swarm->model_name,
+                     "With --initial-peers, the model's name in the DHT (default: the folder's name)");
+      sub.add_option("--compression", config->compression, "With --peers or --initial-peers, on the wire: none, f16, int8")
           ->capture_default_str();
       sub.add_option("--recovery", swarm->recovery,
                      "With --peers, when a server fails: replay (its span's history to a replacement), "
@@ -50,7 +57,9 @@ const CommandRegistration generate_command{
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
       return [config, swarm] {
-        if (!config->peers.empty()) return net::run_generate_through_swarm(*config, *swarm);
+        if (!config->peers.empty() || !swarm->initial_peers.empty()) {
+          return net::run_generate_through_swarm(*config, *swarm);
+        }
         if (config->json) {
           fmt::print("{}\n", gpu::generation_json(gpu::generate_local(*config)));
           return 0;

@@ -11,7 +11,8 @@ const CommandRegistration serve_command{
     "serve", "Serve a span of a model's blocks to clients over TCP", [](CLI::App& sub) {
       auto config = std::make_shared<net::ServeConfig>();
       sub.add_option("--model", config->model, "Hugging Face model folder")->required();
-      sub.add_option("--blocks", config->blocks, "Blocks to serve, A:B = blocks A to B-1")->required();
+      sub.add_option("--blocks", config->blocks,
+                     "Blocks to serve, A:B = blocks A to B-1 (pinned; without it, --initial-peers chooses)");
       sub.add_option("--listen", config->listen, "HOST:PORT to listen on (port 0: any free port)")
           ->capture_default_str();
       sub.add_option("--announce-addr", config->announce_addr,
@@ -35,6 +36,30 @@ const CommandRegistration serve_command{
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();
+      sub.add_option("--initial-peers", config->initial_peers,
+                     "HOST:PORT,... of DHT nodes: join the swarm, announce, choose and rebalance blocks")
+          ->delimiter(',');
+      sub.add_option("--model-name", config->model_name, "Model name in the DHT (default: the folder's name)");
+      sub.add_option("--num-blocks", config->num_blocks,
+                     "Blocks to hold when not pinned (default: as many as fit half the available memory)");
+      sub.add_option("--update-period", config->update_period_s,
+                     "Seconds between announcements; records expire twice that later")
+          ->capture_default_str();
+      sub.add_option("--join-delay", config->join_delay_s,
+                     "Wait a random time up to this many seconds before choosing blocks")
+          ->capture_default_str();
+      sub.add_option("--balance-period", config->balance_period_s,
+                     "Seconds between balance checks (randomized x0.5 to x1.5)")
+          ->capture_default_str();
+      sub.add_option("--balance-quality", config->balance_quality,
+                     "Move iff the weakest block's throughput now / after < this (0 = never move)")
+          ->capture_default_str();
+      sub.add_option("--network-bps", config->network_bps, "Link speed in bits/s (default 100 Mbit/s)");
+      sub.add_option("--throughput", config->throughput,
+                     "Announced tokens/s per block (default: measured, cached in $BOUQUET_CACHE_DIR)");
+      sub.add_option("--dht-listen", config->dht_listen,
+                     "UDP HOST:PORT of this server's DHT node (default: the listen host, any port)");
+      sub.add_option("--seed", config->seed, "Seed of the balancing randomness (0 = from the peer id)");
       return [config] { return net::serve(*config); };
     }};
 

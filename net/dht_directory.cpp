@@ -39,6 +39,10 @@ struct PendingLookup {
 
 }  // namespace
 
+bool routine_dht_skip(const std::string& line) {
+  return line.rfind("skipped an expired record", 0) == 0 || line.rfind("skipped a stale record", 0) == 0;
+}
+
 DhtDirectory::DhtDirectory(DhtDirectoryConfig config) : config_(std::move(config)) {
   if (!config_.log) config_.log = [](const std::string& line) { fmt::print(stderr, "dht: {}\n", line); };
   if (!(config_.record_lifetime_s > 0)) throw std::invalid_argument("dht: record lifetime must be > 0 s");

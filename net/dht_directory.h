@@ -46,6 +46,11 @@ struct DhtDirectoryConfig {
   std::function<void(const std::string&)> log;
 };
 
+// True for the skip lines of a healthy swarm: expired records and records superseded by their
+// peer's newer announcement (every re-announcement leaves one until its storage lifetime ends).
+// Servers and command-line tools keep these out of their logs; the rest always shows.
+bool routine_dht_skip(const std::string& line);
+
 // A model seen in the directory's model index.
 struct DhtModelEntry {
   std::string model_id;

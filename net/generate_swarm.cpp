@@ -2,14 +2,19 @@
 
 #include <ATen/Parallel.h>
 #include <fmt/core.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 
+#include <filesystem>
+
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "net/dht_directory.h"
 #include "net/fingerprint.h"
 
 namespace bouquet::net {
@@ -39,11 +44,34 @@ nlohmann::json route_json(const std::vector<RouteHop>& hops) {
   return route;
 }
 
+// Online servers of the model as the directory says now, with the sessions' model id.
+std::vector<core::ServerRecord> directory_records(DhtDirectory& directory, const std::string& name,
+                                                  uint32_t num_blocks, const std::string& model_id) {
+  core::DirectoryAnswer answer = directory.lookup_now(core::DirectoryLookup{0, name, core::BlockSpan{0, num_blocks}});
+  std::vector<core::ServerRecord> records;
+  for (core::ServerRecord& record : answer.records) {
+    if (record.state != core::ServerState::online) continue;
+    record.model_id = model_id;   // the directory checked the fingerprint; sessions name the model by it
+    record.expires_at = core::kNever;  // unexpired now, on the directory's clock
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
 }  // namespace
+
+std::string default_model_name(const std::string& model_dir) {
+  std::filesystem::path path = std::filesystem::path(model_dir).lexically_normal();
+  if (path.filename().empty()) path = path.parent_path();
+  return path.filename().string();
+}
 
 RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm,
                                         const std::function<void(std::string_view)>& on_text) {
   if (config.local) throw gpu::InputError("give either --local or --peers, not both");
+  if (config.peers.empty() == swarm.initial_peers.empty()) {
+    throw gpu::InputError("give exactly one of --peers and --initial-peers");
+  }
   if (config.prompt.empty() == config.prompt_ids.empty()) {
     throw gpu::InputError("give exactly one of --prompt and --prompt-ids");
   }
@@ -59,7 +87,7 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   options.recovery = *policy;
   options.recovery_deadline_s = swarm.recovery_deadline_s;
   SwarmClientConfig client_config;
-  client_config.peers = split_peers(config.peers);
+  if (!config.peers.empty()) client_config.peers = split_peers(config.peers);
 
   // As in local generation: ids given by hand need no tokenizer.
   std::unique_ptr<gpu::Tokenizer> tokenizer;
@@ -71,6 +99,38 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   }
   const gpu::ClientHead head({config.model, config.dtype, config.device});
   const std::string model_id = model_fingerprint(config.model);
+  std::unique_ptr<DhtDirectory> directory;
+  if (!swarm.initial_peers.empty()) {
+    const std::string name = swarm.model_name.empty() ? default_model_name(config.model) : swarm.model_name;
+    const auto num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
+    DhtDirectoryConfig dht;
+    dht.listen = swarm.dht_listen;
+    dht.initial_peers = swarm.initial_peers;
+    dht.fingerprint = model_id;
+    dht.log = [](const std::string& line) {
+      if (!routine_dht_skip(line)) std::cerr << "bouquet: dht: " << line << "\n";
+    };
+    directory = std::make_unique<DhtDirectory>(std::move(dht));
+    if (!directory->wait_connected(10)) {
+      throw RemoteError(core::Error{core::ErrorCode::peer_unreachable,
+                                    fmt::format("no DHT node answered at {} within 10 s",
+                                                fmt::join(swarm.initial_peers, ","))});
+    }
+    const auto records = directory_records(*directory, name, num_blocks, model_id);
+    for (const auto& record : records) {
+      if (std::find(client_config.peers.begin(), client_config.peers.end(), record.address) == client_config.peers.end()) {
+        client_config.peers.push_back(record.address);
+      }
+    }
+    if (client_config.peers.empty()) {
+      throw RemoteError(core::Error{core::ErrorCode::no_route,
+                                    fmt::format("the DHT at {} lists no online server of model '{}' (fingerprint {})",
+                                                fmt::join(swarm.initial_peers, ","), name, model_id)});
+    }
+    client_config.directory = [dir = directory.get(), name, num_blocks, model_id] {
+      return directory_records(*dir, name, num_blocks, model_id);
+    };
+  }
 
   gpu::GenerationRequest request;
   if (!config.prompt_ids.empty()) {
@@ -100,6 +160,8 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
 std::string swarm_generation_json(const RemoteGeneration& generation, const std::string& compression) {
   nlohmann::json json = nlohmann::json::parse(gpu::generation_json(generation.result));
   json["route"] = route_json(generation.route);
+  json["expected_step_s"] = generation.expected_step_s;
+  json["expected_tokens_per_s"] = generation.expected_step_s > 0 ? 1.0 / generation.expected_step_s : 0.0;
   json["compression"] = compression;
   nlohmann::json recoveries = nlohmann::json::array();
   for (const RecoveryReport& r : generation.recoveries) {
@@ -131,9 +193,12 @@ int run_generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGen
     recovered += fmt::format("; blocks {} of {} recovered on {} ({} positions replayed, {:.2f} s)", r.span.to_string(),
                              r.failed_peer, describe_route(r.replacement), r.positions_replayed, r.duration_s);
   }
-  fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}{}]\n", generation.result.ids.size(),
+  const std::string expected = generation.expected_step_s > 0
+                                   ? fmt::format(" (expected {:.1f} tokens/s)", 1.0 / generation.expected_step_s)
+                                   : "";
+  fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}{}{}]\n", generation.result.ids.size(),
              generation.result.tokens_per_s, generation.result.stop_reason, describe_route(generation.route),
-             recovered);
+             expected, recovered);
   return 0;
 }
 

@@ -1,13 +1,17 @@
-// `bouquet generate --peers HOST:PORT,...`: the networked path of the generate command. Same
+// `bouquet generate --peers HOST:PORT,...` or `--initial-peers HOST:PORT,...` (DHT nodes: the
+// servers are looked up in the directory, routed by min latency, and looked up again when a
+// recovery re-plans): the networked path of the generate command. Same
 // flags, prompt handling, sampling and output as `generate --local` (gpu/generate_local.h), but
 // the client loads only its head (embeddings, final norm, LM head) and the tokenizer, and the
 // blocks run on the servers: it asks each peer its span, routes a chain over all blocks with the
 // core's planner and generates through it. `--json` prints the local command's object plus
-// `route` (per hop: peer address and blocks) and `compression`.
+// `route` (per hop: peer address and blocks), `expected_step_s` and `expected_tokens_per_s` (what
+// routing expected of the route) and `compression`.
 #pragma once
 
 #include <functional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "gpu/generate_local.h"
@@ -19,7 +23,14 @@ namespace bouquet::net {
 struct SwarmGenerateOptions {
   std::string recovery = "replay";  // replay | restart | cacheless (core/recovery.h)
   double recovery_deadline_s = 60;  // give up when no server covers a failed span for this long
+  // Discovery (issue 6): DHT nodes to look the model's servers up through, instead of --peers.
+  std::vector<std::string> initial_peers;
+  std::string model_name;  // the model's name in the DHT; "" = the model folder's name
+  std::string dht_listen = "0.0.0.0:0";  // UDP HOST:PORT of this client's own DHT node
 };
+
+// The name a folder's model goes by in the DHT when no --model-name is given: its last component.
+std::string default_model_name(const std::string& model_dir);
 
 // Throws RemoteError (a swarm failure, naming the server), gpu::InputError / ModelFileError
 // (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).

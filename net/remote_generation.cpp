@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 
+#include "core/min_latency_route.h"
 #include "core/rng.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
@@ -51,6 +53,19 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   RemoteInferenceSession session(client, config);
   session.open();
   out.route = session.route();
+  {
+    const auto records = client.records();
+    // A server that measured nothing (a pinned server without discovery) makes the price a guess.
+    bool measured = true;
+    for (const core::Hop& hop : session.chain()) {
+      for (const auto& r : records) {
+        if (r.peer == hop.peer && !(r.inference_rps > 0)) measured = false;
+      }
+    }
+    const double step_s = core::chain_latency_s(session.chain(), records,
+                                                uint64_t{config.batch} * config.max_length, client.rtt());
+    out.expected_step_s = measured && std::isfinite(step_s) ? step_s : 0.0;
+  }
 
   gpu::Sampler sampler(request.sampling);
   std::vector<gpu::TokenId> history = request.prompt_ids;

@@ -43,6 +43,9 @@ struct RecoveryReport {
 struct RemoteGeneration {
   gpu::GenerationResult result;
   std::vector<RouteHop> route;  // the chain the session opened with
+  // One step through that chain as min-latency routing priced it (round trips + per-block
+  // compute); 0 when not known.
+  double expected_step_s = 0;
   std::vector<RecoveryReport> recoveries;
 };
 

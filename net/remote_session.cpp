@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include "core/check.h"
+#include "core/min_latency_route.h"
 #include "core/route.h"
 #include "net/tensor_bridge.h"
 
@@ -121,12 +122,16 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
     } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {
       timers_.cancel(cancel->timer);
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
-      const auto records = client_.records();
-      core::RoutePlanned answer{plan->route_id,
-                                core::plan_chain_greedy(records, plan->model_id, plan->blocks, plan->avoid)};
-      // Never from inside handle(): components are not re-entrant.
-      asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), answer = std::move(answer)] {
-        if (auto a = alive.lock(); a && *a) feed(answer);
+      // Never from inside handle(): components are not re-entrant. The first plan uses what the
+      // peers just said; a re-plan (a recovery) first asks the directory, if any, who is there now.
+      const bool replan = plans_++ > 0;
+      asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
+        auto a = alive.lock();
+        if (!a || !*a) return;
+        if (replan && client_.has_directory()) client_.refresh_from_directory();
+        const auto records = client_.records();
+        feed(core::RoutePlanned{plan.route_id, core::plan_chain_min_latency(records, plan, client_.clock().now(),
+                                                                            client_.rtt())});
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;

@@ -3,7 +3,8 @@
 //
 // The core decides everything (route request, opens, hop order, history, deadlines, failure);
 // this driver carries out its effects on a SwarmClient — messages, timers, and PlanRoute answered
-// with the core's planner over the servers' InfoReplies — and waits for its reports.
+// with the core's min-latency planner over the servers' InfoReplies (re-plans: over fresh
+// directory records when the client has a directory) — and waits for its reports.
 //
 // Promises:
 // - open() returns once every hop's server opened its session, or throws RemoteError naming the
@@ -82,6 +83,7 @@ class RemoteInferenceSession {
   core::InferenceSession session_;
   TimerTable timers_;
   size_t listener_ = 0;
+  uint64_t plans_ = 0;  // PlanRoute effects carried out
   // Reports of the core session, consumed by the synchronous calls.
   bool ready_ = false;
   bool closed_ = false;

@@ -3,9 +3,11 @@
 #include <ATen/Parallel.h>
 #include <asio.hpp>
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <optional>
 
@@ -14,7 +16,10 @@
 #include "net/address.h"
 #include "net/connection.h"
 #include "net/fingerprint.h"
+#include "core/throughput.h"
+#include "net/server_discovery.h"
 #include "net/span_compute.h"
+#include "net/throughput_measure.h"
 #include "net/timers.h"
 #include "net/worker.h"
 
@@ -31,22 +36,46 @@ struct Server::Impl {
   void feed(const core::Input& input);
   void carry_out(std::vector<Effect>& effects);
   void start_compute(core::ComputeRequest request);
+  SpanComputeConfig compute_config(core::BlockSpan span) const;
+  void measure_speed(SpanCompute& probe);
+  void start_discovery();
+  void move_to_span(core::BlockSpan span);
+  void install(uint64_t load, std::shared_ptr<SpanCompute> loaded);
+  void shut_down();
 
   ServeConfig config;
   std::string model_id;
+  gpu::ModelConfig model;
   asio::io_context io;
   DriverClock clock;
   TimerTable timers;
-  std::unique_ptr<SpanCompute> compute;
+  // Shared with the compute jobs in flight, so a move can replace it while the worker runs one.
+  std::shared_ptr<SpanCompute> compute;
   std::optional<core::BlockServer> block_server;
+  uint64_t serving = 0;  // bumped per installed span: results of an older one are dropped
+  uint64_t loads = 0;    // bumped per requested load: only the latest is installed
+  bool accepting = false;
+  double inference_rps = 0, forward_rps = 0, throughput_rps = 0;
   asio::ip::tcp::acceptor acceptor;
   std::optional<asio::signal_set> signals;
   std::map<PeerId, std::shared_ptr<Connection>> peers;
   uint64_t next_peer = 1;
   uint64_t steps_received = 0;  // for --crash-after-steps
-  // Declared last: destroyed (joined) first, while everything its jobs touch still exists.
+  std::unique_ptr<ServerDiscovery> discovery;
+  std::optional<asio::steady_timer> shutdown_timer;
+  // Declared last: destroyed (joined) first, while everything their jobs touch still exists.
+  std::unique_ptr<WorkerThread> loader;  // loads the next span while the current one serves
   std::unique_ptr<WorkerThread> worker;
 };
+
+namespace {
+
+void log_line(const std::string& line) {
+  fmt::print(stderr, "bouquet serve: {}\n", line);
+  std::fflush(stderr);
+}
+
+}  // namespace
 
 Server::Impl::Impl(const ServeConfig& c)
     : config(c),
@@ -54,25 +83,69 @@ Server::Impl::Impl(const ServeConfig& c)
       acceptor(io) {
   if (config.threads < 0) throw std::invalid_argument("--threads must be >= 0");
   if (config.threads > 0) at::set_num_threads(config.threads);
-  const core::BlockSpan span = parse_block_span(config.blocks);
+  const bool pinned = !config.blocks.empty();
+  const bool discovering = !config.initial_peers.empty();
+  if (!pinned && !discovering) {
+    throw std::invalid_argument("give --blocks A:B, or --initial-peers HOST:PORT,... to join a swarm and choose blocks");
+  }
+  if (pinned && config.num_blocks > 0) throw std::invalid_argument("give either --blocks or --num-blocks, not both");
+  const std::optional<core::BlockSpan> span =
+      pinned ? std::optional<core::BlockSpan>(parse_block_span(config.blocks)) : std::nullopt;
   const HostPort listen = parse_host_port(config.listen, /*allow_port_zero=*/true);
   if (!config.announce_addr.empty()) parse_host_port(config.announce_addr);
   model_id = model_fingerprint(config.model);
   // Refuse a span past the model's end with a clear line before loading anything.
-  const gpu::ModelConfig model = gpu::load_model_config(config.model);
-  if (span.end > model.num_layers) {
+  model = gpu::load_model_config(config.model);
+  if (span && span->end > model.num_layers) {
     throw std::invalid_argument(fmt::format("--blocks {}: the model has {} blocks (0:{} at most)",
                                             config.blocks, model.num_layers, model.num_layers));
   }
-  compute = std::make_unique<SpanCompute>(SpanComputeConfig{config.model, span, config.dtype, config.device, config.quant});
+  if (config.num_blocks > model.num_layers) {
+    throw std::invalid_argument(fmt::format("--num-blocks {}: the model has {} blocks", config.num_blocks,
+                                            model.num_layers));
+  }
+  if (span) compute = std::make_shared<SpanCompute>(compute_config(*span));
+  if (discovering) {
+    if (!(config.update_period_s > 0)) throw std::invalid_argument("--update-period must be > 0 seconds");
+    if (config.join_delay_s < 0 || config.balance_period_s <= 0) {
+      throw std::invalid_argument("--join-delay must be >= 0 and --balance-period > 0 seconds");
+    }
+    if (config.balance_quality < 0 || config.balance_quality > 1) {
+      throw std::invalid_argument("--balance-quality must be in [0, 1]");
+    }
+    if (config.network_bps < 0 || config.throughput < 0) {
+      throw std::invalid_argument("--network-bps and --throughput must be >= 0");
+    }
+    // One block is enough to measure per-block speed and size; a pinned server has its span.
+    std::unique_ptr<SpanCompute> probe;
+    if (!compute) probe = std::make_unique<SpanCompute>(compute_config(core::BlockSpan{0, 1}));
+    SpanCompute& measured = compute ? *compute : *probe;
+    if (!pinned && config.num_blocks == 0) {
+      const uint64_t budget = available_memory_budget_bytes();
+      const uint64_t cache_bytes = config.cache_tokens * 2 * measured.hidden_size() * 4;
+      config.num_blocks = budget == 0 ? static_cast<uint32_t>(model.num_layers)
+                                      : blocks_that_fit(budget, measured.weight_bytes(), cache_bytes,
+                                                        static_cast<uint32_t>(model.num_layers));
+      log_line(fmt::format("--num-blocks {}: as many as fit {:.1f} GB (half the available memory) at {:.1f} MB "
+                           "of weights and {:.1f} MB of cache per block",
+                           config.num_blocks, budget / 1e9, measured.weight_bytes() / 1e6, cache_bytes / 1e6));
+    }
+    measure_speed(measured);
+  }
 
   core::BlockServerConfig server;
-  server.model_id = model_id;
-  server.span = span;
-  server.hidden_size = compute->hidden_size();
-  server.cache_tokens = config.cache_tokens;
-  server.session_idle_timeout_s = config.session_idle_timeout_s;
-  block_server.emplace(std::move(server));
+  if (compute) {
+    server.model_id = model_id;
+    server.span = compute->span();
+    server.hidden_size = compute->hidden_size();
+    server.cache_tokens = config.cache_tokens;
+    server.session_idle_timeout_s = config.session_idle_timeout_s;
+    server.inference_rps = inference_rps;
+    server.forward_rps = forward_rps;
+    server.throughput_rps = throughput_rps;
+    block_server.emplace(std::move(server));
+    ++serving;
+  }
 
   try {
     asio::ip::tcp::resolver resolver(io);
@@ -86,6 +159,135 @@ Server::Impl::Impl(const ServeConfig& c)
     throw std::runtime_error(fmt::format("--listen {}: {}", config.listen, e.what()));
   }
   worker = std::make_unique<WorkerThread>();
+  loader = std::make_unique<WorkerThread>();
+  if (discovering) start_discovery();
+}
+
+SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {
+  return SpanComputeConfig{config.model, span, config.dtype, config.device, config.quant};
+}
+
+void Server::Impl::measure_speed(SpanCompute& probe) {
+  const MeasuredSpeed speed = cached_block_speed(
+      ThroughputKey{model_id, config.device, config.dtype, config.quant, at::get_num_threads()}, probe,
+      [](const std::string& line) { log_line(line); });
+  inference_rps = speed.inference_rps;
+  forward_rps = speed.forward_rps;
+  const double network_bps = config.network_bps > 0 ? config.network_bps : 100e6;
+  log_line(fmt::format("network {:.1f} Mbit/s ({})", network_bps / 1e6,
+                       config.network_bps > 0 ? "--network-bps" : "default; set --network-bps"));
+  const uint32_t blocks = config.blocks.empty() ? config.num_blocks : compute->span().size();
+  if (config.throughput > 0) {
+    throughput_rps = config.throughput;
+    log_line(fmt::format("per block: {:.1f} inference steps/s, {:.0f} forward tokens/s ({}); throughput {:.1f} "
+                         "tokens/s (--throughput)", inference_rps, forward_rps, speed.source, throughput_rps));
+  } else {
+    throughput_rps = core::announced_throughput_rps(forward_rps, blocks, network_bps,
+                                                    static_cast<uint32_t>(model.hidden_size));
+    log_line(fmt::format("per block: {:.1f} inference steps/s, {:.0f} forward tokens/s ({}); throughput {:.1f} "
+                         "tokens/s for {} blocks (network allows {:.0f})", inference_rps, forward_rps, speed.source,
+                         throughput_rps, blocks,
+                         core::network_rps(network_bps, static_cast<uint32_t>(model.hidden_size))));
+  }
+}
+
+void Server::Impl::start_discovery() {
+  const std::string address =
+      config.announce_addr.empty() ? to_string(acceptor.local_endpoint()) : config.announce_addr;
+  const std::string name =
+      config.model_name.empty() ? std::filesystem::path(config.model).lexically_normal().filename().string()
+                                : config.model_name;
+  std::string model_name = name;
+  if (model_name.empty()) model_name = std::filesystem::absolute(config.model).parent_path().filename().string();
+  ServerDiscoveryConfig d;
+  d.initial_peers = config.initial_peers;
+  d.dht_listen = config.dht_listen.empty()
+                     ? HostPort{parse_host_port(config.listen, true).host, 0}.to_string()
+                     : config.dht_listen;
+  d.fingerprint = model_id;
+  core::BalancerNodeConfig& b = d.balancer;
+  b.peer = server_peer_id(address, model_name);
+  b.address = address;
+  b.model_id = model_name;
+  b.model_blocks = static_cast<uint32_t>(model.num_layers);
+  b.num_blocks = config.num_blocks;
+  if (!config.blocks.empty()) b.blocks = compute->span();
+  b.throughput_rps = throughput_rps;
+  b.inference_rps = inference_rps;
+  b.cache_tokens_free = config.cache_tokens;
+  b.join_delay_s = config.join_delay_s;
+  b.balance_period_s = config.balance_period_s;
+  b.balance_quality = config.balance_quality;
+  b.update_period_s = config.update_period_s;
+  b.seed = config.seed != 0 ? config.seed : b.peer.value;
+  discovery = std::make_unique<ServerDiscovery>(io, clock, std::move(d),
+                                                [this](core::BlockSpan span) { move_to_span(span); });
+  discovery->set_cache_probe([this] { return block_server ? block_server->cache_tokens_free() : config.cache_tokens; });
+  log_line(fmt::format("model '{}' in the DHT through {} (own DHT node {}), peer {}", model_name,
+                       fmt::join(config.initial_peers, ","), discovery->dht_address(), b.peer.to_string()));
+}
+
+void Server::Impl::move_to_span(core::BlockSpan span) {
+  const uint64_t load = ++loads;
+  if (compute && compute->span() == span) return install(load, compute);
+  log_line(fmt::format("loading blocks {}{}", span.to_string(),
+                       compute ? fmt::format(" (blocks {} keep serving meanwhile)", compute->span().to_string()) : ""));
+  loader->post([this, load, span] {
+    try {
+      auto loaded = std::make_shared<SpanCompute>(compute_config(span));
+      asio::post(io, [this, load, loaded] { install(load, loaded); });
+    } catch (const std::exception& e) {
+      // Leave the node in `loading`: its records say joining, so no client routes here.
+      asio::post(io, [span, what = std::string(e.what())] {
+        log_line(fmt::format("could not load blocks {}: {}", span.to_string(), what));
+      });
+    }
+  });
+}
+
+void Server::Impl::install(uint64_t load, std::shared_ptr<SpanCompute> loaded) {
+  if (load != loads) return;  // a later move replaced this one
+  const core::BlockSpan span = loaded->span();
+  if (compute != loaded || !block_server) {
+    if (block_server && !peers.empty()) {
+      // The old span's sessions cannot continue here: their clients see the connection close and
+      // recover on servers that hold those blocks.
+      log_line(fmt::format("now serving blocks {}: closing {} client connection(s) of blocks {}", span.to_string(),
+                           peers.size(), block_server->config().span.to_string()));
+      for (auto& [peer, connection] : std::map(peers)) connection->close("the server moved to other blocks");
+    }
+    timers.cancel_all();
+    core::BlockServerConfig server;
+    server.model_id = model_id;
+    server.span = span;
+    server.hidden_size = loaded->hidden_size();
+    server.cache_tokens = config.cache_tokens;
+    server.session_idle_timeout_s = config.session_idle_timeout_s;
+    server.inference_rps = inference_rps;
+    server.forward_rps = forward_rps;
+    server.throughput_rps = throughput_rps;
+    compute = std::move(loaded);
+    block_server.emplace(std::move(server));
+    ++serving;
+    log_line(fmt::format("serving blocks {}", span.to_string()));
+  }
+  if (!accepting) {
+    accepting = true;
+    accept();
+  }
+  if (discovery) discovery->span_loaded(span);
+}
+
+void Server::Impl::shut_down() {
+  if (!discovery || shutdown_timer) {
+    io.stop();
+    return;
+  }
+  log_line("announcing offline");
+  discovery->stop();
+  // The put leaves on OpenDHT's thread; give it a moment before the node goes away.
+  shutdown_timer.emplace(io, std::chrono::milliseconds(500));
+  shutdown_timer->async_wait([this](const asio::error_code&) { io.stop(); });
 }
 
 void Server::Impl::accept() {
@@ -122,6 +324,7 @@ void Server::Impl::feed(const core::Input& input) {
       std::raise(SIGKILL);
     }
   }
+  if (!block_server) return;  // nothing is served before the first span is loaded
   std::vector<Effect> effects;
   block_server->handle(clock.now(), input, effects);
   carry_out(effects);
@@ -139,24 +342,30 @@ void Server::Impl::carry_out(std::vector<Effect>& effects) {
     } else if (auto* start = std::get_if<core::StartCompute>(&effect)) {
       start_compute(std::move(start->request));
     } else if (auto* drop = std::get_if<core::DropCache>(&effect)) {
-      worker->post([this, cache = drop->cache_id] { compute->drop_cache(cache); });
+      worker->post([c = compute, cache = drop->cache_id] { c->drop_cache(cache); });
     }
-    // Announce / DirectoryLookup: no directory in this server yet (issue 6).
+    // Announce / DirectoryLookup / MoveToSpan come from the BalancerNode (server_discovery.h).
   }
 }
 
 void Server::Impl::start_compute(core::ComputeRequest request) {
-  worker->post([this, request = std::move(request)] {
-    core::ComputeFinished done{request.task_id, compute->run(request)};
-    asio::post(io, [this, done = std::move(done)] { feed(done); });
+  worker->post([this, c = compute, generation = serving, request = std::move(request)] {
+    core::ComputeFinished done{request.task_id, c->run(request)};
+    asio::post(io, [this, generation, done = std::move(done)] {
+      if (generation == serving) feed(done);  // a result for a span served before a move: dropped
+    });
   });
 }
 
 Server::Server(const ServeConfig& config) : impl_(std::make_unique<Impl>(config)) {}
 
 Server::~Server() {
-  // Stop the worker before the io_context and the compute it posts to go away.
-  if (impl_) impl_->worker.reset();
+  // Stop the threads before the io_context and the compute they post to go away.
+  if (impl_) {
+    impl_->worker.reset();
+    impl_->loader.reset();
+    impl_->discovery.reset();
+  }
 }
 
 std::string Server::listen_address() const { return to_string(impl_->acceptor.local_endpoint()); }
@@ -167,9 +376,13 @@ std::string Server::announce_address() const {
 
 const std::string& Server::model_id() const { return impl_->model_id; }
 
-core::BlockSpan Server::span() const { return impl_->compute->span(); }
+core::BlockSpan Server::span() const { return impl_->compute ? impl_->compute->span() : core::BlockSpan{}; }
 
 std::string Server::describe() const {
+  if (!impl_->compute) {
+    return fmt::format("{} blocks of {} (fingerprint {}) to choose in the swarm, {} cache tokens per block",
+                       impl_->config.num_blocks, impl_->config.model, impl_->model_id, impl_->config.cache_tokens);
+  }
   return fmt::format("blocks {} of {} (fingerprint {}), {}, {:.1f} MB of weights, {} cache tokens per block",
                      span().to_string(), impl_->config.model, impl_->model_id,
                      impl_->compute->describe_compute(), impl_->compute->weight_bytes() / 1e6,
@@ -180,14 +393,21 @@ void Server::run(bool handle_signals) {
   if (handle_signals) {
     impl_->signals.emplace(impl_->io, SIGINT, SIGTERM);
     impl_->signals->async_wait([this](const asio::error_code& ec, int) {
-      if (!ec) stop();
+      if (!ec) impl_->shut_down();
     });
   }
-  impl_->accept();
+  if (impl_->discovery) {
+    impl_->discovery->start();  // the first span comes through MoveToSpan, then accepting starts
+  } else {
+    impl_->accepting = true;
+    impl_->accept();
+  }
   impl_->io.run();
 }
 
-void Server::stop() { impl_->io.stop(); }
+void Server::stop() {
+  asio::post(impl_->io, [impl = impl_.get()] { impl->shut_down(); });
+}
 
 int serve(const ServeConfig& config) {
   Server server(config);

@@ -6,6 +6,12 @@
 // effects. Each connection is one peer. Computations run on a worker thread (SpanCompute) and come
 // back through the io_context, so sockets are served while blocks compute.
 //
+// With --initial-peers the server also joins the DHT and is the driver of a core::BalancerNode
+// (server_discovery.h): it announces itself, chooses its span (unless pinned with --blocks) and
+// moves when the swarm is unbalanced. It accepts clients once its first span is loaded; a move
+// loads the new span on a loader thread while the old one keeps serving, then closes the
+// connections of the old span's clients (they recover elsewhere) and serves the new span.
+//
 // Promises: only blocks [A, B) are read from the checkpoint; InfoReply and every session carry the
 // model id, which is the model fingerprint (fingerprint.h), so a client with another model is
 // refused (model_mismatch); a malformed or hostile connection is answered and/or closed without
@@ -15,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/block_span.h"
 #include "net/frame.h"
@@ -24,7 +31,7 @@ namespace bouquet::net {
 // Field names are the flag names of `bouquet serve`.
 struct ServeConfig {
   std::string model;                 // Hugging Face model folder
-  std::string blocks;                // "A:B": serve blocks A .. B-1
+  std::string blocks;                // "A:B": serve blocks A .. B-1 (pinned); "" = choose (discovery)
   std::string listen = "127.0.0.1:0";  // port 0: any free port (printed)
   std::string announce_addr;         // address others should use; "" = the listen address
   uint64_t cache_tokens = 8192;      // attention-cache budget, tokens per block
@@ -38,6 +45,19 @@ struct ServeConfig {
   // Fault drill: after serving this many inference steps (StepRequests), the next one kills the
   // process at once (SIGKILL: no replies, no closes, no goodbye). 0 = never.
   uint64_t crash_after_steps = 0;
+
+  // Discovery and load balancing (issue 6; server_discovery.h). On when initial_peers is given.
+  std::vector<std::string> initial_peers;  // DHT nodes (HOST:PORT, UDP) to join through
+  std::string model_name;            // announced model name; "" = the model folder's name
+  double update_period_s = 60;       // re-announce period; records expire 2x later
+  uint32_t num_blocks = 0;           // blocks to hold when not pinned; 0 = as many as fit memory
+  double join_delay_s = 5;           // wait uniform in [0, this] before choosing a span
+  double balance_period_s = 60;      // look at the swarm about this often (x uniform [0.5, 1.5])
+  double balance_quality = 0.75;     // move iff min now / min after < this; 0 = never move
+  double network_bps = 0;            // link speed; 0 = the default 100 Mbit/s
+  double throughput = 0;             // announced tokens/s per block; 0 = measured (cached on disk)
+  std::string dht_listen;            // UDP HOST:PORT of the server's DHT node; "" = listen host, any port
+  uint64_t seed = 0;                 // balancing randomness; 0 = derived from the peer id
 };
 
 class Server {
@@ -51,7 +71,7 @@ class Server {
   std::string listen_address() const;
   std::string announce_address() const;
   const std::string& model_id() const;
-  core::BlockSpan span() const;
+  core::BlockSpan span() const;  // empty until the first span is loaded
   std::string describe() const;  // one line: blocks, model, fingerprint, compute, memory
 
   // Serves until stop() (or SIGINT/SIGTERM when handle_signals).

@@ -2,6 +2,8 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace bouquet::net {
@@ -35,7 +37,7 @@ const std::vector<PeerStatus>& SwarmClient::discover() {
   std::map<uint64_t, size_t> asked;  // request id -> index in peers_
   for (size_t i = 0; i < peers_.size(); ++i) {
     const uint64_t id = next_request_id();
-    pending_[id] = Pending{peers_[i].peer, std::nullopt, std::nullopt};
+    pending_[id] = Pending{peers_[i].peer, std::nullopt, std::nullopt, clock_.now(), 0};
     asked[id] = i;
     network_.send(peers_[i].peer, core::InfoRequest{id});
   }
@@ -54,6 +56,8 @@ const std::vector<PeerStatus>& SwarmClient::discover() {
     status.error.clear();
     if (p.reply && std::holds_alternative<core::InfoReply>(*p.reply)) {
       status.info = std::get<core::InfoReply>(*p.reply);
+      // The first answer includes the TCP connect: a round trip and a half, close enough.
+      rtt_.observe(status.peer, std::max(0.0, p.answered_at - p.sent_at));
     } else if (p.error) {
       status.error = p.error->to_string();
     } else if (p.reply) {
@@ -67,7 +71,39 @@ const std::vector<PeerStatus>& SwarmClient::discover() {
   return peers_;
 }
 
+bool SwarmClient::refresh_from_directory() {
+  if (!config_.directory) return false;
+  std::vector<core::ServerRecord> fresh;
+  try {
+    fresh = config_.directory();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bouquet: could not read the directory ({}); routing with what is known\n", e.what());
+    return false;
+  }
+  std::vector<core::ServerRecord> mapped;
+  for (core::ServerRecord& record : fresh) {
+    HostPort address;
+    try {
+      address = parse_host_port(record.address);
+    } catch (const std::exception&) {
+      continue;  // the directory already skips malformed records; an odd address is not routable
+    }
+    const std::string text = address.to_string();
+    auto it = std::find_if(peers_.begin(), peers_.end(), [&](const PeerStatus& p) { return p.address == text; });
+    if (it == peers_.end()) {
+      peers_.push_back(PeerStatus{network_.add_peer(address), text, std::nullopt, ""});
+      it = std::prev(peers_.end());
+    }
+    record.peer = it->peer;
+    record.address = text;
+    mapped.push_back(std::move(record));
+  }
+  directory_records_ = std::move(mapped);
+  return true;
+}
+
 std::vector<core::ServerRecord> SwarmClient::records() const {
+  if (directory_records_) return *directory_records_;
   std::vector<core::ServerRecord> records;
   for (const PeerStatus& status : peers_) {
     if (!status.info) continue;
@@ -96,7 +132,7 @@ core::Message SwarmClient::call(PeerId peer, core::Message request, double timeo
       },
       request);
   const std::string what(core::to_string(core::message_type(request)));
-  pending_[id] = Pending{peer, std::nullopt, std::nullopt};
+  pending_[id] = Pending{peer, std::nullopt, std::nullopt, clock_.now(), 0};
   network_.send(peer, request);
   run_until([&] { return pending_.at(id).reply || pending_.at(id).error; }, timeout_s);
   Pending p = std::move(pending_.at(id));
@@ -136,6 +172,7 @@ void SwarmClient::on_message(PeerId peer, core::Message message) {
   if (auto* bwd = std::get_if<core::BackwardResult>(&message)) request_id = bwd->request_id;
   if (auto* err = std::get_if<core::ErrorReply>(&message)) request_id = err->request_id;
   if (auto it = pending_.find(request_id); it != pending_.end() && it->second.peer == peer) {
+    it->second.answered_at = clock_.now();
     if (auto* err = std::get_if<core::ErrorReply>(&message)) it->second.error = err->error;
     else it->second.reply = std::move(message);
     return;

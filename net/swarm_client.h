@@ -6,6 +6,9 @@
 // - discover() asks every peer for its info in parallel and returns within request_timeout_s
 //   (plus the connect timeout), with, per peer, the reply or the reason there is none.
 // - records() turns the replies into core ServerRecords; routing is the core's planner over them.
+//   After refresh_from_directory() it returns the directory's records instead (servers new to the
+//   client become peers), so a recovery re-plans from what the swarm says now.
+// - Each info answer's round trip feeds rtt(), which min-latency routing prices hops with.
 // - call() sends one request/reply message (info, forward, backward) and waits for the reply with
 //   the same request id, an ErrorReply, a lost connection or the timeout; failures come back as
 //   typed errors naming the peer.
@@ -28,6 +31,7 @@
 #include "core/error.h"
 #include "core/input.h"
 #include "core/messages.h"
+#include "core/rtt_estimator.h"
 #include "core/server_record.h"
 #include "net/client_network.h"
 #include "net/timers.h"
@@ -36,6 +40,9 @@ namespace bouquet::net {
 
 struct SwarmClientConfig {
   std::vector<std::string> peers;  // "HOST:PORT"
+  // Optional: fresh records of the model's servers (a DHT lookup, issue 6), with the model id the
+  // sessions use. Re-plans after a failure read it (refresh_from_directory) instead of the infos.
+  std::function<std::vector<core::ServerRecord>()> directory;
   double connect_timeout_s = 10;
   double request_timeout_s = 30;   // info, forward and backward replies
   FrameLimits limits;
@@ -72,6 +79,11 @@ class SwarmClient {
   const std::vector<PeerStatus>& peers() const { return peers_; }
   std::vector<core::ServerRecord> records() const;
   std::string address_of(core::PeerId peer) const;
+  bool has_directory() const { return static_cast<bool>(config_.directory); }
+  // Reads config().directory now; a failure to read it keeps the records as they were (and
+  // returns false).
+  bool refresh_from_directory();
+  const core::RttEstimator& rtt() const { return rtt_; }
 
   // One request/reply exchange. `request` must be an InfoRequest, ForwardRequest or
   // BackwardRequest; its request_id is assigned here. Throws RemoteError.
@@ -92,6 +104,8 @@ class SwarmClient {
     core::PeerId peer;
     std::optional<core::Message> reply;
     std::optional<core::Error> error;
+    double sent_at = 0;
+    double answered_at = 0;
   };
 
   void on_message(core::PeerId peer, core::Message message);
@@ -103,6 +117,8 @@ class SwarmClient {
   DriverClock clock_;
   ClientNetwork network_;
   std::vector<PeerStatus> peers_;
+  std::optional<std::vector<core::ServerRecord>> directory_records_;
+  core::RttEstimator rtt_;
   std::map<uint64_t, Pending> pending_;
   std::map<size_t, Listener> listeners_;
   size_t next_listener_ = 1;

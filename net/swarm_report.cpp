@@ -108,6 +108,9 @@ int run_swarm(const SwarmConfig& config) {
   DhtDirectoryConfig dht;
   dht.listen = config.listen;
   dht.initial_peers = config.initial_peers;
+  dht.log = [](const std::string& line) {
+    if (!routine_dht_skip(line)) fmt::print(stderr, "dht: {}\n", line);
+  };
   DhtDirectory directory(dht);
   if (!directory.wait_connected(config.connect_timeout_s)) {
     fmt::print(stderr, "swarm: no DHT node answered within {:.0f} s (initial peers: {})\n", config.connect_timeout_s,
