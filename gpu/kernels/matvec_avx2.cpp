@@ -6,7 +6,10 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace bouquet::gpu::kernels {
 namespace {
@@ -17,19 +20,30 @@ struct Simd {
   using Reg = __m256;
   static constexpr int64_t kWidth = 8;
   static constexpr int kWeightRowsFew = 2;
+  static constexpr int kAccumulatorsMax = 8;
   static constexpr int kWeightRowsMany = 1;
+  static constexpr float kInt8Unit = 1.0f;
 
   BOUQUET_KERNEL_TARGET static Reg zero() { return _mm256_setzero_ps(); }
   BOUQUET_KERNEL_TARGET static Reg load(const float* p) { return _mm256_loadu_ps(p); }
-  BOUQUET_KERNEL_TARGET static Reg load_weight(const float* p) { return _mm256_loadu_ps(p); }
-  BOUQUET_KERNEL_TARGET static Reg load_weight(const uint16_t* p) {
-    const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+  BOUQUET_KERNEL_TARGET static void load_weights(const float* p, Reg out[1]) {
+    out[0] = _mm256_loadu_ps(p);
   }
-  BOUQUET_KERNEL_TARGET static Reg load_weight(const int8_t* p) {
-    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+  // 16 bf16: the low half of each 32-bit lane (even elements) shifted up, the high half masked.
+  BOUQUET_KERNEL_TARGET static void load_weights(const uint16_t* p, Reg out[2]) {
+    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    out[0] = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+    out[1] = _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(int32_t(0xFFFF0000u))));
   }
+  // 32 int8: byte q of each 32-bit lane moved to the top, then shifted down with its sign.
+  BOUQUET_KERNEL_TARGET static void load_weights(const int8_t* p, Reg out[4]) {
+    const __m256i quads = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    out[0] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(quads, 24), 24));
+    out[1] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(quads, 16), 24));
+    out[2] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(quads, 8), 24));
+    out[3] = _mm256_cvtepi32_ps(_mm256_srai_epi32(quads, 24));
+  }
+  BOUQUET_KERNEL_TARGET static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm256_fmadd_ps(a, b, acc); }
   BOUQUET_KERNEL_TARGET static float sum(Reg r) {
     const __m128 pairs = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));

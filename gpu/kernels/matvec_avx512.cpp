@@ -10,7 +10,10 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace bouquet::gpu::kernels {
 namespace {
@@ -21,19 +24,39 @@ struct Simd {
   using Reg = __m512;
   static constexpr int64_t kWidth = 16;
   static constexpr int kWeightRowsFew = 4;
+  static constexpr int kAccumulatorsMax = 16;
   static constexpr int kWeightRowsMany = 2;
 
   BOUQUET_KERNEL_TARGET static Reg zero() { return _mm512_setzero_ps(); }
   BOUQUET_KERNEL_TARGET static Reg load(const float* p) { return _mm512_loadu_ps(p); }
-  BOUQUET_KERNEL_TARGET static Reg load_weight(const float* p) { return _mm512_loadu_ps(p); }
-  BOUQUET_KERNEL_TARGET static Reg load_weight(const uint16_t* p) {
-    const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+  BOUQUET_KERNEL_TARGET static void load_weights(const float* p, Reg out[1]) {
+    out[0] = _mm512_loadu_ps(p);
   }
-  BOUQUET_KERNEL_TARGET static Reg load_weight(const int8_t* p) {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+  // 32 bf16: the low half of each 32-bit lane (even elements) shifted up, the high half masked.
+  BOUQUET_KERNEL_TARGET static void load_weights(const uint16_t* p, Reg out[2]) {
+    const __m512i pairs = _mm512_loadu_si512(p);
+    out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+    out[1] = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(int32_t(0xFFFF0000u))));
   }
+  // 64 int8: one byte shuffle per phase puts byte q of each 32-bit lane on top with zeros below,
+  // which converts exactly to w * 2^24 (kInt8Unit undoes it once per sum; inputs would need
+  // |x| > 2^100 to overflow).
+  static constexpr float kInt8Unit = 0x1p-24f;
+  // Shuffle control for phase q: within each 16-byte lane, dword d takes byte 4d + q on top and
+  // zeros (0x80) below.
+  BOUQUET_KERNEL_TARGET static __m512i byte_on_top(int q) {
+    return _mm512_broadcast_i32x4(_mm_setr_epi32(
+        int32_t(0x00808080u | uint32_t(0 + q) << 24), int32_t(0x00808080u | uint32_t(4 + q) << 24),
+        int32_t(0x00808080u | uint32_t(8 + q) << 24), int32_t(0x00808080u | uint32_t(12 + q) << 24)));
+  }
+  BOUQUET_KERNEL_TARGET static void load_weights(const int8_t* p, Reg out[4]) {
+    const __m512i quads = _mm512_loadu_si512(p);
+    out[0] = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(quads, byte_on_top(0)));
+    out[1] = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(quads, byte_on_top(1)));
+    out[2] = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(quads, byte_on_top(2)));
+    out[3] = _mm512_cvtepi32_ps(_mm512_and_si512(quads, _mm512_set1_epi32(int32_t(0xFF000000u))));
+  }
+  BOUQUET_KERNEL_TARGET static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }
   BOUQUET_KERNEL_TARGET static float sum(Reg r) { return _mm512_reduce_add_ps(r); }
 };

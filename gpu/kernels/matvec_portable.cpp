@@ -4,7 +4,10 @@
 
 #include "core/check.h"
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace bouquet::gpu::kernels {
 namespace {
@@ -23,15 +26,28 @@ struct Simd {
   };
   static constexpr int kWeightRowsFew = 2;
   static constexpr int kWeightRowsMany = 1;
+  static constexpr float kInt8Unit = 1.0f;
+  static constexpr int kAccumulatorsMax = 4;
 
   static Reg zero() { return Reg{}; }
-  template <typename Elem>
-  static Reg load_weight(const Elem* p) {
+  static Reg load(const float* p) {
     Reg r;
-    for (int64_t k = 0; k < kWidth; ++k) r.lane[k] = weight_value(p[k]);
+    for (int64_t k = 0; k < kWidth; ++k) r.lane[k] = p[k];
     return r;
   }
-  static Reg load(const float* p) { return load_weight(p); }
+  // kPhases * kWidth weights: out[q] lane k is element k * kPhases + q (matvec_body.inc).
+  template <typename Elem, int P>
+  static void load_weights(const Elem* p, Reg (&out)[P]) {
+    float wide[P * kWidth];  // converted in order first: a loop the compiler vectorizes
+    for (int64_t k = 0; k < P * kWidth; ++k) wide[k] = weight_value(p[k]);
+    for (int q = 0; q < P; ++q) {
+      for (int64_t k = 0; k < kWidth; ++k) out[q].lane[k] = wide[k * P + q];
+    }
+  }
+  static Reg add(const Reg& a, Reg b) {
+    for (int64_t k = 0; k < kWidth; ++k) b.lane[k] += a.lane[k];
+    return b;
+  }
   static Reg fma(const Reg& a, const Reg& b, Reg acc) {
     for (int64_t k = 0; k < kWidth; ++k) acc.lane[k] += a.lane[k] * b.lane[k];
     return acc;
