@@ -1,0 +1,175 @@
+// Issue 6 with real processes: one `bouquet dht` and four `bouquet serve --num-blocks` servers
+// choose their own blocks of a tiny model (no spans given), `bouquet swarm` shows every block
+// covered, `generate --initial-peers` (DHT lookup + min-latency routing) equals `generate --local`,
+// and a server killed without warning leaves `bouquet swarm` once its records expire.
+// Periods are short (update 1 s, so records expire 2 s after the last announcement); every wait
+// polls with a generous deadline, for a loaded 2-core machine.
+#include <fmt/core.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "net/server_process.h"
+#include "tests/net/support/net_support.h"
+
+namespace bouquet::net {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct CommandResult {
+  int status = -1;
+  std::string output;  // stdout only
+};
+
+CommandResult run(const std::string& args) {
+  CommandResult r;
+  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.output.append(buffer.data(), n);
+  const int rc = ::pclose(pipe);
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return r;
+}
+
+// `bouquet dht` on a free UDP port of 127.0.0.1; SIGKILLed and reaped at destruction.
+class DhtProcess {
+ public:
+  DhtProcess() {
+    int fds[2];
+    EXPECT_EQ(pipe(fds), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      execl(BOUQUET_BINARY, BOUQUET_BINARY, "dht", "--listen", "127.0.0.1:0", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    out_ = fdopen(fds[0], "r");
+    char line[512] = {};
+    if (fgets(line, sizeof line, out_)) {
+      const std::string text(line);
+      const std::string prefix = "dht: listening on ";
+      if (text.rfind(prefix, 0) == 0) address_ = text.substr(prefix.size(), text.size() - prefix.size() - 1);
+    }
+  }
+  ~DhtProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_) fclose(out_);
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string address_;
+};
+
+// `bouquet swarm --json` for model "tiny"; null when it failed.
+nlohmann::json swarm_json(const std::string& dht) {
+  const auto r = run(fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht));
+  if (r.status != 0) return nullptr;
+  auto json = nlohmann::json::parse(r.output, nullptr, false);
+  if (json.is_discarded() || !json.contains("models") || json["models"].empty()) return nullptr;
+  return json["models"][0];
+}
+
+bool covered(const nlohmann::json& model) { return !model.is_null() && model.value("covered", false); }
+
+bool lists_address(const nlohmann::json& model, const std::string& address) {
+  if (model.is_null()) return false;
+  for (const auto& block : model["blocks"]) {
+    for (const auto& server : block["servers"]) {
+      if (server["address"] == address) return true;
+    }
+  }
+  return false;
+}
+
+// Polls `done` every 0.5 s until it holds or timeout_s passes.
+template <class F>
+bool poll_until(F done, double timeout_s) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+  while (Clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return done();
+}
+
+TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndAKilledServerExpires) {
+  const auto dir = testing::fresh_dir("discovery");
+  const std::string model = (dir / "tiny").string();
+  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 6 --seed 5", model)).status, 0);
+  // Throughput measurements go to a cache of this test's own.
+  ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
+
+  DhtProcess dht;
+  ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
+
+  std::vector<ServerProcess> servers;
+  for (int i = 0; i < 4; ++i) {
+    servers.emplace_back(BOUQUET_BINARY,
+                         std::vector<std::string>{"--model", model, "--num-blocks", "3", "--listen", "127.0.0.1:0",
+                                                  "--threads", "1", "--initial-peers", dht.address(),
+                                                  "--join-delay", "1", "--update-period", "1",
+                                                  "--balance-period", "3", "--seed", std::to_string(i + 1)},
+                         /*ready_timeout_s=*/120);
+  }
+
+  nlohmann::json model_view;
+  ASSERT_TRUE(poll_until([&] { return covered(model_view = swarm_json(dht.address())); }, 120))
+      << "no full coverage; last view: " << model_view.dump();
+  EXPECT_EQ(model_view["model_blocks"], 6);
+  // Nobody was told a span: each of the four holds 3 blocks it chose, all within the model.
+  for (const auto& server : servers) {
+    EXPECT_TRUE(lists_address(model_view, server.address())) << server.address() << " is not in " << model_view.dump();
+  }
+
+  const std::string prompt = "--prompt 'Once upon a time' --max-new-tokens 16 --ignore-eos --json";
+  const auto local = run(fmt::format("generate --model {} --local {}", model, prompt));
+  ASSERT_EQ(local.status, 0) << local.output;
+  const auto swarm = run(fmt::format("generate --model {} --initial-peers {} {}", model, dht.address(), prompt));
+  ASSERT_EQ(swarm.status, 0) << swarm.output;
+  const auto local_json = nlohmann::json::parse(local.output);
+  const auto swarm_json_out = nlohmann::json::parse(swarm.output);
+  EXPECT_EQ(swarm_json_out["ids"], local_json["ids"]);
+  EXPECT_EQ(swarm_json_out["text"], local_json["text"]);
+  ASSERT_FALSE(swarm_json_out["route"].empty());
+  // The route covers blocks 0..6 contiguously, on servers the DHT listed.
+  uint32_t next_block = 0;
+  for (const auto& hop : swarm_json_out["route"]) {
+    EXPECT_EQ(hop["blocks"][0].get<uint32_t>(), next_block) << swarm.output;
+    next_block = hop["blocks"][1].get<uint32_t>();
+  }
+  EXPECT_EQ(next_block, 6u);
+  EXPECT_GT(swarm_json_out["expected_tokens_per_s"].get<double>(), 0) << swarm.output;
+
+  // SIGKILL: no offline announcement. Its records expire 2 s after its last one.
+  const std::string killed = servers[1].address();
+  servers[1].kill_now();
+  EXPECT_TRUE(poll_until([&] {
+    const auto view = swarm_json(dht.address());
+    return !view.is_null() && !lists_address(view, killed);
+  }, 60)) << killed << " still listed: " << swarm_json(dht.address()).dump();
+}
+
+}  // namespace
+}  // namespace bouquet::net
