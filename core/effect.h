@@ -53,6 +53,8 @@ struct PlanRoute {
   // Cache tokens per block the session will reserve on each hop (batch x max_length): a server
   // announcing less free cache would make the open wait, which min-latency routing prices in.
   uint64_t cache_tokens_needed = 0;
+  // The LoRA adapter the session applies ("" = none): only servers announcing it are usable.
+  std::string adapter = {};
 };
 
 // Directory seam: publish a record; look up servers of a model (balancer_node.h uses both).

@@ -49,7 +49,7 @@ void InferenceSession::on_open_requested(Time now, std::vector<Effect>& out) {
   BOUQUET_CHECK(phase_ == Phase::idle, "OpenRequested twice");
   phase_ = Phase::routing;
   out.push_back(PlanRoute{++route_id_, config_.model_id, BlockSpan{0, config_.num_blocks}, {},
-                          uint64_t{config_.batch} * config_.max_length});
+                          uint64_t{config_.batch} * config_.max_length, config_.adapter});
 }
 
 void InferenceSession::on_route(Time now, const RoutePlanned& route, std::vector<Effect>& out) {

@@ -51,7 +51,7 @@ void InferenceSession::start_replacement(Time now, size_t first, size_t last, st
 void InferenceSession::plan_replacement(Time now, std::vector<Effect>& out) {
   replacement_->retry_at = kNever;  // until the answer says otherwise
   out.push_back(PlanRoute{++route_id_, config_.model_id, replacement_->blocks, bans_.active(now),
-                          uint64_t{config_.batch} * config_.max_length});
+                          uint64_t{config_.batch} * config_.max_length, config_.adapter});
 }
 
 void InferenceSession::on_replacement_route(Time now, const RoutePlanned& route, std::vector<Effect>& out) {

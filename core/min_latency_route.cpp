@@ -47,7 +47,9 @@ double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed
 bool usable_for(const ServerRecord& record, const PlanRoute& plan, Time now) {
   return record.state == ServerState::online && record.model_id == plan.model_id &&
          record.expires_at > now &&
-         std::find(plan.avoid.begin(), plan.avoid.end(), record.peer) == plan.avoid.end();
+         std::find(plan.avoid.begin(), plan.avoid.end(), record.peer) == plan.avoid.end() &&
+         (plan.adapter.empty() || std::find(record.adapters.begin(), record.adapters.end(),
+                                            plan.adapter) != record.adapters.end());
 }
 
 Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan,
@@ -113,8 +115,9 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
     uint32_t reach = b0;
     while (reach < b1 && dist[reach + 1 - b0] < kInfinity) ++reach;
     return Error{ErrorCode::no_route,
-                 fmt::format("no usable server of {} holds block {} (online, unexpired, not banned)",
-                             plan.model_id, reach)};
+                 fmt::format("no usable server of {} holds block {} (online, unexpired, not banned{})",
+                             plan.model_id, reach,
+                             plan.adapter.empty() ? "" : fmt::format(", with adapter '{}'", plan.adapter))};
   }
   Chain chain;
   for (uint32_t node = b1 - b0; node != 0;) {

@@ -11,8 +11,9 @@
 //
 // Promises: the chain returned has the least cost of every chain over usable servers (ties go to
 // the smaller peer id, deterministically); every hop runs at least one block. Usable means: of the
-// model, online, not expired at `now`, not in plan.avoid. No chain: no_route naming the first
-// block nobody usable holds.
+// model, online, not expired at `now`, not in plan.avoid, and announcing plan.adapter when the
+// plan names one (a LoRA session: a server without the adapter would refuse it). No chain:
+// no_route naming the first block nobody usable holds.
 #pragma once
 
 #include <span>

@@ -120,6 +120,28 @@ double brute_force_latency(const std::vector<ServerRecord>& records, const PlanR
   return best_from(p.blocks.begin);
 }
 
+TEST(MinLatencyRoute, UsesOnlyServersHoldingTheSessionsAdapter) {
+  // Server 2 is the fast way through blocks [0, 4), but only 1 and 3 hold adapter "chat".
+  std::vector<ServerRecord> records{server(1, 0, 8, 10), server(2, 0, 4, 1000), server(3, 4, 8, 1000)};
+  records[0].adapters = {"chat", "code"};
+  records[2].adapters = {"chat"};
+  const auto rtt = uniform_rtt(records, 0.05);
+  PlanRoute with_adapter = plan({0, 8});
+  with_adapter.adapter = "chat";
+  EXPECT_EQ(must_plan(records, with_adapter, rtt), (Chain{{PeerId{1}, {0, 4}}, {PeerId{3}, {4, 8}}}));
+  EXPECT_EQ(must_plan(records, plan({0, 8}), rtt), (Chain{{PeerId{2}, {0, 4}}, {PeerId{3}, {4, 8}}}));
+  // Only server 1 holds "code" but it covers everything.
+  with_adapter.adapter = "code";
+  EXPECT_EQ(must_plan(records, with_adapter, rtt), (Chain{{PeerId{1}, {0, 8}}}));
+  // Nobody holds "math": no route, and the error says why.
+  with_adapter.adapter = "math";
+  const auto none = plan_chain_min_latency(records, with_adapter, 0, rtt);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::no_route);
+  EXPECT_NE(none.error().message.find("adapter 'math'"), std::string::npos) << none.error().message;
+  EXPECT_FALSE(usable_for(records[1], with_adapter, 0));
+}
+
 TEST(MinLatencyRoute, FindsTheCheapestChainOfEveryEnumeratedOneOnRandomGraphs) {
   const uint64_t seed = test_seed(61);
   Rng rng(seed);
