@@ -35,7 +35,9 @@ ClientNode::ClientNode(SimContext& context, const ClientConfig& config, const st
 
 ClientResult& ClientNode::result() { return context_.result.clients.at(result_index_); }
 
-void ClientNode::start_measure() { measuring_since_ = now(); }
+void ClientNode::start_measure() {
+  if (!measuring_since_) measuring_since_ = now();  // a restarted generation keeps its clock
+}
 
 void ClientNode::stop_measure() {
   if (measuring_since_) result().measured_s += now() - *measuring_since_;
@@ -127,10 +129,13 @@ void ClientNode::open_session() {
   c.batch = static_cast<uint32_t>(config_.work.batch);
   c.compression = context_.compression;
   const PolicyConfig& policies = context_.scenario.policies;
-  c.recovery = *core::parse_recovery_policy(policies.recovery);
+  c.recovery = from_scratch() ? core::RecoveryPolicy::none : *core::parse_recovery_policy(policies.recovery);
   c.recovery_deadline_s = policies.recovery_deadline_s;
   c.bans.base_s = policies.ban_base_s;
   ++session_index_;
+  attempt_steps_ = 0;
+  attempt_positions_ = 0;
+  attempt_ready_ = false;
   session_ = std::make_unique<core::InferenceSession>(c);
   feed(core::OpenRequested{});
 }
@@ -152,6 +157,7 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
+      attempt_ready_ = true;
       if (!continuous()) start_measure();
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
@@ -163,7 +169,17 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* failed = std::get_if<core::SessionFailed>(&effect)) {
       count_recoveries();
       ++result().sessions_failed;
-      if (continuous()) {
+      if (from_scratch() && attempt_ready_) {
+        // Everything this attempt generated is lost: start again from the first step at once (a
+        // reset stage is available again at once), the clock still running.
+        ++result().recoveries;
+        result().positions_replayed += attempt_positions_;
+        result().steps -= attempt_steps_;
+        result().tokens -= attempt_steps_ * config_.work.batch;
+        open_session();
+      } else if (continuous() || from_scratch()) {
+        // A continuous client pauses before its next session, as a user's loop would; so does a
+        // restart from scratch whose session never opened (no route), or it would spin.
         const uint32_t index = session_index_;
         at(now() + kRetryAfterFailure_s, [this, index] {
           if (index == session_index_) open_session();
@@ -234,6 +250,8 @@ void ClientNode::on_step_done() {
   step_started_s_.reset();
   ++result().steps;
   result().tokens += config_.work.batch;
+  ++attempt_steps_;
+  attempt_positions_ += attempt_steps_ == 1 ? static_cast<uint32_t>(config_.work.prefix_tokens) : 1;
   // Final norm and LM head over each sequence's last position, then embed the sampled token.
   const int64_t batch = config_.work.batch;
   compute(client_compute_s(batch, batch), [this] {

@@ -39,6 +39,7 @@ class ClientNode final : public NodeLoop {
  private:
   // repeat: 0: sessions or passes one after another until the run ends.
   bool continuous() const { return config_.work.repeat == 0; }
+  bool from_scratch() const { return context_.scenario.policies.recovery == "restart_from_scratch"; }
   void start_measure();
   void stop_measure();
   ClientResult& result();
@@ -87,6 +88,9 @@ class ClientNode final : public NodeLoop {
   int64_t sessions_done_ = 0;
   std::optional<double> measuring_since_;
   std::optional<double> step_started_s_;  // a single-token step in flight, for its latency
+  int64_t attempt_steps_ = 0;             // steps the current session completed
+  int64_t attempt_positions_ = 0;         // positions they processed
+  bool attempt_ready_ = false;            // the current session opened
 
   std::vector<core::ServerRecord> records_;  // the swarm as the passes' latest lookup saw it
   double records_read_s_ = -1;               // when that lookup left

@@ -291,7 +291,7 @@ Parsed parse(const YamlValue& root) {
     if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_positive(*p);
     if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_non_negative(*j);
     if (auto r = policies.optional("recovery")) {
-      s.policies.recovery = one_of(*r, {"replay", "restart", "cacheless", "none"});
+      s.policies.recovery = one_of(*r, {"replay", "restart", "restart_from_scratch", "cacheless", "none"});
     }
     if (auto d = policies.optional("recovery_deadline_s")) s.policies.recovery_deadline_s = read_positive(*d);
     if (auto b = policies.optional("ban_base_s")) s.policies.ban_base_s = read_non_negative(*b);

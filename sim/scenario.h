@@ -149,7 +149,11 @@ struct PolicyConfig {
   double balance_quality = 0.75;
   double balance_period_s = 60;
   double join_delay_s = 5;
-  std::string recovery = "replay";  // replay | restart | cacheless | none (core/recovery.h)
+  // replay | restart | cacheless | none: the core's session policies (core/recovery.h);
+  // restart_from_scratch: the client's own baseline (the reference paper's "caching with
+  // restarts"): a failure ends the session (the core's none) and the client generates everything
+  // again from its first step on a new session; only the attempt that gets through counts.
+  std::string recovery = "replay";
   double recovery_deadline_s = 60;
   double ban_base_s = 15;  // 0: a failed server may be used again at once
   // Forward/backward: a pass goes out as concurrent sub-batches of at most this many positions
