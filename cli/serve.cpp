@@ -36,6 +36,9 @@ const CommandRegistration serve_command{
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();
+      sub.add_option("--adapters", config->adapters,
+                     "DIR,... LoRA adapter folders (PEFT layout) to serve; each is named by its folder")
+          ->delimiter(',');
       sub.add_option("--initial-peers", config->initial_peers,
                      "HOST:PORT,... of DHT nodes: join the swarm, announce, choose and rebalance blocks")
           ->delimiter(',');

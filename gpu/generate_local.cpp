@@ -60,6 +60,11 @@ GenerationResult generate_local(const GenerateConfig& config,
 
   const ClientHead head({config.model, config.dtype, config.device});
   SpanRunner blocks({config.model, 0, -1, config.dtype, config.device, config.quant});
+  if (!config.adapter.empty()) {
+    throw InputError("--adapter names an adapter of the swarm's servers; with --local use --adapter-dir DIR");
+  }
+  const std::string adapter =
+      config.adapter_dir.empty() ? std::string() : blocks.load_adapter(config.adapter_dir).name();
 
   GenerationRequest request;
   if (!config.prompt_ids.empty()) {
@@ -74,6 +79,7 @@ GenerationResult generate_local(const GenerateConfig& config,
   request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty,
                       config.seed};
   request.eos_ids = head.model_config().eos_token_ids;
+  request.adapter = adapter;
   if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
 
   std::optional<StreamDecoder> stream;

@@ -29,6 +29,8 @@ struct GenerateConfig {
   std::string device = "auto";
   std::string quant = "none";  // none | int8: block weights (the head stays in dtype)
   int threads = 0;            // 0: libtorch's default
+  std::string adapter_dir;    // --local: a LoRA adapter folder (PEFT layout) to apply
+  std::string adapter;        // --peers: the name of a LoRA adapter the servers hold
   bool json = false;
   // Networked generation (net/generate_swarm.h): servers that together hold every block.
   std::string peers;               // "HOST:PORT,HOST:PORT,..."

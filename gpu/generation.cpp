@@ -34,11 +34,19 @@ void check_chain(const ClientHead& head, std::span<SpanRunner* const> spans) {
 // Owns one session on every span for the length of a generation, closing it even on error.
 class ChainSession {
  public:
-  ChainSession(std::span<SpanRunner* const> spans, int64_t max_length) : spans_(spans) {
+  ChainSession(std::span<SpanRunner* const> spans, int64_t max_length, const std::string& adapter)
+      : spans_(spans) {
     for (const SpanRunner* span : spans) {
       while (span->has_session(id_)) ++id_;
     }
-    for (SpanRunner* span : spans) span->open_session(id_, 1, max_length);
+    for (size_t i = 0; i < spans.size(); ++i) {
+      try {
+        spans[i]->open_session(id_, 1, max_length, adapter);
+      } catch (...) {
+        for (size_t j = 0; j < i; ++j) spans[j]->close_session(id_);  // e.g. an unknown adapter
+        throw;
+      }
+    }
   }
   ~ChainSession() {
     for (SpanRunner* span : spans_) span->close_session(id_);
@@ -68,7 +76,7 @@ GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* cons
 
   Sampler sampler(request.sampling);
   ChainSession session(spans, static_cast<int64_t>(request.prompt_ids.size()) +
-                                  request.max_new_tokens);
+                                  request.max_new_tokens, request.adapter);
   std::vector<TokenId> history = request.prompt_ids;
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();

@@ -25,6 +25,7 @@ struct GenerationRequest {
   SamplingConfig sampling;
   bool ignore_eos = false;
   std::vector<TokenId> eos_ids;  // generation stops after producing one of these
+  std::string adapter;           // the LoRA adapter every span applies ("" = none)
 };
 
 struct GenerationResult {

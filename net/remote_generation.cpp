@@ -50,6 +50,7 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   config.reply_timeout_s = options.reply_timeout_s;
   config.recovery = options.recovery;
   config.recovery_deadline_s = options.recovery_deadline_s;
+  config.adapter = request.adapter;
   RemoteInferenceSession session(client, config);
   session.open();
   out.route = session.route();

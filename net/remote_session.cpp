@@ -28,6 +28,7 @@ core::InferenceSessionConfig session_config(const RemoteSessionConfig& c) {
   s.cache_wait_timeout_s = c.cache_wait_timeout_s;
   s.reply_timeout_s = c.reply_timeout_s;
   s.recovery = c.recovery;
+  s.adapter = c.adapter;
   s.recovery_deadline_s = c.recovery_deadline_s;
   return s;
 }

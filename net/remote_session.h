@@ -45,6 +45,7 @@ struct RemoteSessionConfig {
   double reply_timeout_s = 30;
   core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
   double recovery_deadline_s = 60;
+  std::string adapter;  // LoRA adapter the servers apply ("" = none); routing keeps to its holders
 };
 
 // One hop of the route, for people: which server runs which blocks.

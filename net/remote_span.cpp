@@ -23,6 +23,7 @@ at::Tensor remote_forward(SwarmClient& client, const RemoteSpanCall& call, const
   core::ForwardRequest request;
   request.model_id = call.model_id;
   request.span = call.span;
+  request.adapter = call.adapter;
   request.reply_compression = call.compression;
   request.hidden_states = activation_from_tensor(hidden, call.compression);
   const core::Message reply = client.call(call.peer, request, call.timeout_s);
@@ -40,6 +41,7 @@ at::Tensor remote_backward(SwarmClient& client, const RemoteSpanCall& call, cons
   core::BackwardRequest request;
   request.model_id = call.model_id;
   request.span = call.span;
+  request.adapter = call.adapter;
   request.reply_compression = call.compression;
   request.hidden_states = activation_from_tensor(hidden, call.compression);
   request.grad_outputs = activation_from_tensor(grad_outputs, call.compression);

@@ -56,6 +56,7 @@ struct Server::Impl {
   uint64_t loads = 0;    // bumped per requested load: only the latest is installed
   bool accepting = false;
   double inference_rps = 0, forward_rps = 0, throughput_rps = 0;
+  std::vector<std::string> adapter_names;  // the LoRA adapters loaded, announced as such
   asio::ip::tcp::acceptor acceptor;
   std::optional<asio::signal_set> signals;
   std::map<PeerId, std::shared_ptr<Connection>> peers;
@@ -105,6 +106,7 @@ Server::Impl::Impl(const ServeConfig& c)
                                             model.num_layers));
   }
   if (span) compute = std::make_shared<SpanCompute>(compute_config(*span));
+  if (compute) adapter_names = compute->adapter_names();
   if (discovering) {
     if (!(config.update_period_s > 0)) throw std::invalid_argument("--update-period must be > 0 seconds");
     if (config.join_delay_s < 0 || config.balance_period_s <= 0) {
@@ -120,6 +122,7 @@ Server::Impl::Impl(const ServeConfig& c)
     std::unique_ptr<SpanCompute> probe;
     if (!compute) probe = std::make_unique<SpanCompute>(compute_config(core::BlockSpan{0, 1}));
     SpanCompute& measured = compute ? *compute : *probe;
+    adapter_names = measured.adapter_names();  // a bad adapter fails here, before joining
     if (!pinned && config.num_blocks == 0) {
       const uint64_t budget = available_memory_budget_bytes();
       const uint64_t cache_bytes = config.cache_tokens * 2 * measured.hidden_size() * 4;
@@ -143,6 +146,7 @@ Server::Impl::Impl(const ServeConfig& c)
     server.inference_rps = inference_rps;
     server.forward_rps = forward_rps;
     server.throughput_rps = throughput_rps;
+    server.adapters = adapter_names;
     block_server.emplace(std::move(server));
     ++serving;
   }
@@ -164,7 +168,8 @@ Server::Impl::Impl(const ServeConfig& c)
 }
 
 SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {
-  return SpanComputeConfig{config.model, span, config.dtype, config.device, config.quant};
+  return SpanComputeConfig{config.model, span, config.dtype, config.device, config.quant,
+                           {config.adapters.begin(), config.adapters.end()}};
 }
 
 void Server::Impl::measure_speed(SpanCompute& probe) {
@@ -214,6 +219,7 @@ void Server::Impl::start_discovery() {
   if (!config.blocks.empty()) b.blocks = compute->span();
   b.throughput_rps = throughput_rps;
   b.inference_rps = inference_rps;
+  b.adapters = adapter_names;
   b.cache_tokens_free = config.cache_tokens;
   b.join_delay_s = config.join_delay_s;
   b.balance_period_s = config.balance_period_s;
@@ -266,6 +272,7 @@ void Server::Impl::install(uint64_t load, std::shared_ptr<SpanCompute> loaded) {
     server.inference_rps = inference_rps;
     server.forward_rps = forward_rps;
     server.throughput_rps = throughput_rps;
+    server.adapters = adapter_names;
     compute = std::move(loaded);
     block_server.emplace(std::move(server));
     ++serving;
@@ -386,7 +393,10 @@ std::string Server::describe() const {
   return fmt::format("blocks {} of {} (fingerprint {}), {}, {:.1f} MB of weights, {} cache tokens per block",
                      span().to_string(), impl_->config.model, impl_->model_id,
                      impl_->compute->describe_compute(), impl_->compute->weight_bytes() / 1e6,
-                     impl_->config.cache_tokens);
+                     impl_->config.cache_tokens) +
+         (impl_->adapter_names.empty()
+              ? std::string()
+              : fmt::format(", LoRA adapters {}", fmt::join(impl_->adapter_names, ",")));
 }
 
 void Server::run(bool handle_signals) {

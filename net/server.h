@@ -45,6 +45,9 @@ struct ServeConfig {
   // Fault drill: after serving this many inference steps (StepRequests), the next one kills the
   // process at once (SIGKILL: no replies, no closes, no goodbye). 0 = never.
   uint64_t crash_after_steps = 0;
+  // LoRA adapter folders (PEFT layout) loaded for the span; each is named by its folder's name,
+  // announced (InfoReply, DHT record) and applied to the requests that name it.
+  std::vector<std::string> adapters;
 
   // Discovery and load balancing (issue 6; server_discovery.h). On when initial_peers is given.
   std::vector<std::string> initial_peers;  // DHT nodes (HOST:PORT, UDP) to join through
