@@ -13,12 +13,15 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gpu/generate_local.h"
+#include "net/generate_swarm.h"
 #include "net/server_process.h"
 #include "tests/net/support/net_support.h"
 
@@ -93,11 +96,11 @@ nlohmann::json swarm_json(const std::string& dht) {
 
 bool covered(const nlohmann::json& model) { return !model.is_null() && model.value("covered", false); }
 
-bool lists_address(const nlohmann::json& model, const std::string& address) {
+bool lists_address(const nlohmann::json& model, const std::string& address, bool online_only = false) {
   if (model.is_null()) return false;
   for (const auto& block : model["blocks"]) {
     for (const auto& server : block["servers"]) {
-      if (server["address"] == address) return true;
+      if (server["address"] == address && (!online_only || server["state"] == "online")) return true;
     }
   }
   return false;
@@ -169,6 +172,63 @@ TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndA
     const auto view = swarm_json(dht.address());
     return !view.is_null() && !lists_address(view, killed);
   }, 60)) << killed << " still listed: " << swarm_json(dht.address()).dump();
+}
+
+TEST(DiscoverySlowTest, ARecoveryReplansFromTheDirectoryAndFindsAServerThatJoinedAfterTheStart) {
+  const auto dir = testing::fresh_dir("discovery-recovery");
+  const std::string model = (dir / "tiny").string();
+  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 6 --seed 7", model)).status, 0);
+  ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
+  DhtProcess dht;
+  ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
+  auto flags = [&](const std::string& blocks, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--model", model, "--blocks", blocks, "--listen", "127.0.0.1:0", "--threads", "1",
+                                  "--initial-peers", dht.address(), "--update-period", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  // Pinned servers still announce; the first dies like SIGKILL at its 9th step (the prompt is one).
+  ServerProcess first(BOUQUET_BINARY, flags("0:3", {"--crash-after-steps", "8"}), 120);
+  ServerProcess second(BOUQUET_BINARY, flags("3:6"), 120);
+  ASSERT_TRUE(poll_until([&] { return covered(swarm_json(dht.address())); }, 120));
+
+  gpu::GenerateConfig config;
+  config.model = model;
+  config.prompt = "Once upon a time";
+  config.max_new_tokens = 24;
+  config.ignore_eos = true;
+  config.device = "cpu";
+  config.threads = 1;
+  gpu::GenerateConfig local = config;
+  local.local = true;
+  const auto expected = gpu::generate_local(local).ids;
+
+  SwarmGenerateOptions swarm;
+  swarm.initial_peers = {dht.address()};
+  swarm.dht_listen = "127.0.0.1:0";
+  swarm.recovery = "replay";
+  // The spare starts after the client looked the swarm up: only a re-plan from fresh directory
+  // records can find it. Generation waits inside the first token's callback until it is online.
+  std::optional<ServerProcess> spare;
+  bool spare_online = false;
+  int tokens = 0;
+  const RemoteGeneration generation = generate_through_swarm(config, swarm, [&](std::string_view) {
+    if (tokens++ > 0) return;
+    spare.emplace(BOUQUET_BINARY, flags("0:3"), 120);
+    spare_online = poll_until([&] { return lists_address(swarm_json(dht.address()), spare->address(), true); }, 60);
+  });
+  ASSERT_TRUE(spare.has_value());
+  EXPECT_TRUE(spare_online);
+  EXPECT_EQ(generation.result.ids, expected);
+  ASSERT_EQ(generation.route.size(), 2u);
+  EXPECT_EQ(generation.route[0].address, first.address());
+  ASSERT_EQ(generation.recoveries.size(), 1u);
+  const RecoveryReport& recovery = generation.recoveries[0];
+  EXPECT_TRUE(recovery.succeeded) << recovery.cause;
+  EXPECT_EQ(recovery.failed_peer, first.address());
+  ASSERT_EQ(recovery.replacement.size(), 1u);
+  EXPECT_EQ(recovery.replacement[0].address, spare->address());
+  EXPECT_EQ(recovery.replacement[0].span, (core::BlockSpan{0, 3}));
 }
 
 }  // namespace
