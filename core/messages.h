@@ -61,7 +61,7 @@ struct OpenSession {
   uint32_t batch = 0;       // sequences
   Compression reply_compression = Compression::none;
   double cache_wait_timeout_s = 0;  // how long the open may wait for cache room
-  std::string adapter;              // reserved: adapter name, "" for none
+  std::string adapter;              // LoRA adapter every step applies, "" for none
   uint64_t encoded_size() const;
 };
 
@@ -102,7 +102,7 @@ struct ForwardRequest {
   uint64_t request_id = 0;
   std::string model_id;
   BlockSpan span;
-  std::string adapter;  // reserved
+  std::string adapter;  // LoRA adapter to apply, "" for none
   Compression reply_compression = Compression::none;
   Activation hidden_states;  // [batch, tokens, hidden]
   std::optional<Activation> prompts;  // reserved: deep prompts
@@ -121,7 +121,7 @@ struct BackwardRequest {
   uint64_t request_id = 0;
   std::string model_id;
   BlockSpan span;
-  std::string adapter;  // reserved
+  std::string adapter;  // LoRA adapter to apply (as in the forward), "" for none
   Compression reply_compression = Compression::none;
   Activation hidden_states;  // the span's inputs, as sent in the forward
   Activation grad_outputs;   // gradient of the loss wrt the span's outputs
@@ -152,7 +152,7 @@ struct InfoReply {
   std::string version;  // software version, e.g. "bouquet 0.1"
   uint64_t cache_tokens_max = 0;   // per block
   uint64_t cache_tokens_free = 0;  // per block, not reserved by any session
-  std::vector<std::string> adapters;
+  std::vector<std::string> adapters;  // LoRA adapters this server applies on request
   double inference_rps = 0;   // measured one-token steps per second per block (0 = unknown)
   double forward_rps = 0;     // measured forward tokens per second per block (0 = unknown)
   double throughput_rps = 0;  // announced throughput (0 = unknown)

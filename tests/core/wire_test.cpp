@@ -102,6 +102,34 @@ TEST(Wire, DecodingRoundTripsEveryMessage) {
   }
 }
 
+TEST(Wire, AdapterNamesTravelInOpenForwardBackwardAndInfo) {
+  // Each name costs its length plus a 4-byte length prefix, and arrives as sent.
+  OpenSession open{1, "m", BlockSpan{0, 2}, 16, 1, Compression::none, 5, ""};
+  const uint64_t base = open.encoded_size();
+  open.adapter = "chat-lora";
+  EXPECT_EQ(open.encoded_size(), base + 9);
+  auto decoded = decode(encode(open));
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(std::get<OpenSession>(decoded.value()).adapter, "chat-lora");
+
+  const Activation x = make_activation({1, 1, 2}, {1.0f, 2.0f});
+  ForwardRequest forward{2, "m", BlockSpan{0, 2}, "code", Compression::none, x, std::nullopt};
+  decoded = decode(encode(forward));
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(std::get<ForwardRequest>(decoded.value()).adapter, "code");
+  BackwardRequest backward{3, "m", BlockSpan{0, 2}, "code", Compression::none, x, x, std::nullopt};
+  decoded = decode(encode(backward));
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(std::get<BackwardRequest>(decoded.value()).adapter, "code");
+  EXPECT_EQ(backward.encoded_size(), encode(backward).size());
+
+  InfoReply info;
+  info.adapters = {"chat-lora", "code"};
+  decoded = decode(encode(info));
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(std::get<InfoReply>(decoded.value()).adapters, info.adapters);
+}
+
 TEST(Wire, DecodedActivationsCarryTheirValues) {
   std::vector<float> values{0.25f, -1.5f, 3.0f, 1e-3f, 7.0f, -8.0f};
   StepRequest step{11, 12, 13, make_activation({1, 2, 3}, values), std::nullopt, {}};
