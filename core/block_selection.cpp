@@ -1,6 +1,7 @@
 #include "core/block_selection.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <fmt/core.h>
 #include <limits>
@@ -30,21 +31,59 @@ struct Totals {
   double min_rps() const { return covered() ? *std::min_element(rps.begin(), rps.end()) / 1e6 : 0.0; }
 };
 
+// The first block of the window of n blocks whose totals, sorted ascending, are lexicographically
+// smallest (ties: the lowest begin; with `keep`, keep wins every tie it is part of).
+//
+// Two windows' sorted totals compare like this: at the smallest value the two hold a different
+// number of times, the window holding it more often is the smaller. So instead of sorting every
+// window, it slides one window along and keeps, per distinct value (by rank), how many more times
+// the current window holds it than the best so far; the lowest rank with a nonzero difference
+// decides. Linear in the blocks (plus sorting the distinct values once), where sorting each
+// window cost O(blocks x n log n) and an allocation per window.
 template <class T>
 uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep) {
   BOUQUET_CHECK(n > 0 && n <= totals.size(), "a span must have between 1 and all blocks");
-  auto key = [&](uint32_t begin) {
-    std::vector<T> window(totals.begin() + begin, totals.begin() + begin + n);
-    std::sort(window.begin(), window.end());
-    return window;
+  const auto blocks = static_cast<uint32_t>(totals.size());
+  std::vector<T> values(totals.begin(), totals.end());
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  std::vector<uint32_t> rank(blocks);
+  for (uint32_t b = 0; b < blocks; ++b) {
+    rank[b] = static_cast<uint32_t>(std::lower_bound(values.begin(), values.end(), totals[b]) - values.begin());
+  }
+  std::vector<int32_t> diff(values.size(), 0);            // current window minus best window
+  std::vector<uint64_t> nonzero((values.size() + 63) / 64, 0);  // ranks whose diff is not 0
+  auto bump = [&](uint32_t r, int32_t by) {
+    diff[r] += by;
+    if (diff[r] != 0) nonzero[r / 64] |= uint64_t{1} << (r % 64);
+    else nonzero[r / 64] &= ~(uint64_t{1} << (r % 64));
   };
   uint32_t best = 0;
-  auto best_key = key(0);
-  for (uint32_t begin = 1; begin + n <= totals.size(); ++begin) {
-    auto k = key(begin);
-    if (k < best_key) best = begin, best_key = std::move(k);
+  for (uint32_t begin = 1; begin + n <= blocks; ++begin) {
+    bump(rank[begin - 1], -1);
+    bump(rank[begin + n - 1], +1);
+    for (size_t w = 0; w < nonzero.size(); ++w) {
+      if (nonzero[w] == 0) continue;
+      const uint32_t lowest = static_cast<uint32_t>(w * 64 + std::countr_zero(nonzero[w]));
+      if (diff[lowest] > 0) {
+        // Smaller than the best: it becomes the best, and the differences vanish.
+        best = begin;
+        for (size_t x = w; x < nonzero.size(); ++x) {
+          for (uint64_t bits = nonzero[x]; bits != 0; bits &= bits - 1) diff[x * 64 + std::countr_zero(bits)] = 0;
+          nonzero[x] = 0;
+        }
+      }
+      break;
+    }
   }
-  if (keep && *keep + n <= totals.size() && key(*keep) == best_key) return *keep;
+  if (keep && *keep != best && *keep + n <= blocks) {
+    // keep wins a tie: the same multiset of totals as the best window.
+    std::vector<T> a(totals.begin() + *keep, totals.begin() + *keep + n);
+    std::vector<T> b(totals.begin() + best, totals.begin() + best + n);
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    if (a == b) return *keep;
+  }
   return best;
 }
 

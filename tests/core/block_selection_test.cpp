@@ -320,3 +320,41 @@ TEST(BestPlacement, OverItsBudgetReturnsAValidPlacementAndABoundAboveIt) {
 
 }  // namespace
 }  // namespace bouquet::core
+
+namespace bouquet::core {
+namespace {
+
+// The definition choose_span_begin promises, computed the slow way: sort every window.
+uint32_t sorted_windows_begin(const std::vector<double>& totals, uint32_t n, std::optional<uint32_t> keep) {
+  auto key = [&](uint32_t begin) {
+    std::vector<double> w(totals.begin() + begin, totals.begin() + begin + n);
+    std::sort(w.begin(), w.end());
+    return w;
+  };
+  uint32_t best = 0;
+  for (uint32_t b = 1; b + n <= totals.size(); ++b) {
+    if (key(b) < key(best)) best = b;
+  }
+  if (keep && *keep + n <= totals.size() && key(*keep) == key(best)) return *keep;
+  return best;
+}
+
+TEST(BlockSelection, ChoosesTheSameSpanAsSortingEveryWindow) {
+  const uint64_t seed = test::test_seed(23);
+  Rng rng(seed);
+  for (int i = 0; i < 3000; ++i) {
+    // Few distinct values (many ties) or many (up to 200 blocks: several words of ranks).
+    const auto blocks = 1 + static_cast<uint32_t>(rng.below(i % 10 == 0 ? 200 : 12));
+    const uint64_t distinct = 1 + rng.below(i % 2 ? 3 : 1000);
+    std::vector<double> totals(blocks);
+    for (auto& t : totals) t = static_cast<double>(rng.below(distinct));
+    const auto n = 1 + static_cast<uint32_t>(rng.below(blocks));
+    std::optional<uint32_t> keep;
+    if (rng.below(2)) keep = static_cast<uint32_t>(rng.below(blocks - n + 1));
+    ASSERT_EQ(choose_span_begin(totals, n, keep), sorted_windows_begin(totals, n, keep))
+        << "case " << i << ", " << blocks << " blocks, span " << n << "; BOUQUET_SEED=" << seed;
+  }
+}
+
+}  // namespace
+}  // namespace bouquet::core
