@@ -1,12 +1,14 @@
 // `bouquet generate`: parse flags into GenerateConfig and run the generation.
 #include "cli/command.h"
 #include "gpu/generate_local.h"
+#include "net/finetune_swarm.h"
 #include "net/generate_swarm.h"
 
 #include <fmt/core.h>
 
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
 
 namespace bouquet::cli {
 namespace {
@@ -56,7 +58,14 @@ const CommandRegistration generate_command{
           ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
-      return [config, swarm] {
+      auto prompts = std::make_shared<std::string>();
+      sub.add_option("--prompts", *prompts,
+                     "PROMPTS.safetensors from bouquet finetune (with --local or --peers; refused for another model)");
+      return [config, swarm, prompts] {
+        if (!prompts->empty()) {
+          if (!swarm->initial_peers.empty()) throw std::invalid_argument("--prompts works with --local or --peers");
+          return net::run_generate_with_prompts(*config, *prompts);
+        }
         if (!config->peers.empty() || !swarm->initial_peers.empty()) {
           return net::run_generate_through_swarm(*config, *swarm);
         }

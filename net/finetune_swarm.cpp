@@ -6,9 +6,11 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "gpu/prompt_generation.h"
 #include "net/fingerprint.h"
 #include "net/remote_chain.h"
 #include "net/remote_generation.h"
@@ -76,6 +78,78 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
 
 int run_finetune(const gpu::FinetuneConfig& config) {
   finetune_command(config);
+  return 0;
+}
+
+gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& config, const std::string& prompts,
+                                                    const std::function<void(std::string_view)>& on_text) {
+  if (config.local == !config.peers.empty()) {
+    throw gpu::InputError("generate --prompts needs exactly one of --local and --peers");
+  }
+  if (config.prompt.empty() == config.prompt_ids.empty()) {
+    throw gpu::InputError("give exactly one of --prompt and --prompt-ids");
+  }
+  if (config.threads < 0) throw gpu::InputError("--threads must be >= 0");
+  if (config.threads > 0) at::set_num_threads(config.threads);
+  const auto tokenizer = gpu::load_tokenizer(config.model);
+  const gpu::ClientHead head({config.model, "f32", "cpu"});
+  const std::string fingerprint = model_fingerprint(config.model);
+  const gpu::TunedPrompts tuned = gpu::load_prompts(prompts, fingerprint, head.model_config());
+
+  gpu::GenerationRequest request;
+  if (!config.prompt_ids.empty()) {
+    request.prompt_ids = gpu::parse_prompt_ids(config.prompt_ids);
+  } else {
+    if (tokenizer->add_bos && tokenizer->bos_id) request.prompt_ids.push_back(*tokenizer->bos_id);
+    const auto encoded = tokenizer->encode(config.prompt);
+    request.prompt_ids.insert(request.prompt_ids.end(), encoded.begin(), encoded.end());
+  }
+  request.max_new_tokens = config.max_new_tokens;
+  request.ignore_eos = config.ignore_eos;
+  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty, config.seed};
+  request.eos_ids = head.model_config().eos_token_ids;
+  if (tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
+
+  std::optional<gpu::StreamDecoder> stream;
+  if (on_text) stream.emplace(*tokenizer);
+  const auto emit = [&](gpu::TokenId id) {
+    if (stream) on_text(stream->push(id));
+  };
+  gpu::GenerationResult result;
+  if (config.local) {
+    const gpu::SpanRunner blocks({config.model, 0, -1, "f32", "cpu"});
+    gpu::LocalPassChain chain(blocks);
+    result = gpu::generate_with_prompts(head, chain, tuned, request, emit);
+  } else {
+    SwarmClientConfig client_config;
+    client_config.peers = split_list(config.peers);
+    SwarmClient client(client_config);
+    RemoteChainConfig chain_config;
+    chain_config.model_id = fingerprint;
+    chain_config.num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
+    chain_config.compression = parse_compression(config.compression);
+    chain_config.seed = config.seed;
+    RemoteChain chain(client, chain_config);
+    result = gpu::generate_with_prompts(head, chain, tuned, request, emit);
+  }
+  if (stream) on_text(stream->finish());
+  result.text = tokenizer->decode(result.ids);
+  return result;
+}
+
+int run_generate_with_prompts(const gpu::GenerateConfig& config, const std::string& prompts) {
+  if (config.json) {
+    fmt::print("{}\n", gpu::generation_json(generate_with_prompts_command(config, prompts)));
+    return 0;
+  }
+  const auto result = generate_with_prompts_command(config, prompts, [](std::string_view piece) {
+    fmt::print("{}", piece);
+    std::fflush(stdout);
+  });
+  fmt::print("\n");
+  std::fflush(stdout);
+  fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; with prompts {}]\n", result.ids.size(),
+             result.tokens_per_s, result.stop_reason, prompts);
   return 0;
 }
 

@@ -3,7 +3,12 @@
 // loads only its head and the tokenizer for --peers.
 #pragma once
 
+#include "gpu/generate_local.h"
 #include "gpu/prompt_tuning.h"
+
+#include <functional>
+#include <string>
+#include <string_view>
 
 namespace bouquet::net {
 
@@ -14,5 +19,13 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config);
 
 // The command: runs finetune_command and returns the exit status.
 int run_finetune(const gpu::FinetuneConfig& config);
+
+// `bouquet generate --prompts FILE` with --local or --peers: generation with trained prompts
+// (gpu/prompt_generation.h), blocks in this process or through the servers' forward calls.
+// Prompts made for another model: gpu::InputError naming both fingerprints.
+gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& config, const std::string& prompts,
+                                                    const std::function<void(std::string_view)>& on_text = {});
+// The command: streams the text (or prints generate's JSON object with --json). Exit status.
+int run_generate_with_prompts(const gpu::GenerateConfig& config, const std::string& prompts);
 
 }  // namespace bouquet::net
