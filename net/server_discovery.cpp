@@ -26,7 +26,8 @@ ServerDiscovery::ServerDiscovery(asio::io_context& io, const DriverClock& clock,
       config_(std::move(config)),
       move_to_span_(std::move(move_to_span)),
       node_(config_.balancer),
-      timers_(io, clock, [this](core::TimerId id) { feed(core::TimerFired{id}); }) {
+      timers_(io, clock, [this](core::TimerId id) { feed(core::TimerFired{id}); }),
+      lookup_watchdog_(io) {
   DhtDirectoryConfig dht;
   dht.listen = config_.dht_listen;
   dht.initial_peers = config_.initial_peers;
@@ -36,12 +37,19 @@ ServerDiscovery::ServerDiscovery(asio::io_context& io, const DriverClock& clock,
   dht.log = [](const std::string& line) {
     if (!routine_dht_skip(line)) log_line("dht: " + line);
   };
+  const double storage_s = dht.record_lifetime_s;
   directory_ = std::make_unique<DhtDirectory>(std::move(dht));
+  if (config_.balancer.update_period_s > storage_s) {
+    log_line(fmt::format("--update-period {:.0f} s is longer than the DHT keeps a record ({:.0f} s): this server "
+                         "will vanish from the directory between announcements",
+                         config_.balancer.update_period_s, storage_s));
+  }
 }
 
 ServerDiscovery::~ServerDiscovery() {
   *alive_ = false;
   timers_.cancel_all();
+  lookup_watchdog_.cancel();
 }
 
 std::string ServerDiscovery::dht_address() const { return directory_->address(); }
@@ -59,10 +67,12 @@ void ServerDiscovery::stop() {
   node_.stop(clock_.now(), effects);
   carry_out(effects);
   timers_.cancel_all();
+  lookup_watchdog_.cancel();
 }
 
 void ServerDiscovery::feed(const core::Input& input) {
   if (cache_probe_ && std::holds_alternative<core::TimerFired>(input)) node_.set_cache_tokens_free(cache_probe_());
+  if (std::holds_alternative<core::DirectoryAnswer>(input)) lookup_watchdog_.cancel();
   std::vector<core::Effect> effects;
   node_.handle(clock_.now(), input, effects);
   carry_out(effects);
@@ -81,6 +91,15 @@ void ServerDiscovery::carry_out(std::vector<core::Effect>& effects) {
         log_line(fmt::format("could not announce blocks {}: {}", announce->record.span.to_string(), e.what()));
       }
     } else if (auto* lookup = std::get_if<core::DirectoryLookup>(&effect)) {
+      lookup_watchdog_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(config_.lookup_timeout_s)));
+      lookup_watchdog_.async_wait([this, alive = std::weak_ptr<bool>(alive_), id = lookup->lookup_id](
+                                      const asio::error_code& ec) {
+        auto a = alive.lock();
+        if (ec || !a || !*a) return;
+        log_line(fmt::format("no directory answer within {:.0f} s; going on with no records", config_.lookup_timeout_s));
+        feed(core::DirectoryAnswer{id, {}});
+      });
       try {
         directory_->lookup(*lookup, io_.get_executor(),
                            [this, alive = std::weak_ptr<bool>(alive_)](core::DirectoryAnswer answer) {

@@ -5,7 +5,7 @@
 // Every decision (when to join, which span, whether to move) is the core's; this file only wires.
 //
 // Promises: a directory problem (a failed put, an unreachable DHT) is one log line and never an
-// exception out of the loop; answers and timers that arrive after stop() or destruction do
+// exception out of the loop; a lookup not answered within lookup_timeout_s is answered empty; answers and timers that arrive after stop() or destruction do
 // nothing; MoveToSpan reaches the server through asio::post, never from inside the core's handle.
 #pragma once
 
@@ -31,6 +31,9 @@ struct ServerDiscoveryConfig {
   std::string dht_listen;                  // UDP HOST:PORT of this server's own DHT node
   std::string fingerprint;                 // announced with every record
   core::BalancerNodeConfig balancer;       // peer, address, model name, spans, periods, speeds
+  // A lookup unanswered this long (no DHT node reachable yet) is answered empty, so a first server
+  // still joins (at the front) and balancing goes on instead of waiting forever.
+  double lookup_timeout_s = 10;
 };
 
 class ServerDiscovery {
@@ -67,6 +70,7 @@ class ServerDiscovery {
   core::BalancerNode node_;
   std::function<uint64_t()> cache_probe_;
   TimerTable timers_;
+  asio::steady_timer lookup_watchdog_;
   std::unique_ptr<DhtDirectory> directory_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
