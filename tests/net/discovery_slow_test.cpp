@@ -174,6 +174,37 @@ TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndA
   }, 60)) << killed << " still listed: " << swarm_json(dht.address()).dump();
 }
 
+bool lists_state(const nlohmann::json& model, const std::string& address, const std::string& state) {
+  if (model.is_null()) return false;
+  for (const auto& block : model["blocks"]) {
+    for (const auto& server : block["servers"]) {
+      if (server["address"] == address && server["state"] == state) return true;
+    }
+  }
+  return false;
+}
+
+TEST(DiscoverySlowTest, ACleanStopAnnouncesOfflineBeforeItsRecordsExpire) {
+  const auto dir = testing::fresh_dir("discovery-stop");
+  const std::string model = (dir / "tiny").string();
+  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 4 --seed 9", model)).status, 0);
+  ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
+  DhtProcess dht;
+  ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
+  // Records live 2 x 30 s: "offline" within seconds can only come from the goodbye announcement.
+  ServerProcess server(BOUQUET_BINARY,
+                       {"--model", model, "--num-blocks", "4", "--listen", "127.0.0.1:0", "--threads", "1",
+                        "--initial-peers", dht.address(), "--join-delay", "0", "--update-period", "30"},
+                       120);
+  ASSERT_TRUE(poll_until([&] { return lists_state(swarm_json(dht.address()), server.address(), "online"); }, 60));
+  EXPECT_EQ(server.stop(/*grace_s=*/10), 0);
+  nlohmann::json view;
+  EXPECT_TRUE(poll_until([&] { return lists_state(view = swarm_json(dht.address()), server.address(), "offline"); },
+                         20))
+      << view.dump();
+  EXPECT_FALSE(covered(view));
+}
+
 TEST(DiscoverySlowTest, ARecoveryReplansFromTheDirectoryAndFindsAServerThatJoinedAfterTheStart) {
   const auto dir = testing::fresh_dir("discovery-recovery");
   const std::string model = (dir / "tiny").string();
