@@ -9,6 +9,9 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+
 #include "gpu/client_head.h"
 #include "gpu/prompt_tuning.h"
 #include "gpu/span_runner.h"
@@ -233,6 +236,28 @@ TEST(FinetuneTask, SoftPromptThroughThreeServersLearnsTheShippedTask) {
   } catch (const gpu::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("prompts were trained for model"), std::string::npos) << e.what();
   }
+}
+
+TEST(FinetuneCli, MalformedDataNamesTheFileAndLineAndExitsNonZero) {
+  const fs::path dir = testing::fresh_dir("finetune-cli");
+  gpu::TinyModelConfig tiny;
+  tiny.out = dir / "tiny";
+  tiny.layers = 2;
+  gpu::make_tiny_model(tiny);
+  const fs::path data = dir / "bad.jsonl";
+  std::ofstream(data) << "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"\n";
+  const std::string command = fmt::format("timeout 60 {} finetune --local --model {} --data {} --steps 1 2>&1",
+                                          BOUQUET_BINARY, tiny.out.string(), data.string());
+  std::string output;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << output;
+  EXPECT_NE(output.find(data.string() + ":2: not valid JSON"), std::string::npos) << output;
+  EXPECT_EQ(output.find("terminate"), std::string::npos) << output;
 }
 
 }  // namespace
