@@ -65,6 +65,8 @@ void RemoteChain::replace_hop(size_t index, const std::string& cause) {
   }
   const core::Time now = client_.clock().now();
   bans_.ban(failed.peer, now);
+  // With a DHT directory, re-plan from what the swarm says now (servers may have come or gone).
+  if (client_.has_directory()) client_.refresh_from_directory();
   const auto records = client_.records();
   const core::PlanRoute plan{0, config_.model_id, failed.span, bans_.active(now), 0};
   auto replanned = core::replan_hop(chain_, index, records, plan, now, rng_);
