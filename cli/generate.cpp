@@ -58,6 +58,11 @@ const CommandRegistration generate_command{
           ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
+      sub.add_option("--adapter", config->adapter,
+                     "With --peers or --initial-peers, the LoRA adapter the servers apply (its name)")
+          ->excludes(local);
+      sub.add_option("--adapter-dir", config->adapter_dir,
+                     "With --local, a LoRA adapter folder (PEFT layout) to apply");
       auto prompts = std::make_shared<std::string>();
       sub.add_option("--prompts", *prompts,
                      "PROMPTS.safetensors from bouquet finetune (with --local or --peers; refused for another model)");

@@ -144,6 +144,9 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   request.ignore_eos = config.ignore_eos;
   request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty, config.seed};
   request.eos_ids = head.model_config().eos_token_ids;
+  if (!config.adapter_dir.empty()) {
+    throw gpu::InputError("--adapter-dir works with --local; through servers, name an adapter they hold with --adapter NAME");
+  }
   request.adapter = config.adapter;
   if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
 
