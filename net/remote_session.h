@@ -3,8 +3,9 @@
 //
 // The core decides everything (route request, opens, hop order, history, deadlines, failure);
 // this driver carries out its effects on a SwarmClient — messages, timers, and PlanRoute answered
-// with the core's min-latency planner over the servers' InfoReplies (re-plans: over fresh
-// directory records when the client has a directory) — and waits for its reports.
+// with the core's planner over the servers' InfoReplies: greedy for peers given by hand,
+// min-latency (pinged RTTs, announced speeds) when the client has a directory, whose fresh
+// records re-plans then read — and waits for its reports.
 //
 // Promises:
 // - open() returns once every hop's server opened its session, or throws RemoteError naming the
@@ -45,7 +46,7 @@ struct RemoteSessionConfig {
   double reply_timeout_s = 30;
   core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
   double recovery_deadline_s = 60;
-  std::string adapter;  // LoRA adapter the servers apply ("" = none); routing keeps to its holders
+  std::string adapter = {};  // LoRA adapter the servers apply ("" = none); routing keeps to its holders
 };
 
 // One hop of the route, for people: which server runs which blocks.

@@ -22,7 +22,7 @@ struct RemoteSpanCall {
   std::string model_id;  // the model fingerprint
   core::Compression compression = core::Compression::none;  // both ways
   double timeout_s = 60;
-  std::string adapter;  // LoRA adapter the server applies ("" = none; unknown_adapter if it lacks it)
+  std::string adapter = {};  // LoRA adapter the server applies ("" = none; unknown_adapter if it lacks it)
 };
 
 // [batch, tokens, hidden] -> the span's outputs (float32, CPU). Throws RemoteError naming the
