@@ -13,6 +13,8 @@ const CommandRegistration finetune_command{
       auto config = std::make_shared<gpu::FinetuneConfig>();
       sub.add_option("--model", config->model, "Hugging Face model folder (head and tokenizer)")->required();
       sub.add_option("--initial-peers", config->initial_peers, "HOST:PORT,... of DHT nodes to find servers through");
+      sub.add_option("--model-name", config->model_name,
+                     "With --initial-peers, the model's name in the DHT (default: the folder's name)");
       sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block");
       sub.add_flag("--local", config->local, "Run every block in this process (for comparisons)");
       sub.add_option("--mode", config->mode, "ptune (prepended embeddings) or deep_ptune (plus a prefix per block)")

@@ -65,12 +65,9 @@ const CommandRegistration generate_command{
                      "With --local, a LoRA adapter folder (PEFT layout) to apply");
       auto prompts = std::make_shared<std::string>();
       sub.add_option("--prompts", *prompts,
-                     "PROMPTS.safetensors from bouquet finetune (with --local or --peers; refused for another model)");
+                     "PROMPTS.safetensors from bouquet finetune (refused for another model)");
       return [config, swarm, prompts] {
-        if (!prompts->empty()) {
-          if (!swarm->initial_peers.empty()) throw std::invalid_argument("--prompts works with --local or --peers");
-          return net::run_generate_with_prompts(*config, *prompts);
-        }
+        if (!prompts->empty()) return net::run_generate_with_prompts(*config, *prompts, *swarm);
         if (!config->peers.empty() || !swarm->initial_peers.empty()) {
           return net::run_generate_through_swarm(*config, *swarm);
         }

@@ -94,6 +94,7 @@ class PromptTuner {
 // `bouquet finetune`'s flags (field names = flag names).
 struct FinetuneConfig {
   std::string initial_peers;  // DHT bootstrap HOST:PORT,... (discovery)
+  std::string model_name;     // with initial_peers: the model's name in the DHT ("" = folder name)
   std::string peers;          // or servers given directly: HOST:PORT,...
   bool local = false;         // or every block in this process
   std::string model;

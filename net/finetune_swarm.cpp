@@ -11,7 +11,9 @@
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/prompt_generation.h"
+#include "net/dht_directory.h"
 #include "net/fingerprint.h"
+#include "net/generate_swarm.h"
 #include "net/remote_chain.h"
 #include "net/remote_generation.h"
 
@@ -29,15 +31,30 @@ std::vector<std::string> split_list(const std::string& text) {
   return out;
 }
 
+// A client of the servers named by --peers, or found through --initial-peers (the DHT lookup of
+// generate, net/generate_swarm.h); `directory` keeps the DHT node alive as long as the client.
+std::unique_ptr<SwarmClient> swarm_client(const std::string& peers, const std::vector<std::string>& initial_peers,
+                                          const std::string& model_name, const std::string& model_dir,
+                                          uint32_t num_blocks, const std::string& fingerprint,
+                                          std::unique_ptr<DhtDirectory>& directory) {
+  SwarmClientConfig client_config;
+  if (!peers.empty()) {
+    client_config.peers = split_list(peers);
+  } else {
+    SwarmGenerateOptions swarm;
+    swarm.initial_peers = initial_peers;
+    swarm.model_name = model_name;
+    directory = join_swarm_directory(client_config, swarm, model_dir, num_blocks, fingerprint);
+  }
+  return std::make_unique<SwarmClient>(client_config);
+}
+
 }  // namespace
 
 gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
   gpu::check_finetune_config(config);
   const int sources = int{config.local} + int{!config.peers.empty()} + int{!config.initial_peers.empty()};
   if (sources != 1) throw gpu::InputError("give exactly one of --local, --peers and --initial-peers");
-  if (!config.initial_peers.empty()) {
-    throw gpu::InputError("finetune --initial-peers (DHT discovery) is not wired in this build yet; give --peers");
-  }
   if (config.threads > 0) at::set_num_threads(config.threads);
   const auto tokenizer = gpu::load_tokenizer(config.model);
   const gpu::ClientHead head({config.model, "f32", "cpu"});
@@ -52,15 +69,16 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
     gpu::LocalPassChain chain(blocks);
     report = gpu::finetune(config, head, *tokenizer, chain, fingerprint, progress);
   } else {
-    SwarmClientConfig client_config;
-    client_config.peers = split_list(config.peers);
-    SwarmClient client(client_config);
+    const auto num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
+    std::unique_ptr<DhtDirectory> directory;
+    const auto client = swarm_client(config.peers, split_list(config.initial_peers), config.model_name, config.model,
+                                     num_blocks, fingerprint, directory);
     RemoteChainConfig chain_config;
     chain_config.model_id = fingerprint;
-    chain_config.num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
+    chain_config.num_blocks = num_blocks;
     chain_config.compression = parse_compression(config.compression);
     chain_config.seed = config.seed;
-    RemoteChain chain(client, chain_config);
+    RemoteChain chain(*client, chain_config);
     report = gpu::finetune(config, head, *tokenizer, chain, fingerprint, progress);
     route = chain.describe_chain();
     for (const PassRetry& r : chain.retries()) {
@@ -82,9 +100,10 @@ int run_finetune(const gpu::FinetuneConfig& config) {
 }
 
 gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& config, const std::string& prompts,
+                                                    const SwarmGenerateOptions& swarm,
                                                     const std::function<void(std::string_view)>& on_text) {
-  if (config.local == !config.peers.empty()) {
-    throw gpu::InputError("generate --prompts needs exactly one of --local and --peers");
+  if (int{config.local} + int{!config.peers.empty()} + int{!swarm.initial_peers.empty()} != 1) {
+    throw gpu::InputError("generate --prompts needs exactly one of --local, --peers and --initial-peers");
   }
   if (config.prompt.empty() == config.prompt_ids.empty()) {
     throw gpu::InputError("give exactly one of --prompt and --prompt-ids");
@@ -121,15 +140,16 @@ gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& c
     gpu::LocalPassChain chain(blocks);
     result = gpu::generate_with_prompts(head, chain, tuned, request, emit);
   } else {
-    SwarmClientConfig client_config;
-    client_config.peers = split_list(config.peers);
-    SwarmClient client(client_config);
+    const auto num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
+    std::unique_ptr<DhtDirectory> directory;
+    const auto client = swarm_client(config.peers, swarm.initial_peers, swarm.model_name, config.model, num_blocks,
+                                     fingerprint, directory);
     RemoteChainConfig chain_config;
     chain_config.model_id = fingerprint;
-    chain_config.num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
+    chain_config.num_blocks = num_blocks;
     chain_config.compression = parse_compression(config.compression);
     chain_config.seed = config.seed;
-    RemoteChain chain(client, chain_config);
+    RemoteChain chain(*client, chain_config);
     result = gpu::generate_with_prompts(head, chain, tuned, request, emit);
   }
   if (stream) on_text(stream->finish());
@@ -137,12 +157,13 @@ gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& c
   return result;
 }
 
-int run_generate_with_prompts(const gpu::GenerateConfig& config, const std::string& prompts) {
+int run_generate_with_prompts(const gpu::GenerateConfig& config, const std::string& prompts,
+                              const SwarmGenerateOptions& swarm) {
   if (config.json) {
-    fmt::print("{}\n", gpu::generation_json(generate_with_prompts_command(config, prompts)));
+    fmt::print("{}\n", gpu::generation_json(generate_with_prompts_command(config, prompts, swarm)));
     return 0;
   }
-  const auto result = generate_with_prompts_command(config, prompts, [](std::string_view piece) {
+  const auto result = generate_with_prompts_command(config, prompts, swarm, [](std::string_view piece) {
     fmt::print("{}", piece);
     std::fflush(stdout);
   });

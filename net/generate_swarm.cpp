@@ -66,6 +66,40 @@ std::string default_model_name(const std::string& model_dir) {
   return path.filename().string();
 }
 
+std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_config, const SwarmGenerateOptions& swarm,
+                                                   const std::string& model_dir, uint32_t num_blocks,
+                                                   const std::string& model_id) {
+  const std::string name = swarm.model_name.empty() ? default_model_name(model_dir) : swarm.model_name;
+  DhtDirectoryConfig dht;
+  dht.listen = swarm.dht_listen;
+  dht.initial_peers = swarm.initial_peers;
+  dht.fingerprint = model_id;
+  dht.log = [](const std::string& line) {
+    if (!routine_dht_skip(line)) std::cerr << "bouquet: dht: " << line << "\n";
+  };
+  auto directory = std::make_unique<DhtDirectory>(std::move(dht));
+  if (!directory->wait_connected(10)) {
+    throw RemoteError(core::Error{core::ErrorCode::peer_unreachable,
+                                  fmt::format("no DHT node answered at {} within 10 s",
+                                              fmt::join(swarm.initial_peers, ","))});
+  }
+  const auto records = directory_records(*directory, name, num_blocks, model_id);
+  for (const auto& record : records) {
+    if (std::find(client_config.peers.begin(), client_config.peers.end(), record.address) == client_config.peers.end()) {
+      client_config.peers.push_back(record.address);
+    }
+  }
+  if (client_config.peers.empty()) {
+    throw RemoteError(core::Error{core::ErrorCode::no_route,
+                                  fmt::format("the DHT at {} lists no online server of model '{}' (fingerprint {})",
+                                              fmt::join(swarm.initial_peers, ","), name, model_id)});
+  }
+  client_config.directory = [dir = directory.get(), name, num_blocks, model_id] {
+    return directory_records(*dir, name, num_blocks, model_id);
+  };
+  return directory;
+}
+
 RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm,
                                         const std::function<void(std::string_view)>& on_text) {
   if (config.local) throw gpu::InputError("give either --local or --peers, not both");
@@ -101,35 +135,8 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   const std::string model_id = model_fingerprint(config.model);
   std::unique_ptr<DhtDirectory> directory;
   if (!swarm.initial_peers.empty()) {
-    const std::string name = swarm.model_name.empty() ? default_model_name(config.model) : swarm.model_name;
-    const auto num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
-    DhtDirectoryConfig dht;
-    dht.listen = swarm.dht_listen;
-    dht.initial_peers = swarm.initial_peers;
-    dht.fingerprint = model_id;
-    dht.log = [](const std::string& line) {
-      if (!routine_dht_skip(line)) std::cerr << "bouquet: dht: " << line << "\n";
-    };
-    directory = std::make_unique<DhtDirectory>(std::move(dht));
-    if (!directory->wait_connected(10)) {
-      throw RemoteError(core::Error{core::ErrorCode::peer_unreachable,
-                                    fmt::format("no DHT node answered at {} within 10 s",
-                                                fmt::join(swarm.initial_peers, ","))});
-    }
-    const auto records = directory_records(*directory, name, num_blocks, model_id);
-    for (const auto& record : records) {
-      if (std::find(client_config.peers.begin(), client_config.peers.end(), record.address) == client_config.peers.end()) {
-        client_config.peers.push_back(record.address);
-      }
-    }
-    if (client_config.peers.empty()) {
-      throw RemoteError(core::Error{core::ErrorCode::no_route,
-                                    fmt::format("the DHT at {} lists no online server of model '{}' (fingerprint {})",
-                                                fmt::join(swarm.initial_peers, ","), name, model_id)});
-    }
-    client_config.directory = [dir = directory.get(), name, num_blocks, model_id] {
-      return directory_records(*dir, name, num_blocks, model_id);
-    };
+    directory = join_swarm_directory(client_config, swarm, config.model,
+                                     static_cast<uint32_t>(head.model_config().num_layers), model_id);
   }
 
   gpu::GenerationRequest request;

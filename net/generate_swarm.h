@@ -10,6 +10,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 #include <string_view>
@@ -18,6 +19,8 @@
 #include "net/remote_generation.h"
 
 namespace bouquet::net {
+
+class DhtDirectory;
 
 // The flags of `generate --peers` that local generation has no use for (field names = flag names).
 struct SwarmGenerateOptions {
@@ -31,6 +34,14 @@ struct SwarmGenerateOptions {
 
 // The name a folder's model goes by in the DHT when no --model-name is given: its last component.
 std::string default_model_name(const std::string& model_dir);
+
+// What --initial-peers gives any client of the swarm (generate, finetune): joins the DHT, adds the
+// model's online servers to client_config.peers and a fresh lookup as client_config.directory.
+// The directory must outlive the client. Throws RemoteError when no DHT node answers in 10 s or
+// the DHT lists no online server of the model.
+std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_config, const SwarmGenerateOptions& swarm,
+                                                   const std::string& model_dir, uint32_t num_blocks,
+                                                   const std::string& model_id);
 
 // Throws RemoteError (a swarm failure, naming the server), gpu::InputError / ModelFileError
 // (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).
