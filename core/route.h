@@ -28,9 +28,11 @@ using Chain = std::vector<Hop>;
 bool chain_covers(const Chain& chain, BlockSpan blocks);
 
 // A pure baseline planner: from the first uncovered block, take the online server (not in
-// `avoid`, for `model_id`) whose span reaches furthest; ties go to the smaller peer id so the
-// choice is deterministic. Fails with no_route naming the first block nobody covers.
+// `avoid`, for `model_id`, announcing `adapter` when one is named) whose span reaches furthest;
+// ties go to the smaller peer id so the choice is deterministic. Fails with no_route naming the
+// first block nobody covers.
 Result<Chain> plan_chain_greedy(std::span<const ServerRecord> records, const std::string& model_id,
-                                BlockSpan blocks, std::span<const PeerId> avoid);
+                                BlockSpan blocks, std::span<const PeerId> avoid,
+                                const std::string& adapter = "");
 
 }  // namespace bouquet::core

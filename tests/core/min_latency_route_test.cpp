@@ -140,6 +140,13 @@ TEST(MinLatencyRoute, UsesOnlyServersHoldingTheSessionsAdapter) {
   EXPECT_EQ(none.error().code, ErrorCode::no_route);
   EXPECT_NE(none.error().message.find("adapter 'math'"), std::string::npos) << none.error().message;
   EXPECT_FALSE(usable_for(records[1], with_adapter, 0));
+  // The greedy planner keeps to the adapter's holders too.
+  EXPECT_EQ(plan_chain_greedy(records, "m", {0, 8}, {}, "chat").value(), (Chain{{PeerId{1}, {0, 8}}}));
+  records[0].adapters = {"code"};
+  EXPECT_EQ(plan_chain_greedy(records, "m", {0, 8}, {}, "chat").error().code, ErrorCode::no_route);
+  EXPECT_NE(plan_chain_greedy(records, "m", {0, 8}, {}, "chat").error().message.find("adapter 'chat'"),
+            std::string::npos);
+  EXPECT_EQ(plan_chain_greedy(records, "m", {4, 8}, {}, "chat").value(), (Chain{{PeerId{3}, {4, 8}}}));
 }
 
 TEST(MinLatencyRoute, FindsTheCheapestChainOfEveryEnumeratedOneOnRandomGraphs) {
