@@ -131,8 +131,12 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
         if (!a || !*a) return;
         if (replan && client_.has_directory()) client_.refresh_from_directory();
         const auto records = client_.records();
-        feed(core::RoutePlanned{plan.route_id, core::plan_chain_min_latency(records, plan, client_.clock().now(),
-                                                                            client_.rtt())});
+        // Peers given by hand (--peers) keep the order-respecting greedy planner people and tests
+        // rely on; a swarm found through the directory is routed by min latency (issue 6).
+        feed(core::RoutePlanned{
+            plan.route_id, client_.has_directory()
+                               ? core::plan_chain_min_latency(records, plan, client_.clock().now(), client_.rtt())
+                               : core::plan_chain_greedy(records, plan.model_id, plan.blocks, plan.avoid, plan.adapter)});
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;

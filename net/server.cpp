@@ -36,6 +36,7 @@ struct Server::Impl {
   void feed(const core::Input& input);
   void carry_out(std::vector<Effect>& effects);
   void start_compute(core::ComputeRequest request);
+  void refuse_before_span(const core::Input& input);
   SpanComputeConfig compute_config(core::BlockSpan span) const;
   void measure_speed(SpanCompute& probe);
   void start_discovery();
@@ -331,10 +332,32 @@ void Server::Impl::feed(const core::Input& input) {
       std::raise(SIGKILL);
     }
   }
-  if (!block_server) return;  // nothing is served before the first span is loaded
+  if (!block_server) return refuse_before_span(input);
   std::vector<Effect> effects;
   block_server->handle(clock.now(), input, effects);
   carry_out(effects);
+}
+
+void Server::Impl::refuse_before_span(const core::Input& input) {
+  const auto* received = std::get_if<core::MessageReceived>(&input);
+  if (!received) return;
+  auto it = peers.find(received->from);
+  if (it == peers.end()) return;
+  uint64_t id = 0, step = 0;
+  std::visit(
+      [&](const auto& m) {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, core::OpenSession>) id = m.session_id;
+        if constexpr (std::is_same_v<M, core::StepRequest>) id = m.session_id, step = m.step_id;
+        if constexpr (std::is_same_v<M, core::InfoRequest> || std::is_same_v<M, core::ForwardRequest> ||
+                      std::is_same_v<M, core::BackwardRequest>) {
+          id = m.request_id;
+        }
+      },
+      received->message);
+  if (id == 0) return;
+  it->second->send(core::ErrorReply{id, step, core::Error{core::ErrorCode::span_not_served,
+                                                          "this server is still choosing its blocks; try again shortly"}});
 }
 
 void Server::Impl::carry_out(std::vector<Effect>& effects) {
@@ -406,12 +429,10 @@ void Server::run(bool handle_signals) {
       if (!ec) impl_->shut_down();
     });
   }
-  if (impl_->discovery) {
-    impl_->discovery->start();  // the first span comes through MoveToSpan, then accepting starts
-  } else {
-    impl_->accepting = true;
-    impl_->accept();
-  }
+  // Clients are accepted at once; before the first span is loaded they are told so (span_not_served).
+  impl_->accepting = true;
+  impl_->accept();
+  if (impl_->discovery) impl_->discovery->start();  // the first span comes through MoveToSpan
   impl_->io.run();
 }
 

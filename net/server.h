@@ -8,7 +8,8 @@
 //
 // With --initial-peers the server also joins the DHT and is the driver of a core::BalancerNode
 // (server_discovery.h): it announces itself, chooses its span (unless pinned with --blocks) and
-// moves when the swarm is unbalanced. It accepts clients once its first span is loaded; a move
+// moves when the swarm is unbalanced. Before its first span is loaded every request is answered
+// span_not_served ("still choosing its blocks"); a move
 // loads the new span on a loader thread while the old one keeps serving, then closes the
 // connections of the old span's clients (they recover elsewhere) and serves the new span.
 //
