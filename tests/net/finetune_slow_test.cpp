@@ -61,6 +61,10 @@ Reference reference(const gpu::ClientHead& head, const gpu::SpanRunner& blocks, 
   return {loss.item<double>(), input.grad(), deep.defined() ? deep.grad() : at::Tensor()};
 }
 
+// fp32 allclose's absolute part, scaled to the gradient: sub-batches and another process sum in
+// other orders, so tiny entries differ by rounding of the large ones.
+double tolerance(const at::Tensor& expected) { return 1e-5 * expected.abs().max().item<double>(); }
+
 class Finetune : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -103,12 +107,12 @@ TEST_F(Finetune, PromptGradientsThroughThreeServersEqualLocalAutograd) {
     const Reference expected = reference(head, blocks, tuner, batch);
     EXPECT_NEAR(loss, expected.loss, 1e-5);
     ASSERT_TRUE(tuner.input_prompts().grad().defined());
-    EXPECT_TRUE(at::allclose(tuner.input_prompts().grad(), expected.input_grad, 1e-4, 1e-6))
+    EXPECT_TRUE(at::allclose(tuner.input_prompts().grad(), expected.input_grad, 1e-4, tolerance(expected.input_grad)))
         << (tuner.input_prompts().grad() - expected.input_grad).abs().max().item<double>();
     EXPECT_GT(expected.input_grad.abs().max().item<double>(), 1e-6);
     if (mode == gpu::TuningMode::deep_ptune) {
       ASSERT_TRUE(tuner.deep_prompts().grad().defined());
-      EXPECT_TRUE(at::allclose(tuner.deep_prompts().grad(), expected.deep_grad, 1e-4, 1e-6))
+      EXPECT_TRUE(at::allclose(tuner.deep_prompts().grad(), expected.deep_grad, 1e-4, tolerance(expected.deep_grad)))
           << (tuner.deep_prompts().grad() - expected.deep_grad).abs().max().item<double>();
       EXPECT_GT(expected.deep_grad.abs().max().item<double>(), 1e-6);
     }
@@ -152,12 +156,13 @@ TEST(FinetuneRecovery, AServerKilledBetweenForwardAndBackwardIsReplacedForItsSpa
   config.model_id = model_fingerprint(model);
   config.num_blocks = 6;
   config.seed = seed;
+  config.max_tokens_per_request = 8;  // one 6-position sequence per sub-batch: 2 sub-batches per hop
   RemoteChain chain(client, config);
   const gpu::SpanRunner blocks({model, 0, -1, "f32", "cpu"});
 
   at::manual_seed(static_cast<int64_t>(seed));
   const at::Tensor hidden = at::randn({2, 6, 64});
-  const at::Tensor prompts = at::randn({6, 1, 2, 64});
+  const at::Tensor prompts = at::randn({6, 2, 2, 64});  // one prefix per sequence
   const at::Tensor grad = at::randn({2, 6, 64});
   const at::Tensor out = chain.forward(hidden, prompts);
   EXPECT_TRUE(at::allclose(out, blocks.forward(hidden, prompts), 1e-4, 1e-5));
@@ -169,8 +174,9 @@ TEST(FinetuneRecovery, AServerKilledBetweenForwardAndBackwardIsReplacedForItsSpa
   }
   const gpu::SpanRunner::Gradients got = chain.backward(grad);
   const gpu::SpanRunner::Gradients expected = blocks.backward(hidden, grad, prompts);
-  EXPECT_TRUE(at::allclose(got.hidden, expected.hidden, 1e-4, 1e-6));
-  EXPECT_TRUE(at::allclose(got.prompts, expected.prompts, 1e-4, 1e-6));
+  EXPECT_TRUE(at::allclose(got.hidden, expected.hidden, 1e-4, 1e-5))
+      << (got.hidden - expected.hidden).abs().max().item<double>() << " of " << expected.hidden.abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(got.prompts, expected.prompts, 1e-4, 1e-5));
   ASSERT_EQ(chain.retries().size(), 1u);
   EXPECT_EQ(chain.retries()[0].failed_peer, first);
   EXPECT_EQ(chain.retries()[0].span, (core::BlockSpan{0, 3}));
