@@ -142,5 +142,46 @@ TEST(PromptTuning, LocalTrainingLowersTheLoss) {
   }
 }
 
+TEST(PromptTuning, MinibatchTrainingIsReproducibleAndWritesLoadablePrompts) {
+  const fs::path dir = testing::fresh_dir("tuning_minibatch");
+  TinyModelConfig tiny = testing::small_tiny(dir / "model");
+  make_tiny_model(tiny);
+  const fs::path data = write_file(dir, "data.jsonl",
+                                   "{\"prompt\": \"one\", \"completion\": \"two\"}\n"
+                                   "{\"prompt\": \"three\", \"completion\": \"four\"}\n"
+                                   "{\"prompt\": \"five\", \"completion\": \"six\"}\n");
+  const auto tokenizer = load_tokenizer(tiny.out);
+  const ClientHead head({tiny.out, "f32", "cpu"});
+  const SpanRunner blocks({tiny.out, 0, -1, "f32", "cpu"});
+  LocalPassChain chain(blocks);
+  FinetuneConfig config;
+  config.local = true;
+  config.model = tiny.out.string();
+  config.mode = "deep_ptune";
+  config.pre_seq_len = 2;
+  config.data = data.string();
+  config.steps = 5;
+  config.batch_size = 2;  // 3 examples: steps cross epoch boundaries
+  config.seed = 9;
+  std::printf("seed %llu (fixed)\n", static_cast<unsigned long long>(config.seed));
+  config.out = (dir / "a.safetensors").string();
+  std::vector<int64_t> seen;
+  const FinetuneReport a = finetune(config, head, *tokenizer, chain, "fp", [&](int64_t step, int64_t steps, double) {
+    seen.push_back(step);
+    EXPECT_EQ(steps, 5);
+  });
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  config.out = (dir / "b.safetensors").string();
+  const FinetuneReport b = finetune(config, head, *tokenizer, chain, "fp");
+  EXPECT_EQ(a.losses, b.losses);
+  EXPECT_EQ(a.examples, 3);
+  const TunedPrompts pa = load_prompts(dir / "a.safetensors", "fp", head.model_config());
+  const TunedPrompts pb = load_prompts(dir / "b.safetensors", "fp", head.model_config());
+  EXPECT_TRUE(at::equal(pa.deep_prompts, pb.deep_prompts));
+  EXPECT_TRUE(at::equal(pa.input_prompts, pb.input_prompts));
+  EXPECT_GT(pa.deep_prompts.abs().max().item<double>(), 0.0) << "deep prompts moved from zero";
+  EXPECT_THAT(progress_line(3, 5, 1.5), HasSubstr("step 3/5 [############        ] loss 1.5000"));
+}
+
 }  // namespace
 }  // namespace bouquet::gpu
