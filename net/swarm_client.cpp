@@ -67,8 +67,38 @@ const std::vector<PeerStatus>& SwarmClient::discover() {
     }
     pending_.erase(id);
   }
+  if (config_.directory) ping_answered_peers();
   discovered_ = true;
   return peers_;
+}
+
+void SwarmClient::ping_answered_peers() {
+  // Min-latency routing prices hops by RTT; the first answer above also paid for the TCP connect,
+  // so time one more info exchange on the open connections and keep that sample only.
+  std::map<uint64_t, PeerId> asked;
+  for (const PeerStatus& status : peers_) {
+    if (!status.info) continue;
+    const uint64_t id = next_request_id();
+    pending_[id] = Pending{status.peer, std::nullopt, std::nullopt, clock_.now(), 0};
+    asked[id] = status.peer;
+    network_.send(status.peer, core::InfoRequest{id});
+  }
+  run_until(
+      [&] {
+        for (const auto& [id, peer] : asked) {
+          if (!pending_.at(id).reply && !pending_.at(id).error) return false;
+        }
+        return true;
+      },
+      config_.request_timeout_s);
+  for (const auto& [id, peer] : asked) {
+    const Pending& p = pending_.at(id);
+    if (p.reply) {
+      rtt_.forget(peer);
+      rtt_.observe(peer, std::max(0.0, p.answered_at - p.sent_at));
+    }
+    pending_.erase(id);
+  }
 }
 
 bool SwarmClient::refresh_from_directory() {

@@ -8,7 +8,8 @@
 // - records() turns the replies into core ServerRecords; routing is the core's planner over them.
 //   After refresh_from_directory() it returns the directory's records instead (servers new to the
 //   client become peers), so a recovery re-plans from what the swarm says now.
-// - Each info answer's round trip feeds rtt(), which min-latency routing prices hops with.
+// - Each info answer's round trip feeds rtt(), which min-latency routing prices hops with (with a
+//   directory, discover() times a second exchange on the open connection instead of the first).
 // - call() sends one request/reply message (info, forward, backward) and waits for the reply with
 //   the same request id, an ErrorReply, a lost connection or the timeout; failures come back as
 //   typed errors naming the peer.
@@ -109,6 +110,7 @@ class SwarmClient {
   };
 
   void on_message(core::PeerId peer, core::Message message);
+  void ping_answered_peers();  // a second info exchange per peer, for RTT without the connect
   void on_lost(core::PeerId peer, const std::string& reason);
   uint64_t next_request_id() { return (uint64_t{1} << 63) | next_request_++; }
 
