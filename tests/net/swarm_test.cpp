@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "gpu/client_head.h"
 #include "gpu/span_runner.h"
+#include "gpu/tiny_model.h"
 #include "net/fingerprint.h"
 #include "net/remote_generation.h"
 #include "net/remote_span.h"
@@ -184,10 +185,18 @@ TEST(Swarm, UnreachablePeerFailsFastWithItsAddress) {
 
 TEST(Swarm, ServerOfAnotherModelIsRefusedWithBothFingerprints) {
   const auto model = testing::tiny_model("swarm", 6);
-  const auto other = testing::tiny_model("swarm", 6, /*seed=*/1);  // same shapes, other weights
-  // Same config and tensor names: the fingerprint sees the folders as the same model...
-  EXPECT_EQ(model_fingerprint(model), model_fingerprint(other));
-  // ...while another shape is another model.
+  // Same config, names and shapes but other weights (a base model and its fine-tune): another
+  // model, or a client would mix two networks' activations without noticing.
+  const auto other = testing::tiny_model("swarm", 6, /*seed=*/1);
+  EXPECT_NE(model_fingerprint(model), model_fingerprint(other));
+  // The same weights split into shards are the same model.
+  gpu::TinyModelConfig sharded;
+  sharded.out = testing::fresh_dir("fingerprint-sharded");
+  sharded.layers = 6;
+  sharded.shards = 3;
+  gpu::write_tiny_checkpoint(sharded);
+  EXPECT_EQ(model_fingerprint(model), model_fingerprint(sharded.out));
+  // Another shape is another model.
   const auto shallower = testing::tiny_model("swarm", 5);
   ASSERT_NE(model_fingerprint(model), model_fingerprint(shallower));
   ThreadServer a(serve_config(shallower, "0:5"));
