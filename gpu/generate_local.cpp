@@ -1,5 +1,6 @@
 #include "gpu/generate_local.h"
 
+#include "core/check.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/span_runner.h"
@@ -37,6 +38,26 @@ std::vector<TokenId> parse_prompt_ids(std::string_view text) {
   return ids;
 }
 
+GenerationRequest generation_request(const GenerateConfig& config, const Tokenizer* tokenizer,
+                                     const ModelConfig& model) {
+  GenerationRequest request;
+  if (!config.prompt_ids.empty()) {
+    request.prompt_ids = parse_prompt_ids(config.prompt_ids);
+  } else {
+    BOUQUET_CHECK(tokenizer != nullptr, "a text prompt needs a tokenizer");
+    if (tokenizer->add_bos && tokenizer->bos_id) request.prompt_ids.push_back(*tokenizer->bos_id);
+    const auto encoded = tokenizer->encode(config.prompt);
+    request.prompt_ids.insert(request.prompt_ids.end(), encoded.begin(), encoded.end());
+  }
+  request.max_new_tokens = config.max_new_tokens;
+  request.ignore_eos = config.ignore_eos;
+  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty,
+                      config.seed};
+  request.eos_ids = model.eos_token_ids;
+  if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
+  return request;
+}
+
 GenerationResult generate_local(const GenerateConfig& config,
                                 const std::function<void(std::string_view)>& on_text) {
   if (!config.local) {
@@ -66,21 +87,8 @@ GenerationResult generate_local(const GenerateConfig& config,
   const std::string adapter =
       config.adapter_dir.empty() ? std::string() : blocks.load_adapter(config.adapter_dir).name();
 
-  GenerationRequest request;
-  if (!config.prompt_ids.empty()) {
-    request.prompt_ids = parse_prompt_ids(config.prompt_ids);
-  } else {
-    if (tokenizer->add_bos && tokenizer->bos_id) request.prompt_ids.push_back(*tokenizer->bos_id);
-    const auto encoded = tokenizer->encode(config.prompt);
-    request.prompt_ids.insert(request.prompt_ids.end(), encoded.begin(), encoded.end());
-  }
-  request.max_new_tokens = config.max_new_tokens;
-  request.ignore_eos = config.ignore_eos;
-  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty,
-                      config.seed};
-  request.eos_ids = head.model_config().eos_token_ids;
+  GenerationRequest request = generation_request(config, tokenizer.get(), head.model_config());
   request.adapter = adapter;
-  if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
 
   std::optional<StreamDecoder> stream;
   if (tokenizer && on_text) stream.emplace(*tokenizer);

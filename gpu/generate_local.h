@@ -4,6 +4,7 @@
 #pragma once
 
 #include "gpu/generation.h"
+#include "gpu/model_config.h"
 
 #include <cstdint>
 #include <functional>
@@ -39,6 +40,12 @@ struct GenerateConfig {
 
 // "1,2,3" or "1 2 3" -> ids; InputError naming the bad entry otherwise.
 std::vector<TokenId> parse_prompt_ids(std::string_view text);
+
+// The request `config` describes: prompt ids (given, or the prompt encoded after the tokenizer's
+// BOS when it adds one), length, sampling and stop ids (the model's and the tokenizer's EOS).
+// `tokenizer` may be null when ids are given. The adapter is left to the caller.
+GenerationRequest generation_request(const GenerateConfig& config, const Tokenizer* tokenizer,
+                                     const ModelConfig& model);
 
 // Loads the folder, runs the generation and returns it with its text; `on_text`, when given,
 // receives the text as it is produced (whole UTF-8 pieces).

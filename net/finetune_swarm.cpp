@@ -115,19 +115,7 @@ gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& c
   const std::string fingerprint = model_fingerprint(config.model);
   const gpu::TunedPrompts tuned = gpu::load_prompts(prompts, fingerprint, head.model_config());
 
-  gpu::GenerationRequest request;
-  if (!config.prompt_ids.empty()) {
-    request.prompt_ids = gpu::parse_prompt_ids(config.prompt_ids);
-  } else {
-    if (tokenizer->add_bos && tokenizer->bos_id) request.prompt_ids.push_back(*tokenizer->bos_id);
-    const auto encoded = tokenizer->encode(config.prompt);
-    request.prompt_ids.insert(request.prompt_ids.end(), encoded.begin(), encoded.end());
-  }
-  request.max_new_tokens = config.max_new_tokens;
-  request.ignore_eos = config.ignore_eos;
-  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty, config.seed};
-  request.eos_ids = head.model_config().eos_token_ids;
-  if (tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
+  const gpu::GenerationRequest request = gpu::generation_request(config, tokenizer.get(), head.model_config());
 
   std::optional<gpu::StreamDecoder> stream;
   if (on_text) stream.emplace(*tokenizer);

@@ -139,23 +139,11 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
                                      static_cast<uint32_t>(head.model_config().num_layers), model_id);
   }
 
-  gpu::GenerationRequest request;
-  if (!config.prompt_ids.empty()) {
-    request.prompt_ids = gpu::parse_prompt_ids(config.prompt_ids);
-  } else {
-    if (tokenizer->add_bos && tokenizer->bos_id) request.prompt_ids.push_back(*tokenizer->bos_id);
-    const auto encoded = tokenizer->encode(config.prompt);
-    request.prompt_ids.insert(request.prompt_ids.end(), encoded.begin(), encoded.end());
-  }
-  request.max_new_tokens = config.max_new_tokens;
-  request.ignore_eos = config.ignore_eos;
-  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty, config.seed};
-  request.eos_ids = head.model_config().eos_token_ids;
+  gpu::GenerationRequest request = gpu::generation_request(config, tokenizer.get(), head.model_config());
   if (!config.adapter_dir.empty()) {
     throw gpu::InputError("--adapter-dir works with --local; through servers, name an adapter they hold with --adapter NAME");
   }
   request.adapter = config.adapter;
-  if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
 
   SwarmClient client(client_config);
   std::optional<gpu::StreamDecoder> stream;
