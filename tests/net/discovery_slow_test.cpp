@@ -24,28 +24,12 @@
 #include "net/generate_swarm.h"
 #include "net/server_process.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/swarm_processes.h"
 
 namespace bouquet::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout only
-};
-
-CommandResult run(const std::string& args) {
-  CommandResult r;
-  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.output.append(buffer.data(), n);
-  const int rc = ::pclose(pipe);
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return r;
-}
 
 // `bouquet dht` on a free UDP port of 127.0.0.1; SIGKILLed and reaped at destruction.
 class DhtProcess {
@@ -87,7 +71,7 @@ class DhtProcess {
 
 // `bouquet swarm --json` for model "tiny"; null when it failed.
 nlohmann::json swarm_json(const std::string& dht) {
-  const auto r = run(fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht));
+  const auto r = testing::run_bouquet(fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht));
   if (r.status != 0) return nullptr;
   auto json = nlohmann::json::parse(r.output, nullptr, false);
   if (json.is_discarded() || !json.contains("models") || json["models"].empty()) return nullptr;
@@ -120,7 +104,7 @@ bool poll_until(F done, double timeout_s) {
 TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndAKilledServerExpires) {
   const auto dir = testing::fresh_dir("discovery");
   const std::string model = (dir / "tiny").string();
-  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 6 --seed 5", model)).status, 0);
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 6 --seed 5", model)).status, 0);
   // Throughput measurements go to a cache of this test's own.
   ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
 
@@ -147,9 +131,9 @@ TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndA
   }
 
   const std::string prompt = "--prompt 'Once upon a time' --max-new-tokens 16 --ignore-eos --json";
-  const auto local = run(fmt::format("generate --model {} --local {}", model, prompt));
+  const auto local = testing::run_bouquet(fmt::format("generate --model {} --local {}", model, prompt));
   ASSERT_EQ(local.status, 0) << local.output;
-  const auto swarm = run(fmt::format("generate --model {} --initial-peers {} {}", model, dht.address(), prompt));
+  const auto swarm = testing::run_bouquet(fmt::format("generate --model {} --initial-peers {} {}", model, dht.address(), prompt));
   ASSERT_EQ(swarm.status, 0) << swarm.output;
   const auto local_json = nlohmann::json::parse(local.output);
   const auto swarm_json_out = nlohmann::json::parse(swarm.output);
@@ -187,7 +171,7 @@ bool lists_state(const nlohmann::json& model, const std::string& address, const 
 TEST(DiscoverySlowTest, ACleanStopAnnouncesOfflineBeforeItsRecordsExpire) {
   const auto dir = testing::fresh_dir("discovery-stop");
   const std::string model = (dir / "tiny").string();
-  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 4 --seed 9", model)).status, 0);
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 4 --seed 9", model)).status, 0);
   ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
   DhtProcess dht;
   ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
@@ -208,7 +192,7 @@ TEST(DiscoverySlowTest, ACleanStopAnnouncesOfflineBeforeItsRecordsExpire) {
 TEST(DiscoverySlowTest, ARecoveryReplansFromTheDirectoryAndFindsAServerThatJoinedAfterTheStart) {
   const auto dir = testing::fresh_dir("discovery-recovery");
   const std::string model = (dir / "tiny").string();
-  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 6 --seed 7", model)).status, 0);
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 6 --seed 7", model)).status, 0);
   ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
   DhtProcess dht;
   ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";

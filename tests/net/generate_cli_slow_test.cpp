@@ -16,39 +16,20 @@
 namespace bouquet::net {
 namespace {
 
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout only
-};
+using testing::CommandResult;
 
-CommandResult run(const std::string& args) {
-  CommandResult r;
-  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.output.append(buffer.data(), n);
-  const int rc = ::pclose(pipe);
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return r;
-}
-
+// Stderr of `bouquet ARGS`, its exit status in *status.
 std::string run_stderr(const std::string& args, int* status) {
-  std::string out;
-  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + " 2>&1 >/dev/null").c_str(), "r");
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  const int rc = ::pclose(pipe);
-  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return out;
+  CommandResult r = testing::run_bouquet(args, /*want_stderr=*/true);
+  *status = r.status;
+  return r.output;
 }
 
 class GenerateCommand : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_ = new std::filesystem::path(testing::fresh_dir("cli-model") / "tiny");
-    const auto made = run(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
+    const auto made = testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
     ASSERT_EQ(made.status, 0) << made.output;
     servers_ = new std::vector<ServerProcess>(testing::start_servers(*model_, {"0:2", "2:4", "4:6"}));
   }
@@ -70,8 +51,8 @@ std::filesystem::path* GenerateCommand::model_ = nullptr;
 std::vector<ServerProcess>* GenerateCommand::servers_ = nullptr;
 
 TEST_F(GenerateCommand, PeersGiveTheSameIdsAndTextAsLocalAndReportTheRoute) {
-  const auto local = run(generate("--local", "The quick brown fox", 20));
-  const auto swarm = run(generate(peers(), "The quick brown fox", 20));
+  const auto local = testing::run_bouquet(generate("--local", "The quick brown fox", 20));
+  const auto swarm = testing::run_bouquet(generate(peers(), "The quick brown fox", 20));
   ASSERT_EQ(local.status, 0) << local.output;
   ASSERT_EQ(swarm.status, 0) << swarm.output;
   const auto l = nlohmann::json::parse(local.output), s = nlohmann::json::parse(swarm.output);
@@ -88,9 +69,9 @@ TEST_F(GenerateCommand, PeersGiveTheSameIdsAndTextAsLocalAndReportTheRoute) {
 TEST_F(GenerateCommand, TwoClientProcessesAtOnceEachGetTheirSoloOutput) {
   const std::string prompts[2] = {"Once upon a time", "In the morning the sea"};
   std::string solo[2];
-  for (int i = 0; i < 2; ++i) solo[i] = nlohmann::json::parse(run(generate("--local", prompts[i], 32)).output)["ids"].dump();
-  auto a = std::async(std::launch::async, [&] { return run(generate(peers(), prompts[0], 32)); });
-  auto b = std::async(std::launch::async, [&] { return run(generate(peers(), prompts[1], 32)); });
+  for (int i = 0; i < 2; ++i) solo[i] = nlohmann::json::parse(testing::run_bouquet(generate("--local", prompts[i], 32)).output)["ids"].dump();
+  auto a = std::async(std::launch::async, [&] { return testing::run_bouquet(generate(peers(), prompts[0], 32)); });
+  auto b = std::async(std::launch::async, [&] { return testing::run_bouquet(generate(peers(), prompts[1], 32)); });
   const CommandResult together[2] = {a.get(), b.get()};
   for (int i = 0; i < 2; ++i) {
     ASSERT_EQ(together[i].status, 0) << together[i].output;

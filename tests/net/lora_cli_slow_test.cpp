@@ -17,25 +17,9 @@
 namespace bouquet::net {
 namespace {
 
+using testing::CommandResult;
+
 namespace fs = std::filesystem;
-
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout, or stderr for run_stderr
-};
-
-CommandResult run(const std::string& args, bool want_stderr = false) {
-  CommandResult r;
-  const std::string redirect = want_stderr ? " 2>&1 >/dev/null" : " 2>/dev/null";
-  FILE* pipe = ::popen((std::string(BOUQUET_BINARY) + " " + args + redirect).c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.output.append(buffer.data(), n);
-  const int rc = ::pclose(pipe);
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return r;
-}
 
 class LoraCommands : public ::testing::Test {
  protected:
@@ -44,12 +28,12 @@ class LoraCommands : public ::testing::Test {
     model_ = new fs::path(root / "tiny");
     chat_ = new fs::path(root / "chat");
     code_ = new fs::path(root / "code");
-    auto made = run(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
+    auto made = testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
     ASSERT_EQ(made.status, 0) << made.output;
-    made = run(fmt::format("make-tiny-adapter --model {} --out {} --r 4 --targets q_proj,v_proj --seed 1",
+    made = testing::run_bouquet(fmt::format("make-tiny-adapter --model {} --out {} --r 4 --targets q_proj,v_proj --seed 1",
                            model_->string(), chat_->string()));
     ASSERT_EQ(made.status, 0) << made.output;
-    made = run(fmt::format("make-tiny-adapter --model {} --out {} --r 8 --alpha 8 --targets o_proj,down_proj --seed 2",
+    made = testing::run_bouquet(fmt::format("make-tiny-adapter --model {} --out {} --r 8 --alpha 8 --targets o_proj,down_proj --seed 2",
                            model_->string(), code_->string()));
     ASSERT_EQ(made.status, 0) << made.output;
     servers_ = new std::vector<ServerProcess>(testing::start_servers(
@@ -84,35 +68,35 @@ std::vector<ServerProcess>* LoraCommands::servers_ = nullptr;
 
 TEST_F(LoraCommands, ServedAdaptersGiveTheLocalIdsAndTwoClientsAtOnceTheirOwn) {
   const std::string prompt = "The quick brown fox";
-  const auto base = ok_json(run(generate("--local", prompt)));
-  const auto local_chat = ok_json(run(generate("--local --adapter-dir " + chat_->string(), prompt)));
-  const auto local_code = ok_json(run(generate("--local --adapter-dir " + code_->string(), prompt)));
+  const auto base = ok_json(testing::run_bouquet(generate("--local", prompt)));
+  const auto local_chat = ok_json(testing::run_bouquet(generate("--local --adapter-dir " + chat_->string(), prompt)));
+  const auto local_code = ok_json(testing::run_bouquet(generate("--local --adapter-dir " + code_->string(), prompt)));
   EXPECT_NE(local_chat["ids"], base["ids"]);
   EXPECT_NE(local_code["ids"], base["ids"]);
-  auto chat = std::async(std::launch::async, [&] { return run(generate(peers() + " --adapter chat", prompt)); });
-  auto code = std::async(std::launch::async, [&] { return run(generate(peers() + " --adapter code", prompt)); });
+  auto chat = std::async(std::launch::async, [&] { return testing::run_bouquet(generate(peers() + " --adapter chat", prompt)); });
+  auto code = std::async(std::launch::async, [&] { return testing::run_bouquet(generate(peers() + " --adapter code", prompt)); });
   const auto swarm_chat = ok_json(chat.get());
   const auto swarm_code = ok_json(code.get());
   EXPECT_EQ(swarm_chat["ids"], local_chat["ids"]);
   EXPECT_EQ(swarm_chat["text"], local_chat["text"]);
   EXPECT_EQ(swarm_code["ids"], local_code["ids"]);
-  EXPECT_EQ(ok_json(run(generate(peers(), prompt)))["ids"], base["ids"]);
+  EXPECT_EQ(ok_json(testing::run_bouquet(generate(peers(), prompt)))["ids"], base["ids"]);
 }
 
 TEST_F(LoraCommands, AnAdapterNoServerHoldsIsAClearErrorAndServingGoesOn) {
-  const auto r = run(generate(peers() + " --adapter poetry", "hi"), /*want_stderr=*/true);
+  const auto r = testing::run_bouquet(generate(peers() + " --adapter poetry", "hi"), /*want_stderr=*/true);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("adapter 'poetry'"), std::string::npos) << r.output;
   for (auto& server : *servers_) EXPECT_TRUE(server.running());
-  EXPECT_EQ(run(generate(peers() + " --adapter chat", "hi")).status, 0);
+  EXPECT_EQ(testing::run_bouquet(generate(peers() + " --adapter chat", "hi")).status, 0);
 }
 
 TEST_F(LoraCommands, ServeRefusesAMismatchedAdapterNamingTheFile) {
   const fs::path other = testing::fresh_dir("lora-cli-other") / "small";
-  ASSERT_EQ(run(fmt::format("make-tiny-model --out {} --layers 2 --hidden 32 --intermediate 88", other.string())).status, 0);
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 2 --hidden 32 --intermediate 88", other.string())).status, 0);
   const fs::path wrong = testing::fresh_dir("lora-cli-wrong") / "wrong";
-  ASSERT_EQ(run(fmt::format("make-tiny-adapter --model {} --out {} --targets q_proj", other.string(), wrong.string())).status, 0);
-  auto r = run(fmt::format("serve --model {} --blocks 0:2 --adapters {}", model_->string(), wrong.string()), true);
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-adapter --model {} --out {} --targets q_proj", other.string(), wrong.string())).status, 0);
+  auto r = testing::run_bouquet(fmt::format("serve --model {} --blocks 0:2 --adapters {}", model_->string(), wrong.string()), true);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find((wrong / "adapter_config.json").string()), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("base model"), std::string::npos) << r.output;
@@ -122,12 +106,12 @@ TEST_F(LoraCommands, ServeRefusesAMismatchedAdapterNamingTheFile) {
   std::ifstream(wrong / "adapter_config.json") >> config;
   config["base_model_name_or_path"] = model_->string();
   std::ofstream(wrong / "adapter_config.json") << config.dump(2);
-  r = run(fmt::format("serve --model {} --blocks 0:2 --adapters {}", model_->string(), wrong.string()), true);
+  r = testing::run_bouquet(fmt::format("serve --model {} --blocks 0:2 --adapters {}", model_->string(), wrong.string()), true);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find((wrong / "adapter_model.safetensors").string()), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("shape"), std::string::npos) << r.output;
 
-  r = run(fmt::format("serve --model {} --blocks 0:2 --adapters {}", model_->string(),
+  r = testing::run_bouquet(fmt::format("serve --model {} --blocks 0:2 --adapters {}", model_->string(),
                       (testing::fresh_dir("lora-cli-empty")).string()), true);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("adapter_config.json: missing"), std::string::npos) << r.output;
