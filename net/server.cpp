@@ -42,6 +42,8 @@ struct Server::Impl {
   void start_discovery();
   void move_to_span(core::BlockSpan span);
   void install(uint64_t load, std::shared_ptr<SpanCompute> loaded);
+  // The core's server for `serving`'s span, with this server's settings and measured speeds.
+  core::BlockServerConfig block_server_config(const SpanCompute& serving) const;
   void shut_down();
 
   ServeConfig config;
@@ -137,18 +139,8 @@ Server::Impl::Impl(const ServeConfig& c)
     measure_speed(measured);
   }
 
-  core::BlockServerConfig server;
   if (compute) {
-    server.model_id = model_id;
-    server.span = compute->span();
-    server.hidden_size = compute->hidden_size();
-    server.cache_tokens = config.cache_tokens;
-    server.session_idle_timeout_s = config.session_idle_timeout_s;
-    server.inference_rps = inference_rps;
-    server.forward_rps = forward_rps;
-    server.throughput_rps = throughput_rps;
-    server.adapters = adapter_names;
-    block_server.emplace(std::move(server));
+    block_server.emplace(block_server_config(*compute));
     ++serving;
   }
 
@@ -252,6 +244,20 @@ void Server::Impl::move_to_span(core::BlockSpan span) {
   });
 }
 
+core::BlockServerConfig Server::Impl::block_server_config(const SpanCompute& serving) const {
+  core::BlockServerConfig server;
+  server.model_id = model_id;
+  server.span = serving.span();
+  server.hidden_size = serving.hidden_size();
+  server.cache_tokens = config.cache_tokens;
+  server.session_idle_timeout_s = config.session_idle_timeout_s;
+  server.inference_rps = inference_rps;
+  server.forward_rps = forward_rps;
+  server.throughput_rps = throughput_rps;
+  server.adapters = adapter_names;
+  return server;
+}
+
 void Server::Impl::install(uint64_t load, std::shared_ptr<SpanCompute> loaded) {
   if (load != loads) return;  // a later move replaced this one
   const core::BlockSpan span = loaded->span();
@@ -264,18 +270,8 @@ void Server::Impl::install(uint64_t load, std::shared_ptr<SpanCompute> loaded) {
       for (auto& [peer, connection] : std::map(peers)) connection->close("the server moved to other blocks");
     }
     timers.cancel_all();
-    core::BlockServerConfig server;
-    server.model_id = model_id;
-    server.span = span;
-    server.hidden_size = loaded->hidden_size();
-    server.cache_tokens = config.cache_tokens;
-    server.session_idle_timeout_s = config.session_idle_timeout_s;
-    server.inference_rps = inference_rps;
-    server.forward_rps = forward_rps;
-    server.throughput_rps = throughput_rps;
-    server.adapters = adapter_names;
+    block_server.emplace(block_server_config(*loaded));
     compute = std::move(loaded);
-    block_server.emplace(std::move(server));
     ++serving;
     log_line(fmt::format("serving blocks {}", span.to_string()));
   }
