@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 
@@ -45,6 +46,17 @@ core::BlockSpan parse_block_span(std::string_view text) {
         fmt::format("'{}' is not a block span A:B with A < B (blocks A to B-1)", text));
   }
   return core::BlockSpan{begin, end};
+}
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> items;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    if (end > at) items.emplace_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+  return items;
 }
 
 }  // namespace bouquet::net

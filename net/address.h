@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/block_span.h"
 
@@ -18,6 +19,9 @@ struct HostPort {
 // "HOST:PORT" or "[IPV6]:PORT"; port 0 allowed when `allow_port_zero` (listen on any free port).
 // Throws std::invalid_argument naming the text.
 HostPort parse_host_port(std::string_view text, bool allow_port_zero = false);
+// "a,b,,c" -> {"a", "b", "c"}: a comma-separated flag value (peers, model names); empty items are
+// dropped.
+std::vector<std::string> split_list(std::string_view text);
 // "A:B" -> [A, B) with A < B. Throws std::invalid_argument naming the text.
 core::BlockSpan parse_block_span(std::string_view text);
 

@@ -18,6 +18,7 @@
 #include "gpu/generation.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
+#include "net/address.h"
 #include "net/fingerprint.h"
 #include "net/remote_generation.h"
 #include "net/server_process.h"
@@ -59,17 +60,6 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t mid = v.size() / 2;
   return v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
-
-std::vector<std::string> split(const std::string& text) {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t end = std::min(text.find(',', at), text.size());
-    if (end > at) out.push_back(text.substr(at, end - at));
-    at = end + 1;
-  }
-  return out;
 }
 
 // Spans of about equal size, one per server.
@@ -205,7 +195,7 @@ BenchSwarmResult bench_swarm(const BenchSwarmConfig& config) {
   result.compression = config.compression;
   try {
     result.loopback_round_trip_ms = loopback_round_trip_ms();
-    for (const auto& name : split(config.models)) {
+    for (const auto& name : split_list(config.models)) {
       result.rows.push_back(bench_model(model_spec(name, dir, config.seed), config));
       if (temporary) fs::remove_all(dir / name);
     }

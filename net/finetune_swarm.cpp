@@ -11,6 +11,7 @@
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/prompt_generation.h"
+#include "net/address.h"
 #include "net/dht_directory.h"
 #include "net/fingerprint.h"
 #include "net/generate_swarm.h"
@@ -19,17 +20,6 @@
 
 namespace bouquet::net {
 namespace {
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t end = std::min(text.find(',', at), text.size());
-    if (end > at) out.push_back(text.substr(at, end - at));
-    at = end + 1;
-  }
-  return out;
-}
 
 // A client of the servers named by --peers, or found through --initial-peers (the DHT lookup of
 // generate, net/generate_swarm.h); `directory` keeps the DHT node alive as long as the client.

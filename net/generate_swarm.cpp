@@ -14,6 +14,7 @@
 
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "net/address.h"
 #include "net/dht_directory.h"
 #include "net/fingerprint.h"
 
@@ -21,13 +22,7 @@ namespace bouquet::net {
 namespace {
 
 std::vector<std::string> split_peers(const std::string& text) {
-  std::vector<std::string> peers;
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t end = std::min(text.find(',', at), text.size());
-    if (end > at) peers.push_back(text.substr(at, end - at));
-    at = end + 1;
-  }
+  std::vector<std::string> peers = split_list(text);
   if (peers.empty()) throw std::invalid_argument("--peers lists no HOST:PORT");
   return peers;
 }
