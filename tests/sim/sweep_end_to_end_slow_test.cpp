@@ -17,32 +17,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/sim/support/tiny_scenario.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// Two pinned servers, one client, 1% of activations reset a server: the seed decides which, so
-// seeds give different rows and a seed always the same one.
-constexpr const char* kScenario = R"(version: 1
-name: tiny
-description: two pinned servers and one client
-seed: 1
-duration_s: 600
-network: {model: CM02, why: a test}
-model: {name: llama-2-7b, weights: f16}
-cost: {efficiency: {f16: 0.5}, block_overhead_s: 0.0003, request_overhead_s: 0.001, client_efficiency: 0.7}
-regions:
-  - {name: lab, up_bps: 1e9, down_bps: 1e9, latency_s: 0.001}
-servers:
-  - {name: s0, gpu: a100-80gb, region: lab, blocks: [0, 16]}
-  - {name: s1, gpu: a100-80gb, region: lab, blocks: [16, 32]}
-clients:
-  - {name: c, device: cpu-8core, region: lab, start_s: 1, work: {kind: generate, new_tokens: 63}}
-churn: {activation_failure_probability: 0.02}
-policies: {ban_base_s: 0}
-)";
+// The tiny scenario with 2% of activations resetting a server: the seed decides which, so seeds
+// give different rows and a seed always the same one.
+const std::string kScenario = bouquet::sim::testing::tiny_sweep_scenario(
+    63, "churn: {activation_failure_probability: 0.02}\npolicies: {ban_base_s: 0}\n");
 
 std::string experiment(const std::string& seeds, const std::string& extra = "") {
   return fmt::format(R"(version: 1
