@@ -85,10 +85,7 @@ void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::v
                               open.batch, open.max_length, config_.max_length_limit)};
   }
   const SessionKey key{from, open.session_id};
-  const bool in_use = sessions_.count(key) != 0 ||
-                      std::any_of(waiting_.begin(), waiting_.end(), [&](const auto& w) {
-                        return w.second.peer == from && w.second.open.session_id == open.session_id;
-                      });
+  const bool in_use = sessions_.count(key) != 0 || waiting_by_session_.count(key) != 0;
   if (!error && in_use) {
     error = Error{ErrorCode::bad_request, fmt::format("session {} is already open", open.session_id)};
   }
@@ -113,6 +110,7 @@ void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::v
       wait_s = std::clamp(wait_s, 0.0, config_.cache_wait_max_s);
       const TimerId timer = new_timer(TimerOwner{TimerKind::cache_wait, ticket, {}});
       waiting_.emplace(ticket, WaitingOpen{from, open, timer});
+      waiting_by_session_.emplace(key, ticket);
       out.push_back(SetTimer{timer, now + wait_s});
       return;
     }
@@ -134,13 +132,21 @@ void BlockServer::admit(Time now, PeerId peer, const OpenSession& open, std::vec
 
 void BlockServer::admit_granted(Time now, std::vector<Effect>& out) {
   for (CacheAdmission::Ticket ticket : admission_.take_granted()) {
-    auto it = waiting_.find(ticket);
-    BOUQUET_CHECK(it != waiting_.end(), "granted a ticket nobody waits on");
-    out.push_back(CancelTimer{it->second.timer});
-    timers_.erase(it->second.timer);
-    admit(now, it->second.peer, it->second.open, out);
-    waiting_.erase(it);
+    const WaitingOpen open = take_waiting(ticket, out);
+    admit(now, open.peer, open.open, out);
   }
+}
+
+BlockServer::WaitingOpen BlockServer::take_waiting(CacheAdmission::Ticket ticket,
+                                                   std::vector<Effect>& out) {
+  auto it = waiting_.find(ticket);
+  BOUQUET_CHECK(it != waiting_.end(), "no open waits on this ticket");
+  WaitingOpen open = std::move(it->second);
+  waiting_.erase(it);
+  waiting_by_session_.erase(SessionKey{open.peer, open.open.session_id});
+  out.push_back(CancelTimer{open.timer});
+  timers_.erase(open.timer);
+  return open;
 }
 
 void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::vector<Effect>& out) {
@@ -194,16 +200,14 @@ void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::v
 }
 
 void BlockServer::on_close(PeerId from, uint64_t session_id, std::vector<Effect>& out) {
-  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-    if (it->second.peer == from && it->second.open.session_id == session_id) {
-      out.push_back(CancelTimer{it->second.timer});
-      timers_.erase(it->second.timer);
-      admission_.cancel(it->first);
-      waiting_.erase(it);
-      return;
-    }
+  const SessionKey key{from, session_id};
+  if (auto w = waiting_by_session_.find(key); w != waiting_by_session_.end()) {
+    const CacheAdmission::Ticket ticket = w->second;
+    take_waiting(ticket, out);
+    admission_.cancel(ticket);
+    return;
   }
-  close_session(SessionKey{from, session_id}, out);
+  close_session(key, out);
 }
 
 void BlockServer::close_session(SessionKey key, std::vector<Effect>& out) {
@@ -353,11 +357,11 @@ void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
   if (it == timers_.end()) return;
   const TimerOwner owner = it->second;
   if (owner.kind == TimerKind::cache_wait) {
-    timers_.erase(it);
-    auto w = waiting_.find(owner.ticket);
-    if (w == waiting_.end()) return;
-    const WaitingOpen open = w->second;
-    waiting_.erase(w);
+    if (waiting_.count(owner.ticket) == 0) {
+      timers_.erase(it);
+      return;
+    }
+    const WaitingOpen open = take_waiting(owner.ticket, out);
     admission_.cancel(owner.ticket);
     reply_error(open.peer, open.open.session_id, 0, ErrorCode::cache_full,
                 fmt::format("no room for {} cache tokens per block within {} s",
@@ -381,19 +385,21 @@ void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
 }
 
 void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
+  // Withdrawing one of its waiting opens may grant the next one, possibly also this peer's: the
+  // admission takes back a granted ticket that nobody collected yet, so each is cancelled alike.
+  const SessionKey first{peer, 0};
   std::vector<CacheAdmission::Ticket> tickets;
-  for (const auto& [ticket, w] : waiting_) {
-    if (w.peer == peer) tickets.push_back(ticket);
+  for (auto w = waiting_by_session_.lower_bound(first);
+       w != waiting_by_session_.end() && w->first.peer == peer; ++w) {
+    tickets.push_back(w->second);
   }
   for (auto ticket : tickets) {
-    out.push_back(CancelTimer{waiting_.at(ticket).timer});
-    timers_.erase(waiting_.at(ticket).timer);
-    waiting_.erase(ticket);
+    take_waiting(ticket, out);
     admission_.cancel(ticket);
   }
   std::vector<SessionKey> keys;
-  for (const auto& [key, s] : sessions_) {
-    if (key.peer == peer) keys.push_back(key);
+  for (auto s = sessions_.lower_bound(first); s != sessions_.end() && s->first.peer == peer; ++s) {
+    keys.push_back(s->first);
   }
   for (const auto& key : keys) close_session(key, out);
   // Queued forward/backward work for a vanished client would only produce undeliverable replies.

@@ -121,6 +121,8 @@ class BlockServer {
   void close_session(SessionKey key, std::vector<Effect>& out);
   void free_session(SessionKey key, std::vector<Effect>& out);
   void admit_granted(Time now, std::vector<Effect>& out);
+  // Forget a waiting open (its ticket already withdrawn from or granted by the admission).
+  WaitingOpen take_waiting(CacheAdmission::Ticket ticket, std::vector<Effect>& out);
   void enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out);
   void start_tasks(std::vector<Effect>& out);
   TimerId new_timer(TimerOwner owner);
@@ -132,6 +134,7 @@ class BlockServer {
   TaskQueue queue_;
   std::map<SessionKey, Session> sessions_;
   std::map<CacheAdmission::Ticket, WaitingOpen> waiting_;
+  std::map<SessionKey, CacheAdmission::Ticket> waiting_by_session_;  // the same opens, by client
   std::unordered_map<TaskId, TaskOwner> owners_;  // queued and running
   std::unordered_set<TaskId> running_;
   std::unordered_map<TimerId, TimerOwner> timers_;

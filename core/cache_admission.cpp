@@ -12,7 +12,9 @@ CacheAdmission::Outcome CacheAdmission::request(Ticket ticket, uint64_t tokens) 
     tokens_used_ += tokens;
     return Outcome::granted;
   }
-  waiting_.push_back(Waiter{ticket, tokens});
+  BOUQUET_CHECK(waiting_.empty() || ticket > waiting_.rbegin()->first,
+                "CacheAdmission: tickets must increase");
+  waiting_.emplace(ticket, tokens);
   return Outcome::waiting;
 }
 
@@ -23,8 +25,13 @@ void CacheAdmission::release(uint64_t tokens) {
 }
 
 bool CacheAdmission::cancel(Ticket ticket) {
-  auto it = std::find_if(waiting_.begin(), waiting_.end(),
-                         [&](const Waiter& w) { return w.ticket == ticket; });
+  if (auto g = granted_.find(ticket); g != granted_.end()) {
+    tokens_used_ -= g->second;
+    granted_.erase(g);
+    grant_waiters();
+    return true;
+  }
+  auto it = waiting_.find(ticket);
   if (it == waiting_.end()) return false;
   const bool was_head = it == waiting_.begin();
   waiting_.erase(it);
@@ -34,15 +41,21 @@ bool CacheAdmission::cancel(Ticket ticket) {
 
 std::vector<CacheAdmission::Ticket> CacheAdmission::take_granted() {
   std::vector<Ticket> out;
-  out.swap(granted_);
+  out.reserve(granted_.size());
+  for (Ticket t : granted_order_) {
+    if (granted_.erase(t)) out.push_back(t);
+  }
+  granted_order_.clear();
   return out;
 }
 
 void CacheAdmission::grant_waiters() {
-  while (!waiting_.empty() && waiting_.front().tokens <= tokens_free()) {
-    tokens_used_ += waiting_.front().tokens;
-    granted_.push_back(waiting_.front().ticket);
-    waiting_.pop_front();
+  while (!waiting_.empty() && waiting_.begin()->second <= tokens_free()) {
+    const auto [ticket, tokens] = *waiting_.begin();
+    waiting_.erase(waiting_.begin());
+    tokens_used_ += tokens;
+    granted_.emplace(ticket, tokens);
+    granted_order_.push_back(ticket);
   }
 }
 

@@ -256,6 +256,40 @@ TEST(BlockServer, ClientGoneFreesItsSessionsWaitsAndQueuedWork) {
   EXPECT_TRUE(h.all<StartCompute>().empty());
 }
 
+// Found by fuzzing, then against a live server: a client holding most of the cache queues a large
+// open and a small one behind it, then disconnects. Withdrawing the large one granted the small one
+// before it was withdrawn too, and the server aborted on a ticket nobody waited on.
+TEST(BlockServer, ClientGoneWithTwoQueuedOpensOfItsOwnLeavesTheServerServing) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 90));
+  h.receive(kAlice, open(2, 50, 10));  // waits
+  h.receive(kAlice, open(3, 5, 10));   // would fit, waits behind 2
+  EXPECT_EQ(h.server.waiting_opens(), 2u);
+  h.input(PeerUnreachable{kAlice, "connection reset"});
+  EXPECT_EQ(h.server.open_sessions(), 0u);
+  EXPECT_EQ(h.server.waiting_opens(), 0u);
+  EXPECT_EQ(h.server.cache_tokens_free(), 100u);
+  EXPECT_TRUE(h.replies<SessionOpened>(kAlice).empty());
+  // Its waits' timers are gone with them, and a later client gets the whole budget.
+  h.now = 30;
+  for (const auto& timer : h.all<CancelTimer>()) h.input(TimerFired{timer.timer});
+  h.receive(kBob, open(4, 100));
+  EXPECT_EQ(h.replies<SessionOpened>(kBob).size(), 1u);
+}
+
+TEST(BlockServer, ClientGoneWithQueuedOpensBehindAnotherClientsWaitKeepsTheOtherInOrder) {
+  Harness h(config(100));
+  h.receive(kAlice, open(1, 60));
+  h.receive(kAlice, open(2, 70, 10));  // waits
+  h.receive(kBob, open(3, 30, 10));    // waits behind Alice's
+  h.receive(kAlice, open(4, 10, 10));  // waits behind Bob's
+  h.input(PeerUnreachable{kAlice, "connection reset"});
+  EXPECT_EQ(h.replies<SessionOpened>(kBob).size(), 1u);
+  EXPECT_EQ(h.server.open_sessions(), 1u);
+  EXPECT_EQ(h.server.waiting_opens(), 0u);
+  EXPECT_EQ(h.server.cache_tokens_free(), 70u);
+}
+
 TEST(BlockServer, CacheIsDroppedOnlyAfterTheRunningStepFinishes) {
   Harness h(config(100));
   h.receive(kAlice, open(1, 50));

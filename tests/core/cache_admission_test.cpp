@@ -32,6 +32,30 @@ TEST(CacheAdmission, CancellingTheHeadLetsTheOthersIn) {
   EXPECT_EQ(a.waiting(), 0u);
 }
 
+TEST(CacheAdmission, CancellingAGrantedButUncollectedTicketGivesItsTokensBack) {
+  CacheAdmission a(100);
+  a.request(1, 90);
+  a.request(2, 50);
+  a.request(3, 10);
+  EXPECT_TRUE(a.cancel(2));  // grants 3
+  EXPECT_TRUE(a.cancel(3));  // before anyone collected it
+  EXPECT_FALSE(a.cancel(3));
+  EXPECT_TRUE(a.take_granted().empty());
+  EXPECT_EQ(a.tokens_used(), 90u);
+  a.release(90);
+  EXPECT_EQ(a.tokens_free(), 100u);
+}
+
+TEST(CacheAdmission, ManyWaitersCostLittleEach) {
+  // 200,000 queued requests withdrawn from the back: quadratic bookkeeping would take minutes.
+  CacheAdmission a(100);
+  a.request(1, 100);
+  const CacheAdmission::Ticket n = 200000;
+  for (CacheAdmission::Ticket t = 2; t <= n; ++t) a.request(t, 1 + t % 100);
+  for (CacheAdmission::Ticket t = n; t >= 2; --t) EXPECT_TRUE(a.cancel(t));
+  EXPECT_EQ(a.waiting(), 0u);
+}
+
 ComputeRequest task(TaskId id, ComputeKind kind) {
   ComputeRequest r;
   r.task_id = id;
