@@ -1,4 +1,4 @@
-// `bouquet sweep EXPERIMENT.yaml --out DIR [--jobs N] [--resume]`
+// `bouquet sweep EXPERIMENT.yaml --out DIR [--jobs N] [--resume] [--executor local|slurm ...]`
 #include "cli/command.h"
 #include "sim/sweep/sweep_command.h"
 
@@ -22,6 +22,16 @@ const CommandRegistration sweep_command{
       sub.add_option("--plot-script", config->plot_script, "Plotting script (default: experiments/plot_sweep.py)");
       sub.add_option("--binary", config->binary, "The bouquet executable each run uses (default: this one)");
       sub.add_option("--python", config->python, "Python with matplotlib for the plots");
+      sub.add_option("--executor", config->executor,
+                     "Where the runs execute: local (a process pool here) or slurm (one Slurm job array; "
+                     "--out and the binary must be on a filesystem the compute nodes share)")
+          ->check(CLI::IsMember({"local", "slurm"}));
+      sub.add_option("--slurm-partition", config->slurm.partition, "Partition for the job array (default: the cluster's)");
+      sub.add_option("--slurm-time", config->slurm.time, "Time limit of each array task, in Slurm's format (e.g. 30:00)");
+      sub.add_option("--slurm-array-max", config->slurm.array_max, "Array tasks running at once (0: no limit)")
+          ->check(CLI::NonNegativeNumber);
+      sub.add_option("--slurm-poll", config->slurm.poll_s, "Seconds between looks at the queue")
+          ->check(CLI::PositiveNumber);
       return [config] { return sim::sweep::run_sweep_command(*config); };
     }};
 

@@ -6,6 +6,7 @@
 #include "sim/sweep/progress.h"
 #include "sim/sweep/report.h"
 #include "sim/sweep/run_table.h"
+#include "sim/sweep/slurm_executor.h"
 #include "sim/sweep/worker_pool.h"
 
 #include <fmt/core.h>
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <limits>
 #include <optional>
@@ -121,11 +123,12 @@ class Sweep {
     for (size_t i = 0; i < runs_.size(); ++i) {
       if (!recorded_.count(runs_[i].id)) pending.push_back(i);
     }
+    Progress progress(runs_.size(), runs_.size() - pending.size(), stderr);
+    StopSignals signals;
+    if (config_.executor == "slurm") return run_on_slurm(pending, progress);
     const size_t jobs = config_.jobs > 0 ? static_cast<size_t>(config_.jobs)
                                          : std::max(1u, std::thread::hardware_concurrency());
-    Progress progress(runs_.size(), runs_.size() - pending.size(), stderr);
     WorkerPool pool(e_.timeout_s);
-    StopSignals signals;
     size_t next = 0;
     while (next < pending.size() || pool.running() > 0) {
       if (g_stop_signal) {
@@ -136,12 +139,7 @@ class Sweep {
         return 130;
       }
       while (pool.running() < jobs && next < pending.size()) start(pool, pending[next++]);
-      if (auto exit = pool.wait_one(0.2)) {
-        RunRow row = finish(*exit);
-        append_run_row(runs_csv_, e_, row);
-        progress.run_finished(describe(runs_[exit->tag]), row.ok(), row.wall_s);
-        recorded_[row.run_id] = std::move(row);
-      }
+      if (auto exit = pool.wait_one(0.2)) record(finish(*exit), progress);
       progress.tick(pool.running());
     }
     progress.finish();
@@ -165,6 +163,70 @@ class Sweep {
     if (dropped) write_run_table(runs_csv_, e_, ordered_rows());
   }
 
+  void record(RunRow row, Progress& progress) {
+    append_run_row(runs_csv_, e_, row);
+    const auto it = std::find_if(runs_.begin(), runs_.end(), [&](const RunSpec& r) { return r.id == row.run_id; });
+    progress.run_finished(it == runs_.end() ? row.run_id : describe(*it), row.ok(), row.wall_s);
+    recorded_[row.run_id] = std::move(row);
+  }
+
+  // The pending runs as one Slurm job array, followed until each has a row.
+  int run_on_slurm(const std::vector<size_t>& pending, Progress& progress) {
+    SlurmExecutor slurm(config_.slurm, fs::absolute(out_ / "slurm"), "bouquet-sweep-" + e_.name, e_.timeout_s);
+    std::vector<SlurmRun> runs;
+    for (size_t index : pending) {
+      const RunSpec& run = runs_[index];
+      SlurmRun r{index, run_argv(run), fs::absolute(run_file(run, ".json")), fs::absolute(run_file(run, ".log")),
+                 fs::absolute(run_file(run, ".exit"))};
+      // A run that ended after an earlier follower stopped already has its result: keep it.
+      if (auto exit = read_exit_file(r.exit, index, e_.timeout_s > 0)) {
+        record(finish(*exit), progress);
+        continue;
+      }
+      runs.push_back(std::move(r));
+    }
+    if (!runs.empty()) {
+      slurm.submit(runs);
+      fmt::print(stderr, "sweep: submitted {} runs as Slurm job {} ({} array tasks); task logs: {}/task-{}_*.log\n",
+                 runs.size(), slurm.job_id(), slurm.tasks(), (out_ / "slurm").string(), slurm.job_id());
+    }
+    std::vector<bool> done(runs.size(), false);
+    size_t left = runs.size();
+    bool active = left > 0;
+    while (left > 0) {
+      for (size_t i = 0; i < runs.size(); ++i) {
+        if (done[i]) continue;
+        if (auto exit = slurm.exit_of(runs[i])) {
+          record(finish(*exit), progress);
+          done[i] = true;
+          --left;
+        } else if (!active) {  // the job is gone and this run left nothing
+          record(failed_row(runs_[runs[i].tag], slurm.missing_result(slurm.runs()[i])), progress);
+          done[i] = true;
+          --left;
+        }
+      }
+      if (left == 0) break;
+      // Asked after looking at the results, so a run that ended just before its job left the
+      // queue is read on the next pass rather than reported missing.
+      active = slurm.active();
+      for (double waited = 0; active && waited < slurm.poll_s() && !g_stop_signal; waited += 0.1) {
+        progress.tick(slurm.running_tasks());
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (g_stop_signal) {
+        slurm.cancel();
+        progress.finish();
+        fmt::print(stderr, "sweep: stopped by signal {}; cancelled Slurm job {}; the finished runs are in {}: "
+                           "continue with --resume\n", static_cast<int>(g_stop_signal), slurm.job_id(), runs_csv_);
+        return 130;
+      }
+    }
+    progress.finish();
+    conclude();
+    return 0;
+  }
+
   std::string describe(const RunSpec& run) const {
     std::vector<std::string> parts;
     for (size_t a = 0; a < e_.grid.size(); ++a) parts.push_back(fmt::format("{}={}", e_.grid[a].name, points_[run.point].labels[a]));
@@ -176,8 +238,8 @@ class Sweep {
     return out_ / "runs" / (run.id + extension);
   }
 
-  void start(WorkerPool& pool, size_t index) {
-    const RunSpec& run = runs_[index];
+  // The command line of one run: `bouquet sim` with the point's overrides and the run's seed.
+  std::vector<std::string> run_argv(const RunSpec& run) const {
     std::vector<std::string> argv = {binary_, "sim", scenario_abs_, "--seed", std::to_string(run.seed)};
     for (const auto& o : points_[run.point].overrides) {
       argv.emplace_back("--set");
@@ -185,18 +247,30 @@ class Sweep {
     }
     argv.emplace_back("--out");
     argv.push_back(fs::absolute(run_file(run, ".json")).string());
-    fs::remove(run_file(run, ".json"));  // a stale one from an interrupted attempt is no result
-    pool.start(index, argv, run_file(run, ".log").string());
+    return argv;
   }
 
-  RunRow finish(const WorkerExit& exit) {
-    const RunSpec& run = runs_[exit.tag];
+  void start(WorkerPool& pool, size_t index) {
+    const RunSpec& run = runs_[index];
+    fs::remove(run_file(run, ".json"));  // a stale one from an interrupted attempt is no result
+    pool.start(index, run_argv(run), run_file(run, ".log").string());
+  }
+
+  RunRow failed_row(const RunSpec& run, std::string error) const {
     RunRow row;
     row.run_id = run.id;
     row.labels = points_[run.point].labels;
     row.seed = run.seed;
-    row.wall_s = exit.wall_s;
     row.metrics.assign(e_.metrics.size(), std::numeric_limits<double>::quiet_NaN());
+    row.error = std::move(error);
+    row.status = "failed";
+    return row;
+  }
+
+  RunRow finish(const WorkerExit& exit) {
+    const RunSpec& run = runs_[exit.tag];
+    RunRow row = failed_row(run, "");
+    row.wall_s = exit.wall_s;
     const fs::path log = run_file(run, ".log");
     if (exit.timed_out) {
       row.error = fmt::format("killed after the time limit of {} s", e_.timeout_s);

@@ -9,10 +9,14 @@
 // limit, unreadable results) is a row with its error and seed. --resume keeps the recorded runs
 // (keyed by point and seed) and runs the rest; the finished directory is the same as an
 // uninterrupted sweep's, wall times aside. SIGINT/SIGTERM stop the workers; what finished stays.
+// With executor "slurm" the pending runs become one Slurm job array that the command follows
+// until every run has a result; the rows are the same as the local executor's, wall times aside.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "sim/sweep/slurm_executor.h"
 
 namespace bouquet::sim::sweep {
 
@@ -26,6 +30,8 @@ struct SweepCommandConfig {
   std::string binary;        // the bouquet binary the workers run; "" = this executable
   std::string plot_script;   // "" = experiments/plot_sweep.py found beside the experiment or binary
   std::string python = "/usr/bin/python3";
+  std::string executor = "local";  // local: a process pool here; slurm: one job array (slurm_executor.h)
+  SlurmOptions slurm;
 };
 
 // 0: every run is recorded (failed ones included); 130: interrupted. Bad experiments throw
