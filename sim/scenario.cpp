@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -159,6 +160,10 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("join_s")) out.join_s = read_non_negative(*v);
   if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_positive(*v);
   if (auto v = map.optional("load_bps")) out.load_bps = read_non_negative(*v);
+  if (auto v = map.optional("announce_speed_x")) {
+    out.announce_speed_x = read_positive(*v);
+    if (!std::isfinite(out.announce_speed_x)) v->fail("must be a finite factor");
+  }
   map.finish();
   return out;
 }
