@@ -11,7 +11,6 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +21,7 @@
 #include "net/fingerprint.h"
 #include "net/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/process_stats.h"
 #include "tests/net/support/swarm_processes.h"
 
 namespace bouquet::net {
@@ -29,33 +29,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using testing::RawClient;
+using testing::open_fds;
+using testing::rss_bytes;
 
 constexpr int kHonestClients = 64;
 constexpr int kAbusiveClients = 80;
 constexpr double kLoadSeconds = 20;
-
-uint64_t rss_bytes(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      uint64_t kb = 0;
-      status >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
-
-size_t open_fds(pid_t pid) {
-  std::error_code ec;
-  size_t n = 0;
-  for (std::filesystem::directory_iterator it(fmt::format("/proc/{}/fd", pid), ec), end; !ec && it != end;
-       it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
 
 core::OpenSession open_session(const std::string& model_id, uint64_t id, uint32_t max_length, double wait_s) {
   core::OpenSession open;

@@ -8,7 +8,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -16,48 +15,16 @@
 #include "net/fingerprint.h"
 #include "net/remote_chain.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/process_stats.h"
 #include "tests/net/support/swarm_processes.h"
 
 namespace bouquet::net {
 namespace {
 
 using testing::RawClient;
-
-uint64_t rss_bytes(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      uint64_t kb = 0;
-      status >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
-
-size_t open_fds(pid_t pid) {
-  size_t n = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid))) ++n;
-  return n;
-}
-
-// CPU seconds (user + system) the process has used.
-double cpu_seconds(pid_t pid) {
-  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
-  std::string field;
-  uint64_t utime = 0, stime = 0;
-  for (int i = 3; fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) {
-      stime = std::stoull(field);
-      break;
-    }
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+using testing::cpu_seconds;
+using testing::open_fds;
+using testing::rss_bytes;
 
 core::OpenSession open_session(const std::string& model_id, uint64_t id, uint32_t max_length) {
   core::OpenSession open;
