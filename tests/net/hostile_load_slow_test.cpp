@@ -123,6 +123,21 @@ TEST(HostileLoad, IdleConnectionIsClosedAfterTheTimeoutButNotOneWithASession) {
   EXPECT_EQ(with_session.call<core::InfoReply>(core::InfoRequest{3}).request_id, 3u);
 }
 
+// One open the size of the cache held everyone else off for the 300 s session idle timeout. While
+// others wait, a session without a step is now closed after --session-idle-contended.
+TEST(HostileLoad, AnIdleSessionHoldingTheCacheYieldsToAWaitingClient) {
+  const auto model = testing::tiny_model("hostile-load", 2);
+  const std::string model_id = model_fingerprint(model);
+  auto servers = testing::start_servers(model, {"0:2"}, {"--cache-tokens", "100", "--session-idle-contended", "1"});
+  RawClient hog(servers[0].address());
+  hog.call<core::SessionOpened>(open_session(model_id, 1, 100));
+  RawClient waiting(servers[0].address());
+  core::OpenSession open = open_session(model_id, 2, 50);
+  open.cache_wait_timeout_s = 20;
+  EXPECT_EQ(waiting.call<core::SessionOpened>(open, 20).session_id, 2u);
+  expect_error(hog, core::ErrorCode::session_closed, "wait for cache room");
+}
+
 // At the fd limit accept() fails with EMFILE while the connection stays in the backlog, and the
 // accept loop retried at once, forever: a full core. It now backs off.
 TEST(HostileLoad, AcceptAtTheFdLimitBacksOffInsteadOfSpinning) {
