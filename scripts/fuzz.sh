@@ -30,7 +30,7 @@ CXX=clang++-16 cmake -S . -B build-fuzz -G Ninja -DBOUQUET_FUZZ=ON -DCMAKE_BUILD
   "${launcher[@]}" >/dev/null
 cmake --build build-fuzz -j"$(nproc)"
 
-all=(wire_decode frame_reader dht_record block_server scenario_yaml)
+all=(wire_decode frame_reader dht_record block_server inference_session scenario_yaml)
 merge=0
 if [[ ${1:-} == --merge ]]; then
   merge=1
