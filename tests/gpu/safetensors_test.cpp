@@ -8,6 +8,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <fstream>
 
@@ -138,6 +140,60 @@ TEST(Safetensors, MissingTensorNamesFileAndTensor) {
   write_safetensors(path, {{"present", at::ones({2})}}, DType::F32);
   EXPECT_THAT(error_of(path, "absent.weight"),
               AllOf(HasSubstr(path.string()), HasSubstr("missing tensor 'absent.weight'")));
+}
+
+// Every malformed entry is the same clear error naming file and tensor, never an escaped
+// nlohmann::json exception (type_error, out_of_range) or a crash.
+TEST(Safetensors, MalformedEntriesNameFileAndTensor) {
+  const fs::path dir = testing::fresh_dir("st_malformed");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"w":{"shape":[2],"data_offsets":[0,8]}})", "no dtype string"},
+      {R"({"w":{"dtype":"F32","data_offsets":[0,8]}})", "no shape array"},
+      {R"({"w":{"dtype":"F32","shape":[2]}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":32,"shape":[2],"data_offsets":[0,8]}})", "no dtype string"},
+      {R"({"w":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", "no shape array"},
+      {R"({"w":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[[2]],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":{"0":0,"1":8}}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,"8"]}})", "not an offset"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", "not an offset"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,1e400]}})", "not valid JSON"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", "end before they begin"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}})", "past the end"},
+      {R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}})",
+       "shape is too large"},
+      {R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", "need 12"},
+      {R"({"w":[1,2,3]})", "header entry is not an object"},
+      {R"({"w":null})", "header entry is not an object"},
+      {R"({"__metadata__":{"format":1}})", "__metadata__ 'format' is not a string"},
+      {R"({"__metadata__":[1]})", "__metadata__ is not an object"},
+      {R"([{"w":1}])", "header is not a JSON object"},
+  };
+  int i = 0;
+  for (const auto& [header, reason] : cases) {
+    const fs::path path = write_raw(dir / fmt::format("{}.safetensors", i++), header, 16);
+    EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr(reason))) << header;
+  }
+}
+
+TEST(Safetensors, HugeHeaderLengthIsRefusedBeforeAllocating) {
+  // A length of 2^63, or just over the reference implementation's 100 MB in a file really that
+  // long: refused before an allocation of that size.
+  const fs::path dir = testing::fresh_dir("st_huge_header");
+  for (uint64_t length : {uint64_t{1} << 63, uint64_t{100'000'001}}) {
+    const fs::path path = dir / "model.safetensors";
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      for (int i = 0; i < 8; ++i) out.put(static_cast<char>(length >> (8 * i)));
+    }
+    fs::resize_file(path, 8 + 100'000'002);  // sparse: the length is inside the file
+    EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr(fmt::format("header length {}", length)),
+                                      HasSubstr("over the 100000000 bytes")));
+  }
 }
 
 }  // namespace
