@@ -70,6 +70,38 @@ bool pread_all(int fd, void* destination, uint64_t size, uint64_t offset) {
   return true;
 }
 
+bool write_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Writes `parts` to a fresh file beside `path`, syncs it and renames it over `path`: a process
+// killed mid-write (or a full disk) leaves the old file whole, never a truncated one that a later
+// load would refuse or, worse, half-read. A kill may leave the temporary file behind.
+void write_file_atomically(const std::filesystem::path& path, const std::vector<std::string_view>& parts) {
+  static std::atomic<uint64_t> counter{0};
+  const std::filesystem::path temp =
+      path.string() + fmt::format(".tmp.{}.{}", ::getpid(), counter.fetch_add(1));
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path, fmt::format("cannot open {} for writing: {}", temp.string(), std::strerror(errno)));
+  int error = 0;
+  for (std::string_view part : parts) {
+    if (error == 0 && !write_all(fd, part)) error = errno != 0 ? errno : EIO;
+  }
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(temp.c_str());
+    fail(path, fmt::format("write failed: {}", std::strerror(error)));
+  }
+}
+
 }  // namespace
 
 std::optional<DType> parse_dtype(std::string_view name) {
@@ -294,14 +326,11 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Name
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail(path, "cannot open for writing");
   unsigned char prefix[8];
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<unsigned char>(header_text.size() >> (8 * i));
-  out.write(reinterpret_cast<const char*>(prefix), 8);
-  out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
-  for (const auto& blob : blobs) out.write(blob.data(), static_cast<std::streamsize>(blob.size()));
-  if (!out.flush()) fail(path, "write failed");
+  std::vector<std::string_view> parts = {std::string_view(reinterpret_cast<const char*>(prefix), 8), header_text};
+  for (const auto& blob : blobs) parts.emplace_back(blob);
+  write_file_atomically(path, parts);
 }
 
 }  // namespace bouquet::gpu

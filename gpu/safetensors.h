@@ -88,7 +88,8 @@ struct NamedTensor {
 };
 
 // Writes `tensors` (any floating dtype, any device) converted to `dtype` (F32, F16 or BF16; BF16
-// rounds to nearest even), sorted by name, with the header padded to 8 bytes.
+// rounds to nearest even), sorted by name, with the header padded to 8 bytes. The file is replaced
+// atomically (written beside it, synced, renamed): a kill mid-write leaves the old file intact.
 void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
                        DType dtype, const std::map<std::string, std::string>& metadata = {
                                         {"format", "pt"}});

@@ -1,5 +1,6 @@
 // The safetensors reader and writer: round trips in every written dtype, and one clear error naming
 // the file and the tensor for each kind of corrupt file.
+#include "core/rng.h"
 #include "gpu/errors.h"
 #include "gpu/safetensors.h"
 #include "tests/gpu/support/model_files.h"
@@ -10,7 +11,14 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <fstream>
 
 namespace bouquet::gpu {
@@ -193,6 +201,42 @@ TEST(Safetensors, HugeHeaderLengthIsRefusedBeforeAllocating) {
     fs::resize_file(path, 8 + 100'000'002);  // sparse: the length is inside the file
     EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr(fmt::format("header length {}", length)),
                                       HasSubstr("over the 100000000 bytes")));
+  }
+}
+
+// `finetune --out` (and every writer) replaces its file atomically: a writer killed at a random
+// moment leaves the old file or the new one, both whole, never a truncated mix. The child only
+// copies prepared f32 bytes (no libtorch threads), so forking it is safe.
+TEST(Safetensors, AWriterKilledMidWriteLeavesTheOldFileWhole) {
+  const uint64_t seed = [] {
+    const char* env = std::getenv("BOUQUET_SEED");
+    return env != nullptr && *env != '\0' ? std::strtoull(env, nullptr, 0) : uint64_t{25};
+  }();
+  fmt::print("seed {} (reproduce: BOUQUET_SEED={} gpu_tests --gtest_filter='*KilledMidWrite*')\n", seed, seed);
+  core::Rng rng(seed);
+  const fs::path path = testing::fresh_dir("st_killed") / "prompts.safetensors";
+  write_safetensors(path, {{"w", at::full({8}, 1.0f)}}, DType::F32);
+  const std::vector<NamedTensor> big = {{"w", at::full({1 << 22}, 2.0f)}};  // 16 MB
+  int old_seen = 0, new_seen = 0;
+  for (int round = 0; round < 6; ++round) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      for (;;) write_safetensors(path, big, DType::F32);  // killed by the parent
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(rng.below(60'000)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    const SafetensorsFile file(path);  // throws (fails the test) on a truncated file
+    const at::Tensor w = file.read("w");
+    ASSERT_TRUE(w.numel() == 8 || w.numel() == (1 << 22)) << w.numel();
+    EXPECT_TRUE(at::all(w == w[0]).item<bool>()) << "a mix of old and new bytes";
+    (w.numel() == 8 ? old_seen : new_seen) += 1;
+  }
+  fmt::print("old file after {} kills, new file after {}\n", old_seen, new_seen);
+  for (const auto& entry : fs::directory_iterator(path.parent_path())) {
+    if (entry.path() != path) fs::remove(entry.path());  // temporary files the kills left
   }
 }
 
