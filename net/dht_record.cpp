@@ -55,7 +55,7 @@ double number_field(const nlohmann::json& value, std::string_view name, double l
   if (!value.is_number()) throw BadField{fmt::format("field \"{}\" is {}, not a number", name, value.dump())};
   const double number = value.get<double>();
   if (!std::isfinite(number) || number < lo || number > hi) {
-    throw BadField{fmt::format("field \"{}\" is {}, outside [{}, {}]", name, value.dump(), lo, hi)};
+    throw BadField{fmt::format("field \"{}\" is {}, outside [{:g}, {:g}]", name, value.dump(), lo, hi)};
   }
   return number;
 }

@@ -218,13 +218,18 @@ TEST(Safetensors, AWriterKilledMidWriteLeavesTheOldFileWhole) {
   write_safetensors(path, {{"w", at::full({8}, 1.0f)}}, DType::F32);
   const std::vector<NamedTensor> big = {{"w", at::full({1 << 22}, 2.0f)}};  // 16 MB
   int old_seen = 0, new_seen = 0;
-  for (int round = 0; round < 6; ++round) {
+  for (int round = 0; round < 8; ++round) {
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-      for (;;) write_safetensors(path, big, DType::F32);  // killed by the parent
+      try {
+        for (;;) write_safetensors(path, big, DType::F32);  // until the parent kills it
+      } catch (...) {
+      }
+      ::_exit(1);  // never return into the test runner
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(rng.below(60'000)));
+    // The first kill comes early, mostly before one write is done; later ones at any point.
+    std::this_thread::sleep_for(std::chrono::microseconds(rng.below(round == 0 ? 2'000 : 150'000)));
     ::kill(child, SIGKILL);
     int status = 0;
     ::waitpid(child, &status, 0);
