@@ -1,5 +1,7 @@
 #include "net/dht_record.h"
 
+#include "net/address.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -111,7 +113,11 @@ std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes)
     if (!peer) return std::string("field \"peer\" is not 1-16 lowercase hex digits");
     r.peer = core::PeerId{*peer};
     r.address = j.at("address").get<std::string>();
-    if (r.address.empty()) return std::string("field \"address\" is empty");
+    try {
+      parse_host_port(r.address, /*allow_port_zero=*/false);  // a port in [1, 65535], a host
+    } catch (const std::invalid_argument& e) {
+      return fmt::format("field \"address\": {}", e.what());
+    }
     const auto& span = j.at("span");
     if (!span.is_array() || span.size() != 2) return std::string("field \"span\" is not [begin, end]");
     r.span = core::BlockSpan{block_field(span[0], "span[0]"), block_field(span[1], "span[1]")};

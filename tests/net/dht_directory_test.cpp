@@ -310,6 +310,10 @@ TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {
       {"announced_at", "now", "field \"announced_at\" is \"now\", not a number"},
       {"seq", -3, "field \"seq\" is -3, outside"},
       {"seq", 2.5, "field \"seq\" is 2.5, not an integer"},
+      {"address", "", "field \"address\": '' is not HOST:PORT"},
+      {"address", "127.0.0.1:99999", "field \"address\": '127.0.0.1:99999' is not HOST:PORT (bad port)"},
+      {"address", "127.0.0.1:0", "(port 0)"},
+      {"address", "nowhere", "(no port)"},
   };
   for (const Case& c : cases) {
     nlohmann::json bad = good;
