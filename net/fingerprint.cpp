@@ -172,6 +172,7 @@ std::filesystem::path fingerprint_cache_file(const std::filesystem::path& model_
 }
 
 std::string model_fingerprint(const std::filesystem::path& model_dir) {
+  const std::string config = read_file(model_dir / "config.json");  // first: its error names the folder's config
   const gpu::Checkpoint checkpoint(model_dir);
   std::vector<std::string> names = checkpoint.tensor_names();
   std::sort(names.begin(), names.end());
@@ -180,14 +181,14 @@ std::string model_fingerprint(const std::filesystem::path& model_dir) {
   for (const auto& name : names) {
     files.insert(std::filesystem::path(checkpoint.where(name)).lexically_relative(model_dir).string());
   }
-  // Stamped before reading: a file that changes while it is hashed no longer matches its stamp.
   const nlohmann::json stamps = file_stamps(model_dir, files);
   const std::filesystem::path cache = fingerprint_cache_file(model_dir);
   if (!cache.empty()) {
     if (std::string hit = cached(cache, stamps); !hit.empty()) return hit;
   }
-  const std::string fingerprint = compute(read_file(model_dir / "config.json"), checkpoint, names);
-  if (!cache.empty()) store(cache, model_dir, stamps, fingerprint);
+  const std::string fingerprint = compute(config, checkpoint, names);
+  // A file that changed while it was read would cache a fingerprint of neither version.
+  if (!cache.empty() && file_stamps(model_dir, files) == stamps) store(cache, model_dir, stamps, fingerprint);
   return fingerprint;
 }
 
