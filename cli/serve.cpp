@@ -39,6 +39,30 @@ const CommandRegistration serve_command{
       sub.add_option("--max-frame-bytes", config->max_frame_bytes, "Largest frame body accepted")
           ->capture_default_str()
           ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 32));
+      sub.add_option("--max-connections", config->max_connections,
+                     "Connections served at once; more are answered overloaded and closed")
+          ->capture_default_str();
+      sub.add_option("--idle-timeout,--idle-timeout-s", config->idle_timeout_s,
+                     "Close a connection with no session here after this many seconds without a byte (0 = never)")
+          ->capture_default_str();
+      sub.add_option("--request-tokens-max", config->request_tokens_max,
+                     "Most batch x tokens of one forward or backward (announced; clients split to it; 0 = no cap)")
+          ->capture_default_str();
+      sub.add_option("--client-cache-tokens-max", config->client_cache_tokens_max,
+                     "Cache tokens per block one client may hold or wait for (0 = no quota)")
+          ->capture_default_str();
+      sub.add_option("--client-opens-waiting-max", config->client_opens_waiting_max,
+                     "Opens one client may have waiting for cache room (0 = no cap)")
+          ->capture_default_str();
+      sub.add_option("--client-tasks-queued-max", config->client_tasks_queued_max,
+                     "Forward/backward passes one client may have queued (0 = no cap)")
+          ->capture_default_str();
+      sub.add_option("--tasks-queued-max", config->tasks_queued_max,
+                     "Forward/backward passes queued from all clients (0 = no cap)")
+          ->capture_default_str();
+      sub.add_option("--session-idle-contended", config->session_idle_contended_s,
+                     "Close a session after this many seconds without a step while others wait for cache (0 = off)")
+          ->capture_default_str();
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();

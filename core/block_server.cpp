@@ -25,6 +25,7 @@ void BlockServer::handle(Time now, const Input& in, std::vector<Effect>& out) {
   // Whatever freed cache room (a close, a timeout, a vanished client) lets waiters in.
   admit_granted(now, out);
   start_tasks(out);
+  arm_contention(now, out);
 }
 
 void BlockServer::on_message(Time now, PeerId from, const Message& message,
@@ -94,9 +95,15 @@ void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::v
     return;
   }
   const uint64_t tokens = uint64_t{open.batch} * open.max_length;
+  if (tokens <= admission_.tokens_max()) {
+    if (auto quota = check_open_quota(from, tokens)) {
+      return reply_error(from, open.session_id, 0, quota->code, quota->message, out);
+    }
+  }
   const CacheAdmission::Ticket ticket = next_id_++;
   switch (admission_.request(ticket, tokens)) {
     case CacheAdmission::Outcome::granted:
+      count(from, static_cast<int64_t>(tokens), 0, 0, 0);
       admit(now, from, open, out);
       return;
     case CacheAdmission::Outcome::never_fits:
@@ -111,10 +118,53 @@ void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::v
       const TimerId timer = new_timer(TimerOwner{TimerKind::cache_wait, ticket, {}});
       waiting_.emplace(ticket, WaitingOpen{from, open, timer});
       waiting_by_session_.emplace(key, ticket);
+      count(from, static_cast<int64_t>(tokens), 1, 0, 0);
       out.push_back(SetTimer{timer, now + wait_s});
       return;
     }
   }
+}
+
+std::optional<Error> BlockServer::check_open_quota(PeerId from, uint64_t tokens) const {
+  const auto it = clients_.find(from);
+  const ClientUsage usage = it == clients_.end() ? ClientUsage{} : it->second;
+  const uint64_t quota = client_cache_tokens_max();
+  if (quota > 0 && tokens > quota) {
+    return Error{ErrorCode::over_limit,
+                 fmt::format("session needs {} cache tokens per block, one client may hold {} "
+                             "(client_cache_tokens_max)", tokens, quota)};
+  }
+  if (quota > 0 && usage.cache_tokens + tokens > quota) {
+    return Error{ErrorCode::overloaded,
+                 fmt::format("this client already holds or waits for {} cache tokens per block; {} more "
+                             "would pass its quota of {} (client_cache_tokens_max)",
+                             usage.cache_tokens, tokens, quota)};
+  }
+  if (!admission_.would_grant(tokens) && config_.client_opens_waiting_max > 0 &&
+      usage.opens_waiting >= config_.client_opens_waiting_max) {
+    return Error{ErrorCode::overloaded,
+                 fmt::format("this client already has {} opens waiting for cache room "
+                             "(client_opens_waiting_max)", usage.opens_waiting)};
+  }
+  return std::nullopt;
+}
+
+uint64_t BlockServer::client_cache_tokens_max() const {
+  return std::min(config_.client_cache_tokens_max, admission_.tokens_max());
+}
+
+void BlockServer::count(PeerId peer, int64_t cache_tokens, int opens_waiting, int tasks_queued,
+                        int tasks_running) {
+  ClientUsage& usage = clients_[peer];
+  auto apply = [](auto& counter, int64_t delta) {
+    BOUQUET_CHECK(delta >= 0 || static_cast<uint64_t>(-delta) <= counter, "client books went negative");
+    counter = static_cast<std::remove_reference_t<decltype(counter)>>(static_cast<int64_t>(counter) + delta);
+  };
+  apply(usage.cache_tokens, cache_tokens);
+  apply(usage.opens_waiting, opens_waiting);
+  apply(usage.tasks_queued, tasks_queued);
+  apply(usage.tasks_running, tasks_running);
+  if (usage.idle()) clients_.erase(peer);
 }
 
 void BlockServer::admit(Time now, PeerId peer, const OpenSession& open, std::vector<Effect>& out) {
@@ -132,12 +182,12 @@ void BlockServer::admit(Time now, PeerId peer, const OpenSession& open, std::vec
 
 void BlockServer::admit_granted(Time now, std::vector<Effect>& out) {
   for (CacheAdmission::Ticket ticket : admission_.take_granted()) {
-    const WaitingOpen open = take_waiting(ticket, out);
+    const WaitingOpen open = take_waiting(ticket, /*granted=*/true, out);
     admit(now, open.peer, open.open, out);
   }
 }
 
-BlockServer::WaitingOpen BlockServer::take_waiting(CacheAdmission::Ticket ticket,
+BlockServer::WaitingOpen BlockServer::take_waiting(CacheAdmission::Ticket ticket, bool granted,
                                                    std::vector<Effect>& out) {
   auto it = waiting_.find(ticket);
   BOUQUET_CHECK(it != waiting_.end(), "no open waits on this ticket");
@@ -146,6 +196,8 @@ BlockServer::WaitingOpen BlockServer::take_waiting(CacheAdmission::Ticket ticket
   waiting_by_session_.erase(SessionKey{open.peer, open.open.session_id});
   out.push_back(CancelTimer{open.timer});
   timers_.erase(open.timer);
+  const int64_t tokens = static_cast<int64_t>(uint64_t{open.open.batch} * open.open.max_length);
+  count(open.peer, granted ? 0 : -tokens, -1, 0, 0);
   return open;
 }
 
@@ -203,7 +255,7 @@ void BlockServer::on_close(PeerId from, uint64_t session_id, std::vector<Effect>
   const SessionKey key{from, session_id};
   if (auto w = waiting_by_session_.find(key); w != waiting_by_session_.end()) {
     const CacheAdmission::Ticket ticket = w->second;
-    take_waiting(ticket, out);
+    take_waiting(ticket, /*granted=*/false, out);
     admission_.cancel(ticket);
     return;
   }
@@ -217,6 +269,7 @@ void BlockServer::close_session(SessionKey key, std::vector<Effect>& out) {
   if (s.task && queue_.remove(*s.task)) {
     owners_.erase(*s.task);
     s.task.reset();
+    count(key.peer, 0, 0, -1, 0);
   }
   if (s.task) {
     s.closing = true;  // its compute is running; the cache is dropped when it finishes
@@ -234,11 +287,13 @@ void BlockServer::free_session(SessionKey key, std::vector<Effect>& out) {
   const uint64_t tokens = it->second.reserved_tokens;
   sessions_.erase(it);
   admission_.release(tokens);
+  count(key.peer, -static_cast<int64_t>(tokens), 0, 0, 0);
 }
 
 void BlockServer::on_forward(PeerId from, const ForwardRequest& request, std::vector<Effect>& out) {
   auto error = check_call(request.model_id, request.span, request.adapter);
   if (!error) error = check_hidden(request.hidden_states, "hidden_states");
+  if (!error) error = check_pass(from, request.hidden_states);
   if (error) return reply_error(from, request.request_id, 0, error->code, error->message, out);
   ComputeRequest compute;
   compute.task_id = next_id_++;
@@ -262,6 +317,7 @@ void BlockServer::on_backward(PeerId from, const BackwardRequest& request, std::
   if (!error && request.grad_outputs.shape != request.hidden_states.shape) {
     error = Error{ErrorCode::bad_request, "grad_outputs must have the shape of hidden_states"};
   }
+  if (!error) error = check_pass(from, request.hidden_states);
   if (error) return reply_error(from, request.request_id, 0, error->code, error->message, out);
   ComputeRequest compute;
   compute.task_id = next_id_++;
@@ -280,6 +336,28 @@ void BlockServer::on_backward(PeerId from, const BackwardRequest& request, std::
           out);
 }
 
+std::optional<Error> BlockServer::check_pass(PeerId from, const Activation& hidden_states) const {
+  const uint64_t tokens = uint64_t{hidden_states.shape[0]} * hidden_states.shape[1];
+  if (config_.request_tokens_max > 0 && tokens > config_.request_tokens_max) {
+    return Error{ErrorCode::over_limit,
+                 fmt::format("hidden_states of {} x {} = {} tokens; this server takes at most {} per request "
+                             "(request_tokens_max): split the batch",
+                             hidden_states.shape[0], hidden_states.shape[1], tokens, config_.request_tokens_max)};
+  }
+  const auto it = clients_.find(from);
+  const uint32_t queued = it == clients_.end() ? 0 : it->second.tasks_queued;
+  if (config_.client_tasks_queued_max > 0 && queued >= config_.client_tasks_queued_max) {
+    return Error{ErrorCode::overloaded,
+                 fmt::format("this client already has {} computations queued (client_tasks_queued_max)", queued)};
+  }
+  if (config_.tasks_queued_max > 0 && queue_.size() >= config_.tasks_queued_max) {
+    return Error{ErrorCode::overloaded,
+                 fmt::format("{} computations are queued here (tasks_queued_max); try later or another server",
+                             queue_.size())};
+  }
+  return std::nullopt;
+}
+
 void BlockServer::on_info(PeerId from, const InfoRequest& request, std::vector<Effect>& out) {
   InfoReply info;
   info.request_id = request.request_id;
@@ -293,12 +371,18 @@ void BlockServer::on_info(PeerId from, const InfoRequest& request, std::vector<E
   info.inference_rps = config_.inference_rps;
   info.forward_rps = config_.forward_rps;
   info.throughput_rps = config_.throughput_rps;
+  info.request_tokens_max = config_.request_tokens_max;
+  info.client_cache_tokens_max = client_cache_tokens_max();
+  info.client_opens_waiting_max = config_.client_opens_waiting_max;
+  info.client_tasks_queued_max = config_.client_tasks_queued_max;
+  info.tasks_queued_max = config_.tasks_queued_max;
   out.push_back(SendMessage{from, std::move(info)});
 }
 
 void BlockServer::enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out) {
   owners_.emplace(request.task_id, owner);
   queue_.push(std::move(request));
+  count(owner.peer, 0, 0, 1, 0);
 }
 
 void BlockServer::start_tasks(std::vector<Effect>& out) {
@@ -306,6 +390,7 @@ void BlockServer::start_tasks(std::vector<Effect>& out) {
     auto next = queue_.pop();
     if (!next) return;
     running_.insert(next->task_id);
+    count(owners_.at(next->task_id).peer, 0, 0, -1, 1);
     out.push_back(StartCompute{std::move(*next)});
   }
 }
@@ -315,6 +400,7 @@ void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std
   if (owner_it == owners_.end() || running_.erase(done.task_id) == 0) return;  // not ours
   const TaskOwner owner = owner_it->second;
   owners_.erase(owner_it);
+  count(owner.peer, 0, 0, 0, -1);
   if (owner.kind != ComputeKind::inference) {
     const uint64_t id = owner.request_id;
     if (!done.result.ok()) {
@@ -356,12 +442,17 @@ void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
   auto it = timers_.find(timer);
   if (it == timers_.end()) return;
   const TimerOwner owner = it->second;
+  if (owner.kind == TimerKind::contended) {
+    timers_.erase(it);
+    contention_timer_ = 0;
+    return on_contended(now, out);
+  }
   if (owner.kind == TimerKind::cache_wait) {
     if (waiting_.count(owner.ticket) == 0) {
       timers_.erase(it);
       return;
     }
-    const WaitingOpen open = take_waiting(owner.ticket, out);
+    const WaitingOpen open = take_waiting(owner.ticket, /*granted=*/false, out);
     admission_.cancel(owner.ticket);
     reply_error(open.peer, open.open.session_id, 0, ErrorCode::cache_full,
                 fmt::format("no room for {} cache tokens per block within {} s",
@@ -384,6 +475,38 @@ void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
   free_session(owner.session, out);
 }
 
+void BlockServer::on_contended(Time now, std::vector<Effect>& out) {
+  if (admission_.waiting() == 0) return;
+  std::vector<SessionKey> idle;
+  for (const auto& [key, s] : sessions_) {
+    // The same sum arm_contention() set the timer for, so rounding cannot keep a due session alive.
+    if (!s.task && !s.closing && now >= s.last_active + config_.session_idle_contended_s) idle.push_back(key);
+  }
+  for (const SessionKey& key : idle) {
+    reply_error(key.peer, key.session_id, 0, ErrorCode::session_closed,
+                fmt::format("session {} closed after {} s without a step while other clients wait for cache room",
+                            key.session_id, config_.session_idle_contended_s),
+                out);
+    free_session(key, out);
+  }
+}
+
+void BlockServer::arm_contention(Time now, std::vector<Effect>& out) {
+  if (contention_timer_ != 0 || admission_.waiting() == 0) return;
+  // Only a limit shorter than the ordinary idle timeout changes anything.
+  if (!(config_.session_idle_contended_s > 0 && config_.session_idle_contended_s < config_.session_idle_timeout_s)) return;
+  // O(sessions), but only when the timer is re-set: once per contended idle period, not per open.
+  std::optional<Time> earliest;
+  for (const auto& [key, s] : sessions_) {
+    if (s.closing) continue;
+    const Time at = (s.task ? now : s.last_active) + config_.session_idle_contended_s;
+    if (!earliest || at < *earliest) earliest = at;
+  }
+  if (!earliest) return;  // nothing holds the cache that could be evicted
+  contention_timer_ = new_timer(TimerOwner{TimerKind::contended, 0, {}});
+  out.push_back(SetTimer{contention_timer_, std::max(*earliest, now)});
+}
+
 void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
   // Withdrawing one of its waiting opens may grant the next one, possibly also this peer's: the
   // admission takes back a granted ticket that nobody collected yet, so each is cancelled alike.
@@ -394,7 +517,7 @@ void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
     tickets.push_back(w->second);
   }
   for (auto ticket : tickets) {
-    take_waiting(ticket, out);
+    take_waiting(ticket, /*granted=*/false, out);
     admission_.cancel(ticket);
   }
   std::vector<SessionKey> keys;
@@ -412,6 +535,7 @@ void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
   for (TaskId task : orphans) {
     queue_.remove(task);
     owners_.erase(task);
+    count(peer, 0, 0, -1, 0);
   }
 }
 

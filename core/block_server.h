@@ -14,6 +14,15 @@
 // - Compute: at most compute_slots StartCompute in flight; queued work runs inference first,
 //   then forward/backward, FIFO within each (task_queue.h). A session's cache is dropped
 //   (DropCache) only when no compute on it is running.
+// - Limits (issue 25), all announced in InfoReply; a client is one peer as the transport reports
+//   it (one connection). A forward/backward of more than request_tokens_max (batch x tokens) is
+//   refused over_limit (the client splits to the announced cap). A client whose cache tokens
+//   (held and waiting) would pass client_cache_tokens_max, that would have more than
+//   client_opens_waiting_max opens waiting, or more than client_tasks_queued_max forward/backward
+//   passes queued, and any forward/backward beyond tasks_queued_max queued in all, is refused
+//   overloaded. An open costs O(log n) in the opens waiting.
+// - While opens wait for cache room, a session without a step for session_idle_contended_s is
+//   closed (session_closed), so one idle client cannot hold the cache for the full idle timeout.
 // - Info: answered at once with the span, cache budget and what it has free.
 #pragma once
 
@@ -48,6 +57,14 @@ struct BlockServerConfig {
   double inference_rps = 0;
   double forward_rps = 0;
   double throughput_rps = 0;
+  // Limits against greedy or hostile clients (see the promises above); 0 = none, the default
+  // here (simulated swarms model well-behaved clients), while `bouquet serve` sets its own.
+  uint32_t request_tokens_max = 0;       // batch x tokens of one forward or backward
+  uint64_t client_cache_tokens_max = 0;  // per client
+  uint32_t client_opens_waiting_max = 0;
+  uint32_t client_tasks_queued_max = 0;
+  uint32_t tasks_queued_max = 0;
+  double session_idle_contended_s = 0;   // idle limit of a session while opens wait
 };
 
 class BlockServer {
@@ -62,6 +79,9 @@ class BlockServer {
   size_t queued_tasks() const { return queue_.size(); }
   size_t running_tasks() const { return running_.size(); }
   uint64_t cache_tokens_free() const { return admission_.tokens_free(); }
+  // True while `peer` has a session, a waiting open or a computation here: its connection is in
+  // use even when no bytes flow (a driver's idle-connection timeout spares it).
+  bool holds_work(PeerId peer) const { return clients_.count(peer) != 0; }
 
  private:
   struct SessionKey {
@@ -96,7 +116,15 @@ class BlockServer {
     uint32_t start_position = 0;  // inference
     uint32_t new_tokens = 0;      // inference
   };
-  enum class TimerKind { cache_wait, idle };
+  // What one client holds or waits for, kept for its quotas; absent when all zero.
+  struct ClientUsage {
+    uint64_t cache_tokens = 0;   // reserved by its sessions and asked by its waiting opens
+    uint32_t opens_waiting = 0;
+    uint32_t tasks_queued = 0;   // any kind; the quota counts them for forward/backward
+    uint32_t tasks_running = 0;  // any kind
+    bool idle() const { return cache_tokens == 0 && opens_waiting == 0 && tasks_queued == 0 && tasks_running == 0; }
+  };
+  enum class TimerKind { cache_wait, idle, contended };
   struct TimerOwner {
     TimerKind kind;
     CacheAdmission::Ticket ticket = 0;  // cache_wait
@@ -113,16 +141,27 @@ class BlockServer {
   void on_compute_finished(Time now, const ComputeFinished& done, std::vector<Effect>& out);
   void on_timer(Time now, TimerId timer, std::vector<Effect>& out);
   void on_peer_gone(PeerId peer, std::vector<Effect>& out);
+  void on_contended(Time now, std::vector<Effect>& out);
+  // Sets the contention timer if opens wait and it is not set: at the earliest time a session
+  // could have been idle for session_idle_contended_s.
+  void arm_contention(Time now, std::vector<Effect>& out);
 
   std::optional<Error> check_call(const std::string& model_id, BlockSpan span,
                                   const std::string& adapter) const;
   std::optional<Error> check_hidden(const Activation& a, const char* what) const;
+  std::optional<Error> check_open_quota(PeerId from, uint64_t tokens) const;
+  // The size cap and the queue quotas of a forward/backward.
+  std::optional<Error> check_pass(PeerId from, const Activation& hidden_states) const;
+  uint64_t client_cache_tokens_max() const;
+  // Changes one client's books (a negative delta returns); forgets a client left with nothing.
+  void count(PeerId peer, int64_t cache_tokens, int opens_waiting, int tasks_queued, int tasks_running);
   void admit(Time now, PeerId peer, const OpenSession& open, std::vector<Effect>& out);
   void close_session(SessionKey key, std::vector<Effect>& out);
   void free_session(SessionKey key, std::vector<Effect>& out);
   void admit_granted(Time now, std::vector<Effect>& out);
-  // Forget a waiting open (its ticket already withdrawn from or granted by the admission).
-  WaitingOpen take_waiting(CacheAdmission::Ticket ticket, std::vector<Effect>& out);
+  // Forget a waiting open (its ticket already withdrawn from or granted by the admission);
+  // unless granted, its tokens leave the client's books.
+  WaitingOpen take_waiting(CacheAdmission::Ticket ticket, bool granted, std::vector<Effect>& out);
   void enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out);
   void start_tasks(std::vector<Effect>& out);
   TimerId new_timer(TimerOwner owner);
@@ -138,6 +177,8 @@ class BlockServer {
   std::unordered_map<TaskId, TaskOwner> owners_;  // queued and running
   std::unordered_set<TaskId> running_;
   std::unordered_map<TimerId, TimerOwner> timers_;
+  std::map<PeerId, ClientUsage> clients_;
+  TimerId contention_timer_ = 0;  // 0 = not set
   uint64_t next_id_ = 1;  // tickets, tasks, caches and timers share one counter
 };
 

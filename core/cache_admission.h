@@ -24,6 +24,8 @@ class CacheAdmission {
   // Reserve `tokens` for `ticket` now if it fits and nobody waits; else queue it, unless it
   // exceeds the whole budget (never_fits, nothing queued). Tickets must be unique and increase.
   Outcome request(Ticket ticket, uint64_t tokens);
+  // Whether request(_, tokens) would be granted at once.
+  bool would_grant(uint64_t tokens) const { return waiting_.empty() && tokens <= tokens_free(); }
   // Return tokens of a granted reservation. Waiters that now fit are granted, in order; collect
   // them with take_granted().
   void release(uint64_t tokens);

@@ -21,6 +21,8 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::session_closed: return "session_closed";
     case ErrorCode::protocol: return "protocol";
     case ErrorCode::bad_reply: return "bad_reply";
+    case ErrorCode::over_limit: return "over_limit";
+    case ErrorCode::overloaded: return "overloaded";
   }
   return "unknown_error";
 }

@@ -29,9 +29,11 @@ enum class ErrorCode : uint16_t {
   session_closed = 13,     // the session was closed (idle timeout, shutdown)
   protocol = 14,           // undecodable bytes, unexpected message
   bad_reply = 15,          // a reply that does not fit the request (shape, step id)
+  over_limit = 16,         // one request beyond a limit the server announces (InfoReply): split it
+  overloaded = 17,         // the client's quota or the server's queue is full now: retry later or elsewhere
 };
 
-inline constexpr uint16_t kLastErrorCode = 15;
+inline constexpr uint16_t kLastErrorCode = 17;
 
 // Stable snake_case name, as in the enum ("cache_full").
 std::string_view to_string(ErrorCode code);

@@ -121,7 +121,7 @@ void InferenceSession::pump(Time now, std::vector<Effect>& out) {
     BOUQUET_CHECK(h.history.covers(h.acked, target), "a hop's history misses positions it is to be sent");
     Activation chunk = h.history.take(h.acked, target, step_tokens_max());
     const uint32_t end = h.acked + token_count(chunk);
-    pending_ = Pending{j, next_message_id_++, h.acked, end, now + config_.reply_timeout_s};
+    pending_ = Pending{j, next_message_id_++, h.acked, end, now, now + config_.reply_timeout_s};
     out.push_back(SendMessage{chain_[j].peer, StepRequest{h.session_id, pending_->step_id, h.acked,
                                                           std::move(chunk), std::nullopt, {}}});
     return;
@@ -178,6 +178,9 @@ void InferenceSession::on_step_result(Time now, size_t hop, const StepResult& re
     return fail_hop(now, hop, Error{ErrorCode::bad_reply, "step result does not match the step's position or shape"}, out);
   }
   pending_.reset();
+  if (config_.speeds && p.end - p.begin == 1) {
+    config_.speeds->observe_step(now, chain_[hop].peer, chain_[hop].span.size(), now - p.sent_at);
+  }
   hops_[hop].acked = p.end;
   bans_.forgive(chain_[hop].peer);
   record_output(hop, p.begin, p.end, result.hidden_states);

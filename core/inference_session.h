@@ -25,6 +25,7 @@
 //   recovery_deadline_s after the failure, then SessionFailed{no_route} naming the blocks, the
 //   server and why it failed. Each recovery is recorded (recoveries()). `restart`, `cacheless`
 //   and `none` behave as recovery.h says.
+// - Each one-token message a hop answers is timed (sent to answered) into config.speeds.
 // - The session arms one timer (id 1) at its earliest deadline.
 #pragma once
 
@@ -40,6 +41,7 @@
 #include "core/position_log.h"
 #include "core/recovery.h"
 #include "core/route.h"
+#include "core/server_speeds.h"
 #include "core/time.h"
 
 namespace bouquet::core {
@@ -62,6 +64,10 @@ struct InferenceSessionConfig {
   // Most positions one message carries (0: as many as WireLimits' element cap allows); a driver
   // with a smaller frame limit sets it (net's max_step_tokens()).
   uint32_t max_step_tokens = 0;
+  // Where the session reports how long each one-token step took on each hop (server_speeds.h),
+  // for routing to hold announced speeds to account; owned by the driver, outlives the session.
+  // Null: nothing is measured.
+  ServerSpeeds* speeds = nullptr;
 };
 
 class InferenceSession {
@@ -108,6 +114,7 @@ class InferenceSession {
     size_t hop = 0;
     uint64_t step_id = 0;
     uint32_t begin = 0, end = 0;
+    Time sent_at = 0;
     Time deadline = kNever;
   };
   struct Replacement {  // hops [first, last) being replaced

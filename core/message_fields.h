@@ -127,6 +127,11 @@ void fields(Io& io, M& m) {
   io(m.inference_rps, "inference_rps");
   io(m.forward_rps, "forward_rps");
   io(m.throughput_rps, "throughput_rps");
+  io(m.request_tokens_max, "request_tokens_max");
+  io(m.client_cache_tokens_max, "client_cache_tokens_max");
+  io(m.client_opens_waiting_max, "client_opens_waiting_max");
+  io(m.client_tasks_queued_max, "client_tasks_queued_max");
+  io(m.tasks_queued_max, "tasks_queued_max");
 }
 
 template <class Io, Is<ErrorReply> M>

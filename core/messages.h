@@ -156,6 +156,12 @@ struct InfoReply {
   double inference_rps = 0;   // measured one-token steps per second per block (0 = unknown)
   double forward_rps = 0;     // measured forward tokens per second per block (0 = unknown)
   double throughput_rps = 0;  // announced throughput (0 = unknown)
+  // Limits (wire version 2): what the server refuses. A client is one connection; 0 = no limit.
+  uint32_t request_tokens_max = 0;        // batch x tokens of one forward or backward (over_limit)
+  uint64_t client_cache_tokens_max = 0;   // cache tokens per block one client may hold or wait for
+  uint32_t client_opens_waiting_max = 0;  // opens one client may have waiting for cache room
+  uint32_t client_tasks_queued_max = 0;   // computations one client may have queued
+  uint32_t tasks_queued_max = 0;          // computations queued from all clients (overloaded)
   uint64_t encoded_size() const;
 };
 

@@ -34,8 +34,10 @@ std::vector<const ServerRecord*> usable_records(std::span<const ServerRecord> re
 
 }  // namespace
 
-double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config) {
-  return record.inference_rps > 0 ? 1.0 / record.inference_rps : config.unknown_block_s;
+double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config, Time now) {
+  const double announced = record.inference_rps > 0 ? 1.0 / record.inference_rps : 0.0;
+  if (config.measured) return config.measured->block_cost_s(now, record.peer, announced, config.unknown_block_s);
+  return announced > 0 ? announced : config.unknown_block_s;
 }
 
 double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed,
@@ -100,12 +102,12 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
         if (lo[i] <= b && b < hi[i]) {
           relax(node, offset[i] + (b - lo[i]),
                 hop_entry_cost_s(*servers[i], plan.cache_tokens_needed, rtt, config) +
-                    block_cost_s(*servers[i], config));
+                    block_cost_s(*servers[i], config, now));
         }
       }
     } else {
       const uint32_t i = owner[node - client_nodes];
-      if (b < hi[i]) relax(node, node + 1, block_cost_s(*servers[i], config));
+      if (b < hi[i]) relax(node, node + 1, block_cost_s(*servers[i], config, now));
       relax(node, b - b0, 0.0);
     }
   }
@@ -134,14 +136,14 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
 
 double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records,
                        uint64_t cache_tokens_needed, const RttEstimator& rtt,
-                       const MinLatencyConfig& config) {
+                       const MinLatencyConfig& config, Time now) {
   double total = 0;
   for (const Hop& hop : chain) {
     auto it = std::find_if(records.begin(), records.end(), [&](const ServerRecord& r) {
       return r.peer == hop.peer && r.span.contains(hop.span);
     });
     if (it == records.end()) return kInfinity;
-    total += hop_entry_cost_s(*it, cache_tokens_needed, rtt, config) + hop.span.size() * block_cost_s(*it, config);
+    total += hop_entry_cost_s(*it, cache_tokens_needed, rtt, config) + hop.span.size() * block_cost_s(*it, config, now);
   }
   return total;
 }

@@ -5,7 +5,8 @@
 // s has just run block b - 1". Entering server s at boundary b costs one round trip to s (the
 // client relays every hop: send, then receive), plus a penalty when s announces less free cache
 // than the session reserves, plus running block b. Each further block on s costs 1 /
-// inference_rps of s. Leaving s back to the client is free. A path from boundary blocks.begin to
+// inference_rps of s (or what this client measured, where s is far slower than it announces:
+// server_speeds.h). Leaving s back to the client is free. A path from boundary blocks.begin to
 // blocks.end is a chain; its cost is the expected latency of one step (a one-token step: the
 // per-block cost is what a server measured for cached one-token steps).
 //
@@ -22,6 +23,7 @@
 #include "core/route.h"
 #include "core/rtt_estimator.h"
 #include "core/server_record.h"
+#include "core/server_speeds.h"
 #include "core/time.h"
 
 namespace bouquet::core {
@@ -32,10 +34,15 @@ struct MinLatencyConfig {
   double cache_full_penalty_s = 30;
   // Cost of a block on a server that announced no inference speed (0): pessimistic.
   double unknown_block_s = 1;
+  // What this client measured of servers' speeds (server_speeds.h): a server measured far
+  // slower than it announces is charged the measurement. Null: announcements are believed.
+  const ServerSpeeds* measured = nullptr;
 };
 
-// The seconds one step spends on `record`'s server per block.
-double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config);
+// The seconds one step spends on `record`'s server per block: 1 / its announced inference_rps,
+// unless config.measured gives the claim the lie.
+// `now` dates the measurement (a stale one is forgotten).
+double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config, Time now = 0);
 // The seconds to enter a hop on `record`: round trip plus the cache penalty if it applies.
 double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed,
                         const RttEstimator& rtt, const MinLatencyConfig& config);
@@ -51,6 +58,6 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
 // `generate --json`): +inf when a hop's server has no record that holds its span.
 double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records,
                        uint64_t cache_tokens_needed, const RttEstimator& rtt,
-                       const MinLatencyConfig& config = {});
+                       const MinLatencyConfig& config = {}, Time now = 0);
 
 }  // namespace bouquet::core

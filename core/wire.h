@@ -24,7 +24,8 @@
 
 namespace bouquet::core {
 
-inline constexpr uint16_t kWireVersion = 1;
+// 2: InfoReply announces the server's limits; error codes over_limit and overloaded.
+inline constexpr uint16_t kWireVersion = 2;
 inline constexpr uint64_t kMessageHeaderBytes = 3;  // version + type
 
 struct WireLimits {

@@ -51,6 +51,7 @@ void Connection::on_read(const asio::error_code& ec, size_t bytes) {
     }
     return finish(ec == asio::error::eof ? "connection closed by peer" : ec.message());
   }
+  last_activity_ = std::chrono::steady_clock::now();
   parser_.feed(std::span<const uint8_t>(read_buffer_.data(), bytes));
   deliver_frames();
   if (closed_ || close_after_writes_) return;
@@ -122,6 +123,7 @@ void Connection::write_next() {
                       if (self->closed_) return;
                       if (ec) return self->finish(fmt::format("send failed: {}", ec.message()));
                       self->writes_.pop_front();
+                      self->last_activity_ = std::chrono::steady_clock::now();
                       self->write_next();
                     });
 }

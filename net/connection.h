@@ -17,6 +17,7 @@
 
 #include <asio.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -52,6 +53,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close(const std::string& reason);
 
   bool is_open() const { return !closed_; }
+  // When bytes last moved either way; a reply still being written counts as now.
+  std::chrono::steady_clock::time_point last_activity() const {
+    return writing_ ? std::chrono::steady_clock::now() : last_activity_;
+  }
   // "HOST:PORT" of the other end, as seen when the connection was made.
   const std::string& remote() const { return remote_; }
 
@@ -77,6 +82,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   MessageHandler on_message_;
   ClosedHandler on_closed_;
   std::string remote_;
+  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
 };
 
 // "HOST:PORT" of an endpoint ("[::1]:80" for IPv6).

@@ -37,14 +37,14 @@ void FrameParser::feed(std::span<const uint8_t> bytes) {
       if (header_fill_ == kFrameHeaderBytes) parse_header();
       continue;
     }
-    const uint64_t take = std::min<uint64_t>(bytes.size() - at, body_->size() - body_fill_);
-    std::memcpy(body_->data() + body_fill_, bytes.data() + at, take);
-    body_fill_ += take;
+    const uint64_t take = std::min<uint64_t>(bytes.size() - at, body_length_ - body_->size());
+    grow_body(body_->size() + take);
+    body_->insert(body_->end(), bytes.data() + at, bytes.data() + at + take);
     at += take;
-    if (body_fill_ == body_->size()) {
+    if (body_->size() == body_length_) {
       ready_.push_back(std::move(*body_));
       body_.reset();
-      body_fill_ = 0;
+      body_length_ = 0;
     }
   }
 }
@@ -79,8 +79,18 @@ void FrameParser::parse_header() {
                    fmt::format("frame: body of {} bytes is shorter than a message header", length)};
     return;
   }
-  body_.emplace(length);
-  body_fill_ = 0;
+  // Nothing is reserved for the claimed length: a peer that sends a header and stalls holds
+  // only what it sent (grow_body), not up to max_frame_bytes of zeroed memory.
+  body_.emplace();
+  body_length_ = length;
+}
+
+void FrameParser::grow_body(uint64_t needed) {
+  if (needed <= body_->capacity()) return;
+  // Doubling keeps the copies linear in the body's size; the claim caps the last step.
+  constexpr uint64_t kFirstChunkBytes = 64 * 1024;
+  const uint64_t doubled = std::max<uint64_t>(kFirstChunkBytes, 2 * uint64_t{body_->capacity()});
+  body_->reserve(std::min(body_length_, std::max(needed, doubled)));
 }
 
 std::optional<std::vector<uint8_t>> FrameParser::next() {
@@ -93,7 +103,7 @@ std::optional<std::vector<uint8_t>> FrameParser::next() {
 }
 
 std::string FrameParser::progress() const {
-  if (body_) return fmt::format("{} of {} body bytes", body_fill_, body_->size());
+  if (body_) return fmt::format("{} of {} body bytes", body_->size(), body_length_);
   return fmt::format("{} of {} header bytes", header_fill_, kFrameHeaderBytes);
 }
 

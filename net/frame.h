@@ -11,7 +11,8 @@
 //
 // FrameParser promises: it checks magic, version, flags and N <= max_frame_bytes before it
 // allocates anything for the body, so a length prefix of 2^63 costs nothing; garbage never
-// crashes it. A frame error (bad magic, version, flags, over-long length) means the stream can
+// crashes it. The body buffer then grows with the bytes that arrive (at most twice what came, and
+// never past N), so a header that claims the largest body costs what the peer really sent. A frame error (bad magic, version, flags, over-long length) means the stream can
 // no longer be trusted: the connection answers it with an ErrorReply and closes. A body that does
 // not decode is the peer's mistake inside an intact stream: answered, connection kept.
 #pragma once
@@ -64,15 +65,19 @@ class FrameParser {
   bool inside_frame() const { return header_fill_ > 0 || body_.has_value(); }
   // "12 of 100 body bytes" / "5 of 12 header bytes": how far the unfinished frame got.
   std::string progress() const;
+  // Bytes held for the unfinished frame's body (capacity, not the length its header claims).
+  size_t buffered_bytes() const { return body_ ? body_->capacity() : 0; }
 
  private:
   void parse_header();
+  // Makes room for `needed` body bytes.
+  void grow_body(uint64_t needed);
 
   uint64_t max_frame_bytes_;
   uint8_t header_[kFrameHeaderBytes] = {};
   size_t header_fill_ = 0;
-  std::optional<std::vector<uint8_t>> body_;  // allocated once the header passed every check
-  uint64_t body_fill_ = 0;
+  std::optional<std::vector<uint8_t>> body_;  // begun once the header passed every check
+  uint64_t body_length_ = 0;                  // what the header claims; body_ grows towards it
   std::vector<std::vector<uint8_t>> ready_;
   size_t ready_at_ = 0;
   std::optional<core::Error> error_;

@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "core/pass_route.h"
@@ -87,6 +88,16 @@ at::Tensor RemoteChain::hop_prompts(const core::Hop& hop) const {
   return prompts_.narrow(0, hop.span.begin, hop.span.size());
 }
 
+uint32_t RemoteChain::request_tokens_max(core::PeerId peer) const {
+  uint32_t cap = config_.max_tokens_per_request;
+  for (const PeerStatus& status : client_.peers()) {
+    if (status.peer != peer || !status.info || status.info->request_tokens_max == 0) continue;
+    // The server announces what it refuses (over_limit): split to it rather than be refused.
+    cap = cap == 0 ? status.info->request_tokens_max : std::min(cap, status.info->request_tokens_max);
+  }
+  return cap;
+}
+
 at::Tensor RemoteChain::run_hop(const core::Hop& hop, const at::Tensor& inputs, const at::Tensor* grad_outputs,
                                 const at::Tensor& prompts, at::Tensor* grad_prompts) {
   const auto rows = static_cast<uint32_t>(inputs.size(0));
@@ -121,7 +132,7 @@ at::Tensor RemoteChain::run_hop(const core::Hop& hop, const at::Tensor& inputs, 
 
   const bool shared_prompts = prompts.defined() && prompts.size(1) == 1;
   int64_t begin = 0;
-  for (uint32_t size : core::split_batch(rows, tokens, config_.max_tokens_per_request)) {
+  for (uint32_t size : core::split_batch(rows, tokens, request_tokens_max(hop.peer))) {
     const uint64_t id = kOwnIdBits | next_request_++;
     by_id[id] = subs.size();
     subs.push_back(Sub{begin, size, std::nullopt, std::nullopt});
@@ -165,8 +176,9 @@ at::Tensor RemoteChain::run_hop(const core::Hop& hop, const at::Tensor& inputs, 
   std::vector<at::Tensor> prompt_grads;
   for (const Sub& sub : subs) {
     if (sub.error) {
-      if (sub.error->code == ErrorCode::bad_request) {
-        // The request itself is wrong: another server would refuse it too.
+      if (sub.error->code == ErrorCode::bad_request || sub.error->code == ErrorCode::over_limit) {
+        // The request itself is wrong, or one sequence is longer than the server takes in one
+        // request (whole sequences are never split): another server would refuse it too.
         throw RemoteError(Error{sub.error->code, fmt::format("server {} refused {} of blocks {}: {}", who, what,
                                                              hop.span.to_string(), sub.error->message)});
       }

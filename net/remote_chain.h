@@ -7,8 +7,10 @@
 //   hops in reverse and sends each one its inputs again, the gradient of its outputs and its
 //   slice of the deep prompts (servers keep nothing between the two calls), and returns the
 //   gradients w.r.t. the first hop's inputs and all the deep prompts.
-// - A pass of more positions than max_tokens_per_request goes out as sub-batches of whole
-//   sequences (core/sub_batches.h), all sent to the hop at once, concurrently.
+// - A pass of more positions than max_tokens_per_request, or than the hop's server announces it
+//   takes in one request (InfoReply::request_tokens_max), goes out as sub-batches of whole
+//   sequences (core/sub_batches.h), all sent to the hop at once, concurrently. A single sequence
+//   longer than the server's cap is refused (over_limit) and ends the pass with RemoteError.
 // - A hop that fails (error reply other than bad_request, lost connection, timeout) gets its
 //   server banned (core/ban_list.h) and exactly its span re-planned (core/pass_route.h); the pass
 //   goes on from that hop. A hop backward needs inputs for (a replacement split into several
@@ -74,6 +76,8 @@ class RemoteChain final : public gpu::PassChain {
   // Bans the hop's server and splices a re-planned span in place of chain_[index].
   void replace_hop(size_t index, const std::string& cause);
   at::Tensor hop_prompts(const core::Hop& hop) const;
+  // The most positions one request to `peer` may carry (0 = no split).
+  uint32_t request_tokens_max(core::PeerId peer) const;
 
   SwarmClient& client_;
   RemoteChainConfig config_;

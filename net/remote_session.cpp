@@ -41,6 +41,7 @@ RemoteInferenceSession::RemoteInferenceSession(SwarmClient& client, RemoteSessio
       session_([&] {
         core::InferenceSessionConfig s = session_config(config_);
         s.max_step_tokens = net::max_step_tokens(client.config().limits, config_.batch, config_.hidden_size);
+        s.speeds = &client.speeds();
         return s;
       }()),
       timers_(client.io(), client.clock(), [this](core::TimerId id) { feed(core::TimerFired{id}); }) {
@@ -133,10 +134,13 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
         const auto records = client_.records();
         // Peers given by hand (--peers) keep the order-respecting greedy planner people and tests
         // rely on; a swarm found through the directory is routed by min latency (issue 6).
+        core::MinLatencyConfig pricing;
+        pricing.measured = &client_.speeds();
         feed(core::RoutePlanned{
-            plan.route_id, client_.has_directory()
-                               ? core::plan_chain_min_latency(records, plan, client_.clock().now(), client_.rtt())
-                               : core::plan_chain_greedy(records, plan.model_id, plan.blocks, plan.avoid, plan.adapter)});
+            plan.route_id,
+            client_.has_directory()
+                ? core::plan_chain_min_latency(records, plan, client_.clock().now(), client_.rtt(), pricing)
+                : core::plan_chain_greedy(records, plan.model_id, plan.blocks, plan.avoid, plan.adapter)});
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;

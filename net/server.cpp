@@ -5,6 +5,9 @@
 #include <fmt/core.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -32,7 +35,10 @@ struct Server::Impl {
   explicit Impl(const ServeConfig& config);
 
   void accept();
+  void accept_failed(const asio::error_code& ec);
   void on_accepted(asio::ip::tcp::socket socket);
+  // Every so often, closes connections idle past --idle-timeout that hold nothing in the core.
+  void sweep_idle_connections();
   void feed(const core::Input& input);
   void carry_out(std::vector<Effect>& effects);
   void start_compute(core::ComputeRequest request);
@@ -65,6 +71,10 @@ struct Server::Impl {
   std::map<PeerId, std::shared_ptr<Connection>> peers;
   uint64_t next_peer = 1;
   uint64_t steps_received = 0;  // for --crash-after-steps
+  std::optional<asio::steady_timer> accept_timer;  // backoff after an accept error
+  double accept_backoff_s = 0;                     // 0 = not backing off
+  std::optional<asio::steady_timer> idle_timer;
+  uint64_t connections_refused = 0;
   std::unique_ptr<ServerDiscovery> discovery;
   std::optional<asio::steady_timer> shutdown_timer;
   // Declared last: destroyed (joined) first, while everything their jobs touch still exists.
@@ -79,6 +89,22 @@ void log_line(const std::string& line) {
   std::fflush(stderr);
 }
 
+void check_connection_limits(const ServeConfig& config) {
+  if (config.max_connections == 0) throw std::invalid_argument("--max-connections must be at least 1");
+  if (!(config.idle_timeout_s >= 0) || !std::isfinite(config.idle_timeout_s)) {
+    throw std::invalid_argument(fmt::format("--idle-timeout {}: must be finite seconds >= 0 (0 = never)",
+                                            config.idle_timeout_s));
+  }
+  if (!(config.session_idle_contended_s >= 0) || !std::isfinite(config.session_idle_contended_s)) {
+    throw std::invalid_argument(fmt::format("--session-idle-contended {}: must be finite seconds >= 0 (0 = off)",
+                                            config.session_idle_contended_s));
+  }
+}
+
+std::chrono::steady_clock::duration seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
+
 }  // namespace
 
 Server::Impl::Impl(const ServeConfig& c)
@@ -86,6 +112,7 @@ Server::Impl::Impl(const ServeConfig& c)
       timers(io, clock, [this](core::TimerId id) { feed(core::TimerFired{id}); }),
       acceptor(io) {
   if (config.threads < 0) throw std::invalid_argument("--threads must be >= 0");
+  check_connection_limits(config);
   if (config.threads > 0) at::set_num_threads(config.threads);
   const bool pinned = !config.blocks.empty();
   const bool discovering = !config.initial_peers.empty();
@@ -255,6 +282,12 @@ core::BlockServerConfig Server::Impl::block_server_config(const SpanCompute& ser
   server.forward_rps = forward_rps;
   server.throughput_rps = throughput_rps;
   server.adapters = adapter_names;
+  server.request_tokens_max = config.request_tokens_max;
+  server.client_cache_tokens_max = config.client_cache_tokens_max;
+  server.client_opens_waiting_max = config.client_opens_waiting_max;
+  server.client_tasks_queued_max = config.client_tasks_queued_max;
+  server.tasks_queued_max = config.tasks_queued_max;
+  server.session_idle_contended_s = config.session_idle_contended_s;
   return server;
 }
 
@@ -297,18 +330,64 @@ void Server::Impl::shut_down() {
 void Server::Impl::accept() {
   acceptor.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) on_accepted(std::move(socket));
+    if (ec) return accept_failed(ec);
+    accept_backoff_s = 0;
+    on_accepted(std::move(socket));
     accept();
   });
 }
 
+void Server::Impl::accept_failed(const asio::error_code& ec) {
+  // At the fd limit (EMFILE) the pending connection stays in the backlog and the listening socket
+  // stays readable: accepting again at once would spin at full CPU until an fd frees.
+  if (accept_backoff_s == 0) {
+    log_line(fmt::format("accept failed: {} ({} connections open); retrying with backoff", ec.message(),
+                         peers.size()));
+  }
+  accept_backoff_s = std::min(1.0, accept_backoff_s == 0 ? 0.01 : 2 * accept_backoff_s);
+  if (!accept_timer) accept_timer.emplace(io);
+  accept_timer->expires_after(seconds(accept_backoff_s));
+  accept_timer->async_wait([this](const asio::error_code& wait_ec) {
+    if (!wait_ec) accept();
+  });
+}
+
+void Server::Impl::sweep_idle_connections() {
+  if (config.idle_timeout_s <= 0) return;
+  if (!idle_timer) idle_timer.emplace(io);
+  idle_timer->expires_after(seconds(std::clamp(config.idle_timeout_s / 4, 0.05, 1.0)));
+  idle_timer->async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    const auto cutoff = std::chrono::steady_clock::now() - seconds(config.idle_timeout_s);
+    for (auto& [peer, connection] : peers) {
+      // fail() reports the close later, from the event loop: `peers` is not changed under us.
+      if (connection->last_activity() >= cutoff || (block_server && block_server->holds_work(peer))) continue;
+      connection->fail(core::Error{core::ErrorCode::timeout,
+                                   fmt::format("no request for {} s and no session here: closing the connection "
+                                               "(--idle-timeout)", config.idle_timeout_s)});
+    }
+    sweep_idle_connections();
+  });
+}
+
 void Server::Impl::on_accepted(asio::ip::tcp::socket socket) {
-  const PeerId peer{next_peer++};
   ConnectionConfig connection_config;
   connection_config.limits.max_frame_bytes = config.max_frame_bytes;
   connection_config.frame_timeout_s = config.frame_timeout_s;
   connection_config.bad_body = ConnectionConfig::BadBody::reply;
   auto connection = std::make_shared<Connection>(std::move(socket), connection_config);
+  if (peers.size() >= config.max_connections) {
+    // Told why, then closed once the reply is written; it never becomes a peer of the core.
+    if (connections_refused++ % 1000 == 0) {
+      log_line(fmt::format("{} connection(s) refused at --max-connections {}", connections_refused,
+                           config.max_connections));
+    }
+    connection->fail(core::Error{core::ErrorCode::overloaded,
+                                 fmt::format("this server has its maximum of {} connections open; try again "
+                                             "later or another server", config.max_connections)});
+    return;
+  }
+  const PeerId peer{next_peer++};
   peers.emplace(peer, connection);
   connection->start(
       [this, peer](core::Message message) { feed(core::MessageReceived{peer, std::move(message)}); },
@@ -428,6 +507,7 @@ void Server::run(bool handle_signals) {
   // Clients are accepted at once; before the first span is loaded they are told so (span_not_served).
   impl_->accepting = true;
   impl_->accept();
+  impl_->sweep_idle_connections();
   if (impl_->discovery) impl_->discovery->start();  // the first span comes through MoveToSpan
   impl_->io.run();
 }

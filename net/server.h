@@ -13,6 +13,8 @@
 // loads the new span on a loader thread while the old one keeps serving, then closes the
 // connections of the old span's clients (they recover elsewhere) and serves the new span.
 //
+// Accept errors (the fd limit) back off, up to 1 s between tries, instead of spinning.
+//
 // Promises: only blocks [A, B) are read from the checkpoint; InfoReply and every session carry the
 // model id, which is the model fingerprint (fingerprint.h), so a client with another model is
 // refused (model_mismatch); a malformed or hostile connection is answered and/or closed without
@@ -43,6 +45,18 @@ struct ServeConfig {
   double session_idle_timeout_s = 300;
   double frame_timeout_s = 30;       // a frame that has begun must end within this
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Against hostile or greedy clients (issue 25). A connection beyond max_connections is answered
+  // overloaded and closed; one with no session, open or computation here and no bytes for
+  // idle_timeout_s is closed (0 = never). The rest are core::BlockServerConfig's limits, announced
+  // in InfoReply (0 = none).
+  uint32_t max_connections = 256;
+  double idle_timeout_s = 60;
+  uint32_t request_tokens_max = 2048;
+  uint64_t client_cache_tokens_max = 0;
+  uint32_t client_opens_waiting_max = 8;
+  uint32_t client_tasks_queued_max = 64;
+  uint32_t tasks_queued_max = 1024;
+  double session_idle_contended_s = 30;  // idle limit of a session while opens wait for cache
   // Fault drill: after serving this many inference steps (StepRequests), the next one kills the
   // process at once (SIGKILL: no replies, no closes, no goodbye). 0 = never.
   uint64_t crash_after_steps = 0;

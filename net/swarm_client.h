@@ -33,6 +33,7 @@
 #include "core/input.h"
 #include "core/messages.h"
 #include "core/rtt_estimator.h"
+#include "core/server_speeds.h"
 #include "core/server_record.h"
 #include "net/client_network.h"
 #include "net/timers.h"
@@ -85,6 +86,9 @@ class SwarmClient {
   // returns false).
   bool refresh_from_directory();
   const core::RttEstimator& rtt() const { return rtt_; }
+  // What this client's sessions measured of each server's speed (core/server_speeds.h).
+  core::ServerSpeeds& speeds() { return speeds_; }
+  const core::ServerSpeeds& speeds() const { return speeds_; }
 
   // One request/reply exchange. `request` must be an InfoRequest, ForwardRequest or
   // BackwardRequest; its request_id is assigned here. Throws RemoteError.
@@ -121,6 +125,7 @@ class SwarmClient {
   std::vector<PeerStatus> peers_;
   std::optional<std::vector<core::ServerRecord>> directory_records_;
   core::RttEstimator rtt_;
+  core::ServerSpeeds speeds_{rtt_};
   std::map<uint64_t, Pending> pending_;
   std::map<size_t, Listener> listeners_;
   size_t next_listener_ = 1;

@@ -132,6 +132,7 @@ void ClientNode::open_session() {
   c.recovery = from_scratch() ? core::RecoveryPolicy::none : *core::parse_recovery_policy(policies.recovery);
   c.recovery_deadline_s = policies.recovery_deadline_s;
   c.bans.base_s = policies.ban_base_s;
+  c.speeds = &speeds_;
   ++session_index_;
   attempt_steps_ = 0;
   attempt_positions_ = 0;
@@ -231,7 +232,9 @@ void ClientNode::plan_route(const core::PlanRoute& plan) {
   core::RoutePlanned planned{plan.route_id, core::Chain{}};
   if (context_.scenario.policies.routing == "min_latency") {
     measure_rtts(records);
-    planned.chain = core::plan_chain_min_latency(records, plan, now(), rtt_);
+    core::MinLatencyConfig pricing;
+    pricing.measured = &speeds_;
+    planned.chain = core::plan_chain_min_latency(records, plan, now(), rtt_, pricing);
   } else {
     planned.chain = core::plan_chain_greedy(records, plan.model_id, plan.blocks, plan.avoid);
   }

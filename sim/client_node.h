@@ -12,6 +12,7 @@
 
 #include "core/inference_session.h"
 #include "core/rtt_estimator.h"
+#include "core/server_speeds.h"
 #include "sim/node_loop.h"
 #include "sim/sim_context.h"
 
@@ -80,6 +81,7 @@ class ClientNode final : public NodeLoop {
   size_t result_index_;
   core::Rng rng_;
   core::RttEstimator rtt_;
+  core::ServerSpeeds speeds_{rtt_};  // what this client's steps measured of each server
   bool done_ = false;
 
   std::unique_ptr<core::InferenceSession> session_;

@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -169,6 +170,8 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("join_s")) out.join_s = read_number_in(*v, 0, kMaxTimeS);
   if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_number_in(*v, 1e-3, kMaxTimeS, Infinity::allowed);
   if (auto v = map.optional("load_bps")) out.load_bps = read_number_in(*v, 0, kMaxBps);
+  // How much faster than it is a server claims to be (a liar drill); 1 = honest.
+  if (auto v = map.optional("announce_speed_x")) out.announce_speed_x = read_number_in(*v, 1e-6, 1e6);
   map.finish();
   return out;
 }

@@ -94,6 +94,8 @@ struct ServerConfig {
   // Where a joining server reads its blocks from (disk or network), in bits per second: it
   // announces itself joining, loads, then online. 0: the blocks are loaded before the run.
   double load_bps = 0;
+  // A lying server (a fault drill): it announces its speeds multiplied by this; 1 = honest.
+  double announce_speed_x = 1;
 };
 
 struct WorkConfig {

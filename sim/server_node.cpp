@@ -34,9 +34,9 @@ core::BalancerNodeConfig balancer_config(const SimContext& context, const Server
   const double step_s = context.cost.block_step(gpu, context.shape, context.format, BlockWork{}).seconds;
   const double forward_s = context.cost.block_step(gpu, context.shape, context.format,
                                                    BlockWork{.new_tokens = kForwardProbeTokens}).seconds;
-  out.inference_rps = 1.0 / step_s;
+  out.inference_rps = config.announce_speed_x / step_s;
   const ResolvedLink link = resolve_link(s, config.link);
-  out.throughput_rps = core::announced_throughput_rps(kForwardProbeTokens / forward_s, blocks,
+  out.throughput_rps = core::announced_throughput_rps(config.announce_speed_x * kForwardProbeTokens / forward_s, blocks,
                                                       std::min(link.up_bps, link.down_bps),
                                                       static_cast<uint32_t>(context.shape.hidden));
   out.cache_tokens_free = ServerNode::cache_tokens(context, config, blocks);

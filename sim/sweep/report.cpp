@@ -64,7 +64,10 @@ void describe_setup(const ReportInput& in, std::string& out) {
     std::string key = axis.key;
     if (key.empty()) {
       std::vector<std::string> sets;
-      for (const auto& v : axis.values) sets.push_back(fmt::format("{}: `{}`", v.label, fmt::join(v.set, "`, `")));
+      for (const auto& v : axis.values) {
+        sets.push_back(v.set.empty() ? fmt::format("{}: the base scenario", v.label)
+                                     : fmt::format("{}: `{}`", v.label, fmt::join(v.set, "`, `")));
+      }
       key = fmt::format("{}", fmt::join(sets, "; "));
     } else {
       key = "`" + key + "`";

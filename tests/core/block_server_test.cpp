@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include "core/rng.h"
+#include "tests/core/support/seed.h"
+
 namespace bouquet::core {
 namespace {
 
@@ -344,6 +347,235 @@ TEST(BlockServer, FailedComputeIsReportedAndTheSessionGoesOn) {
   EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_position);
   h.receive(kAlice, step(1, 3, 0, 3));
   EXPECT_EQ(h.all<StartCompute>().size(), 1u);
+}
+
+
+// Limits against greedy and hostile clients (issue 25): each is announced, refused with a code
+// naming it, and counted per client (one peer).
+
+ForwardRequest forward(uint64_t id, uint32_t batch, uint32_t tokens) {
+  return ForwardRequest{id, "m", {2, 6}, "", Compression::none,
+                        make_activation({batch, tokens, kHidden}, std::vector<float>(batch * tokens * kHidden, 0.5f)),
+                        std::nullopt};
+}
+
+TEST(BlockServerLimits, InfoAnnouncesEveryLimit) {
+  BlockServerConfig c = config(100);
+  c.request_tokens_max = 16;
+  c.client_cache_tokens_max = 40;
+  c.client_opens_waiting_max = 3;
+  c.client_tasks_queued_max = 5;
+  c.tasks_queued_max = 7;
+  Harness h(c);
+  h.receive(kAlice, InfoRequest{1});
+  const InfoReply info = h.replies<InfoReply>(kAlice).at(0);
+  EXPECT_EQ(info.request_tokens_max, 16u);
+  EXPECT_EQ(info.client_cache_tokens_max, 40u);
+  EXPECT_EQ(info.client_opens_waiting_max, 3u);
+  EXPECT_EQ(info.client_tasks_queued_max, 5u);
+  EXPECT_EQ(info.tasks_queued_max, 7u);
+  // A quota beyond the whole cache is announced as the cache.
+  c.client_cache_tokens_max = 1000;
+  Harness whole(c);
+  whole.receive(kAlice, InfoRequest{2});
+  EXPECT_EQ(whole.replies<InfoReply>(kAlice).at(0).client_cache_tokens_max, 100u);
+}
+
+TEST(BlockServerLimits, ForwardOrBackwardOverTheTokenCapIsRefusedOverLimit) {
+  BlockServerConfig c = config();
+  c.request_tokens_max = 8;
+  Harness h(c);
+  h.receive(kAlice, forward(1, 2, 5));  // 10 tokens
+  ASSERT_EQ(h.only_error(kAlice), ErrorCode::over_limit);
+  const std::string message = h.replies<ErrorReply>(kAlice)[0].error.message;
+  EXPECT_NE(message.find("request_tokens_max"), std::string::npos) << message;
+  EXPECT_NE(message.find("2 x 5 = 10 tokens"), std::string::npos) << message;
+  EXPECT_TRUE(h.all<StartCompute>().empty());
+  const ForwardRequest big = forward(2, 3, 3);
+  h.receive(kAlice, BackwardRequest{2, "m", {2, 6}, "", Compression::none, big.hidden_states, big.hidden_states,
+                                    std::nullopt});
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::over_limit);
+  h.receive(kAlice, forward(3, 2, 4));  // exactly the cap
+  EXPECT_EQ(h.all<StartCompute>().size(), 1u);
+}
+
+TEST(BlockServerLimits, QueuedPassesAreCappedPerClientAndInAll) {
+  BlockServerConfig c = config();
+  c.client_tasks_queued_max = 2;
+  c.tasks_queued_max = 3;
+  Harness h(c);
+  h.receive(kAlice, forward(1, 1, 2));  // runs: not queued
+  const ComputeRequest running = h.all<StartCompute>().at(0).request;
+  h.receive(kAlice, forward(2, 1, 2));
+  h.receive(kAlice, forward(3, 1, 2));
+  EXPECT_EQ(h.server.queued_tasks(), 2u);
+  h.receive(kAlice, forward(4, 1, 2));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::overloaded);
+  EXPECT_NE(h.replies<ErrorReply>(kAlice)[0].error.message.find("client_tasks_queued_max"), std::string::npos);
+  h.receive(kBob, forward(5, 1, 2));  // Bob has his own quota: queued, the queue is now full
+  EXPECT_TRUE(h.replies<ErrorReply>(kBob).empty());
+  h.receive(kBob, forward(6, 1, 2));
+  EXPECT_EQ(h.only_error(kBob), ErrorCode::overloaded);
+  EXPECT_NE(h.replies<ErrorReply>(kBob)[0].error.message.find("tasks_queued_max"), std::string::npos);
+  // Room comes back as the queue drains.
+  h.finish(running);
+  EXPECT_EQ(h.server.queued_tasks(), 2u);
+  h.receive(kBob, forward(7, 1, 2));
+  EXPECT_TRUE(h.replies<ErrorReply>(kBob).empty());
+}
+
+TEST(BlockServerLimits, CacheQuotaCountsWhatAClientHoldsAndWaitsFor) {
+  BlockServerConfig c = config(100);
+  c.client_cache_tokens_max = 50;
+  Harness h(c);
+  h.receive(kAlice, open(1, 60));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::over_limit);  // alone beyond the quota
+  h.receive(kAlice, open(2, 40));
+  EXPECT_EQ(h.replies<SessionOpened>(kAlice).size(), 1u);
+  h.receive(kAlice, open(3, 20));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::overloaded);
+  EXPECT_NE(h.replies<ErrorReply>(kAlice)[0].error.message.find("already holds or waits for 40"), std::string::npos);
+  h.receive(kBob, open(4, 50));  // another client has its own quota
+  EXPECT_EQ(h.replies<SessionOpened>(kBob).size(), 1u);
+  h.receive(kCarol, open(5, 10, 10));  // the last 10 free
+  EXPECT_EQ(h.replies<SessionOpened>(kCarol).size(), 1u);
+  h.receive(kCarol, open(6, 45, 10));  // would wait, but what a client waits for counts too: 55 > 50
+  EXPECT_EQ(h.only_error(kCarol), ErrorCode::overloaded);
+  h.receive(kAlice, CloseSession{2});  // Alice's books come back with her session: 40 more fit
+  h.receive(kAlice, open(7, 40));
+  EXPECT_EQ(h.replies<SessionOpened>(kAlice).size(), 1u);
+}
+
+TEST(BlockServerLimits, OpensWaitingAreCappedPerClientAndForgottenWithTheClient) {
+  BlockServerConfig c = config(100);
+  c.client_opens_waiting_max = 2;
+  Harness h(c);
+  h.receive(kBob, open(1, 100));
+  h.receive(kAlice, open(2, 10, 10));
+  h.receive(kAlice, open(3, 10, 10));
+  EXPECT_EQ(h.server.waiting_opens(), 2u);
+  h.receive(kAlice, open(4, 10, 10));
+  EXPECT_EQ(h.only_error(kAlice), ErrorCode::overloaded);
+  EXPECT_NE(h.replies<ErrorReply>(kAlice)[0].error.message.find("client_opens_waiting_max"), std::string::npos);
+  EXPECT_TRUE(h.server.holds_work(kAlice));
+  h.input(PeerUnreachable{kAlice, "gone"});
+  EXPECT_EQ(h.server.waiting_opens(), 0u);
+  EXPECT_FALSE(h.server.holds_work(kAlice));
+  EXPECT_TRUE(h.server.holds_work(kBob));
+  h.receive(kBob, CloseSession{1});
+  EXPECT_FALSE(h.server.holds_work(kBob));
+  EXPECT_EQ(h.server.cache_tokens_free(), 100u);
+}
+
+TEST(BlockServerLimits, RunningPassKeepsItsClientBusyUntilItFinishes) {
+  Harness h(config());
+  h.receive(kCarol, forward(1, 1, 2));
+  const ComputeRequest running = h.all<StartCompute>().at(0).request;
+  EXPECT_TRUE(h.server.holds_work(kCarol));
+  h.finish(running);
+  EXPECT_FALSE(h.server.holds_work(kCarol));
+}
+
+// One open the size of the cache used to block everyone for the full idle timeout (300 s).
+TEST(BlockServerLimits, IdleSessionIsClosedSoonerWhileOthersWaitForCache) {
+  BlockServerConfig c = config(100);
+  c.session_idle_timeout_s = 100;
+  c.session_idle_contended_s = 5;
+  c.cache_wait_max_s = 60;
+  Harness h(c);
+  h.receive(kAlice, open(1, 100));
+  EXPECT_EQ(h.all<SetTimer>().size(), 1u);  // nobody waits yet: only Alice's idle timer
+  h.now = 1;
+  h.receive(kBob, open(2, 50, 30));  // waits
+  std::vector<SetTimer> timers = h.all<SetTimer>();
+  ASSERT_EQ(timers.size(), 2u);  // Bob's wait, and the contention check at Alice's 0 + 5
+  EXPECT_EQ(timers[1].at, 5.0);
+  // Alice steps at 3, so at 5 she is not idle; the check comes back for her at 3 + 5.
+  h.now = 3;
+  h.receive(kAlice, step(1, 1, 0, 2));
+  h.finish(h.all<StartCompute>().at(0).request);
+  h.now = 5;
+  h.input(TimerFired{timers[1].timer});
+  EXPECT_TRUE(h.replies<ErrorReply>(kAlice).empty());
+  timers = h.all<SetTimer>();
+  ASSERT_EQ(timers.size(), 1u);
+  EXPECT_EQ(timers[0].at, 8.0);
+  h.now = 8;
+  h.input(TimerFired{timers[0].timer});
+  ASSERT_EQ(h.only_error(kAlice), ErrorCode::session_closed);
+  EXPECT_NE(h.replies<ErrorReply>(kAlice)[0].error.message.find("wait for cache room"), std::string::npos);
+  EXPECT_EQ(h.replies<SessionOpened>(kBob).size(), 1u);
+}
+
+TEST(BlockServerLimits, IdleSessionStaysTheFullTimeoutWhenNobodyWaits) {
+  BlockServerConfig c = config(100);
+  c.session_idle_timeout_s = 100;
+  c.session_idle_contended_s = 5;
+  Harness h(c);
+  h.receive(kAlice, open(1, 100));
+  EXPECT_EQ(h.all<SetTimer>().size(), 1u);  // only the ordinary idle timer
+  EXPECT_EQ(h.all<SetTimer>()[0].at, 100.0);
+}
+
+// Random sequences of opens, steps, passes, closes, timers and disconnects from a few clients:
+// whatever happens, once every client is gone the books are empty and the cache is all free.
+TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
+  const uint64_t seed = test::test_seed(25);
+  Rng rng(seed);
+  for (int round = 0; round < 200; ++round) {
+    BlockServerConfig c = config(100);
+    c.client_cache_tokens_max = 60;
+    c.client_opens_waiting_max = 2;
+    c.client_tasks_queued_max = 2;
+    c.tasks_queued_max = 4;
+    c.request_tokens_max = 6;
+    c.session_idle_timeout_s = 50;
+    c.session_idle_contended_s = 3;
+    Harness h(c);
+    std::vector<SetTimer> timers;
+    std::vector<ComputeRequest> running;
+    const PeerId peers[] = {kAlice, kBob, kCarol};
+    for (int event = 0; event < 60; ++event) {
+      const PeerId who = peers[rng.below(3)];
+      const uint64_t id = 1 + rng.below(4);
+      h.now += static_cast<double>(rng.below(3));
+      switch (rng.below(7)) {
+        case 0: h.receive(who, open(id, static_cast<uint32_t>(1 + rng.below(70)), rng.below(2) ? 5.0 : 0.0)); break;
+        case 1: h.receive(who, step(id, event, 0, static_cast<uint32_t>(1 + rng.below(3)))); break;
+        case 2: h.receive(who, forward(100 + event, 1, static_cast<uint32_t>(1 + rng.below(8)))); break;
+        case 3: h.receive(who, CloseSession{id}); break;
+        case 4:
+          if (!timers.empty()) {
+            const size_t i = rng.below(timers.size());
+            h.now = std::max(h.now, timers[i].at);
+            h.input(TimerFired{timers[i].timer});
+            timers.erase(timers.begin() + static_cast<ptrdiff_t>(i));
+          }
+          break;
+        case 5:
+          if (!running.empty()) {
+            h.finish(running.front());
+            running.erase(running.begin());
+          }
+          break;
+        case 6: h.input(PeerUnreachable{who, "gone"}); break;
+      }
+      for (const auto& t : h.all<SetTimer>()) timers.push_back(t);
+      for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
+    }
+    for (const PeerId who : peers) {
+      h.input(PeerUnreachable{who, "gone"});
+      for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
+    }
+    while (!running.empty()) {
+      h.finish(running.front());
+      running.erase(running.begin());
+      for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
+    }
+    for (const PeerId who : peers) ASSERT_FALSE(h.server.holds_work(who)) << "round " << round << ", seed " << seed;
+    ASSERT_EQ(h.server.cache_tokens_free(), 100u) << "round " << round << ", seed " << seed;
+    ASSERT_EQ(h.server.open_sessions(), 0u);
+  }
 }
 
 }  // namespace

@@ -165,7 +165,7 @@ TEST(Wire, EveryTruncationIsRejectedAsTruncated) {
 }
 
 TEST(Wire, HeaderErrorsAreTyped) {
-  EXPECT_EQ(decode_error(Bytes{}.u16(2).u8(5).u64(1).v), DecodeErrorCode::bad_version);
+  EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion + 1).u8(5).u64(1).v), DecodeErrorCode::bad_version);
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion).u8(0).u64(1).v), DecodeErrorCode::unknown_message);
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion).u8(13).u64(1).v), DecodeErrorCode::unknown_message);
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion).u8(255).v), DecodeErrorCode::unknown_message);

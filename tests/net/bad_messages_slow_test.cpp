@@ -113,7 +113,7 @@ TEST_F(BadMessages, HalfFrameThatStallsIsDroppedAfterTheFrameTimeout) {
 
 TEST_F(BadMessages, UndecodableBodyInAnIntactFrameIsAnsweredAndTheConnectionKept) {
   RawClient client(address());
-  std::vector<uint8_t> body = {1, 0, 99, 1, 2, 3};  // wire version 1, message type 99
+  std::vector<uint8_t> body = {static_cast<uint8_t>(core::kWireVersion), 0, 99, 1, 2, 3};  // message type 99
   auto frame = frame_header(body.size());
   frame.insert(frame.end(), body.begin(), body.end());
   client.send_bytes(frame);

@@ -90,6 +90,35 @@ TEST(Frame, LengthJustOverTheLimitIsRefusedAndAtTheLimitAccepted) {
   EXPECT_EQ(at_limit.progress(), "0 of 1000 body bytes");
 }
 
+// A 12-byte header claiming the largest body used to allocate and zero all of it at once, so a
+// few stalled connections cost gigabytes. Now the buffer holds about what arrived.
+TEST(Frame, ClaimedBodyLengthIsNotAllocatedUpFront) {
+  FrameParser parser;  // the default limit, 64 MiB
+  parser.feed(header_with_length(kDefaultMaxFrameBytes));
+  ASSERT_FALSE(parser.failed());
+  EXPECT_TRUE(parser.inside_frame());
+  EXPECT_LT(parser.buffered_bytes(), size_t{1} << 20);
+  parser.feed(std::vector<uint8_t>(300'000, 7));
+  EXPECT_EQ(parser.progress(), fmt::format("300000 of {} body bytes", kDefaultMaxFrameBytes));
+  EXPECT_LE(parser.buffered_bytes(), size_t{2 * 300'000});
+}
+
+TEST(Frame, GrowingBodyKeepsEveryByteAcrossChunks) {
+  std::vector<uint8_t> body(1'000'003);
+  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<uint8_t>(i * 131 + 7);
+  FrameParser parser(body.size());
+  parser.feed(header_with_length(body.size()));
+  for (size_t at = 0; at < body.size(); at += 4099) {
+    const size_t n = std::min<size_t>(4099, body.size() - at);
+    parser.feed(std::span<const uint8_t>(body.data() + at, n));
+  }
+  auto got = parser.next();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(*got == body);
+  EXPECT_FALSE(parser.inside_frame());
+  EXPECT_EQ(parser.buffered_bytes(), 0u);
+}
+
 TEST(Frame, BadMagicVersionFlagsAndTinyBodiesAreNamed) {
   struct Case {
     std::vector<uint8_t> header;

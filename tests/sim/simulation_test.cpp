@@ -211,6 +211,26 @@ TEST(Simulation, InjectedFailuresAreRecoveredByTheCoreSession) {
   EXPECT_THAT(none.clients[0].error, ::testing::HasSubstr("peer_unreachable"));
 }
 
+TEST(Simulation, AServerThatLiesAboutItsSpeedLosesItsClientsOnceMeasured) {
+  // Two A100s split the model; a T4 holds all of it and announces 1000 times its real
+  // speed. Believed, its one hop looks free and every session goes through it (4x slower per
+  // block); measured over the first session's steps, it loses its claim and later sessions take
+  // the A100s: the client ends up close to what it gets when the liar is not there at all.
+  const std::string honest = "  - {name: a, gpu: a100-80gb, region: lab, blocks: [0, 15]}\n"
+                             "  - {name: b, gpu: a100-80gb, region: lab, blocks: [15, 30]}";
+  const std::string liar = "\n  - {name: liar, gpu: t4, region: lab, blocks: [0, 30], announce_speed_x: 1000}";
+  const std::string client = "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+                             "     work: {kind: generate, prefix_tokens: 1, new_tokens: 31, repeat: 20}}";
+  const std::string policies = "policies: {routing: min_latency}\n";
+  RunResult without = simulate_isolated(load(scenario_text(honest, client, policies)));
+  RunResult with = simulate_isolated(load(scenario_text(honest + liar, client, policies)));
+  ASSERT_TRUE(without.all_finished()) << without.clients[0].error;
+  ASSERT_TRUE(with.all_finished()) << with.clients[0].error;
+  std::cout << "tokens/s without the liar " << without.metric("tokens_per_s") << ", with it "
+            << with.metric("tokens_per_s") << "\n";
+  EXPECT_GT(with.metric("tokens_per_s"), 0.8 * without.metric("tokens_per_s"));
+}
+
 TEST(Simulation, SameSeedSameRun) {
   const std::string text = scenario_text(
       "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: [0, 30]}",

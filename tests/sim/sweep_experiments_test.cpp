@@ -8,6 +8,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace bouquet::sim::sweep {
 namespace {
@@ -31,6 +33,35 @@ TEST(SweepExperiments, EveryCommittedExperimentLoads) {
     }
   }
   EXPECT_GE(experiments, 2u) << "experiments/ holds at least the churn and balancing experiments";
+}
+
+std::string read_all(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A committed report is the output of an experiment as it stands: changing an experiment file
+// without running it again (or deleting it) leaves a report that answers another question.
+TEST(SweepExperiments, EveryCommittedReportComesFromACommittedExperiment) {
+  const fs::path dir = fs::path(BOUQUET_SOURCE_DIR) / "experiments";
+  size_t reports = 0;
+  for (const auto& entry : fs::directory_iterator(dir / "results")) {
+    if (!entry.is_directory()) continue;
+    ++reports;
+    const fs::path copy = entry.path() / "experiment.yaml";
+    ASSERT_TRUE(fs::exists(copy)) << copy;
+    EXPECT_TRUE(fs::exists(entry.path() / "report.md")) << entry.path();
+    const std::string ran = read_all(copy);
+    bool found = false;
+    for (const auto& experiment : fs::directory_iterator(dir)) {
+      if (experiment.path().extension() == ".yaml" && read_all(experiment.path()) == ran) found = true;
+    }
+    EXPECT_TRUE(found) << entry.path() << " was made by an experiment that experiments/ no longer holds as it "
+                       << "ran: run it again (experiments/README.md says how)";
+  }
+  EXPECT_GE(reports, 3u) << "the churn, churn-uneven and balancing reports are committed";
 }
 
 }  // namespace

@@ -75,6 +75,11 @@ std::vector<Message> random_messages(Rng& rng, std::optional<Compression> compre
                  "bouquet 0.1", rng.next_u64(), rng.next_u64(), {}, rng.uniform(0, 100), rng.uniform(0, 1000),
                  rng.uniform(0, 1000)};
   for (uint64_t i = rng.below(4); i > 0; --i) info.adapters.push_back(random_string(rng, 20));
+  info.request_tokens_max = static_cast<uint32_t>(rng.next_u64());
+  info.client_cache_tokens_max = rng.next_u64();
+  info.client_opens_waiting_max = static_cast<uint32_t>(rng.below(100));
+  info.client_tasks_queued_max = static_cast<uint32_t>(rng.below(100));
+  info.tasks_queued_max = static_cast<uint32_t>(rng.below(10000));
   out.push_back(info);
   out.push_back(ErrorReply{rng.next_u64(), rng.next_u64(),
                            Error{static_cast<ErrorCode>(1 + rng.below(kLastErrorCode)), random_string(rng, 80)}});
