@@ -41,10 +41,12 @@ const CommandRegistration serve_command{
           ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 32));
       sub.add_option("--max-connections", config->max_connections,
                      "Connections served at once; more are answered overloaded and closed")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(uint32_t{1}, uint32_t{1} << 20));
       sub.add_option("--idle-timeout,--idle-timeout-s", config->idle_timeout_s,
                      "Close a connection with no session here after this many seconds without a byte (0 = never)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0, 1e7));
       sub.add_option("--request-tokens-max", config->request_tokens_max,
                      "Most batch x tokens of one forward or backward (announced; clients split to it; 0 = no cap)")
           ->capture_default_str();
@@ -62,7 +64,8 @@ const CommandRegistration serve_command{
           ->capture_default_str();
       sub.add_option("--session-idle-contended", config->session_idle_contended_s,
                      "Close a session after this many seconds without a step while others wait for cache (0 = off)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0, 1e7));
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();
