@@ -29,7 +29,7 @@ const CommandRegistration finetune_command{
       sub.add_option("--batch-size", config->batch_size, "Examples per step (0: all)")->capture_default_str();
       sub.add_option("--compression", config->compression, "With --peers, on the wire: none, f16, int8")
           ->capture_default_str();
-      sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
+      sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       sub.add_flag("--quiet", config->quiet, "No per-step progress lines");
       return [config] { return net::run_finetune(*config); };
     }};

@@ -37,26 +37,30 @@ const CommandRegistration generate_command{
           ->capture_default_str();
       sub.add_option("--recovery-deadline", swarm->recovery_deadline_s,
                      "With --peers, seconds to find a replacement for a failed span before giving up")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0.001, 1e7));
       auto* prompt = sub.add_option("--prompt", config->prompt, "Prompt text");
       auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
                                  "Prompt token ids, e.g. 1,2,3 (no BOS added)");
       prompt->excludes(ids);
       sub.add_option("--max-new-tokens", config->max_new_tokens, "Tokens to generate")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
       sub.add_flag("--ignore-eos", config->ignore_eos, "Keep going past an end-of-sequence token");
-      sub.add_option("--temperature", config->temperature, "0 = greedy")->capture_default_str();
-      sub.add_option("--top-k", config->top_k, "Keep the k best tokens (0 = all)");
-      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability");
+      sub.add_option("--temperature", config->temperature, "0 = greedy")->capture_default_str()->check(finite_in(0, 1e6));
+      sub.add_option("--top-k", config->top_k, "Keep the k best tokens (0 = all)")
+          ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability")->check(finite_in(1e-9, 1));
       sub.add_option("--repetition-penalty", config->repetition_penalty,
-                     "> 1 discourages tokens already in the sequence");
+                     "> 1 discourages tokens already in the sequence")
+          ->check(finite_in(1e-6, 1e6));
       sub.add_option("--seed", config->seed, "Seed of the sampler")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")
           ->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--quant", config->quant, "With --local, block weights: none, int8 (per-row scales)")
           ->capture_default_str();
-      sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
+      sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");
       sub.add_option("--adapter", config->adapter,
                      "With --peers or --initial-peers, the LoRA adapter the servers apply (its name)")

@@ -18,27 +18,35 @@ const CommandRegistration serve_command{
       sub.add_option("--announce-addr", config->announce_addr,
                      "HOST:PORT clients should use (default: the listen address)");
       sub.add_option("--cache-tokens", config->cache_tokens, "Attention-cache budget, tokens per block")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
       sub.add_option("--device", config->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
       sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")
           ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads for compute (0 = libtorch's default)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(0, 4096));
       sub.add_option("--session-idle-timeout", config->session_idle_timeout_s,
                      "Close a session after this many seconds without a step")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0.001, 1e7));
       sub.add_option("--frame-timeout", config->frame_timeout_s,
                      "Seconds a begun frame may take to arrive")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0.001, 1e7));
+      // 0 accepted no frame at all, and clients hung (issue 25).
       sub.add_option("--max-frame-bytes", config->max_frame_bytes, "Largest frame body accepted")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 32));
       sub.add_option("--max-connections", config->max_connections,
                      "Connections served at once; more are answered overloaded and closed")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(uint32_t{1}, uint32_t{1} << 20));
       sub.add_option("--idle-timeout,--idle-timeout-s", config->idle_timeout_s,
                      "Close a connection with no session here after this many seconds without a byte (0 = never)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0, 1e7));
       sub.add_option("--request-tokens-max", config->request_tokens_max,
                      "Most batch x tokens of one forward or backward (announced; clients split to it; 0 = no cap)")
           ->capture_default_str();
@@ -56,7 +64,8 @@ const CommandRegistration serve_command{
           ->capture_default_str();
       sub.add_option("--session-idle-contended", config->session_idle_contended_s,
                      "Close a session after this many seconds without a step while others wait for cache (0 = off)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0, 1e7));
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();
@@ -68,22 +77,29 @@ const CommandRegistration serve_command{
           ->delimiter(',');
       sub.add_option("--model-name", config->model_name, "Model name in the DHT (default: the folder's name)");
       sub.add_option("--num-blocks", config->num_blocks,
-                     "Blocks to hold when not pinned (default: as many as fit half the available memory)");
+                     "Blocks to hold when not pinned (default: as many as fit half the available memory)")
+          ->check(CLI::Range(uint32_t{0}, uint32_t{65536}));
       sub.add_option("--update-period", config->update_period_s,
                      "Seconds between announcements; records expire twice that later")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0.01, 1e7));
       sub.add_option("--join-delay", config->join_delay_s,
                      "Wait a random time up to this many seconds before choosing blocks")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0, 1e7));
       sub.add_option("--balance-period", config->balance_period_s,
                      "Seconds between balance checks (randomized x0.5 to x1.5)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(finite_in(0.01, 1e7));
       sub.add_option("--balance-quality", config->balance_quality,
                      "Move iff the weakest block's throughput now / after < this (0 = never move)")
-          ->capture_default_str();
-      sub.add_option("--network-bps", config->network_bps, "Link speed in bits/s (default 100 Mbit/s)");
+          ->capture_default_str()
+          ->check(finite_in(0, 1));
+      sub.add_option("--network-bps", config->network_bps, "Link speed in bits/s (default 100 Mbit/s)")
+          ->check(finite_in(0, 1e15));
       sub.add_option("--throughput", config->throughput,
-                     "Announced tokens/s per block (default: measured, cached in $BOUQUET_CACHE_DIR)");
+                     "Announced tokens/s per block (default: measured, cached in $BOUQUET_CACHE_DIR)")
+          ->check(finite_in(0, 1e12));  // readers drop records claiming more (net/dht_record.cpp)
       sub.add_option("--dht-listen", config->dht_listen,
                      "UDP HOST:PORT of this server's DHT node (default: the listen host, any port)");
       sub.add_option("--seed", config->seed, "Seed of the balancing randomness (0 = from the peer id)");

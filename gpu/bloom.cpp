@@ -187,8 +187,8 @@ class BloomHead final : public Head {
 };
 
 // Hugging Face's BloomConfig accepts either name of these fields (attribute_map, n_embed).
-int64_t integer_either(const ConfigReader& r, const char* name, const char* other) {
-  return r.has(name) || !r.has(other) ? r.integer(name) : r.integer(other);
+int64_t integer_either(const ConfigReader& r, const char* name, const char* other, int64_t lo, int64_t hi) {
+  return r.has(name) || !r.has(other) ? r.integer_in(name, lo, hi) : r.integer_in(other, lo, hi);
 }
 
 class BloomFamily final : public Family {
@@ -196,22 +196,17 @@ class BloomFamily final : public Family {
   std::string_view model_type() const override { return "bloom"; }
 
   void read_config(const ConfigReader& r, ModelConfig& c) const override {
-    c.hidden_size = integer_either(r, "hidden_size", "n_embed");
-    c.num_layers = integer_either(r, "n_layer", "num_hidden_layers");
-    c.num_heads = integer_either(r, "n_head", "num_attention_heads");
-    c.vocab_size = r.integer("vocab_size", 250880);  // BloomConfig's default
-    c.norm_eps = r.number("layer_norm_epsilon", 1e-5);
+    c.hidden_size = integer_either(r, "hidden_size", "n_embed", 1, kMaxConfigWidth);
+    c.num_layers = integer_either(r, "n_layer", "num_hidden_layers", 1, kMaxConfigLayers);
+    c.num_heads = integer_either(r, "n_head", "num_attention_heads", 1, kMaxConfigWidth);
+    c.vocab_size = r.integer_in("vocab_size", 250880, 1, kMaxConfigVocab);  // BloomConfig's default
+    c.norm_eps = r.number_in("layer_norm_epsilon", 1e-5, 0, 1);
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", true);
     c.bos_token_id = r.integer("bos_token_id", 1);
     c.eos_token_ids = r.has("eos_token_id") ? r.id_list("eos_token_id") : std::vector<int64_t>{2};
     // ALiBi has no learned positions; seq_length is the context BLOOM was trained on.
-    c.max_position_embeddings = r.integer("seq_length", 2048);
+    c.max_position_embeddings = r.integer_in("seq_length", 2048, 1, kMaxConfigPositions);
     c.torch_dtype = r.string("torch_dtype", "");
-    for (const auto& [field, value] :
-         {std::pair{"hidden_size", c.hidden_size}, {"n_layer", c.num_layers},
-          {"n_head", c.num_heads}, {"vocab_size", c.vocab_size}}) {
-      if (value <= 0) r.fail(field, fmt::format("must be positive (is {})", value));
-    }
     if (c.hidden_size % c.num_heads != 0) {
       r.fail("hidden_size", fmt::format("({}) is not a multiple of n_head ({})", c.hidden_size,
                                         c.num_heads));

@@ -31,15 +31,16 @@ Checkpoint::Checkpoint(std::filesystem::path model_dir) : model_dir_(std::move(m
   nlohmann::json index;
   try {
     index = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
     throw ModelFileError(fmt::format("{}: not valid JSON ({})", index_path_.string(), e.what()));
   }
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
     throw ModelFileError(fmt::format("{}: no weight_map object", index_path_.string()));
   }
   for (const auto& [name, file] : index["weight_map"].items()) {
+    // A bare file name: "../x" or "/x" would read outside the model folder.
     if (!file.is_string() || file.get<std::string>().empty() ||
-        std::filesystem::path(file.get<std::string>()).is_absolute()) {
+        std::filesystem::path(file.get<std::string>()).has_parent_path() || file.get<std::string>() == "..") {
       throw ModelFileError(fmt::format("{}: weight_map entry for tensor '{}' is not a file name "
                                        "inside the folder", index_path_.string(), name));
     }

@@ -65,6 +65,7 @@ TensorMap load_tensors(const ModelConfig& config, const TensorSource& source,
                                        format_shape(spec.shape)));
     }
     at::Tensor tensor = source.read(stored_name).to(options.device, options.dtype).contiguous();
+    require_finite(tensor, where, stored_name);
     tensors.emplace(spec.name, std::move(tensor));
   }
   return tensors;

@@ -49,10 +49,11 @@ void read_rope_scaling(const ConfigReader& reader, ModelConfig& config) {
     reader.fail("rope_scaling", fmt::format("has type '{}'; Bouquet supports only llama3", type));
   }
   RopeScaling rs;
-  rs.factor = scaling.number("factor");
-  rs.low_freq_factor = scaling.number("low_freq_factor");
-  rs.high_freq_factor = scaling.number("high_freq_factor");
-  rs.original_max_position_embeddings = scaling.integer("original_max_position_embeddings");
+  rs.factor = scaling.number_in("factor", 0, 1e6);
+  rs.low_freq_factor = scaling.number_in("low_freq_factor", 0, 1e6);
+  rs.high_freq_factor = scaling.number_in("high_freq_factor", 0, 1e6);
+  rs.original_max_position_embeddings =
+      scaling.integer_in("original_max_position_embeddings", 1, kMaxConfigPositions);
   if (rs.factor <= 0 || rs.high_freq_factor <= rs.low_freq_factor || rs.low_freq_factor <= 0 ||
       rs.original_max_position_embeddings <= 0) {
     reader.fail("rope_scaling", "needs factor > 0 and 0 < low_freq_factor < high_freq_factor");
@@ -216,32 +217,27 @@ class LlamaFamily final : public Family {
   std::string_view model_type() const override { return "llama"; }
 
   void read_config(const ConfigReader& r, ModelConfig& c) const override {
-    c.hidden_size = r.integer("hidden_size");
-    c.intermediate_size = r.integer("intermediate_size");
-    c.num_layers = r.integer("num_hidden_layers");
-    c.num_heads = r.integer("num_attention_heads");
-    c.num_kv_heads = r.integer("num_key_value_heads", c.num_heads);
-    c.vocab_size = r.integer("vocab_size");
-    c.norm_eps = r.number("rms_norm_eps", 1e-6);
-    c.rope_theta = r.number("rope_theta", 10000.0);
+    c.hidden_size = r.integer_in("hidden_size", 1, kMaxConfigWidth);
+    c.intermediate_size = r.integer_in("intermediate_size", 1, kMaxConfigWidth);
+    c.num_layers = r.integer_in("num_hidden_layers", 1, kMaxConfigLayers);
+    c.num_heads = r.integer_in("num_attention_heads", 1, kMaxConfigWidth);
+    c.num_kv_heads = r.integer_in("num_key_value_heads", c.num_heads, 1, kMaxConfigWidth);
+    c.vocab_size = r.integer_in("vocab_size", 1, kMaxConfigVocab);
+    c.norm_eps = r.number_in("rms_norm_eps", 1e-6, 0, 1);
+    // Below 1 every frequency is >= 1 radian per position: no model is trained like that.
+    c.rope_theta = r.number_in("rope_theta", 10000.0, 1, 1e12);
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
     if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id");
     c.eos_token_ids = r.id_list("eos_token_id");
-    c.max_position_embeddings = r.integer("max_position_embeddings", 2048);
+    c.max_position_embeddings = r.integer_in("max_position_embeddings", 2048, 1, kMaxConfigPositions);
     c.torch_dtype = r.string("torch_dtype", "");
     read_rope_scaling(r, c);
 
-    for (const auto& [field, value] :
-         {std::pair{"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
-          {"num_hidden_layers", c.num_layers}, {"num_attention_heads", c.num_heads},
-          {"num_key_value_heads", c.num_kv_heads}, {"vocab_size", c.vocab_size}}) {
-      if (value <= 0) r.fail(field, fmt::format("must be positive (is {})", value));
-    }
     if (!r.has("head_dim") && c.hidden_size % c.num_heads != 0) {
       r.fail("hidden_size", fmt::format("({}) is not a multiple of num_attention_heads ({})",
                                         c.hidden_size, c.num_heads));
     }
-    c.head_dim = r.integer("head_dim", c.hidden_size / c.num_heads);
+    c.head_dim = r.integer_in("head_dim", c.hidden_size / c.num_heads, 1, kMaxConfigWidth);
     if (c.head_dim <= 0 || c.head_dim % 2 != 0) r.fail("head_dim", "must be positive and even");
     if (c.num_heads % c.num_kv_heads != 0) {
       r.fail("num_key_value_heads", fmt::format("({}) does not divide num_attention_heads ({})",

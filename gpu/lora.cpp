@@ -320,6 +320,7 @@ std::shared_ptr<const LoraAdapter> load_lora_adapter(const fs::path& dir, const 
     if (!is_floating(info.dtype)) throw fail(fmt::format("tensor {} is not floating point", name));
     if (block < first_block || block >= end_block) continue;  // another server's blocks
     at::Tensor t = weights.read(name).to(options.device, options.dtype).contiguous();
+    require_finite(t, weights.path().string(), name);
     auto& pair = pairs[{block, path}];
     (is_a ? pair.a : pair.b) = t;
     used.insert(name);

@@ -7,6 +7,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -41,6 +42,33 @@ int64_t ConfigReader::integer(std::string_view field) const {
 
 int64_t ConfigReader::integer(std::string_view field, int64_t fallback) const {
   return has(field) ? integer(field) : fallback;
+}
+
+int64_t ConfigReader::integer_in(std::string_view field, int64_t lo, int64_t hi) const {
+  const auto& v = at(field);
+  if (!v.is_number_integer()) fail(field, fmt::format("is not an integer ({})", v.dump()));
+  // An unsigned value above int64's range is out of range, not the negative number a cast makes.
+  const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+  if (huge || v.get<int64_t>() < lo || v.get<int64_t>() > hi) {
+    fail(field, fmt::format("is {}, outside [{}, {}]", v.dump(), lo, hi));
+  }
+  return v.get<int64_t>();
+}
+
+int64_t ConfigReader::integer_in(std::string_view field, int64_t fallback, int64_t lo, int64_t hi) const {
+  return has(field) ? integer_in(field, lo, hi) : fallback;
+}
+
+double ConfigReader::number_in(std::string_view field, double lo, double hi) const {
+  const double v = number(field);
+  if (!std::isfinite(v) || v < lo || v > hi) {
+    fail(field, fmt::format("is {:g}, outside [{:g}, {:g}]", v, lo, hi));
+  }
+  return v;
+}
+
+double ConfigReader::number_in(std::string_view field, double fallback, double lo, double hi) const {
+  return has(field) ? number_in(field, lo, hi) : fallback;
 }
 
 double ConfigReader::number(std::string_view field) const {
@@ -91,11 +119,29 @@ ConfigReader ConfigReader::object(std::string_view field) const {
   return ConfigReader(v, file_, fmt::format("{}{}.", prefix_, field));
 }
 
+namespace {
+
+// Token ids index the embedding: one outside the vocabulary would read past it. The field names are
+// the same in every family's config.json; pad_token_id is checked though unused, as a sign of a
+// config that does not belong to these weights.
+void check_token_ids(const ConfigReader& reader, const ModelConfig& c) {
+  const auto check = [&](std::string_view field, int64_t id) {
+    if (id < 0 || id >= c.vocab_size) {
+      reader.fail(field, fmt::format("is {}, outside [0, vocab_size {})", id, c.vocab_size));
+    }
+  };
+  if (c.bos_token_id) check("bos_token_id", *c.bos_token_id);
+  for (int64_t id : c.eos_token_ids) check("eos_token_id", id);
+  for (int64_t id : reader.id_list("pad_token_id")) check("pad_token_id", id);
+}
+
+}  // namespace
+
 ModelConfig parse_model_config(std::string_view text, const std::filesystem::path& file) {
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
     throw ModelFileError(fmt::format("{}: not valid JSON ({})", file.string(), e.what()));
   }
   if (!json.is_object()) throw ModelFileError(fmt::format("{}: not a JSON object", file.string()));
@@ -109,6 +155,7 @@ ModelConfig parse_model_config(std::string_view text, const std::filesystem::pat
                                           config.family, fmt::join(family_names(), ", ")));
   }
   family->read_config(reader, config);
+  check_token_ids(reader, config);
   // Every family stores weights in one of the dtypes the loader converts from.
   if (!config.torch_dtype.empty() && config.torch_dtype != "float32" &&
       config.torch_dtype != "float16" && config.torch_dtype != "bfloat16") {

@@ -44,6 +44,13 @@ struct ModelConfig {
   std::filesystem::path file;  // the config.json this came from (empty when built in memory)
 };
 
+// Bounds on config.json sizes: far above any released model, far below sizes whose products
+// overflow an allocation. A value outside them is a corrupt or hostile config, refused by name.
+inline constexpr int64_t kMaxConfigWidth = int64_t{1} << 20;  // hidden, intermediate, heads, head_dim
+inline constexpr int64_t kMaxConfigVocab = int64_t{1} << 24;
+inline constexpr int64_t kMaxConfigLayers = 65536;
+inline constexpr int64_t kMaxConfigPositions = int64_t{1} << 30;
+
 // Reads typed fields of one config.json; every failure names the file and the field.
 class ConfigReader {
  public:
@@ -52,7 +59,13 @@ class ConfigReader {
   bool has(std::string_view field) const;  // present and not null
   int64_t integer(std::string_view field) const;
   int64_t integer(std::string_view field, int64_t fallback) const;
+  // An integer in [lo, hi]: "field 'x' is 1e9, outside [0, 31999]" otherwise.
+  int64_t integer_in(std::string_view field, int64_t lo, int64_t hi) const;
+  int64_t integer_in(std::string_view field, int64_t fallback, int64_t lo, int64_t hi) const;
   double number(std::string_view field) const;
+  // A finite number in [lo, hi].
+  double number_in(std::string_view field, double lo, double hi) const;
+  double number_in(std::string_view field, double fallback, double lo, double hi) const;
   double number(std::string_view field, double fallback) const;
   bool boolean(std::string_view field, bool fallback) const;
   std::string string(std::string_view field) const;

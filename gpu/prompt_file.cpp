@@ -66,7 +66,9 @@ TunedPrompts load_prompts(const std::filesystem::path& path, const std::string& 
       throw fail(fmt::format("tensor '{}' is {}, this model needs {}", name, format_shape(info->shape),
                              format_shape(shape)));
     }
-    return file.read(name).to(at::kFloat);
+    at::Tensor prompts = file.read(name).to(at::kFloat);
+    require_finite(prompts, path.string(), name);
+    return prompts;
   };
   out.input_prompts = expect("input_prompts", {out.pre_seq_len, model.hidden_size});
   if (out.mode == TuningMode::deep_ptune) {

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 namespace bouquet::gpu {
@@ -119,9 +120,12 @@ void check_finetune_config(const FinetuneConfig& config) {
   if (!parse_tuning_mode(config.mode)) {
     throw InputError(fmt::format("--mode '{}' is not one of ptune, deep_ptune", config.mode));
   }
-  if (config.pre_seq_len <= 0) throw InputError("--pre-seq-len must be positive");
+  // More trainable positions than any context holds would only size an allocation.
+  if (config.pre_seq_len <= 0 || config.pre_seq_len > 65536) {
+    throw InputError(fmt::format("--pre-seq-len must be in [1, 65536], got {}", config.pre_seq_len));
+  }
   if (config.steps < 0) throw InputError("--steps must be >= 0");
-  if (!(config.lr > 0)) throw InputError("--lr must be positive");
+  if (!(config.lr > 0 && std::isfinite(config.lr))) throw InputError(fmt::format("--lr must be a positive finite number, got {}", config.lr));
   if (config.batch_size < 0) throw InputError("--batch-size must be >= 0 (0: every example each step)");
   if (config.data.empty()) throw InputError("--data FILE.jsonl is required");
   if (config.threads < 0) throw InputError("--threads must be >= 0");

@@ -42,6 +42,10 @@ const DTypeRow& row(DType dtype) {
   __builtin_unreachable();
 }
 
+// The reference implementation's limit: a longer length is corruption, not a big model, and must not
+// become an allocation of that size.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
 [[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
   throw ModelFileError(fmt::format("{}: {}", path.string(), what));
 }
@@ -64,6 +68,38 @@ bool pread_all(int fd, void* destination, uint64_t size, uint64_t offset) {
     offset += static_cast<uint64_t>(n);
   }
   return true;
+}
+
+bool write_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Writes `parts` to a fresh file beside `path`, syncs it and renames it over `path`: a process
+// killed mid-write (or a full disk) leaves the old file whole, never a truncated one that a later
+// load would refuse or, worse, half-read. A kill may leave the temporary file behind.
+void write_file_atomically(const std::filesystem::path& path, const std::vector<std::string_view>& parts) {
+  static std::atomic<uint64_t> counter{0};
+  const std::filesystem::path temp =
+      path.string() + fmt::format(".tmp.{}.{}", ::getpid(), counter.fetch_add(1));
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path, fmt::format("cannot open {} for writing: {}", temp.string(), std::strerror(errno)));
+  int error = 0;
+  for (std::string_view part : parts) {
+    if (error == 0 && !write_all(fd, part)) error = errno != 0 ? errno : EIO;
+  }
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(temp.c_str());
+    fail(path, fmt::format("write failed: {}", std::strerror(error)));
+  }
 }
 
 }  // namespace
@@ -105,6 +141,10 @@ SafetensorsFile::SafetensorsFile(std::filesystem::path path) : path_(std::move(p
                               "truncated or not a safetensors file", file_size));
     }
     const uint64_t header_size = read_u64_le(prefix);
+    if (header_size > kMaxHeaderBytes) {
+      fail(path_, fmt::format("header length {} is over the {} bytes a safetensors header may have; the "
+                              "file is corrupt or not a safetensors file", header_size, kMaxHeaderBytes));
+    }
     if (header_size > file_size - 8) {
       fail(path_, fmt::format("header length {} runs past the end of the file ({} bytes); the "
                               "file is truncated or not a safetensors file", header_size, file_size));
@@ -127,7 +167,7 @@ void SafetensorsFile::parse_header(std::string_view header, uint64_t data_size_b
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(header);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
     fail(path_, fmt::format("header is not valid JSON ({})", e.what()));
   }
   if (!json.is_object()) fail(path_, "header is not a JSON object");
@@ -140,49 +180,11 @@ void SafetensorsFile::parse_header(std::string_view header, uint64_t data_size_b
       }
       continue;
     }
-    const auto bad = [&](const std::string& what) {
-      fail(path_, fmt::format("tensor '{}': {}", name, what));
-    };
-    if (!entry.is_object()) bad("header entry is not an object");
-    if (!entry.contains("dtype") || !entry["dtype"].is_string()) bad("no dtype string");
-    if (!entry.contains("shape") || !entry["shape"].is_array()) bad("no shape array");
-    if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
-        entry["data_offsets"].size() != 2) {
-      bad("no data_offsets pair");
+    try {
+      tensors_.emplace(name, parse_entry(name, entry, data_size_bytes));
+    } catch (const nlohmann::json::exception& e) {  // an access parse_entry's checks missed
+      fail(path_, fmt::format("tensor '{}': malformed header entry ({})", name, e.what()));
     }
-    TensorInfo info;
-    info.name = name;
-    const auto dtype_text = entry["dtype"].get<std::string>();
-    const auto dtype = parse_dtype(dtype_text);
-    if (!dtype) bad(fmt::format("unknown dtype '{}'", dtype_text));
-    info.dtype = *dtype;
-    uint64_t expected_bytes = dtype_size_bytes(info.dtype);
-    for (const auto& dim : entry["shape"]) {
-      if (!dim.is_number_unsigned()) bad("shape holds a value that is not a non-negative integer");
-      const auto d = dim.get<uint64_t>();
-      if (d > (uint64_t{1} << 62) || __builtin_mul_overflow(expected_bytes, d, &expected_bytes)) {
-        bad("shape is too large");
-      }
-      info.shape.push_back(static_cast<int64_t>(d));
-    }
-    for (const auto& offset : entry["data_offsets"]) {
-      if (!offset.is_number_unsigned()) bad("data_offsets holds a value that is not an offset");
-    }
-    info.begin = entry["data_offsets"][0].get<uint64_t>();
-    info.end = entry["data_offsets"][1].get<uint64_t>();
-    if (info.begin > info.end) {
-      bad(fmt::format("data_offsets [{}, {}] end before they begin", info.begin, info.end));
-    }
-    if (info.end > data_size_bytes) {
-      bad(fmt::format("data_offsets [{}, {}] run past the end of the data ({} bytes); the file is "
-                      "truncated or its header is corrupt", info.begin, info.end, data_size_bytes));
-    }
-    if (info.size_bytes() != expected_bytes) {
-      bad(fmt::format("data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}",
-                      info.begin, info.end, info.size_bytes(), dtype_text,
-                      format_shape(info.shape), expected_bytes));
-    }
-    tensors_.emplace(name, std::move(info));
   }
   std::vector<const TensorInfo*> by_offset;
   for (const auto& [name, info] : tensors_) {
@@ -197,6 +199,53 @@ void SafetensorsFile::parse_header(std::string_view header, uint64_t data_size_b
                               by_offset[i]->begin, by_offset[i]->end));
     }
   }
+}
+
+TensorInfo SafetensorsFile::parse_entry(const std::string& name, const nlohmann::json& entry,
+                                        uint64_t data_size_bytes) const {
+  const auto bad = [&](const std::string& what) {
+    fail(path_, fmt::format("tensor '{}': {}", name, what));
+  };
+  if (!entry.is_object()) bad("header entry is not an object");
+  if (!entry.contains("dtype") || !entry.at("dtype").is_string()) bad("no dtype string");
+  if (!entry.contains("shape") || !entry.at("shape").is_array()) bad("no shape array");
+  if (!entry.contains("data_offsets") || !entry.at("data_offsets").is_array() ||
+      entry.at("data_offsets").size() != 2) {
+    bad("no data_offsets pair");
+  }
+  TensorInfo info;
+  info.name = name;
+  const auto dtype_text = entry.at("dtype").get<std::string>();
+  const auto dtype = parse_dtype(dtype_text);
+  if (!dtype) bad(fmt::format("unknown dtype '{}'", dtype_text));
+  info.dtype = *dtype;
+  uint64_t expected_bytes = dtype_size_bytes(info.dtype);
+  for (const auto& dim : entry.at("shape")) {
+    if (!dim.is_number_unsigned()) bad("shape holds a value that is not a non-negative integer");
+    const auto d = dim.get<uint64_t>();
+    if (d > (uint64_t{1} << 62) || __builtin_mul_overflow(expected_bytes, d, &expected_bytes)) {
+      bad("shape is too large");
+    }
+    info.shape.push_back(static_cast<int64_t>(d));
+  }
+  for (const auto& offset : entry.at("data_offsets")) {
+    if (!offset.is_number_unsigned()) bad("data_offsets holds a value that is not an offset");
+  }
+  info.begin = entry.at("data_offsets")[0].get<uint64_t>();
+  info.end = entry.at("data_offsets")[1].get<uint64_t>();
+  if (info.begin > info.end) {
+    bad(fmt::format("data_offsets [{}, {}] end before they begin", info.begin, info.end));
+  }
+  if (info.end > data_size_bytes) {
+    bad(fmt::format("data_offsets [{}, {}] run past the end of the data ({} bytes); the file is "
+                    "truncated or its header is corrupt", info.begin, info.end, data_size_bytes));
+  }
+  if (info.size_bytes() != expected_bytes) {
+    bad(fmt::format("data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}",
+                    info.begin, info.end, info.size_bytes(), dtype_text,
+                    format_shape(info.shape), expected_bytes));
+  }
+  return info;
 }
 
 const TensorInfo* SafetensorsFile::find(std::string_view name) const {
@@ -218,6 +267,14 @@ at::Tensor SafetensorsFile::read(std::string_view name) const {
   at::Tensor tensor = at::empty(info->shape, at::TensorOptions().dtype(to_scalar_type(info->dtype)));
   read_bytes(*info, tensor.data_ptr());
   return tensor;
+}
+
+void require_finite(const at::Tensor& tensor, std::string_view where, std::string_view name) {
+  if (!tensor.is_floating_point() || at::isfinite(tensor).all().item<bool>()) return;
+  const int64_t bad = at::logical_not(at::isfinite(tensor)).sum().item<int64_t>();
+  throw ModelFileError(fmt::format("{}: tensor '{}' holds {} NaN or infinite values of {} (as loaded in {}); the "
+                                   "checkpoint is corrupt or its values overflow that dtype",
+                                   where, name, bad, tensor.numel(), c10::toString(tensor.scalar_type())));
 }
 
 uint16_t float_to_bf16_bits(float value) {
@@ -269,14 +326,11 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Name
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail(path, "cannot open for writing");
   unsigned char prefix[8];
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<unsigned char>(header_text.size() >> (8 * i));
-  out.write(reinterpret_cast<const char*>(prefix), 8);
-  out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
-  for (const auto& blob : blobs) out.write(blob.data(), static_cast<std::streamsize>(blob.size()));
-  if (!out.flush()) fail(path, "write failed");
+  std::vector<std::string_view> parts = {std::string_view(reinterpret_cast<const char*>(prefix), 8), header_text};
+  for (const auto& blob : blobs) parts.emplace_back(blob);
+  write_file_atomically(path, parts);
 }
 
 }  // namespace bouquet::gpu

@@ -2,14 +2,15 @@
 // tensor name to {dtype, shape, data_offsets} (plus an optional "__metadata__" string map), then the
 // raw little-endian tensor bytes.
 //
-// SafetensorsFile promises: opening reads and validates the header only (length inside the file,
-// known dtypes, offsets inside the data, not overlapping, and matching dtype * shape); a tensor's
-// bytes are read on demand with pread, never the whole file; every problem is a ModelFileError
-// naming the file and the tensor. bytes_read() counts the tensor bytes read so far, so a caller can
+// SafetensorsFile promises: opening reads and validates the header only (length inside the file and
+// at most 100 MB, known dtypes, offsets inside the data, not overlapping, and matching dtype *
+// shape); a tensor's bytes are read on demand with pread, never the whole file; every problem,
+// whatever the header holds, is a ModelFileError naming the file and the tensor. bytes_read() counts the tensor bytes read so far, so a caller can
 // show what a loader touched.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <nlohmann/json_fwd.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -70,6 +71,8 @@ class SafetensorsFile {
 
  private:
   void parse_header(std::string_view header, uint64_t data_size_bytes);
+  // One tensor's entry, every field checked; throws ModelFileError naming the tensor.
+  TensorInfo parse_entry(const std::string& name, const nlohmann::json& entry, uint64_t data_size_bytes) const;
 
   std::filesystem::path path_;
   int fd_ = -1;
@@ -85,12 +88,19 @@ struct NamedTensor {
 };
 
 // Writes `tensors` (any floating dtype, any device) converted to `dtype` (F32, F16 or BF16; BF16
-// rounds to nearest even), sorted by name, with the header padded to 8 bytes.
+// rounds to nearest even), sorted by name, with the header padded to 8 bytes. The file is replaced
+// atomically (written beside it, synced, renamed): a kill mid-write leaves the old file intact.
 void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
                        DType dtype, const std::map<std::string, std::string>& metadata = {
                                         {"format", "pt"}});
 
 // Round-to-nearest-even f32 -> bf16 bits (NaN stays a quiet NaN).
+// Throws ModelFileError "<where>: tensor '<name>' holds N NaN or infinite values ..." unless every
+// value of `tensor` (as loaded: after conversion to the compute dtype) is finite. Weights are
+// checked once at load, so a poisoned checkpoint is refused by name instead of turning every
+// answer into NaN.
+void require_finite(const at::Tensor& tensor, std::string_view where, std::string_view name);
+
 uint16_t float_to_bf16_bits(float value);
 
 }  // namespace bouquet::gpu

@@ -245,16 +245,15 @@ std::vector<DhtModelEntry> DhtDirectory::models_now() {
   std::map<std::string, uint32_t> models;
   std::lock_guard lock(*mutex);
   for (const auto& bytes : *values) {
-    auto j = nlohmann::json::parse(bytes, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || j.value("v", 0) != kDhtRecordVersion || !j.contains("model") ||
-        !j["model"].is_string() || !j.contains("expires_at") || !j["expires_at"].is_number()) {
-      skip("skipped a malformed entry of the model index");
+    auto decoded = decode_dht_model_index(bytes);
+    if (auto* why = std::get_if<std::string>(&decoded)) {
+      skip(fmt::format("skipped a malformed entry of the model index: {}", *why));
       continue;
     }
-    if (j["expires_at"].get<double>() <= unix) continue;
-    uint32_t blocks = j.contains("model_blocks") && j["model_blocks"].is_number_unsigned()
-                          ? j["model_blocks"].get<uint32_t>() : 0;
-    auto& known = models[j["model"].get<std::string>()];
+    const DhtModelIndexEntry& entry = std::get<DhtModelIndexEntry>(decoded);
+    if (entry.expires_at <= unix) continue;
+    const uint32_t blocks = entry.model_blocks;
+    auto& known = models[entry.model_id];
     known = std::max(known, blocks);
   }
   std::vector<DhtModelEntry> out;

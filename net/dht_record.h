@@ -14,6 +14,8 @@
 namespace bouquet::net {
 
 inline constexpr int kDhtRecordVersion = 1;
+// More blocks than any model has: span ends and model_blocks beyond it are forged, not large.
+inline constexpr uint32_t kDhtMaxModelBlocks = 65536;
 
 // One announced record as it travels, plus what only the wire knows.
 struct DhtRecord {
@@ -30,8 +32,18 @@ std::string dht_block_key(const std::string& model_id, uint32_t block);
 std::string dht_models_key();
 
 std::string encode_dht_record(const DhtRecord& record);
-// The record, or why the bytes are not one (names the field).
+// The record, or why the bytes are not one (names the field). Every number is checked: an integer
+// field holds an integer in range, a rate or a time is finite and in range.
 std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes);
+
+// One entry of the model index under dht_models_key(): a model some server announced.
+struct DhtModelIndexEntry {
+  std::string model_id;
+  uint32_t model_blocks = 0;  // 0 when the announcer did not know
+  double expires_at = 0;      // Unix seconds
+};
+// The entry, or why the bytes are not one (names the field).
+std::variant<DhtModelIndexEntry, std::string> decode_dht_model_index(const std::string& bytes);
 
 // Newer announcement of the same peer: later time, then larger sequence number.
 bool dht_record_newer(const DhtRecord& a, const DhtRecord& b);

@@ -1,16 +1,17 @@
 // A model's fingerprint: what a server and a client compare before they trust each other's
 // activations. Two folders have the same fingerprint when their config.json files are identical
-// byte for byte, their checkpoints hold the same tensor names with the same shapes and stored
-// dtypes, and every tensor starts and ends with the same bytes. Only config.json, the safetensors
-// headers and a sample of each tensor (its first and last 64 bytes) are read, so a client that
-// holds a folder computes it as cheaply as a server, while two fine-tunes of one architecture
-// (same config and shapes, other weights: a base and a chat model) are told apart.
+// byte for byte and their checkpoints hold the same tensor names, shapes, stored dtypes and every
+// byte of every tensor: a copy with other weights anywhere (a fine-tune, or a rogue's negated
+// middle weights) is another model.
 //
-// The fingerprint is 64-bit FNV-1a over a canonical text, printed as 16 hex digits:
+// The fingerprint is the first 8 bytes of a SHA-256, as 16 hex digits, over a canonical text:
 //   "config.json\n" <config.json bytes> "\n" then, per tensor sorted by name,
-//   <name> " " <dtype> " " <shape as [a, b]> "\n" <first and last sample bytes>
-// How the checkpoint is split into shards does not matter. It guards against honest mistakes (a
-// different model, size, conversion or fine-tune), not against an adversary.
+//   <name> " " <dtype> " " <shape as [a, b]> "\n" <every byte of the tensor's data>
+// How the checkpoint is split into shards does not matter. Reading every byte costs a pass over
+// the checkpoint, so the result is cached in <$BOUQUET_CACHE_DIR or $HOME/.cache/bouquet>/
+// fingerprints/, keyed by the folder and valid while config.json, the index and every shard keep
+// their size, modification time and inode: a restart, or a client beside a server, does not
+// re-read the weights. Without either variable nothing is cached.
 #pragma once
 
 #include <filesystem>
@@ -21,5 +22,8 @@ namespace bouquet::net {
 // Throws gpu::ModelFileError naming the file when config.json or a checkpoint header is missing
 // or unreadable.
 std::string model_fingerprint(const std::filesystem::path& model_dir);
+
+// Where model_fingerprint caches the fingerprint of `model_dir` ("" when no cache dir is set).
+std::filesystem::path fingerprint_cache_file(const std::filesystem::path& model_dir);
 
 }  // namespace bouquet::net

@@ -17,6 +17,22 @@
 namespace bouquet::sim {
 namespace {
 
+// Ranges of scenario numbers. Each is far wider than any sensible swarm and narrow enough that
+// products of them (bytes = batch x tokens x width) neither overflow nor stall the simulation:
+// a value outside is a typo or a hostile file, refused by key before anything runs.
+constexpr double kMaxTimeS = 1e9;         // ~31 years of simulated time
+constexpr double kMaxLatencyS = 60;       // one way; a minute is no network anyone simulates
+constexpr double kMinBps = 1;             // a link slower than 1 bit/s never delivers a message
+constexpr double kMaxBps = 1e15;          // 1 Pbit/s
+constexpr double kMinEfficiency = 1e-6;   // a share of the roofline; 0 would divide by zero
+constexpr int64_t kMaxHosts = 100'000;    // per server or client entry (count)
+constexpr int64_t kMaxBatch = 65'536;
+constexpr int64_t kMaxTokens = 1 << 24;   // positions of one sequence, prefix or sub-batch
+constexpr int64_t kMaxBlocks = 65'536;
+constexpr int64_t kMaxCacheTokens = int64_t{1} << 32;
+constexpr int64_t kMaxRepeat = 1'000'000;
+constexpr int64_t kMaxRoundTrips = 100;
+
 std::string one_of(const YamlValue& value, const std::vector<std::string>& allowed) {
   std::string text = read_string(value);
   if (std::find(allowed.begin(), allowed.end(), text) == allowed.end()) {
@@ -30,7 +46,7 @@ NetworkConfig read_network(const YamlValue& value) {
   YamlMap map(value);
   out.model = one_of(map.required("model"), {"CM02", "LV08"});
   if (auto v = map.optional("crosstraffic")) out.crosstraffic = read_bool(*v);
-  if (auto v = map.optional("tcp_window_bytes")) out.tcp_window_bytes = read_non_negative(*v);
+  if (auto v = map.optional("tcp_window_bytes")) out.tcp_window_bytes = read_number_in(*v, 0, 1e12);
   YamlValue why = map.required("why");
   out.why = read_string(why);
   if (out.why.empty()) why.fail("say why this network model fits the scenario");
@@ -53,13 +69,8 @@ ModelConfig read_model(const YamlValue& value) {
   return out;
 }
 
-double read_efficiency(const YamlValue& value) {
-  double number = read_double(value);
-  if (!(number > 0 && number <= 1)) {
-    value.fail(fmt::format("an efficiency is a share of the roofline in (0, 1], got {}", number));
-  }
-  return number;
-}
+// A share of the roofline.
+double read_efficiency(const YamlValue& value) { return read_number_in(value, kMinEfficiency, 1); }
 
 CostModelConfig read_cost(const YamlValue& value, std::set<std::string>& efficiencies_given) {
   CostModelConfig out;
@@ -74,13 +85,13 @@ CostModelConfig read_cost(const YamlValue& value, std::set<std::string>& efficie
     }
     formats.finish();
   }
-  out.block_overhead_s = read_non_negative(map.required("block_overhead_s"));
-  out.request_overhead_s = read_non_negative(map.required("request_overhead_s"));
+  out.block_overhead_s = read_number_in(map.required("block_overhead_s"), 0, kMaxLatencyS);
+  out.request_overhead_s = read_number_in(map.required("request_overhead_s"), 0, kMaxLatencyS);
   out.client_efficiency = read_efficiency(map.required("client_efficiency"));
-  if (auto v = map.optional("client_bytes_per_param")) out.client_bytes_per_param = read_positive(*v);
-  if (auto v = map.optional("kv_bytes_per_value")) out.kv_bytes_per_value = read_positive(*v);
+  if (auto v = map.optional("client_bytes_per_param")) out.client_bytes_per_param = read_number_in(*v, 0.01, 64);
+  if (auto v = map.optional("kv_bytes_per_value")) out.kv_bytes_per_value = read_number_in(*v, 0.01, 64);
   if (auto v = map.optional("activation_bytes_per_value")) {
-    out.activation_bytes_per_value = read_positive(*v);
+    out.activation_bytes_per_value = read_number_in(*v, 0.01, 64);
   }
   map.finish();
   return out;
@@ -90,9 +101,9 @@ RegionConfig read_region(const YamlValue& value) {
   RegionConfig out;
   YamlMap map(value);
   out.name = read_string(map.required("name"));
-  out.up_bps = read_positive(map.required("up_bps"));
-  out.down_bps = read_positive(map.required("down_bps"));
-  out.latency_s = read_non_negative(map.required("latency_s"));
+  out.up_bps = read_number_in(map.required("up_bps"), kMinBps, kMaxBps);
+  out.down_bps = read_number_in(map.required("down_bps"), kMinBps, kMaxBps);
+  out.latency_s = read_number_in(map.required("latency_s"), 0, kMaxLatencyS);
   map.finish();
   return out;
 }
@@ -102,8 +113,8 @@ LongHaulConfig read_long_haul(const YamlValue& value) {
   YamlMap map(value);
   out.from = read_string(map.required("from"));
   out.to = read_string(map.required("to"));
-  out.bandwidth_bps = read_positive(map.required("bandwidth_bps"));
-  out.latency_s = read_non_negative(map.required("latency_s"));
+  out.bandwidth_bps = read_number_in(map.required("bandwidth_bps"), kMinBps, kMaxBps);
+  out.latency_s = read_number_in(map.required("latency_s"), 0, kMaxLatencyS);
   map.finish();
   return out;
 }
@@ -113,8 +124,8 @@ RelayConfig read_relay(const YamlValue& value) {
   YamlMap map(value);
   out.name = read_string(map.required("name"));
   out.region = read_string(map.required("region"));
-  out.bandwidth_bps = read_positive(map.required("bandwidth_bps"));
-  out.latency_s = read_non_negative(map.required("latency_s"));
+  out.bandwidth_bps = read_number_in(map.required("bandwidth_bps"), kMinBps, kMaxBps);
+  out.latency_s = read_number_in(map.required("latency_s"), 0, kMaxLatencyS);
   map.finish();
   return out;
 }
@@ -123,9 +134,9 @@ RelayConfig read_relay(const YamlValue& value) {
 HostLinkConfig read_host_link(YamlMap& map) {
   HostLinkConfig out;
   out.region = read_string(map.required("region"));
-  if (auto v = map.optional("up_bps")) out.up_bps = read_positive(*v);
-  if (auto v = map.optional("down_bps")) out.down_bps = read_positive(*v);
-  if (auto v = map.optional("latency_s")) out.latency_s = read_non_negative(*v);
+  if (auto v = map.optional("up_bps")) out.up_bps = read_number_in(*v, kMinBps, kMaxBps);
+  if (auto v = map.optional("down_bps")) out.down_bps = read_number_in(*v, kMinBps, kMaxBps);
+  if (auto v = map.optional("latency_s")) out.latency_s = read_number_in(*v, 0, kMaxLatencyS);
   if (auto v = map.optional("relay")) out.relay = read_string(*v);
   return out;
 }
@@ -134,7 +145,7 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   ServerConfig out;
   YamlMap map(value);
   out.name = read_string(map.required("name"));
-  if (auto v = map.optional("count")) out.count = read_count(*v);
+  if (auto v = map.optional("count")) out.count = read_int_in(*v, 1, kMaxHosts);
   out.gpu = read_string(map.required("gpu"));
   if (!find_device(out.gpu) || !find_device(out.gpu)->is_gpu) {
     map.required("gpu").fail(fmt::format("unknown GPU '{}' (known: {})", out.gpu,
@@ -147,23 +158,20 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   } else {
     std::vector<YamlValue> pair = read_list(blocks);
     if (pair.size() != 2) blocks.fail("expected [begin, end) as two block indices, or auto");
-    out.blocks = BlockRange{read_int(pair[0]), read_int(pair[1])};
+    out.blocks = BlockRange{read_int_in(pair[0], 0, kMaxBlocks), read_int_in(pair[1], 0, kMaxBlocks)};
   }
   span_values.push_back(blocks);
   if (auto v = map.optional("num_blocks")) {
-    out.num_blocks = read_count(*v);
+    out.num_blocks = read_int_in(*v, 1, kMaxBlocks);
     if (out.blocks) v->fail("num_blocks is for automatic placement; this server's blocks are given");
   }
-  if (auto v = map.optional("cache_tokens")) out.cache_tokens = read_int(*v);
-  if (out.cache_tokens < 0) map.required("cache_tokens").fail("must not be negative");
-  if (auto v = map.optional("compute_slots")) out.compute_slots = read_count(*v);
-  if (auto v = map.optional("join_s")) out.join_s = read_non_negative(*v);
-  if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_positive(*v);
-  if (auto v = map.optional("load_bps")) out.load_bps = read_non_negative(*v);
-  if (auto v = map.optional("announce_speed_x")) {
-    out.announce_speed_x = read_positive(*v);
-    if (!std::isfinite(out.announce_speed_x)) v->fail("must be a finite factor");
-  }
+  if (auto v = map.optional("cache_tokens")) out.cache_tokens = read_int_in(*v, 0, kMaxCacheTokens);
+  if (auto v = map.optional("compute_slots")) out.compute_slots = read_int_in(*v, 1, 1024);
+  if (auto v = map.optional("join_s")) out.join_s = read_number_in(*v, 0, kMaxTimeS);
+  if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_number_in(*v, 1e-3, kMaxTimeS, Infinity::allowed);
+  if (auto v = map.optional("load_bps")) out.load_bps = read_number_in(*v, 0, kMaxBps);
+  // How much faster than it is a server claims to be (a liar drill); 1 = honest.
+  if (auto v = map.optional("announce_speed_x")) out.announce_speed_x = read_number_in(*v, 1e-6, 1e6);
   map.finish();
   return out;
 }
@@ -172,15 +180,12 @@ WorkConfig read_work(const YamlValue& value) {
   WorkConfig out;
   YamlMap map(value);
   out.kind = one_of(map.required("kind"), {"generate", "forward", "backward"});
-  if (auto v = map.optional("batch")) out.batch = read_count(*v);
-  if (auto v = map.optional("prefix_tokens")) out.prefix_tokens = read_count(*v);
-  if (auto v = map.optional("new_tokens")) out.new_tokens = read_int(*v);
-  if (out.new_tokens < 0) map.required("new_tokens").fail("must not be negative");
-  if (auto v = map.optional("sequence_tokens")) out.sequence_tokens = read_count(*v);
-  if (auto v = map.optional("repeat")) {
-    out.repeat = read_int(*v);
-    if (out.repeat < 0) v->fail("must be a count of sessions or passes, or 0 for 'until the run ends'");
-  }
+  if (auto v = map.optional("batch")) out.batch = read_int_in(*v, 1, kMaxBatch);
+  if (auto v = map.optional("prefix_tokens")) out.prefix_tokens = read_int_in(*v, 1, kMaxTokens);
+  if (auto v = map.optional("new_tokens")) out.new_tokens = read_int_in(*v, 0, kMaxTokens);
+  if (auto v = map.optional("sequence_tokens")) out.sequence_tokens = read_int_in(*v, 1, kMaxTokens);
+  // Sessions or passes, one after another; 0 for "until the run ends".
+  if (auto v = map.optional("repeat")) out.repeat = read_int_in(*v, 0, kMaxRepeat);
   map.finish();
   return out;
 }
@@ -189,7 +194,7 @@ ClientConfig read_client(const YamlValue& value) {
   ClientConfig out;
   YamlMap map(value);
   out.name = read_string(map.required("name"));
-  if (auto v = map.optional("count")) out.count = read_count(*v);
+  if (auto v = map.optional("count")) out.count = read_int_in(*v, 1, kMaxHosts);
   YamlValue device = map.required("device");
   out.device = read_string(device);
   if (!find_device(out.device)) {
@@ -206,11 +211,11 @@ ClientConfig read_client(const YamlValue& value) {
     if (!find_device(config.gpu) || !find_device(config.gpu)->is_gpu) {
       gpu.fail(fmt::format("unknown GPU '{}' (known: {})", config.gpu, fmt::join(device_names(), ", ")));
     }
-    config.pcie_bps = read_positive(offload.required("pcie_bps"));
+    config.pcie_bps = read_number_in(offload.required("pcie_bps"), kMinBps, kMaxBps);
     offload.finish();
     out.offload = config;
   }
-  if (auto v = map.optional("start_s")) out.start_s = read_non_negative(*v);
+  if (auto v = map.optional("start_s")) out.start_s = read_number_in(*v, 0, kMaxTimeS);
   map.finish();
   return out;
 }
@@ -230,7 +235,7 @@ RowConfig read_row(const YamlValue& value) {
   out.name = read_string(map.required("name"));
   if (auto v = map.optional("set")) out.set = read_string_map(*v);
   out.metric = one_of(map.required("metric"), metric_names());
-  if (auto v = map.optional("published")) out.published = read_positive(*v);
+  if (auto v = map.optional("published")) out.published = read_number_in(*v, 1e-12, 1e18);
   if (auto v = map.optional("source")) out.source = read_string(*v);
   map.finish();
   return out;
@@ -256,11 +261,9 @@ Parsed parse(const YamlValue& root) {
   if (s.version != 1) version.fail(fmt::format("this build reads scenario version 1, not {}", s.version));
   s.name = read_string(map.required("name"));
   if (auto v = map.optional("description")) s.description = read_string(*v);
-  YamlValue seed = map.required("seed");
-  int64_t seed_value = read_int(seed);
-  if (seed_value < 0) seed.fail("must not be negative");
-  s.seed = static_cast<uint64_t>(seed_value);
-  s.duration_s = read_positive(map.required("duration_s"));
+  s.seed = static_cast<uint64_t>(read_int_in(map.required("seed"), 0, int64_t{9'000'000'000'000'000}));
+  // A run ends when its time does: .inf would never end.
+  s.duration_s = read_number_in(map.required("duration_s"), 1e-3, kMaxTimeS);
   s.network = read_network(map.required("network"));
   s.model = read_model(map.required("model"));
   p.cost_value = map.required("cost");
@@ -283,8 +286,10 @@ Parsed parse(const YamlValue& root) {
     if (auto f = churn.optional("activation_failure_probability")) {
       s.churn.activation_failure_probability = read_probability(*f);
     }
-    if (auto l = churn.optional("mean_lifetime_s")) s.churn.mean_lifetime_s = read_positive(*l);
-    if (auto d = churn.optional("mean_downtime_s")) s.churn.mean_downtime_s = read_non_negative(*d);
+    if (auto l = churn.optional("mean_lifetime_s")) {
+      s.churn.mean_lifetime_s = read_number_in(*l, 1e-3, kMaxTimeS, Infinity::allowed);
+    }
+    if (auto d = churn.optional("mean_downtime_s")) s.churn.mean_downtime_s = read_number_in(*d, 0, kMaxTimeS);
     churn.finish();
   }
   if (auto v = map.optional("policies")) {
@@ -293,25 +298,29 @@ Parsed parse(const YamlValue& root) {
     if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none", "rebalance"});
     if (auto p = policies.optional("placement")) s.policies.placement = one_of(*p, {"greedy", "random", "best"});
     if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);
-    if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_positive(*p);
-    if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_non_negative(*j);
+    if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_number_in(*p, 1e-3, kMaxTimeS);
+    if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_number_in(*j, 0, kMaxTimeS);
     if (auto r = policies.optional("recovery")) {
       s.policies.recovery = one_of(*r, {"replay", "restart", "restart_from_scratch", "cacheless", "none"});
     }
-    if (auto d = policies.optional("recovery_deadline_s")) s.policies.recovery_deadline_s = read_positive(*d);
-    if (auto b = policies.optional("ban_base_s")) s.policies.ban_base_s = read_non_negative(*b);
-    if (auto t = policies.optional("sub_batch_tokens")) {
-      s.policies.sub_batch_tokens = read_int(*t);
-      if (s.policies.sub_batch_tokens < 0) t->fail("must be a number of positions, or 0 for no split");
+    if (auto d = policies.optional("recovery_deadline_s")) {
+      s.policies.recovery_deadline_s = read_number_in(*d, 1e-3, kMaxTimeS);
     }
+    if (auto b = policies.optional("ban_base_s")) s.policies.ban_base_s = read_number_in(*b, 0, kMaxTimeS);
+    // Positions per sub-batch, or 0 for no split.
+    if (auto t = policies.optional("sub_batch_tokens")) s.policies.sub_batch_tokens = read_int_in(*t, 0, kMaxTokens);
     policies.finish();
   }
   if (auto v = map.optional("directory")) {
     YamlMap dir(*v);
-    if (auto x = dir.optional("round_trip_s")) s.directory.round_trip_s = read_non_negative(*x);
-    if (auto x = dir.optional("lookup_round_trips")) s.directory.lookup_round_trips = read_int(*x);
-    if (auto x = dir.optional("announce_round_trips")) s.directory.announce_round_trips = read_int(*x);
-    if (auto x = dir.optional("update_period_s")) s.directory.update_period_s = read_positive(*x);
+    if (auto x = dir.optional("round_trip_s")) s.directory.round_trip_s = read_number_in(*x, 0, kMaxLatencyS);
+    if (auto x = dir.optional("lookup_round_trips")) {
+      s.directory.lookup_round_trips = read_int_in(*x, 0, kMaxRoundTrips);
+    }
+    if (auto x = dir.optional("announce_round_trips")) {
+      s.directory.announce_round_trips = read_int_in(*x, 0, kMaxRoundTrips);
+    }
+    if (auto x = dir.optional("update_period_s")) s.directory.update_period_s = read_number_in(*x, 1e-3, kMaxTimeS);
     dir.finish();
   }
   if (auto v = map.optional("rows")) {

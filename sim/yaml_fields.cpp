@@ -123,31 +123,31 @@ std::vector<std::pair<std::string, std::string>> read_string_map(const YamlValue
   return entries;
 }
 
-double read_positive(const YamlValue& value) {
-  double number = read_double(value);
-  if (!(number > 0)) value.fail(fmt::format("must be positive, got {}", value.node.Scalar()));
-  return number;
-}
-
-double read_non_negative(const YamlValue& value) {
-  double number = read_double(value);
-  if (!(number >= 0)) value.fail(fmt::format("must not be negative, got {}", value.node.Scalar()));
-  return number;
-}
-
-double read_probability(const YamlValue& value) {
-  double number = read_double(value);
-  if (!(number >= 0 && number <= 1)) {
-    value.fail(fmt::format("must be a probability in [0, 1], got {}", value.node.Scalar()));
+double read_number_in(const YamlValue& value, double lo, double hi, Infinity infinity) {
+  const double number = read_double(value);
+  if (infinity == Infinity::allowed && number == std::numeric_limits<double>::infinity()) return number;
+  if (!(std::isfinite(number) && number >= lo && number <= hi)) {
+    value.fail(fmt::format("must be {}in [{:g}, {:g}]{}, got {}", infinity == Infinity::allowed ? "" : "a finite number ",
+                           lo, hi, infinity == Infinity::allowed ? " or .inf" : "", value.node.Scalar()));
   }
   return number;
 }
 
-int64_t read_count(const YamlValue& value) {
-  int64_t number = read_int(value);
-  if (number < 1) value.fail(fmt::format("must be at least 1, got {}", number));
+int64_t read_int_in(const YamlValue& value, int64_t lo, int64_t hi) {
+  const int64_t number = read_int(value);
+  if (number < lo || number > hi) {
+    value.fail(fmt::format("must be an integer in [{}, {}], got {}", lo, hi, value.node.Scalar()));
+  }
   return number;
 }
+
+double read_non_negative(const YamlValue& value) {
+  return read_number_in(value, 0, std::numeric_limits<double>::max());
+}
+
+double read_probability(const YamlValue& value) { return read_number_in(value, 0, 1); }
+
+int64_t read_count(const YamlValue& value) { return read_int_in(value, 1, std::numeric_limits<int64_t>::max()); }
 
 namespace {
 

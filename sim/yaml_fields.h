@@ -66,9 +66,17 @@ std::vector<YamlValue> read_list(const YamlValue& value);
 // A mapping of string keys to scalars kept as text (row overrides).
 std::vector<std::pair<std::string, std::string>> read_string_map(const YamlValue& value);
 
+// The range check of every number a scenario holds: a finite number in [lo, hi], or also .inf
+// where Infinity::allowed says "never" is meaningful (a lifetime). Anything else fails naming the
+// key, the range and the value given. Bounds are inclusive: a quantity that must be positive takes
+// the smallest value that still means something as `lo` (1 bit/s, not 1e-300).
+enum class Infinity { refused, allowed };
+double read_number_in(const YamlValue& value, double lo, double hi, Infinity infinity = Infinity::refused);
+// An integer in [lo, hi].
+int64_t read_int_in(const YamlValue& value, int64_t lo, int64_t hi);
+
 // Checks that fail with the value's location.
-double read_positive(const YamlValue& value);      // > 0 (infinity allowed)
-double read_non_negative(const YamlValue& value);  // >= 0
+double read_non_negative(const YamlValue& value);  // >= 0, finite
 double read_probability(const YamlValue& value);   // in [0, 1]
 int64_t read_count(const YamlValue& value);        // integer >= 1
 

@@ -9,6 +9,9 @@
 
 #include <cmath>
 #include <numbers>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace bouquet::gpu {
 namespace {
@@ -92,6 +95,53 @@ TEST(ModelConfig, WrongTypesAndInconsistentSizes) {
   text = kLlama2;
   text.replace(text.find("\"rope_scaling\": null"), 20, R"("rope_scaling": {"rope_type": "llama3"})");
   EXPECT_THAT(error_of(text), HasSubstr("'rope_scaling.factor' is missing"));
+}
+
+// Each value a hostile or corrupt config.json could hold is refused naming the field, before it
+// sizes an allocation or indexes the embedding.
+TEST(ModelConfig, OutOfRangeValuesNameTheField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"("bos_token_id": 1000000000)", "'bos_token_id' is 1000000000, outside [0, vocab_size 32000)"},
+      {R"("bos_token_id": -1)", "'bos_token_id' is -1, outside [0, vocab_size 32000)"},
+      {R"("bos_token_id": 1e9)", "'bos_token_id' is not an integer"},
+      {R"("eos_token_id": [2, 32000])", "'eos_token_id' is 32000, outside [0, vocab_size 32000)"},
+      {R"("pad_token_id": 40000)", "'pad_token_id' is 40000, outside [0, vocab_size 32000)"},
+      {R"("rope_theta": -10000.0)", "'rope_theta' is -10000, outside [1, 1e+12]"},
+      {R"("rope_theta": 0)", "'rope_theta' is 0, outside"},
+      {R"("rope_theta": 1e400)", "not valid JSON"},
+      {R"("rms_norm_eps": -1e-6)", "'rms_norm_eps' is -1e-06, outside"},
+      {R"("max_position_embeddings": -5)", "'max_position_embeddings' is -5, outside [1, 1073741824]"},
+      {R"("max_position_embeddings": 0)", "'max_position_embeddings' is 0, outside"},
+      {R"("hidden_size": 0)", "'hidden_size' is 0, outside [1, 1048576]"},
+      {R"("hidden_size": -4096)", "'hidden_size' is -4096, outside"},
+      {R"("hidden_size": 18446744073709551615)", "'hidden_size' is 18446744073709551615, outside"},
+      {R"("intermediate_size": 4611686018427387904)", "'intermediate_size' is 4611686018427387904, outside"},
+      {R"("num_hidden_layers": 0)", "'num_hidden_layers' is 0, outside [1, 65536]"},
+      {R"("num_attention_heads": 0)", "'num_attention_heads' is 0, outside"},
+      {R"("num_attention_heads": 24)", "'hidden_size' (4096) is not a multiple of num_attention_heads (24)"},
+      {R"("num_key_value_heads": 0)", "'num_key_value_heads' is 0, outside"},
+      {R"("num_key_value_heads": 5)", "'num_key_value_heads' (5) does not divide"},
+      {R"("vocab_size": 0)", "'vocab_size' is 0, outside [1, 16777216]"},
+      {R"("head_dim": 3)", "'head_dim' must be positive and even"},
+      {R"("head_dim": -2)", "'head_dim' is -2, outside"},
+      {R"("rope_scaling": {"rope_type": "llama3", "factor": -8, "low_freq_factor": 1, "high_freq_factor": 4,
+          "original_max_position_embeddings": 8192})", "'rope_scaling.factor' is -8, outside"},
+      {R"("rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4,
+          "original_max_position_embeddings": -1})", "'rope_scaling.original_max_position_embeddings' is -1"},
+  };
+  for (const auto& [field, reason] : cases) {
+    // A later duplicate key wins in nlohmann's parser: append the bad value after the good ones.
+    std::string text = kLlama2;
+    text.insert(text.rfind('}'), ", " + field);
+    EXPECT_THAT(error_of(text), AllOf(HasSubstr("/models/x/config.json"), HasSubstr(reason))) << field;
+  }
+  // BLOOM names its sizes differently; the message uses the name the file used.
+  const std::string bloom = R"({"model_type": "bloom", "n_embed": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100)";
+  EXPECT_THAT(error_of(bloom + R"(, "seq_length": 0})"), HasSubstr("'seq_length' is 0, outside"));
+  EXPECT_THAT(error_of(bloom + R"(, "n_head": -4})"), HasSubstr("'n_head' is -4, outside"));
+  EXPECT_THAT(error_of(bloom + R"(, "layer_norm_epsilon": -1})"), HasSubstr("'layer_norm_epsilon' is -1, outside"));
+  EXPECT_THAT(error_of(bloom + R"(, "bos_token_id": 100})"), HasSubstr("'bos_token_id' is 100, outside"));
+  EXPECT_THAT(error_of(bloom + "}"), HasSubstr("no error"));
 }
 
 // Llama 3.1's published rule, written out independently: wavelengths above

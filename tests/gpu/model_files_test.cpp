@@ -3,6 +3,8 @@
 #include "gpu/checkpoint.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "gpu/family.h"
+#include "gpu/model_config.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
@@ -13,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace bouquet::gpu {
@@ -111,6 +114,55 @@ TEST_F(ModelFiles, IntegerWeight) {
   file.close();
   EXPECT_THAT(head_error(dir_), AllOf(HasSubstr(weights().string()),
                                       HasSubstr("'model.norm.weight' has dtype I32")));
+}
+
+// NaN or infinite weights (a poisoned or corrupt checkpoint) are refused at load by name, in a
+// span and in the client's head, instead of turning every later answer into NaN.
+TEST_F(ModelFiles, NanOrInfiniteWeightsAreRefusedNamingTheTensor) {
+  rewrite_weights(dir_, [](std::vector<NamedTensor>& t) {
+    for (auto& n : t) {
+      if (n.name == "model.layers.1.self_attn.q_proj.weight") {
+        n.tensor = n.tensor.clone();
+        n.tensor.view(-1)[5] = std::numeric_limits<float>::quiet_NaN();
+        n.tensor.view(-1)[7] = std::numeric_limits<float>::infinity();
+      }
+      if (n.name == "model.norm.weight") {
+        n.tensor = n.tensor.clone();
+        n.tensor.view(-1)[0] = -std::numeric_limits<float>::infinity();
+      }
+    }
+  });
+  EXPECT_THAT(load_error(dir_), AllOf(HasSubstr(weights().string()),
+                                      HasSubstr("tensor 'model.layers.1.self_attn.q_proj.weight' holds 2 NaN or "
+                                                "infinite values")));
+  EXPECT_EQ(load_error(dir_, 2, 4), "no error") << "blocks 2-3 hold no bad value";
+  EXPECT_THAT(head_error(dir_), AllOf(HasSubstr(weights().string()),
+                                      HasSubstr("tensor 'model.norm.weight' holds 1 NaN or infinite values")));
+}
+
+TEST_F(ModelFiles, WeightsOverflowingTheComputeDtypeAreRefused) {
+  // 1e6 is a finite float32 but infinite in float16: a server computing in f16 refuses it.
+  rewrite_weights(dir_, [](std::vector<NamedTensor>& t) {
+    for (auto& n : t) {
+      if (n.name == "model.layers.0.mlp.down_proj.weight") {
+        n.tensor = n.tensor.clone();
+        n.tensor.view(-1)[0] = 1e6f;
+      }
+    }
+  });
+  EXPECT_EQ(load_error(dir_), "no error") << "finite in f32";
+  // This CPU libtorch cannot compute in f16 (SpanRunner refuses it), but a CUDA one can: load the
+  // block as such a server would.
+  ComputeOptions f16;
+  f16.dtype = at::kHalf;
+  std::string error = "no error";
+  try {
+    load_block(load_model_config(dir_), Checkpoint(dir_), 0, f16);
+  } catch (const ModelFileError& e) {
+    error = e.what();
+  }
+  EXPECT_THAT(error, AllOf(HasSubstr("tensor 'model.layers.0.mlp.down_proj.weight' holds 1 NaN or infinite"),
+                           HasSubstr("Half")));
 }
 
 TEST_F(ModelFiles, ConfigNotJson) {

@@ -1,5 +1,6 @@
 // The safetensors reader and writer: round trips in every written dtype, and one clear error naming
 // the file and the tensor for each kind of corrupt file.
+#include "core/rng.h"
 #include "gpu/errors.h"
 #include "gpu/safetensors.h"
 #include "tests/gpu/support/model_files.h"
@@ -8,7 +9,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <fstream>
 
 namespace bouquet::gpu {
@@ -138,6 +148,101 @@ TEST(Safetensors, MissingTensorNamesFileAndTensor) {
   write_safetensors(path, {{"present", at::ones({2})}}, DType::F32);
   EXPECT_THAT(error_of(path, "absent.weight"),
               AllOf(HasSubstr(path.string()), HasSubstr("missing tensor 'absent.weight'")));
+}
+
+// Every malformed entry is the same clear error naming file and tensor, never an escaped
+// nlohmann::json exception (type_error, out_of_range) or a crash.
+TEST(Safetensors, MalformedEntriesNameFileAndTensor) {
+  const fs::path dir = testing::fresh_dir("st_malformed");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"w":{"shape":[2],"data_offsets":[0,8]}})", "no dtype string"},
+      {R"({"w":{"dtype":"F32","data_offsets":[0,8]}})", "no shape array"},
+      {R"({"w":{"dtype":"F32","shape":[2]}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":32,"shape":[2],"data_offsets":[0,8]}})", "no dtype string"},
+      {R"({"w":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", "no shape array"},
+      {R"({"w":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[[2]],"data_offsets":[0,8]}})", "not a non-negative integer"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":{"0":0,"1":8}}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}})", "no data_offsets pair"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,"8"]}})", "not an offset"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", "not an offset"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,1e400]}})", "not valid JSON"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", "end before they begin"},
+      {R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}})", "past the end"},
+      {R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}})",
+       "shape is too large"},
+      {R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", "need 12"},
+      {R"({"w":[1,2,3]})", "header entry is not an object"},
+      {R"({"w":null})", "header entry is not an object"},
+      {R"({"__metadata__":{"format":1}})", "__metadata__ 'format' is not a string"},
+      {R"({"__metadata__":[1]})", "__metadata__ is not an object"},
+      {R"([{"w":1}])", "header is not a JSON object"},
+  };
+  int i = 0;
+  for (const auto& [header, reason] : cases) {
+    const fs::path path = write_raw(dir / fmt::format("{}.safetensors", i++), header, 16);
+    EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr(reason))) << header;
+  }
+}
+
+TEST(Safetensors, HugeHeaderLengthIsRefusedBeforeAllocating) {
+  // A length of 2^63, or just over the reference implementation's 100 MB in a file really that
+  // long: refused before an allocation of that size.
+  const fs::path dir = testing::fresh_dir("st_huge_header");
+  for (uint64_t length : {uint64_t{1} << 63, uint64_t{100'000'001}}) {
+    const fs::path path = dir / "model.safetensors";
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      for (int i = 0; i < 8; ++i) out.put(static_cast<char>(length >> (8 * i)));
+    }
+    fs::resize_file(path, 8 + 100'000'002);  // sparse: the length is inside the file
+    EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr(fmt::format("header length {}", length)),
+                                      HasSubstr("over the 100000000 bytes")));
+  }
+}
+
+// `finetune --out` (and every writer) replaces its file atomically: a writer killed at a random
+// moment leaves the old file or the new one, both whole, never a truncated mix. The child only
+// copies prepared f32 bytes (no libtorch threads), so forking it is safe.
+TEST(Safetensors, AWriterKilledMidWriteLeavesTheOldFileWhole) {
+  const uint64_t seed = [] {
+    const char* env = std::getenv("BOUQUET_SEED");
+    return env != nullptr && *env != '\0' ? std::strtoull(env, nullptr, 0) : uint64_t{25};
+  }();
+  fmt::print("seed {} (reproduce: BOUQUET_SEED={} gpu_tests --gtest_filter='*KilledMidWrite*')\n", seed, seed);
+  core::Rng rng(seed);
+  const fs::path path = testing::fresh_dir("st_killed") / "prompts.safetensors";
+  write_safetensors(path, {{"w", at::full({8}, 1.0f)}}, DType::F32);
+  const std::vector<NamedTensor> big = {{"w", at::full({1 << 22}, 2.0f)}};  // 16 MB
+  int old_seen = 0, new_seen = 0;
+  for (int round = 0; round < 8; ++round) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      try {
+        for (;;) write_safetensors(path, big, DType::F32);  // until the parent kills it
+      } catch (...) {
+      }
+      ::_exit(1);  // never return into the test runner
+    }
+    // The first kill comes early, mostly before one write is done; later ones at any point.
+    std::this_thread::sleep_for(std::chrono::microseconds(rng.below(round == 0 ? 2'000 : 150'000)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    const SafetensorsFile file(path);  // throws (fails the test) on a truncated file
+    const at::Tensor w = file.read("w");
+    ASSERT_TRUE(w.numel() == 8 || w.numel() == (1 << 22)) << w.numel();
+    EXPECT_TRUE(at::all(w == w[0]).item<bool>()) << "a mix of old and new bytes";
+    (w.numel() == 8 ? old_seen : new_seen) += 1;
+  }
+  fmt::print("old file after {} kills, new file after {}\n", old_seen, new_seen);
+  for (const auto& entry : fs::directory_iterator(path.parent_path())) {
+    if (entry.path() != path) fs::remove(entry.path());  // temporary files the kills left
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // finds; expired, malformed, foreign and stale records are skipped with a log line.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <opendht.h>
 
 #include <chrono>
@@ -268,6 +269,78 @@ TEST(DhtRecordTest, EncodeDecodeRoundTripsEveryField) {
   // A negative throughput or an empty span is not a record.
   in.record.throughput_rps = -1;
   EXPECT_TRUE(std::holds_alternative<std::string>(decode_dht_record(encode_dht_record(in))));
+}
+
+// Anyone can publish a record: every number in it is checked before it is converted, and a bad one
+// is a reason naming the field (the reader skips the record), never undefined behaviour.
+TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {
+  DhtRecord in;
+  in.record.peer = core::PeerId{7};
+  in.record.address = "127.0.0.1:4000";
+  in.record.span = {0, 4};
+  in.record.model_id = "tiny";
+  in.record.expires_at = 1.7e9;
+  in.block = 1;
+  in.model_blocks = 8;
+  in.announced_unix_s = 1.6e9;
+  const nlohmann::json good = nlohmann::json::parse(encode_dht_record(in));
+  ASSERT_TRUE(std::holds_alternative<DhtRecord>(decode_dht_record(good.dump())));
+  struct Case {
+    const char* field;
+    nlohmann::json value;
+    const char* reason;
+  };
+  const std::vector<Case> cases = {
+      {"span", nlohmann::json::array({1e20, 4}), "field \"span[0]\" is 1e+20, not an integer"},
+      {"span", nlohmann::json::array({0.5, 4}), "field \"span[0]\" is 0.5, not an integer"},
+      {"span", nlohmann::json::array({-1, 4}), "field \"span[0]\" is -1, outside [0, 65536]"},
+      {"span", nlohmann::json::array({0, 4294967297ull}), "field \"span[1]\" is 4294967297, outside"},
+      {"span", nlohmann::json::array({0, 9}), "field \"span\" is [0, 9) but the model has 8 blocks"},
+      {"block", 1e300, "field \"block\" is 1e+300, not an integer"},
+      {"block", "1", "field \"block\" is \"1\", not an integer"},
+      {"model_blocks", 5000000000ull, "field \"model_blocks\" is 5000000000, outside"},
+      {"model_blocks", -8, "field \"model_blocks\" is -8, outside"},
+      {"cache_tokens_free", -1, "field \"cache_tokens_free\" is -1, outside"},
+      {"cache_tokens_free", 1.8e19, "field \"cache_tokens_free\" is 1.8e+19, not an integer"},
+      {"throughput_rps", 1e300, "field \"throughput_rps\" is 1e+300, outside"},
+      {"inference_rps", -0.5, "field \"inference_rps\" is -0.5, outside"},
+      {"inference_rps", nullptr, "field \"inference_rps\" is null, not a number"},
+      {"expires_at", -1, "field \"expires_at\" is -1, outside"},
+      {"expires_at", 1e308, "field \"expires_at\" is 1e+308, outside"},
+      {"announced_at", "now", "field \"announced_at\" is \"now\", not a number"},
+      {"seq", -3, "field \"seq\" is -3, outside"},
+      {"seq", 2.5, "field \"seq\" is 2.5, not an integer"},
+      {"address", "", "field \"address\": '' is not HOST:PORT"},
+      {"address", "127.0.0.1:99999", "field \"address\": '127.0.0.1:99999' is not HOST:PORT (bad port)"},
+      {"address", "127.0.0.1:0", "(port 0)"},
+      {"address", "nowhere", "(no port)"},
+  };
+  for (const Case& c : cases) {
+    nlohmann::json bad = good;
+    bad[c.field] = c.value;
+    const auto out = decode_dht_record(bad.dump());
+    ASSERT_TRUE(std::holds_alternative<std::string>(out)) << bad.dump();
+    EXPECT_NE(std::get<std::string>(out).find(c.reason), std::string::npos)
+        << "got: " << std::get<std::string>(out) << "\nwanted: " << c.reason;
+  }
+}
+
+TEST(DhtRecordTest, ModelIndexEntriesAreCheckedLikeRecords) {
+  const auto good = decode_dht_model_index(R"({"v": 1, "model": "tiny", "model_blocks": 8, "expires_at": 1.7e9})");
+  ASSERT_TRUE(std::holds_alternative<DhtModelIndexEntry>(good)) << std::get<std::string>(good);
+  EXPECT_EQ(std::get<DhtModelIndexEntry>(good).model_blocks, 8u);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"v": "1", "model": "tiny", "expires_at": 1.7e9})", "record version \"1\""},
+      {R"({"v": 1, "model": "tiny", "model_blocks": 1e20, "expires_at": 1.7e9})", "field \"model_blocks\""},
+      {R"({"v": 1, "model": "tiny", "model_blocks": 4000000000, "expires_at": 1.7e9})", "field \"model_blocks\""},
+      {R"({"v": 1, "model": 3, "expires_at": 1.7e9})", "bad field"},
+      {R"({"v": 1, "model": "tiny", "expires_at": -1})", "field \"expires_at\""},
+  };
+  for (const auto& [bytes, reason] : cases) {
+    const auto out = decode_dht_model_index(bytes);
+    ASSERT_TRUE(std::holds_alternative<std::string>(out)) << bytes;
+    EXPECT_NE(std::get<std::string>(out).find(reason), std::string::npos) << std::get<std::string>(out);
+  }
 }
 
 }  // namespace

@@ -139,5 +139,51 @@ TEST(ServeCommand, BadFolderSpanOrAddressIsOneClearLine) {
   }
 }
 
+// Number flags that would make a command hang, spin or allocate without bound (issue 25: `serve
+// --max-frame-bytes 0` waited forever for a frame it could never accept) are refused at parsing,
+// naming the flag, before any model is loaded.
+TEST(ServeCommand, NumberFlagsOutOfRangeAreRefusedNamingTheFlag) {
+  const auto model = testing::tiny_model("serve-number-flags", 4);
+  struct Case {
+    std::string args;
+    std::string flag;
+  };
+  const std::string serve = fmt::format("serve --model {} --blocks 0:2 ", model.string());
+  const std::string generate = fmt::format("generate --model {} --local --prompt hi ", model.string());
+  const std::vector<Case> cases = {
+      {serve + "--max-frame-bytes 0", "--max-frame-bytes: Value 0 not in range"},
+      {serve + "--max-frame-bytes -1", "--max-frame-bytes: Value -1 not in range"},
+      {serve + "--cache-tokens 0", "--cache-tokens: Value 0 not in range"},
+      {serve + "--cache-tokens -5", "--cache-tokens: Value -5 not in range"},
+      {serve + "--threads -1", "--threads: Value -1 not in range"},
+      {serve + "--frame-timeout 0", "--frame-timeout: '0' is not a finite number in [0.001, 1e+07]"},
+      {serve + "--frame-timeout inf", "--frame-timeout: 'inf' is not a finite number"},
+      {serve + "--session-idle-timeout nan", "--session-idle-timeout: 'nan' is not a finite number"},
+      {serve + "--update-period 0", "--update-period: '0' is not a finite number"},
+      {serve + "--balance-period -60", "--balance-period: '-60' is not a finite number"},
+      {serve + "--balance-quality 2", "--balance-quality: '2' is not a finite number in [0, 1]"},
+      {serve + "--join-delay inf", "--join-delay: 'inf' is not a finite number"},
+      {serve + "--network-bps -1", "--network-bps: '-1' is not a finite number"},
+      {serve + "--throughput 1e300", "--throughput: '1e300' is not a finite number"},
+      {serve + "--num-blocks 100000", "--num-blocks: Value 100000 not in range"},
+      {serve + "--max-connections 0", "--max-connections: Value 0 not in range"},
+      {serve + "--idle-timeout -1", "--idle-timeout: '-1' is not a finite number"},
+      {serve + "--session-idle-contended nan", "--session-idle-contended: 'nan' is not a finite number"},
+      {generate + "--max-new-tokens -1", "--max-new-tokens: Value -1 not in range"},
+      {generate + "--temperature inf", "--temperature: 'inf' is not a finite number"},
+      {generate + "--top-p 0", "--top-p: '0' is not a finite number"},
+      {generate + "--top-p nan", "--top-p: 'nan' is not a finite number"},
+      {generate + "--top-k -3", "--top-k: Value -3 not in range"},
+      {generate + "--repetition-penalty 0", "--repetition-penalty: '0' is not a finite number"},
+      {generate + "--threads -2", "--threads: Value -2 not in range"},
+  };
+  for (const auto& c : cases) {
+    int status = 0;
+    const std::string err = run_stderr(c.args, &status);
+    EXPECT_NE(status, 0) << c.args;
+    EXPECT_NE(err.find(c.flag), std::string::npos) << c.args << "\n" << err;
+  }
+}
+
 }  // namespace
 }  // namespace bouquet::net

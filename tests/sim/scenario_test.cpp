@@ -6,7 +6,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace bouquet::sim {
 namespace {
@@ -85,7 +88,7 @@ TEST(Scenario, RejectsAMissingKeyAtItsParent) {
 
 TEST(Scenario, RejectsImpossibleValues) {
   EXPECT_THAT(error_of(replace(kBase, "up_bps: 1e9", "up_bps: -5")),
-              HasSubstr("tiny.yaml:13:25: regions.0.up_bps: must be positive, got -5"));
+              HasSubstr("tiny.yaml:13:25: regions.0.up_bps: must be a finite number in [1, 1e+15], got -5"));
   EXPECT_THAT(error_of(replace(kBase, "blocks: [24, 70]", "blocks: [24, 71]")),
               HasSubstr("servers.1.blocks: [24, 71) is not a span of bloom-176b's blocks [0, 70)"));
   EXPECT_THAT(error_of(replace(kBase, "gpu: a100-80gb\n", "gpu: h900\n")),
@@ -93,7 +96,7 @@ TEST(Scenario, RejectsImpossibleValues) {
   EXPECT_THAT(error_of(replace(kBase, "weights: int8", "weights: int3")),
               HasSubstr("model.weights: 'int3' is not one of: f32, f16, int8, nf4"));
   EXPECT_THAT(error_of(replace(kBase, "{int8: 0.5}", "{int8: 1.5}")),
-              HasSubstr("cost.efficiency.int8: an efficiency is a share of the roofline"));
+              HasSubstr("cost.efficiency.int8: must be a finite number in [1e-06, 1], got 1.5"));
   EXPECT_THAT(error_of(replace(kBase, "seed: 7", "seed: seven")),
               HasSubstr("tiny.yaml:3:7: seed: expected a number, got 'seven'"));
 }
@@ -124,7 +127,7 @@ TEST_F(ScenarioOverrides, SetReplacesValuesAndNamesItselfInErrors) {
   for (const auto& server : file.base.servers) EXPECT_DOUBLE_EQ(*server.link.up_bps, 1e8);
   EXPECT_EQ(file.base.clients[0].work.batch, 4);
   EXPECT_THAT(error_of(text_, {"servers.0.up_bps=-1"}),
-              HasSubstr("--set servers.0.up_bps=-1: servers.0.up_bps: must be positive"));
+              HasSubstr("--set servers.0.up_bps=-1: servers.0.up_bps: must be a finite number in [1,"));
   EXPECT_THAT(error_of(text_, {"servers.0.colour=red"}), HasSubstr("servers.0.colour: unknown key"));
   EXPECT_THAT(error_of(text_, {"servers.9.gpu=t4"}), HasSubstr("'9' is not an index of a list of 3"));
   EXPECT_THAT(error_of(text_, {"seed"}), HasSubstr("expected key.path=value"));
@@ -149,7 +152,7 @@ calibration:
   EXPECT_EQ(file.calibration[0].row, "fast");
 
   EXPECT_THAT(error_of(replace(text, "up_bps: 1e8,", "up_bps: -1e8,")),
-              HasSubstr("(row slow): regions.0.up_bps: must be positive"));
+              HasSubstr("(row slow): regions.0.up_bps: must be a finite number in [1,"));
   EXPECT_THAT(error_of(replace(text, "row: fast}", "row: quick}")),
               HasSubstr("calibration.0.row: no row named 'quick'"));
 }
@@ -178,11 +181,59 @@ TEST_F(ScenarioOverrides, ChurnAndOpenEndedWorkAreCheckedLikeEverythingElse) {
   EXPECT_DOUBLE_EQ(file.base.churn.mean_downtime_s, 30);
   EXPECT_EQ(file.base.clients[0].work.repeat, 0);
   EXPECT_EQ(file.base.policies.sub_batch_tokens, 0);
-  EXPECT_THAT(error_of(text_, {"churn.mean_lifetime_s=0"}), HasSubstr("churn.mean_lifetime_s: must be positive"));
-  EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=-1"}), HasSubstr("clients.0.work.repeat: must be a count"));
+  EXPECT_THAT(error_of(text_, {"churn.mean_lifetime_s=0"}), HasSubstr("churn.mean_lifetime_s: must be in [0.001, 1e+09] or .inf, got 0"));
+  EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=-1"}), HasSubstr("clients.0.work.repeat: must be an integer in [0, 1000000], got -1"));
   EXPECT_THAT(error_of(text_, {"policies.sub_batch_tokens=-5"}), HasSubstr("policies.sub_batch_tokens: must be"));
   EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=0", "clients.0.offload={gpu: a100-80gb, pcie_bps: 1e11}"}),
               HasSubstr("offloading runs a fixed number of sessions"));
+}
+
+// What a hostile or mistyped scenario once got through (or hung on): each number now has a range,
+// and a value outside it is refused naming the key, before anything runs.
+TEST_F(ScenarioOverrides, EveryNumberHasARangeNamedInItsError) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"clients.0.work.batch=4294967297", "clients.0.work.batch: must be an integer in [1, 65536], got 4294967297"},
+      {"clients.0.work.prefix_tokens=9e15", "clients.0.work.prefix_tokens: must be an integer in [1, 16777216]"},
+      {"clients.0.work.new_tokens=-1", "clients.0.work.new_tokens: must be an integer in [0, 16777216], got -1"},
+      {"clients.0.work.sequence_tokens=1e12", "clients.0.work.sequence_tokens: must be an integer in [1,"},
+      {"regions.0.latency_s=.inf", "regions.0.latency_s: must be a finite number in [0, 60], got .inf"},
+      {"regions.0.latency_s=-0.001", "regions.0.latency_s: must be a finite number in [0, 60], got -0.001"},
+      {"servers.0.latency_s=1e6", "servers.0.latency_s: must be a finite number in [0, 60]"},
+      {"regions.0.down_bps=1e-300", "regions.0.down_bps: must be a finite number in [1, 1e+15], got 1e-300"},
+      {"servers.0.up_bps=.inf", "servers.0.up_bps: must be a finite number in [1, 1e+15], got .inf"},
+      {"directory.lookup_round_trips=-2", "directory.lookup_round_trips: must be an integer in [0, 100], got -2"},
+      {"directory.announce_round_trips=1e9", "directory.announce_round_trips: must be an integer in [0, 100]"},
+      {"directory.round_trip_s=-1", "directory.round_trip_s: must be a finite number in [0, 60]"},
+      {"directory.update_period_s=0", "directory.update_period_s: must be a finite number in [0.001, 1e+09]"},
+      {"duration_s=.inf", "duration_s: must be a finite number in [0.001, 1e+09], got .inf"},
+      {"duration_s=1e300", "duration_s: must be a finite number in [0.001, 1e+09], got 1e300"},
+      {"seed=-1", "seed: must be an integer in [0,"},
+      {"servers.0.count=1e7", "servers.0.count: must be an integer in [1, 100000]"},
+      {"servers.0.cache_tokens=-4", "servers.0.cache_tokens: must be an integer in [0, 4294967296], got -4"},
+      {"servers.0.compute_slots=0", "servers.0.compute_slots: must be an integer in [1, 1024], got 0"},
+      {"servers.0.join_s=.inf", "servers.0.join_s: must be a finite number in [0, 1e+09], got .inf"},
+      {"servers.0.blocks=[-1, 24]", "servers.0.blocks.0: must be an integer in [0, 65536], got -1"},
+      {"servers.0.load_bps=-1", "servers.0.load_bps: must be a finite number in [0, 1e+15]"},
+      {"clients.0.start_s=-5", "clients.0.start_s: must be a finite number in [0, 1e+09], got -5"},
+      {"clients.0.offload={gpu: a100-80gb, pcie_bps: 0.5}", "clients.0.offload.pcie_bps: must be a finite number in [1,"},
+      {"cost.block_overhead_s=.inf", "cost.block_overhead_s: must be a finite number in [0, 60], got .inf"},
+      {"cost.kv_bytes_per_value=0", "cost.kv_bytes_per_value: must be a finite number in [0.01, 64], got 0"},
+      {"cost.client_efficiency=0", "cost.client_efficiency: must be a finite number in [1e-06, 1], got 0"},
+      {"network.tcp_window_bytes=-1", "network.tcp_window_bytes: must be a finite number in [0, 1e+12]"},
+      {"churn.mean_downtime_s=.inf", "churn.mean_downtime_s: must be a finite number in [0, 1e+09], got .inf"},
+      {"churn.activation_failure_probability=1.5", "churn.activation_failure_probability: must be a finite number in [0, 1]"},
+      {"policies.balance_period_s=-60", "policies.balance_period_s: must be a finite number in [0.001, 1e+09]"},
+      {"policies.recovery_deadline_s=.inf", "policies.recovery_deadline_s: must be a finite number in [0.001, 1e+09]"},
+      {"policies.ban_base_s=-1", "policies.ban_base_s: must be a finite number in [0, 1e+09], got -1"},
+      {"policies.join_delay_s=.nan", "policies.join_delay_s: expected a number, got '.nan'"},
+      {"policies.sub_batch_tokens=1e9", "policies.sub_batch_tokens: must be an integer in [0, 16777216]"},
+  };
+  for (const auto& [assignment, reason] : cases) {
+    EXPECT_THAT(error_of(text_, {assignment}), HasSubstr(reason)) << assignment;
+  }
+  // A lifetime may be .inf ("never leaves"); a duration may not (the run would never end).
+  ScenarioFile file = load_scenario_text(text_, "tiny.yaml", {"servers.0.lifetime_s=.inf", "churn.mean_lifetime_s=.inf"});
+  EXPECT_EQ(file.base.servers[0].lifetime_s, std::numeric_limits<double>::infinity());
 }
 
 TEST(Scenario, AFileThatIsNotYamlNamesItsLine) {

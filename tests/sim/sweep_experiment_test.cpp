@@ -113,7 +113,7 @@ TEST_F(SweepExperiment, AnOverrideTheScenarioRejectsIsNamedByTheAxisValueLine) {
   const std::string error = error_of(text);
   EXPECT_THAT(error, HasSubstr("exp.yaml:9:"));
   EXPECT_THAT(error, HasSubstr("value '-0.5' of axis 'latency_s'"));
-  EXPECT_THAT(error, HasSubstr("must not be negative"));
+  EXPECT_THAT(error, HasSubstr("must be a finite number in [0, 60], got -0.5"));
 
   text = kGood;
   text.replace(text.find("policies.recovery: restart"), 26, "policies.recovery: pray");
