@@ -101,6 +101,7 @@ std::string ConfigReader::string(std::string_view field, std::string fallback) c
 std::vector<int64_t> ConfigReader::id_list(std::string_view field) const {
   if (!has(field)) return {};
   const auto& v = at(field);
+  if (v.is_null()) return {};  // "pad_token_id": null, as many Hugging Face configs write "none"
   if (v.is_number_integer()) return {v.get<int64_t>()};
   std::vector<int64_t> ids;
   if (v.is_array()) {
@@ -123,7 +124,8 @@ namespace {
 
 // Token ids index the embedding: one outside the vocabulary would read past it. The field names are
 // the same in every family's config.json; pad_token_id is checked though unused, as a sign of a
-// config that does not belong to these weights.
+// config that does not belong to these weights (null and -1, which real configs use for "none",
+// pass).
 void check_token_ids(const ConfigReader& reader, const ModelConfig& c) {
   const auto check = [&](std::string_view field, int64_t id) {
     if (id < 0 || id >= c.vocab_size) {
@@ -132,7 +134,9 @@ void check_token_ids(const ConfigReader& reader, const ModelConfig& c) {
   };
   if (c.bos_token_id) check("bos_token_id", *c.bos_token_id);
   for (int64_t id : c.eos_token_ids) check("eos_token_id", id);
-  for (int64_t id : reader.id_list("pad_token_id")) check("pad_token_id", id);
+  for (int64_t id : reader.id_list("pad_token_id")) {
+    if (id != -1) check("pad_token_id", id);  // -1: "no padding token" in older Llama configs
+  }
 }
 
 }  // namespace

@@ -66,6 +66,15 @@ TEST(ModelConfig, ReadsLlama3RopeScalingAndEosList) {
   EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 8192);
 }
 
+// Real configs say "no padding token" as null or -1 (older Llama exports): both load.
+TEST(ModelConfig, PadTokenNullOrMinusOneMeansNone) {
+  for (const std::string pad : {R"("pad_token_id": null)", R"("pad_token_id": -1)"}) {
+    std::string text = kLlama2;
+    text.insert(text.rfind('}'), ", " + pad);
+    EXPECT_NO_THROW(parse_model_config(text, "config.json")) << pad;
+  }
+}
+
 TEST(ModelConfig, NotJsonNamesTheFile) {
   EXPECT_THAT(error_of("{\"model_type\": \"llama\", "),
               AllOf(HasSubstr("/models/x/config.json"), HasSubstr("not valid JSON")));
