@@ -248,10 +248,14 @@ class PlacementSearch {
       return block(p + 1, sum, std::min(path_min, sum));
     }
     Kind& kind = kinds_[k];
-    const bool fits = p + kind.length <= blocks_;
-    const uint32_t most = fits ? kind.remaining : 0;
-    const uint32_t least = fits && p + kind.length == blocks_ ? kind.remaining : 0;
-    if (!fits && kind.remaining > 0) return;  // a server left that can no longer be placed
+    if (p + kind.length > blocks_) {
+      if (kind.remaining > 0) return;  // a server left that can no longer be placed
+      // None of this kind starts here; its span would end past ending_ (ASan found the
+      // out-of-bounds += 0 the loop below made for c = 0).
+      return choose(k + 1, p, sum, path_min);
+    }
+    const uint32_t most = kind.remaining;
+    const uint32_t least = p + kind.length == blocks_ ? kind.remaining : 0;
     for (uint32_t c = most + 1; c-- > least;) {
       kind.remaining -= c;
       remaining_rps_ -= c * kind.rps;
