@@ -29,23 +29,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using testing::RawClient;
+using testing::open_blocks_0_2;
 using testing::open_fds;
 using testing::rss_bytes;
 
 constexpr int kHonestClients = 64;
 constexpr int kAbusiveClients = 80;
 constexpr double kLoadSeconds = 20;
-
-core::OpenSession open_session(const std::string& model_id, uint64_t id, uint32_t max_length, double wait_s) {
-  core::OpenSession open;
-  open.session_id = id;
-  open.model_id = model_id;
-  open.span = {0, 2};
-  open.max_length = max_length;
-  open.batch = 1;
-  open.cache_wait_timeout_s = wait_s;
-  return open;
-}
 
 // Tallies by name, shared by the client threads.
 class Counts {
@@ -96,7 +86,7 @@ class AbuseLoad : public ::testing::Test {
   void honest_round(uint64_t session_id) {
     try {
       RawClient client(address_);
-      client.send(open_session(model_id_, session_id, 16, 8));
+      client.send(open_blocks_0_2(model_id_, session_id, 16, 8));
       auto outcome = [&](const testing::ReadResult& r) -> std::optional<std::string> {
         if (std::holds_alternative<testing::TimedOut>(r)) return "honest: no reply (timeout)";
         const auto* m = std::get_if<core::Message>(&r);
@@ -164,7 +154,7 @@ class AbuseLoad : public ::testing::Test {
         return drain(client);
       }
       case 2: {  // opens that are never used nor closed
-        for (int i = 0; i < 4; ++i) client.send(open_session(model_id_, next_id++, 40 + rng.below(60), 5));
+        for (int i = 0; i < 4; ++i) client.send(open_blocks_0_2(model_id_, next_id++, 40 + rng.below(60), 5));
         counts_.add("abuser: opens never closed");
         return drain(client);
       }
@@ -176,7 +166,7 @@ class AbuseLoad : public ::testing::Test {
         return drain(client);
       }
       case 4: {  // floods: opens beyond the waiting quota, passes beyond the token cap and queue quota
-        for (int i = 0; i < 6; ++i) client.send(open_session(model_id_, next_id++, 100, 5));
+        for (int i = 0; i < 6; ++i) client.send(open_blocks_0_2(model_id_, next_id++, 100, 5));
         for (int i = 0; i < 12; ++i) {
           core::ForwardRequest forward;
           forward.request_id = next_id++;
@@ -195,15 +185,15 @@ class AbuseLoad : public ::testing::Test {
         const uint64_t id = next_id++;
         switch (rng.below(4)) {
           case 0: break;  // right after connecting
-          case 1: client.send(open_session(model_id_, id, 32, 5)); break;
+          case 1: client.send(open_blocks_0_2(model_id_, id, 32, 5)); break;
           case 2:
-            client.send(open_session(model_id_, id, 32, 5));
+            client.send(open_blocks_0_2(model_id_, id, 32, 5));
             client.read(2);
             client.send(core::StepRequest{id, 1, 0, activation_from_tensor(hidden_, core::Compression::none),
                                           std::nullopt, {}});
             break;
           case 3: {
-            std::vector<uint8_t> bytes = encode_frame(open_session(model_id_, id, 32, 5));
+            std::vector<uint8_t> bytes = encode_frame(open_blocks_0_2(model_id_, id, 32, 5));
             bytes.resize(bytes.size() / 2);
             client.send_bytes(bytes);
             break;

@@ -13,18 +13,7 @@ namespace bouquet::net {
 namespace {
 
 using testing::RawClient;
-
-core::OpenSession open_session(const std::string& model_id, uint64_t id, uint32_t max_length,
-                               double wait_s) {
-  core::OpenSession open;
-  open.session_id = id;
-  open.model_id = model_id;
-  open.span = {0, 2};
-  open.max_length = max_length;
-  open.batch = 1;
-  open.cache_wait_timeout_s = wait_s;
-  return open;
-}
+using testing::open_blocks_0_2;
 
 // A client holding most of the cache queues a large open and a small one behind it, then
 // disconnects: withdrawing the first granted the second before it was withdrawn too, and the
@@ -36,10 +25,10 @@ TEST(HostileClients, DisconnectWithTwoQueuedOpensLeavesTheServerServing) {
   const std::string& address = servers[0].address();
   {
     RawClient hostile(address);
-    const auto opened = hostile.call<core::SessionOpened>(open_session(model_id, 1, 90, 0));
+    const auto opened = hostile.call<core::SessionOpened>(open_blocks_0_2(model_id, 1, 90, 0));
     EXPECT_EQ(opened.session_id, 1u);
-    hostile.send(open_session(model_id, 2, 50, 30));
-    hostile.send(open_session(model_id, 3, 5, 30));
+    hostile.send(open_blocks_0_2(model_id, 2, 50, 30));
+    hostile.send(open_blocks_0_2(model_id, 3, 5, 30));
     // Both are queued once the server answers a later request on the same connection.
     EXPECT_EQ(hostile.call<core::InfoReply>(core::InfoRequest{9}).cache_tokens_free, 10u);
   }  // disconnects
@@ -51,7 +40,7 @@ TEST(HostileClients, DisconnectWithTwoQueuedOpensLeavesTheServerServing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(info.cache_tokens_free, 100u);
-  EXPECT_EQ(next.call<core::SessionOpened>(open_session(model_id, 4, 100, 0)).session_id, 4u);
+  EXPECT_EQ(next.call<core::SessionOpened>(open_blocks_0_2(model_id, 4, 100, 0)).session_id, 4u);
   EXPECT_TRUE(servers[0].running()) << "the server died";
 }
 

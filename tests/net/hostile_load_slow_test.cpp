@@ -22,19 +22,10 @@ namespace bouquet::net {
 namespace {
 
 using testing::RawClient;
+using testing::open_blocks_0_2;
 using testing::cpu_seconds;
 using testing::open_fds;
 using testing::rss_bytes;
-
-core::OpenSession open_session(const std::string& model_id, uint64_t id, uint32_t max_length) {
-  core::OpenSession open;
-  open.session_id = id;
-  open.model_id = model_id;
-  open.span = {0, 2};
-  open.max_length = max_length;
-  open.batch = 1;
-  return open;
-}
 
 // Info from a new connection, retried while the server may still be catching up with closes.
 bool honest_info(const std::string& address) {
@@ -113,7 +104,7 @@ TEST(HostileLoad, IdleConnectionIsClosedAfterTheTimeoutButNotOneWithASession) {
   const std::string& address = servers[0].address();
   RawClient idle(address);
   RawClient with_session(address);
-  with_session.call<core::SessionOpened>(open_session(model_fingerprint(model), 1, 16));
+  with_session.call<core::SessionOpened>(open_blocks_0_2(model_fingerprint(model), 1, 16));
   const auto start = std::chrono::steady_clock::now();
   expect_error_then_close(idle, core::ErrorCode::timeout, "--idle-timeout");
   const double waited_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -130,9 +121,9 @@ TEST(HostileLoad, AnIdleSessionHoldingTheCacheYieldsToAWaitingClient) {
   const std::string model_id = model_fingerprint(model);
   auto servers = testing::start_servers(model, {"0:2"}, {"--cache-tokens", "100", "--session-idle-contended", "1"});
   RawClient hog(servers[0].address());
-  hog.call<core::SessionOpened>(open_session(model_id, 1, 100));
+  hog.call<core::SessionOpened>(open_blocks_0_2(model_id, 1, 100));
   RawClient waiting(servers[0].address());
-  core::OpenSession open = open_session(model_id, 2, 50);
+  core::OpenSession open = open_blocks_0_2(model_id, 2, 50);
   open.cache_wait_timeout_s = 20;
   EXPECT_EQ(waiting.call<core::SessionOpened>(open, 20).session_id, 2u);
   expect_error(hog, core::ErrorCode::session_closed, "wait for cache room");
@@ -177,9 +168,9 @@ TEST(HostileLoad, InfoAnnouncesTheServersLimits) {
   EXPECT_EQ(info.tasks_queued_max, 9u);
   // And holds to them: an open beyond the client quota is refused with its name, and the
   // connection goes on.
-  client.send(open_session(model_fingerprint(model), 1, 70));
+  client.send(open_blocks_0_2(model_fingerprint(model), 1, 70));
   expect_error(client, core::ErrorCode::over_limit, "client_cache_tokens_max");
-  EXPECT_EQ(client.call<core::SessionOpened>(open_session(model_fingerprint(model), 2, 60)).session_id, 2u);
+  EXPECT_EQ(client.call<core::SessionOpened>(open_blocks_0_2(model_fingerprint(model), 2, 60)).session_id, 2u);
 }
 
 // One forward of 8,192 tokens held the only compute slot for 47 s. Servers now cap a request and

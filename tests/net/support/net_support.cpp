@@ -147,4 +147,15 @@ std::string describe(const ReadResult& result) {
   return "timed out";
 }
 
+core::OpenSession open_blocks_0_2(const std::string& model_id, uint64_t id, uint32_t max_length, double wait_s) {
+  core::OpenSession open;
+  open.session_id = id;
+  open.model_id = model_id;
+  open.span = {0, 2};
+  open.max_length = max_length;
+  open.batch = 1;
+  open.cache_wait_timeout_s = wait_s;
+  return open;
+}
+
 }  // namespace bouquet::net::testing

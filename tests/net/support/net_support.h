@@ -90,4 +90,8 @@ M RawClient::call(const core::Message& request, double timeout_s) {
   throw std::runtime_error("unexpected reply: " + describe(r));
 }
 
+// An open of blocks [0, 2) for one sequence of `max_length` positions, queued up to `wait_s` for
+// cache room: what the hostile-client, hostile-load and abuse-load tests send a 2-block server.
+core::OpenSession open_blocks_0_2(const std::string& model_id, uint64_t id, uint32_t max_length, double wait_s = 0);
+
 }  // namespace bouquet::net::testing
