@@ -1,6 +1,6 @@
 // `bouquet bench-swarm`: parse flags into net::BenchSwarmConfig and run the benchmark.
 #include "cli/command.h"
-#include "net/bench_swarm.h"
+#include "net/client/bench_swarm.h"
 
 #include <fmt/core.h>
 

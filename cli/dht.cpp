@@ -1,6 +1,6 @@
 // `bouquet dht`: parse flags into net::DhtNodeConfig and run a bare bootstrap node.
 #include "cli/command.h"
-#include "net/dht_node.h"
+#include "net/dht/dht_node.h"
 
 #include <memory>
 

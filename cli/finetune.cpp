@@ -1,6 +1,6 @@
-// `bouquet finetune`: parse flags into FinetuneConfig and train prompts (net/finetune_swarm.h).
+// `bouquet finetune`: parse flags into FinetuneConfig and train prompts (net/client/finetune_swarm.h).
 #include "cli/command.h"
-#include "net/finetune_swarm.h"
+#include "net/client/finetune_swarm.h"
 
 #include <memory>
 

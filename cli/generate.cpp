@@ -1,8 +1,8 @@
 // `bouquet generate`: parse flags into GenerateConfig and run the generation.
 #include "cli/command.h"
 #include "gpu/generate_local.h"
-#include "net/finetune_swarm.h"
-#include "net/generate_swarm.h"
+#include "net/client/finetune_swarm.h"
+#include "net/client/generate_swarm.h"
 
 #include <fmt/core.h>
 

@@ -1,6 +1,6 @@
 // `bouquet serve`: parse flags into net::ServeConfig and serve a span of blocks over TCP.
 #include "cli/command.h"
-#include "net/server.h"
+#include "net/server/server.h"
 
 #include <memory>
 
@@ -99,7 +99,7 @@ const CommandRegistration serve_command{
           ->check(finite_in(0, 1e15));
       sub.add_option("--throughput", config->throughput,
                      "Announced tokens/s per block (default: measured, cached in $BOUQUET_CACHE_DIR)")
-          ->check(finite_in(0, 1e12));  // readers drop records claiming more (net/dht_record.cpp)
+          ->check(finite_in(0, 1e12));  // readers drop records claiming more (net/dht/dht_record.cpp)
       sub.add_option("--dht-listen", config->dht_listen,
                      "UDP HOST:PORT of this server's DHT node (default: the listen host, any port)");
       sub.add_option("--seed", config->seed, "Seed of the balancing randomness (0 = from the peer id)");

@@ -1,6 +1,6 @@
 // `bouquet swarm`: parse flags into net::SwarmConfig and print what the directory holds.
 #include "cli/command.h"
-#include "net/swarm_report.h"
+#include "net/dht/swarm_report.h"
 
 #include <memory>
 

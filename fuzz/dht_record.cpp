@@ -5,7 +5,7 @@
 #include <string>
 #include <variant>
 
-#include "net/dht_record.h"
+#include "net/dht/dht_record.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bouquet::net;

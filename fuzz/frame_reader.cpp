@@ -7,7 +7,7 @@
 #include <cstdlib>
 
 #include "core/wire.h"
-#include "net/frame.h"
+#include "net/rpc/frame.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bouquet;

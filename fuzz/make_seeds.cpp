@@ -8,8 +8,8 @@
 
 #include "core/rng.h"
 #include "core/wire.h"
-#include "net/dht_record.h"
-#include "net/frame.h"
+#include "net/dht/dht_record.h"
+#include "net/rpc/frame.h"
 #include "tests/core/support/random_messages.h"
 
 namespace fs = std::filesystem;

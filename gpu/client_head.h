@@ -6,7 +6,7 @@
 #include "gpu/compute_options.h"
 #include "gpu/family.h"
 #include "gpu/model_config.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <ATen/core/Tensor.h>
 

@@ -33,7 +33,7 @@ struct GenerateConfig {
   std::string adapter_dir;    // --local: a LoRA adapter folder (PEFT layout) to apply
   std::string adapter;        // --peers: the name of a LoRA adapter the servers hold
   bool json = false;
-  // Networked generation (net/generate_swarm.h): servers that together hold every block.
+  // Networked generation (net/client/generate_swarm.h): servers that together hold every block.
   std::string peers;               // "HOST:PORT,HOST:PORT,..."
   std::string compression = "none";  // on the wire: none, f16, int8
 };

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "gpu/sampling.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cstdint>
 #include <functional>

@@ -9,7 +9,7 @@
 // is part of the completion, else kIgnoreTarget.
 #pragma once
 
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <ATen/core/Tensor.h>
 

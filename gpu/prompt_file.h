@@ -1,5 +1,5 @@
 // Trained prompts on disk (issue 11): a safetensors file whose metadata says which model they were
-// trained for (the model fingerprint, net/fingerprint.h), the tuning mode and pre_seq_len.
+// trained for (the model fingerprint, gpu/fingerprint.h), the tuning mode and pre_seq_len.
 //
 // Promises: load_prompts() refuses, with an InputError naming the file and both fingerprints,
 // prompts made for another model; a file without Bouquet's metadata, or whose tensors do not fit

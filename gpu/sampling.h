@@ -5,7 +5,7 @@
 #pragma once
 
 #include "core/rng.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cstdint>
 #include <span>

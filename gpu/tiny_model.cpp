@@ -1,11 +1,11 @@
 #include "gpu/tiny_model.h"
 
 #include "core/rng.h"
-#include "gpu/bpe_train.h"
+#include "tokenizer/bpe_train.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
 #include "gpu/safetensors.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>

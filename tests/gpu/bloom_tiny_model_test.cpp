@@ -1,9 +1,9 @@
 // make-tiny-model --family bloom: a folder laid out as BLOOM's, with a byte-level BPE
 // tokenizer.json that round-trips any text, is reproducible, and drives generate end to end.
-#include "gpu/bpe_train.h"
+#include "tokenizer/bpe_train.h"
 #include "gpu/generate_local.h"
 #include "gpu/tiny_model.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/gpu/support/model_files.h"
 
 #include <fmt/format.h>

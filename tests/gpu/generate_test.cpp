@@ -3,7 +3,7 @@
 #include "gpu/errors.h"
 #include "gpu/generate_local.h"
 #include "gpu/tiny_model.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/gpu/support/model_files.h"
 
 #include <fmt/format.h>

@@ -18,8 +18,8 @@
 
 #include "core/rng.h"
 #include "gpu/span_runner.h"
-#include "net/fingerprint.h"
-#include "net/tensor_bridge.h"
+#include "gpu/fingerprint.h"
+#include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/process_stats.h"
 #include "tests/net/support/swarm_processes.h"

@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 
 #include "gpu/client_head.h"
-#include "net/fingerprint.h"
-#include "net/remote_generation.h"
-#include "net/tensor_bridge.h"
+#include "gpu/fingerprint.h"
+#include "net/client/remote_generation.h"
+#include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/swarm_processes.h"
 

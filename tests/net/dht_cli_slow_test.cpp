@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "net/dht_directory.h"
+#include "net/dht/dht_directory.h"
 
 namespace bouquet::net {
 namespace {

@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "net/dht_directory.h"
-#include "net/dht_record.h"
+#include "net/dht/dht_directory.h"
+#include "net/dht/dht_record.h"
 
 namespace bouquet::net {
 namespace {

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "gpu/generate_local.h"
-#include "net/generate_swarm.h"
-#include "net/server_process.h"
+#include "net/client/generate_swarm.h"
+#include "net/server/server_process.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/swarm_processes.h"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "gpu/safetensors.h"
-#include "net/fingerprint.h"
+#include "gpu/fingerprint.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "core/rng.h"
-#include "net/frame.h"
+#include "net/rpc/frame.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <thread>
 
-#include "net/fingerprint.h"
+#include "gpu/fingerprint.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/swarm_processes.h"
 

@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "gpu/span_runner.h"
-#include "net/fingerprint.h"
-#include "net/remote_chain.h"
+#include "gpu/fingerprint.h"
+#include "net/client/remote_chain.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/process_stats.h"
 #include "tests/net/support/swarm_processes.h"

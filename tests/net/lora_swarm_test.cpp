@@ -12,9 +12,9 @@
 #include "gpu/generation.h"
 #include "gpu/lora.h"
 #include "gpu/span_runner.h"
-#include "net/fingerprint.h"
-#include "net/remote_generation.h"
-#include "net/remote_span.h"
+#include "gpu/fingerprint.h"
+#include "net/client/remote_generation.h"
+#include "net/client/remote_span.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

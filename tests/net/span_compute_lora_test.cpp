@@ -4,8 +4,8 @@
 // as unknown_adapter and the next request still runs.
 #include "gpu/lora.h"
 #include "gpu/span_runner.h"
-#include "net/span_compute.h"
-#include "net/tensor_bridge.h"
+#include "gpu/span_compute.h"
+#include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 
 #include <ATen/ATen.h>

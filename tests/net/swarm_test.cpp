@@ -10,11 +10,11 @@
 #include "gpu/client_head.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
-#include "net/fingerprint.h"
-#include "net/remote_generation.h"
-#include "net/remote_span.h"
-#include "net/span_compute.h"
-#include "net/tensor_bridge.h"
+#include "gpu/fingerprint.h"
+#include "net/client/remote_generation.h"
+#include "net/client/remote_span.h"
+#include "gpu/span_compute.h"
+#include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

@@ -7,7 +7,7 @@
 
 #include "core/rng.h"
 #include "core/wire.h"
-#include "net/tensor_bridge.h"
+#include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

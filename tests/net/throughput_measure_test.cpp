@@ -6,9 +6,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "net/server_discovery.h"
-#include "net/span_compute.h"
-#include "net/throughput_measure.h"
+#include "net/server/server_discovery.h"
+#include "gpu/span_compute.h"
+#include "net/server/throughput_measure.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

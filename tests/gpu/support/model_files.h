@@ -3,7 +3,7 @@
 #pragma once
 
 #include "gpu/tiny_model.h"
-#include "gpu/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cstdint>
 #include <filesystem>

@@ -17,7 +17,7 @@
 #include "gpu/generation.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
-#include "net/address.h"
+#include "net/rpc/address.h"
 
 namespace bouquet::net::testing {
 namespace fs = std::filesystem;

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "core/messages.h"
-#include "gpu/tokenizer.h"
-#include "net/frame.h"
-#include "net/server.h"
+#include "tokenizer/tokenizer.h"
+#include "net/rpc/frame.h"
+#include "net/server/server.h"
 
 namespace bouquet::net::testing {
 

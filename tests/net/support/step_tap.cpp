@@ -10,8 +10,8 @@
 #include <stdexcept>
 #include <variant>
 
-#include "net/address.h"
-#include "net/frame.h"
+#include "net/rpc/address.h"
+#include "net/rpc/frame.h"
 
 namespace bouquet::net::testing {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "net/server_process.h"
+#include "net/server/server_process.h"
 
 namespace bouquet::net::testing {
 

@@ -1,0 +1,166 @@
+#include "gpu/span_compute.h"
+
+#include <ATen/ATen.h>
+#include <fmt/core.h>
+
+#include "core/check.h"
+#include "gpu/errors.h"
+#include "gpu/safetensors.h"
+#include "gpu/span_runner.h"
+#include "gpu/tensor_bridge.h"
+
+namespace bouquet::net {
+
+using core::ComputeOutput;
+using core::ComputeRequest;
+using core::Error;
+using core::ErrorCode;
+using core::Result;
+
+SpanCompute::SpanCompute(const SpanComputeConfig& config) : span_(config.span) {
+  if (span_.empty()) throw gpu::InputError(fmt::format("blocks {} is an empty span", span_.to_string()));
+  for (uint32_t b = span_.begin; b < span_.end; ++b) {
+    blocks_.push_back(std::make_unique<gpu::SpanRunner>(gpu::SpanRunnerConfig{
+        config.model_dir, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1, config.dtype,
+        config.device, config.quant, config.adapters}));
+  }
+}
+
+SpanCompute::~SpanCompute() = default;
+
+const gpu::ModelConfig& SpanCompute::model_config() const { return blocks_.front()->model_config(); }
+
+uint32_t SpanCompute::hidden_size() const {
+  return static_cast<uint32_t>(blocks_.front()->hidden_size());
+}
+
+uint64_t SpanCompute::weight_bytes() const {
+  uint64_t total = 0;
+  for (const auto& block : blocks_) total += block->weight_bytes();
+  return total;
+}
+
+std::string SpanCompute::describe_compute() const { return gpu::describe(blocks_.front()->compute()); }
+
+std::vector<std::string> SpanCompute::adapter_names() const { return blocks_.front()->adapter_names(); }
+
+size_t SpanCompute::open_caches() const {
+  size_t n = 0;
+  for (const auto& block : blocks_) n = std::max(n, block->session_count());
+  return n;
+}
+
+std::vector<gpu::SpanRunner*> SpanCompute::runners(core::BlockSpan span) const {
+  BOUQUET_CHECK(span_.contains(span), "compute asked for blocks this server does not hold");
+  std::vector<gpu::SpanRunner*> out;
+  for (uint32_t b = span.begin; b < span.end; ++b) out.push_back(blocks_[b - span_.begin].get());
+  return out;
+}
+
+namespace {
+
+// Deep prompts [blocks, batch or 1, prefix, hidden] of a request for `span`, checked against the
+// inputs; undefined when the request has none. Each runner checks the rest of its slice's shape.
+at::Tensor request_prompts(const ComputeRequest& request, const at::Tensor& inputs) {
+  if (!request.prompts) return {};
+  at::Tensor prompts = tensor_from_activation(*request.prompts);
+  if (prompts.dim() != 4 || prompts.size(0) != static_cast<int64_t>(request.span.size()) ||
+      inputs.dim() != 3 || (prompts.size(1) != 1 && prompts.size(1) != inputs.size(0))) {
+    throw gpu::InputError(fmt::format(
+        "deep prompts for blocks {} must be [{}, batch {} or 1, prefix, hidden], got {}",
+        request.span.to_string(), request.span.size(), inputs.dim() == 3 ? inputs.size(0) : 0,
+        gpu::format_shape(prompts.sizes().vec())));
+  }
+  return prompts;
+}
+
+at::Tensor block_prompts(const at::Tensor& prompts, size_t i) {
+  return prompts.defined() ? prompts.narrow(0, static_cast<int64_t>(i), 1) : at::Tensor();
+}
+
+}  // namespace
+
+Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
+  try {
+    switch (request.kind) {
+      case core::ComputeKind::inference: return run_inference(request);
+      case core::ComputeKind::forward: return run_forward(request);
+      case core::ComputeKind::backward: return run_backward(request);
+    }
+    return Error{ErrorCode::compute_failed, "unknown compute kind"};
+  } catch (const gpu::UnknownAdapterError& e) {
+    return Error{ErrorCode::unknown_adapter, e.what()};
+  } catch (const gpu::InputError& e) {
+    return Error{ErrorCode::bad_request, e.what()};
+  } catch (const std::exception& e) {
+    return Error{ErrorCode::compute_failed,
+                 fmt::format("blocks {}: {}", request.span.to_string(), e.what())};
+  }
+}
+
+Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) {
+  const auto chain = runners(request.span);
+  for (gpu::SpanRunner* block : chain) {
+    if (!block->has_session(request.cache_id)) {
+      block->open_session(request.cache_id, request.batch, request.max_length, request.adapter);
+    }
+    const int64_t cached = block->session_length(request.cache_id);
+    if (cached < request.cache_length) {
+      return Error{ErrorCode::bad_position,
+                   fmt::format("the cache holds {} positions, the step starts at {}", cached,
+                               request.cache_length)};
+    }
+  }
+  for (gpu::SpanRunner* block : chain) block->truncate_session(request.cache_id, request.cache_length);
+  at::Tensor x = tensor_from_activation(request.inputs);
+  const at::Tensor prompts = request_prompts(request, x);
+  for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->step(request.cache_id, x, block_prompts(prompts, i));
+  return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
+}
+
+Result<ComputeOutput> SpanCompute::run_forward(const ComputeRequest& request) {
+  at::NoGradGuard no_grad;
+  at::Tensor x = tensor_from_activation(request.inputs);
+  const at::Tensor prompts = request_prompts(request, x);
+  const auto chain = runners(request.span);
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const gpu::ActiveLora lora(chain[i]->adapter(request.adapter));
+    x = chain[i]->forward(x, block_prompts(prompts, i));
+  }
+  return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
+}
+
+Result<ComputeOutput> SpanCompute::run_backward(const ComputeRequest& request) {
+  BOUQUET_CHECK(request.grad_outputs.has_value(), "a backward request without output gradients");
+  at::AutoGradMode grad_on(true);
+  // A fresh leaf: the received values are not shared with anything that might hold a graph.
+  at::Tensor inputs = tensor_from_activation(request.inputs).clone().requires_grad_(true);
+  at::Tensor prompts = request_prompts(request, inputs);
+  if (prompts.defined()) prompts = prompts.clone().requires_grad_(true);
+  at::Tensor x = inputs;
+  const auto chain = runners(request.span);
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const gpu::ActiveLora lora(chain[i]->adapter(request.adapter));  // recorded in the graph
+    x = chain[i]->forward(x, block_prompts(prompts, i));
+  }
+  const at::Tensor grad_outputs = tensor_from_activation(*request.grad_outputs);
+  if (grad_outputs.sizes() != x.sizes()) {
+    return Error{ErrorCode::bad_request,
+                 fmt::format("backward: output gradients {} must have the inputs' shape {}",
+                             gpu::format_shape(grad_outputs.sizes().vec()), gpu::format_shape(x.sizes().vec()))};
+  }
+  x.backward(grad_outputs);
+  std::optional<core::Activation> grad_prompts;
+  if (prompts.defined()) {
+    // A prefix longer than the sequence leaves part of the prompts unused: zero gradient there.
+    const at::Tensor g = prompts.grad().defined() ? prompts.grad() : at::zeros_like(prompts);
+    grad_prompts = activation_from_tensor(g, request.output_compression);
+  }
+  return ComputeOutput{activation_from_tensor(inputs.grad(), request.output_compression), std::move(grad_prompts)};
+}
+
+void SpanCompute::drop_cache(core::CacheId cache) {
+  for (auto& block : blocks_) block->close_session(cache);
+}
+
+}  // namespace bouquet::net

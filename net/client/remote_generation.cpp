@@ -1,0 +1,106 @@
+#include "net/client/remote_generation.h"
+
+#include <ATen/ATen.h>
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include "core/min_latency_route.h"
+#include "core/rng.h"
+#include "gpu/client_head.h"
+#include "gpu/errors.h"
+
+namespace bouquet::net {
+
+core::Compression parse_compression(std::string_view text) {
+  if (text == "none") return core::Compression::none;
+  if (text == "f16" || text == "float16") return core::Compression::float16;
+  if (text == "int8" || text == "int8_blockwise") return core::Compression::int8_blockwise;
+  throw std::invalid_argument(fmt::format("compression '{}' is not one of none, f16, int8", text));
+}
+
+RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client,
+                                     const std::string& model_id,
+                                     const gpu::GenerationRequest& request,
+                                     const RemoteGenerationOptions& options,
+                                     const std::function<void(gpu::TokenId)>& on_token) {
+  if (request.prompt_ids.empty()) throw gpu::InputError("the prompt has no tokens");
+  if (request.max_new_tokens < 0) throw gpu::InputError("max new tokens must be >= 0");
+  RemoteGeneration out;
+  gpu::GenerationResult& result = out.result;
+  result.prompt_ids = request.prompt_ids;
+  result.stop_reason = "max_new_tokens";
+  if (request.max_new_tokens == 0) return out;
+
+  const gpu::ModelConfig& model = head.model_config();
+  RemoteSessionConfig config;
+  // Session ids only need to differ between this client's sessions on one connection; drawn
+  // from the run's seed like every other id (the top bit stays clear for request ids).
+  config.session_id = core::Rng(request.sampling.seed).derive(0x5e5510).next_u64() >> 1;
+  config.model_id = model_id;
+  config.num_blocks = static_cast<uint32_t>(model.num_layers);
+  config.hidden_size = static_cast<uint32_t>(model.hidden_size);
+  config.max_length = static_cast<uint32_t>(request.prompt_ids.size() + request.max_new_tokens);
+  config.batch = 1;
+  config.compression = options.compression;
+  config.cache_wait_timeout_s = options.cache_wait_timeout_s;
+  config.reply_timeout_s = options.reply_timeout_s;
+  config.recovery = options.recovery;
+  config.recovery_deadline_s = options.recovery_deadline_s;
+  config.adapter = request.adapter;
+  RemoteInferenceSession session(client, config);
+  session.open();
+  out.route = session.route();
+  {
+    const auto records = client.records();
+    // A server that measured nothing (a pinned server without discovery) makes the price a guess.
+    bool measured = true;
+    for (const core::Hop& hop : session.chain()) {
+      for (const auto& r : records) {
+        if (r.peer == hop.peer && !(r.inference_rps > 0)) measured = false;
+      }
+    }
+    const double step_s = core::chain_latency_s(session.chain(), records,
+                                                uint64_t{config.batch} * config.max_length, client.rtt());
+    out.expected_step_s = measured && std::isfinite(step_s) ? step_s : 0.0;
+  }
+
+  gpu::Sampler sampler(request.sampling);
+  std::vector<gpu::TokenId> history = request.prompt_ids;
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto first_token = start;
+  at::Tensor hidden = head.embed(request.prompt_ids);
+  for (int64_t n = 0; n < request.max_new_tokens; ++n) {
+    const at::Tensor last = session.step(hidden);
+    const gpu::TokenId next = sampler.next(head.last_logits(last), history);
+    if (n == 0) first_token = Clock::now();
+    history.push_back(next);
+    result.ids.push_back(next);
+    if (on_token) on_token(next);
+    const bool eos = std::find(request.eos_ids.begin(), request.eos_ids.end(), next) != request.eos_ids.end();
+    if (eos && !request.ignore_eos) {
+      result.stop_reason = "eos";
+      break;
+    }
+    hidden = head.embed(std::vector<gpu::TokenId>{next});
+  }
+  const auto end = Clock::now();
+  for (const core::Recovery& r : session.recoveries()) {
+    RecoveryReport report{r.span, client.address_of(r.failed_peer), r.cause.to_string(), {},
+                          r.positions_replayed, r.succeeded ? r.duration_s() : 0.0, r.succeeded};
+    for (const core::Hop& hop : r.replacement) report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
+    out.recoveries.push_back(std::move(report));
+  }
+  session.close();
+  result.prefill_s = std::chrono::duration<double>(first_token - start).count();
+  result.decode_s = std::chrono::duration<double>(end - first_token).count();
+  const double total_s = result.prefill_s + result.decode_s;
+  result.tokens_per_s = total_s > 0 ? static_cast<double>(result.ids.size()) / total_s : 0.0;
+  return out;
+}
+
+}  // namespace bouquet::net

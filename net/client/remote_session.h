@@ -1,0 +1,97 @@
+// An inference session through a chain of remote servers: the Asio driver of one
+// core::InferenceSession, with a synchronous face for the generation loop.
+//
+// The core decides everything (route request, opens, hop order, history, deadlines, failure);
+// this driver carries out its effects on a SwarmClient — messages, timers, and PlanRoute answered
+// with the core's planner over the servers' InfoReplies: greedy for peers given by hand,
+// min-latency (pinged RTTs, announced speeds) when the client has a directory, whose fresh
+// records re-plans then read — and waits for its reports.
+//
+// Promises:
+// - open() returns once every hop's server opened its session, or throws RemoteError naming the
+//   server and span (or, when no chain covers the model, the blocks nobody serves and why each
+//   peer was unusable: unreachable, another model's fingerprint).
+// - step(hidden) runs [batch, tokens, hidden] through every hop and returns the last span's
+//   output for those positions (float32, CPU). The core splits steps longer than
+//   max_step_tokens() (what fits in one frame) into several messages. A rewind (start_position
+//   below length()) is passed on.
+// - A failed hop is the core's to handle (recovery.h: under `replay` it is replaced from the
+//   same peer list and its history replayed); what cannot be recovered throws RemoteError and
+//   leaves the session failed. Every wait ends by the core's deadlines (reply, cache wait,
+//   recovery deadline).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/inference_session.h"
+#include "net/client/swarm_client.h"
+
+namespace bouquet::net {
+
+struct RemoteSessionConfig {
+  uint64_t session_id = 0;  // high bit clear (SwarmClient request ids use it)
+  std::string model_id;     // the model fingerprint
+  uint32_t num_blocks = 0;
+  uint32_t hidden_size = 0;
+  uint32_t max_length = 0;
+  uint32_t batch = 1;
+  core::Compression compression = core::Compression::none;
+  double cache_wait_timeout_s = 30;
+  double reply_timeout_s = 30;
+  core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
+  double recovery_deadline_s = 60;
+  std::string adapter = {};  // LoRA adapter the servers apply ("" = none); routing keeps to its holders
+};
+
+// One hop of the route, for people: which server runs which blocks.
+struct RouteHop {
+  std::string address;
+  core::BlockSpan span;
+};
+
+class RemoteInferenceSession {
+ public:
+  RemoteInferenceSession(SwarmClient& client, RemoteSessionConfig config);
+  ~RemoteInferenceSession();  // closes the session if it is open
+  RemoteInferenceSession(const RemoteInferenceSession&) = delete;
+  RemoteInferenceSession& operator=(const RemoteInferenceSession&) = delete;
+
+  void open();
+  at::Tensor step(const at::Tensor& hidden, std::optional<uint32_t> start_position = std::nullopt);
+  void close();
+
+  uint32_t length() const { return session_.length(); }
+  const core::Chain& chain() const { return session_.chain(); }
+  std::vector<RouteHop> route() const;
+  uint32_t max_step_tokens() const;
+  const core::InferenceSession& core_session() const { return session_; }
+  const std::vector<core::Recovery>& recoveries() const { return session_.recoveries(); }
+
+ private:
+  void feed(const core::Input& input);
+  void carry_out(std::vector<core::Effect>& effects);
+  void wait(const char* what);
+  [[noreturn]] void throw_failure();
+  std::string routing_problems() const;
+
+  SwarmClient& client_;
+  RemoteSessionConfig config_;
+  core::InferenceSession session_;
+  TimerTable timers_;
+  size_t listener_ = 0;
+  uint64_t plans_ = 0;  // PlanRoute effects carried out
+  // Reports of the core session, consumed by the synchronous calls.
+  bool ready_ = false;
+  bool closed_ = false;
+  std::optional<core::Error> failure_;
+  std::optional<core::Activation> output_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace bouquet::net

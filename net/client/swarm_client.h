@@ -1,0 +1,136 @@
+// A client's view of the swarm: the servers given on the command line, what each said about
+// itself (InfoReply), the connections to them, and a synchronous face over the asynchronous
+// event loop for the command-line client and tests.
+//
+// Promises:
+// - discover() asks every peer for its info in parallel and returns within request_timeout_s
+//   (plus the connect timeout), with, per peer, the reply or the reason there is none.
+// - records() turns the replies into core ServerRecords; routing is the core's planner over them.
+//   After refresh_from_directory() it returns the directory's records instead (servers new to the
+//   client become peers), so a recovery re-plans from what the swarm says now.
+// - Each info answer's round trip feeds rtt(), which min-latency routing prices hops with (with a
+//   directory, discover() times a second exchange on the open connection instead of the first).
+// - call() sends one request/reply message (info, forward, backward) and waits for the reply with
+//   the same request id, an ErrorReply, a lost connection or the timeout; failures come back as
+//   typed errors naming the peer.
+// - Inference sessions (remote_session.h) attach as listeners and get every message and loss.
+// - Request ids have the top bit set and session ids (drawn by sessions) do not, so an ErrorReply
+//   always reaches the right one.
+// - Single-threaded: one thread uses a SwarmClient at a time.
+#pragma once
+
+#include <asio.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/input.h"
+#include "core/messages.h"
+#include "core/rtt_estimator.h"
+#include "core/server_speeds.h"
+#include "core/server_record.h"
+#include "net/rpc/client_network.h"
+#include "net/rpc/timers.h"
+
+namespace bouquet::net {
+
+struct SwarmClientConfig {
+  std::vector<std::string> peers;  // "HOST:PORT"
+  // Optional: fresh records of the model's servers (a DHT lookup, issue 6), with the model id the
+  // sessions use. Re-plans after a failure read it (refresh_from_directory) instead of the infos.
+  std::function<std::vector<core::ServerRecord>()> directory;
+  double connect_timeout_s = 10;
+  double request_timeout_s = 30;   // info, forward and backward replies
+  FrameLimits limits;
+};
+
+struct PeerStatus {
+  core::PeerId peer;
+  std::string address;
+  std::optional<core::InfoReply> info;  // the peer's answer
+  std::string error;                    // why there is no answer
+};
+
+// A typed failure of a remote call or session, with a one-line message naming the peer.
+class RemoteError : public std::runtime_error {
+ public:
+  explicit RemoteError(core::Error error)
+      : std::runtime_error(error.to_string()), error_(std::move(error)) {}
+  const core::Error& error() const { return error_; }
+
+ private:
+  core::Error error_;
+};
+
+class SwarmClient {
+ public:
+  // Listeners get every message and loss (as core Inputs: MessageReceived / PeerUnreachable).
+  using Listener = std::function<void(const core::Input&)>;
+
+  explicit SwarmClient(SwarmClientConfig config);  // std::invalid_argument on a bad address
+  ~SwarmClient();
+
+  const std::vector<PeerStatus>& discover();
+  bool discovered() const { return discovered_; }
+  const std::vector<PeerStatus>& peers() const { return peers_; }
+  std::vector<core::ServerRecord> records() const;
+  std::string address_of(core::PeerId peer) const;
+  bool has_directory() const { return static_cast<bool>(config_.directory); }
+  // Reads config().directory now; a failure to read it keeps the records as they were (and
+  // returns false).
+  bool refresh_from_directory();
+  const core::RttEstimator& rtt() const { return rtt_; }
+  // What this client's sessions measured of each server's speed (core/server_speeds.h).
+  core::ServerSpeeds& speeds() { return speeds_; }
+  const core::ServerSpeeds& speeds() const { return speeds_; }
+
+  // One request/reply exchange. `request` must be an InfoRequest, ForwardRequest or
+  // BackwardRequest; its request_id is assigned here. Throws RemoteError.
+  core::Message call(core::PeerId peer, core::Message request, double timeout_s);
+
+  size_t add_listener(Listener listener);
+  void remove_listener(size_t id);
+  void send(core::PeerId peer, const core::Message& message) { network_.send(peer, message); }
+
+  asio::io_context& io() { return io_; }
+  const DriverClock& clock() const { return clock_; }
+  const SwarmClientConfig& config() const { return config_; }
+  // Runs the event loop until done() holds or timeout_s passed; returns done().
+  bool run_until(const std::function<bool()>& done, double timeout_s);
+
+ private:
+  struct Pending {
+    core::PeerId peer;
+    std::optional<core::Message> reply;
+    std::optional<core::Error> error;
+    double sent_at = 0;
+    double answered_at = 0;
+  };
+
+  void on_message(core::PeerId peer, core::Message message);
+  void ping_answered_peers();  // a second info exchange per peer, for RTT without the connect
+  void on_lost(core::PeerId peer, const std::string& reason);
+  uint64_t next_request_id() { return (uint64_t{1} << 63) | next_request_++; }
+
+  SwarmClientConfig config_;
+  asio::io_context io_;
+  DriverClock clock_;
+  ClientNetwork network_;
+  std::vector<PeerStatus> peers_;
+  std::optional<std::vector<core::ServerRecord>> directory_records_;
+  core::RttEstimator rtt_;
+  core::ServerSpeeds speeds_{rtt_};
+  std::map<uint64_t, Pending> pending_;
+  std::map<size_t, Listener> listeners_;
+  size_t next_listener_ = 1;
+  bool discovered_ = false;
+  uint64_t next_request_ = 1;
+};
+
+}  // namespace bouquet::net

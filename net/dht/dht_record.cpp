@@ -1,0 +1,177 @@
+#include "net/dht/dht_record.h"
+
+#include "net/rpc/address.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string_view>
+#include <fmt/core.h>
+
+namespace bouquet::net {
+namespace {
+
+std::optional<core::ServerState> parse_state(const std::string& text) {
+  for (auto state : {core::ServerState::joining, core::ServerState::online, core::ServerState::offline}) {
+    if (core::to_string(state) == text) return state;
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> parse_peer(const std::string& text) {
+  if (text.empty() || text.size() > 16) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : text) {
+    int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (digit < 0) return std::nullopt;
+    value = value * 16 + static_cast<uint64_t>(digit);
+  }
+  return value;
+}
+
+// A field that is there but holds the wrong kind or size of value; decode turns it into its reason.
+struct BadField {
+  std::string why;
+};
+
+// An integer in [0, max]. nlohmann's get<uint32_t> converts a float by a plain cast (undefined
+// behaviour beyond the range) and wraps negatives, so a record from anyone is checked first.
+uint64_t integer_field(const nlohmann::json& value, std::string_view name, uint64_t max) {
+  if (!value.is_number_integer()) {
+    throw BadField{fmt::format("field \"{}\" is {}, not an integer", name, value.dump())};
+  }
+  const bool negative = !value.is_number_unsigned() && value.get<int64_t>() < 0;
+  if (negative || value.get<uint64_t>() > max) {
+    throw BadField{fmt::format("field \"{}\" is {}, outside [0, {}]", name, value.dump(), max)};
+  }
+  return value.get<uint64_t>();
+}
+
+uint32_t block_field(const nlohmann::json& value, std::string_view name) {
+  return static_cast<uint32_t>(integer_field(value, name, kDhtMaxModelBlocks));
+}
+
+// A finite number in [lo, hi].
+double number_field(const nlohmann::json& value, std::string_view name, double lo, double hi) {
+  if (!value.is_number()) throw BadField{fmt::format("field \"{}\" is {}, not a number", name, value.dump())};
+  const double number = value.get<double>();
+  if (!std::isfinite(number) || number < lo || number > hi) {
+    throw BadField{fmt::format("field \"{}\" is {}, outside [{:g}, {:g}]", name, value.dump(), lo, hi)};
+  }
+  return number;
+}
+
+// Unix seconds: not before 1970, not past the year ~5000 (an "expires never" is a forged record).
+constexpr double kMaxUnixS = 1e11;
+// A token rate no hardware reaches; larger is an announcement nobody should rank by.
+constexpr double kMaxRps = 1e12;
+
+}  // namespace
+
+std::string dht_block_key(const std::string& model_id, uint32_t block) {
+  return fmt::format("bouquet/v{}/{}/block/{}", kDhtRecordVersion, model_id, block);
+}
+
+std::string dht_models_key() { return fmt::format("bouquet/v{}/models", kDhtRecordVersion); }
+
+std::string encode_dht_record(const DhtRecord& in) {
+  const core::ServerRecord& r = in.record;
+  nlohmann::json j = {
+      {"v", kDhtRecordVersion},
+      {"peer", r.peer.to_string()},
+      {"address", r.address},
+      {"span", {r.span.begin, r.span.end}},
+      {"block", in.block},
+      {"state", std::string(core::to_string(r.state))},
+      {"throughput_rps", r.throughput_rps},
+      {"inference_rps", r.inference_rps},
+      {"cache_tokens_free", r.cache_tokens_free},
+      {"model", r.model_id},
+      {"model_blocks", in.model_blocks},
+      {"fingerprint", in.fingerprint},
+      {"version", r.version},
+      {"adapters", r.adapters},
+      {"expires_at", r.expires_at},
+      {"announced_at", in.announced_unix_s},
+      {"seq", in.seq},
+  };
+  return j.dump();
+}
+
+std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes) {
+  nlohmann::json j = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return std::string("not a JSON object");
+  if (!j.contains("v") || !j["v"].is_number_integer()) return std::string("no version field \"v\"");
+  if (j["v"].get<int64_t>() != kDhtRecordVersion) {
+    return fmt::format("record version {} (this build reads {})", j["v"].dump(), kDhtRecordVersion);
+  }
+  try {
+    DhtRecord out;
+    core::ServerRecord& r = out.record;
+    auto peer = parse_peer(j.at("peer").get<std::string>());
+    if (!peer) return std::string("field \"peer\" is not 1-16 lowercase hex digits");
+    r.peer = core::PeerId{*peer};
+    r.address = j.at("address").get<std::string>();
+    try {
+      parse_host_port(r.address, /*allow_port_zero=*/false);  // a port in [1, 65535], a host
+    } catch (const std::invalid_argument& e) {
+      return fmt::format("field \"address\": {}", e.what());
+    }
+    const auto& span = j.at("span");
+    if (!span.is_array() || span.size() != 2) return std::string("field \"span\" is not [begin, end]");
+    r.span = core::BlockSpan{block_field(span[0], "span[0]"), block_field(span[1], "span[1]")};
+    if (r.span.empty()) return std::string("field \"span\" is empty");
+    out.block = block_field(j.at("block"), "block");
+    auto state = parse_state(j.at("state").get<std::string>());
+    if (!state) return fmt::format("field \"state\" is {}", j.at("state").dump());
+    r.state = *state;
+    r.throughput_rps = number_field(j.at("throughput_rps"), "throughput_rps", 0, kMaxRps);
+    r.inference_rps = number_field(j.at("inference_rps"), "inference_rps", 0, kMaxRps);
+    r.cache_tokens_free =
+        integer_field(j.at("cache_tokens_free"), "cache_tokens_free", std::numeric_limits<uint64_t>::max());
+    r.model_id = j.at("model").get<std::string>();
+    if (j.contains("model_blocks")) out.model_blocks = block_field(j["model_blocks"], "model_blocks");
+    if (out.model_blocks != 0 && r.span.end > out.model_blocks) {
+      return fmt::format("field \"span\" is {} but the model has {} blocks", r.span.to_string(), out.model_blocks);
+    }
+    out.fingerprint = j.value("fingerprint", std::string());
+    r.version = j.value("version", std::string());
+    r.adapters = j.value("adapters", std::vector<std::string>{});
+    r.expires_at = number_field(j.at("expires_at"), "expires_at", 0, kMaxUnixS);
+    out.announced_unix_s = number_field(j.at("announced_at"), "announced_at", 0, kMaxUnixS);
+    if (j.contains("seq")) out.seq = integer_field(j["seq"], "seq", std::numeric_limits<uint64_t>::max());
+    return out;
+  } catch (const BadField& e) {
+    return e.why;
+  } catch (const nlohmann::json::exception& e) {
+    return fmt::format("bad field: {}", e.what());
+  }
+}
+
+std::variant<DhtModelIndexEntry, std::string> decode_dht_model_index(const std::string& bytes) {
+  nlohmann::json j = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return std::string("not a JSON object");
+  if (!j.contains("v") || !j["v"].is_number_integer() || j["v"].get<int64_t>() != kDhtRecordVersion) {
+    return fmt::format("record version {} (this build reads {})", j.value("v", nlohmann::json()).dump(),
+                       kDhtRecordVersion);
+  }
+  try {
+    DhtModelIndexEntry out;
+    out.model_id = j.at("model").get<std::string>();
+    if (j.contains("model_blocks")) out.model_blocks = block_field(j["model_blocks"], "model_blocks");
+    out.expires_at = number_field(j.at("expires_at"), "expires_at", 0, kMaxUnixS);
+    return out;
+  } catch (const BadField& e) {
+    return e.why;
+  } catch (const nlohmann::json::exception& e) {
+    return fmt::format("bad field: {}", e.what());
+  }
+}
+
+bool dht_record_newer(const DhtRecord& a, const DhtRecord& b) {
+  if (a.announced_unix_s != b.announced_unix_s) return a.announced_unix_s > b.announced_unix_s;
+  return a.seq > b.seq;
+}
+
+}  // namespace bouquet::net
