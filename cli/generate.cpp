@@ -33,12 +33,16 @@ const CommandRegistration generate_command{
           ->capture_default_str();
       sub.add_option("--recovery", swarm->recovery,
                      "With --peers, when a server fails: replay (its span's history to a replacement), "
-                     "restart (from the prompt), cacheless (resend everything every step)")
+                     "restart (from the prompt), cacheless (resend everything every step), "
+                     "restart_from_scratch (generate everything again: the reference's baseline)")
           ->capture_default_str();
       sub.add_option("--recovery-deadline", swarm->recovery_deadline_s,
                      "With --peers, seconds to find a replacement for a failed span before giving up")
           ->capture_default_str()
           ->check(finite_in(0.001, 1e7));
+      sub.add_option("--routing", swarm->routing,
+                     "With --peers or --initial-peers, the planner: min_latency or greedy (default: greedy "
+                     "with --peers, min_latency with --initial-peers)");
       auto* prompt = sub.add_option("--prompt", config->prompt, "Prompt text");
       auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
                                  "Prompt token ids, e.g. 1,2,3 (no BOS added)");

@@ -35,7 +35,7 @@ const CommandRegistration serve_command{
                      "Seconds a begun frame may take to arrive")
           ->capture_default_str()
           ->check(finite_in(0.001, 1e7));
-      // 0 accepted no frame at all, and clients hung (issue 25).
+      // 0 accepted no frame at all, and clients hung.
       sub.add_option("--max-frame-bytes", config->max_frame_bytes, "Largest frame body accepted")
           ->capture_default_str()
           ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 32));

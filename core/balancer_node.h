@@ -1,4 +1,4 @@
-// A server's load-balancing life as a state machine (issue 6): when to join and where, when to
+// A server's load-balancing life as a state machine: when to join and where, when to
 // look again and whether to move, what to announce. It decides; the driver loads blocks, runs
 // the BlockServer for the span and talks to the directory.
 //

@@ -1,4 +1,4 @@
-// Servers a client stays away from for a while after they failed it (issue 7): exponential
+// Servers a client stays away from for a while after they failed it: exponential
 // backoff, base_s after the first failure, times factor after each further one, counted since
 // the server last served the client well.
 //

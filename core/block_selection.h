@@ -1,4 +1,4 @@
-// Which blocks a server takes, and when it moves (issue 6): pure functions of what the directory
+// Which blocks a server takes, and when it moves: pure functions of what the directory
 // says, so net/ and sim/ decide alike and the tests check the decisions themselves. The state
 // machine that applies them over time is balancer_node.h.
 //

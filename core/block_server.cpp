@@ -539,6 +539,52 @@ void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
   }
 }
 
+void BlockServer::leave(const std::string& why, std::vector<Effect>& out) {
+  const Error error{ErrorCode::span_not_served, why};
+  std::vector<CacheAdmission::Ticket> tickets;
+  for (const auto& [ticket, waiting] : waiting_) tickets.push_back(ticket);
+  for (auto ticket : tickets) {
+    const WaitingOpen w = take_waiting(ticket, /*granted=*/false, out);
+    admission_.cancel(ticket);
+    out.push_back(SendMessage{w.peer, ErrorReply{w.open.session_id, 0, error}});
+  }
+  // Step id 0: the error concerns the session itself, whatever step it has in flight.
+  for (const auto& [key, session] : sessions_) out.push_back(SendMessage{key.peer, ErrorReply{key.session_id, 0, error}});
+  for (const auto& [task, owner] : owners_) {
+    if (owner.kind != ComputeKind::inference) out.push_back(SendMessage{owner.peer, ErrorReply{owner.request_id, 0, error}});
+  }
+  for (const auto& [id, session] : sessions_) {
+    // A cache with a step running on it goes with the compute the driver drops (never dropped
+    // under a running computation); the driver ignores that step's result.
+    if (!session.task || !running_.count(*session.task)) out.push_back(DropCache{session.cache_id});
+    admission_.release(session.reserved_tokens);
+  }
+  for (const auto& [id, owner] : timers_) out.push_back(CancelTimer{id});
+  sessions_.clear();
+  waiting_by_session_.clear();
+  queue_ = TaskQueue{};
+  owners_.clear();
+  running_.clear();
+  timers_.clear();
+  clients_.clear();
+  contention_timer_ = 0;
+}
+
+std::optional<ErrorReply> refusal(const Message& message, Error error) {
+  return std::visit(
+      [&](const auto& m) -> std::optional<ErrorReply> {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, OpenSession>) return ErrorReply{m.session_id, 0, std::move(error)};
+        if constexpr (std::is_same_v<M, StepRequest>) return ErrorReply{m.session_id, m.step_id, std::move(error)};
+        if constexpr (std::is_same_v<M, InfoRequest> || std::is_same_v<M, ForwardRequest> ||
+                      std::is_same_v<M, BackwardRequest>) {
+          return ErrorReply{m.request_id, 0, std::move(error)};
+        }
+        return std::nullopt;
+      },
+      message);
+}
+
 TimerId BlockServer::new_timer(TimerOwner owner) {
   const TimerId id = next_id_++;
   timers_.emplace(id, owner);

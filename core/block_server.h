@@ -14,7 +14,7 @@
 // - Compute: at most compute_slots StartCompute in flight; queued work runs inference first,
 //   then forward/backward, FIFO within each (task_queue.h). A session's cache is dropped
 //   (DropCache) only when no compute on it is running.
-// - Limits (issue 25), all announced in InfoReply; a client is one peer as the transport reports
+// - Limits, all announced in InfoReply; a client is one peer as the transport reports
 //   it (one connection). A forward/backward of more than request_tokens_max (batch x tokens) is
 //   refused over_limit (the client splits to the announced cap). A client whose cache tokens
 //   (held and waiting) would pass client_cache_tokens_max, that would have more than
@@ -24,6 +24,10 @@
 // - While opens wait for cache room, a session without a step for session_idle_contended_s is
 //   closed (session_closed), so one idle client cannot hold the cache for the full idle timeout.
 // - Info: answered at once with the span, cache budget and what it has free.
+// - Moving away (leave()): every session, waiting open and forward/backward, queued or running,
+//   is answered span_not_served naming why, per session and request, so each client recovers
+//   elsewhere at once instead of waiting for a timeout or a closed connection. A server without a
+//   span (choosing or loading one) answers every request with refusal().
 #pragma once
 
 #include <cstdint>
@@ -79,6 +83,10 @@ class BlockServer {
   size_t queued_tasks() const { return queue_.size(); }
   size_t running_tasks() const { return running_.size(); }
   uint64_t cache_tokens_free() const { return admission_.tokens_free(); }
+  // The server stops serving its span: answers everything it holds span_not_served with `why`,
+  // frees every cache and forgets every client. The driver then drops it (or keeps it for
+  // nothing): results of computations still running are ignored.
+  void leave(const std::string& why, std::vector<Effect>& out);
   // True while `peer` has a session, a waiting open or a computation here: its connection is in
   // use even when no bytes flow (a driver's idle-connection timeout spares it).
   bool holds_work(PeerId peer) const { return clients_.count(peer) != 0; }
@@ -181,5 +189,10 @@ class BlockServer {
   TimerId contention_timer_ = 0;  // 0 = not set
   uint64_t next_id_ = 1;  // tickets, tasks, caches and timers share one counter
 };
+
+// What a server that holds no span yet (choosing or loading one) answers to `message`: an
+// ErrorReply with `error` to the request or session it names, or nothing for a message that
+// expects no answer (a close, a reply).
+std::optional<ErrorReply> refusal(const Message& message, Error error);
 
 }  // namespace bouquet::core

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <variant>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "core/input.h"
 #include "core/messages.h"
+#include "core/route.h"
 #include "core/server_record.h"
 #include "core/time.h"
 
@@ -55,6 +57,9 @@ struct PlanRoute {
   uint64_t cache_tokens_needed = 0;
   // The LoRA adapter the session applies ("" = none): only servers announcing it are usable.
   std::string adapter = {};
+  // The planner this plan needs (planners.h; passes: throughput), or none: the driver's
+  // configured routing.
+  std::optional<Routing> routing = std::nullopt;
 };
 
 // Directory seam: publish a record; look up servers of a model (balancer_node.h uses both).
@@ -92,10 +97,30 @@ struct SessionFailed {
 struct SessionClosed {
   uint64_t session_id = 0;
 };
+// Under restart_from_scratch (recovery.h): a hop failed, every output so far is lost, and the
+// session is re-opening on a fresh chain. The loop discards what it generated and, on the next
+// SessionReady, starts again from its first step (position 0).
+struct SessionRestarted {
+  uint64_t session_id = 0;
+  uint32_t positions_lost = 0;  // positions the servers had processed before the failure
+};
+
+// Reports of a pass client (pass_session.h) to the training loop.
+struct ForwardDone {
+  Activation outputs;  // [batch, tokens, hidden]: the last block's outputs
+};
+struct BackwardDone {
+  Activation grad_inputs;                  // wrt the first block's inputs
+  std::optional<Activation> grad_prompts;  // wrt every block's deep prompts, when the pass had them
+};
+struct PassFailed {
+  Error error;
+};
 
 using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, DropCache, PlanRoute,
                             Announce, DirectoryLookup, SessionReady, StepDone, SessionFailed,
-                            SessionClosed, MoveToSpan>;
+                            SessionClosed, SessionRestarted, MoveToSpan, ForwardDone, BackwardDone,
+                            PassFailed>;
 
 using Effects = std::vector<Effect>;
 

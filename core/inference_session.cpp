@@ -112,7 +112,7 @@ void InferenceSession::pump(Time now, std::vector<Effect>& out) {
   if (phase_ != Phase::stepping || pending_ || replacement_) return;
   const uint32_t target = step_->end();
   const bool any_dead = std::any_of(hops_.begin(), hops_.end(), [](const HopState& h) { return h.dead; });
-  if (config_.recovery == RecoveryPolicy::restart && any_dead) return start_replacement(now, 0, hops_.size(), out);
+  if (starts_over() && any_dead) return start_replacement(now, 0, hops_.size(), out);
   for (size_t j = 0; j < hops_.size(); ++j) {
     HopState& h = hops_[j];
     if (h.acked >= target) continue;
@@ -194,7 +194,7 @@ void InferenceSession::advance(Time now, std::vector<Effect>& out) {
   if (phase_ != Phase::opening || replacement_) return;
   for (size_t i = 0; i < hops_.size(); ++i) {
     if (hops_[i].dead) {
-      const bool all = config_.recovery == RecoveryPolicy::restart;
+      const bool all = starts_over();
       return start_replacement(now, all ? 0 : i, all ? hops_.size() : i + 1, out);
     }
   }

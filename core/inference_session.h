@@ -23,8 +23,9 @@
 //   caches and never see a position twice. A hop that fails between steps is replaced when the
 //   next step reaches it. No route: re-plan every route_retry_s or when a ban ends, until
 //   recovery_deadline_s after the failure, then SessionFailed{no_route} naming the blocks, the
-//   server and why it failed. Each recovery is recorded (recoveries()). `restart`, `cacheless`
-//   and `none` behave as recovery.h says.
+//   server and why it failed. Each recovery is recorded (recoveries()). `restart`, `cacheless`,
+//   `none` and `restart_from_scratch` (SessionRestarted, then SessionReady again) behave as
+//   recovery.h says.
 // - Each one-token message a hop answers is timed (sent to answered) into config.speeds.
 // - The session arms one timer (id 1) at its earliest deadline.
 #pragma once
@@ -40,11 +41,17 @@
 #include "core/input.h"
 #include "core/position_log.h"
 #include "core/recovery.h"
+#include "core/rng.h"
 #include "core/route.h"
 #include "core/server_speeds.h"
 #include "core/time.h"
 
 namespace bouquet::core {
+
+// A session id drawn from the client's Rng, the one way every driver draws them: the top bit is
+// clear (a real client's request ids set it, so an error reply names one or the other) and there
+// is room for 2^16 hop serials above it (hop i's server session is session_id + i).
+inline uint64_t draw_session_id(Rng& rng) { return rng.next_u64() >> 16; }
 
 struct InferenceSessionConfig {
   uint64_t session_id = 0;  // drawn from the client's Rng; hop i's server session is session_id + i
@@ -151,6 +158,11 @@ class InferenceSession {
   void on_replacement_route(Time now, const RoutePlanned& route, std::vector<Effect>& out);
   void splice(Time now, const Chain& replacement, std::vector<Effect>& out);
   void update_recoveries(Time now);
+  void restart_from_scratch(Time now, std::vector<Effect>& out);
+  // restart and restart_from_scratch replace every hop when one fails.
+  bool starts_over() const {
+    return config_.recovery == RecoveryPolicy::restart || config_.recovery == RecoveryPolicy::restart_from_scratch;
+  }
 
   InferenceSessionConfig config_;
   Phase phase_ = Phase::idle;

@@ -24,12 +24,31 @@ void InferenceSession::fail_hop(Time now, size_t hop, Error error, std::vector<E
   h.failure = std::move(error);
   h.failed_at = now;
   if (pending_ && pending_->hop == hop) pending_.reset();  // its reply, should it come, is ignored
-  if (config_.recovery == RecoveryPolicy::restart) {
+  if (starts_over()) {
     // Start over on a fresh chain: every other server's cache is useless now.
     for (HopState& other : hops_) drop(other);
     pending_.reset();
   }
+  if (config_.recovery == RecoveryPolicy::restart_from_scratch &&
+      (phase_ == Phase::ready || phase_ == Phase::stepping)) {
+    return restart_from_scratch(now, out);
+  }
   advance(now, out);
+}
+
+// restart_from_scratch once the session was ready: nothing generated survives. The session
+// re-opens on a fresh chain (a replacement of every hop, with an empty history) and the loop
+// starts again from position 0 after the next SessionReady.
+void InferenceSession::restart_from_scratch(Time now, std::vector<Effect>& out) {
+  const uint32_t lost = length_;
+  for (HopState& h : hops_) h.history.truncate(0);
+  final_outputs_.clear();
+  length_ = 0;
+  step_.reset();
+  phase_ = Phase::opening;
+  start_replacement(now, 0, hops_.size(), out);
+  recoveries_.back().positions_replayed = lost;
+  out.push_back(SessionRestarted{config_.session_id, lost});
 }
 
 void InferenceSession::start_replacement(Time now, size_t first, size_t last, std::vector<Effect>& out) {
@@ -86,7 +105,9 @@ void InferenceSession::splice(Time now, const Chain& replacement, std::vector<Ef
   replacement_.reset();
   Recovery& r = recoveries_[rep.recovery];
   r.replacement = replacement;
-  r.positions_replayed = step_ ? step_->start_position : length_;
+  if (config_.recovery != RecoveryPolicy::restart_from_scratch) {
+    r.positions_replayed = step_ ? step_->start_position : length_;
+  }
   std::vector<HopState> fresh(replacement.size());
   fresh[0].history = std::move(hops_[rep.first].history);
   for (auto& h : fresh) h.recovery = rep.recovery;

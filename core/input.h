@@ -74,8 +74,19 @@ struct StepRequested {
 };
 struct CloseRequested {};
 
+// From the training loop to its pass client (pass_session.h): run a forward pass over every block
+// of the model ([batch, tokens, hidden]; deep prompts [blocks, batch or 1, prefix, hidden]), then,
+// optionally, the backward of the same pass with the gradient of the loss wrt its outputs.
+struct ForwardRequested {
+  Activation hidden_states;
+  std::optional<Activation> prompts;
+};
+struct BackwardRequested {
+  Activation grad_outputs;
+};
+
 using Input = std::variant<MessageReceived, PeerUnreachable, TimerFired, ComputeFinished,
                            RoutePlanned, DirectoryAnswer, OpenRequested, StepRequested,
-                           CloseRequested, SpanLoaded>;
+                           CloseRequested, SpanLoaded, ForwardRequested, BackwardRequested>;
 
 }  // namespace bouquet::core

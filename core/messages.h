@@ -77,7 +77,7 @@ struct StepRequest {
   uint64_t step_id = 0;         // the client's step counter, echoed in the reply
   uint32_t start_position = 0;  // absolute position of the first new token; <= cached length
   Activation hidden_states;     // [batch, new tokens, hidden]
-  std::optional<Activation> prompts;     // reserved: deep prompts [blocks, batch, prefix, hidden]
+  std::optional<Activation> prompts;     // deep prompts [blocks, batch or 1, prefix, hidden]
   std::vector<NextServer> next_servers;  // reserved: server-to-server push
   uint64_t encoded_size() const;
 };
@@ -105,7 +105,7 @@ struct ForwardRequest {
   std::string adapter;  // LoRA adapter to apply, "" for none
   Compression reply_compression = Compression::none;
   Activation hidden_states;  // [batch, tokens, hidden]
-  std::optional<Activation> prompts;  // reserved: deep prompts
+  std::optional<Activation> prompts;  // deep prompts of the span [blocks, batch or 1, prefix, hidden]
   uint64_t encoded_size() const;
 };
 
@@ -125,7 +125,7 @@ struct BackwardRequest {
   Compression reply_compression = Compression::none;
   Activation hidden_states;  // the span's inputs, as sent in the forward
   Activation grad_outputs;   // gradient of the loss wrt the span's outputs
-  std::optional<Activation> prompts;  // reserved: deep prompts
+  std::optional<Activation> prompts;  // deep prompts of the span [blocks, batch or 1, prefix, hidden]
   uint64_t encoded_size() const;
 };
 

@@ -1,4 +1,4 @@
-// Routing of a fine-tuning pass after a failure (issue 11): the client's forward/backward chain
+// Routing of a fine-tuning pass after a failure: the client's forward/backward chain
 // keeps every hop that works and re-plans exactly the failed hop's span, by throughput, away from
 // the servers it has banned, as inference recovery does for a session (core/recovery.h).
 //

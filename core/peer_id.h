@@ -7,6 +7,7 @@
 #include <compare>
 #include <functional>
 #include <string>
+#include <string_view>
 
 namespace bouquet::core {
 
@@ -17,6 +18,14 @@ struct PeerId {
   // 16 lowercase hex digits: stable, greppable in logs.
   std::string to_string() const;
 };
+
+// FNV-1a (64-bit) of `text`: a stable hash of a name, the same on every machine and run. Ids and
+// sub-streams derived from names (hosts, addresses, tensor names, sweep points) all use it.
+uint64_t fnv1a(std::string_view text);
+
+// The stable id of a node known by name: a simulated host's name, or a real server's announced
+// address and model ("HOST:PORT\nMODEL"), so ids do not depend on creation order.
+inline PeerId peer_id_of(std::string_view name) { return PeerId{fnv1a(name)}; }
 
 }  // namespace bouquet::core
 

@@ -1,6 +1,7 @@
 #include "core/positions.h"
 
 #include <cstring>
+#include <utility>
 
 #include "core/check.h"
 
@@ -80,6 +81,82 @@ Activation concat_tokens(std::span<const Activation> parts) {
     }
   }
   return from_received(std::move(shape), head.dtype, head.compression, std::move(out));
+}
+
+namespace {
+
+// Elements before and after `axis`: a tensor is outer x shape[axis] x inner.
+std::pair<uint64_t, uint64_t> around(const std::vector<uint32_t>& shape, size_t axis) {
+  uint64_t outer = 1, inner = 1;
+  for (size_t d = 0; d < axis; ++d) outer *= shape[d];
+  for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+  return {outer, inner};
+}
+
+}  // namespace
+
+Activation slice_axis(const Activation& a, size_t axis, uint32_t begin, uint32_t end) {
+  BOUQUET_CHECK(axis < a.shape.size() && begin < end && end <= a.shape[axis], "slice_axis: out of range");
+  if (begin == 0 && end == a.shape[axis]) return a;
+  std::vector<uint32_t> shape = a.shape;
+  shape[axis] = end - begin;
+  if (!a.data) return make_sized_activation(std::move(shape), a.dtype, a.compression);
+  const auto values = received_values(a);
+  const auto [outer, inner] = around(a.shape, axis);
+  std::vector<float> out;
+  out.reserve(outer * (end - begin) * inner);
+  for (uint64_t o = 0; o < outer; ++o) {
+    const auto first = values.begin() + static_cast<ptrdiff_t>((o * a.shape[axis] + begin) * inner);
+    out.insert(out.end(), first, first + static_cast<ptrdiff_t>((end - begin) * inner));
+  }
+  return from_received(std::move(shape), a.dtype, a.compression, std::move(out));
+}
+
+Activation concat_axis(std::span<const Activation> parts, size_t axis) {
+  BOUQUET_CHECK(!parts.empty(), "concat_axis of nothing");
+  if (parts.size() == 1) return parts[0];
+  const Activation& head = parts[0];
+  BOUQUET_CHECK(axis < head.shape.size(), "concat_axis: no such axis");
+  std::vector<uint32_t> shape = head.shape;
+  shape[axis] = 0;
+  for (const auto& p : parts) {
+    bool same = p.shape.size() == head.shape.size() && p.dtype == head.dtype &&
+                (p.data == nullptr) == (head.data == nullptr) && p.shape[axis] > 0;
+    for (size_t d = 0; same && d < p.shape.size(); ++d) same = d == axis || p.shape[d] == head.shape[d];
+    BOUQUET_CHECK(same, "concat_axis: parts differ beyond the axis, in dtype or in data presence");
+    shape[axis] += p.shape[axis];
+  }
+  if (!head.data) return make_sized_activation(std::move(shape), head.dtype, head.compression);
+  const auto [outer, inner] = around(head.shape, axis);
+  std::vector<std::vector<float>> values;
+  for (const auto& p : parts) values.push_back(received_values(p));
+  std::vector<float> out;
+  out.reserve(outer * shape[axis] * inner);
+  for (uint64_t o = 0; o < outer; ++o) {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const uint64_t n = parts[i].shape[axis] * inner;
+      const auto first = values[i].begin() + static_cast<ptrdiff_t>(o * n);
+      out.insert(out.end(), first, first + static_cast<ptrdiff_t>(n));
+    }
+  }
+  return from_received(std::move(shape), head.dtype, head.compression, std::move(out));
+}
+
+Activation sum_activations(std::span<const Activation> parts) {
+  BOUQUET_CHECK(!parts.empty(), "sum of nothing");
+  if (parts.size() == 1) return parts[0];
+  const Activation& head = parts[0];
+  for (const auto& p : parts) {
+    BOUQUET_CHECK(p.shape == head.shape && (p.data == nullptr) == (head.data == nullptr),
+                  "sum_activations: parts differ in shape or data presence");
+  }
+  if (!head.data) return head;
+  std::vector<float> total = received_values(head);
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const auto values = received_values(parts[i]);
+    for (size_t k = 0; k < total.size(); ++k) total[k] += values[k];
+  }
+  return make_activation(head.shape, std::move(total), head.dtype, Compression::none);
 }
 
 }  // namespace bouquet::core

@@ -27,4 +27,11 @@ Activation slice_tokens(const Activation& a, uint32_t begin, uint32_t end);
 // The parts one after another along the positions axis.
 Activation concat_tokens(std::span<const Activation> parts);
 
+// The same along any axis, for a pass's sub-batches (axis 0 of hidden states: sequences) and
+// deep prompts ([blocks, batch, prefix, hidden]: axis 0 blocks, axis 1 sequences). Same promises.
+Activation slice_axis(const Activation& a, size_t axis, uint32_t begin, uint32_t end);
+Activation concat_axis(std::span<const Activation> parts, size_t axis);
+// Elementwise sum of same-shaped parts (the gradient of prompts every sequence shares).
+Activation sum_activations(std::span<const Activation> parts);
+
 }  // namespace bouquet::core

@@ -1,4 +1,4 @@
-// How a client session survives a server failing mid-generation (issue 7), and the record of each
+// How a client session survives a server failing mid-generation, and the record of each
 // recovery (`generate --json` prints them as `recoveries`).
 //
 // Policies (InferenceSessionConfig::recovery; `generate --recovery`):
@@ -10,6 +10,11 @@
 //   cacheless  every step resends the whole sequence to every hop (no server keeps anything
 //              between steps); a failed hop is replaced and simply gets the next full sequence.
 //   none       the first failure ends the session (SessionFailed), as before recovery existed.
+//   restart_from_scratch
+//              the reference paper's "caching with restarts" baseline: ban the server, drop every
+//              hop and everything generated so far (SessionRestarted), re-open on a fresh chain
+//              for all blocks, and let the loop generate again from its first step. Before the
+//              session is ready it behaves as restart.
 #pragma once
 
 #include <cstdint>
@@ -22,9 +27,10 @@
 
 namespace bouquet::core {
 
-enum class RecoveryPolicy : uint8_t { replay = 0, restart = 1, cacheless = 2, none = 3 };
+enum class RecoveryPolicy : uint8_t { replay = 0, restart = 1, cacheless = 2, none = 3, restart_from_scratch = 4 };
 
-std::string_view to_string(RecoveryPolicy policy);  // "replay", "restart", "cacheless", "none"
+// "replay", "restart", "cacheless", "none", "restart_from_scratch"
+std::string_view to_string(RecoveryPolicy policy);
 std::optional<RecoveryPolicy> parse_recovery_policy(std::string_view name);
 
 struct Recovery {
@@ -32,7 +38,9 @@ struct Recovery {
   PeerId failed_peer;    // the server that failed
   Error cause;           // how it failed (timeout, peer_unreachable, an error reply, ...)
   Chain replacement;     // the hops that took over (empty while none was found)
-  uint32_t positions_replayed = 0;  // positions of earlier steps the replacement had to process
+  // Positions of earlier steps the replacement had to process (restart_from_scratch: the positions
+  // lost, which the loop generates again).
+  uint32_t positions_replayed = 0;
   Time failed_at = 0;               // when the failure was noticed
   Time finished_at = kNever;        // when the replacement had caught up with the session
   bool succeeded = false;           // false while under way, or if the replacement failed too

@@ -24,6 +24,9 @@ struct Hop {
 // Hops in block order; consecutive spans meet exactly (hop[i].span.end == hop[i+1].span.begin).
 using Chain = std::vector<Hop>;
 
+// The planners a driver may answer a PlanRoute with, by the names users write (planners.h).
+enum class Routing : uint8_t { min_latency, greedy, throughput };
+
 // True when `chain` covers exactly `blocks`, contiguously and in order.
 bool chain_covers(const Chain& chain, BlockSpan blocks);
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,5 +31,22 @@ struct ServerRecord {
   std::vector<std::string> adapters;
   Time expires_at = kNever;
 };
+
+// When a record was announced. A server holds one span at a time, so of several records of one
+// peer the latest announcement is the truth and the others are stale (a span it has left): the
+// one rule for the real DHT directory and the simulated one.
+struct Announcement {
+  double at_s = 0;   // the announcer's clock (wall clock for real, simulated time in sim)
+  uint64_t seq = 0;  // orders announcements of one process within one tick of that clock
+};
+// True when `a` was announced after `b`: later time, then larger sequence number.
+bool announced_later(const Announcement& a, const Announcement& b);
+
+struct AnnouncedRecord {
+  ServerRecord record;
+  Announcement announced;
+};
+// The newest record of each peer (announced_later), in peer id order.
+std::vector<ServerRecord> newest_per_peer(std::span<const AnnouncedRecord> records);
 
 }  // namespace bouquet::core

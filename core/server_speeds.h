@@ -1,5 +1,5 @@
-// What a client measured of each server's speed, to hold announcements to account (issue 25:
-// a record claiming 1e300 tokens/s was believed and chosen every time). The inference session
+// What a client measured of each server's speed, to hold announcements to account (a
+// record claiming 1e300 tokens/s was believed and chosen every time). The inference session
 // reports how long each one-token step took on each hop; routing (min_latency_route.h) charges a
 // server its announced cost per block unless the client measured it far slower than it claims,
 // and then the measured cost: a server that lies about its speed loses its claim and is ranked by

@@ -1,5 +1,5 @@
 // How a client splits a forward or backward pass of many sequences into sub-batches that go
-// through the chain concurrently (issue 11): while one server computes a sub-batch, the next
+// through the chain concurrently: while one server computes a sub-batch, the next
 // travels or is computed by another server, so a large batch pipelines through the swarm instead
 // of crossing it in one piece. The reference system caps a request at 1024 positions.
 //

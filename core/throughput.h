@@ -1,4 +1,4 @@
-// The throughput a server announces (issue 6): tokens per second it can push through each of its
+// The throughput a server announces: tokens per second it can push through each of its
 // blocks, the smaller of what its compute and its network allow. Load balancing adds these up per
 // block; forward/backward routing draws servers in proportion to them.
 //

@@ -1,7 +1,7 @@
 // Routing for forward and backward passes (fine-tuning): throughput matters there, not the
 // latency of one token, and many clients should spread over the swarm rather than all pick the
 // one best chain. So each hop is drawn at random among the usable servers holding the next block,
-// with probability proportional to their announced throughput (issue 6).
+// with probability proportional to their announced throughput.
 //
 // Promises: from the first uncovered block, a server holding it is drawn (weights =
 // throughput_rps; if every candidate announced 0, uniformly) and runs as far as its span and the

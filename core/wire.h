@@ -27,6 +27,12 @@ namespace bouquet::core {
 // 2: InfoReply announces the server's limits; error codes over_limit and overloaded.
 inline constexpr uint16_t kWireVersion = 2;
 inline constexpr uint64_t kMessageHeaderBytes = 3;  // version + type
+// The transport's frame around each body (net/rpc/frame.h: magic, frame version, flags, body
+// length): part of what crosses the wire, so the simulator charges it too.
+inline constexpr uint64_t kFrameHeaderBytes = 12;
+
+// Bytes on the wire for one message: the frame header and the body.
+inline uint64_t wire_bytes(const Message& message) { return kFrameHeaderBytes + encoded_size(message); }
 
 struct WireLimits {
   uint32_t max_string_bytes = 4096;

@@ -1,4 +1,4 @@
-// A model family (Llama, later BLOOM, ...) behind one small interface, llama.cpp-style: read the
+// A model family (Llama, BLOOM, ...) behind one small interface, llama.cpp-style: read the
 // hyper-parameters from config.json, name and shape the tensors of a block and of the client head,
 // and build runnable blocks and heads from loaded tensors. Each family lives in one file
 // (gpu/<family>.cpp); adding one touches that file and one line of the registry in family.cpp.

@@ -32,7 +32,7 @@ void check_chain(const ClientHead& head, std::span<SpanRunner* const> spans) {
 }
 
 // Owns one session on every span for the length of a generation, closing it even on error.
-class ChainSession {
+class ChainSession final : public GenerationSteps {
  public:
   ChainSession(std::span<SpanRunner* const> spans, int64_t max_length, const std::string& adapter)
       : spans_(spans) {
@@ -48,12 +48,13 @@ class ChainSession {
       }
     }
   }
-  ~ChainSession() {
+  ~ChainSession() override {
     for (SpanRunner* span : spans_) span->close_session(id_);
   }
-  at::Tensor step(at::Tensor hidden) {
-    for (SpanRunner* span : spans_) hidden = span->step(id_, hidden);
-    return hidden;
+  at::Tensor step(const at::Tensor& hidden) override {
+    at::Tensor x = hidden;
+    for (SpanRunner* span : spans_) x = span->step(id_, x);
+    return x;
   }
 
  private:
@@ -63,46 +64,73 @@ class ChainSession {
 
 }  // namespace
 
-GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* const> spans,
-                              const GenerationRequest& request,
-                              const std::function<void(TokenId)>& on_token) {
+void check_request(const GenerationRequest& request) {
   if (request.prompt_ids.empty()) throw InputError("the prompt has no tokens");
   if (request.max_new_tokens < 0) throw InputError("max new tokens must be >= 0");
-  check_chain(head, spans);
+}
+
+GenerationResult empty_generation(const GenerationRequest& request) {
+  check_request(request);
   GenerationResult result;
   result.prompt_ids = request.prompt_ids;
   result.stop_reason = "max_new_tokens";
-  if (request.max_new_tokens == 0) return result;
+  return result;
+}
 
-  Sampler sampler(request.sampling);
-  ChainSession session(spans, static_cast<int64_t>(request.prompt_ids.size()) +
-                                  request.max_new_tokens, request.adapter);
-  std::vector<TokenId> history = request.prompt_ids;
+GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, const GenerationRequest& request,
+                                const std::function<void(TokenId)>& on_token) {
+  GenerationResult result = empty_generation(request);
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   auto first_token = start;
-  at::Tensor hidden = head.embed(request.prompt_ids);
-  for (int64_t n = 0; n < request.max_new_tokens; ++n) {
-    const at::Tensor out = session.step(hidden);
-    const TokenId next = sampler.next(head.last_logits(out), history);
-    if (n == 0) first_token = Clock::now();
-    history.push_back(next);
-    result.ids.push_back(next);
-    if (on_token) on_token(next);
-    const bool eos = std::find(request.eos_ids.begin(), request.eos_ids.end(), next) !=
-                     request.eos_ids.end();
-    if (eos && !request.ignore_eos) {
-      result.stop_reason = "eos";
-      break;
+  size_t streamed = 0;  // ids handed to on_token: a restarted generation does not repeat them
+  for (bool done = request.max_new_tokens == 0; !done;) {
+    Sampler sampler(request.sampling);
+    std::vector<TokenId> history = request.prompt_ids;
+    result.ids.clear();
+    result.stop_reason = "max_new_tokens";
+    try {
+      at::Tensor hidden = head.embed(request.prompt_ids);
+      for (int64_t n = 0; n < request.max_new_tokens; ++n) {
+        const at::Tensor out = steps.step(hidden);
+        const TokenId next = sampler.next(head.last_logits(out), history);
+        if (n == 0) first_token = Clock::now();
+        history.push_back(next);
+        result.ids.push_back(next);
+        if (on_token && result.ids.size() > streamed) {
+          on_token(next);
+          ++streamed;
+        }
+        const bool eos = std::find(request.eos_ids.begin(), request.eos_ids.end(), next) != request.eos_ids.end();
+        if (eos && !request.ignore_eos) {
+          result.stop_reason = "eos";
+          break;
+        }
+        hidden = head.embed(std::vector<TokenId>{next});
+      }
+      done = true;
+    } catch (const GenerationRestart&) {
+      // Everything the steps held is gone: the same prompt and seed again.
     }
-    hidden = head.embed(std::vector<TokenId>{next});
   }
+  if (result.ids.empty()) first_token = start;
   const auto end = Clock::now();
   result.prefill_s = std::chrono::duration<double>(first_token - start).count();
   result.decode_s = std::chrono::duration<double>(end - first_token).count();
   const double total_s = result.prefill_s + result.decode_s;
   result.tokens_per_s = total_s > 0 ? static_cast<double>(result.ids.size()) / total_s : 0.0;
   return result;
+}
+
+GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* const> spans,
+                              const GenerationRequest& request,
+                              const std::function<void(TokenId)>& on_token) {
+  check_request(request);
+  check_chain(head, spans);
+  if (request.max_new_tokens == 0) return empty_generation(request);
+  ChainSession session(spans, static_cast<int64_t>(request.prompt_ids.size()) + request.max_new_tokens,
+                       request.adapter);
+  return run_generation(head, session, request, on_token);
 }
 
 }  // namespace bouquet::gpu

@@ -1,7 +1,8 @@
-// Autoregressive generation in one process: the client head embeds, a chain of span runners that
-// together cover every block computes, the head turns the last output into logits, a Sampler picks
-// the next token. The prompt goes through in one prefill step, then one token per step, each
-// reusing the spans' KV caches.
+// Autoregressive generation: the client head embeds, something that runs every block computes
+// (span runners in this process, a session through the swarm, a chain with tuned prompts), the
+// head turns the last output into logits, a Sampler picks the next token. One loop,
+// run_generation, serves all of them: the prompt goes through in one prefill step, then one token
+// per step.
 #pragma once
 
 #include "gpu/sampling.h"
@@ -10,8 +11,13 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+namespace at {
+class Tensor;
+}
 
 namespace bouquet::gpu {
 
@@ -37,6 +43,31 @@ struct GenerationResult {
   double decode_s = 0.0;     // the remaining tokens
   double tokens_per_s = 0.0; // generated tokens per second of prefill + decode time
 };
+
+// What runs a generation's blocks: given the embedded new tokens [1, n, hidden] (the prompt, then
+// one token at a time), the last block's outputs for them (at least the last position's).
+class GenerationSteps {
+ public:
+  virtual ~GenerationSteps() = default;
+  virtual at::Tensor step(const at::Tensor& hidden) = 0;
+};
+
+// Thrown by GenerationSteps::step when everything computed so far is lost and the steps start
+// over at position 0 (a swarm session under restart_from_scratch): the loop generates again from
+// the prompt, with the same sampler seed, and hands on_token only tokens it has not handed before.
+class GenerationRestart : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws InputError for an empty prompt or a negative max_new_tokens.
+void check_request(const GenerationRequest& request);
+// What a request for no new tokens gets: nothing runs (callers skip opening sessions).
+GenerationResult empty_generation(const GenerationRequest& request);
+
+// The one generation loop. on_token, when given, sees each generated id as soon as it is chosen.
+GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, const GenerationRequest& request,
+                                const std::function<void(TokenId)>& on_token = {});
 
 // `spans` must chain (each starts where the previous ends) from block 0 to the model's last.
 // on_token, when given, sees each generated id as soon as it is chosen.

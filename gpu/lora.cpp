@@ -1,6 +1,7 @@
 #include "gpu/lora.h"
 
 #include "core/check.h"
+#include "core/peer_id.h"
 #include "core/rng.h"
 #include "gpu/errors.h"
 #include "gpu/safetensors.h"
@@ -377,9 +378,7 @@ LoraAdapterConfig write_tiny_adapter(const TinyAdapterConfig& t) {
       for (const bool is_a : {true, false}) {
         const std::string name = fmt::format("{}{}.{}.weight", canonical_block_prefix(model, b),
                                              path, is_a ? "lora_A" : "lora_B");
-        uint64_t stream = 1469598103934665603ULL;  // FNV-1a of the name: a sub-stream per tensor
-        for (unsigned char ch : name) stream = (stream ^ ch) * 1099511628211ULL;
-        core::Rng r = rng.derive(stream);
+        core::Rng r = rng.derive(core::fnv1a(name));  // a sub-stream per tensor
         // A like PEFT's Kaiming-style init (unit-variance products); B, which PEFT starts at zero,
         // drawn so the update is a few percent of a typical base weight's effect.
         const int64_t rows = is_a ? t.r : m.out_features;

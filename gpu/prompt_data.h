@@ -1,4 +1,4 @@
-// Fine-tuning data (issue 11): JSON lines of {"prompt": ..., "completion": ...}, tokenized into
+// Fine-tuning data: JSON lines of {"prompt": ..., "completion": ...}, tokenized into
 // right-padded batches whose targets cover the completion tokens only.
 //
 // Promises: load_finetune_data() reads every non-blank line; a line that is not a JSON object with

@@ -1,4 +1,4 @@
-// Trained prompts on disk (issue 11): a safetensors file whose metadata says which model they were
+// Trained prompts on disk: a safetensors file whose metadata says which model they were
 // trained for (the model fingerprint, gpu/fingerprint.h), the tuning mode and pre_seq_len.
 //
 // Promises: load_prompts() refuses, with an InputError naming the file and both fingerprints,

@@ -7,49 +7,38 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
-#include <chrono>
-
 namespace bouquet::gpu {
+
+namespace {
+
+// Every step runs the whole sequence so far, after the prompt prefix, with the deep prompts.
+class PromptedSteps final : public GenerationSteps {
+ public:
+  PromptedSteps(PassChain& chain, const TunedPrompts& prompts)
+      : chain_(chain),
+        prefix_(prompts.input_prompts.to(at::kFloat).unsqueeze(0)),
+        deep_(prompts.deep_prompts.defined() ? prompts.deep_prompts.to(at::kFloat).unsqueeze(1) : at::Tensor()) {}
+
+  at::Tensor step(const at::Tensor& hidden) override {
+    at::NoGradGuard no_grad;
+    const at::Tensor x = hidden.to(at::kCPU, at::kFloat);
+    embeds_ = embeds_.defined() ? at::cat({embeds_, x}, 1) : x;
+    return chain_.forward(at::cat({prefix_, embeds_}, 1), deep_);
+  }
+
+ private:
+  PassChain& chain_;
+  at::Tensor prefix_, deep_, embeds_;
+};
+
+}  // namespace
 
 GenerationResult generate_with_prompts(const ClientHead& head, PassChain& chain, const TunedPrompts& prompts,
                                        const GenerationRequest& request,
                                        const std::function<void(TokenId)>& on_token) {
-  if (request.prompt_ids.empty()) throw InputError("the prompt has no tokens");
-  if (request.max_new_tokens < 0) throw InputError("max new tokens must be >= 0");
-  GenerationResult result;
-  result.prompt_ids = request.prompt_ids;
-  result.stop_reason = "max_new_tokens";
-  if (request.max_new_tokens == 0) return result;
-
-  at::NoGradGuard no_grad;
-  Sampler sampler(request.sampling);
-  const at::Tensor prefix = prompts.input_prompts.to(at::kFloat).unsqueeze(0);
-  const at::Tensor deep = prompts.deep_prompts.defined() ? prompts.deep_prompts.to(at::kFloat).unsqueeze(1) : at::Tensor();
-  std::vector<TokenId> history = request.prompt_ids;
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  auto first_token = start;
-  for (int64_t n = 0; n < request.max_new_tokens; ++n) {
-    const at::Tensor embeds = head.embed(history).to(at::kCPU, at::kFloat);
-    const at::Tensor out = chain.forward(at::cat({prefix, embeds}, 1), deep);
-    const TokenId next = sampler.next(head.last_logits(out), history);
-    if (n == 0) first_token = Clock::now();
-    history.push_back(next);
-    result.ids.push_back(next);
-    if (on_token) on_token(next);
-    if (std::find(request.eos_ids.begin(), request.eos_ids.end(), next) != request.eos_ids.end() &&
-        !request.ignore_eos) {
-      result.stop_reason = "eos";
-      break;
-    }
-  }
-  const auto end = Clock::now();
-  result.prefill_s = std::chrono::duration<double>(first_token - start).count();
-  result.decode_s = std::chrono::duration<double>(end - first_token).count();
-  const double total_s = result.prefill_s + result.decode_s;
-  result.tokens_per_s = total_s > 0 ? static_cast<double>(result.ids.size()) / total_s : 0.0;
-  return result;
+  check_request(request);
+  PromptedSteps steps(chain, prompts);
+  return run_generation(head, steps, request, on_token);
 }
 
 }  // namespace bouquet::gpu

@@ -1,4 +1,4 @@
-// Generation with tuned prompts (`bouquet generate --prompts FILE`, issue 11). Every step runs the
+// Generation with tuned prompts (`bouquet generate --prompts FILE`). Every step runs the
 // whole sequence — the pre_seq_len prompt positions, the prompt's tokens and those generated so
 // far — through a PassChain with the deep prompts, without caches: the same computation the
 // prompts were trained with, in this process or through the swarm's forward calls. Quadratic in

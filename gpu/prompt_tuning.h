@@ -1,4 +1,4 @@
-// Prompt tuning and deep prompt tuning on the client (issue 11). The blocks stay frozen wherever
+// Prompt tuning and deep prompt tuning on the client. The blocks stay frozen wherever
 // they run: a PassChain runs them (all in this process, or through the swarm in
 // net/client/remote_chain.h) and returns gradients w.r.t. its inputs and deep prompts; the client owns
 // the trainable prompts, the head's loss and the Adam optimizer.

@@ -1,10 +1,8 @@
 #include "sim/client_node.h"
 
 #include "core/check.h"
-#include "core/min_latency_route.h"
+#include "core/planners.h"
 #include "core/route.h"
-#include "core/sub_batches.h"
-#include "core/throughput_route.h"
 
 #include <simgrid/s4u/Host.hpp>
 #include <simgrid/s4u/Link.hpp>
@@ -46,6 +44,10 @@ void ClientNode::stop_measure() {
 
 void ClientNode::close_books() {
   stop_measure();
+  // A session still open at the end (restart_from_scratch restarts within one) reports what it
+  // recovered so far; ended sessions already did.
+  using Phase = core::InferenceSession::Phase;
+  if (session_ && session_->phase() != Phase::closed && session_->phase() != Phase::failed) count_recoveries();
   if (continuous() && !done_) {
     // Open-ended work ends with the run: what was measured up to now is the result.
     result().finished = true;
@@ -85,33 +87,18 @@ void ClientNode::on_start() {
 }
 
 void ClientNode::on_message(core::PeerId from, core::Message& message) {
-  if (config_.work.kind == "generate") {
-    if (session_) feed(core::MessageReceived{from, std::move(message)});
-  } else {
-    on_pass_reply(from, message);
-  }
+  if (session_) feed(core::MessageReceived{from, std::move(message)});
+  if (pass_) feed_pass(core::MessageReceived{from, std::move(message)});
 }
 
 void ClientNode::on_reset(core::PeerId from) {
-  if (config_.work.kind == "generate" && session_) {
-    feed(core::PeerUnreachable{from, "connection reset"});
-  } else if (!done_) {
-    for (const auto& sub : sub_passes_) {
-      if (!sub.chain.empty() && sub.chain.at(sub.hop).peer == from) {
-        return finish(fmt::format("peer_unreachable: {} reset the connection", from.to_string()));
-      }
-    }
-  }
+  if (session_) feed(core::PeerUnreachable{from, "connection reset"});
+  if (pass_) feed_pass(core::PeerUnreachable{from, "connection reset"});
 }
 
 void ClientNode::on_timer(uint32_t component, uint64_t timer) {
   if (component == kPassTimers) {
-    for (const auto& sub : sub_passes_) {
-      if (sub.request_id == timer && !sub.chain.empty() && !done_) {
-        return finish(fmt::format("no reply from {} within {} s", sub.chain.at(sub.hop).peer.to_string(),
-                                  kPassReplyTimeout_s));
-      }
-    }
+    if (pass_) feed_pass(core::TimerFired{timer});
     return;
   }
   if (session_ && component == session_index_) feed(core::TimerFired{timer});
@@ -121,7 +108,7 @@ void ClientNode::on_timer(uint32_t component, uint64_t timer) {
 
 void ClientNode::open_session() {
   core::InferenceSessionConfig c;
-  c.session_id = rng_.next_u64() >> 16;  // room for the per-hop serials
+  c.session_id = core::draw_session_id(rng_);
   c.model_id = context_.model_id;
   c.num_blocks = static_cast<uint32_t>(context_.shape.num_blocks);
   c.hidden_size = static_cast<uint32_t>(context_.shape.hidden);
@@ -129,14 +116,13 @@ void ClientNode::open_session() {
   c.batch = static_cast<uint32_t>(config_.work.batch);
   c.compression = context_.compression;
   const PolicyConfig& policies = context_.scenario.policies;
-  c.recovery = from_scratch() ? core::RecoveryPolicy::none : *core::parse_recovery_policy(policies.recovery);
+  c.recovery = *core::parse_recovery_policy(policies.recovery);
   c.recovery_deadline_s = policies.recovery_deadline_s;
   c.bans.base_s = policies.ban_base_s;
   c.speeds = &speeds_;
   ++session_index_;
   attempt_steps_ = 0;
-  attempt_positions_ = 0;
-  attempt_ready_ = false;
+  ++attempt_;
   session_ = std::make_unique<core::InferenceSession>(c);
   feed(core::OpenRequested{});
 }
@@ -158,29 +144,29 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
-      attempt_ready_ = true;
-      if (!continuous()) start_measure();
+      if (!continuous()) start_measure();  // a restarted generation keeps its clock
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
       // Embedding the prompt, then its first step (whose latency is not a token's).
       step_started_s_.reset();
-      compute(client_compute_s(config_.work.batch * prefix, 0), [this, prefix] { request_step(prefix); });
+      compute(client_compute_s(config_.work.batch * prefix, 0), [this, prefix, attempt = attempt_] {
+        if (attempt == attempt_) request_step(prefix);
+      });
+    } else if (std::holds_alternative<core::SessionRestarted>(effect)) {
+      // Everything this attempt generated is lost; the session re-opens and its SessionReady
+      // starts the generation again from the prompt, the clock still running.
+      result().steps -= attempt_steps_;
+      result().tokens -= attempt_steps_ * config_.work.batch;
+      attempt_steps_ = 0;
+      ++attempt_;
+      step_started_s_.reset();
     } else if (std::holds_alternative<core::StepDone>(effect)) {
       on_step_done();
     } else if (auto* failed = std::get_if<core::SessionFailed>(&effect)) {
       count_recoveries();
       ++result().sessions_failed;
-      if (from_scratch() && attempt_ready_) {
-        // Everything this attempt generated is lost: start again from the first step at once (a
-        // reset stage is available again at once), the clock still running.
-        ++result().recoveries;
-        result().positions_replayed += attempt_positions_;
-        result().steps -= attempt_steps_;
-        result().tokens -= attempt_steps_ * config_.work.batch;
-        open_session();
-      } else if (continuous() || from_scratch()) {
-        // A continuous client pauses before its next session, as a user's loop would; so does a
-        // restart from scratch whose session never opened (no route), or it would spin.
+      if (continuous()) {
+        // A continuous client pauses before its next session, as a user's loop would.
         const uint32_t index = session_index_;
         at(now() + kRetryAfterFailure_s, [this, index] {
           if (index == session_index_) open_session();
@@ -229,15 +215,11 @@ void ClientNode::count_recoveries() {
 void ClientNode::plan_route(const core::PlanRoute& plan) {
   // The lookup sees what was announced by now; its answer comes back a few round trips later.
   std::vector<core::ServerRecord> records = context_.directory.lookup(now(), plan.model_id);
-  core::RoutePlanned planned{plan.route_id, core::Chain{}};
-  if (context_.scenario.policies.routing == "min_latency") {
-    measure_rtts(records);
-    core::MinLatencyConfig pricing;
-    pricing.measured = &speeds_;
-    planned.chain = core::plan_chain_min_latency(records, plan, now(), rtt_, pricing);
-  } else {
-    planned.chain = core::plan_chain_greedy(records, plan.model_id, plan.blocks, plan.avoid);
-  }
+  measure_rtts(records);  // what a real client pings; the planner decides whether it matters
+  const core::RoutePlanned planned{
+      plan.route_id,
+      core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,
+                       core::PlannerContext{now(), &rtt_, &speeds_, &rng_})};
   const uint32_t index = session_index_;
   at(now() + context_.directory.lookup_delay_s(), [this, planned, index] {
     if (session_ && index == session_index_) feed(planned);
@@ -254,10 +236,10 @@ void ClientNode::on_step_done() {
   ++result().steps;
   result().tokens += config_.work.batch;
   ++attempt_steps_;
-  attempt_positions_ += attempt_steps_ == 1 ? static_cast<uint32_t>(config_.work.prefix_tokens) : 1;
   // Final norm and LM head over each sequence's last position, then embed the sampled token.
   const int64_t batch = config_.work.batch;
-  compute(client_compute_s(batch, batch), [this] {
+  compute(client_compute_s(batch, batch), [this, attempt = attempt_] {
+    if (attempt != attempt_) return;  // restarted from scratch meanwhile
     if (steps_left_ > 0) {
       --steps_left_;
       step_started_s_ = now();
@@ -298,93 +280,77 @@ void ClientNode::refresh_records() {
   at(now() + context_.scenario.directory.update_period_s / 2, [this] { refresh_records(); });
 }
 
-// One pass: the core splits the batch, each sub-batch gets its own chain from the core's
-// throughput planner and they all go out at once.
+// One pass through the core's pass client: it splits the batch, routes each sub-batch by
+// throughput, runs forward and backward hop by hop and recovers failed hops (core/pass_session.h).
 void ClientNode::start_pass() {
-  core::PlanRoute plan;
-  plan.model_id = context_.model_id;
-  plan.blocks = core::BlockSpan{0, static_cast<uint32_t>(context_.shape.num_blocks)};
-  const std::vector<uint32_t> sizes =
-      core::split_batch(static_cast<uint32_t>(config_.work.batch), static_cast<uint32_t>(config_.work.sequence_tokens),
-                        static_cast<uint32_t>(context_.scenario.policies.sub_batch_tokens));
-  sub_passes_.assign(sizes.size(), SubPass{});
-  sub_passes_left_ = sizes.size();
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    auto chain = core::plan_chain_by_throughput(records_, plan, now(), rng_);
-    if (!chain.ok() && !reread_for_pass_) {
-      // No route on the copy held: read the directory now, plan again (once) on what it says.
-      reread_for_pass_ = true;
-      records_ = context_.directory.lookup(now(), context_.model_id);
-      records_read_s_ = now();
-      at(now() + context_.directory.lookup_delay_s(), [this] { start_pass(); });
-      return;
-    }
-    if (!chain.ok()) return finish(chain.error().to_string());
-    sub_passes_[i].batch = sizes[i];
-    sub_passes_[i].chain = chain.value();
+  if (!pass_) {
+    core::PassSessionConfig c;
+    c.model_id = context_.model_id;
+    c.num_blocks = static_cast<uint32_t>(context_.shape.num_blocks);
+    c.hidden_size = static_cast<uint32_t>(context_.shape.hidden);
+    c.compression = context_.compression;
+    c.reply_timeout_s = kPassReplyTimeout_s;
+    c.max_tokens_per_request = static_cast<uint32_t>(context_.scenario.policies.sub_batch_tokens);
+    c.bans.base_s = context_.scenario.policies.ban_base_s;
+    c.request_id_base = rng_.next_u64() >> 8;
+    pass_ = std::make_unique<core::PassSession>(c);
   }
-  reread_for_pass_ = false;
-  for (size_t i = 0; i < sub_passes_.size(); ++i) send_pass(i, 0);
-}
-
-void ClientNode::send_pass(size_t index, size_t hop) {
-  SubPass& sub = sub_passes_[index];
-  sub.hop = hop;
-  sub.request_id = rng_.next_u64();
-  const core::Hop& target = sub.chain.at(hop);
   const auto tokens = static_cast<uint32_t>(config_.work.sequence_tokens);
-  if (!sub.backward) {
-    core::ForwardRequest request;
-    request.request_id = sub.request_id;
-    request.model_id = context_.model_id;
-    request.span = target.span;
-    request.reply_compression = context_.compression;
-    request.hidden_states = hidden(sub.batch, tokens);
-    transport_.send(self(), target.peer, std::move(request));
-  } else {
-    core::BackwardRequest request;
-    request.request_id = sub.request_id;
-    request.model_id = context_.model_id;
-    request.span = target.span;
-    request.reply_compression = context_.compression;
-    request.hidden_states = hidden(sub.batch, tokens);
-    request.grad_outputs = hidden(sub.batch, tokens);
-    transport_.send(self(), target.peer, std::move(request));
-  }
-  set_timer(kPassTimers, sub.request_id, now() + kPassReplyTimeout_s);
+  feed_pass(core::ForwardRequested{hidden(static_cast<uint32_t>(config_.work.batch), tokens), std::nullopt});
 }
 
-ClientNode::SubPass* ClientNode::awaiting(core::PeerId from, uint64_t request_id) {
-  for (auto& sub : sub_passes_) {
-    if (sub.request_id == request_id && !sub.chain.empty() && sub.chain.at(sub.hop).peer == from) return &sub;
-  }
-  return nullptr;
-}
-
-void ClientNode::on_pass_reply(core::PeerId from, const core::Message& message) {
+void ClientNode::feed_pass(const core::Input& input) {
   if (done_) return;
-  if (auto* error = std::get_if<core::ErrorReply>(&message)) {
-    if (!awaiting(from, error->request_id)) return;
-    return finish(fmt::format("{} from {}", error->error.to_string(), from.to_string()));
-  }
-  uint64_t answered = 0;
-  if (auto* forward = std::get_if<core::ForwardResult>(&message)) answered = forward->request_id;
-  if (auto* backward = std::get_if<core::BackwardResult>(&message)) answered = backward->request_id;
-  SubPass* sub = awaiting(from, answered);
-  if (!sub) return;  // late or foreign
-  cancel_timer(kPassTimers, sub->request_id);
-  const size_t index = static_cast<size_t>(sub - sub_passes_.data());
-  if (!sub->backward && sub->hop + 1 < sub->chain.size()) return send_pass(index, sub->hop + 1);
-  if (config_.work.kind == "backward") {
-    if (!sub->backward) {
-      sub->backward = true;  // the loss gradient is tiny next to the passes; not charged
-      return send_pass(index, sub->chain.size() - 1);
+  std::vector<core::Effect> effects;
+  pass_->handle(now(), input, effects);
+  for (auto& effect : effects) {
+    if (auto* send = std::get_if<core::SendMessage>(&effect)) {
+      transport_.send(self(), send->to, std::move(send->message));
+    } else if (auto* timer = std::get_if<core::SetTimer>(&effect)) {
+      set_timer(kPassTimers, timer->timer, timer->at);
+    } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {
+      cancel_timer(kPassTimers, cancel->timer);
+    } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
+      plan_pass_route(*plan);
+    } else if (std::holds_alternative<core::ForwardDone>(effect)) {
+      if (config_.work.kind == "backward") {
+        // The loss gradient is tiny next to the passes: not charged.
+        const auto tokens = static_cast<uint32_t>(config_.work.sequence_tokens);
+        at(now(), [this, tokens] {
+          feed_pass(core::BackwardRequested{hidden(static_cast<uint32_t>(config_.work.batch), tokens)});
+        });
+      } else {
+        at(now(), [this] { on_pass_done(); });
+      }
+    } else if (std::holds_alternative<core::BackwardDone>(effect)) {
+      at(now(), [this] { on_pass_done(); });
+    } else if (auto* failed = std::get_if<core::PassFailed>(&effect)) {
+      stop_measure();
+      return finish(failed->error.to_string());
+    } else {
+      BOUQUET_CHECK(false, "a pass session asked for an effect its driver does not carry out");
     }
-    if (sub->hop > 0) return send_pass(index, sub->hop - 1);
   }
-  sub->request_id = 0;
-  sub->chain.clear();
-  if (--sub_passes_left_ > 0) return;
+}
+
+// Plans on the copy of the directory held (refresh_records); when that copy has no route, it
+// reads the directory once more and answers after the lookup's round trips.
+void ClientNode::plan_pass_route(const core::PlanRoute& plan) {
+  auto answer = [this, plan] {
+    return core::RoutePlanned{plan.route_id,
+                              core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records_,
+                                               plan, core::PlannerContext{now(), &rtt_, &speeds_, &rng_})};
+  };
+  core::RoutePlanned planned = answer();
+  if (planned.chain.ok()) {
+    return at(now(), [this, planned] { feed_pass(planned); });
+  }
+  records_ = context_.directory.lookup(now(), context_.model_id);
+  records_read_s_ = now();
+  at(now() + context_.directory.lookup_delay_s(), [this, answer] { feed_pass(answer()); });
+}
+
+void ClientNode::on_pass_done() {
   ++result().steps;
   result().tokens += config_.work.batch * config_.work.sequence_tokens;
   if (continuous() || --passes_left_ > 0) return start_pass();

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "core/inference_session.h"
+#include "core/pass_session.h"
 #include "core/rtt_estimator.h"
 #include "core/server_speeds.h"
 #include "sim/node_loop.h"
@@ -40,7 +41,6 @@ class ClientNode final : public NodeLoop {
  private:
   // repeat: 0: sessions or passes one after another until the run ends.
   bool continuous() const { return config_.work.repeat == 0; }
-  bool from_scratch() const { return context_.scenario.policies.recovery == "restart_from_scratch"; }
   void start_measure();
   void stop_measure();
   ClientResult& result();
@@ -56,21 +56,13 @@ class ClientNode final : public NodeLoop {
   void request_step(uint32_t tokens);
   void on_step_done();
 
-  // Forward/backward passes: sub-batches (core::split_batch) each hop by hop along its own chain,
-  // all at once.
-  struct SubPass {
-    uint32_t batch = 0;
-    core::Chain chain;  // empty once done
-    size_t hop = 0;
-    bool backward = false;
-    uint64_t request_id = 0;  // of the request awaited, also its timer id
-  };
+  // Forward/backward passes through the core's PassSession.
   void begin_passes();
   void refresh_records();
   void start_pass();
-  void send_pass(size_t index, size_t hop);
-  SubPass* awaiting(core::PeerId from, uint64_t request_id);
-  void on_pass_reply(core::PeerId from, const core::Message& message);
+  void feed_pass(const core::Input& input);
+  void plan_pass_route(const core::PlanRoute& plan);
+  void on_pass_done();
 
   core::Activation hidden(uint32_t batch, uint32_t tokens) const;
   double client_compute_s(int64_t input_tokens, int64_t logit_rows) const;
@@ -90,15 +82,14 @@ class ClientNode final : public NodeLoop {
   int64_t sessions_done_ = 0;
   std::optional<double> measuring_since_;
   std::optional<double> step_started_s_;  // a single-token step in flight, for its latency
-  int64_t attempt_steps_ = 0;             // steps the current session completed
-  int64_t attempt_positions_ = 0;         // positions they processed
-  bool attempt_ready_ = false;            // the current session opened
+  int64_t attempt_steps_ = 0;             // steps the current attempt completed
+  // Attempts of this generation (restart_from_scratch starts new ones within a session): client
+  // work scheduled for an earlier attempt is dropped.
+  uint64_t attempt_ = 0;
 
   std::vector<core::ServerRecord> records_;  // the swarm as the passes' latest lookup saw it
   double records_read_s_ = -1;               // when that lookup left
-  bool reread_for_pass_ = false;             // the pass being planned already re-read it
-  std::vector<SubPass> sub_passes_;
-  size_t sub_passes_left_ = 0;
+  std::unique_ptr<core::PassSession> pass_;
   int64_t passes_left_ = 0;
 };
 

@@ -13,12 +13,11 @@ double Directory::lookup_delay_s() const {
 }
 
 void Directory::announce(core::Time now, const core::ServerRecord& record) {
-  // Forget what expired, and what a record of the same span already visible by now supersedes
+  // Forget what expired, and what a record of the same peer already visible by now supersedes
   // (an older one stays until its successor shows up).
   auto superseded = [&](const Entry& e) {
     return std::any_of(entries_.begin(), entries_.end(), [&](const Entry& newer) {
-      return newer.record.peer == e.record.peer && newer.record.span == e.record.span &&
-             newer.visible_at > e.visible_at && newer.visible_at <= now;
+      return newer.record.peer == e.record.peer && newer.seq > e.seq && newer.visible_at <= now;
     });
   };
   std::vector<Entry> kept;
@@ -26,28 +25,16 @@ void Directory::announce(core::Time now, const core::ServerRecord& record) {
     if (e.record.expires_at > now && !superseded(e)) kept.push_back(e);
   }
   entries_ = std::move(kept);
-  entries_.push_back({now + announce_delay_s(), record});
+  entries_.push_back({now + announce_delay_s(), ++seq_, record});
 }
 
 std::vector<core::ServerRecord> Directory::lookup(core::Time now, const std::string& model_id) const {
-  std::vector<const Entry*> newest;
+  std::vector<core::AnnouncedRecord> visible;
   for (const Entry& e : entries_) {
     if (e.visible_at > now || e.record.expires_at <= now || e.record.model_id != model_id) continue;
-    auto same = std::find_if(newest.begin(), newest.end(), [&](const Entry* n) {
-      return n->record.peer == e.record.peer && n->record.span == e.record.span;
-    });
-    if (same == newest.end()) {
-      newest.push_back(&e);
-    } else if ((*same)->visible_at <= e.visible_at) {
-      *same = &e;
-    }
+    visible.push_back({e.record, core::Announcement{e.visible_at, e.seq}});
   }
-  std::vector<core::ServerRecord> records;
-  for (const Entry* e : newest) records.push_back(e->record);
-  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
-    return a.peer != b.peer ? a.peer < b.peer : a.span < b.span;
-  });
-  return records;
+  return core::newest_per_peer(visible);
 }
 
 }  // namespace bouquet::sim

@@ -21,16 +21,19 @@ class Directory {
 
   // Stores `record` (expires_at set by the caller), visible from now + announce_delay_s().
   void announce(core::Time now, const core::ServerRecord& record);
-  // Records of `model_id` visible and unexpired at `now`: the newest per peer and span.
+  // Records of `model_id` visible and unexpired at `now`: the newest per peer
+  // (core::newest_per_peer), in peer id order.
   std::vector<core::ServerRecord> lookup(core::Time now, const std::string& model_id) const;
 
  private:
   struct Entry {
     core::Time visible_at;
+    uint64_t seq;  // announcement order
     core::ServerRecord record;
   };
   DirectoryConfig config_;
   std::vector<Entry> entries_;
+  uint64_t seq_ = 0;
 };
 
 }  // namespace bouquet::sim

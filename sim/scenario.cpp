@@ -294,7 +294,12 @@ Parsed parse(const YamlValue& root) {
   }
   if (auto v = map.optional("policies")) {
     YamlMap policies(*v);
-    if (auto r = policies.optional("routing")) s.policies.routing = one_of(*r, {"min_latency", "greedy"});
+    if (auto r = policies.optional("routing")) {
+      const std::string name = read_string(*r);
+      const auto routing = core::parse_routing(name);
+      if (!routing) r->fail(fmt::format("'{}' is not one of: {}", name, core::routing_names()));
+      s.policies.routing = *routing;
+    }
     if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none", "rebalance"});
     if (auto p = policies.optional("placement")) s.policies.placement = one_of(*p, {"greedy", "random", "best"});
     if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);

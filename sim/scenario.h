@@ -8,6 +8,7 @@
 // published figure fixes that format's efficiency; every other row is a prediction.
 #pragma once
 
+#include "core/planners.h"
 #include "sim/cost_model.h"
 
 #include <cstdint>
@@ -138,9 +139,9 @@ struct ChurnConfig {
 };
 
 struct PolicyConfig {
-  // Generation: min_latency (the core's Dijkstra) or greedy; passes always use the core's
-  // throughput-proportional planner.
-  std::string routing = "min_latency";
+  // Generation: the core's planner of that name (core/planners.h: min_latency, greedy); passes
+  // always use the core's throughput-proportional planner.
+  core::Routing routing = core::Routing::min_latency;
   // Unpinned servers always pick their span on joining (the core's block selection); "rebalance"
   // also lets them move later when the swarm's weakest block would gain enough.
   std::string balancing = "none";  // none | rebalance
@@ -151,10 +152,10 @@ struct PolicyConfig {
   double balance_quality = 0.75;
   double balance_period_s = 60;
   double join_delay_s = 5;
-  // replay | restart | cacheless | none: the core's session policies (core/recovery.h);
-  // restart_from_scratch: the client's own baseline (the reference paper's "caching with
-  // restarts"): a failure ends the session (the core's none) and the client generates everything
-  // again from its first step on a new session; only the attempt that gets through counts.
+  // replay | restart | cacheless | none | restart_from_scratch: the core's session policies
+  // (core/recovery.h); restart_from_scratch is the reference paper's "caching with restarts"
+  // baseline: a failure loses everything generated, and the client generates it again from its
+  // first step on a fresh chain; only the attempt that gets through counts.
   std::string recovery = "replay";
   double recovery_deadline_s = 60;
   double ban_base_s = 15;  // 0: a failed server may be used again at once

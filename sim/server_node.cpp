@@ -1,17 +1,19 @@
 #include "sim/server_node.h"
 
 #include "core/check.h"
+#include "core/server_memory.h"
 #include "core/throughput.h"
 #include "sim/platform.h"
 
+#include <fmt/core.h>
+
 #include <algorithm>
-#include <cmath>
 
 namespace bouquet::sim {
 namespace {
 
 constexpr double kWorkspaceShare = 0.1;      // of GPU memory, kept for activations
-constexpr double kCacheTokensPerBlock = 8192;  // what a server keeps room for when sizing a span
+constexpr uint64_t kCacheTokensPerBlock = 8192;  // what a server keeps room for when sizing a span
 constexpr uint32_t kForwardProbeTokens = 1024;  // the batched forward forward_rps is measured on
 
 core::BalancerNodeConfig balancer_config(const SimContext& context, const ServerConfig& config,
@@ -54,23 +56,26 @@ core::BalancerNodeConfig balancer_config(const SimContext& context, const Server
 
 }  // namespace
 
+namespace {
+
+// The device as the core's memory rule sees it (core/server_memory.h).
+core::ServerMemory server_memory(const SimContext& context, const ServerConfig& config) {
+  return core::ServerMemory{find_device(config.gpu)->memory_bytes, kWorkspaceShare,
+                            context.cost.block_weight_bytes(context.shape, context.format),
+                            context.cost.cache_bytes_per_token(context.shape)};
+}
+
+}  // namespace
+
 int64_t ServerNode::blocks_to_hold(const SimContext& context, const ServerConfig& config) {
   if (config.num_blocks > 0) return config.num_blocks;
-  const DeviceSpec& gpu = *find_device(config.gpu);
-  const double per_block = context.cost.block_weight_bytes(context.shape, context.format) +
-                           kCacheTokensPerBlock * context.cost.cache_bytes_per_token(context.shape);
-  const auto fit = static_cast<int64_t>(std::floor((1 - kWorkspaceShare) * gpu.memory_bytes / per_block));
-  return std::clamp<int64_t>(fit, 1, context.shape.num_blocks);
+  return core::blocks_that_fit(server_memory(context, config), kCacheTokensPerBlock,
+                               static_cast<uint32_t>(context.shape.num_blocks));
 }
 
 uint64_t ServerNode::cache_tokens(const SimContext& context, const ServerConfig& config, int64_t blocks) {
   if (config.cache_tokens > 0) return static_cast<uint64_t>(config.cache_tokens);
-  const DeviceSpec& gpu = *find_device(config.gpu);
-  const double n = static_cast<double>(blocks);
-  const double free_bytes = (1 - kWorkspaceShare) * gpu.memory_bytes -
-                            n * context.cost.block_weight_bytes(context.shape, context.format);
-  const double per_token = n * context.cost.cache_bytes_per_token(context.shape);
-  return static_cast<uint64_t>(std::max(0.0, std::floor(free_bytes / per_token)));
+  return core::cache_tokens_that_fit(server_memory(context, config), static_cast<uint32_t>(blocks));
 }
 
 core::ServerCapacity ServerNode::capacity(const SimContext& context, const ServerConfig& config,
@@ -94,8 +99,12 @@ void ServerNode::on_start() {
 }
 
 void ServerNode::on_message(core::PeerId from, core::Message& message) {
-  // While loading there is no BlockServer: the message is lost and its sender times out.
-  if (!server_) return;
+  // Before its first span is loaded there is no BlockServer: the sender is told so at once.
+  if (!server_) {
+    const core::Error error{core::ErrorCode::span_not_served, "this server is still choosing its blocks"};
+    if (auto reply = core::refusal(message, error)) transport_.send(self(), from, std::move(*reply));
+    return;
+  }
   if (fails(message)) {
     // The stage resets: a fresh server on the same blocks (caches lost), the activation dropped,
     // its sender told through a reset connection.
@@ -164,11 +173,9 @@ void ServerNode::carry_out(std::vector<core::Effect>& effects, uint32_t timers) 
 }
 
 void ServerNode::move_to(core::BlockSpan span) {
-  // The old span's sessions end with its BlockServer; computations still running are ignored.
-  server_.reset();
-  ++generation_;
-  // Blocks shared with what is loaded stay; the others are read at the load bandwidth. Without
-  // one, the first span is loaded before the run and moves are instantaneous.
+  // The old span keeps serving while the new one loads (as `bouquet serve` does). Blocks shared
+  // with what is loaded stay; the others are read at the load bandwidth. Without one, the first
+  // span is loaded before the run and moves are instantaneous.
   uint32_t kept = 0;
   if (loaded_) {
     const uint32_t begin = std::max(loaded_->begin, span.begin);
@@ -179,10 +186,15 @@ void ServerNode::move_to(core::BlockSpan span) {
                             ? context_.cost.load_s(context_.shape, context_.format, span.size() - kept,
                                                    config_.load_bps)
                             : 0.0;
-  loaded_.reset();
-  const uint32_t generation = generation_;
-  at(now() + load_s, [this, span, generation] {
-    if (generation != generation_) return;  // moved again meanwhile
+  const uint64_t move = ++moves_;
+  at(now() + load_s, [this, span, move] {
+    if (move != moves_) return;  // moved again meanwhile
+    if (server_) {
+      // Each of the old span's clients is told, per session and request, and recovers elsewhere.
+      std::vector<core::Effect> effects;
+      server_->leave(fmt::format("the server moved to blocks {}", span.to_string()), effects);
+      carry_out(effects, 1 + generation_);
+    }
     loaded_ = span;
     start_server(span);
     feed_balancer(core::SpanLoaded{span});

@@ -68,6 +68,7 @@ class ServerNode final : public NodeLoop {
   std::unique_ptr<core::BlockServer> server_;  // none while loading
   uint32_t generation_ = 0;                    // bumps with every span served
   std::optional<core::BlockSpan> loaded_;      // blocks in GPU memory
+  uint64_t moves_ = 0;                         // bumps per MoveToSpan: only the latest load installs
   core::Rng rng_;                              // draws injected failures
 };
 

@@ -1,6 +1,7 @@
 #include "sim/transport.h"
 
 #include "core/check.h"
+#include "core/wire.h"
 
 #include <simgrid/s4u/Comm.hpp>
 #include <simgrid/s4u/Host.hpp>
@@ -9,14 +10,7 @@
 namespace bouquet::sim {
 namespace sg4 = simgrid::s4u;
 
-core::PeerId Transport::peer_of(const std::string& host) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (unsigned char c : host) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
-  return core::PeerId{hash};
-}
+core::PeerId Transport::peer_of(const std::string& host) { return core::peer_id_of(host); }
 
 void Transport::add_node(const std::string& host) {
   auto [it, inserted] = hosts_.emplace(peer_of(host), host);
@@ -47,7 +41,7 @@ void post(const std::string& host, Envelope* envelope, uint64_t size) {
 
 void Transport::send(core::PeerId from, core::PeerId to, core::Message message) {
   const std::string& host = host_of(to);
-  const uint64_t size = core::encoded_size(message);
+  const uint64_t size = core::wire_bytes(message);
   ++messages_sent_;
   bytes_sent_ += size;
   post(host, new Envelope{from, std::move(message)}, size);

@@ -1,6 +1,6 @@
 // Messages between simulated nodes. A message travels as a pointer to an Envelope over a SimGrid
-// mailbox (one per node, named after its host) and is charged exactly the core's encoded_size():
-// the bytes the wire would carry, compression included. Activations are handles without data.
+// mailbox (one per node, named after its host) and is charged exactly the core's wire_bytes():
+// the bytes a real connection carries (frame header and body), compression included. Activations are handles without data.
 #pragma once
 
 #include "core/messages.h"

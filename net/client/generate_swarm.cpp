@@ -12,6 +12,7 @@
 
 #include <filesystem>
 
+#include "core/planners.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "net/rpc/address.h"
@@ -110,11 +111,20 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   options.compression = parse_compression(config.compression);
   const auto policy = core::parse_recovery_policy(swarm.recovery);
   if (!policy || *policy == core::RecoveryPolicy::none) {
-    throw std::invalid_argument(fmt::format("--recovery '{}' is not one of replay, restart, cacheless", swarm.recovery));
+    throw std::invalid_argument(fmt::format(
+        "--recovery '{}' is not one of replay, restart, cacheless, restart_from_scratch", swarm.recovery));
   }
   if (!(swarm.recovery_deadline_s > 0)) throw std::invalid_argument("--recovery-deadline must be > 0 seconds");
   options.recovery = *policy;
   options.recovery_deadline_s = swarm.recovery_deadline_s;
+  const std::string routing = !swarm.routing.empty() ? swarm.routing
+                              : swarm.initial_peers.empty() ? "greedy"
+                                                            : "min_latency";
+  const auto planner = core::parse_routing(routing);
+  if (!planner) {
+    throw std::invalid_argument(fmt::format("--routing '{}' is not one of {}", routing, core::routing_names()));
+  }
+  options.routing = *planner;
   SwarmClientConfig client_config;
   if (!config.peers.empty()) client_config.peers = split_peers(config.peers);
 

@@ -24,9 +24,11 @@ class DhtDirectory;
 
 // The flags of `generate --peers` that local generation has no use for (field names = flag names).
 struct SwarmGenerateOptions {
-  std::string recovery = "replay";  // replay | restart | cacheless (core/recovery.h)
+  std::string recovery = "replay";  // replay | restart | cacheless | restart_from_scratch (core/recovery.h)
   double recovery_deadline_s = 60;  // give up when no server covers a failed span for this long
-  // Discovery (issue 6): DHT nodes to look the model's servers up through, instead of --peers.
+  // core/planners.h; "" = greedy with --peers, min_latency with --initial-peers.
+  std::string routing;
+  // Discovery: DHT nodes to look the model's servers up through, instead of --peers.
   std::vector<std::string> initial_peers;
   std::string model_name;  // the model's name in the DHT; "" = the model folder's name
   std::string dht_listen = "0.0.0.0:0";  // UDP HOST:PORT of this client's own DHT node

@@ -22,24 +22,36 @@ core::Compression parse_compression(std::string_view text) {
   throw std::invalid_argument(fmt::format("compression '{}' is not one of none, f16, int8", text));
 }
 
+namespace {
+
+// The generation loop's steps through the swarm session (restart_from_scratch surfaces as
+// GenerationRestarted, a gpu::GenerationRestart).
+class RemoteSteps final : public gpu::GenerationSteps {
+ public:
+  explicit RemoteSteps(RemoteInferenceSession& session) : session_(session) {}
+  at::Tensor step(const at::Tensor& hidden) override { return session_.step(hidden); }
+
+ private:
+  RemoteInferenceSession& session_;
+};
+
+}  // namespace
+
 RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client,
                                      const std::string& model_id,
                                      const gpu::GenerationRequest& request,
                                      const RemoteGenerationOptions& options,
                                      const std::function<void(gpu::TokenId)>& on_token) {
-  if (request.prompt_ids.empty()) throw gpu::InputError("the prompt has no tokens");
-  if (request.max_new_tokens < 0) throw gpu::InputError("max new tokens must be >= 0");
   RemoteGeneration out;
-  gpu::GenerationResult& result = out.result;
-  result.prompt_ids = request.prompt_ids;
-  result.stop_reason = "max_new_tokens";
+  out.result = gpu::empty_generation(request);
   if (request.max_new_tokens == 0) return out;
 
   const gpu::ModelConfig& model = head.model_config();
   RemoteSessionConfig config;
   // Session ids only need to differ between this client's sessions on one connection; drawn
-  // from the run's seed like every other id (the top bit stays clear for request ids).
-  config.session_id = core::Rng(request.sampling.seed).derive(0x5e5510).next_u64() >> 1;
+  // from the run's seed like every other id.
+  core::Rng ids = core::Rng(request.sampling.seed).derive(0x5e5510);
+  config.session_id = core::draw_session_id(ids);
   config.model_id = model_id;
   config.num_blocks = static_cast<uint32_t>(model.num_layers);
   config.hidden_size = static_cast<uint32_t>(model.hidden_size);
@@ -50,6 +62,7 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   config.reply_timeout_s = options.reply_timeout_s;
   config.recovery = options.recovery;
   config.recovery_deadline_s = options.recovery_deadline_s;
+  config.routing = options.routing;
   config.adapter = request.adapter;
   RemoteInferenceSession session(client, config);
   session.open();
@@ -68,27 +81,8 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
     out.expected_step_s = measured && std::isfinite(step_s) ? step_s : 0.0;
   }
 
-  gpu::Sampler sampler(request.sampling);
-  std::vector<gpu::TokenId> history = request.prompt_ids;
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  auto first_token = start;
-  at::Tensor hidden = head.embed(request.prompt_ids);
-  for (int64_t n = 0; n < request.max_new_tokens; ++n) {
-    const at::Tensor last = session.step(hidden);
-    const gpu::TokenId next = sampler.next(head.last_logits(last), history);
-    if (n == 0) first_token = Clock::now();
-    history.push_back(next);
-    result.ids.push_back(next);
-    if (on_token) on_token(next);
-    const bool eos = std::find(request.eos_ids.begin(), request.eos_ids.end(), next) != request.eos_ids.end();
-    if (eos && !request.ignore_eos) {
-      result.stop_reason = "eos";
-      break;
-    }
-    hidden = head.embed(std::vector<gpu::TokenId>{next});
-  }
-  const auto end = Clock::now();
+  RemoteSteps steps(session);
+  out.result = gpu::run_generation(head, steps, request, on_token);
   for (const core::Recovery& r : session.recoveries()) {
     RecoveryReport report{r.span, client.address_of(r.failed_peer), r.cause.to_string(), {},
                           r.positions_replayed, r.succeeded ? r.duration_s() : 0.0, r.succeeded};
@@ -96,10 +90,6 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
     out.recoveries.push_back(std::move(report));
   }
   session.close();
-  result.prefill_s = std::chrono::duration<double>(first_token - start).count();
-  result.decode_s = std::chrono::duration<double>(end - first_token).count();
-  const double total_s = result.prefill_s + result.decode_s;
-  result.tokens_per_s = total_s > 0 ? static_cast<double>(result.ids.size()) / total_s : 0.0;
   return out;
 }
 

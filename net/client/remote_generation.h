@@ -27,6 +27,7 @@ struct RemoteGenerationOptions {
   double reply_timeout_s = 30;
   core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
   double recovery_deadline_s = 60;
+  core::Routing routing = core::Routing::greedy;  // as RemoteSessionConfig::routing
 };
 
 // One core::Recovery with servers named by address (`generate --json`'s `recoveries`).

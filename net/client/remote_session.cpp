@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/min_latency_route.h"
+#include "core/planners.h"
 #include "core/route.h"
 #include "gpu/tensor_bridge.h"
 
@@ -44,6 +45,7 @@ RemoteInferenceSession::RemoteInferenceSession(SwarmClient& client, RemoteSessio
         s.speeds = &client.speeds();
         return s;
       }()),
+      rng_(config_.session_id),
       timers_(client.io(), client.clock(), [this](core::TimerId id) { feed(core::TimerFired{id}); }) {
   BOUQUET_CHECK((config_.session_id >> 63) == 0, "session ids keep the top bit clear");
   listener_ = client_.add_listener([this](const core::Input& input) { feed(input); });
@@ -87,6 +89,7 @@ at::Tensor RemoteInferenceSession::step(const at::Tensor& hidden, std::optional<
     throw std::invalid_argument(fmt::format("a step needs [{}, tokens > 0, {}] hidden states",
                                             config_.batch, config_.hidden_size));
   }
+  if (restarted_) report_restart();  // a server failed between steps
   const uint32_t start = start_position.value_or(length());
   const int64_t tokens = hidden.size(1);
   if (start > length() || start + tokens > config_.max_length) {
@@ -97,10 +100,19 @@ at::Tensor RemoteInferenceSession::step(const at::Tensor& hidden, std::optional<
   output_.reset();
   feed(core::StepRequested{activation_from_tensor(hidden, config_.compression), start_position});
   wait("finish the step");
+  if (restarted_) report_restart();
   BOUQUET_CHECK(output_.has_value(), "the session reported neither a step nor a failure");
   at::Tensor out = tensor_from_activation(*output_);
   output_.reset();
   return out;
+}
+
+void RemoteInferenceSession::report_restart() {
+  wait("re-open the session");  // on a fresh chain, or fail trying
+  const uint32_t lost = *restarted_;
+  restarted_.reset();
+  output_.reset();
+  throw GenerationRestarted(lost);
 }
 
 void RemoteInferenceSession::close() {
@@ -132,15 +144,10 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
         if (!a || !*a) return;
         if (replan && client_.has_directory()) client_.refresh_from_directory();
         const auto records = client_.records();
-        // Peers given by hand (--peers) keep the order-respecting greedy planner people and tests
-        // rely on; a swarm found through the directory is routed by min latency (issue 6).
-        core::MinLatencyConfig pricing;
-        pricing.measured = &client_.speeds();
-        feed(core::RoutePlanned{
-            plan.route_id,
-            client_.has_directory()
-                ? core::plan_chain_min_latency(records, plan, client_.clock().now(), client_.rtt(), pricing)
-                : core::plan_chain_greedy(records, plan.model_id, plan.blocks, plan.avoid, plan.adapter)});
+        feed(core::RoutePlanned{plan.route_id,
+                                core::plan_route(core::routing_for(plan, config_.routing), records, plan,
+                                                 core::PlannerContext{client_.clock().now(), &client_.rtt(),
+                                                                      &client_.speeds(), &rng_})});
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;
@@ -150,6 +157,8 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
       failure_ = failed->error;
     } else if (std::holds_alternative<core::SessionClosed>(effect)) {
       closed_ = true;
+    } else if (auto* restarted = std::get_if<core::SessionRestarted>(&effect)) {
+      restarted_ = restarted->positions_lost;
     }
   }
 }

@@ -26,10 +26,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/inference_session.h"
+#include "core/planners.h"
+#include "gpu/generation.h"
 #include "net/client/swarm_client.h"
 
 namespace bouquet::net {
@@ -47,12 +50,25 @@ struct RemoteSessionConfig {
   core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
   double recovery_deadline_s = 60;
   std::string adapter = {};  // LoRA adapter the servers apply ("" = none); routing keeps to its holders
+  // The planner (core/planners.h). Peers given by hand keep the order-respecting greedy one people
+  // and tests rely on; `generate` routes a swarm found through the DHT by min latency.
+  core::Routing routing = core::Routing::greedy;
 };
 
 // One hop of the route, for people: which server runs which blocks.
 struct RouteHop {
   std::string address;
   core::BlockSpan span;
+};
+
+// Thrown by step() under restart_from_scratch (core/recovery.h): a server failed, everything the
+// session processed is lost, and the session is open again on a fresh chain with length 0. The
+// caller generates again from its first step.
+class GenerationRestarted : public gpu::GenerationRestart {
+ public:
+  explicit GenerationRestarted(uint32_t positions_lost)
+      : gpu::GenerationRestart("a server failed: the generation restarts from scratch"), positions_lost(positions_lost) {}
+  uint32_t positions_lost;
 };
 
 class RemoteInferenceSession {
@@ -77,12 +93,14 @@ class RemoteInferenceSession {
   void feed(const core::Input& input);
   void carry_out(std::vector<core::Effect>& effects);
   void wait(const char* what);
+  [[noreturn]] void report_restart();
   [[noreturn]] void throw_failure();
   std::string routing_problems() const;
 
   SwarmClient& client_;
   RemoteSessionConfig config_;
   core::InferenceSession session_;
+  core::Rng rng_;  // draws of a planner that draws (throughput), seeded by the session id
   TimerTable timers_;
   size_t listener_ = 0;
   uint64_t plans_ = 0;  // PlanRoute effects carried out
@@ -91,6 +109,7 @@ class RemoteInferenceSession {
   bool closed_ = false;
   std::optional<core::Error> failure_;
   std::optional<core::Activation> output_;
+  std::optional<uint32_t> restarted_;  // SessionRestarted not yet reported to the caller: positions lost
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -138,8 +138,8 @@ std::vector<core::ServerRecord> SwarmClient::records() const {
   for (const PeerStatus& status : peers_) {
     if (!status.info) continue;
     const core::InfoReply& info = *status.info;
-    // What a server said about itself is what a directory record would say (issue 6 brings the
-    // directory); an answer is the proof it is online now.
+    // What a server said about itself is what a directory record would say; an answer is the
+    // proof it is online now.
     records.push_back(core::ServerRecord{status.peer, status.address, info.span,
                                          core::ServerState::online, info.throughput_rps,
                                          info.inference_rps, info.cache_tokens_free, info.model_id,

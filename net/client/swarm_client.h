@@ -42,7 +42,7 @@ namespace bouquet::net {
 
 struct SwarmClientConfig {
   std::vector<std::string> peers;  // "HOST:PORT"
-  // Optional: fresh records of the model's servers (a DHT lookup, issue 6), with the model id the
+  // Optional: fresh records of the model's servers (a DHT lookup), with the model id the
   // sessions use. Re-plans after a failure read it (refresh_from_directory) instead of the infos.
   std::function<std::vector<core::ServerRecord>()> directory;
   double connect_timeout_s = 10;

@@ -170,8 +170,8 @@ std::variant<DhtModelIndexEntry, std::string> decode_dht_model_index(const std::
 }
 
 bool dht_record_newer(const DhtRecord& a, const DhtRecord& b) {
-  if (a.announced_unix_s != b.announced_unix_s) return a.announced_unix_s > b.announced_unix_s;
-  return a.seq > b.seq;
+  return core::announced_later(core::Announcement{a.announced_unix_s, a.seq},
+                               core::Announcement{b.announced_unix_s, b.seq});
 }
 
 }  // namespace bouquet::net

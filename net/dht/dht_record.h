@@ -45,7 +45,8 @@ struct DhtModelIndexEntry {
 // The entry, or why the bytes are not one (names the field).
 std::variant<DhtModelIndexEntry, std::string> decode_dht_model_index(const std::string& bytes);
 
-// Newer announcement of the same peer: later time, then larger sequence number.
+// Newer announcement of the same peer (core::announced_later): later time, then larger sequence
+// number.
 bool dht_record_newer(const DhtRecord& a, const DhtRecord& b);
 
 }  // namespace bouquet::net

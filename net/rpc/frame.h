@@ -32,7 +32,7 @@ namespace bouquet::net {
 inline constexpr uint8_t kFrameMagic0 = 0x42;  // 'B'
 inline constexpr uint8_t kFrameMagic1 = 0x51;  // 'Q'
 inline constexpr uint8_t kFrameVersion = 1;
-inline constexpr uint64_t kFrameHeaderBytes = 12;
+using core::kFrameHeaderBytes;  // 12: the layout above
 // 64 MiB: a 4096-token prefill of a 4096-wide model in float32 fits in one frame.
 inline constexpr uint64_t kDefaultMaxFrameBytes = uint64_t{64} << 20;
 

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "core/block_server.h"
+#include "core/server_memory.h"
 #include "gpu/model_config.h"
 #include "net/rpc/address.h"
 #include "net/rpc/connection.h"
@@ -63,6 +64,7 @@ struct Server::Impl {
   std::optional<core::BlockServer> block_server;
   uint64_t serving = 0;  // bumped per installed span: results of an older one are dropped
   uint64_t loads = 0;    // bumped per requested load: only the latest is installed
+  std::optional<core::BlockSpan> loading_span;  // the span being loaded, for the refusals meanwhile
   bool accepting = false;
   double inference_rps = 0, forward_rps = 0, throughput_rps = 0;
   std::vector<std::string> adapter_names;  // the LoRA adapters loaded, announced as such
@@ -154,14 +156,17 @@ Server::Impl::Impl(const ServeConfig& c)
     SpanCompute& measured = compute ? *compute : *probe;
     adapter_names = measured.adapter_names();  // a bad adapter fails here, before joining
     if (!pinned && config.num_blocks == 0) {
-      const uint64_t budget = available_memory_budget_bytes();
-      const uint64_t cache_bytes = config.cache_tokens * 2 * measured.hidden_size() * 4;
-      config.num_blocks = budget == 0 ? static_cast<uint32_t>(model.num_layers)
-                                      : blocks_that_fit(budget, measured.weight_bytes(), cache_bytes,
-                                                        static_cast<uint32_t>(model.num_layers));
+      // A CPU server keeps half the available memory for the OS, its clients and other processes.
+      const core::ServerMemory memory{static_cast<double>(available_memory_bytes()), 0.5,
+                                      static_cast<double>(measured.weight_bytes()),
+                                      2.0 * measured.hidden_size() * 4};
+      config.num_blocks = memory.memory_bytes == 0
+                              ? static_cast<uint32_t>(model.num_layers)
+                              : core::blocks_that_fit(memory, config.cache_tokens, static_cast<uint32_t>(model.num_layers));
       log_line(fmt::format("--num-blocks {}: as many as fit {:.1f} GB (half the available memory) at {:.1f} MB "
                            "of weights and {:.1f} MB of cache per block",
-                           config.num_blocks, budget / 1e9, measured.weight_bytes() / 1e6, cache_bytes / 1e6));
+                           config.num_blocks, memory.memory_bytes / 2e9, memory.block_weight_bytes / 1e6,
+                           config.cache_tokens * memory.cache_bytes_per_token / 1e6));
     }
     measure_speed(measured);
   }
@@ -255,6 +260,7 @@ void Server::Impl::start_discovery() {
 
 void Server::Impl::move_to_span(core::BlockSpan span) {
   const uint64_t load = ++loads;
+  loading_span = span;
   if (compute && compute->span() == span) return install(load, compute);
   log_line(fmt::format("loading blocks {}{}", span.to_string(),
                        compute ? fmt::format(" (blocks {} keep serving meanwhile)", compute->span().to_string()) : ""));
@@ -293,14 +299,17 @@ core::BlockServerConfig Server::Impl::block_server_config(const SpanCompute& ser
 
 void Server::Impl::install(uint64_t load, std::shared_ptr<SpanCompute> loaded) {
   if (load != loads) return;  // a later move replaced this one
+  loading_span.reset();
   const core::BlockSpan span = loaded->span();
   if (compute != loaded || !block_server) {
-    if (block_server && !peers.empty()) {
-      // The old span's sessions cannot continue here: their clients see the connection close and
-      // recover on servers that hold those blocks.
-      log_line(fmt::format("now serving blocks {}: closing {} client connection(s) of blocks {}", span.to_string(),
-                           peers.size(), block_server->config().span.to_string()));
-      for (auto& [peer, connection] : std::map(peers)) connection->close("the server moved to other blocks");
+    if (block_server) {
+      // The old span's sessions cannot continue here: each client is told so per session and
+      // recovers on servers that hold those blocks; connections stay open for the new span.
+      log_line(fmt::format("now serving blocks {}: ending the sessions of blocks {}", span.to_string(),
+                           block_server->config().span.to_string()));
+      std::vector<Effect> effects;
+      block_server->leave(fmt::format("the server moved to blocks {}", span.to_string()), effects);
+      carry_out(effects);
     }
     timers.cancel_all();
     block_server.emplace(block_server_config(*loaded));
@@ -418,21 +427,12 @@ void Server::Impl::refuse_before_span(const core::Input& input) {
   if (!received) return;
   auto it = peers.find(received->from);
   if (it == peers.end()) return;
-  uint64_t id = 0, step = 0;
-  std::visit(
-      [&](const auto& m) {
-        using M = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<M, core::OpenSession>) id = m.session_id;
-        if constexpr (std::is_same_v<M, core::StepRequest>) id = m.session_id, step = m.step_id;
-        if constexpr (std::is_same_v<M, core::InfoRequest> || std::is_same_v<M, core::ForwardRequest> ||
-                      std::is_same_v<M, core::BackwardRequest>) {
-          id = m.request_id;
-        }
-      },
-      received->message);
-  if (id == 0) return;
-  it->second->send(core::ErrorReply{id, step, core::Error{core::ErrorCode::span_not_served,
-                                                          "this server is still choosing its blocks; try again shortly"}});
+  const std::string why = loading_span ? fmt::format("this server is loading blocks {}; try again shortly",
+                                                     loading_span->to_string())
+                                       : "this server is still choosing its blocks; try again shortly";
+  if (auto reply = core::refusal(received->message, core::Error{core::ErrorCode::span_not_served, why})) {
+    it->second->send(std::move(*reply));
+  }
 }
 
 void Server::Impl::carry_out(std::vector<Effect>& effects) {

@@ -45,7 +45,7 @@ struct ServeConfig {
   double session_idle_timeout_s = 300;
   double frame_timeout_s = 30;       // a frame that has begun must end within this
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
-  // Against hostile or greedy clients (issue 25). A connection beyond max_connections is answered
+  // Against hostile or greedy clients. A connection beyond max_connections is answered
   // overloaded and closed; one with no session, open or computation here and no bytes for
   // idle_timeout_s is closed (0 = never). The rest are core::BlockServerConfig's limits, announced
   // in InfoReply (0 = none).
@@ -64,7 +64,7 @@ struct ServeConfig {
   // announced (InfoReply, DHT record) and applied to the requests that name it.
   std::vector<std::string> adapters;
 
-  // Discovery and load balancing (issue 6; server_discovery.h). On when initial_peers is given.
+  // Discovery and load balancing (server_discovery.h). On when initial_peers is given.
   std::vector<std::string> initial_peers;  // DHT nodes (HOST:PORT, UDP) to join through
   std::string model_name;            // announced model name; "" = the model folder's name
   double update_period_s = 60;       // re-announce period; records expire 2x later

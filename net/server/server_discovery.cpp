@@ -126,32 +126,20 @@ void ServerDiscovery::carry_out(std::vector<core::Effect>& effects) {
   }
 }
 
-uint32_t blocks_that_fit(uint64_t budget_bytes, uint64_t block_weight_bytes, uint64_t cache_bytes_per_block,
-                         uint32_t model_blocks) {
-  const uint64_t per_block = std::max<uint64_t>(block_weight_bytes + cache_bytes_per_block, 1);
-  const uint64_t fit = budget_bytes / per_block;
-  return static_cast<uint32_t>(std::clamp<uint64_t>(fit, 1, model_blocks));
-}
-
-uint64_t available_memory_budget_bytes() {
+uint64_t available_memory_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("MemAvailable:", 0) != 0) continue;
     std::istringstream fields(line.substr(13));
     uint64_t kib = 0;
-    if (fields >> kib) return kib * 1024 / 2;
+    if (fields >> kib) return kib * 1024;
   }
   return 0;
 }
 
 core::PeerId server_peer_id(const std::string& address, const std::string& model_name) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (const char c : address + "\n" + model_name) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 0x100000001b3ull;
-  }
-  return core::PeerId{hash};
+  return core::peer_id_of(address + "\n" + model_name);
 }
 
 }  // namespace bouquet::net

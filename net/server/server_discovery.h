@@ -1,4 +1,4 @@
-// The discovery and load-balancing driver of `bouquet serve` (issue 6): runs one
+// The discovery and load-balancing driver of `bouquet serve`: runs one
 // core::BalancerNode on the server's io_context and carries out its effects. Announce goes to the
 // DHT (DhtDirectory::announce), DirectoryLookup to DhtDirectory::lookup with the answer posted
 // back into the loop, MoveToSpan to the server (which loads the blocks and calls span_loaded).
@@ -75,12 +75,8 @@ class ServerDiscovery {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-// The default of --num-blocks: as many blocks as fit `budget_bytes`, each needing its weights
-// plus `cache_bytes_per_block` of attention cache; at least 1, at most `model_blocks`.
-uint32_t blocks_that_fit(uint64_t budget_bytes, uint64_t block_weight_bytes, uint64_t cache_bytes_per_block,
-                         uint32_t model_blocks);
-// Half of MemAvailable (/proc/meminfo), or 0 when it cannot be read.
-uint64_t available_memory_budget_bytes();
+// MemAvailable (/proc/meminfo) in bytes, or 0 when it cannot be read.
+uint64_t available_memory_bytes();
 
 // A stable PeerId for a server: FNV-1a of its announced address and model name.
 core::PeerId server_peer_id(const std::string& address, const std::string& model_name);

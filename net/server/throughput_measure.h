@@ -1,4 +1,4 @@
-// A server's compute speed, measured once on its real blocks and cached on disk (issue 6).
+// A server's compute speed, measured once on its real blocks and cached on disk.
 //
 // Two numbers, per block:
 //   inference_rps: one-token cached steps per second (what min-latency routing prices a block at)

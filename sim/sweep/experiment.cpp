@@ -1,5 +1,6 @@
 #include "sim/sweep/experiment.h"
 
+#include "core/peer_id.h"
 #include "sim/scenario.h"
 #include "sim/sweep/metrics.h"
 #include "sim/yaml_fields.h"
@@ -230,15 +231,6 @@ void dry_run_everything(const Experiment& e, const YamlValue& top, const std::ve
   }
 }
 
-uint64_t fnv1a(std::string_view text) {
-  uint64_t hash = 14695981039346656037ULL;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ULL;
-  }
-  return hash;
-}
-
 }  // namespace
 
 Experiment load_experiment_text(const std::string& text, const std::string& name, const std::string& directory) {
@@ -323,7 +315,7 @@ std::string run_id(const Point& point, uint64_t seed) {
   std::string key;
   for (const auto& o : point.overrides) key += o + "\n";
   key += fmt::format("seed={}", seed);
-  return fmt::format("{:016x}", fnv1a(key));
+  return fmt::format("{:016x}", core::fnv1a(key));
 }
 
 std::vector<RunSpec> expand_runs(const Experiment& e, const std::vector<Point>& points) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "core/rng.h"
 #include "tests/core/support/seed.h"
 
@@ -350,7 +352,7 @@ TEST(BlockServer, FailedComputeIsReportedAndTheSessionGoesOn) {
 }
 
 
-// Limits against greedy and hostile clients (issue 25): each is announced, refused with a code
+// Limits against greedy and hostile clients: each is announced, refused with a code
 // naming it, and counted per client (one peer).
 
 ForwardRequest forward(uint64_t id, uint32_t batch, uint32_t tokens) {
@@ -576,6 +578,56 @@ TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
     ASSERT_EQ(h.server.cache_tokens_free(), 100u) << "round " << round << ", seed " << seed;
     ASSERT_EQ(h.server.open_sessions(), 0u);
   }
+}
+
+TEST(BlockServer, LeavingAnswersEverySessionOpenAndPassSpanNotServedSoClientsRecoverAtOnce) {
+  Harness h(config(100));
+  h.receive(kAlice, open(7, 60));               // open, idle
+  h.receive(kBob, open(8, 30));                 // open, its step running
+  h.receive(kBob, step(8, 3, 0, 2));
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  h.receive(kCarol, open(9, 50, /*wait_s=*/10));  // waits for cache room
+  ASSERT_TRUE(h.replies<SessionOpened>(kCarol).empty());
+  const Activation x = make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 1.0f));
+  h.receive(kCarol, ForwardRequest{11, "m", {2, 6}, "", Compression::none, x, std::nullopt});  // queued
+  h.effects.clear();
+  h.server.leave("the server moved to blocks [6, 10)", h.effects);
+  for (auto [peer, id] : {std::pair{kAlice, 7}, {kBob, 8}}) {
+    const auto errors = h.replies<ErrorReply>(peer);
+    ASSERT_EQ(errors.size(), 1u);
+    EXPECT_EQ(errors[0].request_id, uint64_t(id));
+    EXPECT_EQ(errors[0].step_id, 0u) << "the error concerns the session, whatever step is in flight";
+    EXPECT_EQ(errors[0].error.code, ErrorCode::span_not_served);
+    EXPECT_NE(errors[0].error.message.find("moved to blocks [6, 10)"), std::string::npos);
+  }
+  std::set<uint64_t> carol;
+  for (const auto& e : h.replies<ErrorReply>(kCarol)) {
+    EXPECT_EQ(e.error.code, ErrorCode::span_not_served);
+    carol.insert(e.request_id);
+  }
+  EXPECT_EQ(carol, (std::set<uint64_t>{9, 11})) << "the waiting open and the queued forward";
+  EXPECT_EQ(h.server.open_sessions(), 0u);
+  EXPECT_EQ(h.server.waiting_opens(), 0u);
+  EXPECT_EQ(h.server.queued_tasks(), 0u);
+  EXPECT_EQ(h.server.running_tasks(), 0u);
+  EXPECT_FALSE(h.server.holds_work(kAlice) || h.server.holds_work(kBob) || h.server.holds_work(kCarol));
+  // Alice's idle cache is dropped; Bob's goes with the compute still running on it.
+  EXPECT_EQ(h.all<DropCache>().size(), 1u);
+}
+
+TEST(BlockServer, AServerWithoutASpanRefusesEveryRequestByItsId) {
+  const Error loading{ErrorCode::span_not_served, "loading blocks [2, 6)"};
+  const auto opened = refusal(open(7, 10), loading);
+  ASSERT_TRUE(opened.has_value());
+  EXPECT_EQ(opened->request_id, 7u);
+  const auto stepped = refusal(step(7, 4, 0, 1), loading);
+  ASSERT_TRUE(stepped.has_value());
+  EXPECT_EQ(stepped->request_id, 7u);
+  EXPECT_EQ(stepped->step_id, 4u);
+  EXPECT_EQ(refusal(InfoRequest{5}, loading)->request_id, 5u);
+  EXPECT_EQ(refusal(InfoRequest{5}, loading)->error.message, "loading blocks [2, 6)");
+  EXPECT_FALSE(refusal(CloseSession{7}, loading).has_value()) << "a close needs no answer";
+  EXPECT_FALSE(refusal(ErrorReply{1, 0, loading}, loading).has_value()) << "never answer an error";
 }
 
 }  // namespace

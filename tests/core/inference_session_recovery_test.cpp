@@ -339,6 +339,56 @@ TEST(InferenceSessionRecovery, RestartStartsOverOnAFreshChainFromThePrompt) {
   EXPECT_EQ(h.session.recoveries().at(0).span, (BlockSpan{0, 8}));
 }
 
+TEST(InferenceSessionRecovery, RestartFromScratchLosesEverythingAndReopensForTheLoopToStartAgain) {
+  auto c = config();
+  c.recovery = RecoveryPolicy::restart_from_scratch;
+  Harness h = running(c);  // 4 positions done
+  h.input(StepRequested{hidden(1, 2.0f), std::nullopt});
+  h.reply();
+  h.input(PeerUnreachable{kB, "gone"});
+  // Nothing survives: every hop closed, the step abandoned, the loop told what was lost.
+  EXPECT_EQ(h.sent<CloseSession>().size(), 3u);
+  EXPECT_TRUE(h.all<StepDone>().empty());
+  ASSERT_EQ(h.all<SessionRestarted>().size(), 1u);
+  EXPECT_EQ(h.all<SessionRestarted>()[0].positions_lost, 4u);
+  EXPECT_EQ(h.session.length(), 0u);
+  const auto plan = h.all<PlanRoute>().at(0);
+  EXPECT_EQ(plan.blocks, (BlockSpan{0, 8}));
+  EXPECT_EQ(plan.avoid, (std::vector<PeerId>{kB}));
+  h.input(RoutePlanned{plan.route_id, Chain{{kA, {0, 4}}, {kD, {4, 8}}}});
+  EXPECT_TRUE(h.sent<StepRequest>().empty()) << "no history is replayed";
+  h.open_all();
+  ASSERT_EQ(h.all<SessionReady>().size(), 1u) << "ready again, on the fresh chain";
+  EXPECT_EQ(h.all<SessionReady>()[0].chain, (Chain{{kA, {0, 4}}, {kD, {4, 8}}}));
+  // The loop starts again from its prompt, at position 0.
+  h.input(StepRequested{hidden(3, 1.0f), std::nullopt});
+  for (PeerId peer : {kA, kD}) {
+    const auto s = h.sent<StepRequest>().at(0);
+    EXPECT_EQ(s.first, peer);
+    EXPECT_EQ(s.second.start_position, 0u);
+    EXPECT_EQ(token_count(s.second.hidden_states), 3u);
+    h.reply();
+  }
+  ASSERT_EQ(h.all<StepDone>().size(), 1u);
+  const Recovery& r = h.session.recoveries().at(0);
+  EXPECT_EQ(r.span, (BlockSpan{0, 8}));
+  EXPECT_EQ(r.positions_replayed, 4u);
+  EXPECT_TRUE(r.succeeded);
+}
+
+TEST(InferenceSessionRecovery, RestartFromScratchBetweenStepsWaitsForTheFreshChain) {
+  auto c = config();
+  c.recovery = RecoveryPolicy::restart_from_scratch;
+  Harness h = running(c);
+  h.input(PeerUnreachable{kA, "gone"});  // while the loop samples its next token
+  ASSERT_EQ(h.all<SessionRestarted>().size(), 1u);
+  EXPECT_EQ(h.session.phase(), InferenceSession::Phase::opening);
+  h.input(RoutePlanned{h.all<PlanRoute>().at(0).route_id, Chain{{kE, {0, 8}}}});
+  h.open_all();
+  EXPECT_EQ(h.all<SessionReady>().size(), 1u);
+  EXPECT_EQ(h.session.phase(), InferenceSession::Phase::ready);
+}
+
 TEST(InferenceSessionRecovery, CachelessResendsTheWholeSequenceEveryStep) {
   auto c = config();
   c.recovery = RecoveryPolicy::cacheless;

@@ -13,7 +13,8 @@ using core::RecoveryPolicy;
 
 TEST(RecoverySlow, TenThousandFaultDrillsPerPolicyEndWithTheFaultFreeOutput) {
   const uint64_t seed = test_seed(70000);
-  for (RecoveryPolicy policy : {RecoveryPolicy::replay, RecoveryPolicy::restart, RecoveryPolicy::cacheless}) {
+  for (RecoveryPolicy policy : {RecoveryPolicy::replay, RecoveryPolicy::restart, RecoveryPolicy::cacheless,
+                                RecoveryPolicy::restart_from_scratch}) {
     DrillStats stats;
     run_fault_drills(seed, 10000, policy, stats);
     fmt::print("{}: {} drills, {} faults, {} recoveries, {} replacements that failed too\n", to_string(policy),

@@ -1,4 +1,4 @@
-// Deep prompts in the span runner (deep prompt tuning, issue 11): zero prompts change nothing,
+// Deep prompts in the span runner (deep prompt tuning): zero prompts change nothing,
 // backward's gradients equal libtorch autograd through forward, spans chain with sliced prompts,
 // a cached prefill with prompts equals the cache-less forward, and bad shapes are InputErrors.
 #include "gpu/errors.h"

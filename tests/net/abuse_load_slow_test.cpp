@@ -1,4 +1,4 @@
-// Abuse load (issue 25): one `bouquet serve` with a small cache, for a bounded time on loopback,
+// Abuse load: one `bouquet serve` with a small cache, for a bounded time on loopback,
 // serves 64 honest clients while 80 abusive ones send stalled half frames, garbage, opens they
 // never use or close, huge claimed lengths, floods of opens and passes, and disconnect at every
 // protocol step. The server must never die; its memory and open files stay bounded and come back

@@ -1,4 +1,4 @@
-// The model fingerprint covers every byte of every tensor (issue 25: a copy with negated middle
+// The model fingerprint covers every byte of every tensor (a copy with negated middle
 // weights passed as the same model), and is read from its cache while the files are unchanged.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

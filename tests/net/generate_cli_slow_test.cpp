@@ -139,7 +139,7 @@ TEST(ServeCommand, BadFolderSpanOrAddressIsOneClearLine) {
   }
 }
 
-// Number flags that would make a command hang, spin or allocate without bound (issue 25: `serve
+// Number flags that would make a command hang, spin or allocate without bound (`serve
 // --max-frame-bytes 0` waited forever for a frame it could never accept) are refused at parsing,
 // naming the flag, before any model is loaded.
 TEST(ServeCommand, NumberFlagsOutOfRangeAreRefusedNamingTheFlag) {

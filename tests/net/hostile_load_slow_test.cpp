@@ -1,5 +1,5 @@
 // Memory, connection and request limits of a live `bouquet serve` process against hostile or
-// greedy clients (issue 25): what once cost a server gigabytes or a spinning core now costs little,
+// greedy clients: what once cost a server gigabytes or a spinning core now costs little,
 // the limits are answered with a clear error, and honest clients are still served.
 #include <ATen/ATen.h>
 #include <fmt/core.h>

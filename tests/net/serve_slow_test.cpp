@@ -14,7 +14,7 @@
 #include "gpu/span_runner.h"
 #include "gpu/fingerprint.h"
 #include "net/client/remote_generation.h"
-#include "net/client/remote_span.h"
+#include "tests/net/support/remote_span.h"
 #include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/swarm_processes.h"

@@ -12,7 +12,7 @@
 #include "gpu/tiny_model.h"
 #include "gpu/fingerprint.h"
 #include "net/client/remote_generation.h"
-#include "net/client/remote_span.h"
+#include "tests/net/support/remote_span.h"
 #include "gpu/span_compute.h"
 #include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"

@@ -1,4 +1,4 @@
-// Throughput measured on a real block and cached on disk (issue 6), and the helpers `bouquet
+// Throughput measured on a real block and cached on disk, and the helpers `bouquet
 // serve --num-blocks` uses to size and name itself.
 #include <gtest/gtest.h>
 
@@ -67,12 +67,6 @@ TEST_F(ThroughputCacheTest, AMalformedCacheIsLoggedAndReplaced) {
   EXPECT_NE(logs_[0].find("malformed"), std::string::npos) << logs_[0];
   std::ifstream in(dir_ / "throughput.json");
   EXPECT_FALSE(nlohmann::json::parse(in, nullptr, false).is_discarded());
-}
-
-TEST(ServerDiscoveryHelpersTest, BlocksThatFitTheBudgetClampedToTheModel) {
-  EXPECT_EQ(blocks_that_fit(1000, 90, 10, 32), 10u);
-  EXPECT_EQ(blocks_that_fit(1000, 90, 10, 4), 4u);  // more fit than the model has
-  EXPECT_EQ(blocks_that_fit(50, 90, 10, 32), 1u);   // not even one: still serve one
 }
 
 TEST(ServerDiscoveryHelpersTest, PeerIdsAreStablePerAddressAndModel) {

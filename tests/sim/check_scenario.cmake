@@ -8,7 +8,8 @@ endif()
 file(READ ${EXPECTED} expected)
 if(NOT actual STREQUAL expected)
   string(MD5 tag "${SCENARIO}")
-  set(actual_file ${CMAKE_CURRENT_BINARY_DIR}/scenario-${tag}.actual)
+  # Beside the build, never in the source tree (the test runs from the repository root).
+  set(actual_file ${ACTUAL_DIR}/scenario-${tag}.actual)
   file(WRITE ${actual_file} "${actual}")
   execute_process(COMMAND diff -u ${EXPECTED} ${actual_file} OUTPUT_VARIABLE diff)
   message(FATAL_ERROR "bouquet sim ${SCENARIO} differs from ${EXPECTED} "

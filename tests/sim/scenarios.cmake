@@ -4,7 +4,8 @@ foreach(scenario ${scenario_files})
   get_filename_component(name ${scenario} NAME_WE)
   add_test(NAME scenario_${name}
     COMMAND ${CMAKE_COMMAND} -DBOUQUET=$<TARGET_FILE:bouquet> -DSCENARIO=scenarios/${name}.yaml
-            -DEXPECTED=scenarios/${name}.expected -P ${CMAKE_CURRENT_LIST_DIR}/check_scenario.cmake
+            -DEXPECTED=scenarios/${name}.expected -DACTUAL_DIR=${CMAKE_CURRENT_BINARY_DIR}
+            -P ${CMAKE_CURRENT_LIST_DIR}/check_scenario.cmake
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(scenario_${name} PROPERTIES LABELS "sim;scenario" TIMEOUT 600)
 endforeach()

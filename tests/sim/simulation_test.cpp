@@ -1,9 +1,10 @@
 // The drivers charge exactly what they promise: a generation through the core's session and
-// server takes the cost model's compute times plus latency + encoded_size / bandwidth per message,
-// and nothing else; forward passes and offloading likewise. Then behaviour a user would notice:
+// server takes the cost model's compute times plus latency + wire_bytes (frame header and body) /
+// bandwidth per message, and nothing else; forward passes and offloading likewise. Then behaviour a user would notice:
 // clients sharing a server wait for each other, a server that vanishes fails the session, runs
 // are reproducible, and calibration hits its published figure.
 #include "core/messages.h"
+#include "core/wire.h"
 #include "sim/calibration.h"
 #include "sim/isolated_run.h"
 #include "sim/scenario.h"
@@ -43,7 +44,7 @@ const ModelShape& bloom() { return *find_model("bloom-7b1"); }
 
 // One message from a host to another in the region: two 1 ms hops, then size over 1 Gbit/s.
 double transfer_s(const core::Message& message) {
-  return 0.002 + static_cast<double>(core::encoded_size(message)) * 8 / 1e9;
+  return 0.002 + static_cast<double>(core::wire_bytes(message)) * 8 / 1e9;
 }
 
 core::Activation states(uint32_t batch, uint32_t tokens) {

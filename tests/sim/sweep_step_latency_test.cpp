@@ -1,4 +1,4 @@
-// What the churn experiment reports beside throughput (issue 10): the step latency percentiles
+// What the churn experiment reports beside throughput: the step latency percentiles
 // (every single-token step a client completed, its prompt step left out, recoveries included)
 // and the time some block had no server. Both survive the JSON that carries results out of the
 // simulation's process.

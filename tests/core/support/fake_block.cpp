@@ -55,13 +55,26 @@ std::vector<float> fake_span_forward(core::BlockSpan span, uint32_t batch, uint3
   return x;
 }
 
-std::vector<float> fake_span_backward(core::BlockSpan span, const std::vector<float>& inputs,
-                                      const std::vector<float>& grad_outputs) {
+std::vector<float> fake_span_backward(core::BlockSpan span, uint32_t batch, uint32_t tokens, uint32_t hidden,
+                                      const std::vector<float>& inputs, const std::vector<float>& grad_outputs) {
   BOUQUET_CHECK(inputs.size() == grad_outputs.size(), "fake backward: sizes differ");
-  const uint64_t seed = mix(span.begin, span.end);
-  const uint64_t h = hash_vector(inputs.data(), static_cast<uint32_t>(inputs.size()), seed);
-  std::vector<float> grad(inputs.size());
-  for (size_t i = 0; i < grad.size(); ++i) grad[i] = to_value(mix(h, std::bit_cast<uint32_t>(grad_outputs[i]) ^ (uint64_t{i} << 32)));
+  std::vector<std::vector<float>> block_inputs{inputs};
+  for (uint32_t b = span.begin; b + 1 < span.end; ++b) {
+    block_inputs.push_back(fake_span_forward({b, b + 1}, batch, tokens, hidden, block_inputs.back(), nullptr, 0));
+  }
+  // Row by row, as sequences are independent: a batch split into sub-batches gets the same values.
+  std::vector<float> grad = grad_outputs;
+  const uint64_t row = uint64_t{tokens} * hidden;
+  for (uint32_t b = span.end; b-- > span.begin;) {
+    const std::vector<float>& in = block_inputs[b - span.begin];
+    for (uint32_t r = 0; r < batch; ++r) {
+      const uint64_t h = hash_vector(&in[r * row], static_cast<uint32_t>(row), mix(b, 0xbacc));
+      for (uint64_t i = 0; i < row; ++i) {
+        float& g = grad[r * row + i];
+        g = to_value(mix(h, std::bit_cast<uint32_t>(g) ^ (i << 32)));
+      }
+    }
+  }
   return grad;
 }
 
@@ -69,7 +82,8 @@ core::ComputeOutput fake_compute(const core::ComputeRequest& request, uint32_t h
   const auto inputs = request.inputs.to_floats();
   std::vector<float> values;
   if (request.kind == core::ComputeKind::backward) {
-    values = fake_span_backward(request.span, inputs, request.grad_outputs->to_floats());
+    values = fake_span_backward(request.span, request.batch, request.new_tokens, hidden, inputs,
+                                request.grad_outputs->to_floats());
   } else {
     values = fake_span_forward(request.span, request.batch, request.new_tokens, hidden, inputs,
                                request.kind == core::ComputeKind::inference ? cache : nullptr,

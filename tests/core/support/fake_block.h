@@ -28,9 +28,12 @@ std::vector<float> fake_span_forward(core::BlockSpan span, uint32_t batch, uint3
                                      uint32_t hidden, const std::vector<float>& inputs,
                                      FakeCache* cache, uint32_t cache_length);
 
-// A fake gradient for backward: a hash of span, inputs and output gradients.
-std::vector<float> fake_span_backward(core::BlockSpan span, const std::vector<float>& inputs,
-                                      const std::vector<float>& grad_outputs);
+// A fake gradient for backward, block by block like a real one: each block's input is recomputed
+// forward from the span's inputs, and each block's gradient is a hash of the block, its input and
+// the gradient of its output, row by row. So a span's backward equals the backward of its pieces
+// in turn, whichever servers hold them, and a batch's equals its sub-batches'.
+std::vector<float> fake_span_backward(core::BlockSpan span, uint32_t batch, uint32_t tokens, uint32_t hidden,
+                                      const std::vector<float>& inputs, const std::vector<float>& grad_outputs);
 
 // What a driver's compute does with a request (cache looked up by the caller for inference).
 core::ComputeOutput fake_compute(const core::ComputeRequest& request, uint32_t hidden,

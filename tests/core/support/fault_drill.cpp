@@ -90,14 +90,12 @@ void build(Drill& d, Rng& rng, RecoveryPolicy policy) {
     }
     d.spans.push_back(s);
   }
-  d.swarm.set_planner([](const std::vector<ServerRecord>& records, const PlanRoute& plan, Time now) {
-    return plan_chain_min_latency(records, plan, now, RttEstimator{});
-  });
+  d.swarm.set_routing(Routing::min_latency);
   d.swarm.set_default_link(Link{rng.uniform(0.001, 0.05), rng.uniform(1e6, 1e9)});
   d.swarm.notify_peers_on_crash = rng.bernoulli(0.5);
 
   auto& s = d.spec;
-  s.session.session_id = rng.next_u64() >> 16;
+  s.session.session_id = draw_session_id(rng);
   s.session.model_id = kModel;
   s.session.num_blocks = kBlocks;
   s.session.hidden_size = kHidden;
@@ -188,8 +186,9 @@ std::string check_sessions(const std::map<std::pair<PeerId, uint64_t>, Observed>
     if (at != total) return fmt::format("hop {} ended at position {} of {}", hop.span.to_string(), at, total);
   }
   for (const Recovery& r : session.recoveries()) {
-    const BlockSpan expected = policy == RecoveryPolicy::restart ? BlockSpan{0, kBlocks} : r.span;
-    bool found = policy == RecoveryPolicy::restart && r.span == expected;
+    const bool all = policy == RecoveryPolicy::restart || policy == RecoveryPolicy::restart_from_scratch;
+    const BlockSpan expected = all ? BlockSpan{0, kBlocks} : r.span;
+    bool found = all && r.span == expected;
     for (const auto& [key, o] : observed) found |= key.first == r.failed_peer && o.span == r.span;
     if (!found) return fmt::format("recovery re-planned {}, not the span of the failed hop", r.span.to_string());
     if (!r.replacement.empty() && !chain_covers(r.replacement, r.span)) return "a replacement does not cover its span";

@@ -1,4 +1,4 @@
-// Fault drills for recovery (issue 7): one seeded generation through a virtual swarm with spare
+// Fault drills for recovery: one seeded generation through a virtual swarm with spare
 // servers, faults injected at random steps, and every check a user of `generate` would care
 // about. The same drill runs 1,000 times in core_tests and 10,000 times in core_slow_tests.
 //

@@ -33,7 +33,36 @@ struct VirtualSwarm::Generation {
   std::unique_ptr<InferenceSession> session;
   GenerationResult result;
   uint32_t last_step_tokens = 0;
+  uint64_t attempt = 0;  // restart_from_scratch: steps requested for an earlier attempt are dropped
+  // A pass instead of a generation.
+  std::unique_ptr<PassSession> pass;
+  PassSpec pass_spec;
+  PassResult pass_result;
 };
+
+namespace {
+
+std::vector<float> pass_inputs(const PassSpec& spec) {
+  return fake_prompt(spec.input_seed, spec.batch, spec.tokens, spec.pass.hidden_size);
+}
+std::vector<float> pass_grad(const PassSpec& spec) {
+  return fake_prompt(spec.input_seed ^ 0x9a9a, spec.batch, spec.tokens, spec.pass.hidden_size);
+}
+
+}  // namespace
+
+PassResult reference_pass(const PassSpec& spec) {
+  const auto& c = spec.pass;
+  PassResult r;
+  r.outputs = fake_span_forward(BlockSpan{0, c.num_blocks}, spec.batch, spec.tokens, c.hidden_size, pass_inputs(spec),
+                                nullptr, 0);
+  if (spec.backward) {
+    r.grad_inputs = fake_span_backward(BlockSpan{0, c.num_blocks}, spec.batch, spec.tokens, c.hidden_size,
+                                       pass_inputs(spec), pass_grad(spec));
+  }
+  r.done = true;
+  return r;
+}
 
 std::vector<std::vector<float>> reference_outputs(const GenerationSpec& spec) {
   const auto& s = spec.session;
@@ -119,6 +148,24 @@ const std::vector<std::pair<PeerId, Message>>& VirtualSwarm::inbox(PeerId n) con
   return nodes_.at(n)->inbox;
 }
 
+size_t VirtualSwarm::train(PeerId client, PassSpec spec) {
+  const size_t index = generations_.size();
+  auto g = std::make_unique<Generation>();
+  g->index = index;
+  g->client = client;
+  g->pass_spec = spec;
+  g->pass = std::make_unique<PassSession>(spec.pass);
+  generations_.push_back(std::move(g));
+  node(client).generations.push_back(index);
+  const Activation x = make_activation({spec.batch, spec.tokens, spec.pass.hidden_size}, pass_inputs(spec));
+  schedule(spec.start_at, [this, client, index, x] { feed(client, index, ForwardRequested{x, std::nullopt}); });
+  return index;
+}
+
+const PassResult& VirtualSwarm::pass_result(size_t pass) const { return generations_.at(pass)->pass_result; }
+
+const PassSession& VirtualSwarm::pass_session(size_t pass) const { return *generations_.at(pass)->pass; }
+
 size_t VirtualSwarm::generate(PeerId client, GenerationSpec spec) {
   const size_t index = generations_.size();
   auto g = std::make_unique<Generation>();
@@ -170,8 +217,13 @@ void VirtualSwarm::feed(PeerId id, size_t component, const Input& input) {
   Node& n = node(id);
   if (!n.alive) return;
   std::vector<Effect> effects;
-  if (n.server) n.server->handle(now_, input, effects);
-  else generations_.at(component)->session->handle(now_, input, effects);
+  if (n.server) {
+    n.server->handle(now_, input, effects);
+  } else if (auto& g = *generations_.at(component); g.pass) {
+    g.pass->handle(now_, input, effects);
+  } else {
+    g.session->handle(now_, input, effects);
+  }
   carry_out(id, component, effects);
 }
 
@@ -206,14 +258,40 @@ void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& e
     } else if (auto* drop = std::get_if<DropCache>(&effect)) {
       n.caches.erase(drop->cache_id);
     } else if (auto* plan = std::get_if<PlanRoute>(&effect)) {
-      RoutePlanned answer{plan->route_id, planner_ ? planner_(records_, *plan, now_)
-                                                   : plan_chain_greedy(records_, plan->model_id, plan->blocks, plan->avoid)};
+      RoutePlanned answer{plan->route_id, plan_route(routing_for(*plan, routing_), records_, *plan,
+                                                     PlannerContext{now_, nullptr, nullptr, &rng_})};
       schedule(now_, [this, id, component, answer] { feed(id, component, answer); });
     } else if (std::holds_alternative<Announce>(effect) || std::holds_alternative<DirectoryLookup>(effect)) {
       BOUQUET_CHECK(false, "the virtual swarm has no directory yet");
+    } else if (generations_.at(component)->pass) {
+      on_pass_report(*generations_.at(component), effect);
     } else {
       on_session_report(*generations_.at(component), effect);
     }
+  }
+}
+
+void VirtualSwarm::on_pass_report(Generation& g, const Effect& effect) {
+  PassResult& r = g.pass_result;
+  if (auto* forward = std::get_if<ForwardDone>(&effect)) {
+    r.outputs = forward->outputs.to_floats();
+    if (!g.pass_spec.backward) {
+      r.done = true;
+      r.finished_at = now_;
+      return;
+    }
+    const auto& spec = g.pass_spec;
+    const Activation grad = make_activation({spec.batch, spec.tokens, spec.pass.hidden_size}, pass_grad(spec));
+    schedule(now_, [this, client = g.client, component = g.index, grad] {
+      feed(client, component, BackwardRequested{grad});
+    });
+  } else if (auto* backward = std::get_if<BackwardDone>(&effect)) {
+    r.grad_inputs = backward->grad_inputs.to_floats();
+    r.done = true;
+    r.finished_at = now_;
+  } else if (auto* failed = std::get_if<PassFailed>(&effect)) {
+    r.error = failed->error;
+    r.finished_at = now_;
   }
 }
 
@@ -221,9 +299,9 @@ void VirtualSwarm::on_session_report(Generation& g, const Effect& effect) {
   const auto& s = g.spec.session;
   const PeerId client = g.client;
   const size_t component = g.index;
-  auto request = [this, client, component](Activation hidden_states) {
-    schedule(now_, [this, client, component, hidden_states] {
-      feed(client, component, StepRequested{hidden_states, std::nullopt});
+  auto request = [this, &g, client, component](Activation hidden_states) {
+    schedule(now_, [this, &g, client, component, hidden_states, attempt = g.attempt] {
+      if (attempt == g.attempt) feed(client, component, StepRequested{hidden_states, std::nullopt});
     });
   };
   if (auto* ready = std::get_if<SessionReady>(&effect)) {
@@ -242,6 +320,11 @@ void VirtualSwarm::on_session_report(Generation& g, const Effect& effect) {
     } else {
       schedule(now_, [this, client, component] { feed(client, component, CloseRequested{}); });
     }
+  } else if (std::holds_alternative<SessionRestarted>(effect)) {
+    // Everything generated is lost; the next SessionReady starts again from the prompt.
+    ++g.attempt;
+    ++g.result.restarts;
+    g.result.outputs.clear();
   } else if (auto* failed = std::get_if<SessionFailed>(&effect)) {
     g.result.error = failed->error;
     g.result.finished_at = now_;

@@ -1,5 +1,5 @@
-// The virtual swarm: a deterministic, single-threaded driver that runs many BlockServers and
-// InferenceSessions on a virtual clock. It is the reference driver of the core: it carries out
+// The virtual swarm: a deterministic, single-threaded driver that runs many BlockServers,
+// InferenceSessions and PassSessions on a virtual clock. It is the reference driver of the core: it carries out
 // every Effect the way net/ and sim/ must (timers, computes, route planning, messages), and
 // encodes and decodes every message with the real wire codec, charging encode(m).size() (checked
 // equal to encoded_size()) over per-link latency and bandwidth.
@@ -24,6 +24,8 @@
 
 #include "core/block_server.h"
 #include "core/inference_session.h"
+#include "core/pass_session.h"
+#include "core/planners.h"
 #include "core/rng.h"
 #include "tests/core/support/fake_block.h"
 
@@ -50,6 +52,7 @@ struct GenerationResult {
   std::optional<core::Error> error;
   core::Chain chain;
   std::vector<std::vector<float>> outputs;  // per step: the last span's output values
+  uint32_t restarts = 0;                     // SessionRestarted reports (restart_from_scratch)
   core::Time ready_at = core::kNever;
   core::Time finished_at = core::kNever;
   bool finished() const { return closed || error.has_value(); }
@@ -59,16 +62,34 @@ struct GenerationResult {
 // blocks, no network, no server.
 std::vector<std::vector<float>> reference_outputs(const GenerationSpec& spec);
 
+// A fine-tuning pass: fake hidden states through every block, then (backward) a fake gradient.
+struct PassSpec {
+  core::PassSessionConfig pass;
+  uint32_t batch = 2;
+  uint32_t tokens = 4;
+  uint64_t input_seed = 1;
+  bool backward = true;
+  core::Time start_at = 0;
+};
+
+struct PassResult {
+  bool done = false;
+  std::optional<core::Error> error;
+  std::vector<float> outputs;      // the forward's
+  std::vector<float> grad_inputs;  // the backward's
+  core::Time finished_at = core::kNever;
+  bool finished() const { return done || error.has_value(); }
+};
+
+// What a pass must produce: the fake blocks over one local copy of all of them.
+PassResult reference_pass(const PassSpec& spec);
+
 enum class CrashPoint { before_reply, after_reply };
 
 class VirtualSwarm {
  public:
   using MessagePredicate =
       std::function<bool(core::PeerId from, core::PeerId to, const core::Message&, core::Time now)>;
-  // Answers a PlanRoute from the directory's records (every server ever added, crashed or not,
-  // like a directory whose records have not expired yet).
-  using Planner = std::function<core::Result<core::Chain>(const std::vector<core::ServerRecord>& records,
-                                                          const core::PlanRoute& plan, core::Time now)>;
 
   explicit VirtualSwarm(uint64_t seed);
   ~VirtualSwarm();
@@ -78,13 +99,19 @@ class VirtualSwarm {
   core::PeerId add_client();
   void set_default_link(Link link) { default_link_ = link; }
   void set_link(core::PeerId a, core::PeerId b, Link link);  // both directions
-  // plan_chain_greedy unless set.
-  void set_planner(Planner planner) { planner_ = std::move(planner); }
+  // Which core planner answers a PlanRoute (core/planners.h; greedy unless set), from the
+  // directory's records: every server ever added, crashed or not, like a directory whose records
+  // have not expired yet. No RTTs are measured: every peer is at the estimator's default.
+  void set_routing(core::Routing routing) { routing_ = routing; }
 
   // Schedules a generation on `client`; returns its index for result() and session().
   size_t generate(core::PeerId client, GenerationSpec spec);
   const GenerationResult& result(size_t generation) const;
   const core::InferenceSession& session(size_t generation) const;
+  // Schedules a pass on `client`; returns its index for pass_result() and pass_session().
+  size_t train(core::PeerId client, PassSpec spec);
+  const PassResult& pass_result(size_t pass) const;
+  const core::PassSession& pass_session(size_t pass) const;
 
   void drop_if(MessagePredicate predicate) { drops_.push_back(std::move(predicate)); }
   void delay_if(MessagePredicate predicate, double extra_s) { delays_.push_back({std::move(predicate), extra_s}); }
@@ -130,6 +157,7 @@ class VirtualSwarm {
   void carry_out(core::PeerId node, size_t component, std::vector<core::Effect>& effects);
   void start_compute(core::PeerId node, const core::ComputeRequest& request);
   void on_session_report(Generation& g, const core::Effect& effect);
+  void on_pass_report(Generation& g, const core::Effect& effect);
   void crash(core::PeerId node);
   void peer_unreachable(core::PeerId node, core::PeerId lost, std::string reason);
   Link link(core::PeerId from, core::PeerId to) const;
@@ -142,7 +170,7 @@ class VirtualSwarm {
   std::map<core::PeerId, std::unique_ptr<Node>> nodes_;
   std::vector<std::unique_ptr<Generation>> generations_;
   std::vector<core::ServerRecord> records_;
-  Planner planner_;
+  core::Routing routing_ = core::Routing::greedy;
   Link default_link_;
   std::map<std::pair<core::PeerId, core::PeerId>, Link> links_;
   std::map<std::pair<core::PeerId, core::PeerId>, core::Time> link_busy_until_;

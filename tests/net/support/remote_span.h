@@ -1,8 +1,7 @@
-// Stateless calls through one server: forward (a span's outputs for some hidden states) and
-// backward (the gradient with respect to those inputs, given the gradient of the outputs). The
-// server keeps nothing between the two: backward carries the inputs again. This is the
-// transport half of fine-tuning through the swarm; the autograd chain over several spans is
-// built on it later.
+// Test helper: stateless calls through one chosen server, forward (a span's outputs for some
+// hidden states) and backward (the gradient with respect to those inputs, given the gradient of
+// the outputs), for tests that hold one server's answers against local autograd. Clients go
+// through net/client/remote_chain.h (the core's PassSession), which routes and recovers.
 #pragma once
 
 #include <ATen/core/Tensor.h>

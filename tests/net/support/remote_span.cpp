@@ -1,4 +1,4 @@
-#include "net/client/remote_span.h"
+#include "tests/net/support/remote_span.h"
 
 #include <fmt/core.h>
 
