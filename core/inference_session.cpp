@@ -91,6 +91,10 @@ void InferenceSession::on_step_requested(Time now, const StepRequested& step, st
   BOUQUET_CHECK(start <= length_, "StepRequested start_position skips past the session's length");
   BOUQUET_CHECK(uint64_t{start} + h.shape[1] <= config_.max_length,
                 "StepRequested runs past the session's max_length");
+  if (config_.recovery == RecoveryPolicy::restart_from_scratch &&
+      std::any_of(hops_.begin(), hops_.end(), [](const HopState& hop) { return hop.dead; })) {
+    return restart_from_scratch(now, out);  // a hop failed since the last step: this step is lost too
+  }
   for (auto& hop : hops_) {
     hop.history.truncate(start);
     // Cache-less: every server starts over at position 0 on every step.

@@ -29,8 +29,9 @@ void InferenceSession::fail_hop(Time now, size_t hop, Error error, std::vector<E
     for (HopState& other : hops_) drop(other);
     pending_.reset();
   }
-  if (config_.recovery == RecoveryPolicy::restart_from_scratch &&
-      (phase_ == Phase::ready || phase_ == Phase::stepping)) {
+  // Under restart_from_scratch a failure during a step loses the generation now; one between
+  // steps loses it when the next step comes (a generation that already ended loses nothing).
+  if (config_.recovery == RecoveryPolicy::restart_from_scratch && phase_ == Phase::stepping) {
     return restart_from_scratch(now, out);
   }
   advance(now, out);

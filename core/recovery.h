@@ -13,8 +13,9 @@
 //   restart_from_scratch
 //              the reference paper's "caching with restarts" baseline: ban the server, drop every
 //              hop and everything generated so far (SessionRestarted), re-open on a fresh chain
-//              for all blocks, and let the loop generate again from its first step. Before the
-//              session is ready it behaves as restart.
+//              for all blocks, and let the loop generate again from its first step. A failure
+//              between steps does this when the next step is asked for (a generation that has
+//              ended loses nothing). Before the session is ready it behaves as restart.
 #pragma once
 
 #include <cstdint>

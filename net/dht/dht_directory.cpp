@@ -122,15 +122,18 @@ void DhtDirectory::announce(const core::Announce& announce) {
     wire.block = block;
     const std::string bytes = encode_dht_record(wire);
     dht::Value value(kRecordTypeId, dht::Blob(bytes.begin(), bytes.end()));
-    runner_->put(dht::InfoHash::get(dht_block_key(record.model_id, block)), std::move(value));
+    ++*puts_in_flight_;
+    runner_->put(dht::InfoHash::get(dht_block_key(record.model_id, block)), std::move(value),
+                 [puts = puts_in_flight_](bool) { --*puts; });
   }
   const std::string index = nlohmann::json{{"v", kDhtRecordVersion},
                                            {"model", record.model_id},
                                            {"model_blocks", config_.model_blocks},
                                            {"expires_at", wire.record.expires_at}}
                                 .dump();
-  runner_->put(dht::InfoHash::get(dht_models_key()),
-               dht::Value(kRecordTypeId, dht::Blob(index.begin(), index.end())));
+  ++*puts_in_flight_;
+  runner_->put(dht::InfoHash::get(dht_models_key()), dht::Value(kRecordTypeId, dht::Blob(index.begin(), index.end())),
+               [puts = puts_in_flight_](bool) { --*puts; });
 }
 
 void DhtDirectory::lookup(const core::DirectoryLookup& lookup, AnswerSink sink) {

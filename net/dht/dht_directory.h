@@ -86,6 +86,9 @@ class DhtDirectory {
   std::vector<DhtModelEntry> models_now();
 
   uint64_t skipped_records() const { return skipped_.load(); }
+  // Announcements whose puts OpenDHT has not finished (stored or given up): a server going
+  // offline waits for its goodbye to leave before its node goes away.
+  int puts_in_flight() const { return puts_in_flight_->load(); }
 
  private:
   double now() const;
@@ -96,6 +99,8 @@ class DhtDirectory {
   std::unique_ptr<dht::DhtRunner> runner_;
   std::atomic<uint64_t> seq_{0};
   std::atomic<uint64_t> skipped_{0};
+  // Shared with the put callbacks, which OpenDHT may run after this object is gone.
+  std::shared_ptr<std::atomic<int>> puts_in_flight_ = std::make_shared<std::atomic<int>>(0);
 };
 
 }  // namespace bouquet::net

@@ -52,6 +52,7 @@ struct Server::Impl {
   // The core's server for `serving`'s span, with this server's settings and measured speeds.
   core::BlockServerConfig block_server_config(const SpanCompute& serving) const;
   void shut_down();
+  void wait_for_goodbye(std::chrono::steady_clock::time_point give_up_at);
 
   ServeConfig config;
   std::string model_id;
@@ -331,9 +332,16 @@ void Server::Impl::shut_down() {
   }
   log_line("announcing offline");
   discovery->stop();
-  // The put leaves on OpenDHT's thread; give it a moment before the node goes away.
-  shutdown_timer.emplace(io, std::chrono::milliseconds(500));
-  shutdown_timer->async_wait([this](const asio::error_code&) { io.stop(); });
+  // The puts leave on OpenDHT's thread: the node stays until they are done (stored or given up),
+  // at most 5 s, so a loaded machine does not lose the goodbye (records would linger as online).
+  shutdown_timer.emplace(io);
+  wait_for_goodbye(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+}
+
+void Server::Impl::wait_for_goodbye(std::chrono::steady_clock::time_point give_up_at) {
+  if (!discovery->announcing() || std::chrono::steady_clock::now() >= give_up_at) return io.stop();
+  shutdown_timer->expires_after(std::chrono::milliseconds(50));
+  shutdown_timer->async_wait([this, give_up_at](const asio::error_code&) { wait_for_goodbye(give_up_at); });
 }
 
 void Server::Impl::accept() {

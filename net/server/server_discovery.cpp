@@ -70,6 +70,8 @@ void ServerDiscovery::stop() {
   lookup_watchdog_.cancel();
 }
 
+bool ServerDiscovery::announcing() const { return directory_ && directory_->puts_in_flight() > 0; }
+
 void ServerDiscovery::feed(const core::Input& input) {
   if (cache_probe_ && std::holds_alternative<core::TimerFired>(input)) node_.set_cache_tokens_free(cache_probe_());
   if (std::holds_alternative<core::DirectoryAnswer>(input)) lookup_watchdog_.cancel();

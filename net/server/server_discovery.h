@@ -54,8 +54,10 @@ class ServerDiscovery {
   void start();
   // The server now serves `span` (the answer to a MoveToSpan).
   void span_loaded(core::BlockSpan span);
-  // A clean shutdown: announces offline. The put leaves on OpenDHT's thread; give it a moment.
+  // A clean shutdown: announces offline. The puts leave on OpenDHT's thread: wait while
+  // announcing() before the node goes away.
   void stop();
+  bool announcing() const;
 
   const core::BalancerNode& node() const { return node_; }
 

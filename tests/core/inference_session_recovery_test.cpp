@@ -376,12 +376,17 @@ TEST(InferenceSessionRecovery, RestartFromScratchLosesEverythingAndReopensForThe
   EXPECT_TRUE(r.succeeded);
 }
 
-TEST(InferenceSessionRecovery, RestartFromScratchBetweenStepsWaitsForTheFreshChain) {
+TEST(InferenceSessionRecovery, RestartFromScratchBetweenStepsLosesTheGenerationAtTheNextStep) {
   auto c = config();
   c.recovery = RecoveryPolicy::restart_from_scratch;
   Harness h = running(c);
   h.input(PeerUnreachable{kA, "gone"});  // while the loop samples its next token
+  EXPECT_TRUE(h.all<SessionRestarted>().empty()) << "a generation that ends here loses nothing";
+  EXPECT_EQ(h.session.phase(), InferenceSession::Phase::ready);
+  h.input(StepRequested{hidden(1, 2.0f), std::nullopt});
   ASSERT_EQ(h.all<SessionRestarted>().size(), 1u);
+  EXPECT_EQ(h.all<SessionRestarted>()[0].positions_lost, 4u);
+  EXPECT_TRUE(h.sent<StepRequest>().empty());
   EXPECT_EQ(h.session.phase(), InferenceSession::Phase::opening);
   h.input(RoutePlanned{h.all<PlanRoute>().at(0).route_id, Chain{{kE, {0, 8}}}});
   h.open_all();
