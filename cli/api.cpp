@@ -17,9 +17,13 @@ const CommandRegistration api_command{
       sub.add_option("--model", swarm->model, "Hugging Face model folder (the client loads only its head and tokenizer)")
           ->required();
       auto* peer_flag = sub.add_option("--peers", *peers, "HOST:PORT,... of servers that together hold every block");
-      sub.add_option("--initial-peers", swarm->initial_peers, "HOST:PORT,... of DHT nodes to find the model's servers through")
+      auto* initial = sub.add_option("--initial-peers", swarm->initial_peers, "HOST:PORT,... of DHT nodes to find the model's servers through")
           ->delimiter(',')
           ->excludes(peer_flag);
+      sub.add_flag("--local", swarm->local, "Run every block in this process (no swarm)")
+          ->excludes(peer_flag)
+          ->excludes(initial);
+      sub.add_option("--quant", swarm->quant, "With --local, block weights: none, int8")->capture_default_str();
       sub.add_option("--model-name", swarm->model_name,
                      "The model's name for clients and in the DHT (default: the folder's name)");
       sub.add_option("--listen", server->listen, "HOST:PORT to serve HTTP on (port 0: any free port)")

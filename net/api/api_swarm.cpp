@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "gpu/errors.h"
+#include "gpu/span_runner.h"
 #include "net/api/stop_text.h"
 #include "net/dht_directory.h"
 #include "net/fingerprint.h"
@@ -36,12 +37,16 @@ ApiSwarm::ApiSwarm(ApiSwarmConfig config)
       head_({config_.model, config_.dtype, config_.device}),
       tokenizer_(tokenizer_of(config_.model)),
       chat_template_(load_chat_template(config_.model)) {
-  if (config_.peers.empty() == config_.initial_peers.empty()) {
-    throw gpu::InputError("give exactly one of --peers and --initial-peers");
+  if (int{!config_.peers.empty()} + int{!config_.initial_peers.empty()} + int{config_.local} != 1) {
+    throw gpu::InputError("give exactly one of --peers, --initial-peers and --local");
   }
   parse_compression(config_.compression);  // refuses a bad name now, not at the first request
   eos_ids_ = head_.model_config().eos_token_ids;
   if (tokenizer_->eos_id) eos_ids_.push_back(*tokenizer_->eos_id);
+  if (config_.local) {
+    local_blocks_ = std::make_unique<gpu::SpanRunner>(
+        gpu::SpanRunnerConfig{config_.model, 0, -1, config_.dtype, config_.device, config_.quant});
+  }
   if (config_.initial_peers.empty()) return;
   DhtDirectoryConfig dht;
   dht.listen = config_.dht_listen;
@@ -96,6 +101,23 @@ SwarmClientConfig ApiSwarm::client_config() {
   return client;
 }
 
+uint64_t ApiSwarm::open_local_session(int64_t max_length) {
+  std::lock_guard lock(local_mutex_);
+  const uint64_t id = next_local_session_++;
+  local_blocks_->open_session(id, 1, max_length);
+  return id;
+}
+
+at::Tensor ApiSwarm::local_step(uint64_t session, const at::Tensor& hidden) {
+  std::lock_guard lock(local_mutex_);
+  return local_blocks_->step(session, hidden);
+}
+
+void ApiSwarm::close_local_session(uint64_t session) {
+  std::lock_guard lock(local_mutex_);
+  local_blocks_->close_session(session);
+}
+
 void apply_penalties(std::vector<float>& logits, const std::vector<gpu::TokenId>& generated, double presence_penalty,
                      double frequency_penalty) {
   if (presence_penalty == 0 && frequency_penalty == 0) return;
@@ -115,11 +137,17 @@ ApiGeneration::ApiGeneration(ApiSwarm& swarm, std::vector<gpu::TokenId> prompt_i
 ApiGeneration::~ApiGeneration() { close(); }
 
 void ApiGeneration::close() {
+  if (local_session_) swarm_.close_local_session(*local_session_);
+  local_session_.reset();
   session_.reset();  // closes the session on its servers while the connections still stand
   client_.reset();
 }
 
 void ApiGeneration::open() {
+  if (swarm_.local()) {
+    local_session_ = swarm_.open_local_session(static_cast<int64_t>(prompt_ids_.size()) + max_tokens_);
+    return;
+  }
   client_ = std::make_unique<SwarmClient>(swarm_.client_config());
   const gpu::ModelConfig& model = swarm_.head().model_config();
   RemoteSessionConfig config;
@@ -152,7 +180,8 @@ std::string ApiGeneration::run(const std::function<bool(std::string_view)>& on_t
   std::vector<gpu::TokenId> history = prompt_ids_;
   at::Tensor hidden = head.embed(prompt_ids_);
   for (int64_t n = 0; n < max_tokens_; ++n) {
-    std::vector<float> logits = head.last_logits(session_->step(hidden));
+    const at::Tensor out = local_session_ ? swarm_.local_step(*local_session_, hidden) : session_->step(hidden);
+    std::vector<float> logits = head.last_logits(out);
     apply_penalties(logits, generated_, sampling_.presence_penalty, sampling_.frequency_penalty);
     const gpu::TokenId next = sampler.next(logits, history);
     history.push_back(next);

@@ -7,6 +7,8 @@
 // - Each ApiGeneration has its own SwarmClient (its own connections) and RemoteInferenceSession:
 //   concurrent requests never share a session. open() throws RemoteError when the swarm cannot
 //   serve it (no server, no chain covers the model, cache full), before any text was produced.
+//   With --local, requests share the one set of blocks, each its own KV-cache session, their
+//   steps taken one at a time.
 // - run() samples token by token exactly like `bouquet generate` (gpu::Sampler, same seed -> same
 //   ids), plus OpenAI's presence/frequency penalties over the tokens generated so far, stop texts
 //   and EOS. When on_text returns false (the HTTP client went away) it stops at once; destroying
@@ -17,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +31,10 @@
 #include "net/remote_session.h"
 #include "net/swarm_client.h"
 
+namespace bouquet::gpu {
+class SpanRunner;
+}
+
 namespace bouquet::net {
 class DhtDirectory;
 }
@@ -38,7 +45,9 @@ struct ApiSwarmConfig {
   std::string model;       // Hugging Face model folder
   std::string model_name;  // the name clients ask for (and the DHT name); "" = the folder's name
   std::vector<std::string> peers;          // HOST:PORT of servers, or
-  std::vector<std::string> initial_peers;  // HOST:PORT of DHT nodes
+  std::vector<std::string> initial_peers;  // HOST:PORT of DHT nodes, or
+  bool local = false;                      // every block in this process
+  std::string quant = "none";              // with local: block weights none | int8
   std::string dht_listen = "0.0.0.0:0";
   std::string compression = "none";
   std::string dtype = "f32";
@@ -66,6 +75,11 @@ class ApiSwarm {
   // A client configuration for one request: the servers given, or those the DHT lists now.
   // RemoteError (no_route) when the DHT lists no online server of the model.
   SwarmClientConfig client_config();
+  bool local() const { return local_blocks_ != nullptr; }
+  // With --local: a session on the blocks of this process, and one step of it (serialised).
+  uint64_t open_local_session(int64_t max_length);
+  at::Tensor local_step(uint64_t session, const at::Tensor& hidden);
+  void close_local_session(uint64_t session);
 
  private:
   ApiSwarmConfig config_;
@@ -77,6 +91,9 @@ class ApiSwarm {
   std::vector<gpu::TokenId> eos_ids_;
   std::unique_ptr<DhtDirectory> directory_;
   std::mutex directory_mutex_;
+  std::unique_ptr<gpu::SpanRunner> local_blocks_;
+  std::mutex local_mutex_;
+  uint64_t next_local_session_ = 1;
 };
 
 struct ApiSampling {
@@ -115,6 +132,7 @@ class ApiGeneration {
   std::vector<gpu::TokenId> generated_;
   std::unique_ptr<SwarmClient> client_;
   std::unique_ptr<RemoteInferenceSession> session_;  // destroyed before client_
+  std::optional<uint64_t> local_session_;
 };
 
 }  // namespace bouquet::net::api

@@ -1,6 +1,6 @@
 """`bouquet api` driven by real clients: the official `openai` package and `curl`.
 
-A local swarm (one `bouquet dht`, two `bouquet serve` of a tiny model, announcing every second)
+A local swarm (one `bouquet dht`, two `bouquet serve` of a tiny model, announcing every 2 s)
 and `bouquet api --initial-peers ... --api-key ...` in front of it. Checks what a user of an
 OpenAI client notices: the model list, completions and chat (greedy output equal to
 `bouquet generate --local`), streaming equal to the whole answer, seeds, stop texts, usage, the
@@ -111,7 +111,7 @@ def main():
     servers = []
     for span in ("0:2", "2:4"):
         p, address = start(["serve", "--model", model, "--blocks", span, "--listen", "127.0.0.1:0",
-                            "--initial-peers", dht, "--update-period", "1", "--dht-listen", "127.0.0.1:0"],
+                            "--initial-peers", dht, "--update-period", "2", "--dht-listen", "127.0.0.1:0"],
                            f"serve-{span.replace(':', '-')}.log")
         servers.append((p, address))
     api_log = os.path.join(SCRATCH, "api.log")
@@ -148,6 +148,11 @@ def main():
     check(c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens, "usage total = prompt + completion")
     check(c.choices[0].finish_reason == ("length" if local["stop_reason"] == "max_new_tokens" else "stop"),
           f"finish_reason {c.choices[0].finish_reason}")
+
+    _, local_url = start(["api", "--model", model, "--local", "--listen", "127.0.0.1:0"], "api-local.log")
+    local_client = openai.OpenAI(base_url=local_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    in_process = local_client.completions.create(model=name, prompt=prompt, max_tokens=12, temperature=0)
+    check(in_process.choices[0].text == local["text"], "api --local (every block in the process) gives the same text")
 
     chat = client.chat.completions.create(model=name, messages=[{"role": "system", "content": "be brief"},
                                                                 {"role": "user", "content": "hello"}],
