@@ -43,6 +43,13 @@ std::string routing_names();
 
 Result<Chain> plan_route(Routing routing, std::span<const ServerRecord> records, const PlanRoute& plan,
                          const PlannerContext& context);
+// What a generation routes by unless the user names a planner: min_latency over a swarm found
+// through the directory, greedy over servers given by hand (it keeps to the order people list
+// them in, which tests and small setups rely on).
+inline Routing default_routing(bool found_through_directory) {
+  return found_through_directory ? Routing::min_latency : Routing::greedy;
+}
+
 // The planner `plan` asks for, or `configured` when it names none.
 inline Routing routing_for(const PlanRoute& plan, Routing configured) { return plan.routing.value_or(configured); }
 

@@ -117,9 +117,9 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   if (!(swarm.recovery_deadline_s > 0)) throw std::invalid_argument("--recovery-deadline must be > 0 seconds");
   options.recovery = *policy;
   options.recovery_deadline_s = swarm.recovery_deadline_s;
-  const std::string routing = !swarm.routing.empty() ? swarm.routing
-                              : swarm.initial_peers.empty() ? "greedy"
-                                                            : "min_latency";
+  const std::string routing =
+      swarm.routing.empty() ? std::string(core::to_string(core::default_routing(!swarm.initial_peers.empty())))
+                            : swarm.routing;
   const auto planner = core::parse_routing(routing);
   if (!planner) {
     throw std::invalid_argument(fmt::format("--routing '{}' is not one of {}", routing, core::routing_names()));
