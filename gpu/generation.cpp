@@ -64,6 +64,14 @@ class ChainSession final : public GenerationSteps {
 
 }  // namespace
 
+TokenSink every_token(const std::function<void(TokenId)>& on_token) {
+  if (!on_token) return {};
+  return [on_token](TokenId id) {
+    on_token(id);
+    return true;
+  };
+}
+
 void check_request(const GenerationRequest& request) {
   if (request.prompt_ids.empty()) throw InputError("the prompt has no tokens");
   if (request.max_new_tokens < 0) throw InputError("max new tokens must be >= 0");
@@ -78,7 +86,7 @@ GenerationResult empty_generation(const GenerationRequest& request) {
 }
 
 GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, const GenerationRequest& request,
-                                const std::function<void(TokenId)>& on_token) {
+                                const TokenSink& on_token) {
   GenerationResult result = empty_generation(request);
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
@@ -98,8 +106,11 @@ GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, 
         history.push_back(next);
         result.ids.push_back(next);
         if (on_token && result.ids.size() > streamed) {
-          on_token(next);
           ++streamed;
+          if (!on_token(next)) {
+            result.stop_reason = "stopped";
+            break;
+          }
         }
         const bool eos = std::find(request.eos_ids.begin(), request.eos_ids.end(), next) != request.eos_ids.end();
         if (eos && !request.ignore_eos) {
@@ -130,7 +141,7 @@ GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* cons
   if (request.max_new_tokens == 0) return empty_generation(request);
   ChainSession session(spans, static_cast<int64_t>(request.prompt_ids.size()) + request.max_new_tokens,
                        request.adapter);
-  return run_generation(head, session, request, on_token);
+  return run_generation(head, session, request, every_token(on_token));
 }
 
 }  // namespace bouquet::gpu

@@ -38,7 +38,7 @@ struct GenerationResult {
   std::vector<TokenId> prompt_ids;
   std::vector<TokenId> ids;  // generated, an EOS that stopped it included
   std::string text;          // filled by callers that have a tokenizer
-  std::string stop_reason;   // "eos" or "max_new_tokens"
+  std::string stop_reason;   // "eos", "max_new_tokens" or "stopped" (the token sink said so)
   double prefill_s = 0.0;    // prompt through every block, up to the first generated token
   double decode_s = 0.0;     // the remaining tokens
   double tokens_per_s = 0.0; // generated tokens per second of prefill + decode time
@@ -65,9 +65,17 @@ void check_request(const GenerationRequest& request);
 // What a request for no new tokens gets: nothing runs (callers skip opening sessions).
 GenerationResult empty_generation(const GenerationRequest& request);
 
-// The one generation loop. on_token, when given, sees each generated id as soon as it is chosen.
+// Sees each generated id as soon as it is chosen (after a restart, only ids it has not seen);
+// returning false ends the generation there, with stop_reason "stopped" (a stop text, a client
+// that left).
+using TokenSink = std::function<bool(TokenId)>;
+
+// A sink that sees every token and never stops the generation.
+TokenSink every_token(const std::function<void(TokenId)>& on_token);
+
+// The one generation loop.
 GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, const GenerationRequest& request,
-                                const std::function<void(TokenId)>& on_token = {});
+                                const TokenSink& on_token = {});
 
 // `spans` must chain (each starts where the previous ends) from block 0 to the model's last.
 // on_token, when given, sees each generated id as soon as it is chosen.

@@ -38,7 +38,7 @@ GenerationResult generate_with_prompts(const ClientHead& head, PassChain& chain,
                                        const std::function<void(TokenId)>& on_token) {
   check_request(request);
   PromptedSteps steps(chain, prompts);
-  return run_generation(head, steps, request, on_token);
+  return run_generation(head, steps, request, every_token(on_token));
 }
 
 }  // namespace bouquet::gpu

@@ -26,6 +26,12 @@ Sampler::Sampler(const SamplingConfig& config) : config_(config), rng_(config.se
 }
 
 TokenId Sampler::next(std::span<const float> logits, std::span<const TokenId> history) {
+  const TokenId id = pick(logits, history);
+  chosen_.push_back(id);
+  return id;
+}
+
+TokenId Sampler::pick(std::span<const float> logits, std::span<const TokenId> history) {
   BOUQUET_CHECK(!logits.empty(), "Sampler::next needs logits");
   std::vector<double> scores(logits.begin(), logits.end());
   const auto vocab = static_cast<TokenId>(scores.size());
@@ -38,6 +44,7 @@ TokenId Sampler::next(std::span<const float> logits, std::span<const TokenId> hi
       s = s > 0 ? s / config_.repetition_penalty : s * config_.repetition_penalty;
     }
   }
+  apply_penalties(scores, chosen_, config_.presence_penalty, config_.frequency_penalty);
   // Candidates best first; ties broken by the lower id so the order never depends on the sort.
   std::vector<TokenId> order(scores.size());
   std::iota(order.begin(), order.end(), 0);

@@ -19,7 +19,27 @@ struct SamplingConfig {
   double top_p = 1.0;               // 1: no nucleus cut
   double repetition_penalty = 1.0;  // 1: none; > 1 discourages tokens already in the sequence
   uint64_t seed = 0;
+  // OpenAI's penalties over the tokens this sampler chose so far (apply_penalties); 0: none.
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
 };
+
+// OpenAI's penalties on `scores`: minus frequency_penalty per earlier occurrence of a token in
+// `generated`, minus presence_penalty once if it occurred at all. Ids outside the vocabulary are
+// ignored.
+template <class Score>
+void apply_penalties(std::vector<Score>& scores, std::span<const TokenId> generated, double presence_penalty,
+                     double frequency_penalty) {
+  if (presence_penalty == 0 && frequency_penalty == 0) return;
+  std::vector<int64_t> counts(scores.size(), 0);
+  for (TokenId id : generated) {
+    if (id >= 0 && static_cast<size_t>(id) < scores.size()) ++counts[static_cast<size_t>(id)];
+  }
+  for (size_t id = 0; id < scores.size(); ++id) {
+    if (counts[id] == 0) continue;
+    scores[id] -= static_cast<Score>(frequency_penalty * static_cast<double>(counts[id]) + presence_penalty);
+  }
+}
 
 class Sampler {
  public:
@@ -28,13 +48,17 @@ class Sampler {
   explicit Sampler(const SamplingConfig& config);
 
   // `logits` over the vocabulary; `history` the ids so far (prompt and generated), which the
-  // repetition penalty looks at.
+  // repetition penalty looks at (the presence and frequency penalties look at what this sampler
+  // chose).
   TokenId next(std::span<const float> logits, std::span<const TokenId> history);
   bool greedy() const { return config_.temperature == 0.0; }
 
  private:
+  TokenId pick(std::span<const float> logits, std::span<const TokenId> history);
+
   SamplingConfig config_;
   core::Rng rng_;
+  std::vector<TokenId> chosen_;
 };
 
 }  // namespace bouquet::gpu

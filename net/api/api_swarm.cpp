@@ -118,17 +118,6 @@ void ApiSwarm::close_local_session(uint64_t session) {
   local_blocks_->close_session(session);
 }
 
-void apply_penalties(std::vector<float>& logits, const std::vector<gpu::TokenId>& generated, double presence_penalty,
-                     double frequency_penalty) {
-  if (presence_penalty == 0 && frequency_penalty == 0) return;
-  std::map<gpu::TokenId, int64_t> counts;
-  for (gpu::TokenId id : generated) ++counts[id];
-  for (const auto& [id, count] : counts) {
-    if (id < 0 || id >= static_cast<gpu::TokenId>(logits.size())) continue;
-    logits[id] -= static_cast<float>(frequency_penalty * static_cast<double>(count) + presence_penalty);
-  }
-}
-
 ApiGeneration::ApiGeneration(ApiSwarm& swarm, std::vector<gpu::TokenId> prompt_ids, int64_t max_tokens,
                              ApiSampling sampling, std::vector<std::string> stop)
     : swarm_(swarm), prompt_ids_(std::move(prompt_ids)), max_tokens_(max_tokens), sampling_(sampling),
@@ -166,35 +155,58 @@ void ApiGeneration::open() {
   session_->open();
 }
 
+namespace {
+
+// The generation loop's steps over the blocks this process holds (`api --local`).
+class LocalSteps final : public gpu::GenerationSteps {
+ public:
+  LocalSteps(ApiSwarm& swarm, uint64_t session) : swarm_(swarm), session_(session) {}
+  at::Tensor step(const at::Tensor& hidden) override { return swarm_.local_step(session_, hidden); }
+
+ private:
+  ApiSwarm& swarm_;
+  uint64_t session_;
+};
+
+}  // namespace
+
 std::string ApiGeneration::run(const std::function<bool(std::string_view)>& on_text) {
-  const gpu::ClientHead& head = swarm_.head();
-  gpu::Sampler sampler(sampling_.sampler);
   gpu::StreamDecoder decoder(swarm_.tokenizer());
   StopText stops(stop_);
   auto emit = [&](const std::string& piece) { return piece.empty() || on_text(piece); };
-  // What the decoder and the stop matcher still hold, at the end.
-  auto flush = [&] {
-    std::string tail = stops.push(decoder.finish());
-    if (!stops.stopped()) tail += stops.finish();
-    return emit(tail);
-  };
   const auto& eos = swarm_.eos_ids();
-  std::vector<gpu::TokenId> history = prompt_ids_;
-  at::Tensor hidden = head.embed(prompt_ids_);
-  for (int64_t n = 0; n < max_tokens_; ++n) {
-    const at::Tensor out = local_session_ ? swarm_.local_step(*local_session_, hidden) : session_->step(hidden);
-    std::vector<float> logits = head.last_logits(out);
-    apply_penalties(logits, generated_, sampling_.presence_penalty, sampling_.frequency_penalty);
-    const gpu::TokenId next = sampler.next(logits, history);
-    history.push_back(next);
+  gpu::GenerationRequest request;
+  request.prompt_ids = prompt_ids_;
+  request.max_new_tokens = max_tokens_;
+  request.sampling = sampling_.sampler;
+  request.sampling.presence_penalty = sampling_.presence_penalty;
+  request.sampling.frequency_penalty = sampling_.frequency_penalty;
+  request.eos_ids = eos;
+  bool cancelled = false;
+  // The one generation loop (gpu::run_generation): the text goes out piece by piece, a stop
+  // text or a client that left ends it.
+  auto sink = [&](gpu::TokenId next) {
     generated_.push_back(next);
-    if (std::find(eos.begin(), eos.end(), next) != eos.end()) return flush() ? "stop" : "cancelled";
-    if (!emit(stops.push(decoder.push(next)))) return "cancelled";
-    if (stops.stopped()) return "stop";
-    hidden = head.embed(std::vector<gpu::TokenId>{next});
-  }
-  if (!flush()) return "cancelled";
-  return stops.stopped() ? "stop" : "length";
+    if (std::find(eos.begin(), eos.end(), next) != eos.end()) return true;  // the loop stops on it
+    if (!emit(stops.push(decoder.push(next)))) {
+      cancelled = true;
+      return false;
+    }
+    return !stops.stopped();
+  };
+  std::optional<LocalSteps> local;
+  std::optional<RemoteSteps> remote;
+  gpu::GenerationSteps* steps = nullptr;
+  if (local_session_) steps = &local.emplace(swarm_, *local_session_);
+  else steps = &remote.emplace(*session_);
+  const gpu::GenerationResult result = gpu::run_generation(swarm_.head(), *steps, request, sink);
+  if (cancelled) return "cancelled";
+  if (stops.stopped()) return "stop";
+  // What the decoder and the stop matcher still hold, at the end.
+  std::string tail = stops.push(decoder.finish());
+  if (!stops.stopped()) tail += stops.finish();
+  if (!emit(tail)) return "cancelled";
+  return result.stop_reason == "eos" || stops.stopped() ? "stop" : "length";
 }
 
 }  // namespace bouquet::net::api

@@ -9,7 +9,7 @@
 //   serve it (no server, no chain covers the model, cache full), before any text was produced.
 //   With --local, requests share the one set of blocks, each its own KV-cache session, their
 //   steps taken one at a time.
-// - run() samples token by token exactly like `bouquet generate` (gpu::Sampler, same seed -> same
+// - run() is `bouquet generate`'s own loop (gpu::run_generation, gpu::Sampler; same seed -> same
 //   ids), plus OpenAI's presence/frequency penalties over the tokens generated so far, stop texts
 //   and EOS. When on_text returns false (the HTTP client went away) it stops at once; destroying
 //   the ApiGeneration closes the session on every server of its chain and drops the connections.
@@ -101,11 +101,6 @@ struct ApiSampling {
   double presence_penalty = 0;
   double frequency_penalty = 0;
 };
-
-// OpenAI's penalties on `logits`: minus frequency_penalty per earlier occurrence of a token in
-// `generated`, minus presence_penalty once if it occurred at all.
-void apply_penalties(std::vector<float>& logits, const std::vector<gpu::TokenId>& generated, double presence_penalty,
-                     double frequency_penalty);
 
 class ApiGeneration {
  public:

@@ -22,21 +22,6 @@ core::Compression parse_compression(std::string_view text) {
   throw std::invalid_argument(fmt::format("compression '{}' is not one of none, f16, int8", text));
 }
 
-namespace {
-
-// The generation loop's steps through the swarm session (restart_from_scratch surfaces as
-// GenerationRestarted, a gpu::GenerationRestart).
-class RemoteSteps final : public gpu::GenerationSteps {
- public:
-  explicit RemoteSteps(RemoteInferenceSession& session) : session_(session) {}
-  at::Tensor step(const at::Tensor& hidden) override { return session_.step(hidden); }
-
- private:
-  RemoteInferenceSession& session_;
-};
-
-}  // namespace
-
 RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client,
                                      const std::string& model_id,
                                      const gpu::GenerationRequest& request,
@@ -82,7 +67,7 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   }
 
   RemoteSteps steps(session);
-  out.result = gpu::run_generation(head, steps, request, on_token);
+  out.result = gpu::run_generation(head, steps, request, gpu::every_token(on_token));
   for (const core::Recovery& r : session.recoveries()) {
     RecoveryReport report{r.span, client.address_of(r.failed_peer), r.cause.to_string(), {},
                           r.positions_replayed, r.succeeded ? r.duration_s() : 0.0, r.succeeded};

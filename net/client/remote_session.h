@@ -113,4 +113,14 @@ class RemoteInferenceSession {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
+// The generation loop's steps (gpu::run_generation) through a swarm session.
+class RemoteSteps final : public gpu::GenerationSteps {
+ public:
+  explicit RemoteSteps(RemoteInferenceSession& session) : session_(session) {}
+  at::Tensor step(const at::Tensor& hidden) override { return session_.step(hidden); }
+
+ private:
+  RemoteInferenceSession& session_;
+};
+
 }  // namespace bouquet::net

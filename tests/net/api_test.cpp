@@ -148,11 +148,11 @@ TEST(ChatTemplate, RecognisesFamiliesAndFallsBackToPlain) {
 
 TEST(Penalties, FrequencyCountsOccurrencesPresenceCountsOnce) {
   std::vector<float> logits = {1, 1, 1, 1};
-  apply_penalties(logits, {2, 2, 3}, 0.5, 0.25);
+  gpu::apply_penalties(logits, std::vector<gpu::TokenId>{2, 2, 3}, 0.5, 0.25);
   EXPECT_FLOAT_EQ(logits[0], 1);
   EXPECT_FLOAT_EQ(logits[2], 1 - 0.5 - 2 * 0.25);
   EXPECT_FLOAT_EQ(logits[3], 1 - 0.5 - 0.25);
-  apply_penalties(logits, {99, -1}, 1, 1);  // ids outside the vocabulary change nothing
+  gpu::apply_penalties(logits, std::vector<gpu::TokenId>{99, -1}, 1, 1);  // ids outside the vocabulary change nothing
   EXPECT_FLOAT_EQ(logits[0], 1);
 }
 
