@@ -8,6 +8,8 @@
 #include <stdexcept>
 
 #include "gpu/bpe_tokenizer.h"
+#include "gpu/gguf.h"
+#include "gpu/gguf_tokenizer.h"
 #include "gpu/sentencepiece_tokenizer.h"
 
 namespace bouquet::gpu {
@@ -119,6 +121,7 @@ bool is_clean_utf8(std::string_view text) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& model_dir) {
+  if (is_gguf_path(model_dir)) return load_gguf_tokenizer(model_dir);
   std::unique_ptr<Tokenizer> tokenizer = load_format(model_dir);
   if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(tokenizer.get())) {
     // Byte-level BPE adds BOS through its post-processor template, when it has one.

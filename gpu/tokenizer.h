@@ -38,6 +38,7 @@ class Tokenizer {
 // the tokenizer.json is a kind this reader does not implement, such as Llama 2's SentencePiece-style
 // one, and a tokenizer.model is there). Throws std::runtime_error naming the file when none is
 // usable or a file is corrupt (truncated protobuf, bad JSON, a BOS/EOS token it does not know).
+// A `.gguf` file gives the tokenizer of its metadata (gguf_tokenizer.h).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir);
 
 // Turns a stream of generated ids into text pieces as soon as they are whole UTF-8 and stable

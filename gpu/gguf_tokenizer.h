@@ -1,0 +1,24 @@
+// The tokenizer a GGUF file carries in its metadata (tokenizer.ggml.*), as a Tokenizer.
+//
+// Promises: a byte-level BPE vocabulary (tokenizer.ggml.model "gpt2": tokens, merges, token types)
+// becomes the same BpeTokenizer a tokenizer.json of that model gives — the pre-tokenizer chosen by
+// tokenizer.ggml.pre as llama.cpp chooses it (gpt2/default, smollm/starcoder, llama-bpe), control
+// tokens (type 3) as special added tokens, user-defined ones (type 4) as plain added tokens; bos,
+// eos and add_bos from tokenizer.ggml.bos_token_id / eos_token_id / add_bos_token. Anything else
+// (SentencePiece-style "llama" vocabularies, an unknown pre-tokenizer) is a std::runtime_error
+// naming the file and the key.
+#pragma once
+
+#include "gpu/tokenizer.h"
+
+#include <filesystem>
+#include <memory>
+
+namespace bouquet::gpu {
+
+class GgufFile;
+
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file);
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& path);
+
+}  // namespace bouquet::gpu
