@@ -43,6 +43,9 @@ enum ValueType : uint32_t {
 constexpr uint32_t kMaxDims = 4;         // GGML_MAX_DIMS
 constexpr int kMaxArrayDepth = 4;        // arrays of arrays exist; deeper is corruption
 constexpr uint64_t kMaxDim = uint64_t{1} << 40;
+// Metadata values held in memory (each ~16 bytes as JSON, whatever its size in the file): far above
+// any real tokenizer (Gemma's 256k tokens), far below what would exhaust memory.
+constexpr uint64_t kMaxMetadataValues = uint64_t{1} << 24;
 
 float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
@@ -247,8 +250,12 @@ uint64_t value_min_bytes(uint32_t type) {
   }
 }
 
-nlohmann::json read_value(Cursor& in, uint32_t type, const std::string& key, const GgufFile& file, int depth) {
+nlohmann::json read_value(Cursor& in, uint32_t type, const std::string& key, const GgufFile& file, int depth,
+                          uint64_t& values) {
   const std::string what = fmt::format("metadata '{}'", key);
+  if (++values > kMaxMetadataValues) {
+    file.fail(fmt::format("{}: the metadata holds over {} values; the file is corrupt", what, kMaxMetadataValues));
+  }
   switch (type) {
     case kU8: return in.get<uint8_t>(what);
     case kI8: return in.get<int8_t>(what);
@@ -277,7 +284,10 @@ nlohmann::json read_value(Cursor& in, uint32_t type, const std::string& key, con
       }
       nlohmann::json array = nlohmann::json::array();
       array.get_ref<nlohmann::json::array_t&>().reserve(count);
-      for (uint64_t i = 0; i < count; ++i) array.push_back(read_value(in, item_type, key, file, depth + 1));
+      if (count > kMaxMetadataValues) {
+        file.fail(fmt::format("{}: array of {} values; the file is corrupt", what, count));
+      }
+      for (uint64_t i = 0; i < count; ++i) array.push_back(read_value(in, item_type, key, file, depth + 1, values));
       return array;
     }
     default:
@@ -385,10 +395,11 @@ void GgufFile::parse(uint64_t file_size) {
   // A key/value takes at least 13 bytes and a tensor info at least 24: larger counts are corrupt.
   if (kv_count > in.left() / 13) fail(fmt::format("metadata count {} cannot fit in the file", kv_count));
   if (tensor_count > in.left() / 24) fail(fmt::format("tensor count {} cannot fit in the file", tensor_count));
+  uint64_t values = 0;
   for (uint64_t i = 0; i < kv_count; ++i) {
     std::string key = in.string(fmt::format("metadata key {}", i));
     const auto type = in.get<uint32_t>(fmt::format("metadata '{}'", key));
-    nlohmann::json value = read_value(in, type, key, *this, 0);
+    nlohmann::json value = read_value(in, type, key, *this, 0, values);
     if (metadata_.contains(key)) fail(fmt::format("metadata '{}' appears twice", key));
     metadata_[key] = std::move(value);
   }

@@ -202,6 +202,26 @@ TEST(Gguf, UnknownTypeBadMagicAndHugeCountsAreRefusedByName) {
   }
 }
 
+// 2^24 + 1 one-byte values would be ~270 MB as JSON: refused by count, whatever the file's size.
+TEST(Gguf, HugeMetadataArrayIsRefusedBeforeExhaustingMemory) {
+  const fs::path path = fresh_dir("gguf_huge") / "huge.gguf";
+  std::string s = "GGUF";
+  const auto put = [&](auto v) { s.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(uint32_t{3});
+  put(uint64_t{0});
+  put(uint64_t{1});
+  put(uint64_t{4});
+  s += "huge";
+  put(uint32_t{9});  // array
+  put(uint32_t{0});  // of u8
+  const uint64_t count = (uint64_t{1} << 24) + 1;
+  put(count);
+  s.append(count, '\x01');
+  write_all(path, s);
+  EXPECT_THAT([&] { GgufFile{path}; }, ::testing::ThrowsMessage<ModelFileError>(
+      ::testing::AllOf(HasSubstr("metadata 'huge'"), HasSubstr("16777217 values"))));
+}
+
 // A tiny Llama folder converted as llama.cpp converts (names, permuted Q/K rows, F32) computes
 // exactly what the folder computes, and a span reads only its blocks' tensors.
 TEST(Gguf, ConvertedLlamaComputesWhatItsFolderComputes) {
