@@ -2,6 +2,7 @@
 
 #include "gpu/bpe_tokenizer.h"
 #include "gpu/gguf.h"
+#include "gpu/sentencepiece_tokenizer.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -61,14 +62,71 @@ std::optional<TokenId> id_of(const GgufFile& file, const char* key, size_t vocab
   return id;
 }
 
+// llama.cpp's "llama" vocabulary: SentencePiece pieces with scores and types, segmented by score as
+// SentencePiece's BPE does, bytes as <0xNN> pieces when the vocabulary has them.
+std::unique_ptr<Tokenizer> sentencepiece_from_metadata(const GgufFile& file) {
+  const std::string where = file.path().string();
+  const Json& tokens = array_of(file, "tokenizer.ggml.tokens");
+  const Json& scores = array_of(file, "tokenizer.ggml.scores");
+  const Json& types = array_of(file, "tokenizer.ggml.token_type");
+  if (scores.size() != tokens.size() || types.size() != tokens.size()) {
+    throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.scores' and 'tokenizer.ggml.token_type' need "
+                                         "one entry per token", where));
+  }
+  SentencePieceModel model;
+  model.trainer.model_type = SentencePieceModel::ModelType::bpe;
+  for (size_t id = 0; id < tokens.size(); ++id) {
+    if (!tokens[id].is_string() || !scores[id].is_number() || !types[id].is_number_integer() ||
+        types[id].get<int64_t>() < 1 || types[id].get<int64_t>() > 6) {
+      throw std::runtime_error(fmt::format("{}: token {} has a malformed piece, score or type", where, id));
+    }
+    const auto type = static_cast<SentencePieceModel::PieceType>(types[id].get<int32_t>());
+    model.pieces.push_back({tokens[id].get<std::string>(), scores[id].get<float>(), type});
+    if (type == SentencePieceModel::PieceType::byte) model.trainer.byte_fallback = true;
+  }
+  const auto id_or = [&](const char* key, int32_t fallback) {
+    const auto id = id_of(file, key, tokens.size());
+    return id ? static_cast<int32_t>(*id) : fallback;
+  };
+  model.trainer.unk_id = id_or("tokenizer.ggml.unknown_token_id", 0);
+  model.trainer.bos_id = id_or("tokenizer.ggml.bos_token_id", -1);
+  model.trainer.eos_id = id_or("tokenizer.ggml.eos_token_id", -1);
+  model.trainer.vocab_size = static_cast<int32_t>(tokens.size());
+  model.normalizer.name = "identity";
+  model.normalizer.remove_extra_whitespaces = false;
+  if (file.has("tokenizer.ggml.add_space_prefix")) {
+    const Json& prefix = file.metadata().at("tokenizer.ggml.add_space_prefix");
+    if (!prefix.is_boolean()) throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_space_prefix' is not a bool", where));
+    model.normalizer.add_dummy_prefix = prefix.get<bool>();
+  }
+  auto tokenizer = std::make_unique<SentencePieceTokenizer>(std::move(model), where);
+  tokenizer->bos_id = id_of(file, "tokenizer.ggml.bos_token_id", tokens.size());
+  tokenizer->eos_id = id_of(file, "tokenizer.ggml.eos_token_id", tokens.size());
+  tokenizer->add_bos = tokenizer->bos_id.has_value();
+  return tokenizer;
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file) {
   const std::string where = file.path().string();
   const std::string model = file.has("tokenizer.ggml.model") ? file.string("tokenizer.ggml.model") : "";
+  std::unique_ptr<Tokenizer> spm;
+  if (model == "llama") spm = sentencepiece_from_metadata(file);
+  if (spm) {
+    if (file.has("tokenizer.ggml.add_bos_token")) {
+      const Json& add = file.metadata().at("tokenizer.ggml.add_bos_token");
+      if (!add.is_boolean()) throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_bos_token' is not a bool", where));
+      spm->add_bos = add.get<bool>();
+    }
+    if (spm->add_bos && !spm->bos_id) {
+      throw std::runtime_error(fmt::format("{}: add_bos_token is true but no tokenizer.ggml.bos_token_id", where));
+    }
+    return spm;
+  }
   if (model != "gpt2") {
     throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.model' is '{}'; Bouquet reads byte-level BPE "
-                                         "('gpt2') tokenizers from GGUF files", where, model));
+                                         "('gpt2') and SentencePiece ('llama') tokenizers from GGUF files", where, model));
   }
   const Json& tokens = array_of(file, "tokenizer.ggml.tokens");
   const Json& merges = array_of(file, "tokenizer.ggml.merges");

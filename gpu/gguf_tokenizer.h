@@ -4,9 +4,11 @@
 // becomes the same BpeTokenizer a tokenizer.json of that model gives — the pre-tokenizer chosen by
 // tokenizer.ggml.pre as llama.cpp chooses it (gpt2/default, smollm/starcoder, llama-bpe), control
 // tokens (type 3) as special added tokens, user-defined ones (type 4) as plain added tokens; bos,
-// eos and add_bos from tokenizer.ggml.bos_token_id / eos_token_id / add_bos_token. Anything else
-// (SentencePiece-style "llama" vocabularies, an unknown pre-tokenizer) is a std::runtime_error
-// naming the file and the key.
+// eos and add_bos from tokenizer.ggml.bos_token_id / eos_token_id / add_bos_token. A SentencePiece
+// vocabulary (tokenizer.ggml.model "llama": pieces, scores, types) becomes the SentencePieceTokenizer
+// its tokenizer.model gives (BPE by score, byte fallback when it has byte pieces, identity
+// normalization with add_space_prefix, BOS added unless add_bos_token says not). Anything else
+// (another model, an unknown pre-tokenizer) is a std::runtime_error naming the file and the key.
 #pragma once
 
 #include "gpu/tokenizer.h"

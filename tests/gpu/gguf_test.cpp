@@ -7,6 +7,7 @@
 #include "gpu/gguf.h"
 #include "gpu/gguf_checkpoint.h"
 #include "gpu/span_runner.h"
+#include "gpu/tokenizer.h"
 #include "tests/gpu/support/model_files.h"
 
 #include <ATen/ATen.h>
@@ -259,6 +260,31 @@ TEST(Gguf, ConvertedLlamaComputesWhatItsFolderComputes) {
     if (name.starts_with("blk.1.")) block1 += t.size_bytes;
   }
   EXPECT_EQ(one.checkpoint_bytes_read(), block1) << "a span of block 1 reads block 1's tensors only";
+}
+
+// A SentencePiece tokenizer.model carried as tokenizer.ggml.* (pieces, scores, types) encodes and
+// decodes as the file itself does.
+TEST(Gguf, SentencePieceVocabularyEncodesAsItsTokenizerModel) {
+  NEED_GGUF_PYTHON(python);
+  const fs::path dir = fresh_dir("gguf_spm");
+  write_tiny_checkpoint(testing::small_tiny(dir / "hf"));
+  // Normalized as Llama 2's (spaces kept): GGUF has no field for SentencePiece's other options.
+  train_sentencepiece(tiny_corpus(), 512, dir / "hf");
+  const fs::path gguf = dir / "tiny.gguf";
+  ASSERT_NO_FATAL_FAILURE(make(python, fmt::format("llama {} {} F32", (dir / "hf").string(), gguf.string())));
+  const auto want = load_tokenizer(dir / "hf");
+  const auto have = load_tokenizer(gguf);
+  EXPECT_EQ(have->vocab_size(), want->vocab_size());
+  EXPECT_EQ(have->bos_id, want->bos_id);
+  EXPECT_EQ(have->eos_id, want->eos_id);
+  EXPECT_EQ(have->add_bos, want->add_bos);
+  for (const std::string text : {"Once upon a time, there was a little fox.", "  two  spaces\nand a newline",
+                                 "digits 12345 and \xC3\xA9t\xC3\xA9 \xF0\x9F\x98\x80", ""}) {
+    SCOPED_TRACE(text);
+    const auto ids = want->encode(text);
+    EXPECT_EQ(have->encode(text), ids);
+    EXPECT_EQ(have->decode(ids), want->decode(ids));
+  }
 }
 
 TEST(Gguf, Q8ConvertedLlamaStaysCloseToItsFolder) {

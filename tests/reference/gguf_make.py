@@ -6,8 +6,9 @@ that the engine's reader is checked against an implementation written apart from
       t_Q5_K, t_Q6_K; 3 rows of 512 values; random blocks, seed 1234) and metadata of every value
       type. EXPECTED.f32 holds gguf.quants.dequantize() of each tensor, in that order, as raw f32.
   gguf_make.py llama MODEL_DIR OUT.gguf [F32|Q8_0]
-      Converts a Hugging Face Llama folder (config.json, one F32 model.safetensors) the way
-      llama.cpp's convert_hf_to_gguf.py does: its tensor names, Q/K rows permuted for its rope.
+      Converts a Hugging Face Llama folder (config.json, one F32 model.safetensors, optionally a
+      SentencePiece tokenizer.model) the way llama.cpp's convert_hf_to_gguf.py does: its tensor
+      names, Q/K rows permuted for its rope, the pieces, scores and types as tokenizer.ggml.*.
 """
 import json
 import struct
@@ -88,6 +89,52 @@ def read_safetensors(path):
     return out
 
 
+def varint(data, i):
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
+def fields(data):  # (field number, wire type, value) of one protobuf message
+    i = 0
+    while i < len(data):
+        key, i = varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = varint(data, i)
+        elif wire == 1:
+            value, i = data[i:i + 8], i + 8
+        elif wire == 2:
+            n, i = varint(data, i)
+            value, i = data[i:i + n], i + n
+        elif wire == 5:
+            value, i = data[i:i + 4], i + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield number, wire, value
+
+
+def spm_pieces(path):  # sentencepiece_model.proto: ModelProto.pieces = 1 {piece 1, score 2, type 3}
+    pieces = []
+    for number, _, value in fields(open(path, "rb").read()):
+        if number == 1:
+            piece, score, kind = "", 0.0, 1
+            for n, _, v in fields(value):
+                if n == 1:
+                    piece = v.decode("utf-8")
+                elif n == 2:
+                    score = struct.unpack("<f", v)[0]
+                elif n == 3:
+                    kind = v
+            pieces.append((piece, score, kind))
+    return pieces
+
+
 def permute(w, heads):  # convert_hf_to_gguf.py's LlamaModel.permute
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -112,6 +159,15 @@ def llama(model_dir, out, qname="F32"):
         w.add_bos_token_id(config["bos_token_id"])
     if "eos_token_id" in config:
         w.add_eos_token_id(config["eos_token_id"])
+    import os
+    if os.path.exists(f"{model_dir}/tokenizer.model"):  # as convert_hf_to_gguf.py's SentencePiece vocab
+        pieces = spm_pieces(f"{model_dir}/tokenizer.model")
+        w.add_tokenizer_model("llama")
+        w.add_token_list([p for p, _, _ in pieces])
+        w.add_token_scores([sc for _, sc, _ in pieces])
+        w.add_token_types([k for _, _, k in pieces])
+        w.add_unk_token_id(next(i for i, (_, _, k) in enumerate(pieces) if k == 2))
+        w.add_add_space_prefix(True)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "lm_head.weight": "output.weight"}
     block_names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
