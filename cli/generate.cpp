@@ -1,5 +1,6 @@
 // `bouquet generate`: parse flags into GenerateConfig and run the generation.
 #include "cli/command.h"
+#include "gpu/chat_template.h"
 #include "gpu/generate_local.h"
 #include "net/client/finetune_swarm.h"
 #include "net/client/generate_swarm.h"
@@ -18,7 +19,7 @@ const CommandRegistration generate_command{
     [](CLI::App& sub) {
       auto config = std::make_shared<gpu::GenerateConfig>();
       auto swarm = std::make_shared<net::SwarmGenerateOptions>();
-      sub.add_option("--model", config->model, "Hugging Face model folder")->required();
+      sub.add_option("--model", config->model, "Hugging Face model folder, or a .gguf file")->required();
       auto* local = sub.add_flag("--local", config->local, "Run every block in this process");
       auto* peers = sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
                         ->excludes(local);
@@ -47,6 +48,13 @@ const CommandRegistration generate_command{
       auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
                                  "Prompt token ids, e.g. 1,2,3 (no BOS added)");
       prompt->excludes(ids);
+      auto chat = std::make_shared<std::string>();
+      auto chat_template = std::make_shared<std::string>();
+      sub.add_option("--chat", *chat, "A user message, put in the model's chat template (the assistant's answer follows)")
+          ->excludes(prompt)
+          ->excludes(ids);
+      sub.add_option("--chat-template", *chat_template,
+                     "With --chat: chatml, llama2 or llama3 instead of the model's own template");
       sub.add_option("--max-new-tokens", config->max_new_tokens, "Tokens to generate")
           ->capture_default_str()
           ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
@@ -74,7 +82,10 @@ const CommandRegistration generate_command{
       auto prompts = std::make_shared<std::string>();
       sub.add_option("--prompts", *prompts,
                      "PROMPTS.safetensors from bouquet finetune (refused for another model)");
-      return [config, swarm, prompts] {
+      return [config, swarm, prompts, chat, chat_template] {
+        if (!chat->empty()) {
+          config->prompt = gpu::render_chat(gpu::load_chat_template(config->model, *chat_template), {{"user", *chat}});
+        }
         if (!prompts->empty()) return net::run_generate_with_prompts(*config, *prompts, *swarm);
         if (!config->peers.empty() || !swarm->initial_peers.empty()) {
           return net::run_generate_through_swarm(*config, *swarm);

@@ -10,7 +10,7 @@ namespace {
 const CommandRegistration serve_command{
     "serve", "Serve a span of a model's blocks to clients over TCP", [](CLI::App& sub) {
       auto config = std::make_shared<net::ServeConfig>();
-      sub.add_option("--model", config->model, "Hugging Face model folder")->required();
+      sub.add_option("--model", config->model, "Hugging Face model folder, or a .gguf file")->required();
       sub.add_option("--blocks", config->blocks,
                      "Blocks to serve, A:B = blocks A to B-1 (pinned; without it, --initial-peers chooses)");
       sub.add_option("--listen", config->listen, "HOST:PORT to listen on (port 0: any free port)")

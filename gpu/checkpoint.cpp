@@ -1,6 +1,7 @@
 #include "gpu/checkpoint.h"
 
 #include "gpu/errors.h"
+#include "gpu/gguf_checkpoint.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,10 @@ constexpr const char* kIndexFile = "model.safetensors.index.json";
 }  // namespace
 
 Checkpoint::Checkpoint(std::filesystem::path model_dir) : model_dir_(std::move(model_dir)) {
+  if (is_gguf_path(model_dir_)) {
+    gguf_ = std::make_unique<GgufCheckpoint>(model_dir_);
+    return;
+  }
   index_path_ = model_dir_ / kIndexFile;
   if (!std::filesystem::exists(index_path_)) {
     if (!std::filesystem::exists(model_dir_ / kSingleFile)) {
@@ -67,6 +72,7 @@ std::string Checkpoint::shard_of(const std::string& name) const {
 
 std::optional<TensorInfo> Checkpoint::info(const std::string& name) const {
   std::lock_guard lock(mutex_);
+  if (gguf_) return gguf_->info(name);
   const std::string file = shard_of(name);
   if (file.empty()) return std::nullopt;
   const TensorInfo* info = shard(file).find(name);
@@ -76,6 +82,11 @@ std::optional<TensorInfo> Checkpoint::info(const std::string& name) const {
 
 at::Tensor Checkpoint::read(const std::string& name) const {
   std::lock_guard lock(mutex_);
+  if (gguf_) {
+    at::Tensor tensor = gguf_->read(name);
+    tensors_read_.push_back(name);
+    return tensor;
+  }
   const std::string file = shard_of(name);
   if (file.empty()) {
     throw ModelFileError(
@@ -92,6 +103,7 @@ at::Tensor Checkpoint::read(const std::string& name) const {
 }
 
 std::string Checkpoint::where(const std::string& name) const {
+  if (gguf_) return model_dir_.string();
   const std::string file = shard_of(name);
   return file.empty() ? index_path_.string() : (model_dir_ / file).string();
 }
@@ -99,7 +111,9 @@ std::string Checkpoint::where(const std::string& name) const {
 std::vector<std::string> Checkpoint::tensor_names() const {
   std::lock_guard lock(mutex_);
   std::vector<std::string> names;
-  if (weight_map_.empty()) {
+  if (gguf_) {
+    names = gguf_->tensor_names();
+  } else if (weight_map_.empty()) {
     for (const auto& [name, info] : shard(kSingleFile).tensors()) names.push_back(name);
   } else {
     for (const auto& [name, file] : weight_map_) names.push_back(name);
@@ -109,7 +123,7 @@ std::vector<std::string> Checkpoint::tensor_names() const {
 
 uint64_t Checkpoint::bytes_read() const {
   std::lock_guard lock(mutex_);
-  uint64_t total = 0;
+  uint64_t total = gguf_ ? gguf_->file().bytes_read() : 0;
   for (const auto& [file, st] : shards_) total += st->bytes_read();
   return total;
 }

@@ -4,7 +4,8 @@
 // Checkpoint promises: it opens `model.safetensors`, or the shards listed in
 // `model.safetensors.index.json`'s weight_map, lazily — a shard's header is read the first time
 // one of its tensors is asked for, so loading a span touches only the shards that hold it; tensor
-// bytes are read only when read() is called, and counted.
+// bytes are read only when read() is called, and counted. A path to a `.gguf` file opens it
+// through GgufCheckpoint instead (Hugging Face names and layout, dequantized to f32).
 #pragma once
 
 #include "gpu/safetensors.h"
@@ -19,6 +20,8 @@
 #include <vector>
 
 namespace bouquet::gpu {
+
+class GgufCheckpoint;
 
 class TensorSource {
  public:
@@ -43,6 +46,8 @@ class Checkpoint : public TensorSource {
 
   const std::filesystem::path& model_dir() const { return model_dir_; }
   bool sharded() const { return !weight_map_.empty(); }
+  // The GGUF file behind this checkpoint, or nullptr for a Hugging Face folder.
+  const GgufCheckpoint* gguf() const { return gguf_.get(); }
   // Every tensor name in the checkpoint (opens all shards' headers).
   std::vector<std::string> tensor_names() const;
   // Tensor data bytes read so far, over all shards.
@@ -60,6 +65,7 @@ class Checkpoint : public TensorSource {
   mutable std::mutex mutex_;
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> shards_;
   mutable std::vector<std::string> tensors_read_;
+  std::unique_ptr<GgufCheckpoint> gguf_;
 };
 
 }  // namespace bouquet::gpu

@@ -18,6 +18,8 @@
 
 #include "gpu/checkpoint.h"
 #include "gpu/errors.h"
+#include "gpu/gguf.h"
+#include "gpu/gguf_checkpoint.h"
 
 namespace bouquet::net {
 namespace {
@@ -158,6 +160,58 @@ std::string compute(const std::string& config, const gpu::Checkpoint& checkpoint
   return hash.hex16();
 }
 
+// A GGUF file's fingerprint: the config its metadata gives, then per tensor (by Hugging Face name)
+// its stored type, shape and bytes. Quantized weights are other weights than the folder's.
+std::string compute_gguf(const gpu::GgufCheckpoint& checkpoint) {
+  Sha256 hash;
+  hash.add("gguf\nconfig.json\n");
+  hash.add(checkpoint.config_json());
+  hash.add("\n");
+  std::vector<std::string> names = checkpoint.tensor_names();
+  std::sort(names.begin(), names.end());
+  const std::string file = checkpoint.file().path().string();
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw gpu::ModelFileError(fmt::format("{}: cannot open", file));
+  try {
+    for (const auto& name : names) {
+      const gpu::GgufTensor& t = *checkpoint.file().find(checkpoint.gguf_name(name));
+      hash.add(fmt::format("{} {} {}\n", name, gpu::ggml_type_name(t.type), gpu::format_shape(t.shape())));
+      gpu::TensorInfo info;
+      info.name = name;
+      info.begin = t.offset;
+      info.end = t.offset + t.size_bytes;
+      hash_tensor(file, fd, checkpoint.file().data_start(), info, hash);
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  return hash.hex16();
+}
+
+std::string gguf_fingerprint(const std::filesystem::path& path) {
+  const gpu::GgufCheckpoint checkpoint(path);
+  const auto stamp = [&] {
+    nlohmann::json stamps = nlohmann::json::object();
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+      stamps[path.filename().string()] = {static_cast<uint64_t>(st.st_size),
+                                          static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+                                          static_cast<uint64_t>(st.st_ino)};
+    }
+    return stamps;
+  };
+  const nlohmann::json stamps = stamp();
+  const std::filesystem::path cache = fingerprint_cache_file(path);
+  if (!cache.empty()) {
+    if (std::string hit = cached(cache, stamps); !hit.empty()) return hit;
+  }
+  const std::string fingerprint = compute_gguf(checkpoint);
+  if (!cache.empty() && stamp() == stamps) store(cache, path, stamps, fingerprint);
+  return fingerprint;
+}
+
 }  // namespace
 
 std::filesystem::path fingerprint_cache_file(const std::filesystem::path& model_dir) {
@@ -172,6 +226,7 @@ std::filesystem::path fingerprint_cache_file(const std::filesystem::path& model_
 }
 
 std::string model_fingerprint(const std::filesystem::path& model_dir) {
+  if (gpu::is_gguf_path(model_dir)) return gguf_fingerprint(model_dir);
   const std::string config = read_file(model_dir / "config.json");  // first: its error names the folder's config
   const gpu::Checkpoint checkpoint(model_dir);
   std::vector<std::string> names = checkpoint.tensor_names();

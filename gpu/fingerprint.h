@@ -12,6 +12,11 @@
 // fingerprints/, keyed by the folder and valid while config.json, the index and every shard keep
 // their size, modification time and inode: a restart, or a client beside a server, does not
 // re-read the weights. Without either variable nothing is cached.
+//
+// A `.gguf` file's fingerprint hashes "gguf\n", the config.json its metadata gives, then per tensor
+// (sorted by Hugging Face name) name, ggml type, shape and its stored bytes: two copies of one file
+// agree, and a GGUF never equals the folder it was converted from (its weights are quantized or
+// permuted bytes, not the folder's).
 #pragma once
 
 #include <filesystem>

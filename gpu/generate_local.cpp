@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
 
 #include <ATen/Parallel.h>
@@ -73,7 +74,7 @@ GenerationResult generate_local(const GenerateConfig& config,
   // Ids given by hand need no tokenizer to run; the text is then left empty if none loads.
   std::unique_ptr<Tokenizer> tokenizer;
   try {
-    tokenizer = load_tokenizer(config.model);
+    tokenizer = load_model_tokenizer(config.model);
   } catch (const std::exception& e) {
     if (config.prompt_ids.empty()) throw;
     std::cerr << "bouquet: no tokenizer (" << e.what() << "); printing ids only\n";

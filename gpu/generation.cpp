@@ -75,6 +75,10 @@ TokenSink every_token(const std::function<void(TokenId)>& on_token) {
 void check_request(const GenerationRequest& request) {
   if (request.prompt_ids.empty()) throw InputError("the prompt has no tokens");
   if (request.max_new_tokens < 0) throw InputError("max new tokens must be >= 0");
+  if (request.prompt_cached < 0 || request.prompt_cached >= static_cast<int64_t>(request.prompt_ids.size())) {
+    throw InputError(fmt::format("{} cached prompt positions of {}: at least one must be fed", request.prompt_cached,
+                                 request.prompt_ids.size()));
+  }
 }
 
 GenerationResult empty_generation(const GenerationRequest& request) {
@@ -92,13 +96,14 @@ GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, 
   const auto start = Clock::now();
   auto first_token = start;
   size_t streamed = 0;  // ids handed to on_token: a restarted generation does not repeat them
+  int64_t cached = request.prompt_cached;
   for (bool done = request.max_new_tokens == 0; !done;) {
     Sampler sampler(request.sampling);
     std::vector<TokenId> history = request.prompt_ids;
     result.ids.clear();
     result.stop_reason = "max_new_tokens";
     try {
-      at::Tensor hidden = head.embed(request.prompt_ids);
+      at::Tensor hidden = head.embed(std::vector<TokenId>(request.prompt_ids.begin() + cached, request.prompt_ids.end()));
       for (int64_t n = 0; n < request.max_new_tokens; ++n) {
         const at::Tensor out = steps.step(hidden);
         const TokenId next = sampler.next(head.last_logits(out), history);
@@ -121,7 +126,8 @@ GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, 
       }
       done = true;
     } catch (const GenerationRestart&) {
-      // Everything the steps held is gone: the same prompt and seed again.
+      // Everything the steps held is gone: the same prompt and seed again, all of it.
+      cached = 0;
     }
   }
   if (result.ids.empty()) first_token = start;

@@ -32,6 +32,9 @@ struct GenerationRequest {
   bool ignore_eos = false;
   std::vector<TokenId> eos_ids;  // generation stops after producing one of these
   std::string adapter;           // the LoRA adapter every span applies ("" = none)
+  // The steps already hold the first this many prompt positions (a chat's earlier turns): the
+  // first step feeds only the rest. In [0, prompt size); a restart feeds the whole prompt again.
+  int64_t prompt_cached = 0;
 };
 
 struct GenerationResult {

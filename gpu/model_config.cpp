@@ -2,6 +2,8 @@
 
 #include "gpu/errors.h"
 #include "gpu/family.h"
+#include "gpu/gguf_checkpoint.h"
+#include "gpu/gguf.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -170,6 +172,7 @@ ModelConfig parse_model_config(std::string_view text, const std::filesystem::pat
 }
 
 ModelConfig load_model_config(const std::filesystem::path& model_dir) {
+  if (is_gguf_path(model_dir)) return load_gguf_model_config(model_dir);
   const auto file = model_dir / "config.json";
   std::ifstream in(file);
   if (!in) throw ModelFileError(fmt::format("{}: cannot open", file.string()));

@@ -87,7 +87,8 @@ class ConfigReader {
   std::string prefix_;
 };
 
-// Parses `model_dir/config.json` with the reader of the family its model_type names.
+// Parses `model_dir/config.json` with the reader of the family its model_type names; for a
+// `.gguf` file, the config its metadata gives (see gguf_checkpoint.h).
 ModelConfig load_model_config(const std::filesystem::path& model_dir);
 // Same, from text; `file` is only used in messages.
 ModelConfig parse_model_config(std::string_view text, const std::filesystem::path& file);

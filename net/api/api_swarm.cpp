@@ -9,6 +9,7 @@
 #include <map>
 
 #include "core/rng.h"
+#include "gpu/gguf_tokenizer.h"
 #include "gpu/errors.h"
 #include "gpu/span_runner.h"
 #include "net/api/stop_text.h"
@@ -22,7 +23,7 @@ namespace {
 
 std::unique_ptr<gpu::Tokenizer> tokenizer_of(const std::string& model) {
   try {
-    return gpu::load_tokenizer(model);
+    return gpu::load_model_tokenizer(model);
   } catch (const std::exception& e) {
     throw gpu::ModelFileError(fmt::format("bouquet api needs the model's tokenizer: {}", e.what()));
   }

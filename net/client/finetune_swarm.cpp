@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 
+#include "gpu/gguf_tokenizer.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/prompt_generation.h"
@@ -46,7 +47,7 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
   const int sources = int{config.local} + int{!config.peers.empty()} + int{!config.initial_peers.empty()};
   if (sources != 1) throw gpu::InputError("give exactly one of --local, --peers and --initial-peers");
   if (config.threads > 0) at::set_num_threads(config.threads);
-  const auto tokenizer = gpu::load_tokenizer(config.model);
+  const auto tokenizer = gpu::load_model_tokenizer(config.model);
   const gpu::ClientHead head({config.model, "f32", "cpu"});
   const std::string fingerprint = model_fingerprint(config.model);
   const auto progress = [&](int64_t step, int64_t steps, double loss) {
@@ -100,7 +101,7 @@ gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& c
   }
   if (config.threads < 0) throw gpu::InputError("--threads must be >= 0");
   if (config.threads > 0) at::set_num_threads(config.threads);
-  const auto tokenizer = gpu::load_tokenizer(config.model);
+  const auto tokenizer = gpu::load_model_tokenizer(config.model);
   const gpu::ClientHead head({config.model, "f32", "cpu"});
   const std::string fingerprint = model_fingerprint(config.model);
   const gpu::TunedPrompts tuned = gpu::load_prompts(prompts, fingerprint, head.model_config());

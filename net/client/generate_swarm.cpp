@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "core/planners.h"
+#include "gpu/gguf_tokenizer.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "net/rpc/address.h"
@@ -131,7 +132,7 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   // As in local generation: ids given by hand need no tokenizer.
   std::unique_ptr<gpu::Tokenizer> tokenizer;
   try {
-    tokenizer = gpu::load_tokenizer(config.model);
+    tokenizer = gpu::load_model_tokenizer(config.model);
   } catch (const std::exception& e) {
     if (config.prompt_ids.empty()) throw;
     std::cerr << "bouquet: no tokenizer (" << e.what() << "); printing ids only\n";
