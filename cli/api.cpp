@@ -1,7 +1,7 @@
 // `bouquet api`: parse flags into the API's config structs and serve (net/api/api_server.h).
 #include "cli/command.h"
-#include "net/rpc/address.h"
 #include "net/api/api_server.h"
+#include "net/rpc/address.h"
 
 #include <memory>
 
@@ -9,17 +9,18 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration api_command{
-    "api", "Serve an OpenAI-compatible HTTP API (completions, chat, streaming) in front of a swarm",
-    [](CLI::App& sub) {
+    "api", "Serve an OpenAI-compatible HTTP API (completions, chat, streaming) in front of a swarm", [](CLI::App& sub) {
       auto swarm = std::make_shared<net::api::ApiSwarmConfig>();
       auto server = std::make_shared<net::api::ApiServerConfig>();
       auto peers = std::make_shared<std::string>();
-      sub.add_option("--model", swarm->model, "Hugging Face model folder (the client loads only its head and tokenizer)")
+      sub.add_option("--model", swarm->model,
+                     "Hugging Face model folder (the client loads only its head and tokenizer)")
           ->required();
       auto* peer_flag = sub.add_option("--peers", *peers, "HOST:PORT,... of servers that together hold every block");
-      auto* initial = sub.add_option("--initial-peers", swarm->initial_peers, "HOST:PORT,... of DHT nodes to find the model's servers through")
-          ->delimiter(',')
-          ->excludes(peer_flag);
+      auto* initial = sub.add_option("--initial-peers", swarm->initial_peers,
+                                     "HOST:PORT,... of DHT nodes to find the model's servers through")
+                          ->delimiter(',')
+                          ->excludes(peer_flag);
       sub.add_flag("--local", swarm->local, "Run every block in this process (no swarm)")
           ->excludes(peer_flag)
           ->excludes(initial);
@@ -35,7 +36,8 @@ const CommandRegistration api_command{
       sub.add_option("--max-body-bytes", server->max_body_bytes, "Largest request body accepted")
           ->capture_default_str()
           ->check(CLI::Range(size_t{1024}, size_t{1} << 30));
-      sub.add_option("--compression", swarm->compression, "On the wire to servers: none, f16, int8")->capture_default_str();
+      sub.add_option("--compression", swarm->compression, "On the wire to servers: none, f16, int8")
+          ->capture_default_str();
       sub.add_option("--dtype", swarm->dtype, "Compute dtype of the head: f32, f16, bf16")->capture_default_str();
       sub.add_option("--device", swarm->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--cache-wait", swarm->cache_wait_timeout_s,

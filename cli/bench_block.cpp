@@ -1,6 +1,6 @@
 // `bouquet bench-block`: parse flags into BenchBlockConfig and print the measurement.
-#include "cli/command.h"
 #include "gpu/bench_block.h"
+#include "cli/command.h"
 
 #include <fmt/core.h>
 
@@ -10,23 +10,18 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration bench_block_command{
-    "bench-block", "Time one decode step of a Llama block against streaming its weights",
-    [](CLI::App& sub) {
+    "bench-block", "Time one decode step of a Llama block against streaming its weights", [](CLI::App& sub) {
       auto config = std::make_shared<gpu::BenchBlockConfig>();
       sub.add_option("--hidden", config->hidden, "Hidden size")->capture_default_str();
       sub.add_option("--heads", config->heads, "Attention heads")->capture_default_str();
       sub.add_option("--kv-heads", config->kv_heads, "Key/value heads (0 = heads)");
       sub.add_option("--intermediate", config->intermediate, "MLP size")->capture_default_str();
-      sub.add_option("--cached-tokens", config->cached_tokens, "Tokens already in the KV cache")
-          ->capture_default_str();
+      sub.add_option("--cached-tokens", config->cached_tokens, "Tokens already in the KV cache")->capture_default_str();
       sub.add_option("--steps", config->steps, "Decode steps timed")->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
-      sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")
-          ->capture_default_str();
-      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")
-          ->capture_default_str();
-      sub.add_option("--kernels", config->kernels,
-                     "Small-batch CPU kernels: best, libtorch, portable, avx2, avx512")
+      sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
+      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")->capture_default_str();
+      sub.add_option("--kernels", config->kernels, "Small-batch CPU kernels: best, libtorch, portable, avx2, avx512")
           ->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--seed", config->seed, "Seed of the random weights");

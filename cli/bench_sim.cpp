@@ -1,6 +1,6 @@
 // `bouquet bench-sim [--scenario FILE] [--seed S] [--pairs N]`
-#include "cli/command.h"
 #include "sim/bench_sim.h"
+#include "cli/command.h"
 
 #include <fmt/core.h>
 

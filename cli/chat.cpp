@@ -5,18 +5,17 @@
 
 #include <fmt/core.h>
 
+#include <unistd.h>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
-#include <unistd.h>
 
 namespace bouquet::cli {
 namespace {
 
 const CommandRegistration chat_command{
-    "chat", "Talk with an instruct model (--local: every block here), one line a message",
-    [](CLI::App& sub) {
+    "chat", "Talk with an instruct model (--local: every block here), one line a message", [](CLI::App& sub) {
       auto config = std::make_shared<gpu::GenerateConfig>();
       auto chat_template = std::make_shared<std::string>();
       config->max_new_tokens = 256;
@@ -26,8 +25,11 @@ const CommandRegistration chat_command{
       sub.add_option("--max-new-tokens", config->max_new_tokens, "Most tokens of one answer")
           ->capture_default_str()
           ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-      sub.add_option("--temperature", config->temperature, "0 = greedy")->capture_default_str()->check(finite_in(0, 1e6));
-      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability")->check(finite_in(1e-9, 1));
+      sub.add_option("--temperature", config->temperature, "0 = greedy")
+          ->capture_default_str()
+          ->check(finite_in(0, 1e6));
+      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability")
+          ->check(finite_in(1e-9, 1));
       sub.add_option("--seed", config->seed, "Seed of the sampler")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();

@@ -2,8 +2,8 @@
 // adding a command touches one new file and nothing else.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <functional>

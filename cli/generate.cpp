@@ -15,8 +15,7 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration generate_command{
-    "generate", "Generate text with a model (--local: every block here; --peers: through servers)",
-    [](CLI::App& sub) {
+    "generate", "Generate text with a model (--local: every block here; --peers: through servers)", [](CLI::App& sub) {
       auto config = std::make_shared<gpu::GenerateConfig>();
       auto swarm = std::make_shared<net::SwarmGenerateOptions>();
       sub.add_option("--model", config->model, "Hugging Face model folder, or a .gguf file")->required();
@@ -30,7 +29,8 @@ const CommandRegistration generate_command{
           ->excludes(peers);
       sub.add_option("--model-name", swarm->model_name,
                      "With --initial-peers, the model's name in the DHT (default: the folder's name)");
-      sub.add_option("--compression", config->compression, "With --peers or --initial-peers, on the wire: none, f16, int8")
+      sub.add_option("--compression", config->compression,
+                     "With --peers or --initial-peers, on the wire: none, f16, int8")
           ->capture_default_str();
       sub.add_option("--recovery", swarm->recovery,
                      "With --peers, when a server fails: replay (its span's history to a replacement), "
@@ -45,12 +45,12 @@ const CommandRegistration generate_command{
                      "With --peers or --initial-peers, the planner: min_latency or greedy (default: greedy "
                      "with --peers, min_latency with --initial-peers)");
       auto* prompt = sub.add_option("--prompt", config->prompt, "Prompt text");
-      auto* ids = sub.add_option("--prompt-ids", config->prompt_ids,
-                                 "Prompt token ids, e.g. 1,2,3 (no BOS added)");
+      auto* ids = sub.add_option("--prompt-ids", config->prompt_ids, "Prompt token ids, e.g. 1,2,3 (no BOS added)");
       prompt->excludes(ids);
       auto chat = std::make_shared<std::string>();
       auto chat_template = std::make_shared<std::string>();
-      sub.add_option("--chat", *chat, "A user message, put in the model's chat template (the assistant's answer follows)")
+      sub.add_option("--chat", *chat,
+                     "A user message, put in the model's chat template (the assistant's answer follows)")
           ->excludes(prompt)
           ->excludes(ids);
       sub.add_option("--chat-template", *chat_template,
@@ -59,16 +59,18 @@ const CommandRegistration generate_command{
           ->capture_default_str()
           ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
       sub.add_flag("--ignore-eos", config->ignore_eos, "Keep going past an end-of-sequence token");
-      sub.add_option("--temperature", config->temperature, "0 = greedy")->capture_default_str()->check(finite_in(0, 1e6));
+      sub.add_option("--temperature", config->temperature, "0 = greedy")
+          ->capture_default_str()
+          ->check(finite_in(0, 1e6));
       sub.add_option("--top-k", config->top_k, "Keep the k best tokens (0 = all)")
           ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
-      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability")->check(finite_in(1e-9, 1));
+      sub.add_option("--top-p", config->top_p, "Keep the smallest set with this probability")
+          ->check(finite_in(1e-9, 1));
       sub.add_option("--repetition-penalty", config->repetition_penalty,
                      "> 1 discourages tokens already in the sequence")
           ->check(finite_in(1e-6, 1e6));
       sub.add_option("--seed", config->seed, "Seed of the sampler")->capture_default_str();
-      sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")
-          ->capture_default_str();
+      sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--quant", config->quant, "With --local, block weights: none, int8 (per-row scales)")
           ->capture_default_str();
@@ -80,8 +82,7 @@ const CommandRegistration generate_command{
       sub.add_option("--adapter-dir", config->adapter_dir,
                      "With --local, a LoRA adapter folder (PEFT layout) to apply");
       auto prompts = std::make_shared<std::string>();
-      sub.add_option("--prompts", *prompts,
-                     "PROMPTS.safetensors from bouquet finetune (refused for another model)");
+      sub.add_option("--prompts", *prompts, "PROMPTS.safetensors from bouquet finetune (refused for another model)");
       return [config, swarm, prompts, chat, chat_template] {
         if (!chat->empty()) {
           config->prompt = gpu::render_chat(gpu::load_chat_template(config->model, *chat_template), {{"user", *chat}});
@@ -100,8 +101,8 @@ const CommandRegistration generate_command{
         });
         fmt::print("\n");
         std::fflush(stdout);  // the text line first, then the summary, even when both go to a file
-        fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}]\n", result.ids.size(),
-                   result.tokens_per_s, result.stop_reason);
+        fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}]\n", result.ids.size(), result.tokens_per_s,
+                   result.stop_reason);
         return 0;
       };
     }};

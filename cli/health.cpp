@@ -11,7 +11,9 @@ const CommandRegistration health_command{
     "health", "Serve a live web page (and JSON) of the swarm: models, block coverage, servers, RTTs",
     [](CLI::App& sub) {
       auto config = std::make_shared<net::health::HealthConfig>();
-      sub.add_option("--initial-peers", config->initial_peers, "HOST:PORT,... of DHT nodes")->delimiter(',')->required();
+      sub.add_option("--initial-peers", config->initial_peers, "HOST:PORT,... of DHT nodes")
+          ->delimiter(',')
+          ->required();
       sub.add_option("--listen", config->listen, "HTTP HOST:PORT (port 0: any free port)")->capture_default_str();
       sub.add_option("--model", config->model, "Only this model (default: every announced model)");
       sub.add_option("--refresh", config->refresh_s, "Seconds between reads of the swarm")

@@ -11,25 +11,19 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration make_tiny_model_command{
-    "make-tiny-model", "Write a small random-weight model folder in Hugging Face layout",
-    [](CLI::App& sub) {
+    "make-tiny-model", "Write a small random-weight model folder in Hugging Face layout", [](CLI::App& sub) {
       auto config = std::make_shared<gpu::TinyModelConfig>();
-      sub.add_option("--family", config->family, "Model family (config.json's model_type)")
-          ->capture_default_str();
+      sub.add_option("--family", config->family, "Model family (config.json's model_type)")->capture_default_str();
       sub.add_option("--out", config->out, "Folder to write")->required();
       sub.add_option("--layers", config->layers, "Transformer blocks")->capture_default_str();
       sub.add_option("--hidden", config->hidden, "Hidden size")->capture_default_str();
       sub.add_option("--intermediate", config->intermediate, "MLP size (bloom: always 4 x hidden)")
           ->capture_default_str();
       sub.add_option("--heads", config->heads, "Attention heads")->capture_default_str();
-      sub.add_option("--kv-heads", config->kv_heads, "Key/value heads (bloom: = heads)")
-          ->capture_default_str();
-      sub.add_option("--vocab", config->vocab, "Vocabulary (tokenizer pieces)")
-          ->capture_default_str();
-      sub.add_option("--dtype", config->dtype, "Stored dtype: f32, f16, bf16")
-          ->capture_default_str();
-      sub.add_option("--shards", config->shards, "Weight files (> 1 writes an index)")
-          ->capture_default_str();
+      sub.add_option("--kv-heads", config->kv_heads, "Key/value heads (bloom: = heads)")->capture_default_str();
+      sub.add_option("--vocab", config->vocab, "Vocabulary (tokenizer pieces)")->capture_default_str();
+      sub.add_option("--dtype", config->dtype, "Stored dtype: f32, f16, bf16")->capture_default_str();
+      sub.add_option("--shards", config->shards, "Weight files (> 1 writes an index)")->capture_default_str();
       sub.add_flag("--tie-embeddings", config->tie_embeddings, "LM head = embeddings (bloom: always)");
       sub.add_option("--rope-scaling", config->rope_scaling, "llama3 for Llama-3 RoPE scaling");
       sub.add_option("--tensor-prefix", config->tensor_prefix,
@@ -37,9 +31,8 @@ const CommandRegistration make_tiny_model_command{
       sub.add_option("--seed", config->seed, "Seed of the weights")->capture_default_str();
       return [config] {
         const gpu::ModelConfig model = gpu::make_tiny_model(*config);
-        fmt::print("wrote {}: {} {} blocks, hidden {}, vocab {}, {}\n", config->out.string(),
-                   model.family, model.num_layers, model.hidden_size, model.vocab_size,
-                   model.torch_dtype);
+        fmt::print("wrote {}: {} {} blocks, hidden {}, vocab {}, {}\n", config->out.string(), model.family,
+                   model.num_layers, model.hidden_size, model.vocab_size, model.torch_dtype);
         return 0;
       };
     }};

@@ -22,8 +22,7 @@ const CommandRegistration serve_command{
           ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
       sub.add_option("--device", config->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
-      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")
-          ->capture_default_str();
+      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads for compute (0 = libtorch's default)")
           ->capture_default_str()
           ->check(CLI::Range(0, 4096));
@@ -31,8 +30,7 @@ const CommandRegistration serve_command{
                      "Close a session after this many seconds without a step")
           ->capture_default_str()
           ->check(finite_in(0.001, 1e7));
-      sub.add_option("--frame-timeout", config->frame_timeout_s,
-                     "Seconds a begun frame may take to arrive")
+      sub.add_option("--frame-timeout", config->frame_timeout_s, "Seconds a begun frame may take to arrive")
           ->capture_default_str()
           ->check(finite_in(0.001, 1e7));
       // 0 accepted no frame at all, and clients hung.

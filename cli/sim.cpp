@@ -8,8 +8,7 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration sim_command{
-    "sim", "Simulate a swarm scenario in SimGrid and compare it with published figures",
-    [](CLI::App& sub) {
+    "sim", "Simulate a swarm scenario in SimGrid and compare it with published figures", [](CLI::App& sub) {
       auto config = std::make_shared<sim::SimCommandConfig>();
       sub.add_option("scenario", config->scenario, "Scenario YAML file")->required();
       sub.add_option("--seed", config->seed, "Replace the scenario's seed");

@@ -17,8 +17,7 @@ const CommandRegistration swarm_command{
       sub.add_option("--model", config->model, "Only this model (default: every announced model)");
       sub.add_option("--num-blocks", config->num_blocks, "Blocks of the model (default: as announced)");
       sub.add_flag("--json", config->json, "Print one JSON object");
-      sub.add_option("--listen", config->listen, "UDP HOST:PORT of this tool's own DHT node")
-          ->capture_default_str();
+      sub.add_option("--listen", config->listen, "UDP HOST:PORT of this tool's own DHT node")->capture_default_str();
       return [config] { return net::run_swarm(*config); };
     }};
 

@@ -8,12 +8,10 @@ namespace bouquet::cli {
 namespace {
 
 const CommandRegistration sweep_command{
-    "sweep", "Run a grid of simulations with several seeds: CSVs, plots and a Markdown report",
-    [](CLI::App& sub) {
+    "sweep", "Run a grid of simulations with several seeds: CSVs, plots and a Markdown report", [](CLI::App& sub) {
       auto config = std::make_shared<sim::sweep::SweepCommandConfig>();
       sub.add_option("experiment", config->experiment, "Experiment YAML file")->required();
-      sub.add_option("--out", config->out, "Directory for runs.csv, aggregate.csv, report.md and plots")
-          ->required();
+      sub.add_option("--out", config->out, "Directory for runs.csv, aggregate.csv, report.md and plots")->required();
       sub.add_option("--jobs", config->jobs, "Simulations at once (default: one per processor)")
           ->check(CLI::NonNegativeNumber);
       sub.add_flag("--resume", config->resume, "Continue the sweep in --out, keeping its recorded runs");
@@ -26,8 +24,10 @@ const CommandRegistration sweep_command{
                      "Where the runs execute: local (a process pool here) or slurm (one Slurm job array; "
                      "--out and the binary must be on a filesystem the compute nodes share)")
           ->check(CLI::IsMember({"local", "slurm"}));
-      sub.add_option("--slurm-partition", config->slurm.partition, "Partition for the job array (default: the cluster's)");
-      sub.add_option("--slurm-time", config->slurm.time, "Time limit of each array task, in Slurm's format (e.g. 30:00)");
+      sub.add_option("--slurm-partition", config->slurm.partition,
+                     "Partition for the job array (default: the cluster's)");
+      sub.add_option("--slurm-time", config->slurm.time,
+                     "Time limit of each array task, in Slurm's format (e.g. 30:00)");
       sub.add_option("--slurm-array-max", config->slurm.array_max, "Array tasks running at once (0: no limit)")
           ->check(CLI::NonNegativeNumber);
       sub.add_option("--slurm-poll", config->slurm.poll_s, "Seconds between looks at the queue")

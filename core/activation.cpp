@@ -4,14 +4,12 @@
 
 namespace bouquet::core {
 
-void FloatActivationData::pack(Compression compression, DType dtype, uint64_t count,
-                               std::vector<uint8_t>& out) const {
+void FloatActivationData::pack(Compression compression, DType dtype, uint64_t count, std::vector<uint8_t>& out) const {
   BOUQUET_CHECK(count == values_.size(), "activation shape does not match its data");
   pack_values(values_, compression, dtype, out);
 }
 
-void PackedActivationData::pack(Compression compression, DType dtype, uint64_t count,
-                                std::vector<uint8_t>& out) const {
+void PackedActivationData::pack(Compression compression, DType dtype, uint64_t count, std::vector<uint8_t>& out) const {
   if (compression == compression_ && dtype == dtype_) {
     BOUQUET_CHECK(bytes_.size() == packed_size(compression, dtype, count),
                   "activation shape does not match its packed data");

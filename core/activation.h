@@ -19,16 +19,14 @@ class ActivationData {
   virtual ~ActivationData() = default;
   // Appends exactly packed_size(compression, dtype, count) bytes: the `count` values packed as
   // pack_values() would. Called only by the wire encoder.
-  virtual void pack(Compression compression, DType dtype, uint64_t count,
-                    std::vector<uint8_t>& out) const = 0;
+  virtual void pack(Compression compression, DType dtype, uint64_t count, std::vector<uint8_t>& out) const = 0;
 };
 
 // Values held as floats in host memory.
 class FloatActivationData final : public ActivationData {
  public:
   explicit FloatActivationData(std::vector<float> values) : values_(std::move(values)) {}
-  void pack(Compression compression, DType dtype, uint64_t count,
-            std::vector<uint8_t>& out) const override;
+  void pack(Compression compression, DType dtype, uint64_t count, std::vector<uint8_t>& out) const override;
   std::span<const float> values() const { return values_; }
 
  private:
@@ -42,8 +40,7 @@ class PackedActivationData final : public ActivationData {
  public:
   PackedActivationData(Compression compression, DType dtype, std::vector<uint8_t> bytes)
       : compression_(compression), dtype_(dtype), bytes_(std::move(bytes)) {}
-  void pack(Compression compression, DType dtype, uint64_t count,
-            std::vector<uint8_t>& out) const override;
+  void pack(Compression compression, DType dtype, uint64_t count, std::vector<uint8_t>& out) const override;
   std::vector<float> unpack(uint64_t count) const;
   Compression compression() const { return compression_; }
   DType dtype() const { return dtype_; }
@@ -74,8 +71,7 @@ struct Activation {
 };
 
 // A handle over host floats, e.g. what a test or a client head produced.
-Activation make_activation(std::vector<uint32_t> shape, std::vector<float> values,
-                           DType dtype = DType::float32,
+Activation make_activation(std::vector<uint32_t> shape, std::vector<float> values, DType dtype = DType::float32,
                            Compression compression = Compression::none);
 // A handle with no data: what the simulator moves around.
 Activation make_sized_activation(std::vector<uint32_t> shape, DType dtype = DType::float32,

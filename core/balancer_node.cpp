@@ -73,8 +73,8 @@ void BalancerNode::on_answer(Time now, const DirectoryAnswer& answer, std::vecto
   // What the directory says about this server may be stale: its own state is the truth.
   servers.push_back(PlacedServer{config_.peer, *span_, config_.throughput_rps, config_.blocks.has_value()});
   std::sort(servers.begin(), servers.end(), [](const auto& a, const auto& b) { return a.peer < b.peer; });
-  last_decision_ = decide_rebalance(servers, config_.model_blocks, config_.peer,
-                                    RebalanceConfig{config_.balance_quality}, rng_);
+  last_decision_ =
+      decide_rebalance(servers, config_.model_blocks, config_.peer, RebalanceConfig{config_.balance_quality}, rng_);
   if (!last_decision_->move) return arm_balance(now, out);
   ++moves_;
   announce(now, *span_, ServerState::offline, out);
@@ -118,18 +118,26 @@ void BalancerNode::announce(Time now, BlockSpan span, ServerState state, std::ve
 }
 
 void BalancerNode::announce_current(Time now, std::vector<Effect>& out) const {
-  if (phase_ == Phase::online) announce(now, *span_, ServerState::online, out);
-  else if (phase_ == Phase::loading) announce(now, *target_, ServerState::joining, out);
+  if (phase_ == Phase::online)
+    announce(now, *span_, ServerState::online, out);
+  else if (phase_ == Phase::loading)
+    announce(now, *target_, ServerState::joining, out);
 }
 
 std::string_view to_string(BalancerNode::Phase phase) {
   switch (phase) {
-    case BalancerNode::Phase::idle: return "idle";
-    case BalancerNode::Phase::waiting_to_join: return "waiting_to_join";
-    case BalancerNode::Phase::looking_up: return "looking_up";
-    case BalancerNode::Phase::loading: return "loading";
-    case BalancerNode::Phase::online: return "online";
-    case BalancerNode::Phase::stopped: return "stopped";
+    case BalancerNode::Phase::idle:
+      return "idle";
+    case BalancerNode::Phase::waiting_to_join:
+      return "waiting_to_join";
+    case BalancerNode::Phase::looking_up:
+      return "looking_up";
+    case BalancerNode::Phase::loading:
+      return "loading";
+    case BalancerNode::Phase::online:
+      return "online";
+    case BalancerNode::Phase::stopped:
+      return "stopped";
   }
   return "unknown";
 }

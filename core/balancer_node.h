@@ -34,12 +34,12 @@ enum class JoinPlacement { greedy, random };
 
 struct BalancerNodeConfig {
   PeerId peer;
-  std::string address;           // as announced (--announce-addr)
+  std::string address;  // as announced (--announce-addr)
   std::string model_id;
-  uint32_t model_blocks = 0;     // blocks of the model
-  uint32_t num_blocks = 0;       // blocks to hold (--num-blocks), when not pinned
+  uint32_t model_blocks = 0;        // blocks of the model
+  uint32_t num_blocks = 0;          // blocks to hold (--num-blocks), when not pinned
   std::optional<BlockSpan> blocks;  // --blocks A:B: pinned, never moves
-  double throughput_rps = 0;     // announced (throughput.h)
+  double throughput_rps = 0;        // announced (throughput.h)
   double inference_rps = 0;
   uint64_t cache_tokens_free = 0;
   std::string version = "bouquet 0.1";

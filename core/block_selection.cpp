@@ -1,9 +1,9 @@
 #include "core/block_selection.h"
 
+#include <fmt/core.h>
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <fmt/core.h>
 #include <limits>
 #include <map>
 
@@ -51,12 +51,14 @@ uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_
   for (uint32_t b = 0; b < blocks; ++b) {
     rank[b] = static_cast<uint32_t>(std::lower_bound(values.begin(), values.end(), totals[b]) - values.begin());
   }
-  std::vector<int32_t> diff(values.size(), 0);            // current window minus best window
+  std::vector<int32_t> diff(values.size(), 0);                  // current window minus best window
   std::vector<uint64_t> nonzero((values.size() + 63) / 64, 0);  // ranks whose diff is not 0
   auto bump = [&](uint32_t r, int32_t by) {
     diff[r] += by;
-    if (diff[r] != 0) nonzero[r / 64] |= uint64_t{1} << (r % 64);
-    else nonzero[r / 64] &= ~(uint64_t{1} << (r % 64));
+    if (diff[r] != 0)
+      nonzero[r / 64] |= uint64_t{1} << (r % 64);
+    else
+      nonzero[r / 64] &= ~(uint64_t{1} << (r % 64));
   };
   uint32_t best = 0;
   for (uint32_t begin = 1; begin + n <= blocks; ++begin) {
@@ -95,8 +97,7 @@ Totals totals_of(std::span<const PlacedServer> servers, uint32_t num_blocks) {
 
 }  // namespace
 
-std::vector<PlacedServer> placed_servers(std::span<const ServerRecord> records,
-                                         const std::string& model_id, Time now) {
+std::vector<PlacedServer> placed_servers(std::span<const ServerRecord> records, const std::string& model_id, Time now) {
   std::map<PeerId, const ServerRecord*> latest;
   for (const ServerRecord& r : records) {
     if (r.model_id != model_id || r.expires_at <= now || r.span.empty()) continue;
@@ -125,15 +126,14 @@ uint32_t choose_span_begin(std::span<const double> throughputs, uint32_t span_bl
   return best_begin<double>(throughputs, span_blocks, keep_begin);
 }
 
-BlockSpan choose_span_to_join(std::span<const PlacedServer> others, uint32_t num_blocks,
-                              uint32_t span_blocks) {
+BlockSpan choose_span_to_join(std::span<const PlacedServer> others, uint32_t num_blocks, uint32_t span_blocks) {
   const Totals t = totals_of(others, num_blocks);
   const uint32_t begin = best_begin<int64_t>(t.rps, span_blocks, std::nullopt);
   return BlockSpan{begin, begin + span_blocks};
 }
 
-RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32_t num_blocks,
-                                   PeerId me, const RebalanceConfig& config, Rng& rng) {
+RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32_t num_blocks, PeerId me,
+                                   const RebalanceConfig& config, Rng& rng) {
   auto mine = std::find_if(servers.begin(), servers.end(), [&](const auto& s) { return s.peer == me; });
   BOUQUET_CHECK(mine != servers.end(), "decide_rebalance: the deciding server must be among the servers");
   RebalanceDecision d;
@@ -179,8 +179,8 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
   if (!totals.covered() || d.min_after_rps <= 0) return d.reason = "the swarm would not cover every block", d;
   d.move = d.min_now_rps / d.min_after_rps < config.balance_quality;
   if (d.move) d.span = moved.span;
-  d.reason = fmt::format("weakest block {:.6g} rps now, {:.6g} after re-placement: {}", d.min_now_rps,
-                         d.min_after_rps, d.move ? "move" : "stay");
+  d.reason = fmt::format("weakest block {:.6g} rps now, {:.6g} after re-placement: {}", d.min_now_rps, d.min_after_rps,
+                         d.move ? "move" : "stay");
   return d;
 }
 
@@ -348,7 +348,8 @@ BestPlacement best_placement(std::span<const ServerCapacity> servers, uint32_t n
     out.upper_bound_rps = out.min_rps;
   } else {
     int64_t capacity = 0, all = 0;
-    for (const auto& s : servers) capacity += quantize(s.throughput_rps) * s.span_blocks, all += quantize(s.throughput_rps);
+    for (const auto& s : servers)
+      capacity += quantize(s.throughput_rps) * s.span_blocks, all += quantize(s.throughput_rps);
     out.upper_bound_rps = std::max(out.min_rps, std::min(capacity / num_blocks, all) / 1e6);
   }
   return out;

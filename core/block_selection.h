@@ -47,8 +47,7 @@ struct PlacedServer {
 
 // The servers that count for balancing: of the model, joining or online, unexpired at `now`; one
 // per peer (its latest-expiring record), in peer order.
-std::vector<PlacedServer> placed_servers(std::span<const ServerRecord> records,
-                                         const std::string& model_id, Time now);
+std::vector<PlacedServer> placed_servers(std::span<const ServerRecord> records, const std::string& model_id, Time now);
 
 std::vector<double> block_throughputs(std::span<const PlacedServer> servers, uint32_t num_blocks);
 // The weakest block's throughput (0 when a block is uncovered).
@@ -60,8 +59,7 @@ uint32_t choose_span_begin(std::span<const double> throughputs, uint32_t span_bl
                            std::optional<uint32_t> keep_begin = std::nullopt);
 
 // Where a new server of `span_blocks` blocks goes, given the servers already there.
-BlockSpan choose_span_to_join(std::span<const PlacedServer> others, uint32_t num_blocks,
-                              uint32_t span_blocks);
+BlockSpan choose_span_to_join(std::span<const PlacedServer> others, uint32_t num_blocks, uint32_t span_blocks);
 
 struct RebalanceConfig {
   double balance_quality = 0.75;  // move iff min_now / min_after < this; 0 disables moving
@@ -70,15 +68,15 @@ struct RebalanceConfig {
 
 struct RebalanceDecision {
   bool move = false;
-  BlockSpan span;           // where to go (the current span when not moving)
-  double min_now_rps = 0;   // the weakest block now
-  double min_after_rps = 0; // the weakest block once everyone re-placed (simulated; 0 if not)
-  std::string reason;       // one line for logs
+  BlockSpan span;            // where to go (the current span when not moving)
+  double min_now_rps = 0;    // the weakest block now
+  double min_after_rps = 0;  // the weakest block once everyone re-placed (simulated; 0 if not)
+  std::string reason;        // one line for logs
 };
 
 // Should server `me` (one of `servers`) move? Draws the simulation's order from `rng`.
-RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32_t num_blocks,
-                                   PeerId me, const RebalanceConfig& config, Rng& rng);
+RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32_t num_blocks, PeerId me,
+                                   const RebalanceConfig& config, Rng& rng);
 
 // Random placement: a span of `span_blocks` blocks whose first block is uniform over the places
 // it fits.

@@ -1,13 +1,12 @@
 #include "core/block_server.h"
 
+#include <fmt/core.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/core.h>
 
 namespace bouquet::core {
 
-BlockServer::BlockServer(BlockServerConfig config)
-    : config_(std::move(config)), admission_(config_.cache_tokens) {
+BlockServer::BlockServer(BlockServerConfig config) : config_(std::move(config)), admission_(config_.cache_tokens) {
   BOUQUET_CHECK(!config_.span.empty(), "a server must hold at least one block");
   BOUQUET_CHECK(config_.compute_slots > 0, "a server needs at least one compute slot");
 }
@@ -28,17 +27,22 @@ void BlockServer::handle(Time now, const Input& in, std::vector<Effect>& out) {
   arm_contention(now, out);
 }
 
-void BlockServer::on_message(Time now, PeerId from, const Message& message,
-                             std::vector<Effect>& out) {
+void BlockServer::on_message(Time now, PeerId from, const Message& message, std::vector<Effect>& out) {
   std::visit(
       [&](const auto& m) {
         using M = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<M, OpenSession>) on_open(now, from, m, out);
-        else if constexpr (std::is_same_v<M, StepRequest>) on_step(now, from, m, out);
-        else if constexpr (std::is_same_v<M, CloseSession>) on_close(from, m.session_id, out);
-        else if constexpr (std::is_same_v<M, ForwardRequest>) on_forward(from, m, out);
-        else if constexpr (std::is_same_v<M, BackwardRequest>) on_backward(from, m, out);
-        else if constexpr (std::is_same_v<M, InfoRequest>) on_info(from, m, out);
+        if constexpr (std::is_same_v<M, OpenSession>)
+          on_open(now, from, m, out);
+        else if constexpr (std::is_same_v<M, StepRequest>)
+          on_step(now, from, m, out);
+        else if constexpr (std::is_same_v<M, CloseSession>)
+          on_close(from, m.session_id, out);
+        else if constexpr (std::is_same_v<M, ForwardRequest>)
+          on_forward(from, m, out);
+        else if constexpr (std::is_same_v<M, BackwardRequest>)
+          on_backward(from, m, out);
+        else if constexpr (std::is_same_v<M, InfoRequest>)
+          on_info(from, m, out);
         else if constexpr (!std::is_same_v<M, ErrorReply>) {
           // A reply type sent to a server: answer so a confused peer learns why (never answer
           // an ErrorReply, or two confused peers would bounce errors forever).
@@ -57,8 +61,7 @@ std::optional<Error> BlockServer::check_call(const std::string& model_id, BlockS
   }
   if (!config_.span.contains(span)) {
     return Error{ErrorCode::span_not_served,
-                 fmt::format("blocks {} asked, this server holds {}", span.to_string(),
-                             config_.span.to_string())};
+                 fmt::format("blocks {} asked, this server holds {}", span.to_string(), config_.span.to_string())};
   }
   if (!adapter.empty() &&
       std::find(config_.adapters.begin(), config_.adapters.end(), adapter) == config_.adapters.end()) {
@@ -72,8 +75,7 @@ std::optional<Error> BlockServer::check_hidden(const Activation& a, const char* 
     std::string dims;
     for (uint32_t d : a.shape) dims += fmt::format("{}{}", dims.empty() ? "" : ", ", d);
     return Error{ErrorCode::bad_request,
-                 fmt::format("{} has shape [{}], expected [batch, tokens, {}]", what, dims,
-                             config_.hidden_size)};
+                 fmt::format("{} has shape [{}], expected [batch, tokens, {}]", what, dims, config_.hidden_size)};
   }
   return std::nullopt;
 }
@@ -81,9 +83,9 @@ std::optional<Error> BlockServer::check_hidden(const Activation& a, const char* 
 void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::vector<Effect>& out) {
   auto error = check_call(open.model_id, open.span, open.adapter);
   if (!error && (open.batch == 0 || open.max_length == 0 || open.max_length > config_.max_length_limit)) {
-    error = Error{ErrorCode::bad_request,
-                  fmt::format("batch {} and max_length {} must be positive, max_length at most {}",
-                              open.batch, open.max_length, config_.max_length_limit)};
+    error =
+        Error{ErrorCode::bad_request, fmt::format("batch {} and max_length {} must be positive, max_length at most {}",
+                                                  open.batch, open.max_length, config_.max_length_limit)};
   }
   const SessionKey key{from, open.session_id};
   const bool in_use = sessions_.count(key) != 0 || waiting_by_session_.count(key) != 0;
@@ -108,8 +110,8 @@ void BlockServer::on_open(Time now, PeerId from, const OpenSession& open, std::v
       return;
     case CacheAdmission::Outcome::never_fits:
       reply_error(from, open.session_id, 0, ErrorCode::cache_full,
-                  fmt::format("session needs {} cache tokens per block, this server has {} in all",
-                              tokens, admission_.tokens_max()),
+                  fmt::format("session needs {} cache tokens per block, this server has {} in all", tokens,
+                              admission_.tokens_max()),
                   out);
       return;
     case CacheAdmission::Outcome::waiting: {
@@ -130,9 +132,9 @@ std::optional<Error> BlockServer::check_open_quota(PeerId from, uint64_t tokens)
   const ClientUsage usage = it == clients_.end() ? ClientUsage{} : it->second;
   const uint64_t quota = client_cache_tokens_max();
   if (quota > 0 && tokens > quota) {
-    return Error{ErrorCode::over_limit,
-                 fmt::format("session needs {} cache tokens per block, one client may hold {} "
-                             "(client_cache_tokens_max)", tokens, quota)};
+    return Error{ErrorCode::over_limit, fmt::format("session needs {} cache tokens per block, one client may hold {} "
+                                                    "(client_cache_tokens_max)",
+                                                    tokens, quota)};
   }
   if (quota > 0 && usage.cache_tokens + tokens > quota) {
     return Error{ErrorCode::overloaded,
@@ -142,9 +144,9 @@ std::optional<Error> BlockServer::check_open_quota(PeerId from, uint64_t tokens)
   }
   if (!admission_.would_grant(tokens) && config_.client_opens_waiting_max > 0 &&
       usage.opens_waiting >= config_.client_opens_waiting_max) {
-    return Error{ErrorCode::overloaded,
-                 fmt::format("this client already has {} opens waiting for cache room "
-                             "(client_opens_waiting_max)", usage.opens_waiting)};
+    return Error{ErrorCode::overloaded, fmt::format("this client already has {} opens waiting for cache room "
+                                                    "(client_opens_waiting_max)",
+                                                    usage.opens_waiting)};
   }
   return std::nullopt;
 }
@@ -153,8 +155,7 @@ uint64_t BlockServer::client_cache_tokens_max() const {
   return std::min(config_.client_cache_tokens_max, admission_.tokens_max());
 }
 
-void BlockServer::count(PeerId peer, int64_t cache_tokens, int opens_waiting, int tasks_queued,
-                        int tasks_running) {
+void BlockServer::count(PeerId peer, int64_t cache_tokens, int opens_waiting, int tasks_queued, int tasks_running) {
   ClientUsage& usage = clients_[peer];
   auto apply = [](auto& counter, int64_t delta) {
     BOUQUET_CHECK(delta >= 0 || static_cast<uint64_t>(-delta) <= counter, "client books went negative");
@@ -211,8 +212,7 @@ void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::v
   }
   Session& s = it->second;
   if (s.task) {
-    return fail(ErrorCode::session_busy,
-                fmt::format("session {} has a step in progress", step.session_id));
+    return fail(ErrorCode::session_busy, fmt::format("session {} has a step in progress", step.session_id));
   }
   if (auto error = check_hidden(step.hidden_states, "hidden_states")) return fail(error->code, error->message);
   const uint32_t batch = step.hidden_states.shape[0];
@@ -223,13 +223,11 @@ void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::v
   }
   if (step.start_position > s.length) {
     return fail(ErrorCode::bad_position,
-                fmt::format("start position {} skips past the {} cached positions",
-                            step.start_position, s.length));
+                fmt::format("start position {} skips past the {} cached positions", step.start_position, s.length));
   }
   if (uint64_t{step.start_position} + tokens > s.open.max_length) {
-    return fail(ErrorCode::bad_position,
-                fmt::format("positions up to {} exceed the session's max_length {}",
-                            uint64_t{step.start_position} + tokens, s.open.max_length));
+    return fail(ErrorCode::bad_position, fmt::format("positions up to {} exceed the session's max_length {}",
+                                                     uint64_t{step.start_position} + tokens, s.open.max_length));
   }
   s.last_active = now;
   ComputeRequest request;
@@ -246,8 +244,8 @@ void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::v
   request.prompts = step.prompts;
   request.output_compression = s.open.reply_compression;
   s.task = request.task_id;
-  TaskOwner owner{from, ComputeKind::inference, it->first, step.step_id, 0,
-                  s.open.reply_compression, false, step.start_position, tokens};
+  TaskOwner owner{from,  ComputeKind::inference, it->first, step.step_id, 0, s.open.reply_compression,
+                  false, step.start_position,    tokens};
   enqueue(std::move(request), owner, out);
 }
 
@@ -306,7 +304,12 @@ void BlockServer::on_forward(PeerId from, const ForwardRequest& request, std::ve
   compute.prompts = request.prompts;
   compute.output_compression = request.reply_compression;
   enqueue(std::move(compute),
-          TaskOwner{from, ComputeKind::forward, {}, 0, request.request_id, request.reply_compression,
+          TaskOwner{from,
+                    ComputeKind::forward,
+                    {},
+                    0,
+                    request.request_id,
+                    request.reply_compression,
                     request.prompts.has_value()},
           out);
 }
@@ -331,7 +334,12 @@ void BlockServer::on_backward(PeerId from, const BackwardRequest& request, std::
   compute.prompts = request.prompts;
   compute.output_compression = request.reply_compression;
   enqueue(std::move(compute),
-          TaskOwner{from, ComputeKind::backward, {}, 0, request.request_id, request.reply_compression,
+          TaskOwner{from,
+                    ComputeKind::backward,
+                    {},
+                    0,
+                    request.request_id,
+                    request.reply_compression,
                     request.prompts.has_value()},
           out);
 }
@@ -351,9 +359,9 @@ std::optional<Error> BlockServer::check_pass(PeerId from, const Activation& hidd
                  fmt::format("this client already has {} computations queued (client_tasks_queued_max)", queued)};
   }
   if (config_.tasks_queued_max > 0 && queue_.size() >= config_.tasks_queued_max) {
-    return Error{ErrorCode::overloaded,
-                 fmt::format("{} computations are queued here (tasks_queued_max); try later or another server",
-                             queue_.size())};
+    return Error{
+        ErrorCode::overloaded,
+        fmt::format("{} computations are queued here (tasks_queued_max); try later or another server", queue_.size())};
   }
   return std::nullopt;
 }
@@ -428,14 +436,14 @@ void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std
     // The cache may hold part of the step: only positions before it are trusted, and the next
     // step's start position (its cache_length) truncates the rest.
     s.length = owner.start_position;
-    return reply_error(owner.peer, session_id, owner.step_id, done.result.error().code,
-                       done.result.error().message, out);
+    return reply_error(owner.peer, session_id, owner.step_id, done.result.error().code, done.result.error().message,
+                       out);
   }
   s.length = owner.start_position + owner.new_tokens;
   Activation outputs = done.result.value().outputs;
   outputs.compression = owner.reply_compression;
-  out.push_back(SendMessage{owner.peer, StepResult{session_id, owner.step_id, owner.start_position,
-                                                   std::move(outputs)}});
+  out.push_back(
+      SendMessage{owner.peer, StepResult{session_id, owner.step_id, owner.start_position, std::move(outputs)}});
 }
 
 void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
@@ -494,7 +502,8 @@ void BlockServer::on_contended(Time now, std::vector<Effect>& out) {
 void BlockServer::arm_contention(Time now, std::vector<Effect>& out) {
   if (contention_timer_ != 0 || admission_.waiting() == 0) return;
   // Only a limit shorter than the ordinary idle timeout changes anything.
-  if (!(config_.session_idle_contended_s > 0 && config_.session_idle_contended_s < config_.session_idle_timeout_s)) return;
+  if (!(config_.session_idle_contended_s > 0 && config_.session_idle_contended_s < config_.session_idle_timeout_s))
+    return;
   // O(sessions), but only when the timer is re-set: once per contended idle period, not per open.
   std::optional<Time> earliest;
   for (const auto& [key, s] : sessions_) {
@@ -512,8 +521,7 @@ void BlockServer::on_peer_gone(PeerId peer, std::vector<Effect>& out) {
   // admission takes back a granted ticket that nobody collected yet, so each is cancelled alike.
   const SessionKey first{peer, 0};
   std::vector<CacheAdmission::Ticket> tickets;
-  for (auto w = waiting_by_session_.lower_bound(first);
-       w != waiting_by_session_.end() && w->first.peer == peer; ++w) {
+  for (auto w = waiting_by_session_.lower_bound(first); w != waiting_by_session_.end() && w->first.peer == peer; ++w) {
     tickets.push_back(w->second);
   }
   for (auto ticket : tickets) {
@@ -549,9 +557,11 @@ void BlockServer::leave(const std::string& why, std::vector<Effect>& out) {
     out.push_back(SendMessage{w.peer, ErrorReply{w.open.session_id, 0, error}});
   }
   // Step id 0: the error concerns the session itself, whatever step it has in flight.
-  for (const auto& [key, session] : sessions_) out.push_back(SendMessage{key.peer, ErrorReply{key.session_id, 0, error}});
+  for (const auto& [key, session] : sessions_)
+    out.push_back(SendMessage{key.peer, ErrorReply{key.session_id, 0, error}});
   for (const auto& [task, owner] : owners_) {
-    if (owner.kind != ComputeKind::inference) out.push_back(SendMessage{owner.peer, ErrorReply{owner.request_id, 0, error}});
+    if (owner.kind != ComputeKind::inference)
+      out.push_back(SendMessage{owner.peer, ErrorReply{owner.request_id, 0, error}});
   }
   for (const auto& [id, session] : sessions_) {
     // A cache with a step running on it goes with the compute the driver drops (never dropped
@@ -591,8 +601,8 @@ TimerId BlockServer::new_timer(TimerOwner owner) {
   return id;
 }
 
-void BlockServer::reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code,
-                              std::string message, std::vector<Effect>& out) {
+void BlockServer::reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code, std::string message,
+                              std::vector<Effect>& out) {
   out.push_back(SendMessage{to, ErrorReply{request_id, step_id, Error{code, std::move(message)}}});
 }
 

@@ -50,12 +50,12 @@ struct BlockServerConfig {
   std::string model_id;  // name and fingerprint; clients must name it exactly
   BlockSpan span;        // the blocks this server holds
   uint32_t hidden_size = 0;
-  uint64_t cache_tokens = 0;              // attention-cache budget, tokens per block
-  double session_idle_timeout_s = 300;    // close a session after this long without a step
-  double cache_wait_max_s = 60;           // cap on the wait a client may ask for
-  uint32_t max_length_limit = 1u << 20;   // largest max_length a session may ask for
-  uint32_t compute_slots = 1;             // computations run at once
-  std::vector<std::string> adapters;      // adapter names it can apply
+  uint64_t cache_tokens = 0;             // attention-cache budget, tokens per block
+  double session_idle_timeout_s = 300;   // close a session after this long without a step
+  double cache_wait_max_s = 60;          // cap on the wait a client may ask for
+  uint32_t max_length_limit = 1u << 20;  // largest max_length a session may ask for
+  uint32_t compute_slots = 1;            // computations run at once
+  std::vector<std::string> adapters;     // adapter names it can apply
   std::string version = "bouquet 0.1";
   // Reported in InfoReply; measured by the driver (0 = unknown).
   double inference_rps = 0;
@@ -68,7 +68,7 @@ struct BlockServerConfig {
   uint32_t client_opens_waiting_max = 0;
   uint32_t client_tasks_queued_max = 0;
   uint32_t tasks_queued_max = 0;
-  double session_idle_contended_s = 0;   // idle limit of a session while opens wait
+  double session_idle_contended_s = 0;  // idle limit of a session while opens wait
 };
 
 class BlockServer {
@@ -101,7 +101,7 @@ class BlockServer {
     OpenSession open;
     uint64_t reserved_tokens = 0;
     CacheId cache_id = 0;
-    uint32_t length = 0;  // positions cached
+    uint32_t length = 0;         // positions cached
     std::optional<TaskId> task;  // the step queued or running
     bool closing = false;        // closed while its step runs: free when it finishes
     Time last_active = 0;
@@ -116,9 +116,9 @@ class BlockServer {
   struct TaskOwner {
     PeerId peer;
     ComputeKind kind = ComputeKind::inference;
-    SessionKey session;      // inference
-    uint64_t step_id = 0;    // inference
-    uint64_t request_id = 0; // forward/backward
+    SessionKey session;       // inference
+    uint64_t step_id = 0;     // inference
+    uint64_t request_id = 0;  // forward/backward
     Compression reply_compression = Compression::none;
     bool has_prompts = false;
     uint32_t start_position = 0;  // inference
@@ -126,7 +126,7 @@ class BlockServer {
   };
   // What one client holds or waits for, kept for its quotas; absent when all zero.
   struct ClientUsage {
-    uint64_t cache_tokens = 0;   // reserved by its sessions and asked by its waiting opens
+    uint64_t cache_tokens = 0;  // reserved by its sessions and asked by its waiting opens
     uint32_t opens_waiting = 0;
     uint32_t tasks_queued = 0;   // any kind; the quota counts them for forward/backward
     uint32_t tasks_running = 0;  // any kind
@@ -154,8 +154,7 @@ class BlockServer {
   // could have been idle for session_idle_contended_s.
   void arm_contention(Time now, std::vector<Effect>& out);
 
-  std::optional<Error> check_call(const std::string& model_id, BlockSpan span,
-                                  const std::string& adapter) const;
+  std::optional<Error> check_call(const std::string& model_id, BlockSpan span, const std::string& adapter) const;
   std::optional<Error> check_hidden(const Activation& a, const char* what) const;
   std::optional<Error> check_open_quota(PeerId from, uint64_t tokens) const;
   // The size cap and the queue quotas of a forward/backward.
@@ -173,8 +172,8 @@ class BlockServer {
   void enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out);
   void start_tasks(std::vector<Effect>& out);
   TimerId new_timer(TimerOwner owner);
-  static void reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code,
-                          std::string message, std::vector<Effect>& out);
+  static void reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code, std::string message,
+                          std::vector<Effect>& out);
 
   BlockServerConfig config_;
   CacheAdmission admission_;
@@ -182,12 +181,12 @@ class BlockServer {
   std::map<SessionKey, Session> sessions_;
   std::map<CacheAdmission::Ticket, WaitingOpen> waiting_;
   std::map<SessionKey, CacheAdmission::Ticket> waiting_by_session_;  // the same opens, by client
-  std::unordered_map<TaskId, TaskOwner> owners_;  // queued and running
+  std::unordered_map<TaskId, TaskOwner> owners_;                     // queued and running
   std::unordered_set<TaskId> running_;
   std::unordered_map<TimerId, TimerOwner> timers_;
   std::map<PeerId, ClientUsage> clients_;
   TimerId contention_timer_ = 0;  // 0 = not set
-  uint64_t next_id_ = 1;  // tickets, tasks, caches and timers share one counter
+  uint64_t next_id_ = 1;          // tickets, tasks, caches and timers share one counter
 };
 
 // What a server that holds no span yet (choosing or loading one) answers to `message`: an

@@ -15,9 +15,7 @@ struct BlockSpan {
   uint32_t size() const { return end > begin ? end - begin : 0; }
   bool empty() const { return end <= begin; }
   bool contains(uint32_t block) const { return begin <= block && block < end; }
-  bool contains(const BlockSpan& other) const {
-    return begin <= other.begin && other.end <= end && !other.empty();
-  }
+  bool contains(const BlockSpan& other) const { return begin <= other.begin && other.end <= end && !other.empty(); }
 
   friend auto operator<=>(const BlockSpan&, const BlockSpan&) = default;
   // "[3, 7)": the notation used in logs and error messages.

@@ -12,8 +12,7 @@ CacheAdmission::Outcome CacheAdmission::request(Ticket ticket, uint64_t tokens) 
     tokens_used_ += tokens;
     return Outcome::granted;
   }
-  BOUQUET_CHECK(waiting_.empty() || ticket > waiting_.rbegin()->first,
-                "CacheAdmission: tickets must increase");
+  BOUQUET_CHECK(waiting_.empty() || ticket > waiting_.rbegin()->first, "CacheAdmission: tickets must increase");
   waiting_.emplace(ticket, tokens);
   return Outcome::waiting;
 }

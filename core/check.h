@@ -8,13 +8,12 @@
 
 namespace bouquet::core {
 
-[[noreturn]] void check_failed(std::string_view condition, std::string_view message,
-                               std::source_location where);
+[[noreturn]] void check_failed(std::string_view condition, std::string_view message, std::source_location where);
 
 }  // namespace bouquet::core
 
-#define BOUQUET_CHECK(condition, message)                                                    \
-  do {                                                                                       \
-    if (!(condition)) [[unlikely]]                                                           \
-      ::bouquet::core::check_failed(#condition, message, std::source_location::current());   \
+#define BOUQUET_CHECK(condition, message)                                                  \
+  do {                                                                                     \
+    if (!(condition)) [[unlikely]]                                                         \
+      ::bouquet::core::check_failed(#condition, message, std::source_location::current()); \
   } while (0)

@@ -22,8 +22,8 @@ void put_u32(std::vector<uint8_t>& out, uint32_t v) {
 }
 
 uint32_t get_u32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
 }
 
 uint64_t block_count(uint64_t count) { return (count + kInt8BlockValues - 1) / kInt8BlockValues; }
@@ -71,18 +71,24 @@ void unpack_int8(std::span<const uint8_t> bytes, uint64_t count, std::vector<flo
 
 std::string_view to_string(Compression compression) {
   switch (compression) {
-    case Compression::none: return "none";
-    case Compression::float16: return "float16";
-    case Compression::int8_blockwise: return "int8_blockwise";
+    case Compression::none:
+      return "none";
+    case Compression::float16:
+      return "float16";
+    case Compression::int8_blockwise:
+      return "int8_blockwise";
   }
   return "unknown";
 }
 
 std::string_view to_string(DType dtype) {
   switch (dtype) {
-    case DType::float32: return "float32";
-    case DType::float16: return "float16";
-    case DType::bfloat16: return "bfloat16";
+    case DType::float32:
+      return "float32";
+    case DType::float16:
+      return "float16";
+    case DType::bfloat16:
+      return "bfloat16";
   }
   return "unknown";
 }
@@ -94,22 +100,27 @@ uint64_t dtype_bytes(DType dtype) { return dtype == DType::float32 ? 4 : 2; }
 
 uint64_t packed_size(Compression compression, DType dtype, uint64_t count) {
   switch (compression) {
-    case Compression::none: return count * dtype_bytes(dtype);
-    case Compression::float16: return 2 * count;
-    case Compression::int8_blockwise: return count + 2 * block_count(count);
+    case Compression::none:
+      return count * dtype_bytes(dtype);
+    case Compression::float16:
+      return 2 * count;
+    case Compression::int8_blockwise:
+      return count + 2 * block_count(count);
   }
   BOUQUET_CHECK(false, "unknown compression");
 }
 
-void pack_values(std::span<const float> values, Compression compression, DType dtype,
-                 std::vector<uint8_t>& out) {
+void pack_values(std::span<const float> values, Compression compression, DType dtype, std::vector<uint8_t>& out) {
   out.reserve(out.size() + packed_size(compression, dtype, values.size()));
   switch (compression) {
     case Compression::none:
       for (float v : values) {
-        if (dtype == DType::float32) put_u32(out, std::bit_cast<uint32_t>(v));
-        else if (dtype == DType::float16) put_u16(out, float_to_half(v));
-        else put_u16(out, float_to_bfloat16(v));
+        if (dtype == DType::float32)
+          put_u32(out, std::bit_cast<uint32_t>(v));
+        else if (dtype == DType::float16)
+          put_u16(out, float_to_half(v));
+        else
+          put_u16(out, float_to_bfloat16(v));
       }
       return;
     case Compression::float16:
@@ -122,8 +133,7 @@ void pack_values(std::span<const float> values, Compression compression, DType d
   BOUQUET_CHECK(false, "unknown compression");
 }
 
-std::vector<float> unpack_values(std::span<const uint8_t> bytes, Compression compression,
-                                 DType dtype, uint64_t count) {
+std::vector<float> unpack_values(std::span<const uint8_t> bytes, Compression compression, DType dtype, uint64_t count) {
   BOUQUET_CHECK(bytes.size() == packed_size(compression, dtype, count),
                 "unpack_values: byte count does not match the packed size");
   std::vector<float> out(count);
@@ -131,9 +141,12 @@ std::vector<float> unpack_values(std::span<const uint8_t> bytes, Compression com
   switch (compression) {
     case Compression::none:
       for (uint64_t i = 0; i < count; ++i) {
-        if (dtype == DType::float32) out[i] = std::bit_cast<float>(get_u32(p + 4 * i));
-        else if (dtype == DType::float16) out[i] = half_to_float(get_u16(p + 2 * i));
-        else out[i] = bfloat16_to_float(get_u16(p + 2 * i));
+        if (dtype == DType::float32)
+          out[i] = std::bit_cast<float>(get_u32(p + 4 * i));
+        else if (dtype == DType::float16)
+          out[i] = half_to_float(get_u16(p + 2 * i));
+        else
+          out[i] = bfloat16_to_float(get_u16(p + 2 * i));
       }
       break;
     case Compression::float16:
@@ -154,10 +167,10 @@ uint16_t float_to_half(float value) {
     return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x0200u : 0u));
   }
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504
-  if (abs < 0x33000000u) return sign;  // below half the smallest subnormal: +-0
+  if (abs < 0x33000000u) return sign;                                    // below half the smallest subnormal: +-0
   const int exponent = static_cast<int>(abs >> 23) - 127;
   uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;  // with the implicit bit
-  int shift;  // how many low bits of the 24-bit mantissa are dropped
+  int shift;                                          // how many low bits of the 24-bit mantissa are dropped
   uint32_t half_exponent;
   if (exponent < -14) {  // subnormal half: value = m * 2^-24
     shift = 13 + (-14 - exponent);
@@ -194,8 +207,6 @@ uint16_t float_to_bfloat16(float value) {
   return static_cast<uint16_t>((x + rounding) >> 16);
 }
 
-float bfloat16_to_float(uint16_t bits) {
-  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
-}
+float bfloat16_to_float(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
 
 }  // namespace bouquet::core

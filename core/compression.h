@@ -36,16 +36,14 @@ uint64_t packed_size(Compression compression, DType dtype, uint64_t count);
 
 // Appends exactly packed_size(compression, dtype, values.size()) bytes to `out`. Under
 // Compression::none values are first rounded to `dtype` (a no-op for float32).
-void pack_values(std::span<const float> values, Compression compression, DType dtype,
-                 std::vector<uint8_t>& out);
+void pack_values(std::span<const float> values, Compression compression, DType dtype, std::vector<uint8_t>& out);
 // Inverse of pack_values. `bytes` must hold exactly packed_size(compression, dtype, count) bytes
 // (the wire decoder checks that before calling; a mismatch here is a programmer error).
-std::vector<float> unpack_values(std::span<const uint8_t> bytes, Compression compression,
-                                 DType dtype, uint64_t count);
+std::vector<float> unpack_values(std::span<const uint8_t> bytes, Compression compression, DType dtype, uint64_t count);
 
 // Scalar conversions, exposed for tests and for drivers converting tensors element by element.
-uint16_t float_to_half(float value);    // round to nearest even; overflow -> inf; NaN stays NaN
-float half_to_float(uint16_t bits);     // exact
+uint16_t float_to_half(float value);      // round to nearest even; overflow -> inf; NaN stays NaN
+float half_to_float(uint16_t bits);       // exact
 uint16_t float_to_bfloat16(float value);  // round to nearest even; NaN stays NaN
 float bfloat16_to_float(uint16_t bits);   // exact
 

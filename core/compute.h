@@ -33,10 +33,10 @@ struct ComputeRequest {
   // truncates the cache to this length (a client may rewind), then appends the new positions.
   // 0 for forward/backward.
   uint32_t cache_length = 0;
-  CacheId cache_id = 0;     // inference only
-  uint32_t max_length = 0;  // inference only: the cache's capacity in positions
-  std::string adapter;      // "" for none
-  Activation inputs;        // [batch, new_tokens, hidden]
+  CacheId cache_id = 0;                    // inference only
+  uint32_t max_length = 0;                 // inference only: the cache's capacity in positions
+  std::string adapter;                     // "" for none
+  Activation inputs;                       // [batch, new_tokens, hidden]
   std::optional<Activation> grad_outputs;  // backward only: [batch, new_tokens, hidden]
   std::optional<Activation> prompts;       // deep prompts, when the request had them
   // The compression the outputs will travel with; the driver sets it on the output handles.

@@ -117,10 +117,9 @@ struct PassFailed {
   Error error;
 };
 
-using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, DropCache, PlanRoute,
-                            Announce, DirectoryLookup, SessionReady, StepDone, SessionFailed,
-                            SessionClosed, SessionRestarted, MoveToSpan, ForwardDone, BackwardDone,
-                            PassFailed>;
+using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, DropCache, PlanRoute, Announce,
+                            DirectoryLookup, SessionReady, StepDone, SessionFailed, SessionClosed, SessionRestarted,
+                            MoveToSpan, ForwardDone, BackwardDone, PassFailed>;
 
 using Effects = std::vector<Effect>;
 

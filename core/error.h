@@ -14,23 +14,23 @@
 namespace bouquet::core {
 
 enum class ErrorCode : uint16_t {
-  bad_request = 1,         // malformed or inconsistent request (wrong shape, bad field value)
-  unknown_session = 2,     // no open session with that id for this peer
-  span_not_served = 3,     // the server does not hold the requested blocks
-  model_mismatch = 4,      // a different model (name or fingerprint) than the server's
-  cache_full = 5,          // no cache room within the client's wait timeout
-  bad_position = 6,        // a step's start position skips past the cache or exceeds max length
-  unknown_adapter = 7,     // the server does not hold the requested adapter
-  session_busy = 8,        // a step arrived while the session's previous step is unfinished
-  timeout = 9,             // no reply within the deadline
-  peer_unreachable = 10,   // the transport lost the peer
-  no_route = 11,           // no chain of servers covers the blocks
-  compute_failed = 12,     // the block computation itself failed
-  session_closed = 13,     // the session was closed (idle timeout, shutdown)
-  protocol = 14,           // undecodable bytes, unexpected message
-  bad_reply = 15,          // a reply that does not fit the request (shape, step id)
-  over_limit = 16,         // one request beyond a limit the server announces (InfoReply): split it
-  overloaded = 17,         // the client's quota or the server's queue is full now: retry later or elsewhere
+  bad_request = 1,        // malformed or inconsistent request (wrong shape, bad field value)
+  unknown_session = 2,    // no open session with that id for this peer
+  span_not_served = 3,    // the server does not hold the requested blocks
+  model_mismatch = 4,     // a different model (name or fingerprint) than the server's
+  cache_full = 5,         // no cache room within the client's wait timeout
+  bad_position = 6,       // a step's start position skips past the cache or exceeds max length
+  unknown_adapter = 7,    // the server does not hold the requested adapter
+  session_busy = 8,       // a step arrived while the session's previous step is unfinished
+  timeout = 9,            // no reply within the deadline
+  peer_unreachable = 10,  // the transport lost the peer
+  no_route = 11,          // no chain of servers covers the blocks
+  compute_failed = 12,    // the block computation itself failed
+  session_closed = 13,    // the session was closed (idle timeout, shutdown)
+  protocol = 14,          // undecodable bytes, unexpected message
+  bad_reply = 15,         // a reply that does not fit the request (shape, step id)
+  over_limit = 16,        // one request beyond a limit the server announces (InfoReply): split it
+  overloaded = 17,        // the client's quota or the server's queue is full now: retry later or elsewhere
 };
 
 inline constexpr uint16_t kLastErrorCode = 17;

@@ -1,17 +1,15 @@
 #include "core/inference_session.h"
 
-#include <algorithm>
 #include <fmt/core.h>
+#include <algorithm>
 
 #include "core/positions.h"
 #include "core/wire.h"
 
 namespace bouquet::core {
 
-InferenceSession::InferenceSession(InferenceSessionConfig config)
-    : config_(std::move(config)), bans_(config_.bans) {
-  BOUQUET_CHECK(config_.num_blocks > 0 && config_.hidden_size > 0 && config_.max_length > 0 &&
-                    config_.batch > 0,
+InferenceSession::InferenceSession(InferenceSessionConfig config) : config_(std::move(config)), bans_(config_.bans) {
+  BOUQUET_CHECK(config_.num_blocks > 0 && config_.hidden_size > 0 && config_.max_length > 0 && config_.batch > 0,
                 "InferenceSessionConfig needs blocks, hidden size, max length and batch");
 }
 
@@ -25,8 +23,10 @@ void InferenceSession::handle(Time now, const Input& in, std::vector<Effect>& ou
   if (std::holds_alternative<OpenRequested>(in)) {
     on_open_requested(now, out);
   } else if (auto* route = std::get_if<RoutePlanned>(&in)) {
-    if (phase_ == Phase::routing) on_route(now, *route, out);
-    else on_replacement_route(now, *route, out);
+    if (phase_ == Phase::routing)
+      on_route(now, *route, out);
+    else
+      on_replacement_route(now, *route, out);
   } else if (auto* step = std::get_if<StepRequested>(&in)) {
     on_step_requested(now, *step, out);
   } else if (auto* m = std::get_if<MessageReceived>(&in)) {
@@ -48,8 +48,12 @@ void InferenceSession::handle(Time now, const Input& in, std::vector<Effect>& ou
 void InferenceSession::on_open_requested(Time now, std::vector<Effect>& out) {
   BOUQUET_CHECK(phase_ == Phase::idle, "OpenRequested twice");
   phase_ = Phase::routing;
-  out.push_back(PlanRoute{++route_id_, config_.model_id, BlockSpan{0, config_.num_blocks}, {},
-                          uint64_t{config_.batch} * config_.max_length, config_.adapter});
+  out.push_back(PlanRoute{++route_id_,
+                          config_.model_id,
+                          BlockSpan{0, config_.num_blocks},
+                          {},
+                          uint64_t{config_.batch} * config_.max_length,
+                          config_.adapter});
 }
 
 void InferenceSession::on_route(Time now, const RoutePlanned& route, std::vector<Effect>& out) {
@@ -84,13 +88,12 @@ void InferenceSession::open_hop(Time now, size_t hop, std::vector<Effect>& out) 
 void InferenceSession::on_step_requested(Time now, const StepRequested& step, std::vector<Effect>& out) {
   BOUQUET_CHECK(phase_ == Phase::ready, "StepRequested while the session is not ready for a step");
   const Activation& h = step.hidden_states;
-  BOUQUET_CHECK(h.shape.size() == 3 && h.shape[0] == config_.batch && h.shape[1] > 0 &&
-                    h.shape[2] == config_.hidden_size,
-                "StepRequested hidden_states must be [batch, tokens > 0, hidden_size]");
+  BOUQUET_CHECK(
+      h.shape.size() == 3 && h.shape[0] == config_.batch && h.shape[1] > 0 && h.shape[2] == config_.hidden_size,
+      "StepRequested hidden_states must be [batch, tokens > 0, hidden_size]");
   const uint32_t start = step.start_position.value_or(length_);
   BOUQUET_CHECK(start <= length_, "StepRequested start_position skips past the session's length");
-  BOUQUET_CHECK(uint64_t{start} + h.shape[1] <= config_.max_length,
-                "StepRequested runs past the session's max_length");
+  BOUQUET_CHECK(uint64_t{start} + h.shape[1] <= config_.max_length, "StepRequested runs past the session's max_length");
   if (config_.recovery == RecoveryPolicy::restart_from_scratch &&
       std::any_of(hops_.begin(), hops_.end(), [](const HopState& hop) { return hop.dead; })) {
     return restart_from_scratch(now, out);  // a hop failed since the last step: this step is lost too
@@ -126,8 +129,8 @@ void InferenceSession::pump(Time now, std::vector<Effect>& out) {
     Activation chunk = h.history.take(h.acked, target, step_tokens_max());
     const uint32_t end = h.acked + token_count(chunk);
     pending_ = Pending{j, next_message_id_++, h.acked, end, now, now + config_.reply_timeout_s};
-    out.push_back(SendMessage{chain_[j].peer, StepRequest{h.session_id, pending_->step_id, h.acked,
-                                                          std::move(chunk), std::nullopt, {}}});
+    out.push_back(SendMessage{
+        chain_[j].peer, StepRequest{h.session_id, pending_->step_id, h.acked, std::move(chunk), std::nullopt, {}}});
     return;
   }
   Activation outputs = final_outputs_.take(step_->start_position, target, target - step_->start_position);
@@ -179,7 +182,8 @@ void InferenceSession::on_step_result(Time now, size_t hop, const StepResult& re
   const Pending p = *pending_;
   const std::vector<uint32_t> shape{config_.batch, p.end - p.begin, config_.hidden_size};
   if (result.start_position != p.begin || result.hidden_states.shape != shape) {
-    return fail_hop(now, hop, Error{ErrorCode::bad_reply, "step result does not match the step's position or shape"}, out);
+    return fail_hop(now, hop, Error{ErrorCode::bad_reply, "step result does not match the step's position or shape"},
+                    out);
   }
   pending_.reset();
   if (config_.speeds && p.end - p.begin == 1) {
@@ -212,8 +216,8 @@ void InferenceSession::on_timer(Time now, std::vector<Effect>& out) {
   armed_at_ = kNever;  // it fired
   if (pending_ && pending_->deadline <= now) {
     fail_hop(now, pending_->hop,
-             Error{ErrorCode::timeout, fmt::format("no answer to step {} within {} s", pending_->step_id,
-                                                   config_.reply_timeout_s)},
+             Error{ErrorCode::timeout,
+                   fmt::format("no answer to step {} within {} s", pending_->step_id, config_.reply_timeout_s)},
              out);
   }
   for (size_t i = 0; i < hops_.size() && phase_ != Phase::failed; ++i) {
@@ -239,8 +243,10 @@ void InferenceSession::rearm(std::vector<Effect>& out) {
   }
   if (replacement_) next = std::min(next, replacement_->retry_at);
   if (next == armed_at_) return;
-  if (next == kNever) out.push_back(CancelTimer{kDeadlineTimer});
-  else out.push_back(SetTimer{kDeadlineTimer, next});
+  if (next == kNever)
+    out.push_back(CancelTimer{kDeadlineTimer});
+  else
+    out.push_back(SetTimer{kDeadlineTimer, next});
   armed_at_ = next;
 }
 
@@ -278,13 +284,20 @@ uint32_t InferenceSession::step_tokens_max() const {
 
 std::string_view to_string(InferenceSession::Phase phase) {
   switch (phase) {
-    case InferenceSession::Phase::idle: return "idle";
-    case InferenceSession::Phase::routing: return "routing";
-    case InferenceSession::Phase::opening: return "opening";
-    case InferenceSession::Phase::ready: return "ready";
-    case InferenceSession::Phase::stepping: return "stepping";
-    case InferenceSession::Phase::closed: return "closed";
-    case InferenceSession::Phase::failed: return "failed";
+    case InferenceSession::Phase::idle:
+      return "idle";
+    case InferenceSession::Phase::routing:
+      return "routing";
+    case InferenceSession::Phase::opening:
+      return "opening";
+    case InferenceSession::Phase::ready:
+      return "ready";
+    case InferenceSession::Phase::stepping:
+      return "stepping";
+    case InferenceSession::Phase::closed:
+      return "closed";
+    case InferenceSession::Phase::failed:
+      return "failed";
   }
   return "unknown";
 }

@@ -61,13 +61,13 @@ struct InferenceSessionConfig {
   uint32_t max_length = 0;  // positions per sequence, prompt included
   uint32_t batch = 1;
   Compression compression = Compression::none;  // for what it sends and what it asks back
-  double cache_wait_timeout_s = 30;  // how long a server may queue the open for cache room
-  double reply_timeout_s = 30;       // deadline for each reply (beyond the cache wait for opens)
-  std::string adapter;               // "" for none
+  double cache_wait_timeout_s = 30;             // how long a server may queue the open for cache room
+  double reply_timeout_s = 30;                  // deadline for each reply (beyond the cache wait for opens)
+  std::string adapter;                          // "" for none
   RecoveryPolicy recovery = RecoveryPolicy::replay;
-  double recovery_deadline_s = 60;   // give up when no replacement is found for this long
-  double route_retry_s = 5;          // re-plan this often while no route exists
-  BanListConfig bans;                // base 15 s, x2
+  double recovery_deadline_s = 60;  // give up when no replacement is found for this long
+  double route_retry_s = 5;         // re-plan this often while no route exists
+  BanListConfig bans;               // base 15 s, x2
   // Most positions one message carries (0: as many as WireLimits' element cap allows); a driver
   // with a smaller frame limit sets it (net's max_step_tokens()).
   uint32_t max_step_tokens = 0;
@@ -103,13 +103,13 @@ class InferenceSession {
     bool open_sent = false;
     bool opened = false;
     bool closed = false;
-    bool dead = false;           // failed: waits for a replacement
+    bool dead = false;  // failed: waits for a replacement
     Time open_deadline = kNever;
-    uint32_t acked = 0;          // positions its server holds, as far as replies told
-    PositionLog history;         // its inputs by absolute position
-    std::optional<Error> failure;       // why it died (none when dropped by `restart`)
+    uint32_t acked = 0;            // positions its server holds, as far as replies told
+    PositionLog history;           // its inputs by absolute position
+    std::optional<Error> failure;  // why it died (none when dropped by `restart`)
     Time failed_at = 0;
-    std::optional<size_t> recovery;     // the recovery that brought it in
+    std::optional<size_t> recovery;  // the recovery that brought it in
   };
   struct CurrentStep {
     uint64_t step_id = 0;  // the generation loop's step counter, reported in StepDone
@@ -128,8 +128,8 @@ class InferenceSession {
     size_t first = 0, last = 0;
     BlockSpan blocks;
     size_t recovery = 0;
-    Time deadline = kNever;   // give up planning after this
-    Time retry_at = kNever;   // re-plan then (kNever while a PlanRoute is out)
+    Time deadline = kNever;  // give up planning after this
+    Time retry_at = kNever;  // re-plan then (kNever while a PlanRoute is out)
   };
 
   // inference_session.cpp: the normal path.
@@ -170,8 +170,8 @@ class InferenceSession {
   std::vector<HopState> hops_;
   PositionLog final_outputs_;  // the last hop's outputs for the current step
   uint32_t length_ = 0;
-  uint64_t next_step_id_ = 1;      // the loop's steps
-  uint64_t next_message_id_ = 1;   // StepRequest.step_id
+  uint64_t next_step_id_ = 1;     // the loop's steps
+  uint64_t next_message_id_ = 1;  // StepRequest.step_id
   uint64_t route_id_ = 0;
   uint64_t hop_sessions_opened_ = 0;
   std::optional<CurrentStep> step_;

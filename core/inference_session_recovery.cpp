@@ -1,8 +1,8 @@
 // InferenceSession: what happens when a hop fails (recovery.h, inference_session.h).
 #include "core/inference_session.h"
 
-#include <algorithm>
 #include <fmt/core.h>
+#include <algorithm>
 
 namespace bouquet::core {
 
@@ -10,7 +10,8 @@ void InferenceSession::fail_hop(Time now, size_t hop, Error error, std::vector<E
   HopState& h = hops_[hop];
   if (h.dead) return;
   const PeerId peer = chain_[hop].peer;
-  error.message = fmt::format("server {} (blocks {}): {}", peer.to_string(), chain_[hop].span.to_string(), error.message);
+  error.message =
+      fmt::format("server {} (blocks {}): {}", peer.to_string(), chain_[hop].span.to_string(), error.message);
   if (config_.recovery == RecoveryPolicy::none) return fail(std::move(error), out);
   bans_.ban(peer, now);
   auto drop = [&](HopState& x) {
@@ -63,8 +64,8 @@ void InferenceSession::start_replacement(Time now, size_t first, size_t last, st
   r.cause = *hops_[failed].failure;
   r.failed_at = hops_[failed].failed_at;
   recoveries_.push_back(r);
-  replacement_ = Replacement{first, last, r.span, recoveries_.size() - 1,
-                             r.failed_at + config_.recovery_deadline_s, kNever};
+  replacement_ =
+      Replacement{first, last, r.span, recoveries_.size() - 1, r.failed_at + config_.recovery_deadline_s, kNever};
   plan_replacement(now, out);
 }
 
@@ -79,9 +80,8 @@ void InferenceSession::on_replacement_route(Time now, const RoutePlanned& route,
   if (route.chain.ok() && chain_covers(route.chain.value(), replacement_->blocks)) {
     return splice(now, route.chain.value(), out);
   }
-  const Error why = route.chain.ok()
-                        ? Error{ErrorCode::no_route, "the planned chain does not cover those blocks"}
-                        : route.chain.error();
+  const Error why = route.chain.ok() ? Error{ErrorCode::no_route, "the planned chain does not cover those blocks"}
+                                     : route.chain.error();
   if (now >= replacement_->deadline) {
     const Recovery& r = recoveries_[replacement_->recovery];
     return fail(Error{ErrorCode::no_route,
@@ -116,7 +116,8 @@ void InferenceSession::splice(Time now, const Chain& replacement, std::vector<Ef
   chain_.insert(chain_.begin() + rep.first, replacement.begin(), replacement.end());
   hops_.erase(hops_.begin() + rep.first, hops_.begin() + rep.last);
   hops_.insert(hops_.begin() + rep.first, std::make_move_iterator(fresh.begin()), std::make_move_iterator(fresh.end()));
-  if (pending_ && pending_->hop >= rep.last) pending_->hop = pending_->hop + replacement.size() - (rep.last - rep.first);
+  if (pending_ && pending_->hop >= rep.last)
+    pending_->hop = pending_->hop + replacement.size() - (rep.last - rep.first);
   for (size_t k = rep.first; k < rep.first + replacement.size(); ++k) open_hop(now, k, out);
   advance(now, out);
 }

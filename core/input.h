@@ -85,8 +85,8 @@ struct BackwardRequested {
   Activation grad_outputs;
 };
 
-using Input = std::variant<MessageReceived, PeerUnreachable, TimerFired, ComputeFinished,
-                           RoutePlanned, DirectoryAnswer, OpenRequested, StepRequested,
-                           CloseRequested, SpanLoaded, ForwardRequested, BackwardRequested>;
+using Input =
+    std::variant<MessageReceived, PeerUnreachable, TimerFired, ComputeFinished, RoutePlanned, DirectoryAnswer,
+                 OpenRequested, StepRequested, CloseRequested, SpanLoaded, ForwardRequested, BackwardRequested>;
 
 }  // namespace bouquet::core

@@ -55,8 +55,8 @@ struct NextServer {
 struct OpenSession {
   static constexpr MessageType kType = MessageType::open_session;
   uint64_t session_id = 0;
-  std::string model_id;  // model name and fingerprint; must equal the server's exactly
-  BlockSpan span;        // blocks to run, within the server's span
+  std::string model_id;     // model name and fingerprint; must equal the server's exactly
+  BlockSpan span;           // blocks to run, within the server's span
   uint32_t max_length = 0;  // positions per sequence the cache must hold
   uint32_t batch = 0;       // sequences
   Compression reply_compression = Compression::none;
@@ -74,9 +74,9 @@ struct SessionOpened {
 struct StepRequest {
   static constexpr MessageType kType = MessageType::step;
   uint64_t session_id = 0;
-  uint64_t step_id = 0;         // the client's step counter, echoed in the reply
-  uint32_t start_position = 0;  // absolute position of the first new token; <= cached length
-  Activation hidden_states;     // [batch, new tokens, hidden]
+  uint64_t step_id = 0;                  // the client's step counter, echoed in the reply
+  uint32_t start_position = 0;           // absolute position of the first new token; <= cached length
+  Activation hidden_states;              // [batch, new tokens, hidden]
   std::optional<Activation> prompts;     // deep prompts [blocks, batch or 1, prefix, hidden]
   std::vector<NextServer> next_servers;  // reserved: server-to-server push
   uint64_t encoded_size() const;
@@ -104,7 +104,7 @@ struct ForwardRequest {
   BlockSpan span;
   std::string adapter;  // LoRA adapter to apply, "" for none
   Compression reply_compression = Compression::none;
-  Activation hidden_states;  // [batch, tokens, hidden]
+  Activation hidden_states;           // [batch, tokens, hidden]
   std::optional<Activation> prompts;  // deep prompts of the span [blocks, batch or 1, prefix, hidden]
   uint64_t encoded_size() const;
 };
@@ -123,8 +123,8 @@ struct BackwardRequest {
   BlockSpan span;
   std::string adapter;  // LoRA adapter to apply (as in the forward), "" for none
   Compression reply_compression = Compression::none;
-  Activation hidden_states;  // the span's inputs, as sent in the forward
-  Activation grad_outputs;   // gradient of the loss wrt the span's outputs
+  Activation hidden_states;           // the span's inputs, as sent in the forward
+  Activation grad_outputs;            // gradient of the loss wrt the span's outputs
   std::optional<Activation> prompts;  // deep prompts of the span [blocks, batch or 1, prefix, hidden]
   uint64_t encoded_size() const;
 };
@@ -149,13 +149,13 @@ struct InfoReply {
   std::string model_id;
   BlockSpan span;
   uint32_t hidden_size = 0;
-  std::string version;  // software version, e.g. "bouquet 0.1"
-  uint64_t cache_tokens_max = 0;   // per block
-  uint64_t cache_tokens_free = 0;  // per block, not reserved by any session
+  std::string version;                // software version, e.g. "bouquet 0.1"
+  uint64_t cache_tokens_max = 0;      // per block
+  uint64_t cache_tokens_free = 0;     // per block, not reserved by any session
   std::vector<std::string> adapters;  // LoRA adapters this server applies on request
-  double inference_rps = 0;   // measured one-token steps per second per block (0 = unknown)
-  double forward_rps = 0;     // measured forward tokens per second per block (0 = unknown)
-  double throughput_rps = 0;  // announced throughput (0 = unknown)
+  double inference_rps = 0;           // measured one-token steps per second per block (0 = unknown)
+  double forward_rps = 0;             // measured forward tokens per second per block (0 = unknown)
+  double throughput_rps = 0;          // announced throughput (0 = unknown)
   // Limits (wire version 2): what the server refuses. A client is one connection; 0 = no limit.
   uint32_t request_tokens_max = 0;        // batch x tokens of one forward or backward (over_limit)
   uint64_t client_cache_tokens_max = 0;   // cache tokens per block one client may hold or wait for
@@ -173,9 +173,8 @@ struct ErrorReply {
   uint64_t encoded_size() const;
 };
 
-using Message = std::variant<OpenSession, SessionOpened, StepRequest, StepResult, CloseSession,
-                             ForwardRequest, ForwardResult, BackwardRequest, BackwardResult,
-                             InfoRequest, InfoReply, ErrorReply>;
+using Message = std::variant<OpenSession, SessionOpened, StepRequest, StepResult, CloseSession, ForwardRequest,
+                             ForwardResult, BackwardRequest, BackwardResult, InfoRequest, InfoReply, ErrorReply>;
 
 MessageType message_type(const Message& message);
 // Wire name of a type ("open_session", ...), for logs and errors.

@@ -1,7 +1,7 @@
 #include "core/min_latency_route.h"
 
-#include <algorithm>
 #include <fmt/core.h>
+#include <algorithm>
 #include <limits>
 #include <queue>
 
@@ -13,8 +13,8 @@ constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
 
 // Usable records in a fixed order (peer, span), duplicates removed: the node numbering and so
 // the tie-breaking do not depend on the order a directory returned them in.
-std::vector<const ServerRecord*> usable_records(std::span<const ServerRecord> records,
-                                                const PlanRoute& plan, Time now) {
+std::vector<const ServerRecord*> usable_records(std::span<const ServerRecord> records, const PlanRoute& plan,
+                                                Time now) {
   std::vector<const ServerRecord*> out;
   for (const ServerRecord& r : records) {
     const uint32_t lo = std::max(plan.blocks.begin, r.span.begin);
@@ -24,10 +24,9 @@ std::vector<const ServerRecord*> usable_records(std::span<const ServerRecord> re
   std::sort(out.begin(), out.end(), [](const ServerRecord* a, const ServerRecord* b) {
     return std::tie(a->peer, a->span) < std::tie(b->peer, b->span);
   });
-  out.erase(std::unique(out.begin(), out.end(),
-                        [](const ServerRecord* a, const ServerRecord* b) {
-                          return a->peer == b->peer && a->span == b->span;
-                        }),
+  out.erase(std::unique(
+                out.begin(), out.end(),
+                [](const ServerRecord* a, const ServerRecord* b) { return a->peer == b->peer && a->span == b->span; }),
             out.end());
   return out;
 }
@@ -40,23 +39,21 @@ double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config, 
   return announced > 0 ? announced : config.unknown_block_s;
 }
 
-double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed,
-                        const RttEstimator& rtt, const MinLatencyConfig& config) {
+double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed, const RttEstimator& rtt,
+                        const MinLatencyConfig& config) {
   const bool cache_short = record.cache_tokens_free < cache_tokens_needed;
   return rtt.rtt_s(record.peer) + (cache_short ? config.cache_full_penalty_s : 0.0);
 }
 
 bool usable_for(const ServerRecord& record, const PlanRoute& plan, Time now) {
-  return record.state == ServerState::online && record.model_id == plan.model_id &&
-         record.expires_at > now &&
+  return record.state == ServerState::online && record.model_id == plan.model_id && record.expires_at > now &&
          std::find(plan.avoid.begin(), plan.avoid.end(), record.peer) == plan.avoid.end() &&
-         (plan.adapter.empty() || std::find(record.adapters.begin(), record.adapters.end(),
-                                            plan.adapter) != record.adapters.end());
+         (plan.adapter.empty() ||
+          std::find(record.adapters.begin(), record.adapters.end(), plan.adapter) != record.adapters.end());
 }
 
-Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan,
-                                     Time now, const RttEstimator& rtt,
-                                     const MinLatencyConfig& config) {
+Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan, Time now,
+                                     const RttEstimator& rtt, const MinLatencyConfig& config) {
   BOUQUET_CHECK(!plan.blocks.empty(), "planning a route for no blocks");
   const uint32_t b0 = plan.blocks.begin, b1 = plan.blocks.end;
   const auto servers = usable_records(records, plan, now);
@@ -75,7 +72,8 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
     owner.insert(owner.end(), hi[i] - lo[i], static_cast<uint32_t>(i));
   }
   auto boundary_of = [&](uint32_t node) {
-    return node < client_nodes ? b0 + node : lo[owner[node - client_nodes]] + (node - offset[owner[node - client_nodes]]) + 1;
+    return node < client_nodes ? b0 + node
+                               : lo[owner[node - client_nodes]] + (node - offset[owner[node - client_nodes]]) + 1;
   };
 
   std::vector<double> dist(nodes, kInfinity);
@@ -117,9 +115,8 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
     uint32_t reach = b0;
     while (reach < b1 && dist[reach + 1 - b0] < kInfinity) ++reach;
     return Error{ErrorCode::no_route,
-                 fmt::format("no usable server of {} holds block {} (online, unexpired, not banned{})",
-                             plan.model_id, reach,
-                             plan.adapter.empty() ? "" : fmt::format(", with adapter '{}'", plan.adapter))};
+                 fmt::format("no usable server of {} holds block {} (online, unexpired, not banned{})", plan.model_id,
+                             reach, plan.adapter.empty() ? "" : fmt::format(", with adapter '{}'", plan.adapter))};
   }
   Chain chain;
   for (uint32_t node = b1 - b0; node != 0;) {
@@ -134,14 +131,12 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
   return chain;
 }
 
-double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records,
-                       uint64_t cache_tokens_needed, const RttEstimator& rtt,
-                       const MinLatencyConfig& config, Time now) {
+double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records, uint64_t cache_tokens_needed,
+                       const RttEstimator& rtt, const MinLatencyConfig& config, Time now) {
   double total = 0;
   for (const Hop& hop : chain) {
-    auto it = std::find_if(records.begin(), records.end(), [&](const ServerRecord& r) {
-      return r.peer == hop.peer && r.span.contains(hop.span);
-    });
+    auto it = std::find_if(records.begin(), records.end(),
+                           [&](const ServerRecord& r) { return r.peer == hop.peer && r.span.contains(hop.span); });
     if (it == records.end()) return kInfinity;
     total += hop_entry_cost_s(*it, cache_tokens_needed, rtt, config) + hop.span.size() * block_cost_s(*it, config, now);
   }

@@ -44,20 +44,18 @@ struct MinLatencyConfig {
 // `now` dates the measurement (a stale one is forgotten).
 double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config, Time now = 0);
 // The seconds to enter a hop on `record`: round trip plus the cache penalty if it applies.
-double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed,
-                        const RttEstimator& rtt, const MinLatencyConfig& config);
+double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed, const RttEstimator& rtt,
+                        const MinLatencyConfig& config);
 
 // True when `record` may carry a hop of `plan` at `now`.
 bool usable_for(const ServerRecord& record, const PlanRoute& plan, Time now);
 
-Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan,
-                                     Time now, const RttEstimator& rtt,
-                                     const MinLatencyConfig& config = {});
+Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, const PlanRoute& plan, Time now,
+                                     const RttEstimator& rtt, const MinLatencyConfig& config = {});
 
 // The expected latency of one step through `chain` as the planner prices it (for reports such as
 // `generate --json`): +inf when a hop's server has no record that holds its span.
-double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records,
-                       uint64_t cache_tokens_needed, const RttEstimator& rtt,
-                       const MinLatencyConfig& config = {}, Time now = 0);
+double chain_latency_s(const Chain& chain, std::span<const ServerRecord> records, uint64_t cache_tokens_needed,
+                       const RttEstimator& rtt, const MinLatencyConfig& config = {}, Time now = 0);
 
 }  // namespace bouquet::core

@@ -24,29 +24,40 @@ std::string BlockSpan::to_string() const { return fmt::format("[{}, {})", begin,
 
 std::string_view to_string(ComputeKind kind) {
   switch (kind) {
-    case ComputeKind::inference: return "inference";
-    case ComputeKind::forward: return "forward";
-    case ComputeKind::backward: return "backward";
+    case ComputeKind::inference:
+      return "inference";
+    case ComputeKind::forward:
+      return "forward";
+    case ComputeKind::backward:
+      return "backward";
   }
   return "unknown";
 }
 
 std::string_view to_string(ServerState state) {
   switch (state) {
-    case ServerState::joining: return "joining";
-    case ServerState::online: return "online";
-    case ServerState::offline: return "offline";
+    case ServerState::joining:
+      return "joining";
+    case ServerState::online:
+      return "online";
+    case ServerState::offline:
+      return "offline";
   }
   return "unknown";
 }
 
 std::string_view to_string(RecoveryPolicy policy) {
   switch (policy) {
-    case RecoveryPolicy::replay: return "replay";
-    case RecoveryPolicy::restart: return "restart";
-    case RecoveryPolicy::cacheless: return "cacheless";
-    case RecoveryPolicy::none: return "none";
-    case RecoveryPolicy::restart_from_scratch: return "restart_from_scratch";
+    case RecoveryPolicy::replay:
+      return "replay";
+    case RecoveryPolicy::restart:
+      return "restart";
+    case RecoveryPolicy::cacheless:
+      return "cacheless";
+    case RecoveryPolicy::none:
+      return "none";
+    case RecoveryPolicy::restart_from_scratch:
+      return "restart_from_scratch";
   }
   return "unknown";
 }

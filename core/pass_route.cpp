@@ -5,8 +5,8 @@
 
 namespace bouquet::core {
 
-Result<Chain> replan_hop(const Chain& chain, size_t failed, std::span<const ServerRecord> records,
-                         PlanRoute plan, Time now, Rng& rng) {
+Result<Chain> replan_hop(const Chain& chain, size_t failed, std::span<const ServerRecord> records, PlanRoute plan,
+                         Time now, Rng& rng) {
   BOUQUET_CHECK(failed < chain.size(), "re-planning a hop the chain does not have");
   plan.blocks = chain[failed].span;
   Result<Chain> replacement = plan_chain_by_throughput(records, plan, now, rng);

@@ -11,14 +11,14 @@
 #include <span>
 
 #include "core/effect.h"
-#include "core/route.h"
 #include "core/rng.h"
+#include "core/route.h"
 #include "core/server_record.h"
 #include "core/time.h"
 
 namespace bouquet::core {
 
-Result<Chain> replan_hop(const Chain& chain, size_t failed, std::span<const ServerRecord> records,
-                         PlanRoute plan, Time now, Rng& rng);
+Result<Chain> replan_hop(const Chain& chain, size_t failed, std::span<const ServerRecord> records, PlanRoute plan,
+                         Time now, Rng& rng);
 
 }  // namespace bouquet::core

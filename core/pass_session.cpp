@@ -115,8 +115,8 @@ void PassSession::on_route(Time now, const RoutePlanned& route, std::vector<Effe
   }
   PassRecovery& r = recoveries_.at(sub.recovery);
   if (!route.chain.ok() || !chain_covers(route.chain.value(), r.span)) {
-    const Error why = route.chain.ok() ? Error{ErrorCode::no_route, "the planned chain does not cover them"}
-                                       : route.chain.error();
+    const Error why =
+        route.chain.ok() ? Error{ErrorCode::no_route, "the planned chain does not cover them"} : route.chain.error();
     return fail(Error{why.code, fmt::format("blocks {} failed on server {} ({}) and {}", r.span.to_string(),
                                             r.failed_peer.to_string(), r.cause.message, why.message)},
                 out);
@@ -239,8 +239,8 @@ void PassSession::on_reply(Time now, Sub& sub, const Message& message, std::vect
   sub.deadline = kNever;
   if (auto* error = std::get_if<ErrorReply>(&message)) {
     if (error->error.code == ErrorCode::bad_request || error->error.code == ErrorCode::over_limit) {
-      return fail(Error{error->error.code, fmt::format("server {} refused {} of blocks {}: {}", hop.peer.to_string(), what,
-                                                       hop.span.to_string(), error->error.message)},
+      return fail(Error{error->error.code, fmt::format("server {} refused {} of blocks {}: {}", hop.peer.to_string(),
+                                                       what, hop.span.to_string(), error->error.message)},
                   out);
     }
     return fail_hop(now, sub, error->error, out);
@@ -254,13 +254,13 @@ void PassSession::on_reply(Time now, Sub& sub, const Message& message, std::vect
     result_prompts = &b->grad_prompts;
   }
   if (!result) {
-    return fail_hop(now, sub, Error{ErrorCode::bad_reply, fmt::format("answered {} with {}", what,
-                                                                      to_string(message_type(message)))},
-                    out);
+    return fail_hop(
+        now, sub,
+        Error{ErrorCode::bad_reply, fmt::format("answered {} with {}", what, to_string(message_type(message)))}, out);
   }
   if (result->shape != expected) {
-    return fail_hop(now, sub, Error{ErrorCode::bad_reply, fmt::format("{} reply has another shape than the request", what)},
-                    out);
+    return fail_hop(now, sub,
+                    Error{ErrorCode::bad_reply, fmt::format("{} reply has another shape than the request", what)}, out);
   }
   bans_.forgive(hop.peer);
   if (sub.stage == Stage::forward) {
@@ -273,7 +273,8 @@ void PassSession::on_reply(Time now, Sub& sub, const Message& message, std::vect
     if (prompts_) {
       const std::optional<Activation> sent = hop_prompts(sub, hop);
       if (!*result_prompts || (*result_prompts)->shape != sent->shape) {
-        return fail_hop(now, sub, Error{ErrorCode::bad_reply, "backward reply without the deep prompts' gradient of their shape"},
+        return fail_hop(now, sub,
+                        Error{ErrorCode::bad_reply, "backward reply without the deep prompts' gradient of their shape"},
                         out);
       }
       sub.grad_prompts[hop.span.begin] = **result_prompts;
@@ -294,7 +295,8 @@ void PassSession::on_timer(Time now, std::vector<Effect>& out) {
     if (phase_ == Phase::failed) return;
     if (sub.request_id != 0 && sub.deadline <= now) {
       const char* what = sub.stage == Stage::backward ? "backward" : "forward";
-      fail_hop(now, sub, Error{ErrorCode::timeout, fmt::format("no answer to {} within {} s", what, config_.reply_timeout_s)},
+      fail_hop(now, sub,
+               Error{ErrorCode::timeout, fmt::format("no answer to {} within {} s", what, config_.reply_timeout_s)},
                out);
     }
   }
@@ -306,8 +308,9 @@ void PassSession::fail_hop(Time now, Sub& sub, Error cause, std::vector<Effect>&
   sub.request_id = 0;
   sub.deadline = kNever;
   if (++failures_ > config_.max_retries) {
-    return fail(Error{cause.code, fmt::format("giving up after {} failed hops in one pass; the last: blocks {} on server {}: {}",
-                                              failures_, failed.span.to_string(), failed.peer.to_string(), cause.message)},
+    return fail(Error{cause.code,
+                      fmt::format("giving up after {} failed hops in one pass; the last: blocks {} on server {}: {}",
+                                  failures_, failed.span.to_string(), failed.peer.to_string(), cause.message)},
                 out);
   }
   bans_.ban(failed.peer, now);
@@ -365,18 +368,25 @@ void PassSession::rearm(std::vector<Effect>& out) {
     if (sub.request_id != 0) next = std::min(next, sub.deadline);
   }
   if (next == armed_at_) return;
-  if (next == kNever) out.push_back(CancelTimer{kDeadlineTimer});
-  else out.push_back(SetTimer{kDeadlineTimer, next});
+  if (next == kNever)
+    out.push_back(CancelTimer{kDeadlineTimer});
+  else
+    out.push_back(SetTimer{kDeadlineTimer, next});
   armed_at_ = next;
 }
 
 std::string_view to_string(PassSession::Phase phase) {
   switch (phase) {
-    case PassSession::Phase::idle: return "idle";
-    case PassSession::Phase::forward: return "forward";
-    case PassSession::Phase::forward_done: return "forward_done";
-    case PassSession::Phase::backward: return "backward";
-    case PassSession::Phase::failed: return "failed";
+    case PassSession::Phase::idle:
+      return "idle";
+    case PassSession::Phase::forward:
+      return "forward";
+    case PassSession::Phase::forward_done:
+      return "forward_done";
+    case PassSession::Phase::backward:
+      return "backward";
+    case PassSession::Phase::failed:
+      return "failed";
   }
   return "unknown";
 }

@@ -45,7 +45,7 @@ struct PassSessionConfig {
   std::string model_id;
   uint32_t num_blocks = 0;  // the pass runs blocks [0, num_blocks)
   uint32_t hidden_size = 0;
-  std::string adapter;      // "" for none
+  std::string adapter;                          // "" for none
   Compression compression = Compression::none;  // for what it sends and asks back
   double reply_timeout_s = 60;
   // Positions per request (whole sequences); 0 = the whole batch in one. A driver that knows
@@ -89,15 +89,15 @@ class PassSession {
     uint32_t row_begin = 0, rows = 0;
     Chain chain;
     Stage stage = Stage::routing;
-    Stage resume = Stage::forward;  // while replanning: the stage to go back to
-    size_t hop = 0;        // forward: the hop to run; backward: the hop whose backward runs next
-    size_t refill = 0;     // refill: the hop whose forward recomputes inputs for `hop`
-    size_t failed = 0;     // replanning: the hop being replaced
-    size_t recovery = 0;   // replanning: its entry in recoveries_
-    Activation x;          // forward: the next hop's input; backward: the grad of `hop`'s outputs
-    std::map<uint32_t, Activation> inputs;        // by a hop's first block: its forward inputs
+    Stage resume = Stage::forward;          // while replanning: the stage to go back to
+    size_t hop = 0;                         // forward: the hop to run; backward: the hop whose backward runs next
+    size_t refill = 0;                      // refill: the hop whose forward recomputes inputs for `hop`
+    size_t failed = 0;                      // replanning: the hop being replaced
+    size_t recovery = 0;                    // replanning: its entry in recoveries_
+    Activation x;                           // forward: the next hop's input; backward: the grad of `hop`'s outputs
+    std::map<uint32_t, Activation> inputs;  // by a hop's first block: its forward inputs
     std::map<uint32_t, Activation> grad_prompts;  // by a hop's first block
-    uint64_t request_id = 0;  // awaited; 0 = none
+    uint64_t request_id = 0;                      // awaited; 0 = none
     PeerId awaiting;
     Time deadline = kNever;
     uint64_t route_id = 0;

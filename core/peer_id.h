@@ -3,8 +3,8 @@
 // Drivers derive it from the node's seeded Rng or from a stable name, never from a global RNG.
 #pragma once
 
-#include <cstdint>
 #include <compare>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -31,7 +31,5 @@ inline PeerId peer_id_of(std::string_view name) { return PeerId{fnv1a(name)}; }
 
 template <>
 struct std::hash<bouquet::core::PeerId> {
-  size_t operator()(const bouquet::core::PeerId& id) const noexcept {
-    return std::hash<uint64_t>{}(id.value);
-  }
+  size_t operator()(const bouquet::core::PeerId& id) const noexcept { return std::hash<uint64_t>{}(id.value); }
 };

@@ -19,8 +19,8 @@
 #include <string_view>
 
 #include "core/effect.h"
-#include "core/route.h"
 #include "core/rng.h"
+#include "core/route.h"
 #include "core/rtt_estimator.h"
 #include "core/server_record.h"
 #include "core/server_speeds.h"

@@ -20,8 +20,7 @@ bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
 }
 
 // A handle over decoded values: `preferred` compression if it carries them exactly.
-Activation from_received(std::vector<uint32_t> shape, DType dtype, Compression preferred,
-                         std::vector<float> values) {
+Activation from_received(std::vector<uint32_t> shape, DType dtype, Compression preferred, std::vector<float> values) {
   Compression compression = preferred;
   if (preferred != Compression::none) {
     std::vector<uint8_t> bytes;

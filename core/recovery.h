@@ -35,16 +35,16 @@ std::string_view to_string(RecoveryPolicy policy);
 std::optional<RecoveryPolicy> parse_recovery_policy(std::string_view name);
 
 struct Recovery {
-  BlockSpan span;        // the blocks re-planned: the failed hop's (all blocks under restart)
-  PeerId failed_peer;    // the server that failed
-  Error cause;           // how it failed (timeout, peer_unreachable, an error reply, ...)
-  Chain replacement;     // the hops that took over (empty while none was found)
+  BlockSpan span;      // the blocks re-planned: the failed hop's (all blocks under restart)
+  PeerId failed_peer;  // the server that failed
+  Error cause;         // how it failed (timeout, peer_unreachable, an error reply, ...)
+  Chain replacement;   // the hops that took over (empty while none was found)
   // Positions of earlier steps the replacement had to process (restart_from_scratch: the positions
   // lost, which the loop generates again).
   uint32_t positions_replayed = 0;
-  Time failed_at = 0;               // when the failure was noticed
-  Time finished_at = kNever;        // when the replacement had caught up with the session
-  bool succeeded = false;           // false while under way, or if the replacement failed too
+  Time failed_at = 0;         // when the failure was noticed
+  Time finished_at = kNever;  // when the replacement had caught up with the session
+  bool succeeded = false;     // false while under way, or if the replacement failed too
 
   double duration_s() const { return finished_at - failed_at; }
 };

@@ -1,8 +1,8 @@
 #include "core/rng.h"
 
-#include "core/check.h"
 #include <cmath>
 #include <numbers>
+#include "core/check.h"
 
 namespace bouquet::core {
 namespace {

@@ -1,7 +1,7 @@
 #include "core/route.h"
 
-#include <algorithm>
 #include <fmt/core.h>
+#include <algorithm>
 
 namespace bouquet::core {
 
@@ -14,9 +14,8 @@ bool chain_covers(const Chain& chain, BlockSpan blocks) {
   return !chain.empty() && at == blocks.end;
 }
 
-Result<Chain> plan_chain_greedy(std::span<const ServerRecord> records, const std::string& model_id,
-                                BlockSpan blocks, std::span<const PeerId> avoid,
-                                const std::string& adapter) {
+Result<Chain> plan_chain_greedy(std::span<const ServerRecord> records, const std::string& model_id, BlockSpan blocks,
+                                std::span<const PeerId> avoid, const std::string& adapter) {
   Chain chain;
   uint32_t at = blocks.begin;
   while (at < blocks.end) {
@@ -27,15 +26,13 @@ Result<Chain> plan_chain_greedy(std::span<const ServerRecord> records, const std
       if (!adapter.empty() && std::find(r.adapters.begin(), r.adapters.end(), adapter) == r.adapters.end()) {
         continue;  // a LoRA session: this server would refuse it
       }
-      if (!best || r.span.end > best->span.end ||
-          (r.span.end == best->span.end && r.peer < best->peer)) {
+      if (!best || r.span.end > best->span.end || (r.span.end == best->span.end && r.peer < best->peer)) {
         best = &r;
       }
     }
     if (!best) {
-      return Error{ErrorCode::no_route,
-                   fmt::format("no online server of {} holds block {}{}", model_id, at,
-                               adapter.empty() ? "" : fmt::format(" with adapter '{}'", adapter))};
+      return Error{ErrorCode::no_route, fmt::format("no online server of {} holds block {}{}", model_id, at,
+                                                    adapter.empty() ? "" : fmt::format(" with adapter '{}'", adapter))};
     }
     const uint32_t end = std::min(best->span.end, blocks.end);
     chain.push_back(Hop{best->peer, BlockSpan{at, end}});

@@ -34,8 +34,7 @@ bool chain_covers(const Chain& chain, BlockSpan blocks);
 // `avoid`, for `model_id`, announcing `adapter` when one is named) whose span reaches furthest;
 // ties go to the smaller peer id so the choice is deterministic. Fails with no_route naming the
 // first block nobody covers.
-Result<Chain> plan_chain_greedy(std::span<const ServerRecord> records, const std::string& model_id,
-                                BlockSpan blocks, std::span<const PeerId> avoid,
-                                const std::string& adapter = "");
+Result<Chain> plan_chain_greedy(std::span<const ServerRecord> records, const std::string& model_id, BlockSpan blocks,
+                                std::span<const PeerId> avoid, const std::string& adapter = "");
 
 }  // namespace bouquet::core

@@ -18,9 +18,7 @@ void RttEstimator::observe(PeerId peer, double rtt_s) {
   ++e.samples;
 }
 
-double RttEstimator::rtt_s(PeerId peer) const {
-  return smoothed_rtt_s(peer).value_or(config_.default_rtt_s);
-}
+double RttEstimator::rtt_s(PeerId peer) const { return smoothed_rtt_s(peer).value_or(config_.default_rtt_s); }
 
 std::optional<double> RttEstimator::smoothed_rtt_s(PeerId peer) const {
   auto it = peers_.find(peer);

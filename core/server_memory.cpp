@@ -16,8 +16,8 @@ double usable_bytes(const ServerMemory& memory) {
 }  // namespace
 
 uint32_t blocks_that_fit(const ServerMemory& memory, uint64_t cache_tokens_per_block, uint32_t model_blocks) {
-  const double per_block = memory.block_weight_bytes +
-                           static_cast<double>(cache_tokens_per_block) * memory.cache_bytes_per_token;
+  const double per_block =
+      memory.block_weight_bytes + static_cast<double>(cache_tokens_per_block) * memory.cache_bytes_per_token;
   if (!(per_block > 0)) return model_blocks;
   const double fit = std::floor(usable_bytes(memory) / per_block);
   return static_cast<uint32_t>(std::clamp(fit, 1.0, static_cast<double>(std::max<uint32_t>(model_blocks, 1))));

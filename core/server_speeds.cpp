@@ -40,8 +40,7 @@ bool ServerSpeeds::claim_dropped(Time now, PeerId peer, double announced_block_s
   return announced_block_s <= 0 || *measured > config_.claim_tolerance * announced_block_s;
 }
 
-double ServerSpeeds::block_cost_s(Time now, PeerId peer, double announced_block_s,
-                                  double unknown_block_s) const {
+double ServerSpeeds::block_cost_s(Time now, PeerId peer, double announced_block_s, double unknown_block_s) const {
   if (claim_dropped(now, peer, announced_block_s)) return *measured_block_s(now, peer);
   return announced_block_s > 0 ? announced_block_s : unknown_block_s;
 }

@@ -27,10 +27,10 @@
 namespace bouquet::core {
 
 struct ServerSpeedsConfig {
-  double smoothing = 0.25;      // weight of a new sample, in (0, 1]
-  uint64_t min_samples = 3;     // steps before a measurement is believed over a claim
-  double claim_tolerance = 4;   // measured / announced cost beyond which the claim is dropped
-  double max_age_s = 600;       // a measurement without a new sample for this long is forgotten
+  double smoothing = 0.25;     // weight of a new sample, in (0, 1]
+  uint64_t min_samples = 3;    // steps before a measurement is believed over a claim
+  double claim_tolerance = 4;  // measured / announced cost beyond which the claim is dropped
+  double max_age_s = 600;      // a measurement without a new sample for this long is forgotten
 };
 
 class ServerSpeeds {

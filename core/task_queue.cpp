@@ -22,8 +22,7 @@ std::optional<ComputeRequest> TaskQueue::pop() {
 
 bool TaskQueue::remove(TaskId task_id) {
   for (auto* queue : {&inference_, &training_}) {
-    auto it = std::find_if(queue->begin(), queue->end(),
-                           [&](const ComputeRequest& r) { return r.task_id == task_id; });
+    auto it = std::find_if(queue->begin(), queue->end(), [&](const ComputeRequest& r) { return r.task_id == task_id; });
     if (it != queue->end()) {
       queue->erase(it);
       return true;

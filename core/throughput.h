@@ -17,7 +17,6 @@ namespace bouquet::core {
 double network_rps(double network_bps, uint32_t hidden_size);
 
 // min(forward_rps / ((num_blocks + 1) / 2), network_rps(network_bps, hidden_size)).
-double announced_throughput_rps(double forward_rps, uint32_t num_blocks, double network_bps,
-                                uint32_t hidden_size);
+double announced_throughput_rps(double forward_rps, uint32_t num_blocks, double network_bps, uint32_t hidden_size);
 
 }  // namespace bouquet::core

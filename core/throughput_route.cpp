@@ -1,14 +1,14 @@
 #include "core/throughput_route.h"
 
-#include <algorithm>
 #include <fmt/core.h>
+#include <algorithm>
 
 #include "core/min_latency_route.h"
 
 namespace bouquet::core {
 
-Result<Chain> plan_chain_by_throughput(std::span<const ServerRecord> records, const PlanRoute& plan,
-                                       Time now, Rng& rng) {
+Result<Chain> plan_chain_by_throughput(std::span<const ServerRecord> records, const PlanRoute& plan, Time now,
+                                       Rng& rng) {
   BOUQUET_CHECK(!plan.blocks.empty(), "planning a route for no blocks");
   Chain chain;
   uint32_t at = plan.blocks.begin;
@@ -18,9 +18,9 @@ Result<Chain> plan_chain_by_throughput(std::span<const ServerRecord> records, co
       if (r.span.contains(at) && usable_for(r, plan, now)) candidates.push_back(&r);
     }
     if (candidates.empty()) {
-      return Error{ErrorCode::no_route,
-                   fmt::format("no usable server of {} holds block {} (online, unexpired, not banned)",
-                               plan.model_id, at)};
+      return Error{
+          ErrorCode::no_route,
+          fmt::format("no usable server of {} holds block {} (online, unexpired, not banned)", plan.model_id, at)};
     }
     std::sort(candidates.begin(), candidates.end(), [](const ServerRecord* a, const ServerRecord* b) {
       return std::tie(a->peer, a->span) < std::tie(b->peer, b->span);

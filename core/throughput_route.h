@@ -13,14 +13,14 @@
 #include <span>
 
 #include "core/effect.h"
-#include "core/route.h"
 #include "core/rng.h"
+#include "core/route.h"
 #include "core/server_record.h"
 #include "core/time.h"
 
 namespace bouquet::core {
 
-Result<Chain> plan_chain_by_throughput(std::span<const ServerRecord> records, const PlanRoute& plan,
-                                       Time now, Rng& rng);
+Result<Chain> plan_chain_by_throughput(std::span<const ServerRecord> records, const PlanRoute& plan, Time now,
+                                       Rng& rng);
 
 }  // namespace bouquet::core

@@ -1,8 +1,8 @@
 #include "core/wire.h"
 
+#include <fmt/core.h>
 #include <bit>
 #include <cstring>
-#include <fmt/core.h>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -155,11 +155,13 @@ class Reader {
       v = std::bit_cast<double>(get(8));
     } else if constexpr (std::is_same_v<T, ErrorCode>) {
       const auto raw = static_cast<uint16_t>(get(2));
-      if (!failed() && !is_known_error_code(raw)) fail(DecodeErrorCode::bad_value, fmt::format("unknown error code {}", raw));
+      if (!failed() && !is_known_error_code(raw))
+        fail(DecodeErrorCode::bad_value, fmt::format("unknown error code {}", raw));
       v = static_cast<ErrorCode>(raw);
     } else if constexpr (std::is_same_v<T, Compression>) {
       const auto raw = static_cast<uint8_t>(get(1));
-      if (!failed() && !is_known_compression(raw)) fail(DecodeErrorCode::bad_value, fmt::format("unknown compression {}", raw));
+      if (!failed() && !is_known_compression(raw))
+        fail(DecodeErrorCode::bad_value, fmt::format("unknown compression {}", raw));
       v = static_cast<Compression>(raw);
     } else if constexpr (std::is_same_v<T, DType>) {
       const auto raw = static_cast<uint8_t>(get(1));
@@ -220,8 +222,7 @@ class Reader {
     const uint64_t rank = get(1);
     if (failed()) return;
     if (rank == 0 || rank > limits_.max_rank) {
-      return fail(DecodeErrorCode::over_limit,
-                  fmt::format("rank {} outside 1..{}", rank, limits_.max_rank));
+      return fail(DecodeErrorCode::over_limit, fmt::format("rank {} outside 1..{}", rank, limits_.max_rank));
     }
     a.shape.resize(rank);
     uint64_t count = 1;
@@ -231,15 +232,13 @@ class Reader {
       // Each dim < 2^32 and count <= limit < 2^32 before multiplying, so this cannot overflow.
       count *= d;
       if (count > limits_.max_tensor_elements) {
-        return fail(DecodeErrorCode::over_limit,
-                    fmt::format("more than {} elements", limits_.max_tensor_elements));
+        return fail(DecodeErrorCode::over_limit, fmt::format("more than {} elements", limits_.max_tensor_elements));
       }
     }
     const uint64_t size = packed_size(a.compression, a.dtype, count);
     const uint8_t* p = nullptr;
     if (!take(size, &p)) return;
-    a.data = std::make_shared<PackedActivationData>(a.compression, a.dtype,
-                                                    std::vector<uint8_t>(p, p + size));
+    a.data = std::make_shared<PackedActivationData>(a.compression, a.dtype, std::vector<uint8_t>(p, p + size));
   }
 
   std::span<const uint8_t> bytes_;
@@ -250,8 +249,7 @@ class Reader {
 };
 
 template <size_t I = 0>
-Result<Message, DecodeError> decode_as(MessageType type, std::span<const uint8_t> bytes,
-                                       const WireLimits& limits) {
+Result<Message, DecodeError> decode_as(MessageType type, std::span<const uint8_t> bytes, const WireLimits& limits) {
   if constexpr (I == std::variant_size_v<Message>) {
     return DecodeError{DecodeErrorCode::unknown_message,
                        fmt::format("unknown message type {}", static_cast<int>(type))};
@@ -280,12 +278,18 @@ uint64_t size_of(const M& m) {
 
 std::string_view to_string(DecodeErrorCode code) {
   switch (code) {
-    case DecodeErrorCode::truncated: return "truncated";
-    case DecodeErrorCode::bad_version: return "bad_version";
-    case DecodeErrorCode::unknown_message: return "unknown_message";
-    case DecodeErrorCode::over_limit: return "over_limit";
-    case DecodeErrorCode::bad_value: return "bad_value";
-    case DecodeErrorCode::trailing_bytes: return "trailing_bytes";
+    case DecodeErrorCode::truncated:
+      return "truncated";
+    case DecodeErrorCode::bad_version:
+      return "bad_version";
+    case DecodeErrorCode::unknown_message:
+      return "unknown_message";
+    case DecodeErrorCode::over_limit:
+      return "over_limit";
+    case DecodeErrorCode::bad_value:
+      return "bad_value";
+    case DecodeErrorCode::trailing_bytes:
+      return "trailing_bytes";
   }
   return "unknown";
 }
@@ -328,18 +332,30 @@ MessageType message_type(const Message& message) {
 
 std::string_view to_string(MessageType type) {
   switch (type) {
-    case MessageType::open_session: return "open_session";
-    case MessageType::session_opened: return "session_opened";
-    case MessageType::step: return "step";
-    case MessageType::step_result: return "step_result";
-    case MessageType::close_session: return "close_session";
-    case MessageType::forward: return "forward";
-    case MessageType::forward_result: return "forward_result";
-    case MessageType::backward: return "backward";
-    case MessageType::backward_result: return "backward_result";
-    case MessageType::info_request: return "info_request";
-    case MessageType::info: return "info";
-    case MessageType::error: return "error";
+    case MessageType::open_session:
+      return "open_session";
+    case MessageType::session_opened:
+      return "session_opened";
+    case MessageType::step:
+      return "step";
+    case MessageType::step_result:
+      return "step_result";
+    case MessageType::close_session:
+      return "close_session";
+    case MessageType::forward:
+      return "forward";
+    case MessageType::forward_result:
+      return "forward_result";
+    case MessageType::backward:
+      return "backward";
+    case MessageType::backward_result:
+      return "backward_result";
+    case MessageType::info_request:
+      return "info_request";
+    case MessageType::info:
+      return "info";
+    case MessageType::error:
+      return "error";
   }
   return "unknown";
 }

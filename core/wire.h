@@ -42,12 +42,12 @@ struct WireLimits {
 };
 
 enum class DecodeErrorCode : uint8_t {
-  truncated = 1,       // the bytes end inside a field
-  bad_version = 2,     // a wire version this build does not speak
-  unknown_message = 3, // a MessageType this version does not define
-  over_limit = 4,      // a length, count, rank or element count beyond WireLimits
-  bad_value = 5,       // an enum or flag value outside its range
-  trailing_bytes = 6,  // bytes left after the message
+  truncated = 1,        // the bytes end inside a field
+  bad_version = 2,      // a wire version this build does not speak
+  unknown_message = 3,  // a MessageType this version does not define
+  over_limit = 4,       // a length, count, rank or element count beyond WireLimits
+  bad_value = 5,        // an enum or flag value outside its range
+  trailing_bytes = 6,   // bytes left after the message
 };
 
 std::string_view to_string(DecodeErrorCode code);

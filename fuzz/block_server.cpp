@@ -45,7 +45,8 @@ Message client_message(FuzzedDataProvider& in) {
                                          in.ConsumeIntegralInRange<uint32_t>(1, 4), kHidden);
       return s;
     }
-    case 2: return CloseSession{id};
+    case 2:
+      return CloseSession{id};
     case 3: {
       ForwardRequest f;
       f.request_id = id;
@@ -65,7 +66,8 @@ Message client_message(FuzzedDataProvider& in) {
       b.grad_outputs = fuzz::activation(in, 1, tokens, kHidden);
       return b;
     }
-    default: return InfoRequest{id};
+    default:
+      return InfoRequest{id};
   }
 }
 
@@ -100,9 +102,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     out.clear();
     server.handle(now, input, out);
     for (auto& e : out) {
-      if (auto* s = std::get_if<StartCompute>(&e)) running[s->request.task_id] = s->request;
-      else if (auto* t = std::get_if<SetTimer>(&e)) timers[t->timer] = t->at;
-      else if (auto* x = std::get_if<CancelTimer>(&e)) timers.erase(x->timer);
+      if (auto* s = std::get_if<StartCompute>(&e))
+        running[s->request.task_id] = s->request;
+      else if (auto* t = std::get_if<SetTimer>(&e))
+        timers[t->timer] = t->at;
+      else if (auto* x = std::get_if<CancelTimer>(&e))
+        timers.erase(x->timer);
     }
   };
   while (in.remaining_bytes() > 0) {
@@ -112,7 +117,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1:
         if (auto m = fuzz::through_wire(client_message(in))) feed(MessageReceived{peer, std::move(*m)});
         break;
-      case 2: feed(PeerUnreachable{peer, "fuzz"}); break;
+      case 2:
+        feed(PeerUnreachable{peer, "fuzz"});
+        break;
       case 3: {
         if (running.empty()) break;
         auto it = std::next(running.begin(), in.ConsumeIntegralInRange<size_t>(0, running.size() - 1));

@@ -60,10 +60,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     out.clear();
     session.handle(now, input, out);
     for (auto& e : out) {
-      if (auto* p = std::get_if<PlanRoute>(&e)) plans.push_back(*p);
-      else if (auto* s = std::get_if<SendMessage>(&e)) sent.emplace_back(s->to, s->message);
-      else if (auto* t = std::get_if<SetTimer>(&e)) timer_at = t->at;
-      else if (std::holds_alternative<CancelTimer>(e)) timer_at = kNever;
+      if (auto* p = std::get_if<PlanRoute>(&e))
+        plans.push_back(*p);
+      else if (auto* s = std::get_if<SendMessage>(&e))
+        sent.emplace_back(s->to, s->message);
+      else if (auto* t = std::get_if<SetTimer>(&e))
+        timer_at = t->at;
+      else if (std::holds_alternative<CancelTimer>(e))
+        timer_at = kNever;
     }
   };
   feed(OpenRequested{});
@@ -83,15 +87,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 2: {  // a server answers something the session sent, faithfully or not
         if (sent.empty()) break;
         const auto& [peer, message] = sent[in.ConsumeIntegralInRange<size_t>(0, sent.size() - 1)];
-        const PeerId from = in.ConsumeIntegralInRange<int>(0, 7) > 0 ? peer : PeerId{in.ConsumeIntegralInRange<uint64_t>(1, 5)};
+        const PeerId from =
+            in.ConsumeIntegralInRange<int>(0, 7) > 0 ? peer : PeerId{in.ConsumeIntegralInRange<uint64_t>(1, 5)};
         Message reply = InfoRequest{0};
         if (auto* open = std::get_if<OpenSession>(&message)) {
-          if (in.ConsumeBool()) reply = SessionOpened{open->session_id};
-          else reply = ErrorReply{open->session_id, 0, Error{ErrorCode::cache_full, "fuzz"}};
+          if (in.ConsumeBool())
+            reply = SessionOpened{open->session_id};
+          else
+            reply = ErrorReply{open->session_id, 0, Error{ErrorCode::cache_full, "fuzz"}};
         } else if (auto* step = std::get_if<StepRequest>(&message)) {
           const uint32_t tokens = step->hidden_states.shape.size() == 3 ? step->hidden_states.shape[1] : 1;
           switch (in.ConsumeIntegralInRange<int>(0, 3)) {
-            case 0: reply = ErrorReply{step->session_id, step->step_id, Error{ErrorCode::timeout, "fuzz"}}; break;
+            case 0:
+              reply = ErrorReply{step->session_id, step->step_id, Error{ErrorCode::timeout, "fuzz"}};
+              break;
             case 1:
               reply = StepResult{step->session_id, in.ConsumeIntegralInRange<uint64_t>(0, 9),
                                  in.ConsumeIntegralInRange<uint32_t>(0, kMaxLength),
@@ -107,7 +116,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (auto m = fuzz::through_wire(reply)) feed(MessageReceived{from, std::move(*m)});
         break;
       }
-      case 3: feed(PeerUnreachable{PeerId{in.ConsumeIntegralInRange<uint64_t>(1, 5)}, "fuzz"}); break;
+      case 3:
+        feed(PeerUnreachable{PeerId{in.ConsumeIntegralInRange<uint64_t>(1, 5)}, "fuzz"});
+        break;
       case 4:  // time passes; the armed deadline fires
         now += in.ConsumeIntegralInRange<int>(0, 40);
         if (timer_at <= now) {
@@ -118,15 +129,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 5:
       case 6: {  // the generation loop asks a step, rewinding or not, within max_length
         if (phase != InferenceSession::Phase::ready) break;
-        const uint32_t start = in.ConsumeBool() ? session.length()
-                                                : in.ConsumeIntegralInRange<uint32_t>(0, session.length());
+        const uint32_t start =
+            in.ConsumeBool() ? session.length() : in.ConsumeIntegralInRange<uint32_t>(0, session.length());
         if (start >= kMaxLength) break;
         const uint32_t tokens = in.ConsumeIntegralInRange<uint32_t>(1, kMaxLength - start);
         std::vector<float> values(size_t{c.batch} * tokens * kHidden, 0.5f);
         feed(StepRequested{make_activation({c.batch, tokens, kHidden}, values), start});
         break;
       }
-      default: feed(CloseRequested{});
+      default:
+        feed(CloseRequested{});
     }
   }
   return 0;

@@ -17,9 +17,12 @@ namespace bouquet::fuzz {
 
 inline core::Compression compression(FuzzedDataProvider& in) {
   switch (in.ConsumeIntegralInRange<int>(0, 2)) {
-    case 0: return core::Compression::none;
-    case 1: return core::Compression::float16;
-    default: return core::Compression::int8_blockwise;
+    case 0:
+      return core::Compression::none;
+    case 1:
+      return core::Compression::float16;
+    default:
+      return core::Compression::int8_blockwise;
   }
 }
 

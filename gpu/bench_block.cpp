@@ -193,10 +193,9 @@ std::string format_bench_block(const BenchBlockConfig& c, const BenchBlockResult
       "{:.2f} ms best = {:.1f} GB/s\n"
       "ratio step / weight streaming: {:.2f} (medians), {:.2f} (bests)\n"
       "{}",
-      c.hidden, c.heads, kv, c.intermediate, r.compute, r.kernels, r.threads, r.weight_bytes / 1e6,
-      c.cached_tokens, r.step_s * 1e3, r.step_min_s * 1e3, c.steps, r.weight_bytes / 1e6,
-      r.stream_s * 1e3, r.stream_gbps, r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9,
-      r.ratio, r.best_ratio, f32_floor_line(r));
+      c.hidden, c.heads, kv, c.intermediate, r.compute, r.kernels, r.threads, r.weight_bytes / 1e6, c.cached_tokens,
+      r.step_s * 1e3, r.step_min_s * 1e3, c.steps, r.weight_bytes / 1e6, r.stream_s * 1e3, r.stream_gbps,
+      r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9, r.ratio, r.best_ratio, f32_floor_line(r));
 }
 
 }  // namespace bouquet::gpu

@@ -19,8 +19,8 @@ struct BenchBlockConfig {
   int64_t steps = 10;
   int threads = 0;  // 0: libtorch's default
   std::string dtype = "f32";
-  std::string quant = "none";     // none | int8: how the block's weights are held
-  std::string kernels = "best";   // best | libtorch | portable | avx2 | avx512 (gpu/linear.h)
+  std::string quant = "none";    // none | int8: how the block's weights are held
+  std::string kernels = "best";  // best | libtorch | portable | avx2 | avx512 (gpu/linear.h)
   std::string device = "auto";
   uint64_t seed = 0;
 };
@@ -35,13 +35,13 @@ struct BenchBlockResult {
   double stream_s = 0.0;  // median time to stream weight_bytes once
   double stream_min_s = 0.0;
   double stream_gbps = 0.0;  // from the median
-  double ratio = 0.0;  // step_s / stream_s
+  double ratio = 0.0;        // step_s / stream_s
   // Best over best: on a shared machine the fastest runs are the least disturbed ones.
   double best_ratio = 0.0;
   // The same block's weights in f32 (the norms included), and the floor they set: quantized or
   // bf16 weights go below it. Equal to the above for f32 weights.
   uint64_t f32_weight_bytes = 0;
-  double f32_stream_s = 0.0;  // median
+  double f32_stream_s = 0.0;    // median
   double f32_ratio = 0.0;       // step_s / f32_stream_s
   double f32_best_ratio = 0.0;  // step_min_s / fastest f32 stream
 };

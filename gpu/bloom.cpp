@@ -47,9 +47,7 @@ namespace {
 
 constexpr const char* kPrefix = "transformer.";
 
-at::ScalarType accumulate_type(at::ScalarType dtype) {
-  return dtype == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType accumulate_type(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
 // A tensor of the base model (BloomModel), found with or without the prefix BloomForCausalLM adds.
 TensorSpec base_tensor(std::string name, std::vector<int64_t> shape, double mean, double std) {
@@ -59,18 +57,14 @@ TensorSpec base_tensor(std::string name, std::vector<int64_t> shape, double mean
 
 std::string layer_prefix(int64_t block) { return fmt::format("h.{}.", block); }
 
-at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                      double eps) {
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
 }
 
 class BloomBlock final : public Block {
  public:
   BloomBlock(const ModelConfig& config, int64_t block, TensorMap w, const ComputeOptions& options)
-      : options_(options),
-        heads_(config.num_heads),
-        head_dim_(config.head_dim),
-        eps_(config.norm_eps) {
+      : options_(options), heads_(config.num_heads), head_dim_(config.head_dim), eps_(config.norm_eps) {
     const std::string p = layer_prefix(block);
     const auto take = [&](const std::string& name) { return w.at(p + name); };
     const auto linear = [&](const std::string& name) {
@@ -114,8 +108,7 @@ class BloomBlock final : public Block {
 
   KvCache make_cache(int64_t batch, int64_t capacity) const override {
     const auto o = at::TensorOptions().device(options_.device).dtype(options_.dtype);
-    return {at::zeros({batch, heads_, capacity, head_dim_}, o),
-            at::zeros({batch, heads_, capacity, head_dim_}, o)};
+    return {at::zeros({batch, heads_, capacity, head_dim_}, o), at::zeros({batch, heads_, capacity, head_dim_}, o)};
   }
 
   uint64_t weight_bytes() const override {
@@ -130,8 +123,8 @@ class BloomBlock final : public Block {
  private:
   // q: [batch, heads, tokens, head_dim] at positions start...; keys/values: [batch, heads, length,
   // head_dim] at positions key_start... Returns [batch, tokens, heads * head_dim].
-  at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
-                       int64_t start, int64_t key_start) const {
+  at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, int64_t start,
+                       int64_t key_start) const {
     const int64_t batch = q.size(0);
     const int64_t tokens = q.size(2);
     const int64_t length = keys.size(2);
@@ -141,8 +134,8 @@ class BloomBlock final : public Block {
     // Hugging Face adds slope * key position; slope * (key - query) differs from it by a constant
     // per row, which softmax ignores, and stays small at long positions where f32 would round.
     const at::Tensor distance = (key_pos - query_pos).to(slopes_.scalar_type());
-    at::Tensor scores = at::matmul(q, keys.transpose(2, 3)).to(slopes_.scalar_type()) /
-                        std::sqrt(static_cast<double>(head_dim_));
+    at::Tensor scores =
+        at::matmul(q, keys.transpose(2, 3)).to(slopes_.scalar_type()) / std::sqrt(static_cast<double>(head_dim_));
     scores = scores + slopes_ * distance;
     if (key_start + length - 1 > start) {  // some key lies after some query: mask the future
       scores = scores.masked_fill(key_pos > query_pos, -std::numeric_limits<double>::infinity());
@@ -156,7 +149,7 @@ class BloomBlock final : public Block {
   double eps_;
   at::Tensor input_norm_w_, input_norm_b_, post_norm_w_, post_norm_b_;
   Linear qkv_, dense_, up_, down_;  // biased, as every BLOOM linear
-  at::Tensor slopes_;  // [heads, 1, 1] in the accumulation dtype
+  at::Tensor slopes_;               // [heads, 1, 1] in the accumulation dtype
 };
 
 class BloomHead final : public Head {
@@ -171,13 +164,12 @@ class BloomHead final : public Head {
   }
 
   at::Tensor embed(const at::Tensor& ids) const override {
-    return layer_norm(at::embedding(embed_, ids.to(embed_.device())), embed_norm_w_,
-                      embed_norm_b_, eps_);
+    return layer_norm(at::embedding(embed_, ids.to(embed_.device())), embed_norm_w_, embed_norm_b_, eps_);
   }
 
   at::Tensor logits(const at::Tensor& hidden) const override {
-    const at::Tensor h = layer_norm(hidden.to(final_norm_w_.device(), final_norm_w_.scalar_type()),
-                                    final_norm_w_, final_norm_b_, eps_);
+    const at::Tensor h =
+        layer_norm(hidden.to(final_norm_w_.device(), final_norm_w_.scalar_type()), final_norm_w_, final_norm_b_, eps_);
     return at::linear(h, lm_head_).to(at::kFloat);
   }
 
@@ -208,8 +200,7 @@ class BloomFamily final : public Family {
     c.max_position_embeddings = r.integer_in("seq_length", 2048, 1, kMaxConfigPositions);
     c.torch_dtype = r.string("torch_dtype", "");
     if (c.hidden_size % c.num_heads != 0) {
-      r.fail("hidden_size", fmt::format("({}) is not a multiple of n_head ({})", c.hidden_size,
-                                        c.num_heads));
+      r.fail("hidden_size", fmt::format("({}) is not a multiple of n_head ({})", c.hidden_size, c.num_heads));
     }
     c.num_kv_heads = c.num_heads;
     c.head_dim = c.hidden_size / c.num_heads;

@@ -51,8 +51,10 @@ std::string LocalChat::reply(std::string_view user_message, const std::function<
   const std::vector<TokenId> encoded = tokenizer_->encode(render_chat(template_, conversation));
   prompt.insert(prompt.end(), encoded.begin(), encoded.end());
   if (static_cast<int64_t>(prompt.size()) + config_.max_new_tokens > max_length_) {
-    throw InputError(fmt::format("the conversation ({} tokens) and {} new ones exceed the {} positions this chat "
-                                 "holds; start a new chat", prompt.size(), config_.max_new_tokens, max_length_));
+    throw InputError(
+        fmt::format("the conversation ({} tokens) and {} new ones exceed the {} positions this chat "
+                    "holds; start a new chat",
+                    prompt.size(), config_.max_new_tokens, max_length_));
   }
   // Keep the cache for the longest prefix it shares with this prompt; feed only the rest.
   size_t common = 0;

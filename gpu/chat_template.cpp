@@ -50,8 +50,10 @@ ChatTemplate recognize_chat_template(std::string_view text, std::string_view sou
   } else if (text.find("[INST]") != std::string_view::npos) {
     chat.format = ChatFormat::llama2;
   } else {
-    throw InputError(fmt::format("{}: the chat template is none Bouquet recognizes (ChatML, Llama-2, Llama-3); "
-                                 "choose one with --chat-template chatml|llama2|llama3", source));
+    throw InputError(
+        fmt::format("{}: the chat template is none Bouquet recognizes (ChatML, Llama-2, Llama-3); "
+                    "choose one with --chat-template chatml|llama2|llama3",
+                    source));
   }
   return chat;
 }
@@ -82,13 +84,16 @@ ChatTemplate load_chat_template(const std::filesystem::path& model, std::string_
     }
   }
   if (text.empty()) {
-    throw InputError(fmt::format("{}: the model has no chat template; choose one with --chat-template "
-                                 "chatml|llama2|llama3", source));
+    throw InputError(
+        fmt::format("{}: the model has no chat template; choose one with --chat-template "
+                    "chatml|llama2|llama3",
+                    source));
   }
   return recognize_chat_template(text, source);
 }
 
-std::string render_chat(const ChatTemplate& chat, const std::vector<ChatMessage>& messages, bool add_generation_prompt) {
+std::string render_chat(const ChatTemplate& chat, const std::vector<ChatMessage>& messages,
+                        bool add_generation_prompt) {
   std::string out;
   const std::string system = system_of(chat, messages);
   const size_t first = !messages.empty() && messages[0].role == "system" ? 1 : 0;

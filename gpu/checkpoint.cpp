@@ -25,8 +25,8 @@ Checkpoint::Checkpoint(std::filesystem::path model_dir) : model_dir_(std::move(m
   index_path_ = model_dir_ / kIndexFile;
   if (!std::filesystem::exists(index_path_)) {
     if (!std::filesystem::exists(model_dir_ / kSingleFile)) {
-      throw ModelFileError(fmt::format("{}: no {} nor {} in this folder", model_dir_.string(),
-                                       kSingleFile, kIndexFile));
+      throw ModelFileError(
+          fmt::format("{}: no {} nor {} in this folder", model_dir_.string(), kSingleFile, kIndexFile));
     }
     return;
   }
@@ -46,8 +46,10 @@ Checkpoint::Checkpoint(std::filesystem::path model_dir) : model_dir_(std::move(m
     // A bare file name: "../x" or "/x" would read outside the model folder.
     if (!file.is_string() || file.get<std::string>().empty() ||
         std::filesystem::path(file.get<std::string>()).has_parent_path() || file.get<std::string>() == "..") {
-      throw ModelFileError(fmt::format("{}: weight_map entry for tensor '{}' is not a file name "
-                                       "inside the folder", index_path_.string(), name));
+      throw ModelFileError(
+          fmt::format("{}: weight_map entry for tensor '{}' is not a file name "
+                      "inside the folder",
+                      index_path_.string(), name));
     }
     weight_map_[name] = file.get<std::string>();
   }
@@ -89,8 +91,7 @@ at::Tensor Checkpoint::read(const std::string& name) const {
   }
   const std::string file = shard_of(name);
   if (file.empty()) {
-    throw ModelFileError(
-        fmt::format("{}: weight_map has no tensor '{}'", index_path_.string(), name));
+    throw ModelFileError(fmt::format("{}: weight_map has no tensor '{}'", index_path_.string(), name));
   }
   const SafetensorsFile& st = shard(file);
   if (st.find(name) == nullptr) {

@@ -9,8 +9,7 @@
 namespace bouquet::gpu {
 
 ClientHead::ClientHead(const ClientHeadConfig& config)
-    : model_config_(load_model_config(config.model_dir)),
-      compute_(resolve_compute(config.dtype, config.device)) {
+    : model_config_(load_model_config(config.model_dir)), compute_(resolve_compute(config.dtype, config.device)) {
   const Checkpoint checkpoint(config.model_dir);
   head_ = load_head(model_config_, checkpoint, compute_);
   checkpoint_bytes_read_ = checkpoint.bytes_read();
@@ -28,8 +27,8 @@ at::Tensor ClientHead::embed(const at::Tensor& ids) const {
     const int64_t low = as_long.min().item<int64_t>();
     const int64_t high = as_long.max().item<int64_t>();
     if (low < 0 || high >= model_config_.vocab_size) {
-      throw InputError(fmt::format("token id {} is outside the vocabulary [0, {})",
-                                   low < 0 ? low : high, model_config_.vocab_size));
+      throw InputError(
+          fmt::format("token id {} is outside the vocabulary [0, {})", low < 0 ? low : high, model_config_.vocab_size));
     }
   }
   at::NoGradGuard no_grad;
@@ -42,8 +41,7 @@ at::Tensor ClientHead::embed(const std::vector<TokenId>& ids) const {
 
 at::Tensor ClientHead::logits(const at::Tensor& hidden) const {
   if (!hidden.defined() || hidden.dim() != 3 || hidden.size(2) != model_config_.hidden_size) {
-    throw InputError(fmt::format("logits need [batch, tokens, {}] hidden states",
-                                 model_config_.hidden_size));
+    throw InputError(fmt::format("logits need [batch, tokens, {}] hidden states", model_config_.hidden_size));
   }
   at::NoGradGuard no_grad;
   return head_->logits(hidden);
@@ -51,8 +49,7 @@ at::Tensor ClientHead::logits(const at::Tensor& hidden) const {
 
 at::Tensor ClientHead::logits_with_grad(const at::Tensor& hidden) const {
   if (!hidden.defined() || hidden.dim() != 3 || hidden.size(2) != model_config_.hidden_size) {
-    throw InputError(fmt::format("logits need [batch, tokens, {}] hidden states",
-                                 model_config_.hidden_size));
+    throw InputError(fmt::format("logits need [batch, tokens, {}] hidden states", model_config_.hidden_size));
   }
   at::AutoGradMode grad_on(true);
   return head_->logits(hidden);

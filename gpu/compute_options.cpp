@@ -31,8 +31,7 @@ c10::Device parse_device(std::string_view name) {
   try {
     c10::Device device{std::string(name)};
     if (device.is_cuda() && !torch::cuda::is_available()) {
-      throw InputError(fmt::format("device '{}' asked for, but this libtorch has no CUDA device",
-                                   name));
+      throw InputError(fmt::format("device '{}' asked for, but this libtorch has no CUDA device", name));
     }
     return device;
   } catch (const c10::Error&) {
@@ -52,16 +51,14 @@ void probe(const ComputeOptions& options) {
     (void)(at::silu(y) * y).sum().item<float>();
     (void)s.sum().item<float>();
   } catch (const c10::Error& e) {
-    throw InputError(fmt::format(
-        "compute dtype {} is not supported on {} by this libtorch ({}); use --dtype f32",
-        short_dtype_name(options.dtype), options.device.str(), e.what_without_backtrace()));
+    throw InputError(fmt::format("compute dtype {} is not supported on {} by this libtorch ({}); use --dtype f32",
+                                 short_dtype_name(options.dtype), options.device.str(), e.what_without_backtrace()));
   }
 }
 
 }  // namespace
 
-ComputeOptions resolve_compute(std::string_view dtype, std::string_view device,
-                               std::string_view quant) {
+ComputeOptions resolve_compute(std::string_view dtype, std::string_view device, std::string_view quant) {
   ComputeOptions options{parse_device(device), parse_compute_dtype(dtype), parse_quant(quant)};
   probe(options);
   return options;
@@ -70,8 +67,10 @@ ComputeOptions resolve_compute(std::string_view dtype, std::string_view device,
 LinearKernels parse_linear_kernels(std::string_view name) {
   const auto require = [&](kernels::Isa isa, LinearKernels choice) {
     if (!kernels::isa_supported(isa)) {
-      throw InputError(fmt::format("linear kernels '{}' need an instruction set this CPU lacks "
-                                   "(it has {})", name, kernels::isa_name(kernels::detected_isa())));
+      throw InputError(
+          fmt::format("linear kernels '{}' need an instruction set this CPU lacks "
+                      "(it has {})",
+                      name, kernels::isa_name(kernels::detected_isa())));
     }
     return choice;
   };
@@ -80,28 +79,38 @@ LinearKernels parse_linear_kernels(std::string_view name) {
   if (name == "portable") return LinearKernels::portable;
   if (name == "avx2") return require(kernels::Isa::avx2, LinearKernels::avx2);
   if (name == "avx512") return require(kernels::Isa::avx512, LinearKernels::avx512);
-  throw InputError(fmt::format(
-      "unknown linear kernels '{}' (expected best, libtorch, portable, avx2 or avx512)", name));
+  throw InputError(
+      fmt::format("unknown linear kernels '{}' (expected best, libtorch, portable, avx2 or avx512)", name));
 }
 
 std::string_view linear_kernels_name(LinearKernels choice) {
   switch (choice) {
-    case LinearKernels::best: return "best";
-    case LinearKernels::libtorch: return "libtorch";
-    case LinearKernels::portable: return "portable";
-    case LinearKernels::avx2: return "avx2";
-    case LinearKernels::avx512: return "avx512";
+    case LinearKernels::best:
+      return "best";
+    case LinearKernels::libtorch:
+      return "libtorch";
+    case LinearKernels::portable:
+      return "portable";
+    case LinearKernels::avx2:
+      return "avx2";
+    case LinearKernels::avx512:
+      return "avx512";
   }
   return "unknown";
 }
 
 std::string_view short_dtype_name(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kFloat: return "f32";
-    case at::kHalf: return "f16";
-    case at::kBFloat16: return "bf16";
-    case at::kDouble: return "f64";
-    default: return "other";
+    case at::kFloat:
+      return "f32";
+    case at::kHalf:
+      return "f16";
+    case at::kBFloat16:
+      return "bf16";
+    case at::kDouble:
+      return "f64";
+    default:
+      return "other";
   }
 }
 

@@ -33,8 +33,8 @@ std::optional<DType> stored_dtype_of(const ModelConfig& config) {
   return std::nullopt;
 }
 
-TensorMap load_tensors(const ModelConfig& config, const TensorSource& source,
-                       const std::vector<TensorSpec>& specs, const ComputeOptions& options) {
+TensorMap load_tensors(const ModelConfig& config, const TensorSource& source, const std::vector<TensorSpec>& specs,
+                       const ComputeOptions& options) {
   const std::optional<DType> expected_dtype = stored_dtype_of(config);
   TensorMap tensors;
   for (const TensorSpec& spec : specs) {
@@ -46,23 +46,23 @@ TensorMap load_tensors(const ModelConfig& config, const TensorSource& source,
     }
     const std::string where = source.where(stored_name);
     if (!info) {
-      throw ModelFileError(fmt::format("{}: missing tensor '{}'{}", where, spec.name,
-                                       spec.other_names.empty() ? "" : fmt::format(
-                                           " (or '{}')", fmt::join(spec.other_names, "', '"))));
+      throw ModelFileError(
+          fmt::format("{}: missing tensor '{}'{}", where, spec.name,
+                      spec.other_names.empty() ? "" : fmt::format(" (or '{}')", fmt::join(spec.other_names, "', '"))));
     }
     if (info->dtype != DType::F32 && info->dtype != DType::F16 && info->dtype != DType::BF16) {
-      throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {}; model weights must be F32, "
-                                       "F16 or BF16", where, stored_name, dtype_name(info->dtype)));
+      throw ModelFileError(
+          fmt::format("{}: tensor '{}' has dtype {}; model weights must be F32, "
+                      "F16 or BF16",
+                      where, stored_name, dtype_name(info->dtype)));
     }
     if (expected_dtype && info->dtype != *expected_dtype) {
-      throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {} but {} says torch_dtype {}",
-                                       where, stored_name, dtype_name(info->dtype),
-                                       config.file.string(), config.torch_dtype));
+      throw ModelFileError(fmt::format("{}: tensor '{}' has dtype {} but {} says torch_dtype {}", where, stored_name,
+                                       dtype_name(info->dtype), config.file.string(), config.torch_dtype));
     }
     if (info->shape != spec.shape) {
-      throw ModelFileError(fmt::format("{}: tensor '{}' has shape {} but {} implies {}", where,
-                                       stored_name, format_shape(info->shape), config.file.string(),
-                                       format_shape(spec.shape)));
+      throw ModelFileError(fmt::format("{}: tensor '{}' has shape {} but {} implies {}", where, stored_name,
+                                       format_shape(info->shape), config.file.string(), format_shape(spec.shape)));
     }
     at::Tensor tensor = source.read(stored_name).to(options.device, options.dtype).contiguous();
     require_finite(tensor, where, stored_name);
@@ -92,16 +92,15 @@ const Family& family_of(const ModelConfig& config) {
   return *family;
 }
 
-std::unique_ptr<Block> load_block(const ModelConfig& config, const TensorSource& source,
-                                  int64_t block, const ComputeOptions& options) {
+std::unique_ptr<Block> load_block(const ModelConfig& config, const TensorSource& source, int64_t block,
+                                  const ComputeOptions& options) {
   BOUQUET_CHECK(block >= 0 && block < config.num_layers, "load_block: block index out of range");
   const Family& family = family_of(config);
   TensorMap weights = load_tensors(config, source, family.block_tensors(config, block), options);
   return family.make_block(config, block, std::move(weights), options);
 }
 
-std::unique_ptr<Head> load_head(const ModelConfig& config, const TensorSource& source,
-                                const ComputeOptions& options) {
+std::unique_ptr<Head> load_head(const ModelConfig& config, const TensorSource& source, const ComputeOptions& options) {
   const Family& family = family_of(config);
   TensorMap weights = load_tensors(config, source, family.head_tensors(config), options);
   return family.make_head(config, std::move(weights), options);

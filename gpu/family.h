@@ -55,8 +55,7 @@ class Block {
   // each token's own; the cache must hold start_position valid positions already. Without one,
   // the new tokens attend only among themselves (causally). Autograd flows unless the caller
   // turns it off.
-  virtual at::Tensor forward(const at::Tensor& hidden, int64_t start_position,
-                             KvCache* cache) const = 0;
+  virtual at::Tensor forward(const at::Tensor& hidden, int64_t start_position, KvCache* cache) const = 0;
   virtual KvCache make_cache(int64_t batch, int64_t capacity) const = 0;
   // Bytes of this block's weights as held in memory (in the compute dtype).
   virtual uint64_t weight_bytes() const = 0;
@@ -84,8 +83,7 @@ class Family {
   virtual std::string write_config(const ModelConfig& config) const = 0;
   virtual std::vector<TensorSpec> block_tensors(const ModelConfig& config, int64_t block) const = 0;
   virtual std::vector<TensorSpec> head_tensors(const ModelConfig& config) const = 0;
-  virtual std::unique_ptr<Block> make_block(const ModelConfig& config, int64_t block,
-                                            TensorMap weights,
+  virtual std::unique_ptr<Block> make_block(const ModelConfig& config, int64_t block, TensorMap weights,
                                             const ComputeOptions& options) const = 0;
   virtual std::unique_ptr<Head> make_head(const ModelConfig& config, TensorMap weights,
                                           const ComputeOptions& options) const = 0;
@@ -97,9 +95,8 @@ std::vector<std::string_view> family_names();
 // The family of config.family (a config from load_model_config always has one).
 const Family& family_of(const ModelConfig& config);
 
-std::unique_ptr<Block> load_block(const ModelConfig& config, const TensorSource& source,
-                                  int64_t block, const ComputeOptions& options);
-std::unique_ptr<Head> load_head(const ModelConfig& config, const TensorSource& source,
-                                const ComputeOptions& options);
+std::unique_ptr<Block> load_block(const ModelConfig& config, const TensorSource& source, int64_t block,
+                                  const ComputeOptions& options);
+std::unique_ptr<Head> load_head(const ModelConfig& config, const TensorSource& source, const ComputeOptions& options);
 
 }  // namespace bouquet::gpu

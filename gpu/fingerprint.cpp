@@ -1,8 +1,8 @@
 #include "gpu/fingerprint.h"
 
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 #include <openssl/evp.h>
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -70,7 +70,8 @@ void hash_tensor(const std::string& file, int fd, uint64_t data_start, const gpu
     chunk.resize(std::min(left, kChunkBytes));
     size_t filled = 0;
     while (filled < chunk.size()) {
-      const ssize_t got = ::pread(fd, chunk.data() + filled, chunk.size() - filled, static_cast<off_t>(offset + filled));
+      const ssize_t got =
+          ::pread(fd, chunk.data() + filled, chunk.size() - filled, static_cast<off_t>(offset + filled));
       if (got <= 0) {
         throw gpu::ModelFileError(fmt::format("{}: tensor '{}': short read (the file is truncated)", file, info.name));
       }
@@ -122,15 +123,19 @@ void store(const std::filesystem::path& file, const std::filesystem::path& model
   const std::filesystem::path tmp = file.string() + fmt::format(".{}.tmp", ::getpid());
   {
     std::ofstream out(tmp);
-    out << nlohmann::json{{"v", kCacheVersion}, {"model_dir", model_dir.string()}, {"files", stamps},
-                          {"fingerprint", fingerprint}}.dump(1);
+    out << nlohmann::json{{"v", kCacheVersion},
+                          {"model_dir", model_dir.string()},
+                          {"files", stamps},
+                          {"fingerprint", fingerprint}}
+               .dump(1);
     if (!out.flush()) return;
   }
   std::filesystem::rename(tmp, file, error);
   if (error) std::filesystem::remove(tmp, error);
 }
 
-std::string compute(const std::string& config, const gpu::Checkpoint& checkpoint, const std::vector<std::string>& names) {
+std::string compute(const std::string& config, const gpu::Checkpoint& checkpoint,
+                    const std::vector<std::string>& names) {
   Sha256 hash;
   hash.add("config.json\n");
   hash.add(config);

@@ -52,18 +52,17 @@ GenerationRequest generation_request(const GenerateConfig& config, const Tokeniz
   }
   request.max_new_tokens = config.max_new_tokens;
   request.ignore_eos = config.ignore_eos;
-  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty,
-                      config.seed};
+  request.sampling = {config.temperature, config.top_k, config.top_p, config.repetition_penalty, config.seed};
   request.eos_ids = model.eos_token_ids;
   if (tokenizer && tokenizer->eos_id) request.eos_ids.push_back(*tokenizer->eos_id);
   return request;
 }
 
-GenerationResult generate_local(const GenerateConfig& config,
-                                const std::function<void(std::string_view)>& on_text) {
+GenerationResult generate_local(const GenerateConfig& config, const std::function<void(std::string_view)>& on_text) {
   if (!config.local) {
-    throw InputError("generate needs --local (every block in this process); networked "
-                     "generation is not available in this build");
+    throw InputError(
+        "generate needs --local (every block in this process); networked "
+        "generation is not available in this build");
   }
   if (config.prompt.empty() == config.prompt_ids.empty()) {
     throw InputError("give exactly one of --prompt and --prompt-ids");
@@ -104,8 +103,12 @@ GenerationResult generate_local(const GenerateConfig& config,
 
 std::string generation_json(const GenerationResult& r) {
   const nlohmann::json json = {
-      {"prompt_ids", r.prompt_ids}, {"ids", r.ids},           {"text", r.text},
-      {"tokens_per_s", r.tokens_per_s}, {"prefill_s", r.prefill_s}, {"decode_s", r.decode_s},
+      {"prompt_ids", r.prompt_ids},
+      {"ids", r.ids},
+      {"text", r.text},
+      {"tokens_per_s", r.tokens_per_s},
+      {"prefill_s", r.prefill_s},
+      {"decode_s", r.decode_s},
       {"stop_reason", r.stop_reason},
   };
   // Generated text may hold invalid UTF-8 (a byte-fallback token cut mid-character): replace it

@@ -15,13 +15,13 @@
 namespace bouquet::gpu {
 
 struct GenerateConfig {
-  std::string model;          // Hugging Face folder
-  bool local = false;         // run every block in-process
-  std::string prompt;         // text, tokenized with the folder's tokenizer (BOS as it says)
-  std::string prompt_ids;     // or ids: "1,2,3" (taken as given, no BOS added)
+  std::string model;       // Hugging Face folder
+  bool local = false;      // run every block in-process
+  std::string prompt;      // text, tokenized with the folder's tokenizer (BOS as it says)
+  std::string prompt_ids;  // or ids: "1,2,3" (taken as given, no BOS added)
   int64_t max_new_tokens = 32;
   bool ignore_eos = false;
-  double temperature = 0.0;   // 0: greedy
+  double temperature = 0.0;  // 0: greedy
   int64_t top_k = 0;
   double top_p = 1.0;
   double repetition_penalty = 1.0;
@@ -29,12 +29,12 @@ struct GenerateConfig {
   std::string dtype = "f32";
   std::string device = "auto";
   std::string quant = "none";  // none | int8: block weights (the head stays in dtype)
-  int threads = 0;            // 0: libtorch's default
-  std::string adapter_dir;    // --local: a LoRA adapter folder (PEFT layout) to apply
-  std::string adapter;        // --peers: the name of a LoRA adapter the servers hold
+  int threads = 0;             // 0: libtorch's default
+  std::string adapter_dir;     // --local: a LoRA adapter folder (PEFT layout) to apply
+  std::string adapter;         // --peers: the name of a LoRA adapter the servers hold
   bool json = false;
   // Networked generation (net/client/generate_swarm.h): servers that together hold every block.
-  std::string peers;               // "HOST:PORT,HOST:PORT,..."
+  std::string peers;                 // "HOST:PORT,HOST:PORT,..."
   std::string compression = "none";  // on the wire: none, f16, int8
 };
 

@@ -17,8 +17,8 @@ void check_chain(const ClientHead& head, std::span<SpanRunner* const> spans) {
   int64_t next = 0;
   for (const SpanRunner* span : spans) {
     if (span->first_block() != next) {
-      throw InputError(fmt::format("spans do not chain: a span starts at block {}, expected {}",
-                                   span->first_block(), next));
+      throw InputError(
+          fmt::format("spans do not chain: a span starts at block {}, expected {}", span->first_block(), next));
     }
     if (span->hidden_size() != head.model_config().hidden_size) {
       throw InputError("a span's hidden size differs from the client head's");
@@ -26,16 +26,14 @@ void check_chain(const ClientHead& head, std::span<SpanRunner* const> spans) {
     next = span->end_block();
   }
   if (next != head.model_config().num_layers) {
-    throw InputError(fmt::format("spans cover blocks [0, {}) of {}", next,
-                                 head.model_config().num_layers));
+    throw InputError(fmt::format("spans cover blocks [0, {}) of {}", next, head.model_config().num_layers));
   }
 }
 
 // Owns one session on every span for the length of a generation, closing it even on error.
 class ChainSession final : public GenerationSteps {
  public:
-  ChainSession(std::span<SpanRunner* const> spans, int64_t max_length, const std::string& adapter)
-      : spans_(spans) {
+  ChainSession(std::span<SpanRunner* const> spans, int64_t max_length, const std::string& adapter) : spans_(spans) {
     for (const SpanRunner* span : spans) {
       while (span->has_session(id_)) ++id_;
     }
@@ -103,7 +101,8 @@ GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, 
     result.ids.clear();
     result.stop_reason = "max_new_tokens";
     try {
-      at::Tensor hidden = head.embed(std::vector<TokenId>(request.prompt_ids.begin() + cached, request.prompt_ids.end()));
+      at::Tensor hidden =
+          head.embed(std::vector<TokenId>(request.prompt_ids.begin() + cached, request.prompt_ids.end()));
       for (int64_t n = 0; n < request.max_new_tokens; ++n) {
         const at::Tensor out = steps.step(hidden);
         const TokenId next = sampler.next(head.last_logits(out), history);
@@ -140,8 +139,7 @@ GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, 
 }
 
 GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* const> spans,
-                              const GenerationRequest& request,
-                              const std::function<void(TokenId)>& on_token) {
+                              const GenerationRequest& request, const std::function<void(TokenId)>& on_token) {
   check_request(request);
   check_chain(head, spans);
   if (request.max_new_tokens == 0) return empty_generation(request);

@@ -39,12 +39,12 @@ struct GenerationRequest {
 
 struct GenerationResult {
   std::vector<TokenId> prompt_ids;
-  std::vector<TokenId> ids;  // generated, an EOS that stopped it included
-  std::string text;          // filled by callers that have a tokenizer
-  std::string stop_reason;   // "eos", "max_new_tokens" or "stopped" (the token sink said so)
-  double prefill_s = 0.0;    // prompt through every block, up to the first generated token
-  double decode_s = 0.0;     // the remaining tokens
-  double tokens_per_s = 0.0; // generated tokens per second of prefill + decode time
+  std::vector<TokenId> ids;   // generated, an EOS that stopped it included
+  std::string text;           // filled by callers that have a tokenizer
+  std::string stop_reason;    // "eos", "max_new_tokens" or "stopped" (the token sink said so)
+  double prefill_s = 0.0;     // prompt through every block, up to the first generated token
+  double decode_s = 0.0;      // the remaining tokens
+  double tokens_per_s = 0.0;  // generated tokens per second of prefill + decode time
 };
 
 // What runs a generation's blocks: given the embedded new tokens [1, n, hidden] (the prompt, then
@@ -83,7 +83,6 @@ GenerationResult run_generation(const ClientHead& head, GenerationSteps& steps, 
 // `spans` must chain (each starts where the previous ends) from block 0 to the model's last.
 // on_token, when given, sees each generated id as soon as it is chosen.
 GenerationResult generate_ids(const ClientHead& head, std::span<SpanRunner* const> spans,
-                              const GenerationRequest& request,
-                              const std::function<void(TokenId)>& on_token = {});
+                              const GenerationRequest& request, const std::function<void(TokenId)>& on_token = {});
 
 }  // namespace bouquet::gpu

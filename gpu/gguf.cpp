@@ -28,20 +28,31 @@ constexpr GgmlTypeInfo kQ6_K{"Q6_K", 256, 210};
 
 // Names of ggml types Bouquet does not dequantize, so that a refusal says what the file holds.
 constexpr std::pair<uint32_t, std::string_view> kOtherTypeNames[] = {
-    {6, "Q5_0"}, {7, "Q5_1"}, {9, "Q8_1"}, {10, "Q2_K"}, {11, "Q3_K"}, {15, "Q8_K"},
-    {16, "IQ2_XXS"}, {17, "IQ2_XS"}, {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"},
-    {21, "IQ3_S"}, {22, "IQ2_S"}, {23, "IQ4_XS"}, {24, "I8"}, {25, "I16"}, {26, "I32"},
-    {27, "I64"}, {28, "F64"}, {29, "IQ1_M"}, {34, "TQ1_0"}, {35, "TQ2_0"},
+    {6, "Q5_0"},     {7, "Q5_1"},    {9, "Q8_1"},     {10, "Q2_K"},  {11, "Q3_K"},   {15, "Q8_K"},
+    {16, "IQ2_XXS"}, {17, "IQ2_XS"}, {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"}, {21, "IQ3_S"},
+    {22, "IQ2_S"},   {23, "IQ4_XS"}, {24, "I8"},      {25, "I16"},   {26, "I32"},    {27, "I64"},
+    {28, "F64"},     {29, "IQ1_M"},  {34, "TQ1_0"},   {35, "TQ2_0"},
 };
 
 // GGUF metadata value types (gguf.h).
 enum ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32v = 6, kBool = 7, kString = 8,
-  kArray = 9, kU64 = 10, kI64 = 11, kF64v = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32v = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64v = 12,
 };
 
-constexpr uint32_t kMaxDims = 4;         // GGML_MAX_DIMS
-constexpr int kMaxArrayDepth = 4;        // arrays of arrays exist; deeper is corruption
+constexpr uint32_t kMaxDims = 4;   // GGML_MAX_DIMS
+constexpr int kMaxArrayDepth = 4;  // arrays of arrays exist; deeper is corruption
 constexpr uint64_t kMaxDim = uint64_t{1} << 40;
 // Metadata values held in memory (each ~16 bytes as JSON, whatever its size in the file): far above
 // any real tokenizer (Gemma's 256k tokens), far below what would exhaust memory.
@@ -190,8 +201,10 @@ class Cursor {
 
   void bytes(void* out, uint64_t n, std::string_view what) {
     if (n > left()) {
-      file_.fail(fmt::format("{} needs {} bytes at offset {} but the file ends at {}; it is truncated "
-                             "or corrupt", what, n, pos_, size_));
+      file_.fail(
+          fmt::format("{} needs {} bytes at offset {} but the file ends at {}; it is truncated "
+                      "or corrupt",
+                      what, n, pos_, size_));
     }
     if (pos_ < window_start_ || pos_ + n > window_start_ + window_.size()) {
       window_start_ = pos_;
@@ -223,8 +236,8 @@ class Cursor {
   std::string string(std::string_view what) {
     const auto length = get<uint64_t>(what);
     if (length > left()) {
-      file_.fail(fmt::format("{}: string length {} runs past the end of the file; it is truncated or corrupt",
-                             what, length));
+      file_.fail(
+          fmt::format("{}: string length {} runs past the end of the file; it is truncated or corrupt", what, length));
     }
     std::string out(length, '\0');
     bytes(out.data(), length, what);
@@ -243,10 +256,19 @@ class Cursor {
 
 uint64_t value_min_bytes(uint32_t type) {
   switch (type) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32v: return 4;
-    default: return 8;  // u64, i64, f64, a string's length, an array's type + count (12)
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32v:
+      return 4;
+    default:
+      return 8;  // u64, i64, f64, a string's length, an array's type + count (12)
   }
 }
 
@@ -257,30 +279,43 @@ nlohmann::json read_value(Cursor& in, uint32_t type, const std::string& key, con
     file.fail(fmt::format("{}: the metadata holds over {} values; the file is corrupt", what, kMaxMetadataValues));
   }
   switch (type) {
-    case kU8: return in.get<uint8_t>(what);
-    case kI8: return in.get<int8_t>(what);
-    case kU16: return in.get<uint16_t>(what);
-    case kI16: return in.get<int16_t>(what);
-    case kU32: return in.get<uint32_t>(what);
-    case kI32: return in.get<int32_t>(what);
-    case kU64: return in.get<uint64_t>(what);
-    case kI64: return in.get<int64_t>(what);
-    case kF32v: return static_cast<double>(in.get<float>(what));
-    case kF64v: return in.get<double>(what);
+    case kU8:
+      return in.get<uint8_t>(what);
+    case kI8:
+      return in.get<int8_t>(what);
+    case kU16:
+      return in.get<uint16_t>(what);
+    case kI16:
+      return in.get<int16_t>(what);
+    case kU32:
+      return in.get<uint32_t>(what);
+    case kI32:
+      return in.get<int32_t>(what);
+    case kU64:
+      return in.get<uint64_t>(what);
+    case kI64:
+      return in.get<int64_t>(what);
+    case kF32v:
+      return static_cast<double>(in.get<float>(what));
+    case kF64v:
+      return in.get<double>(what);
     case kBool: {
       const auto b = in.get<uint8_t>(what);
       if (b > 1) file.fail(fmt::format("{}: bool holds {}, not 0 or 1", what, b));
       return b == 1;
     }
-    case kString: return in.string(what);
+    case kString:
+      return in.string(what);
     case kArray: {
       if (depth >= kMaxArrayDepth) file.fail(fmt::format("{}: arrays nested deeper than {}", what, kMaxArrayDepth));
       const auto item_type = in.get<uint32_t>(what);
       const auto count = in.get<uint64_t>(what);
       if (item_type > kF64v) file.fail(fmt::format("{}: array of unknown value type {}", what, item_type));
       if (count > in.left() / value_min_bytes(item_type)) {
-        file.fail(fmt::format("{}: array of {} values cannot fit in the {} bytes left; the file is truncated or "
-                              "corrupt", what, count, in.left()));
+        file.fail(
+            fmt::format("{}: array of {} values cannot fit in the {} bytes left; the file is truncated or "
+                        "corrupt",
+                        what, count, in.left()));
       }
       nlohmann::json array = nlohmann::json::array();
       array.get_ref<nlohmann::json::array_t&>().reserve(count);
@@ -299,15 +334,24 @@ nlohmann::json read_value(Cursor& in, uint32_t type, const std::string& key, con
 
 std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32: return kF32;
-    case GgmlType::F16: return kF16;
-    case GgmlType::BF16: return kBF16;
-    case GgmlType::Q4_0: return kQ4_0;
-    case GgmlType::Q4_1: return kQ4_1;
-    case GgmlType::Q8_0: return kQ8_0;
-    case GgmlType::Q4_K: return kQ4_K;
-    case GgmlType::Q5_K: return kQ5_K;
-    case GgmlType::Q6_K: return kQ6_K;
+    case GgmlType::F32:
+      return kF32;
+    case GgmlType::F16:
+      return kF16;
+    case GgmlType::BF16:
+      return kBF16;
+    case GgmlType::Q4_0:
+      return kQ4_0;
+    case GgmlType::Q4_1:
+      return kQ4_1;
+    case GgmlType::Q8_0:
+      return kQ8_0;
+    case GgmlType::Q4_K:
+      return kQ4_K;
+    case GgmlType::Q5_K:
+      return kQ5_K;
+    case GgmlType::Q6_K:
+      return kQ6_K;
   }
   return std::nullopt;
 }
@@ -329,19 +373,35 @@ void dequantize(uint32_t type, const uint8_t* data, int64_t count, float* out) {
     const uint8_t* b = data + i * info->block_bytes;
     float* y = out + i * info->block_elements;
     switch (static_cast<GgmlType>(type)) {
-      case GgmlType::F32: std::memcpy(y, b, 4); break;
-      case GgmlType::F16: *y = f16_at(b); break;
+      case GgmlType::F32:
+        std::memcpy(y, b, 4);
+        break;
+      case GgmlType::F16:
+        *y = f16_at(b);
+        break;
       case GgmlType::BF16: {
         const uint32_t bits = static_cast<uint32_t>(u16_at(b)) << 16;
         std::memcpy(y, &bits, 4);
         break;
       }
-      case GgmlType::Q4_0: dequantize_q4_0(b, y); break;
-      case GgmlType::Q4_1: dequantize_q4_1(b, y); break;
-      case GgmlType::Q8_0: dequantize_q8_0(b, y); break;
-      case GgmlType::Q4_K: dequantize_q4_k(b, y); break;
-      case GgmlType::Q5_K: dequantize_q5_k(b, y); break;
-      case GgmlType::Q6_K: dequantize_q6_k(b, y); break;
+      case GgmlType::Q4_0:
+        dequantize_q4_0(b, y);
+        break;
+      case GgmlType::Q4_1:
+        dequantize_q4_1(b, y);
+        break;
+      case GgmlType::Q8_0:
+        dequantize_q8_0(b, y);
+        break;
+      case GgmlType::Q4_K:
+        dequantize_q4_k(b, y);
+        break;
+      case GgmlType::Q5_K:
+        dequantize_q5_k(b, y);
+        break;
+      case GgmlType::Q6_K:
+        dequantize_q6_k(b, y);
+        break;
     }
   }
 }
@@ -376,9 +436,7 @@ GgufFile::~GgufFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void GgufFile::fail(std::string_view what) const {
-  throw ModelFileError(fmt::format("{}: {}", path_.string(), what));
-}
+void GgufFile::fail(std::string_view what) const { throw ModelFileError(fmt::format("{}: {}", path_.string(), what)); }
 
 void GgufFile::parse(uint64_t file_size) {
   Cursor in(*this, fd_, file_size);
@@ -417,7 +475,8 @@ void GgufFile::parse(uint64_t file_size) {
     t.name = in.string(fmt::format("tensor info {}", i));
     const std::string what = fmt::format("tensor '{}'", t.name);
     const auto n_dims = in.get<uint32_t>(what);
-    if (n_dims == 0 || n_dims > kMaxDims) fail(fmt::format("{}: {} dimensions (1 to {} allowed)", what, n_dims, kMaxDims));
+    if (n_dims == 0 || n_dims > kMaxDims)
+      fail(fmt::format("{}: {} dimensions (1 to {} allowed)", what, n_dims, kMaxDims));
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto dim = in.get<uint64_t>(what);
       if (dim == 0 || dim > kMaxDim) fail(fmt::format("{}: dimension {} is {}", what, d, dim));
@@ -427,8 +486,10 @@ void GgufFile::parse(uint64_t file_size) {
     t.offset = in.get<uint64_t>(what);
     const auto type = ggml_type_info(t.type);
     if (!type) {
-      fail(fmt::format("{} has type {}, which Bouquet cannot dequantize (it reads F32, F16, BF16, Q8_0, Q4_0, "
-                       "Q4_1, Q4_K, Q5_K, Q6_K)", what, ggml_type_name(t.type)));
+      fail(
+          fmt::format("{} has type {}, which Bouquet cannot dequantize (it reads F32, F16, BF16, Q8_0, Q4_0, "
+                      "Q4_1, Q4_K, Q5_K, Q6_K)",
+                      what, ggml_type_name(t.type)));
     }
     if (t.dims[0] % type->block_elements != 0) {
       fail(fmt::format("{}: its rows of {} values are not whole {} blocks of {}", what, t.dims[0], type->name,
@@ -436,21 +497,24 @@ void GgufFile::parse(uint64_t file_size) {
     }
     uint64_t blocks = static_cast<uint64_t>(t.dims[0] / type->block_elements);
     for (size_t d = 1; d < t.dims.size(); ++d) {
-      if (__builtin_mul_overflow(blocks, static_cast<uint64_t>(t.dims[d]), &blocks)) fail(fmt::format("{}: too large", what));
+      if (__builtin_mul_overflow(blocks, static_cast<uint64_t>(t.dims[d]), &blocks))
+        fail(fmt::format("{}: too large", what));
     }
     if (__builtin_mul_overflow(blocks, static_cast<uint64_t>(type->block_bytes), &t.size_bytes)) {
       fail(fmt::format("{}: too large", what));
     }
-    if (t.offset % alignment != 0) fail(fmt::format("{}: offset {} is not a multiple of the alignment {}", what, t.offset, alignment));
+    if (t.offset % alignment != 0)
+      fail(fmt::format("{}: offset {} is not a multiple of the alignment {}", what, t.offset, alignment));
     infos.push_back(std::move(t));
   }
   data_start_ = (in.position() + alignment - 1) / alignment * alignment;
   const uint64_t data_size = file_size > data_start_ ? file_size - data_start_ : 0;
   for (GgufTensor& t : infos) {
     if (t.offset > data_size || t.size_bytes > data_size - t.offset) {
-      fail(fmt::format("tensor '{}' ({} {} bytes at data offset {}) runs past the end of the file ({} bytes of "
-                       "data); the file is truncated or corrupt", t.name, ggml_type_name(t.type), t.size_bytes,
-                       t.offset, data_size));
+      fail(
+          fmt::format("tensor '{}' ({} {} bytes at data offset {}) runs past the end of the file ({} bytes of "
+                      "data); the file is truncated or corrupt",
+                      t.name, ggml_type_name(t.type), t.size_bytes, t.offset, data_size));
     }
     const std::string name = t.name;
     if (!tensors_.emplace(name, std::move(t)).second) fail(fmt::format("tensor '{}' appears twice", name));

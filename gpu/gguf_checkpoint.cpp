@@ -13,14 +13,10 @@ namespace {
 
 // llama.cpp's block tensor names and the Hugging Face names they came from (convert_hf_to_gguf.py).
 constexpr std::pair<std::string_view, std::string_view> kBlockNames[] = {
-    {"attn_norm.weight", "input_layernorm.weight"},
-    {"attn_q.weight", "self_attn.q_proj.weight"},
-    {"attn_k.weight", "self_attn.k_proj.weight"},
-    {"attn_v.weight", "self_attn.v_proj.weight"},
-    {"attn_output.weight", "self_attn.o_proj.weight"},
-    {"ffn_norm.weight", "post_attention_layernorm.weight"},
-    {"ffn_gate.weight", "mlp.gate_proj.weight"},
-    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"attn_norm.weight", "input_layernorm.weight"},    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},      {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},       {"ffn_up.weight", "mlp.up_proj.weight"},
     {"ffn_down.weight", "mlp.down_proj.weight"},
 };
 constexpr std::pair<std::string_view, std::string_view> kHeadNames[] = {
@@ -66,7 +62,8 @@ nlohmann::json llama_config(const GgufFile& f) {
   j["num_attention_heads"] = f.integer(p + "attention.head_count");
   if (f.has(p + "attention.head_count_kv")) j["num_key_value_heads"] = f.integer(p + "attention.head_count_kv");
   if (f.has(p + "attention.key_length")) j["head_dim"] = f.integer(p + "attention.key_length");
-  if (f.has(p + "attention.layer_norm_rms_epsilon")) j["rms_norm_eps"] = f.number(p + "attention.layer_norm_rms_epsilon");
+  if (f.has(p + "attention.layer_norm_rms_epsilon"))
+    j["rms_norm_eps"] = f.number(p + "attention.layer_norm_rms_epsilon");
   if (f.has(p + "rope.freq_base")) j["rope_theta"] = f.number(p + "rope.freq_base");
   if (f.has(p + "context_length")) j["max_position_embeddings"] = f.integer(p + "context_length");
   // The embedding's shape is what the weights hold; the metadata's vocab_size may be absent.
@@ -89,10 +86,13 @@ nlohmann::json llama_config(const GgufFile& f) {
   if (f.has(p + "rope.dimension_count")) {
     const int64_t heads = j["num_attention_heads"].get<int64_t>();
     const int64_t head_dim = j.contains("head_dim") ? j["head_dim"].get<int64_t>()
-                                                    : heads > 0 ? j["hidden_size"].get<int64_t>() / heads : 0;
+                             : heads > 0            ? j["hidden_size"].get<int64_t>() / heads
+                                                    : 0;
     if (f.integer(p + "rope.dimension_count") != head_dim) {
-      f.fail(fmt::format("metadata '{}rope.dimension_count' is {} but heads are {} wide; partial rotary "
-                         "embeddings are not supported", p, f.integer(p + "rope.dimension_count"), head_dim));
+      f.fail(
+          fmt::format("metadata '{}rope.dimension_count' is {} but heads are {} wide; partial rotary "
+                      "embeddings are not supported",
+                      p, f.integer(p + "rope.dimension_count"), head_dim));
     }
   }
   return j;
@@ -103,8 +103,10 @@ nlohmann::json llama_config(const GgufFile& f) {
 GgufCheckpoint::GgufCheckpoint(std::filesystem::path path) : file_(std::move(path)) {
   const std::string arch = file_.string("general.architecture");
   if (arch != "llama") {
-    file_.fail(fmt::format("metadata 'general.architecture' is '{}'; Bouquet serves GGUF checkpoints of "
-                           "architecture llama", arch));
+    file_.fail(
+        fmt::format("metadata 'general.architecture' is '{}'; Bouquet serves GGUF checkpoints of "
+                    "architecture llama",
+                    arch));
   }
   config_json_ = llama_config(file_).dump(2) + "\n";
   config_ = parse_model_config(config_json_, file_.path());
@@ -146,8 +148,8 @@ at::Tensor GgufCheckpoint::read(const std::string& hf_name) const {
     const int64_t heads = q ? config_.num_heads : config_.num_kv_heads;
     const int64_t rows = tensor.size(0);
     if (rows != heads * config_.head_dim) {
-      file_.fail(fmt::format("tensor '{}' has {} rows but {} heads of {} need {}", name, rows, heads,
-                             config_.head_dim, heads * config_.head_dim));
+      file_.fail(fmt::format("tensor '{}' has {} rows but {} heads of {} need {}", name, rows, heads, config_.head_dim,
+                             heads * config_.head_dim));
     }
     tensor = tensor.reshape({heads, config_.head_dim / 2, 2, tensor.size(1)})
                  .transpose(1, 2)

@@ -1,7 +1,7 @@
 #include "gpu/gguf_tokenizer.h"
 
-#include "tokenizer/bpe_tokenizer.h"
 #include "gpu/gguf.h"
+#include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/sentencepiece_tokenizer.h"
 
 #include <fmt/format.h>
@@ -18,7 +18,8 @@ using Json = nlohmann::json;
 constexpr int64_t kControl = 3;
 constexpr int64_t kUserDefined = 4;
 
-const Json kByteLevel = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+const Json kByteLevel = {
+    {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
 
 // llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3 pattern.
 constexpr const char* kLlama3Pattern =
@@ -30,19 +31,21 @@ Json pre_tokenizer(const GgufFile& file) {
   const std::string pre = file.has("tokenizer.ggml.pre") ? file.string("tokenizer.ggml.pre") : "default";
   if (pre == "default" || pre == "gpt2" || pre == "gpt-2") return kByteLevel;
   if (pre == "smollm" || pre == "starcoder" || pre == "refact") {
-    return {{"type", "Sequence"},
-            {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, kByteLevel}}};
+    return {{"type", "Sequence"}, {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, kByteLevel}}};
   }
   if (pre == "llama-bpe" || pre == "llama3") {
     Json byte_level = kByteLevel;
     byte_level["use_regex"] = false;
-    return {{"type", "Sequence"},
-            {"pretokenizers",
-             {{{"type", "Split"}, {"pattern", {{"Regex", kLlama3Pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
-              byte_level}}};
+    return {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"}, {"pattern", {{"Regex", kLlama3Pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
+          byte_level}}};
   }
-  throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.pre' is '{}'; Bouquet knows default, gpt2, "
-                                       "smollm, starcoder, refact and llama-bpe", file.path().string(), pre));
+  throw std::runtime_error(
+      fmt::format("{}: metadata 'tokenizer.ggml.pre' is '{}'; Bouquet knows default, gpt2, "
+                  "smollm, starcoder, refact and llama-bpe",
+                  file.path().string(), pre));
 }
 
 const Json& array_of(const GgufFile& file, const char* key) {
@@ -56,8 +59,8 @@ std::optional<TokenId> id_of(const GgufFile& file, const char* key, size_t vocab
   if (!file.has(key)) return std::nullopt;
   const int64_t id = file.integer(key);
   if (id < 0 || static_cast<size_t>(id) >= vocab) {
-    throw std::runtime_error(fmt::format("{}: metadata '{}' is {}, outside the {} tokens", file.path().string(), key,
-                                         id, vocab));
+    throw std::runtime_error(
+        fmt::format("{}: metadata '{}' is {}, outside the {} tokens", file.path().string(), key, id, vocab));
   }
   return id;
 }
@@ -70,8 +73,10 @@ std::unique_ptr<Tokenizer> sentencepiece_from_metadata(const GgufFile& file) {
   const Json& scores = array_of(file, "tokenizer.ggml.scores");
   const Json& types = array_of(file, "tokenizer.ggml.token_type");
   if (scores.size() != tokens.size() || types.size() != tokens.size()) {
-    throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.scores' and 'tokenizer.ggml.token_type' need "
-                                         "one entry per token", where));
+    throw std::runtime_error(
+        fmt::format("{}: metadata 'tokenizer.ggml.scores' and 'tokenizer.ggml.token_type' need "
+                    "one entry per token",
+                    where));
   }
   SentencePieceModel model;
   model.trainer.model_type = SentencePieceModel::ModelType::bpe;
@@ -96,7 +101,8 @@ std::unique_ptr<Tokenizer> sentencepiece_from_metadata(const GgufFile& file) {
   model.normalizer.remove_extra_whitespaces = false;
   if (file.has("tokenizer.ggml.add_space_prefix")) {
     const Json& prefix = file.metadata().at("tokenizer.ggml.add_space_prefix");
-    if (!prefix.is_boolean()) throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_space_prefix' is not a bool", where));
+    if (!prefix.is_boolean())
+      throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_space_prefix' is not a bool", where));
     model.normalizer.add_dummy_prefix = prefix.get<bool>();
   }
   auto tokenizer = std::make_unique<SentencePieceTokenizer>(std::move(model), where);
@@ -116,7 +122,8 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file) {
   if (spm) {
     if (file.has("tokenizer.ggml.add_bos_token")) {
       const Json& add = file.metadata().at("tokenizer.ggml.add_bos_token");
-      if (!add.is_boolean()) throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_bos_token' is not a bool", where));
+      if (!add.is_boolean())
+        throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_bos_token' is not a bool", where));
       spm->add_bos = add.get<bool>();
     }
     if (spm->add_bos && !spm->bos_id) {
@@ -125,15 +132,18 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file) {
     return spm;
   }
   if (model != "gpt2") {
-    throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.model' is '{}'; Bouquet reads byte-level BPE "
-                                         "('gpt2') and SentencePiece ('llama') tokenizers from GGUF files", where, model));
+    throw std::runtime_error(
+        fmt::format("{}: metadata 'tokenizer.ggml.model' is '{}'; Bouquet reads byte-level BPE "
+                    "('gpt2') and SentencePiece ('llama') tokenizers from GGUF files",
+                    where, model));
   }
   const Json& tokens = array_of(file, "tokenizer.ggml.tokens");
   const Json& merges = array_of(file, "tokenizer.ggml.merges");
-  const Json types = file.has("tokenizer.ggml.token_type") ? file.metadata().at("tokenizer.ggml.token_type") : Json::array();
+  const Json types =
+      file.has("tokenizer.ggml.token_type") ? file.metadata().at("tokenizer.ggml.token_type") : Json::array();
   if (!types.is_array() || (!types.empty() && types.size() != tokens.size())) {
-    throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.token_type' does not have one type per token",
-                                         where));
+    throw std::runtime_error(
+        fmt::format("{}: metadata 'tokenizer.ggml.token_type' does not have one type per token", where));
   }
   Json vocab = Json::object();
   Json added = Json::array();
@@ -145,8 +155,13 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file) {
     if (!vocab.contains(token)) vocab[token] = id;
     const int64_t type = types.empty() || !types[id].is_number_integer() ? 1 : types[id].get<int64_t>();
     if ((type == kControl || type == kUserDefined) && !token.empty()) {
-      added.push_back({{"id", id}, {"content", token}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                       {"normalized", false}, {"special", type == kControl}});
+      added.push_back({{"id", id},
+                       {"content", token},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", type == kControl}});
     }
   }
   const Json config = {
@@ -161,7 +176,8 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file) {
   tokenizer->add_bos = false;
   if (file.has("tokenizer.ggml.add_bos_token")) {
     const Json& add = file.metadata().at("tokenizer.ggml.add_bos_token");
-    if (!add.is_boolean()) throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_bos_token' is not a bool", where));
+    if (!add.is_boolean())
+      throw std::runtime_error(fmt::format("{}: metadata 'tokenizer.ggml.add_bos_token' is not a bool", where));
     tokenizer->add_bos = add.get<bool>();
   }
   if (tokenizer->add_bos && !tokenizer->bos_id) {

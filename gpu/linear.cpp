@@ -10,11 +10,16 @@ namespace {
 
 std::optional<kernels::Isa> chosen_isa(LinearKernels choice) {
   switch (choice) {
-    case LinearKernels::best: return kernels::detected_isa();
-    case LinearKernels::libtorch: return std::nullopt;
-    case LinearKernels::portable: return kernels::Isa::portable;
-    case LinearKernels::avx2: return kernels::Isa::avx2;
-    case LinearKernels::avx512: return kernels::Isa::avx512;
+    case LinearKernels::best:
+      return kernels::detected_isa();
+    case LinearKernels::libtorch:
+      return std::nullopt;
+    case LinearKernels::portable:
+      return kernels::Isa::portable;
+    case LinearKernels::avx2:
+      return kernels::Isa::avx2;
+    case LinearKernels::avx512:
+      return kernels::Isa::avx512;
   }
   return std::nullopt;
 }
@@ -84,9 +89,8 @@ at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {
   problem.y = y.data_ptr<float>();
   const kernels::Isa isa = *isa_;
   if (at::get_num_threads() > 1 && out_features_ >= 2 * kRowsPerThreadMin) {
-    at::parallel_for(0, out_features_, kRowsPerThreadMin, [&](int64_t begin, int64_t end) {
-      kernels::matvec(isa, problem, begin, end);
-    });
+    at::parallel_for(0, out_features_, kRowsPerThreadMin,
+                     [&](int64_t begin, int64_t end) { kernels::matvec(isa, problem, begin, end); });
   } else {
     kernels::matvec(isa, problem, 0, out_features_);
   }

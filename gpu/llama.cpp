@@ -20,9 +20,7 @@ namespace bouquet::gpu {
 namespace {
 
 // Reductions (norm variance, softmax) run in f32 at least, as Hugging Face does; f64 stays f64.
-at::ScalarType accumulate_type(at::ScalarType dtype) {
-  return dtype == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType accumulate_type(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
 // Hugging Face's LlamaRMSNorm: normalise in f32, cast back, then scale.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -42,8 +40,7 @@ void read_rope_scaling(const ConfigReader& reader, ModelConfig& config) {
   if (!reader.has("rope_scaling")) return;
   const ConfigReader scaling = reader.object("rope_scaling");
   // Newer configs say rope_type, older ones type.
-  const std::string type = scaling.has("rope_type") ? scaling.string("rope_type")
-                                                    : scaling.string("type", "default");
+  const std::string type = scaling.has("rope_type") ? scaling.string("rope_type") : scaling.string("type", "default");
   if (type == "default") return;
   if (type != "llama3") {
     reader.fail("rope_scaling", fmt::format("has type '{}'; Bouquet supports only llama3", type));
@@ -52,8 +49,7 @@ void read_rope_scaling(const ConfigReader& reader, ModelConfig& config) {
   rs.factor = scaling.number_in("factor", 0, 1e6);
   rs.low_freq_factor = scaling.number_in("low_freq_factor", 0, 1e6);
   rs.high_freq_factor = scaling.number_in("high_freq_factor", 0, 1e6);
-  rs.original_max_position_embeddings =
-      scaling.integer_in("original_max_position_embeddings", 1, kMaxConfigPositions);
+  rs.original_max_position_embeddings = scaling.integer_in("original_max_position_embeddings", 1, kMaxConfigPositions);
   if (rs.factor <= 0 || rs.high_freq_factor <= rs.low_freq_factor || rs.low_freq_factor <= 0 ||
       rs.original_max_position_embeddings <= 0) {
     reader.fail("rope_scaling", "needs factor > 0 and 0 < low_freq_factor < high_freq_factor");
@@ -76,11 +72,11 @@ class LlamaBlock final : public Block {
     // One matrix product for q, k and v and one for gate and up: fewer passes over the input and
     // fewer kernel launches per decode step.
     qkv_ = Linear(at::cat({w.at(p + "self_attn.q_proj.weight"), w.at(p + "self_attn.k_proj.weight"),
-                           w.at(p + "self_attn.v_proj.weight")}, 0),
+                           w.at(p + "self_attn.v_proj.weight")},
+                          0),
                   options);
     o_ = Linear(w.at(p + "self_attn.o_proj.weight"), options);
-    gate_up_ = Linear(at::cat({w.at(p + "mlp.gate_proj.weight"), w.at(p + "mlp.up_proj.weight")}, 0),
-                      options);
+    gate_up_ = Linear(at::cat({w.at(p + "mlp.gate_proj.weight"), w.at(p + "mlp.up_proj.weight")}, 0), options);
     down_ = Linear(w.at(p + "mlp.down_proj.weight"), options);
     qkv_.set_lora_site(lora_site(config, block, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}));
     o_.set_lora_site(lora_site(config, block, {"self_attn.o_proj"}));
@@ -120,8 +116,7 @@ class LlamaBlock final : public Block {
     const at::Tensor attended = attention(q, keys, values, start, key_start);
     const at::Tensor x = hidden + o_(attended);
     const at::Tensor gu = gate_up_(rms_norm(x, post_norm_, eps_));
-    const at::Tensor mlp =
-        at::silu(gu.narrow(-1, 0, intermediate_)) * gu.narrow(-1, intermediate_, intermediate_);
+    const at::Tensor mlp = at::silu(gu.narrow(-1, 0, intermediate_)) * gu.narrow(-1, intermediate_, intermediate_);
     return x + down_(mlp);
   }
 
@@ -144,8 +139,7 @@ class LlamaBlock final : public Block {
   // computed in double so long positions keep their precision.
   std::pair<at::Tensor, at::Tensor> rotary(int64_t start, int64_t tokens) const {
     const at::Tensor positions =
-        at::arange(start, start + tokens, at::TensorOptions().dtype(at::kDouble).device(
-                                              options_.device));
+        at::arange(start, start + tokens, at::TensorOptions().dtype(at::kDouble).device(options_.device));
     const at::Tensor angles = at::outer(positions, inv_freq_);
     const at::Tensor full = at::cat({angles, angles}, -1);
     return {full.cos().to(options_.dtype), full.sin().to(options_.dtype)};
@@ -153,8 +147,8 @@ class LlamaBlock final : public Block {
 
   // q: [batch, heads, tokens, head_dim] at positions start...; keys/values: [batch, kv_heads,
   // length, head_dim] at positions key_start... Returns [batch, tokens, heads * head_dim].
-  at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
-                       int64_t start, int64_t key_start) const {
+  at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, int64_t start,
+                       int64_t key_start) const {
     const int64_t batch = q.size(0);
     const int64_t tokens = q.size(2);
     const int64_t length = keys.size(2);
@@ -189,17 +183,14 @@ class LlamaHead final : public Head {
  public:
   // The head's weights stay in the compute dtype whatever options.quant says: quantization is
   // for the blocks servers hold, and a tied LM head shares its matrix with the embedding.
-  LlamaHead(const ModelConfig& config, TensorMap w, ComputeOptions options)
-      : eps_(config.norm_eps) {
+  LlamaHead(const ModelConfig& config, TensorMap w, ComputeOptions options) : eps_(config.norm_eps) {
     embed_ = w.at("model.embed_tokens.weight");
     norm_ = w.at("model.norm.weight");
     options.quant = WeightQuant::none;
     lm_head_ = Linear(config.tie_word_embeddings ? embed_ : w.at("lm_head.weight"), options);
   }
 
-  at::Tensor embed(const at::Tensor& ids) const override {
-    return at::embedding(embed_, ids.to(embed_.device()));
-  }
+  at::Tensor embed(const at::Tensor& ids) const override { return at::embedding(embed_, ids.to(embed_.device())); }
 
   at::Tensor logits(const at::Tensor& hidden) const override {
     const at::Tensor h = rms_norm(hidden.to(norm_.device(), norm_.scalar_type()), norm_, eps_);
@@ -234,14 +225,14 @@ class LlamaFamily final : public Family {
     read_rope_scaling(r, c);
 
     if (!r.has("head_dim") && c.hidden_size % c.num_heads != 0) {
-      r.fail("hidden_size", fmt::format("({}) is not a multiple of num_attention_heads ({})",
-                                        c.hidden_size, c.num_heads));
+      r.fail("hidden_size",
+             fmt::format("({}) is not a multiple of num_attention_heads ({})", c.hidden_size, c.num_heads));
     }
     c.head_dim = r.integer_in("head_dim", c.hidden_size / c.num_heads, 1, kMaxConfigWidth);
     if (c.head_dim <= 0 || c.head_dim % 2 != 0) r.fail("head_dim", "must be positive and even");
     if (c.num_heads % c.num_kv_heads != 0) {
-      r.fail("num_key_value_heads", fmt::format("({}) does not divide num_attention_heads ({})",
-                                                c.num_kv_heads, c.num_heads));
+      r.fail("num_key_value_heads",
+             fmt::format("({}) does not divide num_attention_heads ({})", c.num_kv_heads, c.num_heads));
     }
     if (r.string("hidden_act", "silu") != "silu") r.fail("hidden_act", "must be silu for llama");
     if (r.boolean("attention_bias", false)) r.fail("attention_bias", "true is not supported");
@@ -292,14 +283,10 @@ class LlamaFamily final : public Family {
     const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
     const int64_t i = c.intermediate_size;
     return {
-        {p + "input_layernorm.weight", {h}, 1.0, 0.1},
-        {p + "self_attn.q_proj.weight", {q, h}, 0.0, 0.15},
-        {p + "self_attn.k_proj.weight", {kv, h}, 0.0, 0.15},
-        {p + "self_attn.v_proj.weight", {kv, h}, 0.0, 0.08},
-        {p + "self_attn.o_proj.weight", {h, q}, 0.0, 0.08},
-        {p + "post_attention_layernorm.weight", {h}, 1.0, 0.1},
-        {p + "mlp.gate_proj.weight", {i, h}, 0.0, 0.08},
-        {p + "mlp.up_proj.weight", {i, h}, 0.0, 0.08},
+        {p + "input_layernorm.weight", {h}, 1.0, 0.1},       {p + "self_attn.q_proj.weight", {q, h}, 0.0, 0.15},
+        {p + "self_attn.k_proj.weight", {kv, h}, 0.0, 0.15}, {p + "self_attn.v_proj.weight", {kv, h}, 0.0, 0.08},
+        {p + "self_attn.o_proj.weight", {h, q}, 0.0, 0.08},  {p + "post_attention_layernorm.weight", {h}, 1.0, 0.1},
+        {p + "mlp.gate_proj.weight", {i, h}, 0.0, 0.08},     {p + "mlp.up_proj.weight", {i, h}, 0.0, 0.08},
         {p + "mlp.down_proj.weight", {h, i}, 0.0, 0.08},
     };
   }

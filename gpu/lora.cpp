@@ -99,8 +99,8 @@ std::vector<LoraModule> lora_modules(const ModelConfig& c) {
   const int64_t h = c.hidden_size, i = c.intermediate_size;
   if (c.family == "llama") {
     const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-    return {{"self_attn.q_proj", h, q},   {"self_attn.k_proj", h, kv}, {"self_attn.v_proj", h, kv},
-            {"self_attn.o_proj", q, h},   {"mlp.gate_proj", h, i},     {"mlp.up_proj", h, i},
+    return {{"self_attn.q_proj", h, q}, {"self_attn.k_proj", h, kv}, {"self_attn.v_proj", h, kv},
+            {"self_attn.o_proj", q, h}, {"mlp.gate_proj", h, i},     {"mlp.up_proj", h, i},
             {"mlp.down_proj", i, h}};
   }
   if (c.family == "bloom") {
@@ -109,8 +109,8 @@ std::vector<LoraModule> lora_modules(const ModelConfig& c) {
             {"mlp.dense_h_to_4h", h, i},
             {"mlp.dense_4h_to_h", i, h}};
   }
-  throw ModelFileError(fmt::format("{}: LoRA adapters are not supported for model_type '{}'",
-                                   c.file.string(), c.family));
+  throw ModelFileError(
+      fmt::format("{}: LoRA adapters are not supported for model_type '{}'", c.file.string(), c.family));
 }
 
 LoraSite lora_site(const ModelConfig& config, int64_t block, const std::vector<std::string>& paths) {
@@ -191,8 +191,8 @@ LoraAdapterConfig read_lora_adapter_config(const fs::path& dir, const ModelConfi
   for (const auto& name : names) {
     const LoraModule* m = find_module(modules, name);
     if (m == nullptr) {
-      throw fail(fmt::format("unknown target module '{}' for a {} model (known: {})", name,
-                             model.family, module_list(modules)));
+      throw fail(fmt::format("unknown target module '{}' for a {} model (known: {})", name, model.family,
+                             module_list(modules)));
     }
     if (seen.insert(m->path).second) config.target_modules.push_back(m->path);
   }
@@ -216,8 +216,7 @@ uint64_t LoraAdapter::weight_bytes() const {
   return total;
 }
 
-at::Tensor LoraAdapter::apply(const LoraSite& site, const at::Tensor& input,
-                              const at::Tensor& output) const {
+at::Tensor LoraAdapter::apply(const LoraSite& site, const at::Tensor& input, const at::Tensor& output) const {
   std::vector<at::Tensor> deltas;
   bool any = false;
   const double scale = config_.scale();
@@ -244,8 +243,7 @@ at::Tensor LoraAdapter::apply(const LoraSite& site, const at::Tensor& input,
 }
 
 std::shared_ptr<const LoraAdapter> load_lora_adapter(const fs::path& dir, const fs::path& model_dir,
-                                                     const ModelConfig& model, int64_t first_block,
-                                                     int64_t end_block,
+                                                     const ModelConfig& model, int64_t first_block, int64_t end_block,
                                                      const ComputeOptions& options) {
   LoraAdapterConfig config = read_lora_adapter_config(dir, model);
   const fs::path config_file = dir / kConfigFile;
@@ -253,9 +251,8 @@ std::shared_ptr<const LoraAdapter> load_lora_adapter(const fs::path& dir, const 
     const std::string base = last_component(config.base_model_name_or_path);
     const std::vector<std::string> names = model_names(model_dir);
     if (std::find(names.begin(), names.end(), base) == names.end()) {
-      throw ModelFileError(fmt::format(
-          "{}: the adapter was made for base model '{}', but the served model is '{}'",
-          config_file.string(), config.base_model_name_or_path, names.front()));
+      throw ModelFileError(fmt::format("{}: the adapter was made for base model '{}', but the served model is '{}'",
+                                       config_file.string(), config.base_model_name_or_path, names.front()));
     }
   }
   const fs::path file = dir / kWeightsFile;
@@ -273,8 +270,11 @@ std::shared_ptr<const LoraAdapter> load_lora_adapter(const fs::path& dir, const 
     for (const auto& prefix : block_prefixes(model)) {
       if (name.rfind(prefix, 0) == 0) rest = name.substr(prefix.size());
     }
-    if (!rest) throw fail(fmt::format("tensor {} is not a LoRA weight of a block; Bouquet applies only "
-                                      "lora_A/lora_B of block Linears", name));
+    if (!rest)
+      throw fail(
+          fmt::format("tensor {} is not a LoRA weight of a block; Bouquet applies only "
+                      "lora_A/lora_B of block Linears",
+                      name));
     std::string tail = *rest;
     bool is_a = false;
     for (const char* suffix : {".lora_A.weight", ".lora_B.weight"}) {
@@ -302,21 +302,20 @@ std::shared_ptr<const LoraAdapter> load_lora_adapter(const fs::path& dir, const 
     const std::string path = tail.substr(dot + 1);
     const LoraModule* module = find_module(modules, path);
     if (module == nullptr || module->path != path) {
-      throw fail(fmt::format("tensor {} targets unknown module '{}' (known: {})", name, path,
-                             module_list(modules)));
+      throw fail(fmt::format("tensor {} targets unknown module '{}' (known: {})", name, path, module_list(modules)));
     }
-    if (std::find(config.target_modules.begin(), config.target_modules.end(), path) ==
-        config.target_modules.end()) {
-      throw fail(fmt::format("tensor {} targets '{}', which adapter_config.json's target_modules "
-                             "does not list", name, path));
+    if (std::find(config.target_modules.begin(), config.target_modules.end(), path) == config.target_modules.end()) {
+      throw fail(
+          fmt::format("tensor {} targets '{}', which adapter_config.json's target_modules "
+                      "does not list",
+                      name, path));
     }
-    const std::vector<int64_t> expected =
-        is_a ? std::vector<int64_t>{config.r, module->in_features}
-             : std::vector<int64_t>{module->out_features, config.r};
+    const std::vector<int64_t> expected = is_a ? std::vector<int64_t>{config.r, module->in_features}
+                                               : std::vector<int64_t>{module->out_features, config.r};
     if (info.shape != expected) {
       throw fail(fmt::format("tensor {} has shape {}, expected {} (r = {}, {} is {} -> {})", name,
-                             format_shape(info.shape), format_shape(expected), config.r, path,
-                             module->in_features, module->out_features));
+                             format_shape(info.shape), format_shape(expected), config.r, path, module->in_features,
+                             module->out_features));
     }
     if (!is_floating(info.dtype)) throw fail(fmt::format("tensor {} is not floating point", name));
     if (block < first_block || block >= end_block) continue;  // another server's blocks
@@ -331,13 +330,14 @@ std::shared_ptr<const LoraAdapter> load_lora_adapter(const fs::path& dir, const 
       for (const char* which : {"lora_A", "lora_B"}) {
         const std::string name = fmt::format("{}{}.{}.weight", canonical_block_prefix(model, b), path, which);
         const auto it = pairs.find({b, path});
-        const bool present = it != pairs.end() && (std::string(which) == "lora_A" ? it->second.a : it->second.b).defined();
+        const bool present =
+            it != pairs.end() && (std::string(which) == "lora_A" ? it->second.a : it->second.b).defined();
         if (!present) throw fail(fmt::format("missing tensor {}", name));
       }
     }
   }
-  return std::make_shared<const LoraAdapter>(last_component(fs::absolute(dir).lexically_normal().string()),
-                                             dir, std::move(config), std::move(pairs));
+  return std::make_shared<const LoraAdapter>(last_component(fs::absolute(dir).lexically_normal().string()), dir,
+                                             std::move(config), std::move(pairs));
 }
 
 ActiveLora::ActiveLora(const LoraAdapter* adapter) : previous_(t_active) { t_active = adapter; }
@@ -357,11 +357,10 @@ LoraAdapterConfig write_tiny_adapter(const TinyAdapterConfig& t) {
     if (target.empty()) continue;
     const LoraModule* m = find_module(modules, target);
     if (m == nullptr) {
-      throw InputError(fmt::format("--targets: unknown module '{}' for a {} model (known: {})",
-                                   target, model.family, module_list(modules)));
+      throw InputError(fmt::format("--targets: unknown module '{}' for a {} model (known: {})", target, model.family,
+                                   module_list(modules)));
     }
-    if (std::find(config.target_modules.begin(), config.target_modules.end(), m->path) ==
-        config.target_modules.end()) {
+    if (std::find(config.target_modules.begin(), config.target_modules.end(), m->path) == config.target_modules.end()) {
       config.target_modules.push_back(m->path);
     }
   }
@@ -376,8 +375,8 @@ LoraAdapterConfig write_tiny_adapter(const TinyAdapterConfig& t) {
     for (const auto& path : config.target_modules) {
       const LoraModule& m = *find_module(modules, path);
       for (const bool is_a : {true, false}) {
-        const std::string name = fmt::format("{}{}.{}.weight", canonical_block_prefix(model, b),
-                                             path, is_a ? "lora_A" : "lora_B");
+        const std::string name =
+            fmt::format("{}{}.{}.weight", canonical_block_prefix(model, b), path, is_a ? "lora_A" : "lora_B");
         core::Rng r = rng.derive(core::fnv1a(name));  // a sub-stream per tensor
         // A like PEFT's Kaiming-style init (unit-variance products); B, which PEFT starts at zero,
         // drawn so the update is a few percent of a typical base weight's effect.

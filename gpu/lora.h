@@ -67,8 +67,7 @@ struct LoraAdapterConfig {
 };
 
 // Reads and checks `dir/adapter_config.json` against `model` (targets known, r > 0).
-LoraAdapterConfig read_lora_adapter_config(const std::filesystem::path& dir,
-                                           const ModelConfig& model);
+LoraAdapterConfig read_lora_adapter_config(const std::filesystem::path& dir, const ModelConfig& model);
 
 class LoraAdapter {
  public:
@@ -101,9 +100,8 @@ class LoraAdapter {
 // Loads the adapter in `dir` for blocks [first_block, end_block) of the model in `model_dir`
 // (`model` = its config). The adapter's name is the folder's name.
 std::shared_ptr<const LoraAdapter> load_lora_adapter(const std::filesystem::path& dir,
-                                                     const std::filesystem::path& model_dir,
-                                                     const ModelConfig& model, int64_t first_block,
-                                                     int64_t end_block,
+                                                     const std::filesystem::path& model_dir, const ModelConfig& model,
+                                                     int64_t first_block, int64_t end_block,
                                                      const ComputeOptions& options);
 
 // The adapter Linears apply on this thread while this guard lives (nullptr: the base model).

@@ -2,8 +2,8 @@
 
 #include "gpu/errors.h"
 #include "gpu/family.h"
-#include "gpu/gguf_checkpoint.h"
 #include "gpu/gguf.h"
+#include "gpu/gguf_checkpoint.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -18,8 +18,7 @@ namespace bouquet::gpu {
 ConfigReader::ConfigReader(const nlohmann::json& json, std::filesystem::path file)
     : ConfigReader(json, std::move(file), "") {}
 
-ConfigReader::ConfigReader(const nlohmann::json& json, std::filesystem::path file,
-                           std::string prefix)
+ConfigReader::ConfigReader(const nlohmann::json& json, std::filesystem::path file, std::string prefix)
     : json_(&json), file_(std::move(file)), prefix_(std::move(prefix)) {}
 
 void ConfigReader::fail(std::string_view field, std::string_view what) const {
@@ -157,16 +156,15 @@ ModelConfig parse_model_config(std::string_view text, const std::filesystem::pat
   config.file = file;
   const Family* family = lookup_family(config.family);
   if (family == nullptr) {
-    reader.fail("model_type", fmt::format("is '{}', which Bouquet cannot run (it knows: {})",
-                                          config.family, fmt::join(family_names(), ", ")));
+    reader.fail("model_type", fmt::format("is '{}', which Bouquet cannot run (it knows: {})", config.family,
+                                          fmt::join(family_names(), ", ")));
   }
   family->read_config(reader, config);
   check_token_ids(reader, config);
   // Every family stores weights in one of the dtypes the loader converts from.
-  if (!config.torch_dtype.empty() && config.torch_dtype != "float32" &&
-      config.torch_dtype != "float16" && config.torch_dtype != "bfloat16") {
-    reader.fail("torch_dtype", fmt::format("is '{}' (expected float32, float16 or bfloat16)",
-                                           config.torch_dtype));
+  if (!config.torch_dtype.empty() && config.torch_dtype != "float32" && config.torch_dtype != "float16" &&
+      config.torch_dtype != "bfloat16") {
+    reader.fail("torch_dtype", fmt::format("is '{}' (expected float32, float16 or bfloat16)", config.torch_dtype));
   }
   return config;
 }

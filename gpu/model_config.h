@@ -40,7 +40,7 @@ struct ModelConfig {
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   int64_t max_position_embeddings = 2048;
-  std::string torch_dtype;  // "float32" | "float16" | "bfloat16", or "" when config.json has none
+  std::string torch_dtype;     // "float32" | "float16" | "bfloat16", or "" when config.json has none
   std::filesystem::path file;  // the config.json this came from (empty when built in memory)
 };
 

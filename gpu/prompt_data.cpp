@@ -62,7 +62,8 @@ std::vector<TokenizedExample> tokenize_examples(const Tokenizer& tokenizer,
 TrainingBatch make_batch(const std::vector<TokenizedExample>& examples, const std::vector<size_t>& rows,
                          TokenId pad_id) {
   size_t width = 0;
-  for (size_t r : rows) width = std::max(width, examples.at(r).prompt_ids.size() + examples.at(r).completion_ids.size());
+  for (size_t r : rows)
+    width = std::max(width, examples.at(r).prompt_ids.size() + examples.at(r).completion_ids.size());
   const auto batch = static_cast<int64_t>(rows.size());
   at::Tensor ids = at::full({batch, static_cast<int64_t>(width)}, pad_id, at::kLong);
   at::Tensor targets = at::full({batch, static_cast<int64_t>(width)}, kIgnoreTarget, at::kLong);

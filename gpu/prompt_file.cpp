@@ -38,9 +38,7 @@ void save_prompts(const std::filesystem::path& path, const TunedPrompts& prompts
 TunedPrompts load_prompts(const std::filesystem::path& path, const std::string& expected_fingerprint,
                           const ModelConfig& model) {
   const SafetensorsFile file(path);
-  const auto fail = [&](const std::string& why) {
-    return ModelFileError(fmt::format("{}: {}", path.string(), why));
-  };
+  const auto fail = [&](const std::string& why) { return ModelFileError(fmt::format("{}: {}", path.string(), why)); };
   const auto& meta = file.metadata();
   for (const char* key : {kFingerprintKey, kModeKey, kPrefixKey}) {
     if (meta.count(key) == 0) throw fail(fmt::format("not a Bouquet prompts file (no '{}' metadata)", key));
@@ -63,8 +61,8 @@ TunedPrompts load_prompts(const std::filesystem::path& path, const std::string& 
     const TensorInfo* info = file.find(name);
     if (!info) throw fail(fmt::format("no tensor '{}'", name));
     if (info->shape != shape) {
-      throw fail(fmt::format("tensor '{}' is {}, this model needs {}", name, format_shape(info->shape),
-                             format_shape(shape)));
+      throw fail(
+          fmt::format("tensor '{}' is {}, this model needs {}", name, format_shape(info->shape), format_shape(shape)));
     }
     at::Tensor prompts = file.read(name).to(at::kFloat);
     require_finite(prompts, path.string(), name);

@@ -34,8 +34,7 @@ class PromptedSteps final : public GenerationSteps {
 }  // namespace
 
 GenerationResult generate_with_prompts(const ClientHead& head, PassChain& chain, const TunedPrompts& prompts,
-                                       const GenerationRequest& request,
-                                       const std::function<void(TokenId)>& on_token) {
+                                       const GenerationRequest& request, const std::function<void(TokenId)>& on_token) {
   check_request(request);
   PromptedSteps steps(chain, prompts);
   return run_generation(head, steps, request, every_token(on_token));

@@ -4,8 +4,8 @@
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 
-#include <torch/torch.h>
 #include <fmt/format.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
@@ -61,16 +61,15 @@ PromptTuner::Pass PromptTuner::run(PassChain& chain, const TrainingBatch& batch,
   const int64_t tokens = batch.ids.size(1);
   at::AutoGradMode grad_mode(with_grad);
   const at::Tensor embeds = head_.embed(batch.ids).to(at::kCPU, at::kFloat);
-  const at::Tensor x = at::cat({input_prompts_.unsqueeze(0).expand({rows, pre_seq_len_, input_prompts_.size(1)}),
-                                embeds}, 1);
+  const at::Tensor x =
+      at::cat({input_prompts_.unsqueeze(0).expand({rows, pre_seq_len_, input_prompts_.size(1)}), embeds}, 1);
   const at::Tensor deep = deep_prompts_.defined() ? deep_prompts_.detach().unsqueeze(1) : at::Tensor();
   const at::Tensor outputs = chain.forward(x.detach(), deep).to(at::kCPU, at::kFloat);
   // The chain's outputs as a leaf: the head's graph ends there and chain.backward() goes on.
   const at::Tensor leaf = outputs.detach().requires_grad_(with_grad);
   const at::Tensor logits = head_.logits_with_grad(leaf.narrow(1, pre_seq_len_, tokens)).to(at::kFloat);
   const at::Tensor loss = at::cross_entropy_loss(logits.reshape({rows * tokens, logits.size(2)}),
-                                                 batch.targets.reshape({-1}), {}, at::Reduction::Mean,
-                                                 kIgnoreTarget);
+                                                 batch.targets.reshape({-1}), {}, at::Reduction::Mean, kIgnoreTarget);
   if (with_grad) {
     loss.backward();
     const SpanRunner::Gradients g = chain.backward(leaf.grad());
@@ -125,7 +124,8 @@ void check_finetune_config(const FinetuneConfig& config) {
     throw InputError(fmt::format("--pre-seq-len must be in [1, 65536], got {}", config.pre_seq_len));
   }
   if (config.steps < 0) throw InputError("--steps must be >= 0");
-  if (!(config.lr > 0 && std::isfinite(config.lr))) throw InputError(fmt::format("--lr must be a positive finite number, got {}", config.lr));
+  if (!(config.lr > 0 && std::isfinite(config.lr)))
+    throw InputError(fmt::format("--lr must be a positive finite number, got {}", config.lr));
   if (config.batch_size < 0) throw InputError("--batch-size must be >= 0 (0: every example each step)");
   if (config.data.empty()) throw InputError("--data FILE.jsonl is required");
   if (config.threads < 0) throw InputError("--threads must be >= 0");
@@ -148,8 +148,8 @@ FinetuneReport finetune(const FinetuneConfig& config, const ClientHead& head, co
   core::Rng rng = core::Rng(config.seed).derive(1);
   std::vector<size_t> order;
   size_t at = 0;
-  const size_t per_step = config.batch_size == 0 ? examples.size()
-                                                  : std::min(examples.size(), static_cast<size_t>(config.batch_size));
+  const size_t per_step =
+      config.batch_size == 0 ? examples.size() : std::min(examples.size(), static_cast<size_t>(config.batch_size));
   for (int64_t step = 1; step <= config.steps; ++step) {
     std::vector<size_t> rows;
     if (per_step == examples.size()) {

@@ -100,21 +100,21 @@ struct FinetuneConfig {
   std::string model;
   std::string mode = "ptune";
   int64_t pre_seq_len = 8;
-  std::string data;           // JSON lines of {"prompt", "completion"}
+  std::string data;  // JSON lines of {"prompt", "completion"}
   int64_t steps = 100;
   double lr = 0.01;
-  std::string out;            // PROMPTS.safetensors
+  std::string out;  // PROMPTS.safetensors
   uint64_t seed = 0;
-  int64_t batch_size = 0;     // examples per step; 0: all of them
+  int64_t batch_size = 0;  // examples per step; 0: all of them
   std::string compression = "none";
   int threads = 0;
-  bool quiet = false;         // no per-step lines
+  bool quiet = false;  // no per-step lines
 };
 
 struct FinetuneReport {
-  Evaluation before;             // the untuned prompts on the whole data set
-  Evaluation after;              // the tuned prompts on the whole data set
-  std::vector<double> losses;    // per step, before its update
+  Evaluation before;           // the untuned prompts on the whole data set
+  Evaluation after;            // the tuned prompts on the whole data set
+  std::vector<double> losses;  // per step, before its update
   int64_t examples = 0;
 };
 

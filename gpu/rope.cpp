@@ -25,8 +25,8 @@ std::vector<double> rope_inverse_frequencies(int64_t head_dim, double theta,
       f /= scaling->factor;
       continue;
     }
-    const double smooth = (old_context / wavelen - scaling->low_freq_factor) /
-                          (scaling->high_freq_factor - scaling->low_freq_factor);
+    const double smooth =
+        (old_context / wavelen - scaling->low_freq_factor) / (scaling->high_freq_factor - scaling->low_freq_factor);
     f = (1.0 - smooth) * f / scaling->factor + smooth * f;
   }
   return inv;

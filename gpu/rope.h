@@ -12,7 +12,6 @@ namespace bouquet::gpu {
 // `scaling` is given: wavelengths shorter than original_max_position_embeddings/high_freq_factor
 // are kept, those longer than original_max_position_embeddings/low_freq_factor are divided by
 // `factor`, and those in between are blended smoothly. Computed in double.
-std::vector<double> rope_inverse_frequencies(int64_t head_dim, double theta,
-                                             const std::optional<RopeScaling>& scaling);
+std::vector<double> rope_inverse_frequencies(int64_t head_dim, double theta, const std::optional<RopeScaling>& scaling);
 
 }  // namespace bouquet::gpu

@@ -7,9 +7,9 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -27,11 +27,10 @@ struct DTypeRow {
 };
 
 constexpr DTypeRow kDTypes[] = {
-    {DType::F64, "F64", 8, at::kDouble},  {DType::F32, "F32", 4, at::kFloat},
-    {DType::F16, "F16", 2, at::kHalf},    {DType::BF16, "BF16", 2, at::kBFloat16},
-    {DType::I64, "I64", 8, at::kLong},    {DType::I32, "I32", 4, at::kInt},
-    {DType::I16, "I16", 2, at::kShort},   {DType::I8, "I8", 1, at::kChar},
-    {DType::U8, "U8", 1, at::kByte},      {DType::Bool, "BOOL", 1, at::kBool},
+    {DType::F64, "F64", 8, at::kDouble},     {DType::F32, "F32", 4, at::kFloat}, {DType::F16, "F16", 2, at::kHalf},
+    {DType::BF16, "BF16", 2, at::kBFloat16}, {DType::I64, "I64", 8, at::kLong},  {DType::I32, "I32", 4, at::kInt},
+    {DType::I16, "I16", 2, at::kShort},      {DType::I8, "I8", 1, at::kChar},    {DType::U8, "U8", 1, at::kByte},
+    {DType::Bool, "BOOL", 1, at::kBool},
 };
 
 const DTypeRow& row(DType dtype) {
@@ -85,8 +84,7 @@ bool write_all(int fd, std::string_view bytes) {
 // load would refuse or, worse, half-read. A kill may leave the temporary file behind.
 void write_file_atomically(const std::filesystem::path& path, const std::vector<std::string_view>& parts) {
   static std::atomic<uint64_t> counter{0};
-  const std::filesystem::path temp =
-      path.string() + fmt::format(".tmp.{}.{}", ::getpid(), counter.fetch_add(1));
+  const std::filesystem::path temp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), counter.fetch_add(1));
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, fmt::format("cannot open {} for writing: {}", temp.string(), std::strerror(errno)));
   int error = 0;
@@ -124,9 +122,7 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-std::string format_shape(const std::vector<int64_t>& shape) {
-  return fmt::format("[{}]", fmt::join(shape, ", "));
-}
+std::string format_shape(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
 SafetensorsFile::SafetensorsFile(std::filesystem::path path) : path_(std::move(path)) {
   fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
@@ -138,16 +134,19 @@ SafetensorsFile::SafetensorsFile(std::filesystem::path path) : path_(std::move(p
     unsigned char prefix[8];
     if (file_size < 8 || !pread_all(fd_, prefix, 8, 0)) {
       fail(path_, fmt::format("file is {} bytes, too short for the 8-byte header length; it is "
-                              "truncated or not a safetensors file", file_size));
+                              "truncated or not a safetensors file",
+                              file_size));
     }
     const uint64_t header_size = read_u64_le(prefix);
     if (header_size > kMaxHeaderBytes) {
       fail(path_, fmt::format("header length {} is over the {} bytes a safetensors header may have; the "
-                              "file is corrupt or not a safetensors file", header_size, kMaxHeaderBytes));
+                              "file is corrupt or not a safetensors file",
+                              header_size, kMaxHeaderBytes));
     }
     if (header_size > file_size - 8) {
       fail(path_, fmt::format("header length {} runs past the end of the file ({} bytes); the "
-                              "file is truncated or not a safetensors file", header_size, file_size));
+                              "file is truncated or not a safetensors file",
+                              header_size, file_size));
     }
     std::string header(header_size, '\0');
     if (!pread_all(fd_, header.data(), header_size, 8)) fail(path_, "short read of the header");
@@ -195,22 +194,19 @@ void SafetensorsFile::parse_header(std::string_view header, uint64_t data_size_b
   for (size_t i = 1; i < by_offset.size(); ++i) {
     if (by_offset[i]->begin < by_offset[i - 1]->end) {
       fail(path_, fmt::format("tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", by_offset[i - 1]->name,
-                              by_offset[i - 1]->begin, by_offset[i - 1]->end, by_offset[i]->name,
-                              by_offset[i]->begin, by_offset[i]->end));
+                              by_offset[i - 1]->begin, by_offset[i - 1]->end, by_offset[i]->name, by_offset[i]->begin,
+                              by_offset[i]->end));
     }
   }
 }
 
 TensorInfo SafetensorsFile::parse_entry(const std::string& name, const nlohmann::json& entry,
                                         uint64_t data_size_bytes) const {
-  const auto bad = [&](const std::string& what) {
-    fail(path_, fmt::format("tensor '{}': {}", name, what));
-  };
+  const auto bad = [&](const std::string& what) { fail(path_, fmt::format("tensor '{}': {}", name, what)); };
   if (!entry.is_object()) bad("header entry is not an object");
   if (!entry.contains("dtype") || !entry.at("dtype").is_string()) bad("no dtype string");
   if (!entry.contains("shape") || !entry.at("shape").is_array()) bad("no shape array");
-  if (!entry.contains("data_offsets") || !entry.at("data_offsets").is_array() ||
-      entry.at("data_offsets").size() != 2) {
+  if (!entry.contains("data_offsets") || !entry.at("data_offsets").is_array() || entry.at("data_offsets").size() != 2) {
     bad("no data_offsets pair");
   }
   TensorInfo info;
@@ -237,13 +233,14 @@ TensorInfo SafetensorsFile::parse_entry(const std::string& name, const nlohmann:
     bad(fmt::format("data_offsets [{}, {}] end before they begin", info.begin, info.end));
   }
   if (info.end > data_size_bytes) {
-    bad(fmt::format("data_offsets [{}, {}] run past the end of the data ({} bytes); the file is "
-                    "truncated or its header is corrupt", info.begin, info.end, data_size_bytes));
+    bad(
+        fmt::format("data_offsets [{}, {}] run past the end of the data ({} bytes); the file is "
+                    "truncated or its header is corrupt",
+                    info.begin, info.end, data_size_bytes));
   }
   if (info.size_bytes() != expected_bytes) {
-    bad(fmt::format("data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}",
-                    info.begin, info.end, info.size_bytes(), dtype_text,
-                    format_shape(info.shape), expected_bytes));
+    bad(fmt::format("data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}", info.begin, info.end,
+                    info.size_bytes(), dtype_text, format_shape(info.shape), expected_bytes));
   }
   return info;
 }
@@ -255,8 +252,7 @@ const TensorInfo* SafetensorsFile::find(std::string_view name) const {
 
 void SafetensorsFile::read_bytes(const TensorInfo& info, void* destination) const {
   if (!pread_all(fd_, destination, info.size_bytes(), data_start_ + info.begin)) {
-    fail(path_, fmt::format("tensor '{}': short read (the file is truncated or changed while open)",
-                            info.name));
+    fail(path_, fmt::format("tensor '{}': short read (the file is truncated or changed while open)", info.name));
   }
   bytes_read_ += info.size_bytes();
 }
@@ -272,9 +268,10 @@ at::Tensor SafetensorsFile::read(std::string_view name) const {
 void require_finite(const at::Tensor& tensor, std::string_view where, std::string_view name) {
   if (!tensor.is_floating_point() || at::isfinite(tensor).all().item<bool>()) return;
   const int64_t bad = at::logical_not(at::isfinite(tensor)).sum().item<int64_t>();
-  throw ModelFileError(fmt::format("{}: tensor '{}' holds {} NaN or infinite values of {} (as loaded in {}); the "
-                                   "checkpoint is corrupt or its values overflow that dtype",
-                                   where, name, bad, tensor.numel(), c10::toString(tensor.scalar_type())));
+  throw ModelFileError(
+      fmt::format("{}: tensor '{}' holds {} NaN or infinite values of {} (as loaded in {}); the "
+                  "checkpoint is corrupt or its values overflow that dtype",
+                  where, name, bad, tensor.numel(), c10::toString(tensor.scalar_type())));
 }
 
 uint16_t float_to_bf16_bits(float value) {
@@ -287,14 +284,13 @@ uint16_t float_to_bf16_bits(float value) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
-                       DType dtype, const std::map<std::string, std::string>& metadata) {
+void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors, DType dtype,
+                       const std::map<std::string, std::string>& metadata) {
   BOUQUET_CHECK(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16,
                 "write_safetensors writes F32, F16 or BF16");
   std::vector<const NamedTensor*> sorted;
   for (const auto& t : tensors) sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(),
-            [](const NamedTensor* a, const NamedTensor* b) { return a->name < b->name; });
+  std::sort(sorted.begin(), sorted.end(), [](const NamedTensor* a, const NamedTensor* b) { return a->name < b->name; });
 
   std::vector<std::string> blobs;
   nlohmann::json header = nlohmann::json::object();

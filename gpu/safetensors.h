@@ -5,8 +5,8 @@
 // SafetensorsFile promises: opening reads and validates the header only (length inside the file and
 // at most 100 MB, known dtypes, offsets inside the data, not overlapping, and matching dtype *
 // shape); a tensor's bytes are read on demand with pread, never the whole file; every problem,
-// whatever the header holds, is a ModelFileError naming the file and the tensor. bytes_read() counts the tensor bytes read so far, so a caller can
-// show what a loader touched.
+// whatever the header holds, is a ModelFileError naming the file and the tensor. bytes_read() counts the tensor bytes
+// read so far, so a caller can show what a loader touched.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -90,9 +90,8 @@ struct NamedTensor {
 // Writes `tensors` (any floating dtype, any device) converted to `dtype` (F32, F16 or BF16; BF16
 // rounds to nearest even), sorted by name, with the header padded to 8 bytes. The file is replaced
 // atomically (written beside it, synced, renamed): a kill mid-write leaves the old file intact.
-void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
-                       DType dtype, const std::map<std::string, std::string>& metadata = {
-                                        {"format", "pt"}});
+void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors, DType dtype,
+                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 // Round-to-nearest-even f32 -> bf16 bits (NaN stays a quiet NaN).
 // Throws ModelFileError "<where>: tensor '<name>' holds N NaN or infinite values ..." unless every

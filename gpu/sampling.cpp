@@ -20,8 +20,7 @@ Sampler::Sampler(const SamplingConfig& config) : config_(config), rng_(config.se
     throw InputError(fmt::format("top-p must be in (0, 1] (is {})", config.top_p));
   }
   if (!(config.repetition_penalty > 0.0)) {
-    throw InputError(
-        fmt::format("repetition penalty must be > 0 (is {})", config.repetition_penalty));
+    throw InputError(fmt::format("repetition penalty must be > 0 (is {})", config.repetition_penalty));
   }
 }
 
@@ -53,9 +52,8 @@ TokenId Sampler::pick(std::span<const float> logits, std::span<const TokenId> hi
       return scores[a] < scores[b] || (scores[a] == scores[b] && a > b);
     });
   }
-  std::sort(order.begin(), order.end(), [&](TokenId a, TokenId b) {
-    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
-  });
+  std::sort(order.begin(), order.end(),
+            [&](TokenId a, TokenId b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); });
   if (config_.top_k > 0 && config_.top_k < vocab) order.resize(config_.top_k);
   // Softmax of the scaled scores over the kept candidates, relative to the best for stability.
   const double best = scores[order[0]] / config_.temperature;

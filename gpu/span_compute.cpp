@@ -20,9 +20,9 @@ using core::Result;
 SpanCompute::SpanCompute(const SpanComputeConfig& config) : span_(config.span) {
   if (span_.empty()) throw gpu::InputError(fmt::format("blocks {} is an empty span", span_.to_string()));
   for (uint32_t b = span_.begin; b < span_.end; ++b) {
-    blocks_.push_back(std::make_unique<gpu::SpanRunner>(gpu::SpanRunnerConfig{
-        config.model_dir, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1, config.dtype,
-        config.device, config.quant, config.adapters}));
+    blocks_.push_back(std::make_unique<gpu::SpanRunner>(
+        gpu::SpanRunnerConfig{config.model_dir, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1, config.dtype,
+                              config.device, config.quant, config.adapters}));
   }
 }
 
@@ -30,9 +30,7 @@ SpanCompute::~SpanCompute() = default;
 
 const gpu::ModelConfig& SpanCompute::model_config() const { return blocks_.front()->model_config(); }
 
-uint32_t SpanCompute::hidden_size() const {
-  return static_cast<uint32_t>(blocks_.front()->hidden_size());
-}
+uint32_t SpanCompute::hidden_size() const { return static_cast<uint32_t>(blocks_.front()->hidden_size()); }
 
 uint64_t SpanCompute::weight_bytes() const {
   uint64_t total = 0;
@@ -64,12 +62,11 @@ namespace {
 at::Tensor request_prompts(const ComputeRequest& request, const at::Tensor& inputs) {
   if (!request.prompts) return {};
   at::Tensor prompts = tensor_from_activation(*request.prompts);
-  if (prompts.dim() != 4 || prompts.size(0) != static_cast<int64_t>(request.span.size()) ||
-      inputs.dim() != 3 || (prompts.size(1) != 1 && prompts.size(1) != inputs.size(0))) {
+  if (prompts.dim() != 4 || prompts.size(0) != static_cast<int64_t>(request.span.size()) || inputs.dim() != 3 ||
+      (prompts.size(1) != 1 && prompts.size(1) != inputs.size(0))) {
     throw gpu::InputError(fmt::format(
-        "deep prompts for blocks {} must be [{}, batch {} or 1, prefix, hidden], got {}",
-        request.span.to_string(), request.span.size(), inputs.dim() == 3 ? inputs.size(0) : 0,
-        gpu::format_shape(prompts.sizes().vec())));
+        "deep prompts for blocks {} must be [{}, batch {} or 1, prefix, hidden], got {}", request.span.to_string(),
+        request.span.size(), inputs.dim() == 3 ? inputs.size(0) : 0, gpu::format_shape(prompts.sizes().vec())));
   }
   return prompts;
 }
@@ -83,9 +80,12 @@ at::Tensor block_prompts(const at::Tensor& prompts, size_t i) {
 Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
   try {
     switch (request.kind) {
-      case core::ComputeKind::inference: return run_inference(request);
-      case core::ComputeKind::forward: return run_forward(request);
-      case core::ComputeKind::backward: return run_backward(request);
+      case core::ComputeKind::inference:
+        return run_inference(request);
+      case core::ComputeKind::forward:
+        return run_forward(request);
+      case core::ComputeKind::backward:
+        return run_backward(request);
     }
     return Error{ErrorCode::compute_failed, "unknown compute kind"};
   } catch (const gpu::UnknownAdapterError& e) {
@@ -93,8 +93,7 @@ Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
   } catch (const gpu::InputError& e) {
     return Error{ErrorCode::bad_request, e.what()};
   } catch (const std::exception& e) {
-    return Error{ErrorCode::compute_failed,
-                 fmt::format("blocks {}: {}", request.span.to_string(), e.what())};
+    return Error{ErrorCode::compute_failed, fmt::format("blocks {}: {}", request.span.to_string(), e.what())};
   }
 }
 
@@ -107,8 +106,7 @@ Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) 
     const int64_t cached = block->session_length(request.cache_id);
     if (cached < request.cache_length) {
       return Error{ErrorCode::bad_position,
-                   fmt::format("the cache holds {} positions, the step starts at {}", cached,
-                               request.cache_length)};
+                   fmt::format("the cache holds {} positions, the step starts at {}", cached, request.cache_length)};
     }
   }
   for (gpu::SpanRunner* block : chain) block->truncate_session(request.cache_id, request.cache_length);

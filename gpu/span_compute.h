@@ -59,7 +59,7 @@ class SpanCompute {
   const gpu::ModelConfig& model_config() const;
   uint32_t hidden_size() const;
   uint64_t weight_bytes() const;
-  std::string describe_compute() const;  // "cpu f32"
+  std::string describe_compute() const;            // "cpu f32"
   std::vector<std::string> adapter_names() const;  // the loaded adapters' names, sorted
 
   core::Result<core::ComputeOutput> run(const core::ComputeRequest& request);

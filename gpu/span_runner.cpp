@@ -33,8 +33,8 @@ SpanRunner::SpanRunner(const SpanRunnerConfig& config)
   first_block_ = config.first_block;
   end_block_ = config.end_block < 0 ? model_config_.num_layers : config.end_block;
   if (first_block_ < 0 || first_block_ >= end_block_ || end_block_ > model_config_.num_layers) {
-    throw InputError(fmt::format("span [{}, {}) is not a non-empty range of the model's {} blocks",
-                                 first_block_, end_block_, model_config_.num_layers));
+    throw InputError(fmt::format("span [{}, {}) is not a non-empty range of the model's {} blocks", first_block_,
+                                 end_block_, model_config_.num_layers));
   }
   const Checkpoint checkpoint(config.model_dir);
   for (int64_t b = first_block_; b < end_block_; ++b) {
@@ -49,8 +49,10 @@ const LoraAdapter& SpanRunner::load_adapter(const std::filesystem::path& dir) {
   auto adapter = load_lora_adapter(dir, model_dir_, model_config_, first_block_, end_block_, compute_);
   const std::string name = adapter->name();
   if (name.empty() || !adapters_.emplace(name, adapter).second) {
-    throw InputError(fmt::format("{}: an adapter named '{}' is loaded already (names are folder "
-                                 "names)", dir.string(), name));
+    throw InputError(
+        fmt::format("{}: an adapter named '{}' is loaded already (names are folder "
+                    "names)",
+                    dir.string(), name));
   }
   return *adapter;
 }
@@ -65,9 +67,9 @@ const LoraAdapter* SpanRunner::adapter(const std::string& name) const {
   if (name.empty()) return nullptr;
   const auto it = adapters_.find(name);
   if (it == adapters_.end()) {
-    throw UnknownAdapterError(fmt::format("unknown adapter '{}': this server holds {}", name,
-                                          adapters_.empty() ? std::string("none")
-                                                            : fmt::format("{}", fmt::join(adapter_names(), ", "))));
+    throw UnknownAdapterError(
+        fmt::format("unknown adapter '{}': this server holds {}", name,
+                    adapters_.empty() ? std::string("none") : fmt::format("{}", fmt::join(adapter_names(), ", "))));
   }
   return it->second.get();
 }
@@ -89,13 +91,11 @@ uint64_t SpanRunner::cache_bytes_per_token() const {
   return total;
 }
 
-void SpanRunner::open_session(SessionId id, int64_t batch, int64_t max_length,
-                              const std::string& adapter_name) {
+void SpanRunner::open_session(SessionId id, int64_t batch, int64_t max_length, const std::string& adapter_name) {
   const LoraAdapter* lora = adapter(adapter_name);  // throws before anything changes
   if (sessions_.count(id) != 0) throw InputError(fmt::format("session {} is already open", id));
   if (batch <= 0 || max_length <= 0) {
-    throw InputError(fmt::format("session {}: batch ({}) and max length ({}) must be positive", id,
-                                 batch, max_length));
+    throw InputError(fmt::format("session {}: batch ({}) and max length ({}) must be positive", id, batch, max_length));
   }
   Session s;
   s.batch = batch;
@@ -127,37 +127,34 @@ const std::string& SpanRunner::session_adapter(SessionId id) const { return sess
 void SpanRunner::truncate_session(SessionId id, int64_t length) {
   Session& s = session(id);
   if (length < 0 || length > s.length) {
-    throw InputError(fmt::format("session {}: cannot truncate to {} positions, it holds {}", id,
-                                 length, s.length));
+    throw InputError(fmt::format("session {}: cannot truncate to {} positions, it holds {}", id, length, s.length));
   }
   s.length = length;
 }
 
 void SpanRunner::check_hidden(const at::Tensor& hidden, const char* what) const {
   if (!hidden.defined() || hidden.dim() != 3 || !hidden.is_floating_point()) {
-    throw InputError(fmt::format("{}: hidden states must be a floating [batch, tokens, {}] tensor, "
-                                 "got {}", what, hidden_size(),
-                                 hidden.defined() ? format_shape(hidden.sizes().vec()) : "undefined"));
+    throw InputError(
+        fmt::format("{}: hidden states must be a floating [batch, tokens, {}] tensor, "
+                    "got {}",
+                    what, hidden_size(), hidden.defined() ? format_shape(hidden.sizes().vec()) : "undefined"));
   }
   if (hidden.size(2) != hidden_size()) {
-    throw InputError(fmt::format("{}: hidden size is {} but the model's is {}", what,
-                                 hidden.size(2), hidden_size()));
+    throw InputError(fmt::format("{}: hidden size is {} but the model's is {}", what, hidden.size(2), hidden_size()));
   }
   if (hidden.size(0) == 0 || hidden.size(1) == 0) {
     throw InputError(fmt::format("{}: empty hidden states {}", what, format_shape(hidden.sizes().vec())));
   }
 }
 
-void SpanRunner::check_prompts(const at::Tensor& prompts, const at::Tensor& hidden,
-                               const char* what) const {
+void SpanRunner::check_prompts(const at::Tensor& prompts, const at::Tensor& hidden, const char* what) const {
   const auto blocks = static_cast<int64_t>(blocks_.size());
-  if (!prompts.defined() || prompts.dim() != 4 || !prompts.is_floating_point() ||
-      prompts.size(0) != blocks || (prompts.size(1) != 1 && prompts.size(1) != hidden.size(0)) ||
-      prompts.size(2) == 0 || prompts.size(3) != hidden_size()) {
-    throw InputError(fmt::format(
-        "{}: deep prompts must be a floating [{} blocks, {} or 1, prefix, {}] tensor, got {}", what,
-        blocks, hidden.size(0), hidden_size(),
-        prompts.defined() ? format_shape(prompts.sizes().vec()) : "undefined"));
+  if (!prompts.defined() || prompts.dim() != 4 || !prompts.is_floating_point() || prompts.size(0) != blocks ||
+      (prompts.size(1) != 1 && prompts.size(1) != hidden.size(0)) || prompts.size(2) == 0 ||
+      prompts.size(3) != hidden_size()) {
+    throw InputError(fmt::format("{}: deep prompts must be a floating [{} blocks, {} or 1, prefix, {}] tensor, got {}",
+                                 what, blocks, hidden.size(0), hidden_size(),
+                                 prompts.defined() ? format_shape(prompts.sizes().vec()) : "undefined"));
   }
 }
 
@@ -169,13 +166,15 @@ at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Te
   if (prompts.defined()) check_prompts(prompts, hidden, what.c_str());
   Session& s = session(id);
   if (hidden.size(0) != s.batch) {
-    throw InputError(fmt::format("{}: batch of {} sequences, but the session was opened for {}",
-                                 what, hidden.size(0), s.batch));
+    throw InputError(
+        fmt::format("{}: batch of {} sequences, but the session was opened for {}", what, hidden.size(0), s.batch));
   }
   const int64_t tokens = hidden.size(1);
   if (s.length + tokens > s.max_length) {
-    throw InputError(fmt::format("{}: {} new tokens at position {} run past the session's max "
-                                 "length {}", what, tokens, s.length, s.max_length));
+    throw InputError(
+        fmt::format("{}: {} new tokens at position {} run past the session's max "
+                    "length {}",
+                    what, tokens, s.length, s.max_length));
   }
   at::NoGradGuard no_grad;  // not InferenceMode: outputs stay ordinary tensors callers may reuse
   const ActiveLora lora(s.adapter);
@@ -211,16 +210,14 @@ SpanRunner::Gradients SpanRunner::backward(const at::Tensor& hidden, const at::T
   if (prompts.defined()) check_prompts(prompts, hidden, "backward");
   if (!grad_outputs.defined() || grad_outputs.sizes() != hidden.sizes()) {
     throw InputError(fmt::format("backward: output gradients {} must have the hidden states' shape {}",
-                                 grad_outputs.defined() ? format_shape(grad_outputs.sizes().vec())
-                                                        : "undefined",
+                                 grad_outputs.defined() ? format_shape(grad_outputs.sizes().vec()) : "undefined",
                                  format_shape(hidden.sizes().vec())));
   }
   at::AutoGradMode grad_mode(true);
   const at::Tensor x = hidden.detach().to(compute_.device, compute_.dtype).requires_grad_(true);
   // A fresh leaf in the compute dtype; the caller's tensor never joins this graph.
-  const at::Tensor p = prompts.defined()
-                           ? prompts.detach().to(compute_.device, compute_.dtype).requires_grad_(true)
-                           : at::Tensor();
+  const at::Tensor p =
+      prompts.defined() ? prompts.detach().to(compute_.device, compute_.dtype).requires_grad_(true) : at::Tensor();
   at::Tensor y = x;
   for (size_t b = 0; b < blocks_.size(); ++b) {
     if (p.defined()) y = add_prompt(y, p[static_cast<int64_t>(b)], 0);

@@ -48,7 +48,7 @@ struct SpanRunnerConfig {
   int64_t end_block = -1;  // -1: through the model's last block
   std::string dtype = "f32";
   std::string device = "auto";
-  std::string quant = "none";  // none | int8: how block weights are held (gpu/linear.h)
+  std::string quant = "none";                        // none | int8: how block weights are held (gpu/linear.h)
   std::vector<std::filesystem::path> adapters = {};  // LoRA adapter folders (PEFT layout) to load
 };
 
@@ -114,8 +114,7 @@ class SpanRunner {
     at::Tensor prompts;  // like `prompts`; undefined when no prompts were given
   };
   // The same with deep prompts: gradients w.r.t. the inputs and the prompts.
-  Gradients backward(const at::Tensor& hidden, const at::Tensor& grad_outputs,
-                     const at::Tensor& prompts) const;
+  Gradients backward(const at::Tensor& hidden, const at::Tensor& grad_outputs, const at::Tensor& prompts) const;
   // Throws InputError unless `prompts` is a floating [blocks, batch or 1, prefix, hidden] tensor
   // for `hidden` ([batch, tokens, hidden]) and this span's number of blocks.
   void check_prompts(const at::Tensor& prompts, const at::Tensor& hidden, const char* what) const;

@@ -9,8 +9,7 @@
 namespace bouquet::net {
 
 TensorActivationData::TensorActivationData(at::Tensor tensor) : tensor_(std::move(tensor)) {
-  BOUQUET_CHECK(tensor_.scalar_type() == at::kFloat && tensor_.device().is_cpu() &&
-                    tensor_.is_contiguous(),
+  BOUQUET_CHECK(tensor_.scalar_type() == at::kFloat && tensor_.device().is_cpu() && tensor_.is_contiguous(),
                 "TensorActivationData holds contiguous float32 CPU tensors");
 }
 
@@ -53,8 +52,7 @@ at::Tensor round_trip(const at::Tensor& tensor, core::Compression compression) {
   std::vector<uint8_t> bytes;
   a.data->pack(compression, a.dtype, a.element_count(), bytes);
   const core::Activation received{a.shape, a.dtype, compression,
-                                  std::make_shared<core::PackedActivationData>(compression, a.dtype,
-                                                                               std::move(bytes))};
+                                  std::make_shared<core::PackedActivationData>(compression, a.dtype, std::move(bytes))};
   return tensor_from_activation(received);
 }
 

@@ -18,8 +18,7 @@ namespace bouquet::net {
 class TensorActivationData final : public core::ActivationData {
  public:
   explicit TensorActivationData(at::Tensor tensor);
-  void pack(core::Compression compression, core::DType dtype, uint64_t count,
-            std::vector<uint8_t>& out) const override;
+  void pack(core::Compression compression, core::DType dtype, uint64_t count, std::vector<uint8_t>& out) const override;
   const at::Tensor& tensor() const { return tensor_; }
 
  private:

@@ -1,10 +1,10 @@
 #include "gpu/tiny_model.h"
 
 #include "core/rng.h"
-#include "tokenizer/bpe_train.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
 #include "gpu/safetensors.h"
+#include "tokenizer/bpe_train.h"
 #include "tokenizer/tokenizer.h"
 
 #include <ATen/ATen.h>
@@ -45,8 +45,7 @@ at::Tensor random_tensor(const TensorSpec& spec, core::Rng rng) {
 }
 
 // Splits tensors (in checkpoint order) into `shards` runs of about equal bytes.
-std::vector<std::vector<NamedTensor>> split_shards(std::vector<NamedTensor> tensors,
-                                                   int64_t shards) {
+std::vector<std::vector<NamedTensor>> split_shards(std::vector<NamedTensor> tensors, int64_t shards) {
   uint64_t total = 0;
   for (const auto& t : tensors) total += t.tensor.numel();
   std::vector<std::vector<NamedTensor>> out(shards);
@@ -55,8 +54,7 @@ std::vector<std::vector<NamedTensor>> split_shards(std::vector<NamedTensor> tens
   for (int64_t s = 0; s < shards; ++s) {
     const uint64_t goal = total * (s + 1) / shards;
     const size_t left_for_later = static_cast<size_t>(shards - s - 1);
-    while (next < tensors.size() && tensors.size() - next > left_for_later &&
-           (out[s].empty() || done < goal)) {
+    while (next < tensors.size() && tensors.size() - next > left_for_later && (out[s].empty() || done < goal)) {
       done += tensors[next].tensor.numel();
       out[s].push_back(std::move(tensors[next++]));
     }
@@ -69,18 +67,19 @@ std::vector<std::vector<NamedTensor>> split_shards(std::vector<NamedTensor> tens
 ModelConfig tiny_model_config(const TinyModelConfig& t) {
   const Family* family = lookup_family(t.family);
   if (family == nullptr) {
-    throw InputError(fmt::format("--family '{}' is unknown (known: {})", t.family,
-                                 fmt::join(family_names(), ", ")));
+    throw InputError(fmt::format("--family '{}' is unknown (known: {})", t.family, fmt::join(family_names(), ", ")));
   }
-  for (const auto& [flag, value] :
-       {std::pair{"--layers", t.layers}, {"--hidden", t.hidden}, {"--intermediate", t.intermediate},
-        {"--heads", t.heads}, {"--kv-heads", t.kv_heads}, {"--vocab", t.vocab},
-        {"--shards", t.shards}}) {
+  for (const auto& [flag, value] : {std::pair{"--layers", t.layers},
+                                    {"--hidden", t.hidden},
+                                    {"--intermediate", t.intermediate},
+                                    {"--heads", t.heads},
+                                    {"--kv-heads", t.kv_heads},
+                                    {"--vocab", t.vocab},
+                                    {"--shards", t.shards}}) {
     if (value <= 0) throw InputError(fmt::format("{} must be positive (is {})", flag, value));
   }
   if (t.hidden % t.heads != 0 || (t.hidden / t.heads) % 2 != 0) {
-    throw InputError(fmt::format("--hidden {} must be --heads {} times an even head size",
-                                 t.hidden, t.heads));
+    throw InputError(fmt::format("--hidden {} must be --heads {} times an even head size", t.hidden, t.heads));
   }
   const bool bloom = t.family == "bloom";
   if (!bloom && t.heads % t.kv_heads != 0) {
@@ -91,8 +90,7 @@ ModelConfig tiny_model_config(const TinyModelConfig& t) {
                                  bloom ? " (bloom uses ALiBi, not rotary embeddings)" : ""));
   }
   if (!t.tensor_prefix.empty() && (!bloom || t.tensor_prefix != "transformer.")) {
-    throw InputError(fmt::format("--tensor-prefix '{}' must be empty or 'transformer.' (bloom only)",
-                                 t.tensor_prefix));
+    throw InputError(fmt::format("--tensor-prefix '{}' must be empty or 'transformer.' (bloom only)", t.tensor_prefix));
   }
   ModelConfig c;
   c.family = t.family;
@@ -132,9 +130,8 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
 
   // Hugging Face's order: the embedding tensors, the blocks, then the final norm and LM head.
   std::vector<TensorSpec> specs = family.head_tensors(c);
-  const auto after_embeddings = std::find_if(specs.begin(), specs.end(), [](const TensorSpec& s) {
-    return s.name.find("embed") == std::string::npos;
-  });
+  const auto after_embeddings = std::find_if(
+      specs.begin(), specs.end(), [](const TensorSpec& s) { return s.name.find("embed") == std::string::npos; });
   const auto blocks_at = after_embeddings - specs.begin();
   for (int64_t b = c.num_layers - 1; b >= 0; --b) {
     auto block = family.block_tensors(c, b);
@@ -147,9 +144,8 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
     uint64_t stream = 1469598103934665603ULL;
     for (unsigned char ch : specs[i].name) stream = (stream ^ ch) * 1099511628211ULL;
     // Only tensors with another accepted name (the base model's) take the prefix.
-    const std::string& name = specs[i].other_names.empty() || t.tensor_prefix.empty()
-                                  ? specs[i].name
-                                  : specs[i].other_names.front();
+    const std::string& name =
+        specs[i].other_names.empty() || t.tensor_prefix.empty() ? specs[i].name : specs[i].other_names.front();
     tensors.push_back({name, random_tensor(specs[i], rng.derive(stream))});
   }
   if (t.shards > static_cast<int64_t>(tensors.size())) {
@@ -176,14 +172,12 @@ ModelConfig write_tiny_checkpoint(const TinyModelConfig& t) {
         total_bytes += nt.tensor.numel() * dtype_size_bytes(dtype);
       }
     }
-    const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}},
-                                  {"weight_map", weight_map}};
+    const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
     write_text(t.out / "model.safetensors.index.json", index.dump(2) + "\n");
   }
   write_text(t.out / "config.json", family.write_config(c));
-  const nlohmann::json generation = {{"bos_token_id", *c.bos_token_id},
-                                     {"eos_token_id", c.eos_token_ids[0]},
-                                     {"do_sample", false}};
+  const nlohmann::json generation = {
+      {"bos_token_id", *c.bos_token_id}, {"eos_token_id", c.eos_token_ids[0]}, {"do_sample", false}};
   write_text(t.out / "generation_config.json", generation.dump(2) + "\n");
   c.file = t.out / "config.json";
   return c;
@@ -195,10 +189,14 @@ namespace {
 void write_bloom_tokenizer(const TinyModelConfig& t, const ModelConfig& c) {
   std::filesystem::remove(t.out / "tokenizer.model");  // a stale one must not describe the model
   train_byte_level_bpe(tiny_corpus(), t.vocab, t.out);
-  const nlohmann::json tokenizer_config = {
-      {"tokenizer_class", "BloomTokenizerFast"}, {"add_prefix_space", false},
-      {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"},
-      {"padding_side", "left"}, {"model_max_length", c.max_position_embeddings}};
+  const nlohmann::json tokenizer_config = {{"tokenizer_class", "BloomTokenizerFast"},
+                                           {"add_prefix_space", false},
+                                           {"bos_token", "<s>"},
+                                           {"eos_token", "</s>"},
+                                           {"unk_token", "<unk>"},
+                                           {"pad_token", "<pad>"},
+                                           {"padding_side", "left"},
+                                           {"model_max_length", c.max_position_embeddings}};
   write_text(t.out / "tokenizer_config.json", tokenizer_config.dump(2) + "\n");
   const nlohmann::json special = {
       {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"}};
@@ -216,10 +214,14 @@ ModelConfig make_tiny_model(const TinyModelConfig& t) {
   std::filesystem::remove(t.out / "tokenizer.json");  // it would be preferred to tokenizer.model
   train_sentencepiece(tiny_corpus(), t.vocab, t.out);
   // What transformers' LlamaTokenizer reads: BOS added, EOS not, the trainer's special pieces.
-  const nlohmann::json tokenizer_config = {
-      {"tokenizer_class", "LlamaTokenizer"}, {"add_bos_token", true}, {"add_eos_token", false},
-      {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"legacy", true},
-      {"model_max_length", c.max_position_embeddings}};
+  const nlohmann::json tokenizer_config = {{"tokenizer_class", "LlamaTokenizer"},
+                                           {"add_bos_token", true},
+                                           {"add_eos_token", false},
+                                           {"bos_token", "<s>"},
+                                           {"eos_token", "</s>"},
+                                           {"unk_token", "<unk>"},
+                                           {"legacy", true},
+                                           {"model_max_length", c.max_position_embeddings}};
   write_text(t.out / "tokenizer_config.json", tokenizer_config.dump(2) + "\n");
   const nlohmann::json special = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
   write_text(t.out / "special_tokens_map.json", special.dump(2) + "\n");

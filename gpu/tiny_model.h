@@ -25,7 +25,7 @@ struct TinyModelConfig {
   std::string dtype = "f32";  // f32 | f16 | bf16: the stored dtype
   int64_t shards = 1;
   bool tie_embeddings = false;
-  std::string rope_scaling;   // "" or "llama3"
+  std::string rope_scaling;  // "" or "llama3"
   // bloom only: "" or "transformer.", the prefix BloomForCausalLM's own saves put on the base
   // model's tensors (BigScience's published checkpoints have none).
   std::string tensor_prefix;

@@ -39,8 +39,11 @@ std::string time_scenario(const Scenario& scenario) {
   const double cpu_start = cpu_seconds();
   RunResult result = simulate(scenario);
   const double wall_s = seconds_since(start);
-  return nlohmann::json{{"messages", result.messages}, {"bytes", result.bytes}, {"end_s", result.end_s},
-                        {"wall_s", wall_s}, {"cpu_s", cpu_seconds() - cpu_start}}
+  return nlohmann::json{{"messages", result.messages},
+                        {"bytes", result.bytes},
+                        {"end_s", result.end_s},
+                        {"wall_s", wall_s},
+                        {"cpu_s", cpu_seconds() - cpu_start}}
       .dump();
 }
 
@@ -85,7 +88,8 @@ std::string time_pingpong(int64_t pairs, uint64_t messages, double bytes) {
   const double cpu_start = cpu_seconds();
   sg4::Engine::get_instance()->run();
   const double wall_s = seconds_since(start);
-  return nlohmann::json{{"end_s", sg4::Engine::get_clock()}, {"wall_s", wall_s}, {"cpu_s", cpu_seconds() - cpu_start}}.dump();
+  return nlohmann::json{{"end_s", sg4::Engine::get_clock()}, {"wall_s", wall_s}, {"cpu_s", cpu_seconds() - cpu_start}}
+      .dump();
 }
 
 }  // namespace
@@ -104,8 +108,8 @@ BenchSimResult bench_sim(const BenchSimConfig& config) {
   out.scenario_wall_s = run.at("wall_s").get<double>();
   out.scenario_cpu_s = run.at("cpu_s").get<double>();
   const double mean_bytes = out.messages > 0 ? static_cast<double>(out.bytes) / static_cast<double>(out.messages) : 0;
-  auto pingpong = nlohmann::json::parse(
-      run_isolated([&] { return time_pingpong(config.pairs, out.messages, mean_bytes); }));
+  auto pingpong =
+      nlohmann::json::parse(run_isolated([&] { return time_pingpong(config.pairs, out.messages, mean_bytes); }));
   out.pingpong_end_s = pingpong.at("end_s").get<double>();
   out.pingpong_wall_s = pingpong.at("wall_s").get<double>();
   out.pingpong_cpu_s = pingpong.at("cpu_s").get<double>();
@@ -114,19 +118,20 @@ BenchSimResult bench_sim(const BenchSimConfig& config) {
 
 std::string format_bench_sim(const BenchSimConfig& config, const BenchSimResult& r) {
   auto rate = [](uint64_t messages, double s) { return s > 0 ? static_cast<double>(messages) / s : 0.0; };
-  std::string out = fmt::format("bench-sim: {}{}\n", config.scenario,
-                                config.seed ? fmt::format(" --seed {}", *config.seed) : "");
-  out += fmt::format("{:<10} {:>9} {:>12} {:>8} {:>8} {:>14} {:>14}\n", "", "messages", "simulated s",
-                     "wall s", "CPU s", "msgs/wall s", "msgs/CPU s");
+  std::string out =
+      fmt::format("bench-sim: {}{}\n", config.scenario, config.seed ? fmt::format(" --seed {}", *config.seed) : "");
+  out += fmt::format("{:<10} {:>9} {:>12} {:>8} {:>8} {:>14} {:>14}\n", "", "messages", "simulated s", "wall s",
+                     "CPU s", "msgs/wall s", "msgs/CPU s");
   auto line = [&](const std::string& what, double end_s, double wall_s, double cpu_s) {
-    return fmt::format("{:<10} {:>9} {:>12.1f} {:>8.2f} {:>8.2f} {:>14.0f} {:>14.0f}\n", what, r.messages,
-                       end_s, wall_s, cpu_s, rate(r.messages, wall_s), rate(r.messages, cpu_s));
+    return fmt::format("{:<10} {:>9} {:>12.1f} {:>8.2f} {:>8.2f} {:>14.0f} {:>14.0f}\n", what, r.messages, end_s,
+                       wall_s, cpu_s, rate(r.messages, wall_s), rate(r.messages, cpu_s));
   };
   out += line("scenario", r.scenario_end_s, r.scenario_wall_s, r.scenario_cpu_s);
   out += line(fmt::format("ping-pong"), r.pingpong_end_s, r.pingpong_wall_s, r.pingpong_cpu_s);
-  out += fmt::format("(the scenario's {:.1f} MB in {} messages; the ping-pong sends as many of their mean size "
-                     "between {} pairs of hosts)\n",
-                     static_cast<double>(r.bytes) / 1e6, r.messages, config.pairs);
+  out += fmt::format(
+      "(the scenario's {:.1f} MB in {} messages; the ping-pong sends as many of their mean size "
+      "between {} pairs of hosts)\n",
+      static_cast<double>(r.bytes) / 1e6, r.messages, config.pairs);
   if (r.pingpong_cpu_s > 0 && r.scenario_cpu_s > 0) {
     out += fmt::format("the scenario moves messages at {:.1f}% of bare SimGrid's rate (by CPU time)\n",
                        100 * rate(r.messages, r.scenario_cpu_s) / rate(r.messages, r.pingpong_cpu_s));

@@ -19,11 +19,11 @@ struct BenchSimConfig {
 };
 
 struct BenchSimResult {
-  uint64_t messages = 0;        // what the scenario sent, and the ping-pong too
-  uint64_t bytes = 0;           // what the scenario sent
-  double scenario_end_s = 0;    // simulated
-  double scenario_wall_s = 0;   // the simulation alone (no process start, no file reading)
-  double scenario_cpu_s = 0;    // its processor time: what a shared machine does not inflate
+  uint64_t messages = 0;       // what the scenario sent, and the ping-pong too
+  uint64_t bytes = 0;          // what the scenario sent
+  double scenario_end_s = 0;   // simulated
+  double scenario_wall_s = 0;  // the simulation alone (no process start, no file reading)
+  double scenario_cpu_s = 0;   // its processor time: what a shared machine does not inflate
   double pingpong_end_s = 0;
   double pingpong_wall_s = 0;
   double pingpong_cpu_s = 0;

@@ -32,24 +32,26 @@ std::vector<Calibrated> calibrate(ScenarioFile& file) {
       ++out.simulations;
       const double value = simulate_isolated(scenario).metric(row.metric);
       if (!(value > 0)) {
-        throw SimulationError(fmt::format("calibrating {} on row {}: the row did not finish at "
-                                          "efficiency {:.4f}", entry.format, row.name, 1.0 / x));
+        throw SimulationError(
+            fmt::format("calibrating {} on row {}: the row did not finish at "
+                        "efficiency {:.4f}",
+                        entry.format, row.name, 1.0 / x));
       }
       return 1.0 / value;
     };
     const double target = 1.0 / published;
     double x0 = 1.0, g0 = seconds_per_unit(x0);
     if (g0 > target * (1 + kTolerance)) {
-      throw SimulationError(fmt::format(
-          "calibrating {} on row {}: even at efficiency 1 the row gives {:.4g}, short of the "
-          "published {:.4g}; the rest of the model is too slow for it", entry.format, row.name,
-          1.0 / g0, published));
+      throw SimulationError(
+          fmt::format("calibrating {} on row {}: even at efficiency 1 the row gives {:.4g}, short of the "
+                      "published {:.4g}; the rest of the model is too slow for it",
+                      entry.format, row.name, 1.0 / g0, published));
     }
     double x1 = 2.0, g1 = seconds_per_unit(x1);
     while (std::abs(g1 / target - 1) > kTolerance) {
       if (out.simulations >= kMaxSimulations || g1 == g0) {
-        throw SimulationError(fmt::format("calibrating {} on row {}: no convergence after {} runs",
-                                          entry.format, row.name, out.simulations));
+        throw SimulationError(fmt::format("calibrating {} on row {}: no convergence after {} runs", entry.format,
+                                          row.name, out.simulations));
       }
       const double x2 = std::max(1.0, x1 + (target - g1) * (x1 - x0) / (g1 - g0));
       x0 = x1;

@@ -22,8 +22,7 @@ constexpr double kRetryAfterFailure_s = 5;
 
 }  // namespace
 
-ClientNode::ClientNode(SimContext& context, const ClientConfig& config, const std::string& host,
-                       size_t result_index)
+ClientNode::ClientNode(SimContext& context, const ClientConfig& config, const std::string& host, size_t result_index)
     : NodeLoop(context.transport, host),
       context_(context),
       config_(config),
@@ -195,12 +194,10 @@ void ClientNode::measure_rtts(const std::vector<core::ServerRecord>& records) {
     if (rtt_.samples(record.peer) > 0) continue;
     std::vector<simgrid::s4u::Link*> links;
     double latency_s = 0;
-    simgrid::s4u::Host::by_name(host())->route_to(simgrid::s4u::Host::by_name(record.address), links,
-                                                  &latency_s);
+    simgrid::s4u::Host::by_name(host())->route_to(simgrid::s4u::Host::by_name(record.address), links, &latency_s);
     double back_s = 0;
     links.clear();
-    simgrid::s4u::Host::by_name(record.address)->route_to(simgrid::s4u::Host::by_name(host()), links,
-                                                          &back_s);
+    simgrid::s4u::Host::by_name(record.address)->route_to(simgrid::s4u::Host::by_name(host()), links, &back_s);
     rtt_.observe(record.peer, latency_s + back_s);
   }
 }
@@ -217,9 +214,8 @@ void ClientNode::plan_route(const core::PlanRoute& plan) {
   std::vector<core::ServerRecord> records = context_.directory.lookup(now(), plan.model_id);
   measure_rtts(records);  // what a real client pings; the planner decides whether it matters
   const core::RoutePlanned planned{
-      plan.route_id,
-      core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,
-                       core::PlannerContext{now(), &rtt_, &speeds_, &rng_})};
+      plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,
+                                      core::PlannerContext{now(), &rtt_, &speeds_, &rng_})};
   const uint32_t index = session_index_;
   at(now() + context_.directory.lookup_delay_s(), [this, planned, index] {
     if (session_ && index == session_index_) feed(planned);
@@ -337,9 +333,9 @@ void ClientNode::feed_pass(const core::Input& input) {
 // reads the directory once more and answers after the lookup's round trips.
 void ClientNode::plan_pass_route(const core::PlanRoute& plan) {
   auto answer = [this, plan] {
-    return core::RoutePlanned{plan.route_id,
-                              core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records_,
-                                               plan, core::PlannerContext{now(), &rtt_, &speeds_, &rng_})};
+    return core::RoutePlanned{
+        plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records_, plan,
+                                        core::PlannerContext{now(), &rtt_, &speeds_, &rng_})};
   };
   core::RoutePlanned planned = answer();
   if (planned.chain.ok()) {

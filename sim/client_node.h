@@ -25,8 +25,7 @@ namespace bouquet::sim {
 class ClientNode final : public NodeLoop {
  public:
   // Reports into context.result.clients[result_index].
-  ClientNode(SimContext& context, const ClientConfig& config, const std::string& host,
-             size_t result_index);
+  ClientNode(SimContext& context, const ClientConfig& config, const std::string& host, size_t result_index);
 
  protected:
   void on_start() override;

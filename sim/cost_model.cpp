@@ -8,20 +8,28 @@ namespace bouquet::sim {
 
 double bytes_per_param(WeightFormat format) {
   switch (format) {
-    case WeightFormat::f32: return 4.0;
-    case WeightFormat::f16: return 2.0;
-    case WeightFormat::int8: return 1.0;
-    case WeightFormat::nf4: return 4.25 / 8.0;
+    case WeightFormat::f32:
+      return 4.0;
+    case WeightFormat::f16:
+      return 2.0;
+    case WeightFormat::int8:
+      return 1.0;
+    case WeightFormat::nf4:
+      return 4.25 / 8.0;
   }
   BOUQUET_CHECK(false, "unknown weight format");
 }
 
 std::string_view format_name(WeightFormat format) {
   switch (format) {
-    case WeightFormat::f32: return "f32";
-    case WeightFormat::f16: return "f16";
-    case WeightFormat::int8: return "int8";
-    case WeightFormat::nf4: return "nf4";
+    case WeightFormat::f32:
+      return "f32";
+    case WeightFormat::f16:
+      return "f16";
+    case WeightFormat::int8:
+      return "int8";
+    case WeightFormat::nf4:
+      return "nf4";
   }
   BOUQUET_CHECK(false, "unknown weight format");
 }
@@ -35,20 +43,28 @@ std::optional<WeightFormat> parse_weight_format(std::string_view name) {
 
 double Efficiency::of(WeightFormat format) const {
   switch (format) {
-    case WeightFormat::f32: return f32;
-    case WeightFormat::f16: return f16;
-    case WeightFormat::int8: return int8;
-    case WeightFormat::nf4: return nf4;
+    case WeightFormat::f32:
+      return f32;
+    case WeightFormat::f16:
+      return f16;
+    case WeightFormat::int8:
+      return int8;
+    case WeightFormat::nf4:
+      return nf4;
   }
   BOUQUET_CHECK(false, "unknown weight format");
 }
 
 double& Efficiency::of(WeightFormat format) {
   switch (format) {
-    case WeightFormat::f32: return f32;
-    case WeightFormat::f16: return f16;
-    case WeightFormat::int8: return int8;
-    case WeightFormat::nf4: return nf4;
+    case WeightFormat::f32:
+      return f32;
+    case WeightFormat::f16:
+      return f16;
+    case WeightFormat::int8:
+      return int8;
+    case WeightFormat::nf4:
+      return nf4;
   }
   BOUQUET_CHECK(false, "unknown weight format");
 }
@@ -59,10 +75,14 @@ namespace {
 // are dequantized to f16 before each matmul.
 double peak_ops(const DeviceSpec& device, WeightFormat format) {
   switch (format) {
-    case WeightFormat::f32: return device.f32_flops;
-    case WeightFormat::f16: return device.f16_flops;
-    case WeightFormat::int8: return device.int8_ops;
-    case WeightFormat::nf4: return device.f16_flops;
+    case WeightFormat::f32:
+      return device.f32_flops;
+    case WeightFormat::f16:
+      return device.f16_flops;
+    case WeightFormat::int8:
+      return device.int8_ops;
+    case WeightFormat::nf4:
+      return device.f16_flops;
   }
   BOUQUET_CHECK(false, "unknown weight format");
 }
@@ -77,8 +97,8 @@ double CostModel::cache_bytes_per_token(const ModelShape& model) const {
   return 2.0 * static_cast<double>(model.kv_dim()) * config_.kv_bytes_per_value;
 }
 
-StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model,
-                               WeightFormat format, const BlockWork& work) const {
+StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                               const BlockWork& work) const {
   BOUQUET_CHECK(work.batch > 0 && work.new_tokens > 0 && work.cache_tokens >= 0,
                 "a block step needs at least one new position");
   const double batch = static_cast<double>(work.batch);
@@ -95,8 +115,7 @@ StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model
 
   double bytes = active_params * bytes_per_param(format);
   bytes += batch * (cached + fresh) * cache_bytes_per_token(model);  // read the cache, write new
-  bytes += tokens * static_cast<double>(model.linear_io_values_per_token()) *
-           config_.activation_bytes_per_value;
+  bytes += tokens * static_cast<double>(model.linear_io_values_per_token()) * config_.activation_bytes_per_value;
 
   if (work.backward) {
     // Frozen weights: the server recomputes the forward, then propagates gradients to its inputs
@@ -104,21 +123,19 @@ StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model
     flops *= 2.0;
     bytes *= 2.0;
   }
-  const double roofline_s = std::max(flops / peak_ops(device, format),
-                                     bytes / device.memory_bandwidth_bytes_per_s);
+  const double roofline_s = std::max(flops / peak_ops(device, format), bytes / device.memory_bandwidth_bytes_per_s);
   const double seconds = roofline_s / config_.efficiency.of(format) + config_.block_overhead_s;
   return {flops, bytes, seconds};
 }
 
-double CostModel::span_step_s(const DeviceSpec& device, const ModelShape& model,
-                              WeightFormat format, int64_t blocks, const BlockWork& work) const {
+double CostModel::span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format, int64_t blocks,
+                              const BlockWork& work) const {
   BOUQUET_CHECK(blocks > 0, "a span has at least one block");
-  return static_cast<double>(blocks) * block_step(device, model, format, work).seconds +
-         config_.request_overhead_s;
+  return static_cast<double>(blocks) * block_step(device, model, format, work).seconds + config_.request_overhead_s;
 }
 
-StepCost CostModel::client_step(const DeviceSpec& device, const ModelShape& model,
-                                int64_t input_tokens, int64_t logit_rows) const {
+StepCost CostModel::client_step(const DeviceSpec& device, const ModelShape& model, int64_t input_tokens,
+                                int64_t logit_rows) const {
   const double hidden = static_cast<double>(model.hidden);
   const double vocab = static_cast<double>(model.vocab);
   const double rows = static_cast<double>(logit_rows);
@@ -132,14 +149,12 @@ StepCost CostModel::client_step(const DeviceSpec& device, const ModelShape& mode
   return {flops, bytes, roofline_s / config_.client_efficiency};
 }
 
-double CostModel::load_s(const ModelShape& model, WeightFormat format, int64_t blocks,
-                         double bandwidth_bps) const {
+double CostModel::load_s(const ModelShape& model, WeightFormat format, int64_t blocks, double bandwidth_bps) const {
   BOUQUET_CHECK(bandwidth_bps > 0, "load bandwidth must be positive");
   return static_cast<double>(blocks) * block_weight_bytes(model, format) * 8.0 / bandwidth_bps;
 }
 
-double CostModel::offload_step_s(const DeviceSpec& gpu, const ModelShape& model,
-                                 WeightFormat format, double pcie_bps,
+double CostModel::offload_step_s(const DeviceSpec& gpu, const ModelShape& model, WeightFormat format, double pcie_bps,
                                  const BlockWork& work) const {
   const double transfer_s = block_weight_bytes(model, format) * 8.0 / pcie_bps;
   const double compute_s = block_step(gpu, model, format, work).seconds;

@@ -37,9 +37,9 @@ struct Efficiency {
 
 struct CostModelConfig {
   Efficiency efficiency;
-  double block_overhead_s = 0;    // per block and request: kernel launches, framework dispatch
-  double request_overhead_s = 0;  // per request a server handles: decode, queue, reply
-  double client_efficiency = 1.0;  // share of the roofline the client's processor reaches
+  double block_overhead_s = 0;        // per block and request: kernel launches, framework dispatch
+  double request_overhead_s = 0;      // per request a server handles: decode, queue, reply
+  double client_efficiency = 1.0;     // share of the roofline the client's processor reaches
   double client_bytes_per_param = 2;  // embeddings and LM head on the client (bf16)
   double kv_bytes_per_value = 2;      // attention caches are kept in f16
   double activation_bytes_per_value = 2;
@@ -66,8 +66,8 @@ class CostModel {
   StepCost block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
                       const BlockWork& work) const;
   // One request through `blocks` consecutive blocks on one device.
-  double span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
-                     int64_t blocks, const BlockWork& work) const;
+  double span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format, int64_t blocks,
+                     const BlockWork& work) const;
   // The client's share of a step: embedding `input_tokens` positions and the final norm plus LM
   // head over `logit_rows` positions, on the client's processor.
   StepCost client_step(const DeviceSpec& device, const ModelShape& model, int64_t input_tokens,
@@ -77,13 +77,12 @@ class CostModel {
   // Attention cache of one position in one block (keys and values).
   double cache_bytes_per_token(const ModelShape& model) const;
   // Time to load `blocks` blocks from a disk or network of `bandwidth_bps` bits per second.
-  double load_s(const ModelShape& model, WeightFormat format, int64_t blocks,
-                double bandwidth_bps) const;
+  double load_s(const ModelShape& model, WeightFormat format, int64_t blocks, double bandwidth_bps) const;
   // Offloading: every step streams each block's weights over PCIe while the GPU computes the block
   // before it (double buffering), so a block costs the larger of the two and the first transfer
   // is never hidden.
-  double offload_step_s(const DeviceSpec& gpu, const ModelShape& model, WeightFormat format,
-                        double pcie_bps, const BlockWork& work) const;
+  double offload_step_s(const DeviceSpec& gpu, const ModelShape& model, WeightFormat format, double pcie_bps,
+                        const BlockWork& work) const;
 
   const CostModelConfig& config() const { return config_; }
 

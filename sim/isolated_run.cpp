@@ -70,8 +70,8 @@ std::string run_isolated(const std::function<std::string()>& body) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (WIFSIGNALED(status)) {
-    throw SimulationError(fmt::format("the simulation died of signal {} ({})", WTERMSIG(status),
-                                      strsignal(WTERMSIG(status))));
+    throw SimulationError(
+        fmt::format("the simulation died of signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status))));
   }
   if (reply.empty()) throw SimulationError("the simulation ended without a result");
   if (reply[0] == kFailed) throw SimulationError(reply.substr(1));

@@ -11,26 +11,68 @@ namespace {
 const std::array<ModelShape, 6>& catalog() {
   static const std::array<ModelShape, 6> models = {{
       // bigscience/bloom: n_embed 14336, n_layer 70, n_head 112, vocab 250880, 4h GELU MLP.
-      {.name = "bloom-176b", .hidden = 14336, .num_blocks = 70, .heads = 112, .kv_heads = 112,
-       .intermediate = 4 * 14336, .vocab = 250880, .linear_bias = true, .tied_embeddings = true},
+      {.name = "bloom-176b",
+       .hidden = 14336,
+       .num_blocks = 70,
+       .heads = 112,
+       .kv_heads = 112,
+       .intermediate = 4 * 14336,
+       .vocab = 250880,
+       .linear_bias = true,
+       .tied_embeddings = true},
       // bigscience/bloom-7b1: hidden 4096, n_layer 30, n_head 32.
-      {.name = "bloom-7b1", .hidden = 4096, .num_blocks = 30, .heads = 32, .kv_heads = 32,
-       .intermediate = 4 * 4096, .vocab = 250880, .linear_bias = true, .tied_embeddings = true},
+      {.name = "bloom-7b1",
+       .hidden = 4096,
+       .num_blocks = 30,
+       .heads = 32,
+       .kv_heads = 32,
+       .intermediate = 4 * 4096,
+       .vocab = 250880,
+       .linear_bias = true,
+       .tied_embeddings = true},
       // meta-llama/Llama-2-70b-hf: 8192, 80 layers, 64 heads, 8 KV heads, 28672, vocab 32000.
-      {.name = "llama-2-70b", .hidden = 8192, .num_blocks = 80, .heads = 64, .kv_heads = 8,
-       .intermediate = 28672, .vocab = 32000, .gated_mlp = true, .layer_norm = false},
+      {.name = "llama-2-70b",
+       .hidden = 8192,
+       .num_blocks = 80,
+       .heads = 64,
+       .kv_heads = 8,
+       .intermediate = 28672,
+       .vocab = 32000,
+       .gated_mlp = true,
+       .layer_norm = false},
       // meta-llama/Llama-2-7b-hf: 4096, 32 layers, 32 heads, 11008.
-      {.name = "llama-2-7b", .hidden = 4096, .num_blocks = 32, .heads = 32, .kv_heads = 32,
-       .intermediate = 11008, .vocab = 32000, .gated_mlp = true, .layer_norm = false},
+      {.name = "llama-2-7b",
+       .hidden = 4096,
+       .num_blocks = 32,
+       .heads = 32,
+       .kv_heads = 32,
+       .intermediate = 11008,
+       .vocab = 32000,
+       .gated_mlp = true,
+       .layer_norm = false},
       // tiiuae/falcon-180B: 14848, 80 layers, 232 heads, 8 KV heads, 4h GELU MLP, vocab 65024,
       // two LayerNorms per block (new decoder architecture), no linear biases.
-      {.name = "falcon-180b", .hidden = 14848, .num_blocks = 80, .heads = 232, .kv_heads = 8,
-       .intermediate = 4 * 14848, .vocab = 65024, .tied_embeddings = true},
+      {.name = "falcon-180b",
+       .hidden = 14848,
+       .num_blocks = 80,
+       .heads = 232,
+       .kv_heads = 8,
+       .intermediate = 4 * 14848,
+       .vocab = 65024,
+       .tied_embeddings = true},
       // mistralai/Mixtral-8x7B-v0.1: 4096, 32 layers, 32 heads, 8 KV heads, 8 experts of 14336,
       // 2 experts per token.
-      {.name = "mixtral-8x7b", .hidden = 4096, .num_blocks = 32, .heads = 32, .kv_heads = 8,
-       .intermediate = 14336, .vocab = 32000, .experts = 8, .experts_per_token = 2,
-       .gated_mlp = true, .layer_norm = false},
+      {.name = "mixtral-8x7b",
+       .hidden = 4096,
+       .num_blocks = 32,
+       .heads = 32,
+       .kv_heads = 8,
+       .intermediate = 14336,
+       .vocab = 32000,
+       .experts = 8,
+       .experts_per_token = 2,
+       .gated_mlp = true,
+       .layer_norm = false},
   }};
   return models;
 }
@@ -62,18 +104,14 @@ int64_t ModelShape::shared_params() const {
   return attention_params() + norms + router;
 }
 
-int64_t ModelShape::params_per_block() const {
-  return shared_params() + experts * expert_params();
-}
+int64_t ModelShape::params_per_block() const { return shared_params() + experts * expert_params(); }
 
 int64_t ModelShape::active_params_per_block(int64_t tokens) const {
   int64_t touched = std::min(experts, std::max<int64_t>(1, tokens) * experts_per_token);
   return shared_params() + touched * expert_params();
 }
 
-int64_t ModelShape::client_params() const {
-  return vocab * hidden * (tied_embeddings ? 1 : 2);
-}
+int64_t ModelShape::client_params() const { return vocab * hidden * (tied_embeddings ? 1 : 2); }
 
 int64_t ModelShape::linear_io_values_per_token() const {
   int64_t attention = (hidden + hidden) * 2 + (hidden + kv_dim()) * 2;

@@ -2,13 +2,13 @@
 
 #include "sim/platform.h"
 
+#include <simgrid/Exception.hpp>
 #include <simgrid/s4u/Activity.hpp>
 #include <simgrid/s4u/Actor.hpp>
 #include <simgrid/s4u/Comm.hpp>
 #include <simgrid/s4u/Engine.hpp>
 #include <simgrid/s4u/Exec.hpp>
 #include <simgrid/s4u/Mailbox.hpp>
-#include <simgrid/Exception.hpp>
 
 #include <algorithm>
 #include <memory>
@@ -33,9 +33,7 @@ void NodeLoop::set_timer(uint32_t component, uint64_t timer, core::Time when) {
   deadlines_.push_back({when, seq, true, key, nullptr});
 }
 
-void NodeLoop::cancel_timer(uint32_t component, uint64_t timer) {
-  armed_.erase(std::make_pair(component, timer));
-}
+void NodeLoop::cancel_timer(uint32_t component, uint64_t timer) { armed_.erase(std::make_pair(component, timer)); }
 
 void NodeLoop::at(core::Time when, std::function<void()> fn) {
   deadlines_.push_back({when, ++seq_, false, {}, std::move(fn)});

@@ -13,8 +13,7 @@ namespace {
 constexpr int64_t kBlockBuffers = 2;  // the block being computed and the one streaming in
 }  // namespace
 
-OffloadNode::OffloadNode(SimContext& context, const ClientConfig& config, const std::string& host,
-                         size_t result_index)
+OffloadNode::OffloadNode(SimContext& context, const ClientConfig& config, const std::string& host, size_t result_index)
     : NodeLoop(context.transport, host),
       context_(context),
       config_(config),
@@ -75,8 +74,7 @@ void OffloadNode::next_step() {
     return;
   }
   --runs_left_;
-  BlockWork forward{.batch = w.batch, .new_tokens = w.sequence_tokens, .cache_tokens = 0,
-                    .backward = false};
+  BlockWork forward{.batch = w.batch, .new_tokens = w.sequence_tokens, .cache_tokens = 0, .backward = false};
   pass(forward, [this] {
     ++result().steps;
     result().tokens += config_.work.batch * config_.work.sequence_tokens;

@@ -12,8 +12,7 @@ namespace bouquet::sim {
 
 class OffloadNode final : public NodeLoop {
  public:
-  OffloadNode(SimContext& context, const ClientConfig& config, const std::string& host,
-              size_t result_index);
+  OffloadNode(SimContext& context, const ClientConfig& config, const std::string& host, size_t result_index);
 
  protected:
   void on_start() override;

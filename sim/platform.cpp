@@ -27,8 +27,8 @@ const sg4::Link* make_link(sg4::NetZone* zone, const std::string& name, double b
   return zone->create_link(name, bps / 8.0)->set_latency(latency_s)->seal();
 }
 
-void add_host(const Scenario& scenario, Region& region, const std::string& name,
-              const HostLinkConfig& link, double pcie_bps, Platform& platform) {
+void add_host(const Scenario& scenario, Region& region, const std::string& name, const HostLinkConfig& link,
+              double pcie_bps, Platform& platform) {
   ResolvedLink resolved = resolve_link(scenario, link);
   sg4::Host* host = region.zone->create_host(name, kHostSpeed);
   if (pcie_bps > 0) {
@@ -90,8 +90,7 @@ Platform build_platform(const Scenario& scenario) {
     region.zone->add_route(region.gateway, nullptr, nullptr, nullptr, {}, true);
     for (const auto& relay : scenario.relays) {
       if (relay.region != config.name) continue;
-      region.relays[relay.name] =
-          make_link(region.zone, "relay-" + relay.name, relay.bandwidth_bps, relay.latency_s);
+      region.relays[relay.name] = make_link(region.zone, "relay-" + relay.name, relay.bandwidth_bps, relay.latency_s);
     }
     regions[config.name] = region;
   }
@@ -110,10 +109,10 @@ Platform build_platform(const Scenario& scenario) {
   for (const auto& haul : scenario.long_haul) {
     const Region& a = regions.at(haul.from);
     const Region& b = regions.at(haul.to);
-    const sg4::Link* link = make_link(root, fmt::format("long-haul-{}-{}", haul.from, haul.to),
-                                      haul.bandwidth_bps, haul.latency_s);
-    root->add_route(a.zone->get_netpoint(), b.zone->get_netpoint(), a.gateway, b.gateway,
-                    {sg4::LinkInRoute(link)}, true);
+    const sg4::Link* link =
+        make_link(root, fmt::format("long-haul-{}-{}", haul.from, haul.to), haul.bandwidth_bps, haul.latency_s);
+    root->add_route(a.zone->get_netpoint(), b.zone->get_netpoint(), a.gateway, b.gateway, {sg4::LinkInRoute(link)},
+                    true);
   }
   platform.controller = root->create_host("sim-controller", kHostSpeed)->seal();
   root->seal();

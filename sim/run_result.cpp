@@ -73,7 +73,8 @@ double number_or_nan(const nlohmann::json& in, const char* key) {
 
 void RunResult::summarize_step_latencies() {
   std::vector<double> all;
-  for (const auto& client : clients) all.insert(all.end(), client.step_latencies_s.begin(), client.step_latencies_s.end());
+  for (const auto& client : clients)
+    all.insert(all.end(), client.step_latencies_s.begin(), client.step_latencies_s.end());
   std::sort(all.begin(), all.end());
   step_latency_p50_s = nearest_rank(all, 0.50);
   step_latency_p99_s = nearest_rank(all, 0.99);

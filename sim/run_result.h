@@ -15,10 +15,10 @@ struct ClientResult {
   std::string name;
   std::string kind;  // generate | forward | backward, "offload-" prefixed when offloading
   bool finished = false;
-  std::string error;      // why it stopped early, if it did
-  int64_t steps = 0;      // generation steps (every session) or passes
-  int64_t tokens = 0;     // positions processed (forward/backward) or generated
-  double measured_s = 0;  // simulated time of the measured work (session setup excluded)
+  std::string error;               // why it stopped early, if it did
+  int64_t steps = 0;               // generation steps (every session) or passes
+  int64_t tokens = 0;              // positions processed (forward/backward) or generated
+  double measured_s = 0;           // simulated time of the measured work (session setup excluded)
   int64_t recoveries = 0;          // hops the core's session replaced (or restarts)
   int64_t positions_replayed = 0;  // positions those replacements had to process again
   int64_t sessions_finished = 0;   // generation sessions that ran to their last step

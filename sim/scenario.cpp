@@ -20,14 +20,14 @@ namespace {
 // Ranges of scenario numbers. Each is far wider than any sensible swarm and narrow enough that
 // products of them (bytes = batch x tokens x width) neither overflow nor stall the simulation:
 // a value outside is a typo or a hostile file, refused by key before anything runs.
-constexpr double kMaxTimeS = 1e9;         // ~31 years of simulated time
-constexpr double kMaxLatencyS = 60;       // one way; a minute is no network anyone simulates
-constexpr double kMinBps = 1;             // a link slower than 1 bit/s never delivers a message
-constexpr double kMaxBps = 1e15;          // 1 Pbit/s
-constexpr double kMinEfficiency = 1e-6;   // a share of the roofline; 0 would divide by zero
-constexpr int64_t kMaxHosts = 100'000;    // per server or client entry (count)
+constexpr double kMaxTimeS = 1e9;        // ~31 years of simulated time
+constexpr double kMaxLatencyS = 60;      // one way; a minute is no network anyone simulates
+constexpr double kMinBps = 1;            // a link slower than 1 bit/s never delivers a message
+constexpr double kMaxBps = 1e15;         // 1 Pbit/s
+constexpr double kMinEfficiency = 1e-6;  // a share of the roofline; 0 would divide by zero
+constexpr int64_t kMaxHosts = 100'000;   // per server or client entry (count)
 constexpr int64_t kMaxBatch = 65'536;
-constexpr int64_t kMaxTokens = 1 << 24;   // positions of one sequence, prefix or sub-batch
+constexpr int64_t kMaxTokens = 1 << 24;  // positions of one sequence, prefix or sub-batch
 constexpr int64_t kMaxBlocks = 65'536;
 constexpr int64_t kMaxCacheTokens = int64_t{1} << 32;
 constexpr int64_t kMaxRepeat = 1'000'000;
@@ -148,8 +148,7 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("count")) out.count = read_int_in(*v, 1, kMaxHosts);
   out.gpu = read_string(map.required("gpu"));
   if (!find_device(out.gpu) || !find_device(out.gpu)->is_gpu) {
-    map.required("gpu").fail(fmt::format("unknown GPU '{}' (known: {})", out.gpu,
-                                         fmt::join(device_names(), ", ")));
+    map.required("gpu").fail(fmt::format("unknown GPU '{}' (known: {})", out.gpu, fmt::join(device_names(), ", ")));
   }
   out.link = read_host_link(map);
   YamlValue blocks = map.required("blocks");
@@ -198,8 +197,7 @@ ClientConfig read_client(const YamlValue& value) {
   YamlValue device = map.required("device");
   out.device = read_string(device);
   if (!find_device(out.device)) {
-    device.fail(fmt::format("unknown device '{}' (known: {})", out.device,
-                            fmt::join(device_names(), ", ")));
+    device.fail(fmt::format("unknown device '{}' (known: {})", out.device, fmt::join(device_names(), ", ")));
   }
   out.link = read_host_link(map);
   out.work = read_work(map.required("work"));
@@ -303,7 +301,8 @@ Parsed parse(const YamlValue& root) {
     if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none", "rebalance"});
     if (auto p = policies.optional("placement")) s.policies.placement = one_of(*p, {"greedy", "random", "best"});
     if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);
-    if (auto p = policies.optional("balance_period_s")) s.policies.balance_period_s = read_number_in(*p, 1e-3, kMaxTimeS);
+    if (auto p = policies.optional("balance_period_s"))
+      s.policies.balance_period_s = read_number_in(*p, 1e-3, kMaxTimeS);
     if (auto j = policies.optional("join_delay_s")) s.policies.join_delay_s = read_number_in(*j, 0, kMaxTimeS);
     if (auto r = policies.optional("recovery")) {
       s.policies.recovery = one_of(*r, {"replay", "restart", "restart_from_scratch", "cacheless", "none"});
@@ -366,8 +365,8 @@ void check_link(const Scenario& s, const HostLinkConfig& link, const YamlValue& 
     const RelayConfig* relay = find_named(s.relays, link.relay);
     if (!relay) map.required("relay").fail(fmt::format("no relay named '{}' in relays", link.relay));
     if (relay->region != link.region) {
-      map.required("relay").fail(fmt::format("relay '{}' is in region '{}', the host in '{}'",
-                                             relay->name, relay->region, link.region));
+      map.required("relay").fail(
+          fmt::format("relay '{}' is in region '{}', the host in '{}'", relay->name, relay->region, link.region));
     }
   }
 }
@@ -384,8 +383,7 @@ void check(const Parsed& p, const YamlValue& root) {
   }
   for (const auto& haul : s.long_haul) {
     if (!regions.count(haul.from) || !regions.count(haul.to) || haul.from == haul.to) {
-      root.fail(fmt::format("long_haul {} -> {}: needs two different regions of regions",
-                            haul.from, haul.to));
+      root.fail(fmt::format("long_haul {} -> {}: needs two different regions of regions", haul.from, haul.to));
     }
   }
   for (const auto& relay : s.relays) {
@@ -409,22 +407,22 @@ void check(const Parsed& p, const YamlValue& root) {
       any_auto = true;
       const double weights = static_cast<double>(server.num_blocks) * cost.block_weight_bytes(shape, s.weight_format());
       if (server.num_blocks > shape.num_blocks || weights > gpu.memory_bytes) {
-        YamlMap(value).required("num_blocks").fail(fmt::format(
-            "{} blocks of {} do not fit: the model has {}, the {} holds {:.1f} GB", server.num_blocks,
-            shape.name, shape.num_blocks, gpu.name, gpu.memory_bytes / 1e9));
+        YamlMap(value)
+            .required("num_blocks")
+            .fail(fmt::format("{} blocks of {} do not fit: the model has {}, the {} holds {:.1f} GB", server.num_blocks,
+                              shape.name, shape.num_blocks, gpu.name, gpu.memory_bytes / 1e9));
       }
       continue;
     }
     const BlockRange& b = *server.blocks;
     if (b.begin < 0 || b.end > shape.num_blocks || b.begin >= b.end) {
-      span.fail(fmt::format("[{}, {}) is not a span of {}'s blocks [0, {})", b.begin, b.end,
-                            shape.name, shape.num_blocks));
+      span.fail(
+          fmt::format("[{}, {}) is not a span of {}'s blocks [0, {})", b.begin, b.end, shape.name, shape.num_blocks));
     }
     const double weights = static_cast<double>(b.end - b.begin) * cost.block_weight_bytes(shape, s.weight_format());
     if (weights > gpu.memory_bytes) {
-      span.fail(fmt::format("{} blocks of {} in {} take {:.1f} GB, more than the {}'s {:.1f} GB",
-                            b.end - b.begin, shape.name, s.model.weights, weights / 1e9, gpu.name,
-                            gpu.memory_bytes / 1e9));
+      span.fail(fmt::format("{} blocks of {} in {} take {:.1f} GB, more than the {}'s {:.1f} GB", b.end - b.begin,
+                            shape.name, s.model.weights, weights / 1e9, gpu.name, gpu.memory_bytes / 1e9));
     }
     for (int64_t block = b.begin; block < b.end; ++block) covered[static_cast<size_t>(block)] = 1;
   }
@@ -437,7 +435,9 @@ void check(const Parsed& p, const YamlValue& root) {
     }
     if (!client.offload) needs_swarm = true;
     if (client.offload && client.work.repeat == 0) {
-      YamlMap(p.client_values[i]).required("work").fail("offloading runs a fixed number of sessions: repeat must be >= 1");
+      YamlMap(p.client_values[i])
+          .required("work")
+          .fail("offloading runs a fixed number of sessions: repeat must be >= 1");
     }
     if (client.work.kind != "generate" && client.work.new_tokens != 0) {
       YamlMap(p.client_values[i]).required("work").fail("new_tokens only applies to generate");
@@ -446,8 +446,8 @@ void check(const Parsed& p, const YamlValue& root) {
   if (needs_swarm && !any_auto) {
     auto gap = std::find(covered.begin(), covered.end(), 0);
     if (gap != covered.end()) {
-      root.fail(fmt::format("no server ever holds block {} of {}: a client could never finish",
-                            gap - covered.begin(), shape.name));
+      root.fail(fmt::format("no server ever holds block {} of {}: a client could never finish", gap - covered.begin(),
+                            shape.name));
     }
   }
   // Every pair of regions with hosts must be joined by a long-haul link.
@@ -469,16 +469,13 @@ YAML::Node load_yaml(const std::string& text, const std::string& name) {
   try {
     return YAML::Load(text);
   } catch (const YAML::ParserException& e) {
-    throw ScenarioError(fmt::format("{}:{}:{}: not valid YAML: {}", name, e.mark.line + 1,
-                                    e.mark.column + 1, e.msg));
+    throw ScenarioError(fmt::format("{}:{}:{}: not valid YAML: {}", name, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
 }
 
 // Parses `text` with the overrides applied, then checks the result.
-Parsed parse_with(const std::string& text, const std::string& name,
-                  const std::vector<std::string>& overrides,
-                  const std::vector<std::pair<std::string, std::string>>& row_set,
-                  const std::string& row_name) {
+Parsed parse_with(const std::string& text, const std::string& name, const std::vector<std::string>& overrides,
+                  const std::vector<std::pair<std::string, std::string>>& row_set, const std::string& row_name) {
   auto source = std::make_shared<YamlSource>(YamlSource{name, {}});
   YAML::Node root = load_yaml(text, name);
   for (const auto& assignment : overrides) apply_override(root, assignment, *source);
@@ -541,7 +538,8 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
     if (!row_names.count(c.row)) entry.required("row").fail(fmt::format("no row named '{}'", c.row));
     for (const auto& row : base.rows) {
       if (row.name != c.row) continue;
-      if (!row.published) entry.required("row").fail(fmt::format("row '{}' has no published figure to calibrate on", c.row));
+      if (!row.published)
+        entry.required("row").fail(fmt::format("row '{}' has no published figure to calibrate on", c.row));
       if (row.metric != "steps_per_s" && row.metric != "tokens_per_s") {
         entry.required("row").fail(fmt::format("row '{}' measures {}; calibrate on a speed", c.row, row.metric));
       }
@@ -555,16 +553,14 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
     const std::string& format = parsed.scenario.model.weights;
     if (!parsed.efficiencies_given.count(format) && !calibrated.count(format)) {
       parsed.cost_value->fail(fmt::format(
-          "row {}: no efficiency for {} weights: give cost.efficiency.{} or calibrate it",
-          row.name, format, format));
+          "row {}: no efficiency for {} weights: give cost.efficiency.{} or calibrate it", row.name, format, format));
     }
     file.row_scenarios.push_back(parsed.scenario);
   }
   if (base.rows.empty()) {
     const std::string& format = base.scenario.model.weights;
     if (!base.efficiencies_given.count(format)) {
-      base.cost_value->fail(fmt::format("no efficiency for {} weights: give cost.efficiency.{}",
-                                        format, format));
+      base.cost_value->fail(fmt::format("no efficiency for {} weights: give cost.efficiency.{}", format, format));
     }
   }
   return file;

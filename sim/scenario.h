@@ -33,10 +33,10 @@ struct NetworkConfig {
 };
 
 struct ModelConfig {
-  std::string name;                        // a model of model_shapes.h
-  std::string weights;                     // f32 | f16 | int8 | nf4
-  std::string activations = "float16";     // dtype of hidden states: float32 | float16 | bfloat16
-  std::string wire_compression = "none";   // none | float16 | int8_blockwise
+  std::string name;                       // a model of model_shapes.h
+  std::string weights;                    // f32 | f16 | int8 | nf4
+  std::string activations = "float16";    // dtype of hidden states: float32 | float16 | bfloat16
+  std::string wire_compression = "none";  // none | float16 | int8_blockwise
 };
 
 struct CalibrationConfig {
@@ -100,12 +100,12 @@ struct ServerConfig {
 };
 
 struct WorkConfig {
-  std::string kind;              // generate | forward | backward
+  std::string kind;  // generate | forward | backward
   int64_t batch = 1;
-  int64_t prefix_tokens = 1;     // generate: positions of the first step
-  int64_t new_tokens = 0;        // generate: one-position steps after the first
-  int64_t sequence_tokens = 128; // forward/backward: positions per sequence
-  int64_t repeat = 1;            // sessions or passes, one after another; 0 = until the run ends
+  int64_t prefix_tokens = 1;      // generate: positions of the first step
+  int64_t new_tokens = 0;         // generate: one-position steps after the first
+  int64_t sequence_tokens = 128;  // forward/backward: positions per sequence
+  int64_t repeat = 1;             // sessions or passes, one after another; 0 = until the run ends
 };
 
 // Offloading instead of a swarm: the client's own GPU streams every block from RAM.

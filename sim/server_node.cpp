@@ -12,9 +12,9 @@
 namespace bouquet::sim {
 namespace {
 
-constexpr double kWorkspaceShare = 0.1;      // of GPU memory, kept for activations
+constexpr double kWorkspaceShare = 0.1;          // of GPU memory, kept for activations
 constexpr uint64_t kCacheTokensPerBlock = 8192;  // what a server keeps room for when sizing a span
-constexpr uint32_t kForwardProbeTokens = 1024;  // the batched forward forward_rps is measured on
+constexpr uint32_t kForwardProbeTokens = 1024;   // the batched forward forward_rps is measured on
 
 core::BalancerNodeConfig balancer_config(const SimContext& context, const ServerConfig& config,
                                          const std::string& host) {
@@ -26,21 +26,21 @@ core::BalancerNodeConfig balancer_config(const SimContext& context, const Server
   out.model_id = context.model_id;
   out.model_blocks = static_cast<uint32_t>(context.shape.num_blocks);
   if (config.blocks) {
-    out.blocks = core::BlockSpan{static_cast<uint32_t>(config.blocks->begin),
-                                 static_cast<uint32_t>(config.blocks->end)};
+    out.blocks =
+        core::BlockSpan{static_cast<uint32_t>(config.blocks->begin), static_cast<uint32_t>(config.blocks->end)};
   }
-  const auto blocks = static_cast<uint32_t>(
-      config.blocks ? config.blocks->end - config.blocks->begin : ServerNode::blocks_to_hold(context, config));
+  const auto blocks = static_cast<uint32_t>(config.blocks ? config.blocks->end - config.blocks->begin
+                                                          : ServerNode::blocks_to_hold(context, config));
   out.num_blocks = blocks;
   // What a real server measures on start, here from the cost model.
   const double step_s = context.cost.block_step(gpu, context.shape, context.format, BlockWork{}).seconds;
-  const double forward_s = context.cost.block_step(gpu, context.shape, context.format,
-                                                   BlockWork{.new_tokens = kForwardProbeTokens}).seconds;
+  const double forward_s =
+      context.cost.block_step(gpu, context.shape, context.format, BlockWork{.new_tokens = kForwardProbeTokens}).seconds;
   out.inference_rps = config.announce_speed_x / step_s;
   const ResolvedLink link = resolve_link(s, config.link);
-  out.throughput_rps = core::announced_throughput_rps(config.announce_speed_x * kForwardProbeTokens / forward_s, blocks,
-                                                      std::min(link.up_bps, link.down_bps),
-                                                      static_cast<uint32_t>(context.shape.hidden));
+  out.throughput_rps =
+      core::announced_throughput_rps(config.announce_speed_x * kForwardProbeTokens / forward_s, blocks,
+                                     std::min(link.up_bps, link.down_bps), static_cast<uint32_t>(context.shape.hidden));
   out.cache_tokens_free = ServerNode::cache_tokens(context, config, blocks);
   out.join_delay_s = s.policies.join_delay_s;
   out.balance_period_s = s.policies.balance_period_s;
@@ -182,10 +182,9 @@ void ServerNode::move_to(core::BlockSpan span) {
     const uint32_t end = std::min(loaded_->end, span.end);
     kept = end > begin ? end - begin : 0;
   }
-  const double load_s = config_.load_bps > 0
-                            ? context_.cost.load_s(context_.shape, context_.format, span.size() - kept,
-                                                   config_.load_bps)
-                            : 0.0;
+  const double load_s =
+      config_.load_bps > 0 ? context_.cost.load_s(context_.shape, context_.format, span.size() - kept, config_.load_bps)
+                           : 0.0;
   const uint64_t move = ++moves_;
   at(now() + load_s, [this, span, move] {
     if (move != moves_) return;  // moved again meanwhile
@@ -218,11 +217,10 @@ void ServerNode::start_compute(const core::ComputeRequest& request) {
   work.new_tokens = request.new_tokens;
   work.cache_tokens = request.cache_length;
   work.backward = request.kind == core::ComputeKind::backward;
-  const double seconds = context_.cost.span_step_s(gpu_, context_.shape, context_.format,
-                                                   request.span.size(), work);
+  const double seconds = context_.cost.span_step_s(gpu_, context_.shape, context_.format, request.span.size(), work);
   const core::TaskId task = request.task_id;
-  core::Activation outputs = core::make_sized_activation(request.inputs.shape, request.inputs.dtype,
-                                                         request.output_compression);
+  core::Activation outputs =
+      core::make_sized_activation(request.inputs.shape, request.inputs.dtype, request.output_compression);
   const uint32_t generation = generation_;
   compute(seconds, [this, task, outputs, generation] {
     if (server_ && generation == generation_) {

@@ -40,8 +40,7 @@ class ServerNode final : public NodeLoop {
  public:
   // What the balancer of this server announces and how many blocks it holds (for best placement,
   // computed before the run).
-  static core::ServerCapacity capacity(const SimContext& context, const ServerConfig& config,
-                                       const std::string& host);
+  static core::ServerCapacity capacity(const SimContext& context, const ServerConfig& config, const std::string& host);
 
   const core::BalancerNode& balancer() const { return balancer_; }
   // The blocks this process serves now: none while it loads or moves.

@@ -38,8 +38,8 @@ double wall_s(std::chrono::steady_clock::time_point since) {
 void print_header(const ScenarioFile& file, const SimCommandConfig& config) {
   const Scenario& s = file.base;
   fmt::print("scenario {}: {}\n", s.name, s.description);
-  fmt::print("model {} with {} weights, {} activations, wire compression {}\n", s.model.name,
-             s.model.weights, s.model.activations, s.model.wire_compression);
+  fmt::print("model {} with {} weights, {} activations, wire compression {}\n", s.model.name, s.model.weights,
+             s.model.activations, s.model.wire_compression);
   fmt::print("network model {} (cross-traffic {}, TCP window {:.0f} B): {}\n", s.network.model,
              s.network.crosstraffic ? "on" : "off", s.network.tcp_window_bytes, s.network.why);
   fmt::print("seed {}; reproduce with: {}\n", s.seed, reproduce_command(config, s.seed));
@@ -62,9 +62,9 @@ void print_clients(const RunResult& result) {
     if (c.recoveries > 0) {
       recoveries = fmt::format(", {} recoveries replaying {} positions", c.recoveries, c.positions_replayed);
     }
-    fmt::print("  [t={:.3f}s] {} {}: {} steps, {} tokens in {:.3f} s: {} steps/s, {} tokens/s{}{}\n",
-               c.ended_s, c.name, c.kind, c.steps, c.tokens, c.measured_s, number(c.steps_per_s()),
-               number(c.tokens_per_s()), recoveries, c.finished ? "" : " (" + c.error + ")");
+    fmt::print("  [t={:.3f}s] {} {}: {} steps, {} tokens in {:.3f} s: {} steps/s, {} tokens/s{}{}\n", c.ended_s, c.name,
+               c.kind, c.steps, c.tokens, c.measured_s, number(c.steps_per_s()), number(c.tokens_per_s()), recoveries,
+               c.finished ? "" : " (" + c.error + ")");
   }
 }
 
@@ -77,8 +77,10 @@ int run_sim_command(const SimCommandConfig& config) {
   ScenarioFile file = load_scenario_file(config.scenario, overrides);
   print_header(file, config);
 
-  nlohmann::json json = {{"scenario", file.base.name}, {"file", config.scenario},
-                         {"seed", file.base.seed}, {"reproduce", reproduce_command(config, file.base.seed)}};
+  nlohmann::json json = {{"scenario", file.base.name},
+                         {"file", config.scenario},
+                         {"seed", file.base.seed},
+                         {"reproduce", reproduce_command(config, file.base.seed)}};
   std::vector<Calibrated> calibrated = calibrate(file);
   for (const auto& c : calibrated) {
     fmt::print("calibrated {} efficiency {:.4f} on row {} (published {} {}); every other row is a prediction\n",
@@ -91,14 +93,16 @@ int run_sim_command(const SimCommandConfig& config) {
     if (!std::isnan(result.swarm_rps)) {
       fmt::print("placement {}: weakest block {} rps when the first client starts{}; {} rebalancing moves\n",
                  file.base.policies.placement, number(result.swarm_rps),
-                 std::isnan(result.swarm_rps_bound) ? "" : fmt::format(" (no placement beats {})", number(result.swarm_rps_bound)),
+                 std::isnan(result.swarm_rps_bound)
+                     ? ""
+                     : fmt::format(" (no placement beats {})", number(result.swarm_rps_bound)),
                  result.moves);
     }
     print_clients(result);
     json["result"] = nlohmann::json::parse(to_json(result));
   } else {
-    fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {}\n", "row", "simulated", "published", "unit",
-               "error", "simulated end");
+    fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {}\n", "row", "simulated", "published", "unit", "error",
+               "simulated end");
     // Rows with the same overrides are the same simulation: run it once, report it per metric.
     std::map<std::vector<std::pair<std::string, std::string>>, RunResult> runs;
     for (size_t i = 0; i < file.rows.size(); ++i) {

@@ -195,9 +195,8 @@ RunResult simulate(const Scenario& scenario) {
       ClientResult& result = context.result.clients.emplace_back();
       result.name = name;
       result.kind = (client.offload ? "offload-" : "") + client.work.kind;
-      NodeLoop* node = client.offload
-                           ? static_cast<NodeLoop*>(new OffloadNode(context, client, name, index))
-                           : static_cast<NodeLoop*>(new ClientNode(context, client, name, index));
+      NodeLoop* node = client.offload ? static_cast<NodeLoop*>(new OffloadNode(context, client, name, index))
+                                      : static_cast<NodeLoop*>(new ClientNode(context, client, name, index));
       nodes.emplace_back(node);
       ++clients_running;
       sg4::Actor::create(name, platform.hosts.at(name), [node, &clients_running] {
@@ -217,7 +216,8 @@ RunResult simulate(const Scenario& scenario) {
   }
   context.result.summarize_step_latencies();
   for (const auto& node : nodes) {
-    if (const auto* server = dynamic_cast<const ServerNode*>(node.get())) context.result.moves += server->balancer().moves();
+    if (const auto* server = dynamic_cast<const ServerNode*>(node.get()))
+      context.result.moves += server->balancer().moves();
   }
   context.result.messages = context.transport.messages_sent();
   context.result.bytes = context.transport.bytes_sent();

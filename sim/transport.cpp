@@ -33,8 +33,9 @@ void post(const std::string& host, Envelope* envelope, uint64_t size) {
     delete envelope;
     return;
   }
-  sg4::Mailbox::by_name(host)->put_init(envelope, size)->detach(
-      [](void* payload) { delete static_cast<Envelope*>(payload); });
+  sg4::Mailbox::by_name(host)->put_init(envelope, size)->detach([](void* payload) {
+    delete static_cast<Envelope*>(payload);
+  });
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Messages between simulated nodes. A message travels as a pointer to an Envelope over a SimGrid
 // mailbox (one per node, named after its host) and is charged exactly the core's wire_bytes():
-// the bytes a real connection carries (frame header and body), compression included. Activations are handles without data.
+// the bytes a real connection carries (frame header and body), compression included. Activations are handles without
+// data.
 #pragma once
 
 #include "core/messages.h"

@@ -127,8 +127,9 @@ double read_number_in(const YamlValue& value, double lo, double hi, Infinity inf
   const double number = read_double(value);
   if (infinity == Infinity::allowed && number == std::numeric_limits<double>::infinity()) return number;
   if (!(std::isfinite(number) && number >= lo && number <= hi)) {
-    value.fail(fmt::format("must be {}in [{:g}, {:g}]{}, got {}", infinity == Infinity::allowed ? "" : "a finite number ",
-                           lo, hi, infinity == Infinity::allowed ? " or .inf" : "", value.node.Scalar()));
+    value.fail(fmt::format("must be {}in [{:g}, {:g}]{}, got {}",
+                           infinity == Infinity::allowed ? "" : "a finite number ", lo, hi,
+                           infinity == Infinity::allowed ? " or .inf" : "", value.node.Scalar()));
   }
   return number;
 }
@@ -163,8 +164,8 @@ std::vector<std::string> split_path(std::string_view path) {
   return parts;
 }
 
-void set_at(YAML::Node node, const std::vector<std::string>& parts, size_t i,
-            const std::string& assignment, YamlSource& source) {
+void set_at(YAML::Node node, const std::vector<std::string>& parts, size_t i, const std::string& assignment,
+            YamlSource& source) {
   const std::string& part = parts[i];
   const bool last = i + 1 == parts.size();
   if (node.IsSequence()) {
@@ -175,8 +176,8 @@ void set_at(YAML::Node node, const std::vector<std::string>& parts, size_t i,
       size_t index = 0;
       auto [end, error] = std::from_chars(part.data(), part.data() + part.size(), index);
       if (error != std::errc() || end != part.data() + part.size() || index >= node.size()) {
-        throw ScenarioError(fmt::format("--set {}: '{}' is not an index of a list of {}",
-                                        assignment, part, node.size()));
+        throw ScenarioError(
+            fmt::format("--set {}: '{}' is not an index of a list of {}", assignment, part, node.size()));
       }
       indices.push_back(index);
     }

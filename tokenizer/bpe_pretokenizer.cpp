@@ -51,8 +51,8 @@ std::string flatten_nested_classes(std::string_view pattern, std::string_view so
     }
     if (c == '[') {
       if (i + 1 < pattern.size() && pattern[i + 1] == '^')
-        throw UnsupportedTokenizer(fmt::format("{}: a negated class inside a class is not supported in '{}'", source,
-                                             pattern));
+        throw UnsupportedTokenizer(
+            fmt::format("{}: a negated class inside a class is not supported in '{}'", source, pattern));
       ++depth;  // the inner bracket is dropped: its members join the outer class
       continue;
     }
@@ -141,8 +141,8 @@ BpeRegex::BpeRegex(std::string_view onig_pattern, std::string_view source) {
   if (code_ == nullptr) {
     PCRE2_UCHAR8 message[256];
     pcre2_get_error_message_8(error, message, sizeof(message));
-    throw std::runtime_error(fmt::format("{}: pre-tokenizer regex does not compile at offset {}: {}", source,
-                                         offset, reinterpret_cast<const char*>(message)));
+    throw std::runtime_error(fmt::format("{}: pre-tokenizer regex does not compile at offset {}: {}", source, offset,
+                                         reinterpret_cast<const char*>(message)));
   }
   pcre2_jit_compile_8(as_code(code_), PCRE2_JIT_COMPLETE);  // an optional speed-up: failure is fine
 }
@@ -205,25 +205,33 @@ std::vector<std::string_view> split_text(std::string_view text, const BpeRegex& 
       for (const auto& p : pieces)
         if (!p.matched) kept.push_back(p);
       break;
-    case SplitBehavior::isolated: kept = pieces; break;
+    case SplitBehavior::isolated:
+      kept = pieces;
+      break;
     case SplitBehavior::contiguous:
       for (size_t i = 0; i < pieces.size(); ++i) {
-        if (i > 0 && pieces[i].matched == pieces[i - 1].matched) kept.back().end = pieces[i].end;
-        else kept.push_back(pieces[i]);
+        if (i > 0 && pieces[i].matched == pieces[i - 1].matched)
+          kept.back().end = pieces[i].end;
+        else
+          kept.push_back(pieces[i]);
       }
       break;
     case SplitBehavior::merged_with_previous:
       for (size_t i = 0; i < pieces.size(); ++i) {
         const bool previous_matched = i > 0 && pieces[i - 1].matched;
-        if (pieces[i].matched && !previous_matched && !kept.empty()) kept.back().end = pieces[i].end;
-        else kept.push_back(pieces[i]);
+        if (pieces[i].matched && !previous_matched && !kept.empty())
+          kept.back().end = pieces[i].end;
+        else
+          kept.push_back(pieces[i]);
       }
       break;
     case SplitBehavior::merged_with_next:
       for (size_t i = pieces.size(); i-- > 0;) {
         const bool next_matched = i + 1 < pieces.size() && pieces[i + 1].matched;
-        if (pieces[i].matched && !next_matched && !kept.empty()) kept.back().begin = pieces[i].begin;
-        else kept.push_back(pieces[i]);
+        if (pieces[i].matched && !next_matched && !kept.empty())
+          kept.back().begin = pieces[i].begin;
+        else
+          kept.push_back(pieces[i]);
       }
       std::reverse(kept.begin(), kept.end());
       break;
@@ -264,9 +272,12 @@ void BpePreTokenizer::add_steps(const Json& config, std::string_view source) {
   } else if (type == "Split") {
     const Json& pattern = config.at("pattern");
     std::string regex;
-    if (pattern.contains("Regex")) regex = pattern.at("Regex").get<std::string>();
-    else if (pattern.contains("String")) regex = escape_literal(pattern.at("String").get<std::string>());
-    else throw UnsupportedTokenizer(fmt::format("{}: Split pattern is neither Regex nor String", source));
+    if (pattern.contains("Regex"))
+      regex = pattern.at("Regex").get<std::string>();
+    else if (pattern.contains("String"))
+      regex = escape_literal(pattern.at("String").get<std::string>());
+    else
+      throw UnsupportedTokenizer(fmt::format("{}: Split pattern is neither Regex nor String", source));
     regexes_.push_back(std::make_unique<BpeRegex>(regex, source));
     Step step;
     step.regex = regexes_.back().get();
@@ -280,8 +291,10 @@ void BpePreTokenizer::add_steps(const Json& config, std::string_view source) {
     step.behavior = config.value("individual_digits", false) ? SplitBehavior::isolated : SplitBehavior::contiguous;
     steps_.push_back(step);
   } else {
-    throw UnsupportedTokenizer(fmt::format("{}: pre-tokenizer '{}' is not supported (supported: ByteLevel, "
-                                         "Split, Digits, Sequence)", source, type));
+    throw UnsupportedTokenizer(
+        fmt::format("{}: pre-tokenizer '{}' is not supported (supported: ByteLevel, "
+                    "Split, Digits, Sequence)",
+                    source, type));
   }
 }
 
@@ -299,9 +312,8 @@ std::vector<std::string> BpePreTokenizer::split(std::string_view text) const {
     for (auto& word : words) {
       if (step.kind == Step::Kind::byte_level) {
         if (step.add_prefix_space && !word.starts_with(' ')) word = ' ' + word;
-        std::vector<std::string_view> parts =
-            step.regex ? split_text(word, *step.regex, SplitBehavior::isolated, false)
-                       : std::vector<std::string_view>{word};
+        std::vector<std::string_view> parts = step.regex ? split_text(word, *step.regex, SplitBehavior::isolated, false)
+                                                         : std::vector<std::string_view>{word};
         for (const auto part : parts) {
           std::string mapped;
           for (const char c : part) mapped += byte_to_unicode()[static_cast<uint8_t>(c)];

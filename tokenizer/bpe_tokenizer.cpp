@@ -37,10 +37,14 @@ size_t char_length(std::string_view text, size_t pos) {
 uint32_t code_point(std::string_view ch) {
   const auto b = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(ch[i])); };
   switch (ch.size()) {
-    case 1: return b(0);
-    case 2: return ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
-    case 3: return ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
-    default: return ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
+    case 1:
+      return b(0);
+    case 2:
+      return ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
+    case 3:
+      return ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
+    default:
+      return ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
   }
 }
 
@@ -57,12 +61,14 @@ BpeTokenizer::BpeTokenizer(const Json& config, std::string source) : source_(std
     read_normalizer(config.value("normalizer", Json()));
     pre_tokenizer_ = std::make_unique<BpePreTokenizer>(config.value("pre_tokenizer", Json()), source_);
     if (!pre_tokenizer_->byte_level())
-      throw UnsupportedTokenizer(fmt::format("{}: only byte-level BPE tokenizers (a ByteLevel pre-tokenizer) are "
-                                             "supported", source_));
+      throw UnsupportedTokenizer(
+          fmt::format("{}: only byte-level BPE tokenizers (a ByteLevel pre-tokenizer) are "
+                      "supported",
+                      source_));
     const Json decoder = config.value("decoder", Json());
     if (!decoder.is_null() && decoder.value("type", "") != "ByteLevel")
-      throw UnsupportedTokenizer(fmt::format("{}: decoder '{}' is not supported (only ByteLevel)", source_,
-                                             decoder.value("type", "")));
+      throw UnsupportedTokenizer(
+          fmt::format("{}: decoder '{}' is not supported (only ByteLevel)", source_, decoder.value("type", "")));
     read_added_tokens(config.value("added_tokens", Json::array()));
     read_post_processor(config.value("post_processor", Json()));
   } catch (const Json::exception& e) {
@@ -96,7 +102,8 @@ void BpeTokenizer::read_model(const Json& model) {
   }
   for (const auto& [token, id] : model.at("vocab").items()) {
     const auto value = id.get<int64_t>();
-    if (value < 0 || value > INT32_MAX) throw std::runtime_error(fmt::format("{}: token '{}' has id {}", source_, token, value));
+    if (value < 0 || value > INT32_MAX)
+      throw std::runtime_error(fmt::format("{}: token '{}' has id {}", source_, token, value));
     vocab_.emplace(token, static_cast<int32_t>(value));
     vocab_size_ = std::max<int64_t>(vocab_size_, value + 1);
   }
@@ -106,7 +113,8 @@ void BpeTokenizer::read_model(const Json& model) {
 
   const auto lookup = [&](const std::string& token) {
     const auto it = vocab_.find(token);
-    if (it == vocab_.end()) throw std::runtime_error(fmt::format("{}: merge uses '{}', which is not in the vocab", source_, token));
+    if (it == vocab_.end())
+      throw std::runtime_error(fmt::format("{}: merge uses '{}', which is not in the vocab", source_, token));
     return it->second;
   };
   int32_t rank = 0;
@@ -151,17 +159,20 @@ void BpeTokenizer::read_normalizer(const Json& normalizer) {
     normalizations_.push_back({Normalization::Kind::replace, normalizer.at("pattern").at("String").get<std::string>(),
                                normalizer.at("content").get<std::string>()});
   } else {
-    throw UnsupportedTokenizer(fmt::format("{}: normalizer '{}' is not supported (supported: Prepend, Replace with "
-                                           "a String pattern, Sequence)", source_, type));
+    throw UnsupportedTokenizer(
+        fmt::format("{}: normalizer '{}' is not supported (supported: Prepend, Replace with "
+                    "a String pattern, Sequence)",
+                    source_, type));
   }
 }
 
 void BpeTokenizer::read_added_tokens(const Json& tokens) {
   for (auto& buckets : added_by_first_byte_) buckets.assign(256, {});
   for (const auto& token : tokens) {
-    AddedToken added{token.at("id").get<TokenId>(), token.at("content").get<std::string>(),
-                     token.value("single_word", false), token.value("lstrip", false), token.value("rstrip", false),
-                     token.value("special", false), token.value("normalized", true), ""};
+    AddedToken added{token.at("id").get<TokenId>(),     token.at("content").get<std::string>(),
+                     token.value("single_word", false), token.value("lstrip", false),
+                     token.value("rstrip", false),      token.value("special", false),
+                     token.value("normalized", true),   ""};
     if (added.id < 0 || added.id > INT32_MAX || added.content.empty())
       throw std::runtime_error(fmt::format("{}: added token '{}' has id {}", source_, added.content, added.id));
     added.match = added.normalized ? normalize(added.content) : added.content;
@@ -202,8 +213,7 @@ std::optional<TokenId> BpeTokenizer::token_id(std::string_view token) const {
   return std::nullopt;
 }
 
-size_t BpeTokenizer::next_added(std::string_view text, size_t from, bool normalized, size_t& begin,
-                                size_t& end) const {
+size_t BpeTokenizer::next_added(std::string_view text, size_t from, bool normalized, size_t& begin, size_t& end) const {
   for (size_t pos = from; pos < text.size();) {
     size_t found = added_.size();
     for (const size_t index : added_by_first_byte_[normalized][static_cast<uint8_t>(text[pos])]) {
@@ -383,8 +393,10 @@ std::string BpeTokenizer::decode(const std::vector<TokenId>& ids) const {
       const int byte = length == 1 && static_cast<uint8_t>(token[pos]) >= 0x80
                            ? -1
                            : unicode_to_byte(code_point(std::string_view(token).substr(pos, length)));
-      if (byte < 0) mapped = false;
-      else bytes.push_back(static_cast<char>(byte));
+      if (byte < 0)
+        mapped = false;
+      else
+        bytes.push_back(static_cast<char>(byte));
       pos += length;
     }
     // A token with characters outside the byte map (an added token such as "<|eot_id|>" with a

@@ -85,8 +85,8 @@ class BpeTokenizer final : public Tokenizer {
 
   std::string source_;
   TokenMap vocab_;
-  std::vector<std::string> id_to_token_;  // vocabulary and added tokens, by id
-  std::vector<int8_t> special_;           // by id: 1 when decode skips it
+  std::vector<std::string> id_to_token_;        // vocabulary and added tokens, by id
+  std::vector<int8_t> special_;                 // by id: 1 when decode skips it
   std::unordered_map<uint64_t, Merge> merges_;  // key: left id << 32 | right id
   bool ignore_merges_ = false;
   bool byte_fallback_ = false;

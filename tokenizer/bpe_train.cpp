@@ -30,15 +30,10 @@ Json bloom_pre_tokenizer() {
              {"pattern", {{"Regex", " ?[^(\\s|[.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c])]+"}}},
              {"behavior", "Isolated"},
              {"invert", false}},
-            {{"type", "ByteLevel"},
-             {"add_prefix_space", false},
-             {"trim_offsets", true},
-             {"use_regex", false}}}}};
+            {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
 }
 
-size_t utf8_length(unsigned char lead) {
-  return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
-}
+size_t utf8_length(unsigned char lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
 
 struct Word {
   std::vector<int32_t> ids;
@@ -61,12 +56,12 @@ void apply_merge(std::vector<int32_t>& ids, int32_t left, int32_t right, int32_t
 
 }  // namespace
 
-void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size,
-                          const std::filesystem::path& out_dir) {
+void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size, const std::filesystem::path& out_dir) {
   if (vocab_size <= kFirstMergeId) {
-    throw std::runtime_error(fmt::format("a byte-level tokenizer needs a vocabulary above {} "
-                                         "(4 special and 256 byte tokens), not {}",
-                                         kFirstMergeId, vocab_size));
+    throw std::runtime_error(
+        fmt::format("a byte-level tokenizer needs a vocabulary above {} "
+                    "(4 special and 256 byte tokens), not {}",
+                    kFirstMergeId, vocab_size));
   }
   std::vector<std::string> tokens(std::begin(kSpecialTokens), std::end(kSpecialTokens));
   std::unordered_map<std::string, int32_t> ids;
@@ -101,8 +96,10 @@ void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size,
       if (count > best_count) best = pair, best_count = count;
     }
     if (best.first < 0) {
-      throw std::runtime_error(fmt::format("the corpus runs out of repeated pairs at {} tokens, "
-                                           "before the vocabulary of {}", tokens.size(), vocab_size));
+      throw std::runtime_error(
+          fmt::format("the corpus runs out of repeated pairs at {} tokens, "
+                      "before the vocabulary of {}",
+                      tokens.size(), vocab_size));
     }
     const std::string joined = tokens[best.first] + tokens[best.second];
     // Two merges can spell the same token ("ab c", "a bc"); it keeps its first id.
@@ -114,8 +111,12 @@ void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size,
 
   Json added_tokens = Json::array();
   for (size_t i = 0; i < std::size(kSpecialTokens); ++i) {
-    added_tokens.push_back({{"id", i}, {"content", kSpecialTokens[i]}, {"single_word", false},
-                            {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+    added_tokens.push_back({{"id", i},
+                            {"content", kSpecialTokens[i]},
+                            {"single_word", false},
+                            {"lstrip", false},
+                            {"rstrip", false},
+                            {"normalized", false},
                             {"special", true}});
   }
   Json vocab = Json::object();
@@ -128,15 +129,18 @@ void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size,
       {"normalizer", nullptr},
       {"pre_tokenizer", pre_tokenizer_json},
       {"post_processor",
-       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false},
-        {"use_regex", false}}},
-      {"decoder",
-       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
-        {"use_regex", false}}},
+       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", false}}},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", false}}},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", merges}}},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"vocab", vocab},
+        {"merges", merges}}},
   };
   const std::filesystem::path file = out_dir / "tokenizer.json";
   std::ofstream out(file, std::ios::trunc | std::ios::binary);

@@ -15,7 +15,6 @@ namespace bouquet::gpu {
 // in the corpus, the lowest pair of ids among equals, so the same corpus gives the same file.
 // Throws std::runtime_error when vocab_size is below 261 or the corpus runs out of pairs seen
 // twice before reaching it.
-void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size,
-                          const std::filesystem::path& out_dir);
+void train_byte_level_bpe(std::string_view corpus, int64_t vocab_size, const std::filesystem::path& out_dir);
 
 }  // namespace bouquet::gpu

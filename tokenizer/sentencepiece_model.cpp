@@ -16,10 +16,10 @@ namespace field {
 constexpr uint32_t kModelPieces = 1, kModelTrainerSpec = 2, kModelNormalizerSpec = 3;
 constexpr uint32_t kPiecePiece = 1, kPieceScore = 2, kPieceType = 3;
 constexpr uint32_t kTrainerModelType = 3, kTrainerVocabSize = 4, kTrainerTreatWhitespaceAsSuffix = 24,
-                   kTrainerByteFallback = 35, kTrainerUnkId = 40, kTrainerBosId = 41,
-                   kTrainerEosId = 42, kTrainerPadId = 43, kTrainerUnkSurface = 44;
-constexpr uint32_t kNormName = 1, kNormCharsmap = 2, kNormAddDummyPrefix = 3,
-                   kNormRemoveExtraWhitespaces = 4, kNormEscapeWhitespaces = 5;
+                   kTrainerByteFallback = 35, kTrainerUnkId = 40, kTrainerBosId = 41, kTrainerEosId = 42,
+                   kTrainerPadId = 43, kTrainerUnkSurface = 44;
+constexpr uint32_t kNormName = 1, kNormCharsmap = 2, kNormAddDummyPrefix = 3, kNormRemoveExtraWhitespaces = 4,
+                   kNormEscapeWhitespaces = 5;
 }  // namespace field
 
 // One protobuf message's bytes, read field by field. Every read checks the bounds, so a truncated
@@ -70,14 +70,21 @@ class WireReader {
 
   void skip(uint32_t wire_type) {
     switch (wire_type) {
-      case kVarint: varint(); return;
+      case kVarint:
+        varint();
+        return;
       case kFixed64:
         if (bytes_.size() - pos_ < 8) fail("truncated fixed64 field");
         pos_ += 8;
         return;
-      case kLengthDelimited: length_delimited(); return;
-      case kFixed32: fixed32(); return;
-      default: fail(fmt::format("unsupported wire type {}", wire_type));
+      case kLengthDelimited:
+        length_delimited();
+        return;
+      case kFixed32:
+        fixed32();
+        return;
+      default:
+        fail(fmt::format("unsupported wire type {}", wire_type));
     }
   }
 
@@ -101,14 +108,13 @@ class WireReader {
   }
 
   [[noreturn]] void fail(std::string_view what) const {
-    throw std::runtime_error(fmt::format("{}: not a valid SentencePiece model ({} in {} at byte {})",
-                                         source_, what, message_, pos_));
+    throw std::runtime_error(
+        fmt::format("{}: not a valid SentencePiece model ({} in {} at byte {})", source_, what, message_, pos_));
   }
 
  private:
   void expect(uint32_t wire_type, uint32_t wanted, uint32_t number) {
-    if (wire_type != wanted)
-      fail(fmt::format("field {} has wire type {}, expected {}", number, wire_type, wanted));
+    if (wire_type != wanted) fail(fmt::format("field {} has wire type {}, expected {}", number, wire_type, wanted));
   }
 
   std::string_view bytes_;
@@ -123,15 +129,20 @@ SentencePieceModel::Piece parse_piece(std::string_view bytes, std::string_view s
   uint32_t number = 0, wire = 0;
   while (in.next(number, wire)) {
     switch (number) {
-      case field::kPiecePiece: piece.piece = in.bytes_field(wire, number); break;
-      case field::kPieceScore: piece.score = in.float_field(wire, number); break;
+      case field::kPiecePiece:
+        piece.piece = in.bytes_field(wire, number);
+        break;
+      case field::kPieceScore:
+        piece.score = in.float_field(wire, number);
+        break;
       case field::kPieceType: {
         const int32_t type = in.int32_field(wire, number);
         if (type < 1 || type > 6) in.fail(fmt::format("unknown piece type {}", type));
         piece.type = static_cast<SentencePieceModel::PieceType>(type);
         break;
       }
-      default: in.skip(wire);
+      default:
+        in.skip(wire);
     }
   }
   return piece;
@@ -149,17 +160,32 @@ SentencePieceModel::Trainer parse_trainer(std::string_view bytes, std::string_vi
         trainer.model_type = static_cast<SentencePieceModel::ModelType>(type);
         break;
       }
-      case field::kTrainerVocabSize: trainer.vocab_size = in.int32_field(wire, number); break;
+      case field::kTrainerVocabSize:
+        trainer.vocab_size = in.int32_field(wire, number);
+        break;
       case field::kTrainerTreatWhitespaceAsSuffix:
         trainer.treat_whitespace_as_suffix = in.bool_field(wire, number);
         break;
-      case field::kTrainerByteFallback: trainer.byte_fallback = in.bool_field(wire, number); break;
-      case field::kTrainerUnkId: trainer.unk_id = in.int32_field(wire, number); break;
-      case field::kTrainerBosId: trainer.bos_id = in.int32_field(wire, number); break;
-      case field::kTrainerEosId: trainer.eos_id = in.int32_field(wire, number); break;
-      case field::kTrainerPadId: trainer.pad_id = in.int32_field(wire, number); break;
-      case field::kTrainerUnkSurface: trainer.unk_surface = in.bytes_field(wire, number); break;
-      default: in.skip(wire);
+      case field::kTrainerByteFallback:
+        trainer.byte_fallback = in.bool_field(wire, number);
+        break;
+      case field::kTrainerUnkId:
+        trainer.unk_id = in.int32_field(wire, number);
+        break;
+      case field::kTrainerBosId:
+        trainer.bos_id = in.int32_field(wire, number);
+        break;
+      case field::kTrainerEosId:
+        trainer.eos_id = in.int32_field(wire, number);
+        break;
+      case field::kTrainerPadId:
+        trainer.pad_id = in.int32_field(wire, number);
+        break;
+      case field::kTrainerUnkSurface:
+        trainer.unk_surface = in.bytes_field(wire, number);
+        break;
+      default:
+        in.skip(wire);
     }
   }
   return trainer;
@@ -171,16 +197,23 @@ SentencePieceModel::Normalizer parse_normalizer(std::string_view bytes, std::str
   uint32_t number = 0, wire = 0;
   while (in.next(number, wire)) {
     switch (number) {
-      case field::kNormName: normalizer.name = in.bytes_field(wire, number); break;
-      case field::kNormCharsmap: normalizer.precompiled_charsmap = in.bytes_field(wire, number); break;
-      case field::kNormAddDummyPrefix: normalizer.add_dummy_prefix = in.bool_field(wire, number); break;
+      case field::kNormName:
+        normalizer.name = in.bytes_field(wire, number);
+        break;
+      case field::kNormCharsmap:
+        normalizer.precompiled_charsmap = in.bytes_field(wire, number);
+        break;
+      case field::kNormAddDummyPrefix:
+        normalizer.add_dummy_prefix = in.bool_field(wire, number);
+        break;
       case field::kNormRemoveExtraWhitespaces:
         normalizer.remove_extra_whitespaces = in.bool_field(wire, number);
         break;
       case field::kNormEscapeWhitespaces:
         normalizer.escape_whitespaces = in.bool_field(wire, number);
         break;
-      default: in.skip(wire);
+      default:
+        in.skip(wire);
     }
   }
   return normalizer;
@@ -220,12 +253,17 @@ SentencePieceModel parse_sentencepiece_model(std::string_view bytes, std::string
   uint32_t number = 0, wire = 0;
   while (in.next(number, wire)) {
     switch (number) {
-      case field::kModelPieces: model.pieces.push_back(parse_piece(in.bytes_field(wire, number), source)); break;
-      case field::kModelTrainerSpec: model.trainer = parse_trainer(in.bytes_field(wire, number), source); break;
+      case field::kModelPieces:
+        model.pieces.push_back(parse_piece(in.bytes_field(wire, number), source));
+        break;
+      case field::kModelTrainerSpec:
+        model.trainer = parse_trainer(in.bytes_field(wire, number), source);
+        break;
       case field::kModelNormalizerSpec:
         model.normalizer = parse_normalizer(in.bytes_field(wire, number), source);
         break;
-      default: in.skip(wire);
+      default:
+        in.skip(wire);
     }
   }
   if (model.pieces.empty()) in.fail("no pieces");

@@ -32,8 +32,7 @@ size_t valid_utf8_length(std::string_view s) {
     if (is_trail_byte(s[1]) && is_trail_byte(s[2]) && cp >= 0x800 && is_valid_codepoint(cp)) return 3;
   } else if (s.size() >= 4 && (b(0) & 0xF8) == 0xF0) {
     const uint32_t cp = ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
-    if (is_trail_byte(s[1]) && is_trail_byte(s[2]) && is_trail_byte(s[3]) && cp >= 0x10000 &&
-        is_valid_codepoint(cp))
+    if (is_trail_byte(s[1]) && is_trail_byte(s[2]) && is_trail_byte(s[3]) && cp >= 0x10000 && is_valid_codepoint(cp))
       return 4;
   }
   return 0;
@@ -60,8 +59,8 @@ SentencePieceNormalizer::SentencePieceNormalizer(const SentencePieceModel::Norma
   if (blob.size() <= 4) throw std::runtime_error(fmt::format("{}: precompiled_charsmap is truncated", source));
   for (int i = 0; i < 4; ++i) trie_bytes |= static_cast<uint32_t>(static_cast<uint8_t>(blob[i])) << (8 * i);
   if (trie_bytes >= blob.size() - 4 || trie_bytes % 4 != 0 || trie_bytes == 0)
-    throw std::runtime_error(fmt::format("{}: precompiled_charsmap has a trie of {} bytes in a {}-byte blob",
-                                         source, trie_bytes, blob.size()));
+    throw std::runtime_error(fmt::format("{}: precompiled_charsmap has a trie of {} bytes in a {}-byte blob", source,
+                                         trie_bytes, blob.size()));
   trie_.resize(trie_bytes / 4);
   std::memcpy(trie_.data(), blob.data() + 4, trie_bytes);
   normalized_ = blob.substr(4 + trie_bytes);

@@ -49,8 +49,8 @@ class SentencePieceNormalizer {
 
   SentencePieceModel::Normalizer spec_;
   const PrefixMatcher& user_defined_;
-  std::vector<uint32_t> trie_;   // double-array units
-  std::string normalized_;       // NUL-separated replacement strings the trie's values point into
+  std::vector<uint32_t> trie_;  // double-array units
+  std::string normalized_;      // NUL-separated replacement strings the trie's values point into
 };
 
 }  // namespace bouquet::gpu

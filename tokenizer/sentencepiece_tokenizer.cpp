@@ -23,10 +23,14 @@ int piece_byte(std::string_view piece) {
   int value = 0;
   for (const char c : piece.substr(3, 2)) {
     value <<= 4;
-    if (c >= '0' && c <= '9') value |= c - '0';
-    else if (c >= 'A' && c <= 'F') value |= c - 'A' + 10;
-    else if (c >= 'a' && c <= 'f') value |= c - 'a' + 10;
-    else return -1;
+    if (c >= '0' && c <= '9')
+      value |= c - '0';
+    else if (c >= 'A' && c <= 'F')
+      value |= c - 'A' + 10;
+    else if (c >= 'a' && c <= 'f')
+      value |= c - 'a' + 10;
+    else
+      return -1;
   }
   return value;
 }
@@ -48,9 +52,7 @@ std::string replace_all(std::string_view text, std::string_view from, std::strin
 
 SentencePieceTokenizer::SentencePieceTokenizer(SentencePieceModel model, std::string source)
     : model_(std::move(model)), source_(std::move(source)) {
-  const auto fail = [&](const std::string& what) {
-    throw std::runtime_error(fmt::format("{}: {}", source_, what));
-  };
+  const auto fail = [&](const std::string& what) { throw std::runtime_error(fmt::format("{}: {}", source_, what)); };
   const auto type = model_.trainer.model_type;
   if (type != SentencePieceModel::ModelType::bpe && type != SentencePieceModel::ModelType::unigram)
     fail("only BPE and unigram SentencePiece models are supported, not word or char models");
@@ -98,8 +100,7 @@ std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::load(const std::
   if (!in) throw std::runtime_error(fmt::format("{}: cannot open", file.string()));
   std::ostringstream bytes;
   bytes << in.rdbuf();
-  return std::make_unique<SentencePieceTokenizer>(parse_sentencepiece_model(bytes.str(), file.string()),
-                                                  file.string());
+  return std::make_unique<SentencePieceTokenizer>(parse_sentencepiece_model(bytes.str(), file.string()), file.string());
 }
 
 int32_t SentencePieceTokenizer::to_id(std::string_view piece) const {
@@ -138,8 +139,7 @@ std::vector<SentencePieceTokenizer::Segment> SentencePieceTokenizer::encode_bpe(
 
   const auto add_pair = [&](int left, int right) {
     if (left < 0 || right < 0 || symbols[left].frozen || symbols[right].frozen) return;
-    const std::string_view merged(symbols[left].piece.data(),
-                                  symbols[left].piece.size() + symbols[right].piece.size());
+    const std::string_view merged(symbols[left].piece.data(), symbols[left].piece.size() + symbols[right].piece.size());
     const auto it = pieces_.find(merged);
     if (it == pieces_.end()) return;
     agenda.push(Pair{left, right, model_.pieces[it->second].score, merged.size()});
@@ -201,7 +201,8 @@ std::vector<SentencePieceTokenizer::Segment> SentencePieceTokenizer::encode_unig
   const auto offer = [&](int64_t end, int64_t start, double score, int32_t id) {
     const double candidate = score + static_cast<double>(best[start].score);
     Node& node = best[end];
-    if (node.starts_at == -1 || candidate > static_cast<double>(node.score)) node = Node{id, static_cast<float>(candidate), start};
+    if (node.starts_at == -1 || candidate > static_cast<double>(node.score))
+      node = Node{id, static_cast<float>(candidate), start};
   };
   for (int64_t start = 0; start < size;) {
     // Positions advance by whole characters, judged by their lead byte as SentencePiece does.
@@ -236,9 +237,8 @@ std::vector<SentencePieceTokenizer::Segment> SentencePieceTokenizer::encode_unig
 
 std::vector<TokenId> SentencePieceTokenizer::encode(std::string_view text) const {
   const std::string normalized = normalizer_->normalize(text);
-  const auto segments = model_.trainer.model_type == SentencePieceModel::ModelType::bpe
-                            ? encode_bpe(normalized)
-                            : encode_unigram(normalized);
+  const auto segments = model_.trainer.model_type == SentencePieceModel::ModelType::bpe ? encode_bpe(normalized)
+                                                                                        : encode_unigram(normalized);
   std::vector<TokenId> ids;
   ids.reserve(segments.size());
   for (const auto& segment : segments) {

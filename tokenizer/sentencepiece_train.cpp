@@ -87,10 +87,8 @@ int run_program(const std::vector<std::string>& args, const fs::path& cwd, const
   const int spawn_error = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error == ENOENT)
-    throw std::runtime_error(fmt::format("{} not found on PATH: install Debian's `sentencepiece` package",
-                                         args[0]));
-  if (spawn_error != 0)
-    throw std::runtime_error(fmt::format("cannot run {}: {}", args[0], std::strerror(spawn_error)));
+    throw std::runtime_error(fmt::format("{} not found on PATH: install Debian's `sentencepiece` package", args[0]));
+  if (spawn_error != 0) throw std::runtime_error(fmt::format("cannot run {}: {}", args[0], std::strerror(spawn_error)));
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw std::runtime_error(fmt::format("waiting for {}: {}", args[0], std::strerror(errno)));
@@ -137,14 +135,14 @@ void train_sentencepiece(std::string_view corpus, int64_t vocab_size, const fs::
   const int status = run_program(args, work.path(), log);
   const fs::path model_file = work.path() / "tokenizer.model";
   if (status != 0 || !fs::exists(model_file))
-    throw std::runtime_error(fmt::format("spm_train failed (exit status {}) training a {}-piece tokenizer:\n{}",
-                                         status, vocab_size, log_tail(read_file(log), 3)));
+    throw std::runtime_error(fmt::format("spm_train failed (exit status {}) training a {}-piece tokenizer:\n{}", status,
+                                         vocab_size, log_tail(read_file(log), 3)));
   const std::string bytes = read_file(model_file);
   const SentencePieceModel model = parse_sentencepiece_model(bytes, model_file.string());
   if (static_cast<int64_t>(model.pieces.size()) != vocab_size)
-    throw std::runtime_error(fmt::format(
-        "spm_train made {} pieces, not the {} asked for: the corpus is too small for that vocabulary",
-        model.pieces.size(), vocab_size));
+    throw std::runtime_error(
+        fmt::format("spm_train made {} pieces, not the {} asked for: the corpus is too small for that vocabulary",
+                    model.pieces.size(), vocab_size));
   fs::create_directories(out_dir);
   const fs::path target = out_dir / "tokenizer.model";
   std::ofstream out(target, std::ios::binary | std::ios::trunc);

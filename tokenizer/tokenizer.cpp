@@ -45,12 +45,15 @@ std::optional<TokenId> config_token(const Tokenizer& tokenizer, const Json& conf
   if (!config.contains(key) || config[key].is_null()) return std::nullopt;
   const Json& value = config[key];
   std::string text;
-  if (value.is_string()) text = value.get<std::string>();
+  if (value.is_string())
+    text = value.get<std::string>();
   else if (value.is_object() && value.contains("content") && value["content"].is_string())
     text = value["content"].get<std::string>();
-  else throw std::runtime_error(fmt::format("{}: {} is neither a string nor a token object", file.string(), key));
+  else
+    throw std::runtime_error(fmt::format("{}: {} is neither a string nor a token object", file.string(), key));
   const auto id = token_id(tokenizer, text);
-  if (!id) throw std::runtime_error(fmt::format("{}: {} '{}' is not a token of the tokenizer", file.string(), key, text));
+  if (!id)
+    throw std::runtime_error(fmt::format("{}: {} '{}' is not a token of the tokenizer", file.string(), key, text));
   return id;
 }
 
@@ -141,7 +144,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& model_dir) {
     tokenizer->add_bos = tokenizer_config["add_bos_token"].get<bool>();
   }
   if (tokenizer->add_bos && !tokenizer->bos_id)
-    throw std::runtime_error(fmt::format("{}: the tokenizer should add BOS but names no BOS token", model_dir.string()));
+    throw std::runtime_error(
+        fmt::format("{}: the tokenizer should add BOS but names no BOS token", model_dir.string()));
   return tokenizer;
 }
 

@@ -44,9 +44,12 @@ std::vector<Isa> supported_isas() {
 
 std::string_view isa_name(Isa isa) {
   switch (isa) {
-    case Isa::portable: return "portable";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
+    case Isa::portable:
+      return "portable";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
   }
   return "unknown";
 }
@@ -55,15 +58,17 @@ void matvec(Isa isa, const MatvecProblem& p, int64_t out_begin, int64_t out_end)
   BOUQUET_CHECK(isa_supported(isa), "matvec: this CPU lacks the instruction set asked for");
   BOUQUET_CHECK(p.rows >= 1 && p.rows <= kMatvecRowsMax && p.in >= 0 && p.out >= 0,
                 "matvec: rows must be 1 .. kMatvecRowsMax and sizes non-negative");
-  BOUQUET_CHECK(0 <= out_begin && out_begin <= out_end && out_end <= p.out,
-                "matvec: output range out of bounds");
+  BOUQUET_CHECK(0 <= out_begin && out_begin <= out_end && out_end <= p.out, "matvec: output range out of bounds");
   BOUQUET_CHECK((p.weight_type == WeightType::int8) == (p.scales != nullptr),
                 "matvec: int8 weights need scales, other weights none");
   if (out_begin == out_end) return;
   switch (isa) {
-    case Isa::portable: return matvec_portable(p, out_begin, out_end);
-    case Isa::avx2: return matvec_avx2(p, out_begin, out_end);
-    case Isa::avx512: return matvec_avx512(p, out_begin, out_end);
+    case Isa::portable:
+      return matvec_portable(p, out_begin, out_end);
+    case Isa::avx2:
+      return matvec_avx2(p, out_begin, out_end);
+    case Isa::avx512:
+      return matvec_avx512(p, out_begin, out_end);
   }
 }
 

@@ -26,9 +26,7 @@ struct Simd {
 
   BOUQUET_KERNEL_TARGET static Reg zero() { return _mm256_setzero_ps(); }
   BOUQUET_KERNEL_TARGET static Reg load(const float* p) { return _mm256_loadu_ps(p); }
-  BOUQUET_KERNEL_TARGET static void load_weights(const float* p, Reg out[1]) {
-    out[0] = _mm256_loadu_ps(p);
-  }
+  BOUQUET_KERNEL_TARGET static void load_weights(const float* p, Reg out[1]) { out[0] = _mm256_loadu_ps(p); }
   // 16 bf16: the low half of each 32-bit lane (even elements) shifted up, the high half masked.
   BOUQUET_KERNEL_TARGET static void load_weights(const uint16_t* p, Reg out[2]) {
     const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));

@@ -29,9 +29,7 @@ struct Simd {
 
   BOUQUET_KERNEL_TARGET static Reg zero() { return _mm512_setzero_ps(); }
   BOUQUET_KERNEL_TARGET static Reg load(const float* p) { return _mm512_loadu_ps(p); }
-  BOUQUET_KERNEL_TARGET static void load_weights(const float* p, Reg out[1]) {
-    out[0] = _mm512_loadu_ps(p);
-  }
+  BOUQUET_KERNEL_TARGET static void load_weights(const float* p, Reg out[1]) { out[0] = _mm512_loadu_ps(p); }
   // 32 bf16: the low half of each 32-bit lane (even elements) shifted up, the high half masked.
   BOUQUET_KERNEL_TARGET static void load_weights(const uint16_t* p, Reg out[2]) {
     const __m512i pairs = _mm512_loadu_si512(p);
@@ -45,9 +43,9 @@ struct Simd {
   // Shuffle control for phase q: within each 16-byte lane, dword d takes byte 4d + q on top and
   // zeros (0x80) below.
   BOUQUET_KERNEL_TARGET static __m512i byte_on_top(int q) {
-    return _mm512_broadcast_i32x4(_mm_setr_epi32(
-        int32_t(0x00808080u | uint32_t(0 + q) << 24), int32_t(0x00808080u | uint32_t(4 + q) << 24),
-        int32_t(0x00808080u | uint32_t(8 + q) << 24), int32_t(0x00808080u | uint32_t(12 + q) << 24)));
+    return _mm512_broadcast_i32x4(
+        _mm_setr_epi32(int32_t(0x00808080u | uint32_t(0 + q) << 24), int32_t(0x00808080u | uint32_t(4 + q) << 24),
+                       int32_t(0x00808080u | uint32_t(8 + q) << 24), int32_t(0x00808080u | uint32_t(12 + q) << 24)));
   }
   BOUQUET_KERNEL_TARGET static void load_weights(const int8_t* p, Reg out[4]) {
     const __m512i quads = _mm512_loadu_si512(p);

@@ -34,7 +34,8 @@ double number_in(const json& body, const char* name, double fallback, double lo,
   if (!v->is_number()) throw invalid_request(fmt::format("'{}' must be a number", name), name);
   const double x = v->get<double>();
   if (!std::isfinite(x) || x < lo || x > hi) {
-    throw invalid_request(fmt::format("{} is not a valid '{}': must be in [{:g}, {:g}]", v->dump(), name, lo, hi), name);
+    throw invalid_request(fmt::format("{} is not a valid '{}': must be in [{:g}, {:g}]", v->dump(), name, lo, hi),
+                          name);
   }
   return x;
 }
@@ -88,7 +89,8 @@ void parse_common(const json& body, CompletionRequest& out, int64_t default_max_
   refuse_unsupported(body);
   constexpr int64_t kMaxTokens = int64_t{1} << 24;
   out.max_tokens = integer_in(body, "max_tokens", default_max_tokens, 1, kMaxTokens);
-  if (field(body, "max_completion_tokens")) out.max_tokens = integer_in(body, "max_completion_tokens", 0, 1, kMaxTokens);
+  if (field(body, "max_completion_tokens"))
+    out.max_tokens = integer_in(body, "max_completion_tokens", 0, 1, kMaxTokens);
   out.temperature = number_in(body, "temperature", 1.0, 0.0, 2.0);
   out.top_p = number_in(body, "top_p", 1.0, 0.0, 1.0);
   if (out.top_p == 0.0) out.top_p = 1e-9;  // OpenAI accepts 0: only the best token
@@ -127,7 +129,8 @@ std::string message_content(const json& content, size_t index) {
   if (content.is_array()) {  // [{"type": "text", "text": "..."}]
     std::string text;
     for (const json& part : content) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+          !part["text"].is_string()) {
         throw invalid_request("only text content parts are supported", param);
       }
       text += part["text"].get<std::string>();
@@ -166,9 +169,10 @@ CompletionRequest parse_completion_request(std::string_view body_text) {
   } else if (one->is_array() && !one->empty()) {
     for (const json& id : *one) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0) {
-        throw invalid_request("'prompt' must be a string, or token ids (integers >= 0); batches of several prompts "
-                              "are not supported",
-                              "prompt");
+        throw invalid_request(
+            "'prompt' must be a string, or token ids (integers >= 0); batches of several prompts "
+            "are not supported",
+            "prompt");
       }
       out.prompt_ids.push_back(id.get<int64_t>());
     }

@@ -25,7 +25,10 @@ namespace bouquet::net::api {
 class ApiError : public std::runtime_error {
  public:
   ApiError(int status, std::string type, std::string code, std::string message, std::string param = {})
-      : std::runtime_error(message), status_(status), type_(std::move(type)), code_(std::move(code)),
+      : std::runtime_error(message),
+        status_(status),
+        type_(std::move(type)),
+        code_(std::move(code)),
         param_(std::move(param)) {}
   int status() const { return status_; }
   const std::string& type() const { return type_; }
@@ -57,12 +60,12 @@ struct CompletionRequest {
   int64_t max_tokens = 0;             // 0: the rest of the model's context
   double temperature = 1.0;           // 0: greedy
   double top_p = 1.0;
-  std::vector<std::string> stop;      // up to 4 texts, none empty
+  std::vector<std::string> stop;  // up to 4 texts, none empty
   std::optional<uint64_t> seed;
-  double presence_penalty = 0;        // [-2, 2]
-  double frequency_penalty = 0;       // [-2, 2]
+  double presence_penalty = 0;   // [-2, 2]
+  double frequency_penalty = 0;  // [-2, 2]
   bool stream = false;
-  bool include_usage = false;         // stream_options.include_usage: a last chunk with usage
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
 };
 
 // Throws ApiError (400) for a body that is not a JSON object or any field out of range.

@@ -17,7 +17,10 @@ json usage_json(const Usage& usage) {
 }
 
 json head_json(const ResponseHead& head, const char* object) {
-  return {{"id", head.id}, {"object", object}, {"created", head.created}, {"model", head.model},
+  return {{"id", head.id},
+          {"object", object},
+          {"created", head.created},
+          {"model", head.model},
           {"system_fingerprint", nullptr}};
 }
 

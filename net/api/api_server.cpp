@@ -12,10 +12,10 @@
 #include <thread>
 
 #include "gpu/errors.h"
-#include "net/rpc/address.h"
 #include "net/api/api_request.h"
 #include "net/api/api_response.h"
 #include "net/api/sse.h"
+#include "net/rpc/address.h"
 
 namespace bouquet::net::api {
 namespace {
@@ -38,7 +38,8 @@ void send_error(httplib::Response& res, const ApiError& error) {
 }
 
 ApiError swarm_unavailable(const std::exception& e) {
-  return ApiError(503, "server_error", "swarm_unavailable", fmt::format("the swarm cannot serve this request: {}", e.what()));
+  return ApiError(503, "server_error", "swarm_unavailable",
+                  fmt::format("the swarm cannot serve this request: {}", e.what()));
 }
 
 // Runs `body`, answering any failure in OpenAI's error JSON; returns the failure's message.
@@ -70,11 +71,13 @@ std::vector<gpu::TokenId> prompt_ids(const CompletionRequest& request, const Api
   if (!request.prompt_ids.empty()) {
     const int64_t vocab = swarm.head().model_config().vocab_size;
     for (int64_t id : request.prompt_ids) {
-      if (id >= vocab) throw invalid_request(fmt::format("token id {} is outside the vocabulary (< {})", id, vocab), "prompt");
+      if (id >= vocab)
+        throw invalid_request(fmt::format("token id {} is outside the vocabulary (< {})", id, vocab), "prompt");
     }
     return request.prompt_ids;
   }
-  const std::string text = request.chat ? apply_chat_template(swarm.chat_template(), request.messages) : *request.prompt_text;
+  const std::string text =
+      request.chat ? apply_chat_template(swarm.chat_template(), request.messages) : *request.prompt_text;
   if (tokenizer.add_bos && tokenizer.bos_id) ids.push_back(*tokenizer.bos_id);
   const auto encoded = tokenizer.encode(text);
   ids.insert(ids.end(), encoded.begin(), encoded.end());
@@ -86,13 +89,13 @@ std::vector<gpu::TokenId> prompt_ids(const CompletionRequest& request, const Api
 int64_t completion_budget(const CompletionRequest& request, int64_t prompt_tokens, int64_t context) {
   const int64_t wanted = request.max_tokens > 0 ? request.max_tokens : context - prompt_tokens;
   if (prompt_tokens + std::max<int64_t>(wanted, 1) > context) {
-    throw invalid_request(fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
-                                      "tokens ({} in the {}, {} in the completion). Please reduce the length of the "
-                                      "{} or completion.",
-                                      context, prompt_tokens + wanted, prompt_tokens,
-                                      request.chat ? "messages" : "prompt", wanted,
-                                      request.chat ? "messages" : "prompt"),
-                          request.chat ? "messages" : "max_tokens", "context_length_exceeded");
+    throw invalid_request(
+        fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
+                    "tokens ({} in the {}, {} in the completion). Please reduce the length of the "
+                    "{} or completion.",
+                    context, prompt_tokens + wanted, prompt_tokens, request.chat ? "messages" : "prompt", wanted,
+                    request.chat ? "messages" : "prompt"),
+        request.chat ? "messages" : "max_tokens", "context_length_exceeded");
   }
   return wanted;
 }
@@ -108,9 +111,10 @@ std::string serve_completion(ApiSwarm& swarm, bool chat, const httplib::Request&
   const auto start = Clock::now();
   const CompletionRequest request = chat ? parse_chat_request(req.body) : parse_completion_request(req.body);
   if (request.model != swarm.model_name()) {
-    throw ApiError(404, "invalid_request_error", "model_not_found",
-                   fmt::format("The model '{}' does not exist; this server runs '{}'", request.model, swarm.model_name()),
-                   "model");
+    throw ApiError(
+        404, "invalid_request_error", "model_not_found",
+        fmt::format("The model '{}' does not exist; this server runs '{}'", request.model, swarm.model_name()),
+        "model");
   }
   std::vector<gpu::TokenId> ids = prompt_ids(request, swarm);
   const auto prompt_tokens = static_cast<int64_t>(ids.size());
@@ -118,7 +122,8 @@ std::string serve_completion(ApiSwarm& swarm, bool chat, const httplib::Request&
   ApiSampling sampling;
   sampling.sampler.temperature = request.temperature;
   sampling.sampler.top_p = request.top_p;
-  sampling.sampler.seed = request.seed ? *request.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+  sampling.sampler.seed =
+      request.seed ? *request.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
   sampling.presence_penalty = request.presence_penalty;
   sampling.frequency_penalty = request.frequency_penalty;
   auto generation = std::make_shared<ApiGeneration>(swarm, std::move(ids), budget, sampling, request.stop);
@@ -143,40 +148,41 @@ std::string serve_completion(ApiSwarm& swarm, bool chat, const httplib::Request&
   res.set_header("Cache-Control", "no-cache");
   const bool include_usage = request.include_usage;
   const std::string what = fmt::format("{} {}", req.method, req.path);
-  res.set_chunked_content_provider(
-      "text/event-stream", [generation, head, include_usage, what, usage, summary](size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
-        std::string finish;
-        try {
-          if (!head.chat || write(sse_event(chunk_json(head, "", std::nullopt, /*role_chunk=*/true)))) {
-            finish = generation->run(
-                [&](std::string_view piece) { return write(sse_event(chunk_json(head, std::string(piece), std::nullopt))); });
-          } else {
-            finish = "cancelled";
-          }
-        } catch (const std::exception& e) {
-          // Headers are gone: the failure travels as an error event, as OpenAI's streams do.
-          const ApiError error = dynamic_cast<const RemoteError*>(&e) ? swarm_unavailable(e)
-                                                                      : ApiError(500, "server_error", "", e.what());
-          generation->close();
-          write(sse_event(error.json()));
-          write(sse_done());
-          sink.done();
-          log_line(fmt::format("{} 200 (stream) {} error: {}", what, summary("failed"), e.what()));
-          return true;
-        }
-        generation->close();  // the servers free the session now, whatever the client does next
-        if (finish == "cancelled") {
-          log_line(fmt::format("{} 200 (stream) {}: the client went away; its session is closed", what, summary(finish)));
-          return false;
-        }
-        bool ok = write(sse_event(chunk_json(head, "", finish)));
-        if (ok && include_usage) ok = write(sse_event(usage_chunk_json(head, usage())));
-        if (ok) ok = write(sse_done());
-        if (ok) sink.done();
-        log_line(fmt::format("{} 200 (stream) {}", what, summary(finish)));
-        return ok;
-      });
+  res.set_chunked_content_provider("text/event-stream", [generation, head, include_usage, what, usage, summary](
+                                                            size_t, httplib::DataSink& sink) {
+    auto write = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
+    std::string finish;
+    try {
+      if (!head.chat || write(sse_event(chunk_json(head, "", std::nullopt, /*role_chunk=*/true)))) {
+        finish = generation->run([&](std::string_view piece) {
+          return write(sse_event(chunk_json(head, std::string(piece), std::nullopt)));
+        });
+      } else {
+        finish = "cancelled";
+      }
+    } catch (const std::exception& e) {
+      // Headers are gone: the failure travels as an error event, as OpenAI's streams do.
+      const ApiError error =
+          dynamic_cast<const RemoteError*>(&e) ? swarm_unavailable(e) : ApiError(500, "server_error", "", e.what());
+      generation->close();
+      write(sse_event(error.json()));
+      write(sse_done());
+      sink.done();
+      log_line(fmt::format("{} 200 (stream) {} error: {}", what, summary("failed"), e.what()));
+      return true;
+    }
+    generation->close();  // the servers free the session now, whatever the client does next
+    if (finish == "cancelled") {
+      log_line(fmt::format("{} 200 (stream) {}: the client went away; its session is closed", what, summary(finish)));
+      return false;
+    }
+    bool ok = write(sse_event(chunk_json(head, "", finish)));
+    if (ok && include_usage) ok = write(sse_event(usage_chunk_json(head, usage())));
+    if (ok) ok = write(sse_done());
+    if (ok) sink.done();
+    log_line(fmt::format("{} 200 (stream) {}", what, summary(finish)));
+    return ok;
+  });
   return {};
 }
 
@@ -194,8 +200,11 @@ ApiServer::~ApiServer() = default;
 
 uint16_t ApiServer::bind() {
   const HostPort where = parse_host_port(config_.listen, /*allow_port_zero=*/true);
-  const int port = where.port == 0 ? http_->bind_to_any_port(where.host) : (http_->bind_to_port(where.host, where.port) ? where.port : -1);
-  if (port <= 0) throw std::runtime_error(fmt::format("cannot listen on {} (in use, or not an address of this machine)", config_.listen));
+  const int port = where.port == 0 ? http_->bind_to_any_port(where.host)
+                                   : (http_->bind_to_port(where.host, where.port) ? where.port : -1);
+  if (port <= 0)
+    throw std::runtime_error(
+        fmt::format("cannot listen on {} (in use, or not an address of this machine)", config_.listen));
   return static_cast<uint16_t>(port);
 }
 
@@ -210,7 +219,8 @@ void ApiServer::add_routes() {
     const std::string given = req.get_header_value("Authorization");
     // Compared in time independent of where they differ.
     unsigned diff = given.size() != expected.size();
-    for (size_t i = 0; i < expected.size(); ++i) diff |= static_cast<unsigned>(expected[i] ^ (i < given.size() ? given[i] : 0));
+    for (size_t i = 0; i < expected.size(); ++i)
+      diff |= static_cast<unsigned>(expected[i] ^ (i < given.size() ? given[i] : 0));
     if (diff == 0) return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError(401, "invalid_request_error", "invalid_api_key",
                              given.empty() ? "You didn't provide an API key. Provide it in an Authorization header "
@@ -222,7 +232,8 @@ void ApiServer::add_routes() {
   http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 404) {
-      send_error(res, ApiError(404, "invalid_request_error", "unknown_url", fmt::format("Unknown request URL: {} {}", req.method, req.path)));
+      send_error(res, ApiError(404, "invalid_request_error", "unknown_url",
+                               fmt::format("Unknown request URL: {} {}", req.method, req.path)));
     } else if (res.status == 413) {
       send_error(res, ApiError(413, "invalid_request_error", "request_too_large", "the request body is too large"));
     } else {

@@ -9,14 +9,14 @@
 #include <map>
 
 #include "core/rng.h"
-#include "gpu/gguf_tokenizer.h"
 #include "gpu/errors.h"
+#include "gpu/fingerprint.h"
+#include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
 #include "net/api/stop_text.h"
-#include "net/dht/dht_directory.h"
-#include "gpu/fingerprint.h"
 #include "net/client/generate_swarm.h"
 #include "net/client/remote_generation.h"
+#include "net/dht/dht_directory.h"
 
 namespace bouquet::net::api {
 namespace {
@@ -58,9 +58,9 @@ ApiSwarm::ApiSwarm(ApiSwarmConfig config)
   };
   directory_ = std::make_unique<DhtDirectory>(std::move(dht));
   if (!directory_->wait_connected(10)) {
-    throw RemoteError(core::Error{core::ErrorCode::peer_unreachable,
-                                  fmt::format("no DHT node answered at {} within 10 s",
-                                              fmt::join(config_.initial_peers, ","))});
+    throw RemoteError(
+        core::Error{core::ErrorCode::peer_unreachable,
+                    fmt::format("no DHT node answered at {} within 10 s", fmt::join(config_.initial_peers, ","))});
   }
 }
 
@@ -94,9 +94,9 @@ SwarmClientConfig ApiSwarm::client_config() {
     }
   }
   if (client.peers.empty()) {
-    throw RemoteError(core::Error{core::ErrorCode::no_route,
-                                  fmt::format("the DHT at {} lists no online server of model '{}'",
-                                              fmt::join(config_.initial_peers, ","), model_name_)});
+    throw RemoteError(
+        core::Error{core::ErrorCode::no_route, fmt::format("the DHT at {} lists no online server of model '{}'",
+                                                           fmt::join(config_.initial_peers, ","), model_name_)});
   }
   client.directory = lookup;
   return client;
@@ -121,7 +121,10 @@ void ApiSwarm::close_local_session(uint64_t session) {
 
 ApiGeneration::ApiGeneration(ApiSwarm& swarm, std::vector<gpu::TokenId> prompt_ids, int64_t max_tokens,
                              ApiSampling sampling, std::vector<std::string> stop)
-    : swarm_(swarm), prompt_ids_(std::move(prompt_ids)), max_tokens_(max_tokens), sampling_(sampling),
+    : swarm_(swarm),
+      prompt_ids_(std::move(prompt_ids)),
+      max_tokens_(max_tokens),
+      sampling_(sampling),
       stop_(std::move(stop)) {}
 
 ApiGeneration::~ApiGeneration() { close(); }
@@ -198,8 +201,10 @@ std::string ApiGeneration::run(const std::function<bool(std::string_view)>& on_t
   std::optional<LocalSteps> local;
   std::optional<RemoteSteps> remote;
   gpu::GenerationSteps* steps = nullptr;
-  if (local_session_) steps = &local.emplace(swarm_, *local_session_);
-  else steps = &remote.emplace(*session_);
+  if (local_session_)
+    steps = &local.emplace(swarm_, *local_session_);
+  else
+    steps = &remote.emplace(*session_);
   const gpu::GenerationResult result = gpu::run_generation(swarm_.head(), *steps, request, sink);
   if (cancelled) return "cancelled";
   if (stops.stopped()) return "stop";

@@ -26,10 +26,10 @@
 
 #include "gpu/client_head.h"
 #include "gpu/sampling.h"
-#include "tokenizer/tokenizer.h"
 #include "net/api/chat_template.h"
 #include "net/client/remote_session.h"
 #include "net/client/swarm_client.h"
+#include "tokenizer/tokenizer.h"
 
 namespace bouquet::gpu {
 class SpanRunner;
@@ -42,8 +42,8 @@ class DhtDirectory;
 namespace bouquet::net::api {
 
 struct ApiSwarmConfig {
-  std::string model;       // Hugging Face model folder
-  std::string model_name;  // the name clients ask for (and the DHT name); "" = the folder's name
+  std::string model;                       // Hugging Face model folder
+  std::string model_name;                  // the name clients ask for (and the DHT name); "" = the folder's name
   std::vector<std::string> peers;          // HOST:PORT of servers, or
   std::vector<std::string> initial_peers;  // HOST:PORT of DHT nodes, or
   bool local = false;                      // every block in this process

@@ -35,10 +35,14 @@ ChatTemplate load_chat_template(const std::filesystem::path& model_dir) {
 
 std::string_view to_string(ChatTemplate kind) {
   switch (kind) {
-    case ChatTemplate::plain: return "plain";
-    case ChatTemplate::chatml: return "chatml";
-    case ChatTemplate::llama3: return "llama3";
-    case ChatTemplate::llama2: return "llama2";
+    case ChatTemplate::plain:
+      return "plain";
+    case ChatTemplate::chatml:
+      return "chatml";
+    case ChatTemplate::llama3:
+      return "llama3";
+    case ChatTemplate::llama2:
+      return "llama2";
   }
   return "plain";
 }
@@ -53,7 +57,8 @@ std::string llama2(const std::vector<ChatMessage>& messages) {
     if (m.role == "system" || m.role == "developer") {
       system += m.content;
     } else if (m.role == "user") {
-      const std::string text = system.empty() ? m.content : fmt::format("<<SYS>>\n{}\n<</SYS>>\n\n{}", system, m.content);
+      const std::string text =
+          system.empty() ? m.content : fmt::format("<<SYS>>\n{}\n<</SYS>>\n\n{}", system, m.content);
       system.clear();
       out += fmt::format("{}[INST] {} [/INST]", out.empty() ? "" : "<s>", text);
     } else {

@@ -2,8 +2,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <asio.hpp>
 #include <fmt/core.h>
+#include <asio.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -15,12 +15,12 @@
 
 #include "core/rng.h"
 #include "gpu/client_head.h"
+#include "gpu/fingerprint.h"
 #include "gpu/generation.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
-#include "net/rpc/address.h"
-#include "gpu/fingerprint.h"
 #include "net/client/remote_generation.h"
+#include "net/rpc/address.h"
 #include "net/server/server_process.h"
 
 namespace bouquet::net {
@@ -103,8 +103,8 @@ double loopback_round_trip_ms() {
 }
 
 BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config) {
-  fmt::print(stderr, "bench-swarm: writing {} ({} blocks, hidden {}) to {}\n", spec.name,
-             spec.config.layers, spec.config.hidden, spec.config.out.string());
+  fmt::print(stderr, "bench-swarm: writing {} ({} blocks, hidden {}) to {}\n", spec.name, spec.config.layers,
+             spec.config.hidden, spec.config.out.string());
   gpu::write_tiny_checkpoint(spec.config);
   const fs::path model = spec.config.out;
   const int64_t hops = 3;
@@ -154,9 +154,8 @@ BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config)
     const size_t local_before = local_ms.size(), swarm_before = swarm_ms.size();
     local_ids = gpu::generate_ids(head, chain, request, step_timer(local_ms)).ids;
     swarm_ids = generate_remote_ids(head, client, model_id, request, options, step_timer(swarm_ms)).result.ids;
-    fmt::print(stderr, "bench-swarm: {} round {}: local {:.3f} ms/token, swarm {:.3f} ms/token (medians)\n",
-               spec.name, round + 1,
-               median(std::vector<double>(local_ms.begin() + local_before, local_ms.end())),
+    fmt::print(stderr, "bench-swarm: {} round {}: local {:.3f} ms/token, swarm {:.3f} ms/token (medians)\n", spec.name,
+               round + 1, median(std::vector<double>(local_ms.begin() + local_before, local_ms.end())),
                median(std::vector<double>(swarm_ms.begin() + swarm_before, swarm_ms.end())));
   }
   BenchSwarmRow row;
@@ -212,12 +211,11 @@ std::string format_bench_swarm(const BenchSwarmResult& r) {
       "bench-swarm: 3 bouquet serve processes on 127.0.0.1 vs every block in one process; "
       "{} compute thread(s) per process, compression {}\n",
       r.threads, r.compression);
-  out += fmt::format("{:<12} {:>6} {:>6} {:>15} {:>15} {:>7} {:>18} {:>9}\n", "model", "blocks",
-                     "hidden", "local ms/token", "swarm ms/token", "ratio", "per-hop overhead", "same ids");
+  out += fmt::format("{:<12} {:>6} {:>6} {:>15} {:>15} {:>7} {:>18} {:>9}\n", "model", "blocks", "hidden",
+                     "local ms/token", "swarm ms/token", "ratio", "per-hop overhead", "same ids");
   for (const auto& row : r.rows) {
-    out += fmt::format("{:<12} {:>6} {:>6} {:>15.3f} {:>15.3f} {:>7.2f} {:>15.3f} ms {:>9}\n",
-                       row.model, row.blocks, row.hidden, row.local_ms_per_token,
-                       row.swarm_ms_per_token, row.ratio, row.per_hop_overhead_ms,
+    out += fmt::format("{:<12} {:>6} {:>6} {:>15.3f} {:>15.3f} {:>7.2f} {:>15.3f} ms {:>9}\n", row.model, row.blocks,
+                       row.hidden, row.local_ms_per_token, row.swarm_ms_per_token, row.ratio, row.per_hop_overhead_ms,
                        row.same_ids ? "yes" : "NO");
   }
   out += fmt::format("a bare loopback TCP round trip of 16 KiB: {:.3f} ms\n", r.loopback_round_trip_ms);
@@ -227,13 +225,20 @@ std::string format_bench_swarm(const BenchSwarmResult& r) {
 std::string bench_swarm_json(const BenchSwarmResult& r) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& row : r.rows) {
-    rows.push_back({{"model", row.model}, {"blocks", row.blocks}, {"hidden", row.hidden},
-                    {"hops", row.hops}, {"local_ms_per_token", row.local_ms_per_token},
-                    {"swarm_ms_per_token", row.swarm_ms_per_token}, {"ratio", row.ratio},
-                    {"per_hop_overhead_ms", row.per_hop_overhead_ms}, {"same_ids", row.same_ids}});
+    rows.push_back({{"model", row.model},
+                    {"blocks", row.blocks},
+                    {"hidden", row.hidden},
+                    {"hops", row.hops},
+                    {"local_ms_per_token", row.local_ms_per_token},
+                    {"swarm_ms_per_token", row.swarm_ms_per_token},
+                    {"ratio", row.ratio},
+                    {"per_hop_overhead_ms", row.per_hop_overhead_ms},
+                    {"same_ids", row.same_ids}});
   }
-  const nlohmann::json json = {{"threads", r.threads}, {"compression", r.compression},
-                               {"loopback_round_trip_ms", r.loopback_round_trip_ms}, {"rows", rows}};
+  const nlohmann::json json = {{"threads", r.threads},
+                               {"compression", r.compression},
+                               {"loopback_round_trip_ms", r.loopback_round_trip_ms},
+                               {"rows", rows}};
   return json.dump();
 }
 

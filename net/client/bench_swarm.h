@@ -17,11 +17,11 @@ namespace bouquet::net {
 struct BenchSwarmConfig {
   std::string models = "tiny,llama-2-7b";  // which of the two to run
   int64_t prompt_tokens = 16;
-  int64_t new_tokens = 16;   // decode steps timed per round: new_tokens - 1
-  int64_t rounds = 3;        // local and swarm alternate
-  int threads = 1;           // compute threads per process
+  int64_t new_tokens = 16;  // decode steps timed per round: new_tokens - 1
+  int64_t rounds = 3;       // local and swarm alternate
+  int threads = 1;          // compute threads per process
   std::string compression = "none";
-  std::string dir;           // where to write the models; "" = a fresh temporary folder, removed after
+  std::string dir;  // where to write the models; "" = a fresh temporary folder, removed after
   bool json = false;
   uint64_t seed = 0;
 };
@@ -32,10 +32,10 @@ struct BenchSwarmRow {
   int64_t hidden = 0;
   double local_ms_per_token = 0;
   double swarm_ms_per_token = 0;
-  double ratio = 0;                   // swarm / local
-  double per_hop_overhead_ms = 0;     // (swarm - local) / hops
+  double ratio = 0;                // swarm / local
+  double per_hop_overhead_ms = 0;  // (swarm - local) / hops
   int64_t hops = 0;
-  bool same_ids = false;              // greedy ids of the two runs agree
+  bool same_ids = false;  // greedy ids of the two runs agree
 };
 
 struct BenchSwarmResult {

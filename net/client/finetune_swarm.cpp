@@ -8,16 +8,16 @@
 #include <memory>
 #include <optional>
 
-#include "gpu/gguf_tokenizer.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
-#include "gpu/prompt_generation.h"
-#include "net/rpc/address.h"
-#include "net/dht/dht_directory.h"
 #include "gpu/fingerprint.h"
+#include "gpu/gguf_tokenizer.h"
+#include "gpu/prompt_generation.h"
 #include "net/client/generate_swarm.h"
 #include "net/client/remote_chain.h"
 #include "net/client/remote_generation.h"
+#include "net/dht/dht_directory.h"
+#include "net/rpc/address.h"
 
 namespace bouquet::net {
 namespace {
@@ -77,9 +77,10 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
                  fmt::format("{}", fmt::join(r.replacement, ", ")));
     }
   }
-  fmt::print("{}, {} steps, pre_seq_len {}, {} examples: loss {:.4f} -> {:.4f}, exact match {}/{} -> {}/{}; route: {}\n",
-             config.mode, config.steps, config.pre_seq_len, report.examples, report.before.loss, report.after.loss,
-             report.before.exact, report.before.total, report.after.exact, report.after.total, route);
+  fmt::print(
+      "{}, {} steps, pre_seq_len {}, {} examples: loss {:.4f} -> {:.4f}, exact match {}/{} -> {}/{}; route: {}\n",
+      config.mode, config.steps, config.pre_seq_len, report.examples, report.before.loss, report.after.loss,
+      report.before.exact, report.before.total, report.after.exact, report.after.total, route);
   if (!config.out.empty()) fmt::print("prompts written to {}\n", config.out);
   std::fflush(stdout);
   return report;

@@ -1,6 +1,6 @@
 // `bouquet finetune`: prompt tuning or deep prompt tuning of a model whose blocks run on servers
-// (--peers, or found in the DHT with --initial-peers as generate does; through net/client/remote_chain.h) or in this process (--local, for comparisons). The client
-// loads only its head and the tokenizer for --peers.
+// (--peers, or found in the DHT with --initial-peers as generate does; through net/client/remote_chain.h) or in this
+// process (--local, for comparisons). The client loads only its head and the tokenizer for --peers.
 #pragma once
 
 #include "gpu/generate_local.h"

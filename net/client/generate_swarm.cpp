@@ -13,12 +13,12 @@
 #include <filesystem>
 
 #include "core/planners.h"
-#include "gpu/gguf_tokenizer.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
-#include "net/rpc/address.h"
-#include "net/dht/dht_directory.h"
 #include "gpu/fingerprint.h"
+#include "gpu/gguf_tokenizer.h"
+#include "net/dht/dht_directory.h"
+#include "net/rpc/address.h"
 
 namespace bouquet::net {
 namespace {
@@ -31,7 +31,8 @@ std::vector<std::string> split_peers(const std::string& text) {
 
 std::string describe_route(const std::vector<RouteHop>& hops) {
   std::string out;
-  for (const auto& hop : hops) out += fmt::format("{}{} {}", out.empty() ? "" : " -> ", hop.address, hop.span.to_string());
+  for (const auto& hop : hops)
+    out += fmt::format("{}{} {}", out.empty() ? "" : " -> ", hop.address, hop.span.to_string());
   return out;
 }
 
@@ -42,13 +43,13 @@ nlohmann::json route_json(const std::vector<RouteHop>& hops) {
 }
 
 // Online servers of the model as the directory says now, with the sessions' model id.
-std::vector<core::ServerRecord> directory_records(DhtDirectory& directory, const std::string& name,
-                                                  uint32_t num_blocks, const std::string& model_id) {
+std::vector<core::ServerRecord> directory_records(DhtDirectory& directory, const std::string& name, uint32_t num_blocks,
+                                                  const std::string& model_id) {
   core::DirectoryAnswer answer = directory.lookup_now(core::DirectoryLookup{0, name, core::BlockSpan{0, num_blocks}});
   std::vector<core::ServerRecord> records;
   for (core::ServerRecord& record : answer.records) {
     if (record.state != core::ServerState::online) continue;
-    record.model_id = model_id;   // the directory checked the fingerprint; sessions name the model by it
+    record.model_id = model_id;        // the directory checked the fingerprint; sessions name the model by it
     record.expires_at = core::kNever;  // unexpired now, on the directory's clock
     records.push_back(std::move(record));
   }
@@ -76,13 +77,14 @@ std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_con
   };
   auto directory = std::make_unique<DhtDirectory>(std::move(dht));
   if (!directory->wait_connected(10)) {
-    throw RemoteError(core::Error{core::ErrorCode::peer_unreachable,
-                                  fmt::format("no DHT node answered at {} within 10 s",
-                                              fmt::join(swarm.initial_peers, ","))});
+    throw RemoteError(
+        core::Error{core::ErrorCode::peer_unreachable,
+                    fmt::format("no DHT node answered at {} within 10 s", fmt::join(swarm.initial_peers, ","))});
   }
   const auto records = directory_records(*directory, name, num_blocks, model_id);
   for (const auto& record : records) {
-    if (std::find(client_config.peers.begin(), client_config.peers.end(), record.address) == client_config.peers.end()) {
+    if (std::find(client_config.peers.begin(), client_config.peers.end(), record.address) ==
+        client_config.peers.end()) {
       client_config.peers.push_back(record.address);
     }
   }
@@ -112,15 +114,15 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   options.compression = parse_compression(config.compression);
   const auto policy = core::parse_recovery_policy(swarm.recovery);
   if (!policy || *policy == core::RecoveryPolicy::none) {
-    throw std::invalid_argument(fmt::format(
-        "--recovery '{}' is not one of replay, restart, cacheless, restart_from_scratch", swarm.recovery));
+    throw std::invalid_argument(
+        fmt::format("--recovery '{}' is not one of replay, restart, cacheless, restart_from_scratch", swarm.recovery));
   }
   if (!(swarm.recovery_deadline_s > 0)) throw std::invalid_argument("--recovery-deadline must be > 0 seconds");
   options.recovery = *policy;
   options.recovery_deadline_s = swarm.recovery_deadline_s;
-  const std::string routing =
-      swarm.routing.empty() ? std::string(core::to_string(core::default_routing(!swarm.initial_peers.empty())))
-                            : swarm.routing;
+  const std::string routing = swarm.routing.empty()
+                                  ? std::string(core::to_string(core::default_routing(!swarm.initial_peers.empty())))
+                                  : swarm.routing;
   const auto planner = core::parse_routing(routing);
   if (!planner) {
     throw std::invalid_argument(fmt::format("--routing '{}' is not one of {}", routing, core::routing_names()));
@@ -147,7 +149,8 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
 
   gpu::GenerationRequest request = gpu::generation_request(config, tokenizer.get(), head.model_config());
   if (!config.adapter_dir.empty()) {
-    throw gpu::InputError("--adapter-dir works with --local; through servers, name an adapter they hold with --adapter NAME");
+    throw gpu::InputError(
+        "--adapter-dir works with --local; through servers, name an adapter they hold with --adapter NAME");
   }
   request.adapter = config.adapter;
 
@@ -202,8 +205,8 @@ int run_generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGen
                                    ? fmt::format(" (expected {:.1f} tokens/s)", 1.0 / generation.expected_step_s)
                                    : "";
   fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}{}{}]\n", generation.result.ids.size(),
-             generation.result.tokens_per_s, generation.result.stop_reason, describe_route(generation.route),
-             expected, recovered);
+             generation.result.tokens_per_s, generation.result.stop_reason, describe_route(generation.route), expected,
+             recovered);
   return 0;
 }
 

@@ -12,8 +12,8 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 #include <string_view>
+#include <vector>
 
 #include "gpu/generate_local.h"
 #include "net/client/remote_generation.h"
@@ -30,7 +30,7 @@ struct SwarmGenerateOptions {
   std::string routing;
   // Discovery: DHT nodes to look the model's servers up through, instead of --peers.
   std::vector<std::string> initial_peers;
-  std::string model_name;  // the model's name in the DHT; "" = the model folder's name
+  std::string model_name;                // the model's name in the DHT; "" = the model folder's name
   std::string dht_listen = "0.0.0.0:0";  // UDP HOST:PORT of this client's own DHT node
 };
 
@@ -49,8 +49,7 @@ std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_con
 // (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).
 // `--json` adds `recoveries`: per recovery, blocks, failed peer, cause, replacement route,
 // positions replayed and seconds taken.
-RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config,
-                                        const SwarmGenerateOptions& swarm = {},
+RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm = {},
                                         const std::function<void(std::string_view)>& on_text = {});
 
 std::string swarm_generation_json(const RemoteGeneration& generation, const std::string& compression);

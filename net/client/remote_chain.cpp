@@ -1,7 +1,7 @@
 #include "net/client/remote_chain.h"
 
-#include <asio/post.hpp>
 #include <fmt/core.h>
+#include <asio/post.hpp>
 
 #include <algorithm>
 #include <set>
@@ -64,9 +64,10 @@ std::vector<PassRetry> RemoteChain::retries() const {
 
 std::string RemoteChain::describe_chain() const {
   std::set<core::Chain, decltype([](const core::Chain& a, const core::Chain& b) {
-             return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
-               return x.peer != y.peer ? x.peer < y.peer : x.span.begin < y.span.begin;
-             });
+             return std::lexicographical_compare(
+                 a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+                   return x.peer != y.peer ? x.peer < y.peer : x.span.begin < y.span.begin;
+                 });
            })>
       distinct;
   std::string out;
@@ -102,16 +103,16 @@ at::Tensor RemoteChain::forward(const at::Tensor& hidden, const at::Tensor& prom
     const at::Tensor p = prompts.detach().to(at::kCPU, at::kFloat).contiguous();
     if (p.dim() != 4 || p.size(0) != config_.num_blocks || (p.size(1) != 1 && p.size(1) != x.size(0)) ||
         p.size(3) != x.size(2)) {
-      throw gpu::InputError(fmt::format("deep prompts must be [{} blocks, batch or 1, prefix, hidden]",
-                                        config_.num_blocks));
+      throw gpu::InputError(
+          fmt::format("deep prompts must be [{} blocks, batch or 1, prefix, hidden]", config_.num_blocks));
     }
     deep = activation_from_tensor(p, config_.compression);
   }
   const auto hidden_size = static_cast<uint32_t>(x.size(2));
   if (!session_) session_.emplace(pass_config(config_, hidden_size));
   if (hidden_size != session_->config().hidden_size) {
-    throw gpu::InputError(fmt::format("hidden states of width {}, not the model's {}", hidden_size,
-                                      session_->config().hidden_size));
+    throw gpu::InputError(
+        fmt::format("hidden states of width {}, not the model's {}", hidden_size, session_->config().hidden_size));
   }
   session_->set_max_tokens_per_request(request_tokens_max());
   forward_done_.reset();
@@ -165,10 +166,10 @@ void RemoteChain::carry_out(std::vector<core::Effect>& effects) {
         if (!a || !*a) return;
         if (replan && client_.has_directory()) client_.refresh_from_directory();
         const auto records = client_.records();
-        feed(core::RoutePlanned{plan.route_id,
-                                core::plan_route(core::routing_for(plan, core::Routing::throughput), records, plan,
-                                                 core::PlannerContext{client_.clock().now(), &client_.rtt(),
-                                                                      &client_.speeds(), &rng_})});
+        feed(core::RoutePlanned{
+            plan.route_id,
+            core::plan_route(core::routing_for(plan, core::Routing::throughput), records, plan,
+                             core::PlannerContext{client_.clock().now(), &client_.rtt(), &client_.speeds(), &rng_})});
       });
     } else if (auto* forward = std::get_if<core::ForwardDone>(&effect)) {
       forward_done_ = std::move(forward->outputs);

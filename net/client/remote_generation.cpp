@@ -22,10 +22,8 @@ core::Compression parse_compression(std::string_view text) {
   throw std::invalid_argument(fmt::format("compression '{}' is not one of none, f16, int8", text));
 }
 
-RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client,
-                                     const std::string& model_id,
-                                     const gpu::GenerationRequest& request,
-                                     const RemoteGenerationOptions& options,
+RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client, const std::string& model_id,
+                                     const gpu::GenerationRequest& request, const RemoteGenerationOptions& options,
                                      const std::function<void(gpu::TokenId)>& on_token) {
   RemoteGeneration out;
   out.result = gpu::empty_generation(request);
@@ -61,17 +59,23 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
         if (r.peer == hop.peer && !(r.inference_rps > 0)) measured = false;
       }
     }
-    const double step_s = core::chain_latency_s(session.chain(), records,
-                                                uint64_t{config.batch} * config.max_length, client.rtt());
+    const double step_s =
+        core::chain_latency_s(session.chain(), records, uint64_t{config.batch} * config.max_length, client.rtt());
     out.expected_step_s = measured && std::isfinite(step_s) ? step_s : 0.0;
   }
 
   RemoteSteps steps(session);
   out.result = gpu::run_generation(head, steps, request, gpu::every_token(on_token));
   for (const core::Recovery& r : session.recoveries()) {
-    RecoveryReport report{r.span, client.address_of(r.failed_peer), r.cause.to_string(), {},
-                          r.positions_replayed, r.succeeded ? r.duration_s() : 0.0, r.succeeded};
-    for (const core::Hop& hop : r.replacement) report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
+    RecoveryReport report{r.span,
+                          client.address_of(r.failed_peer),
+                          r.cause.to_string(),
+                          {},
+                          r.positions_replayed,
+                          r.succeeded ? r.duration_s() : 0.0,
+                          r.succeeded};
+    for (const core::Hop& hop : r.replacement)
+      report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
     out.recoveries.push_back(std::move(report));
   }
   session.close();

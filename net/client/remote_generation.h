@@ -57,10 +57,8 @@ core::Compression parse_compression(std::string_view text);
 // Discovers the swarm if not done yet, opens a session for the prompt plus max_new_tokens
 // positions, prefills, samples token by token, closes. `model_id` is the client's model
 // fingerprint. Throws RemoteError (naming the server) when the swarm fails it.
-RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client,
-                                     const std::string& model_id,
-                                     const gpu::GenerationRequest& request,
-                                     const RemoteGenerationOptions& options,
+RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client, const std::string& model_id,
+                                     const gpu::GenerationRequest& request, const RemoteGenerationOptions& options,
                                      const std::function<void(gpu::TokenId)>& on_token = {});
 
 }  // namespace bouquet::net

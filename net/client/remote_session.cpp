@@ -84,18 +84,18 @@ void RemoteInferenceSession::open() {
 at::Tensor RemoteInferenceSession::step(const at::Tensor& hidden, std::optional<uint32_t> start_position) {
   if (failure_) throw_failure();
   if (!ready_ || closed_) throw RemoteError(Error{ErrorCode::session_closed, "the session is not open"});
-  if (!hidden.defined() || hidden.dim() != 3 || hidden.size(0) != config_.batch ||
-      hidden.size(1) == 0 || hidden.size(2) != config_.hidden_size) {
-    throw std::invalid_argument(fmt::format("a step needs [{}, tokens > 0, {}] hidden states",
-                                            config_.batch, config_.hidden_size));
+  if (!hidden.defined() || hidden.dim() != 3 || hidden.size(0) != config_.batch || hidden.size(1) == 0 ||
+      hidden.size(2) != config_.hidden_size) {
+    throw std::invalid_argument(
+        fmt::format("a step needs [{}, tokens > 0, {}] hidden states", config_.batch, config_.hidden_size));
   }
   if (restarted_) report_restart();  // a server failed between steps
   const uint32_t start = start_position.value_or(length());
   const int64_t tokens = hidden.size(1);
   if (start > length() || start + tokens > config_.max_length) {
-    throw std::invalid_argument(fmt::format(
-        "positions [{}, {}) do not follow the session's {} positions or exceed its max length {}",
-        start, start + tokens, length(), config_.max_length));
+    throw std::invalid_argument(
+        fmt::format("positions [{}, {}) do not follow the session's {} positions or exceed its max length {}", start,
+                    start + tokens, length(), config_.max_length));
   }
   output_.reset();
   feed(core::StepRequested{activation_from_tensor(hidden, config_.compression), start_position});
@@ -144,10 +144,10 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
         if (!a || !*a) return;
         if (replan && client_.has_directory()) client_.refresh_from_directory();
         const auto records = client_.records();
-        feed(core::RoutePlanned{plan.route_id,
-                                core::plan_route(core::routing_for(plan, config_.routing), records, plan,
-                                                 core::PlannerContext{client_.clock().now(), &client_.rtt(),
-                                                                      &client_.speeds(), &rng_})});
+        feed(core::RoutePlanned{
+            plan.route_id,
+            core::plan_route(core::routing_for(plan, config_.routing), records, plan,
+                             core::PlannerContext{client_.clock().now(), &client_.rtt(), &client_.speeds(), &rng_})});
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;
@@ -168,7 +168,8 @@ void RemoteInferenceSession::wait(const char* what) {
   // is generous: every hop replaced once, each replacement replaying under its own deadlines.
   const double hops = static_cast<double>(std::max<size_t>(session_.chain().size(), 1));
   const double bound_s = 2 * (client_.config().connect_timeout_s + config_.cache_wait_timeout_s +
-                              config_.recovery_deadline_s + 2 * config_.reply_timeout_s * (hops + 1)) + 60;
+                              config_.recovery_deadline_s + 2 * config_.reply_timeout_s * (hops + 1)) +
+                         60;
   const bool reported = client_.run_until(
       [&] { return failure_ || output_ || (ready_ && session_.phase() == core::InferenceSession::Phase::ready); },
       bound_s);
@@ -201,8 +202,8 @@ std::string RemoteInferenceSession::routing_problems() const {
     if (!status.info) {
       problem = fmt::format("{}: {}", status.address, status.error);
     } else if (status.info->model_id != config_.model_id) {
-      problem = fmt::format("{} serves another model: fingerprint {}, this client's model has {}",
-                            status.address, status.info->model_id, config_.model_id);
+      problem = fmt::format("{} serves another model: fingerprint {}, this client's model has {}", status.address,
+                            status.info->model_id, config_.model_id);
     }
     if (problem.empty()) continue;
     if (!out.empty()) out += "; ";

@@ -67,7 +67,8 @@ struct RouteHop {
 class GenerationRestarted : public gpu::GenerationRestart {
  public:
   explicit GenerationRestarted(uint32_t positions_lost)
-      : gpu::GenerationRestart("a server failed: the generation restarts from scratch"), positions_lost(positions_lost) {}
+      : gpu::GenerationRestart("a server failed: the generation restarts from scratch"),
+        positions_lost(positions_lost) {}
   uint32_t positions_lost;
 };
 

@@ -14,9 +14,10 @@ using core::PeerId;
 
 SwarmClient::SwarmClient(SwarmClientConfig config)
     : config_(std::move(config)),
-      network_(io_, ClientNetworkConfig{config_.connect_timeout_s, 30, config_.limits},
-               [this](PeerId peer, core::Message message) { on_message(peer, std::move(message)); },
-               [this](PeerId peer, const std::string& reason) { on_lost(peer, reason); }) {
+      network_(
+          io_, ClientNetworkConfig{config_.connect_timeout_s, 30, config_.limits},
+          [this](PeerId peer, core::Message message) { on_message(peer, std::move(message)); },
+          [this](PeerId peer, const std::string& reason) { on_lost(peer, reason); }) {
   if (config_.peers.empty()) throw std::invalid_argument("no peers given");
   for (const auto& text : config_.peers) {
     const HostPort address = parse_host_port(text);
@@ -140,9 +141,8 @@ std::vector<core::ServerRecord> SwarmClient::records() const {
     const core::InfoReply& info = *status.info;
     // What a server said about itself is what a directory record would say; an answer is the
     // proof it is online now.
-    records.push_back(core::ServerRecord{status.peer, status.address, info.span,
-                                         core::ServerState::online, info.throughput_rps,
-                                         info.inference_rps, info.cache_tokens_free, info.model_id,
+    records.push_back(core::ServerRecord{status.peer, status.address, info.span, core::ServerState::online,
+                                         info.throughput_rps, info.inference_rps, info.cache_tokens_free, info.model_id,
                                          info.version, info.adapters, core::kNever});
   }
   return records;
@@ -203,8 +203,10 @@ void SwarmClient::on_message(PeerId peer, core::Message message) {
   if (auto* err = std::get_if<core::ErrorReply>(&message)) request_id = err->request_id;
   if (auto it = pending_.find(request_id); it != pending_.end() && it->second.peer == peer) {
     it->second.answered_at = clock_.now();
-    if (auto* err = std::get_if<core::ErrorReply>(&message)) it->second.error = err->error;
-    else it->second.reply = std::move(message);
+    if (auto* err = std::get_if<core::ErrorReply>(&message))
+      it->second.error = err->error;
+    else
+      it->second.reply = std::move(message);
     return;
   }
   const core::Input input = core::MessageReceived{peer, std::move(message)};

@@ -33,8 +33,8 @@
 #include "core/input.h"
 #include "core/messages.h"
 #include "core/rtt_estimator.h"
-#include "core/server_speeds.h"
 #include "core/server_record.h"
+#include "core/server_speeds.h"
 #include "net/rpc/client_network.h"
 #include "net/rpc/timers.h"
 
@@ -46,7 +46,7 @@ struct SwarmClientConfig {
   // sessions use. Re-plans after a failure read it (refresh_from_directory) instead of the infos.
   std::function<std::vector<core::ServerRecord>()> directory;
   double connect_timeout_s = 10;
-  double request_timeout_s = 30;   // info, forward and backward replies
+  double request_timeout_s = 30;  // info, forward and backward replies
   FrameLimits limits;
 };
 
@@ -60,8 +60,7 @@ struct PeerStatus {
 // A typed failure of a remote call or session, with a one-line message naming the peer.
 class RemoteError : public std::runtime_error {
  public:
-  explicit RemoteError(core::Error error)
-      : std::runtime_error(error.to_string()), error_(std::move(error)) {}
+  explicit RemoteError(core::Error error) : std::runtime_error(error.to_string()), error_(std::move(error)) {}
   const core::Error& error() const { return error_; }
 
  private:

@@ -2,8 +2,8 @@
 
 #include <opendht.h>
 
-#include <asio/post.hpp>
 #include <fmt/core.h>
+#include <asio/post.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -103,8 +103,8 @@ void DhtDirectory::skip(const std::string& why) {
 void DhtDirectory::announce(const core::Announce& announce) {
   const core::ServerRecord& record = announce.record;
   if (record.span.empty() || record.model_id.empty()) {
-    config_.log(fmt::format("not announcing a record with span {} and model '{}'", record.span.to_string(),
-                            record.model_id));
+    config_.log(
+        fmt::format("not announcing a record with span {} and model '{}'", record.span.to_string(), record.model_id));
     return;
   }
   const double unix = unix_now();
@@ -126,11 +126,12 @@ void DhtDirectory::announce(const core::Announce& announce) {
     runner_->put(dht::InfoHash::get(dht_block_key(record.model_id, block)), std::move(value),
                  [puts = puts_in_flight_](bool) { --*puts; });
   }
-  const std::string index = nlohmann::json{{"v", kDhtRecordVersion},
-                                           {"model", record.model_id},
-                                           {"model_blocks", config_.model_blocks},
-                                           {"expires_at", wire.record.expires_at}}
-                                .dump();
+  const std::string index = nlohmann::json{
+      {"v", kDhtRecordVersion},
+      {"model", record.model_id},
+      {"model_blocks", config_.model_blocks},
+      {"expires_at",
+       wire.record.expires_at}}.dump();
   ++*puts_in_flight_;
   runner_->put(dht::InfoHash::get(dht_models_key()), dht::Value(kRecordTypeId, dht::Blob(index.begin(), index.end())),
                [puts = puts_in_flight_](bool) { --*puts; });
@@ -175,7 +176,8 @@ void DhtDirectory::lookup(const core::DirectoryLookup& lookup, AnswerSink sink) 
         const bool same = rec.announced_unix_s == it->second.announced_unix_s && rec.seq == it->second.seq;
         if (same) continue;
         const bool newer = dht_record_newer(rec, it->second);
-        skip(fmt::format("skipped a stale record of peer {} (span {}, superseded by span {})", rec.record.peer.to_string(),
+        skip(fmt::format("skipped a stale record of peer {} (span {}, superseded by span {})",
+                         rec.record.peer.to_string(),
                          newer ? it->second.record.span.to_string() : rec.record.span.to_string(),
                          newer ? rec.record.span.to_string() : it->second.record.span.to_string()));
         if (newer) it->second = rec;

@@ -23,8 +23,8 @@
 
 #include "core/effect.h"
 #include "core/input.h"
-#include "net/rpc/address.h"
 #include "net/dht/dht_record.h"
+#include "net/rpc/address.h"
 
 namespace dht {
 class DhtRunner;

@@ -4,10 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fmt/core.h>
 #include <cmath>
 #include <limits>
 #include <string_view>
-#include <fmt/core.h>
 
 namespace bouquet::net {
 namespace {

@@ -19,9 +19,9 @@
 #include <optional>
 #include <thread>
 
-#include "net/rpc/address.h"
 #include "net/dht/dht_directory.h"
 #include "net/health/health_state.h"
+#include "net/rpc/address.h"
 
 namespace bouquet::net::health {
 namespace {
@@ -85,7 +85,8 @@ int run_health(const HealthConfig& config) {
   };
   DhtDirectory directory(dht);
   if (!directory.wait_connected(10)) {
-    throw std::runtime_error(fmt::format("no DHT node answered at {} within 10 s", fmt::join(config.initial_peers, ",")));
+    throw std::runtime_error(
+        fmt::format("no DHT node answered at {} within 10 s", fmt::join(config.initial_peers, ",")));
   }
 
   std::mutex mutex;
@@ -122,14 +123,17 @@ int run_health(const HealthConfig& config) {
   });
 
   httplib::Server http;
-  http.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(health_page_html(), "text/html; charset=utf-8"); });
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(health_page_html(), "text/html; charset=utf-8");
+  });
   http.Get("/api/v1/state", [&](const httplib::Request&, httplib::Response& res) {
     std::lock_guard lock(mutex);
     res.set_header("Cache-Control", "no-store");
     res.set_content(state, "application/json");
   });
   const HostPort where = parse_host_port(config.listen, true);
-  const int port = where.port == 0 ? http.bind_to_any_port(where.host) : (http.bind_to_port(where.host, where.port) ? where.port : -1);
+  const int port = where.port == 0 ? http.bind_to_any_port(where.host)
+                                   : (http.bind_to_port(where.host, where.port) ? where.port : -1);
   auto stop_monitor = [&] {
     {
       std::lock_guard lock(mutex);

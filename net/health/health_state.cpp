@@ -37,7 +37,9 @@ std::string state_json(const std::vector<SwarmModel>& models, const RttTable& rt
       blocks.push_back({{"block", block.block},
                         {"servers", online},
                         {"throughput_rps", throughput},
-                        {"coverage", online == 0 ? "none" : online == 1 ? "thin" : "good"}});
+                        {"coverage", online == 0   ? "none"
+                                     : online == 1 ? "thin"
+                                                   : "good"}});
     }
     out["models"].push_back({{"name", m.model_id},
                              {"model_blocks", m.model_blocks},

@@ -42,8 +42,7 @@ core::BlockSpan parse_block_span(std::string_view text) {
   uint32_t begin = 0, end = 0;
   if (colon == std::string_view::npos || !parse_number(text.substr(0, colon), begin) ||
       !parse_number(text.substr(colon + 1), end) || begin >= end) {
-    throw std::invalid_argument(
-        fmt::format("'{}' is not a block span A:B with A < B (blocks A to B-1)", text));
+    throw std::invalid_argument(fmt::format("'{}' is not a block span A:B with A < B (blocks A to B-1)", text));
   }
   return core::BlockSpan{begin, end};
 }

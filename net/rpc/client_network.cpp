@@ -19,8 +19,8 @@ struct ClientNetwork::Peer {
   std::shared_ptr<asio::steady_timer> timer;
 };
 
-ClientNetwork::ClientNetwork(asio::io_context& io, ClientNetworkConfig config,
-                             MessageHandler on_message, LostHandler on_lost)
+ClientNetwork::ClientNetwork(asio::io_context& io, ClientNetworkConfig config, MessageHandler on_message,
+                             LostHandler on_lost)
     : io_(io), config_(config), on_message_(std::move(on_message)), on_lost_(std::move(on_lost)) {}
 
 ClientNetwork::~ClientNetwork() { close_all(); }
@@ -66,47 +66,48 @@ void ClientNetwork::connect(PeerId id) {
 
   peer.timer->expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(config_.connect_timeout_s)));
-  peer.timer->async_wait([this, alive, id, attempt, where, resolver = peer.resolver,
-                          socket = peer.socket](const asio::error_code& ec) {
-    if (ec || alive.expired()) return;
-    resolver->cancel();
-    asio::error_code ignored;
-    socket->close(ignored);
-    lost(id, attempt, fmt::format("cannot connect to {} within {} s", where, config_.connect_timeout_s));
-  });
+  peer.timer->async_wait(
+      [this, alive, id, attempt, where, resolver = peer.resolver, socket = peer.socket](const asio::error_code& ec) {
+        if (ec || alive.expired()) return;
+        resolver->cancel();
+        asio::error_code ignored;
+        socket->close(ignored);
+        lost(id, attempt, fmt::format("cannot connect to {} within {} s", where, config_.connect_timeout_s));
+      });
 
   peer.resolver->async_resolve(
       peer.address.host, std::to_string(peer.address.port),
-      [this, alive, id, attempt, where, socket = peer.socket](
-          const asio::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+      [this, alive, id, attempt, where, socket = peer.socket](const asio::error_code& ec,
+                                                              asio::ip::tcp::resolver::results_type results) {
         if (alive.expired()) return;
         if (ec) return lost(id, attempt, fmt::format("cannot resolve {}: {}", where, ec.message()));
-        asio::async_connect(*socket, results, [this, alive, id, attempt, where, socket](
-                                                  const asio::error_code& ec2, const asio::ip::tcp::endpoint&) {
-          if (alive.expired()) return;
-          if (ec2) return lost(id, attempt, fmt::format("cannot connect to {}: {}", where, ec2.message()));
-          auto it = peers_.find(id);
-          if (it == peers_.end() || it->second->attempt != attempt) return;
-          Peer& p = *it->second;
-          p.timer->cancel();
-          p.connecting = false;
-          ConnectionConfig connection_config;
-          connection_config.limits = config_.limits;
-          connection_config.frame_timeout_s = config_.frame_timeout_s;
-          connection_config.bad_body = ConnectionConfig::BadBody::close;
-          p.connection = std::make_shared<Connection>(std::move(*socket), connection_config);
-          p.connection->start(
-              [this, alive, id](core::Message message) {
-                if (!alive.expired()) on_message_(id, std::move(message));
-              },
-              [this, alive, id, attempt, where](const std::string& reason) {
-                if (!alive.expired()) lost(id, attempt, fmt::format("{}: {}", where, reason));
-              });
-          while (!p.pending.empty()) {
-            p.connection->send(p.pending.front());
-            p.pending.pop_front();
-          }
-        });
+        asio::async_connect(
+            *socket, results,
+            [this, alive, id, attempt, where, socket](const asio::error_code& ec2, const asio::ip::tcp::endpoint&) {
+              if (alive.expired()) return;
+              if (ec2) return lost(id, attempt, fmt::format("cannot connect to {}: {}", where, ec2.message()));
+              auto it = peers_.find(id);
+              if (it == peers_.end() || it->second->attempt != attempt) return;
+              Peer& p = *it->second;
+              p.timer->cancel();
+              p.connecting = false;
+              ConnectionConfig connection_config;
+              connection_config.limits = config_.limits;
+              connection_config.frame_timeout_s = config_.frame_timeout_s;
+              connection_config.bad_body = ConnectionConfig::BadBody::close;
+              p.connection = std::make_shared<Connection>(std::move(*socket), connection_config);
+              p.connection->start(
+                  [this, alive, id](core::Message message) {
+                    if (!alive.expired()) on_message_(id, std::move(message));
+                  },
+                  [this, alive, id, attempt, where](const std::string& reason) {
+                    if (!alive.expired()) lost(id, attempt, fmt::format("{}: {}", where, reason));
+                  });
+              while (!p.pending.empty()) {
+                p.connection->send(p.pending.front());
+                p.pending.pop_front();
+              }
+            });
       });
 }
 

@@ -37,8 +37,7 @@ class ClientNetwork {
   using MessageHandler = std::function<void(core::PeerId, core::Message)>;
   using LostHandler = std::function<void(core::PeerId, const std::string& reason)>;
 
-  ClientNetwork(asio::io_context& io, ClientNetworkConfig config, MessageHandler on_message,
-                LostHandler on_lost);
+  ClientNetwork(asio::io_context& io, ClientNetworkConfig config, MessageHandler on_message, LostHandler on_lost);
   ~ClientNetwork();
   ClientNetwork(const ClientNetwork&) = delete;
   ClientNetwork& operator=(const ClientNetwork&) = delete;

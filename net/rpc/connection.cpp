@@ -36,18 +36,17 @@ void Connection::start(MessageHandler on_message, ClosedHandler on_closed) {
 }
 
 void Connection::read_some() {
-  socket_.async_read_some(asio::buffer(read_buffer_),
-                          [self = shared_from_this()](const asio::error_code& ec, size_t bytes) {
-                            self->on_read(ec, bytes);
-                          });
+  socket_.async_read_some(
+      asio::buffer(read_buffer_),
+      [self = shared_from_this()](const asio::error_code& ec, size_t bytes) { self->on_read(ec, bytes); });
 }
 
 void Connection::on_read(const asio::error_code& ec, size_t bytes) {
   if (closed_ || close_after_writes_) return;
   if (ec) {
     if (ec == asio::error::eof && parser_.inside_frame()) {
-      return fail(Error{ErrorCode::protocol,
-                        fmt::format("frame: connection closed inside a frame ({})", parser_.progress())});
+      return fail(
+          Error{ErrorCode::protocol, fmt::format("frame: connection closed inside a frame ({})", parser_.progress())});
     }
     return finish(ec == asio::error::eof ? "connection closed by peer" : ec.message());
   }
@@ -66,8 +65,7 @@ void Connection::deliver_frames() {
     auto decoded = decode_body(*body, config_.limits);
     if (!decoded.ok()) {
       if (config_.bad_body == ConnectionConfig::BadBody::close) {
-        return finish(fmt::format("undecodable message from {}: {}", remote_,
-                                  decoded.error().to_string()));
+        return finish(fmt::format("undecodable message from {}: {}", remote_, decoded.error().to_string()));
       }
       send(core::ErrorReply{0, 0, decoded.error()});
       continue;
@@ -89,9 +87,8 @@ void Connection::arm_frame_timer() {
   frame_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
     if (ec || self->closed_ || !self->frame_timer_armed_) return;
     self->frame_timer_armed_ = false;
-    self->fail(Error{ErrorCode::protocol,
-                     fmt::format("frame: not complete within {} s ({})", self->config_.frame_timeout_s,
-                                 self->parser_.progress())});
+    self->fail(Error{ErrorCode::protocol, fmt::format("frame: not complete within {} s ({})",
+                                                      self->config_.frame_timeout_s, self->parser_.progress())});
   });
 }
 

@@ -1,8 +1,8 @@
 #include "net/rpc/frame.h"
 
+#include <fmt/core.h>
 #include <algorithm>
 #include <cstring>
-#include <fmt/core.h>
 
 #include "core/check.h"
 
@@ -53,13 +53,12 @@ void FrameParser::parse_header() {
   header_fill_ = 0;
   if (header_[0] != kFrameMagic0 || header_[1] != kFrameMagic1) {
     error_ = Error{ErrorCode::protocol,
-                   fmt::format("frame: bad magic 0x{:02x}{:02x} (expected 0x4251, \"BQ\")",
-                               header_[0], header_[1])};
+                   fmt::format("frame: bad magic 0x{:02x}{:02x} (expected 0x4251, \"BQ\")", header_[0], header_[1])};
     return;
   }
   if (header_[2] != kFrameVersion) {
-    error_ = Error{ErrorCode::protocol, fmt::format("frame: version {} (this build speaks {})",
-                                                    header_[2], kFrameVersion)};
+    error_ =
+        Error{ErrorCode::protocol, fmt::format("frame: version {} (this build speaks {})", header_[2], kFrameVersion)};
     return;
   }
   if (header_[3] != 0) {
@@ -70,13 +69,12 @@ void FrameParser::parse_header() {
   for (int i = 0; i < 8; ++i) length |= static_cast<uint64_t>(header_[4 + i]) << (8 * i);
   if (length > max_frame_bytes_) {
     error_ = Error{ErrorCode::protocol,
-                   fmt::format("frame: body of {} bytes exceeds the limit of {} bytes", length,
-                               max_frame_bytes_)};
+                   fmt::format("frame: body of {} bytes exceeds the limit of {} bytes", length, max_frame_bytes_)};
     return;
   }
   if (length < core::kMessageHeaderBytes) {
-    error_ = Error{ErrorCode::protocol,
-                   fmt::format("frame: body of {} bytes is shorter than a message header", length)};
+    error_ =
+        Error{ErrorCode::protocol, fmt::format("frame: body of {} bytes is shorter than a message header", length)};
     return;
   }
   // Nothing is reserved for the claimed length: a peer that sends a header and stalls holds

@@ -12,9 +12,10 @@
 // FrameParser promises: it checks magic, version, flags and N <= max_frame_bytes before it
 // allocates anything for the body, so a length prefix of 2^63 costs nothing; garbage never
 // crashes it. The body buffer then grows with the bytes that arrive (at most twice what came, and
-// never past N), so a header that claims the largest body costs what the peer really sent. A frame error (bad magic, version, flags, over-long length) means the stream can
-// no longer be trusted: the connection answers it with an ErrorReply and closes. A body that does
-// not decode is the peer's mistake inside an intact stream: answered, connection kept.
+// never past N), so a header that claims the largest body costs what the peer really sent. A frame error (bad magic,
+// version, flags, over-long length) means the stream can no longer be trusted: the connection answers it with an
+// ErrorReply and closes. A body that does not decode is the peer's mistake inside an intact stream: answered,
+// connection kept.
 #pragma once
 
 #include <cstdint>
@@ -50,8 +51,7 @@ std::vector<uint8_t> encode_frame(const core::Message& message);
 // take complete bodies with next(). After an error it stays failed.
 class FrameParser {
  public:
-  explicit FrameParser(uint64_t max_frame_bytes = kDefaultMaxFrameBytes)
-      : max_frame_bytes_(max_frame_bytes) {}
+  explicit FrameParser(uint64_t max_frame_bytes = kDefaultMaxFrameBytes) : max_frame_bytes_(max_frame_bytes) {}
 
   // Consumes all of `bytes`; complete bodies queue up for next().
   void feed(std::span<const uint8_t> bytes);

@@ -22,12 +22,9 @@ namespace bouquet::net {
 class DriverClock {
  public:
   DriverClock() : epoch_(std::chrono::steady_clock::now()) {}
-  core::Time now() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_).count();
-  }
+  core::Time now() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_).count(); }
   std::chrono::steady_clock::time_point at(core::Time t) const {
-    return epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                        std::chrono::duration<double>(t));
+    return epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(t));
   }
 
  private:

@@ -1,9 +1,9 @@
 #include "net/server/server.h"
 
 #include <ATen/Parallel.h>
-#include <asio.hpp>
 #include <fmt/core.h>
 #include <fmt/format.h>
+#include <asio.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -16,16 +16,16 @@
 
 #include "core/block_server.h"
 #include "core/server_memory.h"
+#include "core/throughput.h"
+#include "gpu/fingerprint.h"
 #include "gpu/model_config.h"
+#include "gpu/span_compute.h"
 #include "net/rpc/address.h"
 #include "net/rpc/connection.h"
-#include "gpu/fingerprint.h"
-#include "core/throughput.h"
-#include "net/server/server_discovery.h"
-#include "gpu/span_compute.h"
-#include "net/server/throughput_measure.h"
 #include "net/rpc/timers.h"
 #include "net/rpc/worker.h"
+#include "net/server/server_discovery.h"
+#include "net/server/throughput_measure.h"
 
 namespace bouquet::net {
 
@@ -63,8 +63,8 @@ struct Server::Impl {
   // Shared with the compute jobs in flight, so a move can replace it while the worker runs one.
   std::shared_ptr<SpanCompute> compute;
   std::optional<core::BlockServer> block_server;
-  uint64_t serving = 0;  // bumped per installed span: results of an older one are dropped
-  uint64_t loads = 0;    // bumped per requested load: only the latest is installed
+  uint64_t serving = 0;                         // bumped per installed span: results of an older one are dropped
+  uint64_t loads = 0;                           // bumped per requested load: only the latest is installed
   std::optional<core::BlockSpan> loading_span;  // the span being loaded, for the refusals meanwhile
   bool accepting = false;
   double inference_rps = 0, forward_rps = 0, throughput_rps = 0;
@@ -73,7 +73,7 @@ struct Server::Impl {
   std::optional<asio::signal_set> signals;
   std::map<PeerId, std::shared_ptr<Connection>> peers;
   uint64_t next_peer = 1;
-  uint64_t steps_received = 0;  // for --crash-after-steps
+  uint64_t steps_received = 0;                     // for --crash-after-steps
   std::optional<asio::steady_timer> accept_timer;  // backoff after an accept error
   double accept_backoff_s = 0;                     // 0 = not backing off
   std::optional<asio::steady_timer> idle_timer;
@@ -95,8 +95,8 @@ void log_line(const std::string& line) {
 void check_connection_limits(const ServeConfig& config) {
   if (config.max_connections == 0) throw std::invalid_argument("--max-connections must be at least 1");
   if (!(config.idle_timeout_s >= 0) || !std::isfinite(config.idle_timeout_s)) {
-    throw std::invalid_argument(fmt::format("--idle-timeout {}: must be finite seconds >= 0 (0 = never)",
-                                            config.idle_timeout_s));
+    throw std::invalid_argument(
+        fmt::format("--idle-timeout {}: must be finite seconds >= 0 (0 = never)", config.idle_timeout_s));
   }
   if (!(config.session_idle_contended_s >= 0) || !std::isfinite(config.session_idle_contended_s)) {
     throw std::invalid_argument(fmt::format("--session-idle-contended {}: must be finite seconds >= 0 (0 = off)",
@@ -111,16 +111,15 @@ std::chrono::steady_clock::duration seconds(double s) {
 }  // namespace
 
 Server::Impl::Impl(const ServeConfig& c)
-    : config(c),
-      timers(io, clock, [this](core::TimerId id) { feed(core::TimerFired{id}); }),
-      acceptor(io) {
+    : config(c), timers(io, clock, [this](core::TimerId id) { feed(core::TimerFired{id}); }), acceptor(io) {
   if (config.threads < 0) throw std::invalid_argument("--threads must be >= 0");
   check_connection_limits(config);
   if (config.threads > 0) at::set_num_threads(config.threads);
   const bool pinned = !config.blocks.empty();
   const bool discovering = !config.initial_peers.empty();
   if (!pinned && !discovering) {
-    throw std::invalid_argument("give --blocks A:B, or --initial-peers HOST:PORT,... to join a swarm and choose blocks");
+    throw std::invalid_argument(
+        "give --blocks A:B, or --initial-peers HOST:PORT,... to join a swarm and choose blocks");
   }
   if (pinned && config.num_blocks > 0) throw std::invalid_argument("give either --blocks or --num-blocks, not both");
   const std::optional<core::BlockSpan> span =
@@ -131,12 +130,12 @@ Server::Impl::Impl(const ServeConfig& c)
   // Refuse a span past the model's end with a clear line before loading anything.
   model = gpu::load_model_config(config.model);
   if (span && span->end > model.num_layers) {
-    throw std::invalid_argument(fmt::format("--blocks {}: the model has {} blocks (0:{} at most)",
-                                            config.blocks, model.num_layers, model.num_layers));
+    throw std::invalid_argument(fmt::format("--blocks {}: the model has {} blocks (0:{} at most)", config.blocks,
+                                            model.num_layers, model.num_layers));
   }
   if (config.num_blocks > model.num_layers) {
-    throw std::invalid_argument(fmt::format("--num-blocks {}: the model has {} blocks", config.num_blocks,
-                                            model.num_layers));
+    throw std::invalid_argument(
+        fmt::format("--num-blocks {}: the model has {} blocks", config.num_blocks, model.num_layers));
   }
   if (span) compute = std::make_shared<SpanCompute>(compute_config(*span));
   if (compute) adapter_names = compute->adapter_names();
@@ -159,15 +158,15 @@ Server::Impl::Impl(const ServeConfig& c)
     if (!pinned && config.num_blocks == 0) {
       // A CPU server keeps half the available memory for the OS, its clients and other processes.
       const core::ServerMemory memory{static_cast<double>(available_memory_bytes()), 0.5,
-                                      static_cast<double>(measured.weight_bytes()),
-                                      2.0 * measured.hidden_size() * 4};
-      config.num_blocks = memory.memory_bytes == 0
-                              ? static_cast<uint32_t>(model.num_layers)
-                              : core::blocks_that_fit(memory, config.cache_tokens, static_cast<uint32_t>(model.num_layers));
-      log_line(fmt::format("--num-blocks {}: as many as fit {:.1f} GB (half the available memory) at {:.1f} MB "
-                           "of weights and {:.1f} MB of cache per block",
-                           config.num_blocks, memory.memory_bytes / 2e9, memory.block_weight_bytes / 1e6,
-                           config.cache_tokens * memory.cache_bytes_per_token / 1e6));
+                                      static_cast<double>(measured.weight_bytes()), 2.0 * measured.hidden_size() * 4};
+      config.num_blocks = memory.memory_bytes == 0 ? static_cast<uint32_t>(model.num_layers)
+                                                   : core::blocks_that_fit(memory, config.cache_tokens,
+                                                                           static_cast<uint32_t>(model.num_layers));
+      log_line(
+          fmt::format("--num-blocks {}: as many as fit {:.1f} GB (half the available memory) at {:.1f} MB "
+                      "of weights and {:.1f} MB of cache per block",
+                      config.num_blocks, memory.memory_bytes / 2e9, memory.block_weight_bytes / 1e6,
+                      config.cache_tokens * memory.cache_bytes_per_token / 1e6));
     }
     measure_speed(measured);
   }
@@ -194,14 +193,14 @@ Server::Impl::Impl(const ServeConfig& c)
 }
 
 SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {
-  return SpanComputeConfig{config.model, span, config.dtype, config.device, config.quant,
-                           {config.adapters.begin(), config.adapters.end()}};
+  return SpanComputeConfig{config.model,  span,         config.dtype,
+                           config.device, config.quant, {config.adapters.begin(), config.adapters.end()}};
 }
 
 void Server::Impl::measure_speed(SpanCompute& probe) {
-  const MeasuredSpeed speed = cached_block_speed(
-      ThroughputKey{model_id, config.device, config.dtype, config.quant, at::get_num_threads()}, probe,
-      [](const std::string& line) { log_line(line); });
+  const MeasuredSpeed speed =
+      cached_block_speed(ThroughputKey{model_id, config.device, config.dtype, config.quant, at::get_num_threads()},
+                         probe, [](const std::string& line) { log_line(line); });
   inference_rps = speed.inference_rps;
   forward_rps = speed.forward_rps;
   const double network_bps = config.network_bps > 0 ? config.network_bps : 100e6;
@@ -210,31 +209,33 @@ void Server::Impl::measure_speed(SpanCompute& probe) {
   const uint32_t blocks = config.blocks.empty() ? config.num_blocks : compute->span().size();
   if (config.throughput > 0) {
     throughput_rps = config.throughput;
-    log_line(fmt::format("per block: {:.1f} inference steps/s, {:.0f} forward tokens/s ({}); throughput {:.1f} "
-                         "tokens/s (--throughput)", inference_rps, forward_rps, speed.source, throughput_rps));
+    log_line(
+        fmt::format("per block: {:.1f} inference steps/s, {:.0f} forward tokens/s ({}); throughput {:.1f} "
+                    "tokens/s (--throughput)",
+                    inference_rps, forward_rps, speed.source, throughput_rps));
   } else {
-    throughput_rps = core::announced_throughput_rps(forward_rps, blocks, network_bps,
-                                                    static_cast<uint32_t>(model.hidden_size));
-    log_line(fmt::format("per block: {:.1f} inference steps/s, {:.0f} forward tokens/s ({}); throughput {:.1f} "
-                         "tokens/s for {} blocks (network allows {:.0f})", inference_rps, forward_rps, speed.source,
-                         throughput_rps, blocks,
-                         core::network_rps(network_bps, static_cast<uint32_t>(model.hidden_size))));
+    throughput_rps =
+        core::announced_throughput_rps(forward_rps, blocks, network_bps, static_cast<uint32_t>(model.hidden_size));
+    log_line(
+        fmt::format("per block: {:.1f} inference steps/s, {:.0f} forward tokens/s ({}); throughput {:.1f} "
+                    "tokens/s for {} blocks (network allows {:.0f})",
+                    inference_rps, forward_rps, speed.source, throughput_rps, blocks,
+                    core::network_rps(network_bps, static_cast<uint32_t>(model.hidden_size))));
   }
 }
 
 void Server::Impl::start_discovery() {
   const std::string address =
       config.announce_addr.empty() ? to_string(acceptor.local_endpoint()) : config.announce_addr;
-  const std::string name =
-      config.model_name.empty() ? std::filesystem::path(config.model).lexically_normal().filename().string()
-                                : config.model_name;
+  const std::string name = config.model_name.empty()
+                               ? std::filesystem::path(config.model).lexically_normal().filename().string()
+                               : config.model_name;
   std::string model_name = name;
   if (model_name.empty()) model_name = std::filesystem::absolute(config.model).parent_path().filename().string();
   ServerDiscoveryConfig d;
   d.initial_peers = config.initial_peers;
-  d.dht_listen = config.dht_listen.empty()
-                     ? HostPort{parse_host_port(config.listen, true).host, 0}.to_string()
-                     : config.dht_listen;
+  d.dht_listen = config.dht_listen.empty() ? HostPort{parse_host_port(config.listen, true).host, 0}.to_string()
+                                           : config.dht_listen;
   d.fingerprint = model_id;
   core::BalancerNodeConfig& b = d.balancer;
   b.peer = server_peer_id(address, model_name);
@@ -252,8 +253,8 @@ void Server::Impl::start_discovery() {
   b.balance_quality = config.balance_quality;
   b.update_period_s = config.update_period_s;
   b.seed = config.seed != 0 ? config.seed : b.peer.value;
-  discovery = std::make_unique<ServerDiscovery>(io, clock, std::move(d),
-                                                [this](core::BlockSpan span) { move_to_span(span); });
+  discovery =
+      std::make_unique<ServerDiscovery>(io, clock, std::move(d), [this](core::BlockSpan span) { move_to_span(span); });
   discovery->set_cache_probe([this] { return block_server ? block_server->cache_tokens_free() : config.cache_tokens; });
   log_line(fmt::format("model '{}' in the DHT through {} (own DHT node {}), peer {}", model_name,
                        fmt::join(config.initial_peers, ","), discovery->dht_address(), b.peer.to_string()));
@@ -358,8 +359,7 @@ void Server::Impl::accept_failed(const asio::error_code& ec) {
   // At the fd limit (EMFILE) the pending connection stays in the backlog and the listening socket
   // stays readable: accepting again at once would spin at full CPU until an fd frees.
   if (accept_backoff_s == 0) {
-    log_line(fmt::format("accept failed: {} ({} connections open); retrying with backoff", ec.message(),
-                         peers.size()));
+    log_line(fmt::format("accept failed: {} ({} connections open); retrying with backoff", ec.message(), peers.size()));
   }
   accept_backoff_s = std::min(1.0, accept_backoff_s == 0 ? 0.01 : 2 * accept_backoff_s);
   if (!accept_timer) accept_timer.emplace(io);
@@ -381,7 +381,8 @@ void Server::Impl::sweep_idle_connections() {
       if (connection->last_activity() >= cutoff || (block_server && block_server->holds_work(peer))) continue;
       connection->fail(core::Error{core::ErrorCode::timeout,
                                    fmt::format("no request for {} s and no session here: closing the connection "
-                                               "(--idle-timeout)", config.idle_timeout_s)});
+                                               "(--idle-timeout)",
+                                               config.idle_timeout_s)});
     }
     sweep_idle_connections();
   });
@@ -396,18 +397,21 @@ void Server::Impl::on_accepted(asio::ip::tcp::socket socket) {
   if (peers.size() >= config.max_connections) {
     // Told why, then closed once the reply is written; it never becomes a peer of the core.
     if (connections_refused++ % 1000 == 0) {
-      log_line(fmt::format("{} connection(s) refused at --max-connections {}", connections_refused,
-                           config.max_connections));
+      log_line(
+          fmt::format("{} connection(s) refused at --max-connections {}", connections_refused, config.max_connections));
     }
     connection->fail(core::Error{core::ErrorCode::overloaded,
                                  fmt::format("this server has its maximum of {} connections open; try again "
-                                             "later or another server", config.max_connections)});
+                                             "later or another server",
+                                             config.max_connections)});
     return;
   }
   const PeerId peer{next_peer++};
   peers.emplace(peer, connection);
   connection->start(
-      [this, peer](core::Message message) { feed(core::MessageReceived{peer, std::move(message)}); },
+      [this, peer](core::Message message) {
+        feed(core::MessageReceived{peer, std::move(message)});
+      },
       [this, peer, remote = connection->remote()](const std::string& reason) {
         peers.erase(peer);
         feed(core::PeerUnreachable{peer, fmt::format("{}: {}", remote, reason)});
@@ -435,9 +439,9 @@ void Server::Impl::refuse_before_span(const core::Input& input) {
   if (!received) return;
   auto it = peers.find(received->from);
   if (it == peers.end()) return;
-  const std::string why = loading_span ? fmt::format("this server is loading blocks {}; try again shortly",
-                                                     loading_span->to_string())
-                                       : "this server is still choosing its blocks; try again shortly";
+  const std::string why =
+      loading_span ? fmt::format("this server is loading blocks {}; try again shortly", loading_span->to_string())
+                   : "this server is still choosing its blocks; try again shortly";
   if (auto reply = core::refusal(received->message, core::Error{core::ErrorCode::span_not_served, why})) {
     it->second->send(std::move(*reply));
   }
@@ -497,12 +501,10 @@ std::string Server::describe() const {
                        impl_->config.num_blocks, impl_->config.model, impl_->model_id, impl_->config.cache_tokens);
   }
   return fmt::format("blocks {} of {} (fingerprint {}), {}, {:.1f} MB of weights, {} cache tokens per block",
-                     span().to_string(), impl_->config.model, impl_->model_id,
-                     impl_->compute->describe_compute(), impl_->compute->weight_bytes() / 1e6,
-                     impl_->config.cache_tokens) +
-         (impl_->adapter_names.empty()
-              ? std::string()
-              : fmt::format(", LoRA adapters {}", fmt::join(impl_->adapter_names, ",")));
+                     span().to_string(), impl_->config.model, impl_->model_id, impl_->compute->describe_compute(),
+                     impl_->compute->weight_bytes() / 1e6, impl_->config.cache_tokens) +
+         (impl_->adapter_names.empty() ? std::string()
+                                       : fmt::format(", LoRA adapters {}", fmt::join(impl_->adapter_names, ",")));
 }
 
 void Server::run(bool handle_signals) {

@@ -33,17 +33,17 @@ namespace bouquet::net {
 
 // Field names are the flag names of `bouquet serve`.
 struct ServeConfig {
-  std::string model;                 // Hugging Face model folder
-  std::string blocks;                // "A:B": serve blocks A .. B-1 (pinned); "" = choose (discovery)
+  std::string model;                   // Hugging Face model folder
+  std::string blocks;                  // "A:B": serve blocks A .. B-1 (pinned); "" = choose (discovery)
   std::string listen = "127.0.0.1:0";  // port 0: any free port (printed)
-  std::string announce_addr;         // address others should use; "" = the listen address
-  uint64_t cache_tokens = 8192;      // attention-cache budget, tokens per block
-  std::string device = "cpu";        // cpu | cuda | cuda:N | auto
-  std::string dtype = "f32";         // compute dtype
-  std::string quant = "none";        // none | int8: how the span's weights are held
-  int threads = 0;                   // CPU threads for compute; 0 = libtorch's default
+  std::string announce_addr;           // address others should use; "" = the listen address
+  uint64_t cache_tokens = 8192;        // attention-cache budget, tokens per block
+  std::string device = "cpu";          // cpu | cuda | cuda:N | auto
+  std::string dtype = "f32";           // compute dtype
+  std::string quant = "none";          // none | int8: how the span's weights are held
+  int threads = 0;                     // CPU threads for compute; 0 = libtorch's default
   double session_idle_timeout_s = 300;
-  double frame_timeout_s = 30;       // a frame that has begun must end within this
+  double frame_timeout_s = 30;  // a frame that has begun must end within this
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
   // Against hostile or greedy clients. A connection beyond max_connections is answered
   // overloaded and closed; one with no session, open or computation here and no bytes for
@@ -66,16 +66,16 @@ struct ServeConfig {
 
   // Discovery and load balancing (server_discovery.h). On when initial_peers is given.
   std::vector<std::string> initial_peers;  // DHT nodes (HOST:PORT, UDP) to join through
-  std::string model_name;            // announced model name; "" = the model folder's name
-  double update_period_s = 60;       // re-announce period; records expire 2x later
-  uint32_t num_blocks = 0;           // blocks to hold when not pinned; 0 = as many as fit memory
-  double join_delay_s = 5;           // wait uniform in [0, this] before choosing a span
-  double balance_period_s = 60;      // look at the swarm about this often (x uniform [0.5, 1.5])
-  double balance_quality = 0.75;     // move iff min now / min after < this; 0 = never move
-  double network_bps = 0;            // link speed; 0 = the default 100 Mbit/s
-  double throughput = 0;             // announced tokens/s per block; 0 = measured (cached on disk)
-  std::string dht_listen;            // UDP HOST:PORT of the server's DHT node; "" = listen host, any port
-  uint64_t seed = 0;                 // balancing randomness; 0 = derived from the peer id
+  std::string model_name;                  // announced model name; "" = the model folder's name
+  double update_period_s = 60;             // re-announce period; records expire 2x later
+  uint32_t num_blocks = 0;                 // blocks to hold when not pinned; 0 = as many as fit memory
+  double join_delay_s = 5;                 // wait uniform in [0, this] before choosing a span
+  double balance_period_s = 60;            // look at the swarm about this often (x uniform [0.5, 1.5])
+  double balance_quality = 0.75;           // move iff min now / min after < this; 0 = never move
+  double network_bps = 0;                  // link speed; 0 = the default 100 Mbit/s
+  double throughput = 0;                   // announced tokens/s per block; 0 = measured (cached on disk)
+  std::string dht_listen;                  // UDP HOST:PORT of the server's DHT node; "" = listen host, any port
+  uint64_t seed = 0;                       // balancing randomness; 0 = derived from the peer id
 };
 
 class Server {

@@ -40,9 +40,10 @@ ServerDiscovery::ServerDiscovery(asio::io_context& io, const DriverClock& clock,
   const double storage_s = dht.record_lifetime_s;
   directory_ = std::make_unique<DhtDirectory>(std::move(dht));
   if (config_.balancer.update_period_s > storage_s) {
-    log_line(fmt::format("--update-period {:.0f} s is longer than the DHT keeps a record ({:.0f} s): this server "
-                         "will vanish from the directory between announcements",
-                         config_.balancer.update_period_s, storage_s));
+    log_line(
+        fmt::format("--update-period {:.0f} s is longer than the DHT keeps a record ({:.0f} s): this server "
+                    "will vanish from the directory between announcements",
+                    config_.balancer.update_period_s, storage_s));
   }
 }
 
@@ -95,13 +96,14 @@ void ServerDiscovery::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* lookup = std::get_if<core::DirectoryLookup>(&effect)) {
       lookup_watchdog_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
           std::chrono::duration<double>(config_.lookup_timeout_s)));
-      lookup_watchdog_.async_wait([this, alive = std::weak_ptr<bool>(alive_), id = lookup->lookup_id](
-                                      const asio::error_code& ec) {
-        auto a = alive.lock();
-        if (ec || !a || !*a) return;
-        log_line(fmt::format("no directory answer within {:.0f} s; going on with no records", config_.lookup_timeout_s));
-        feed(core::DirectoryAnswer{id, {}});
-      });
+      lookup_watchdog_.async_wait(
+          [this, alive = std::weak_ptr<bool>(alive_), id = lookup->lookup_id](const asio::error_code& ec) {
+            auto a = alive.lock();
+            if (ec || !a || !*a) return;
+            log_line(
+                fmt::format("no directory answer within {:.0f} s; going on with no records", config_.lookup_timeout_s));
+            feed(core::DirectoryAnswer{id, {}});
+          });
       try {
         directory_->lookup(*lookup, io_.get_executor(),
                            [this, alive = std::weak_ptr<bool>(alive_)](core::DirectoryAnswer answer) {

@@ -5,8 +5,9 @@
 // Every decision (when to join, which span, whether to move) is the core's; this file only wires.
 //
 // Promises: a directory problem (a failed put, an unreachable DHT) is one log line and never an
-// exception out of the loop; a lookup not answered within lookup_timeout_s is answered empty; answers and timers that arrive after stop() or destruction do
-// nothing; MoveToSpan reaches the server through asio::post, never from inside the core's handle.
+// exception out of the loop; a lookup not answered within lookup_timeout_s is answered empty; answers and timers that
+// arrive after stop() or destruction do nothing; MoveToSpan reaches the server through asio::post, never from inside
+// the core's handle.
 #pragma once
 
 #include <asio.hpp>

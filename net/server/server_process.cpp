@@ -31,8 +31,7 @@ int exit_status(int status) {
 
 std::string current_binary() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
-ServerProcess::ServerProcess(const std::string& binary, const std::vector<std::string>& args,
-                             double ready_timeout_s) {
+ServerProcess::ServerProcess(const std::string& binary, const std::vector<std::string>& args, double ready_timeout_s) {
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe() failed");
   posix_spawn_file_actions_t actions;
@@ -64,10 +63,12 @@ ServerProcess::ServerProcess(const std::string& binary, const std::vector<std::s
       }
       continue;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       kill_now();
-      throw std::runtime_error(fmt::format("bouquet serve did not print its listening line within {} s", ready_timeout_s));
+      throw std::runtime_error(
+          fmt::format("bouquet serve did not print its listening line within {} s", ready_timeout_s));
     }
     pollfd p{stdout_fd_, POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000))) <= 0) continue;

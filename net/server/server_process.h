@@ -15,8 +15,7 @@ class ServerProcess {
  public:
   // Runs `binary serve <args...>` and waits up to `ready_timeout_s` for its listening line.
   // Throws std::runtime_error (with the reason: exited, timed out) otherwise.
-  ServerProcess(const std::string& binary, const std::vector<std::string>& args,
-                double ready_timeout_s = 120);
+  ServerProcess(const std::string& binary, const std::vector<std::string>& args, double ready_timeout_s = 120);
   ~ServerProcess();
   ServerProcess(ServerProcess&& other) noexcept;
   ServerProcess& operator=(ServerProcess&&) = delete;

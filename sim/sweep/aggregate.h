@@ -16,7 +16,7 @@ struct PointSummary {
   std::vector<std::string> labels;  // per axis
   size_t runs = 0;
   size_t failed = 0;
-  std::vector<Summary> metrics;     // per experiment metric, over the runs that succeeded
+  std::vector<Summary> metrics;  // per experiment metric, over the runs that succeeded
 };
 
 // Rows are matched to points by run id; rows of other points are ignored.

@@ -134,8 +134,8 @@ void check_names(const Experiment& e, const std::vector<AxisSource>& axes, const
     const std::string& name = e.grid[i].name;
     YamlMap map(axes[i].node);
     if (name.empty() || kReservedColumns.count(name)) {
-      map.required("name").fail(fmt::format("'{}' is not a usable column name (taken: {})", name,
-                                            fmt::join(kReservedColumns, ", ")));
+      map.required("name").fail(
+          fmt::format("'{}' is not a usable column name (taken: {})", name, fmt::join(kReservedColumns, ", ")));
     }
     if (!seen.insert(name).second) map.required("name").fail("another axis has this name");
   }
@@ -170,9 +170,10 @@ void check_plots(const Experiment& e, const std::vector<YamlValue>& plot_values)
       if (axis.name != p.x && axis.name != p.series) panels *= axis.values.size();
     }
     if (panels > kMaxPanels) {
-      plot_values[i].fail(fmt::format("{} panels (one per combination of the other axes); at most {}: "
-                                      "plot another axis as series or split the experiment",
-                                      panels, kMaxPanels));
+      plot_values[i].fail(
+          fmt::format("{} panels (one per combination of the other axes); at most {}: "
+                      "plot another axis as series or split the experiment",
+                      panels, kMaxPanels));
     }
   }
 }
@@ -197,8 +198,7 @@ void check_rows(const Experiment& e, const ScenarioFile& file, const YamlValue& 
                    fmt::format("metrics.{}", i), metrics_value.source};
     if (is_row && !exists) item.fail(fmt::format("the scenario has no row named '{}'", row));
     if (!is_row && !file.rows.empty()) {
-      item.fail(fmt::format("the scenario has rows, so each run reports rows: use rows.<name> ({})",
-                            name));
+      item.fail(fmt::format("the scenario has rows, so each run reports rows: use rows.<name> ({})", name));
     }
   }
 }
@@ -215,8 +215,8 @@ void dry_run_everything(const Experiment& e, const YamlValue& top, const std::ve
     for (size_t v = 0; v < e.grid[a].values.size(); ++v) {
       std::vector<std::string> overrides = e.set;
       for (const auto& s : e.grid[a].values[v].set) overrides.push_back(s);
-      dry_run(e, overrides, axes[a].values[v], fmt::format("value '{}' of axis '{}': ",
-                                                           e.grid[a].values[v].label, e.grid[a].name));
+      dry_run(e, overrides, axes[a].values[v],
+              fmt::format("value '{}' of axis '{}': ", e.grid[a].values[v].label, e.grid[a].name));
     }
   }
   const YamlValue grid_value = map.optional("grid").value_or(scenario_value);

@@ -32,20 +32,20 @@
 namespace bouquet::sim::sweep {
 
 struct AxisValue {
-  std::string label;                // as it appears in the CSVs, the report and the plots
-  std::vector<std::string> set;     // "key.path=value" assignments, in order
+  std::string label;             // as it appears in the CSVs, the report and the plots
+  std::vector<std::string> set;  // "key.path=value" assignments, in order
 };
 
 struct Axis {
   std::string name;
-  std::string key;                  // "" when each value names its own assignments
+  std::string key;  // "" when each value names its own assignments
   std::vector<AxisValue> values;
 };
 
 struct PlotConfig {
   std::string metric;
-  std::string x;                    // an axis name
-  std::string series;               // an axis name, or "" for one line per panel
+  std::string x;       // an axis name
+  std::string series;  // an axis name, or "" for one line per panel
   bool log_x = false;
   bool log_y = false;
   std::string title;
@@ -55,21 +55,21 @@ struct Experiment {
   int64_t version = 1;
   std::string name;
   std::string description;
-  std::string file;                 // the experiment file as given
-  std::string scenario;             // as written in the file (relative to it)
-  std::string scenario_path;        // resolved: a path that opens from the working directory
+  std::string file;           // the experiment file as given
+  std::string scenario;       // as written in the file (relative to it)
+  std::string scenario_path;  // resolved: a path that opens from the working directory
   std::vector<uint64_t> seeds;
-  std::vector<std::string> set;     // shared overrides
+  std::vector<std::string> set;  // shared overrides
   std::vector<Axis> grid;
   std::vector<std::string> metrics;
-  double timeout_s = 0;             // 0: no limit
+  double timeout_s = 0;  // 0: no limit
   std::vector<PlotConfig> plots;
 };
 
 // One combination of axis values.
 struct Point {
-  std::vector<size_t> value_index;  // per axis
-  std::vector<std::string> labels;  // per axis
+  std::vector<size_t> value_index;     // per axis
+  std::vector<std::string> labels;     // per axis
   std::vector<std::string> overrides;  // the shared set, then each axis value's set
 };
 
@@ -86,8 +86,7 @@ struct RunSpec {
 Experiment load_experiment_file(const std::string& path);
 // The same from text; `name` stands for the file in messages and `directory` is where relative
 // scenario paths start from.
-Experiment load_experiment_text(const std::string& text, const std::string& name,
-                                const std::string& directory);
+Experiment load_experiment_text(const std::string& text, const std::string& name, const std::string& directory);
 
 // Every point, first axis slowest; with no axes, one point.
 std::vector<Point> expand_points(const Experiment& experiment);

@@ -20,7 +20,7 @@ class Progress {
   void tick(size_t running);  // redraws the bar (terminal only), at most a few times a second
   void finish();              // ends the bar's line
 
-  std::string estimate_left() const;  // "~3m10s left", or "" before a run finished
+  std::string estimate_left() const;            // "~3m10s left", or "" before a run finished
   static std::string duration(double seconds);  // "45s", "3m10s", "2h05m"
 
  private:

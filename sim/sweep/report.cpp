@@ -46,16 +46,18 @@ void describe_setup(const ReportInput& in, std::string& out) {
   out += fmt::format("- Base scenario: `{}`", e.scenario);
   if (!e.set.empty()) out += fmt::format(", with `{}` at every point", fmt::join(e.set, "`, `"));
   out += ".\n";
-  out += fmt::format("- {} points x {} seeds ({}) = {} runs; {} recorded, {} of them failed.\n", in.points.size(),
-                     e.seeds.size(), fmt::join(e.seeds, ", "), in.points.size() * e.seeds.size(), in.rows.size(),
-                     failed);
+  out +=
+      fmt::format("- {} points x {} seeds ({}) = {} runs; {} recorded, {} of them failed.\n", in.points.size(),
+                  e.seeds.size(), fmt::join(e.seeds, ", "), in.points.size() * e.seeds.size(), in.rows.size(), failed);
   out += fmt::format("- Simulation wall time: {:.1f} s in all, {:.1f} s per run on average.\n", wall_sum_s,
                      in.rows.empty() ? 0.0 : wall_sum_s / static_cast<double>(in.rows.size()));
-  out += fmt::format("- Reproduce: `{}`; one run: `bouquet sim {} --seed S --set key=value ...` "
-                     "(runs/<run_id>.log holds each run's own output and command).\n",
-                     in.command, e.scenario_path);
-  out += "- Intervals are 95% Student t intervals of the mean over seeds; a run that failed or did not "
-         "produce a metric is left out of that metric (its n says how many remained).\n\n";
+  out += fmt::format(
+      "- Reproduce: `{}`; one run: `bouquet sim {} --seed S --set key=value ...` "
+      "(runs/<run_id>.log holds each run's own output and command).\n",
+      in.command, e.scenario_path);
+  out +=
+      "- Intervals are 95% Student t intervals of the mean over seeds; a run that failed or did not "
+      "produce a metric is left out of that metric (its n says how many remained).\n\n";
   if (e.grid.empty()) return;
   out += "| axis | scenario key | values |\n|---|---|---|\n";
   for (const Axis& axis : e.grid) {
@@ -106,8 +108,8 @@ void describe_metric(const ReportInput& in, size_t m, std::string& out) {
   const Experiment& e = in.experiment;
   bool known = false;
   const MetricInfo info = find_metric(e.metrics[m], &known);
-  out += fmt::format("### {}{}\n\n{}{}.\n\n", info.name, info.unit.empty() ? "" : " (" + info.unit + ")",
-                     info.what, info.higher_is_better ? "; higher is better" : "; lower is better");
+  out += fmt::format("### {}{}\n\n{}{}.\n\n", info.name, info.unit.empty() ? "" : " (" + info.unit + ")", info.what,
+                     info.higher_is_better ? "; higher is better" : "; lower is better");
   const PointSummary* high = nullptr;
   const PointSummary* low = nullptr;
   size_t missing = 0;
@@ -131,9 +133,11 @@ void describe_metric(const ReportInput& in, size_t m, std::string& out) {
                        ties(in, m, high->metrics[m].mean));
     out += fmt::format("- Lowest: {} at {}{}.\n", with_interval(low->metrics[m]), point_name(e, low->labels),
                        ties(in, m, low->metrics[m].mean));
-    if (high->metrics[m].ci95_low && low->metrics[m].ci95_high && *low->metrics[m].ci95_high >= *high->metrics[m].ci95_low) {
-      out += "- The highest and lowest points' intervals overlap: with these seeds their difference is not "
-             "significant at 95%.\n";
+    if (high->metrics[m].ci95_low && low->metrics[m].ci95_high &&
+        *low->metrics[m].ci95_high >= *high->metrics[m].ci95_low) {
+      out +=
+          "- The highest and lowest points' intervals overlap: with these seeds their difference is not "
+          "significant at 95%.\n";
     }
   } else {
     out += fmt::format("- {}.\n", with_interval(high->metrics[m]));
@@ -142,7 +146,9 @@ void describe_metric(const ReportInput& in, size_t m, std::string& out) {
     if (e.grid[a].values.size() < 2) continue;
     out += fmt::format("- By {} (mean over the other axes): {}.\n", e.grid[a].name, axis_effect(in, a, m));
   }
-  if (missing) out += fmt::format("- {} of {} points have no value: none of their runs produced one.\n", missing, in.summaries.size());
+  if (missing)
+    out += fmt::format("- {} of {} points have no value: none of their runs produced one.\n", missing,
+                       in.summaries.size());
   out += "\n";
   for (size_t p = 0; p < e.plots.size(); ++p) {
     if (e.plots[p].metric != e.metrics[m] || p >= in.plot_drawn.size() || !in.plot_drawn[p]) continue;
@@ -180,7 +186,8 @@ void failures(const ReportInput& in, std::string& out) {
   for (const RunRow* row : failed) {
     std::string error = row->error;
     std::replace(error.begin(), error.end(), '|', '/');
-    out += fmt::format("| {} | {} | {} | {} |\n", row->run_id, point_name(in.experiment, row->labels), row->seed, error);
+    out +=
+        fmt::format("| {} | {} | {} | {} |\n", row->run_id, point_name(in.experiment, row->labels), row->seed, error);
   }
   out += "\n";
 }
@@ -199,7 +206,8 @@ void failure_summary(const ReportInput& in, std::string& out) {
   for (const auto& [error, count] : by_error) groups.emplace_back(count, error);
   std::sort(groups.begin(), groups.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<std::string> parts;
-  for (size_t i = 0; i < groups.size() && i < 3; ++i) parts.push_back(fmt::format("{} x \"{}\"", groups[i].first, groups[i].second));
+  for (size_t i = 0; i < groups.size() && i < 3; ++i)
+    parts.push_back(fmt::format("{} x \"{}\"", groups[i].first, groups[i].second));
   if (groups.size() > 3) parts.push_back(fmt::format("{} other errors", groups.size() - 3));
   out += fmt::format("**{} of {} runs failed** and count in no metric: {} (every one is listed under Failed runs).\n\n",
                      failed, in.rows.size(), fmt::join(parts, "; "));
@@ -236,8 +244,13 @@ std::string plot_spec_json(const Experiment& e) {
     const PlotConfig& p = e.plots[i];
     bool known = false;
     const MetricInfo info = find_metric(p.metric, &known);
-    plots.push_back({{"file", plot_file_name(i, p)}, {"metric", p.metric}, {"unit", info.unit}, {"x", p.x},
-                     {"series", p.series}, {"log_x", p.log_x}, {"log_y", p.log_y},
+    plots.push_back({{"file", plot_file_name(i, p)},
+                     {"metric", p.metric},
+                     {"unit", info.unit},
+                     {"x", p.x},
+                     {"series", p.series},
+                     {"log_x", p.log_x},
+                     {"log_y", p.log_y},
                      {"title", p.title.empty() ? p.metric : p.title}});
   }
   spec["plots"] = plots;
@@ -253,10 +266,11 @@ std::string render_report(const ReportInput& in) {
   for (size_t m = 0; m < in.experiment.metrics.size(); ++m) describe_metric(in, m, out);
   aggregate_table(in, out);
   failures(in, out);
-  out += "## Files\n\n`runs.csv` (one row per run: parameters, seed, status, error, metrics, wall time), "
-         "`aggregate.csv` (per point: runs, failures, and per metric mean, 95% interval, n), the plots, "
-         "`plots.json` (what experiments/plot_sweep.py draws), `runs/<run_id>.log` and `.json` (each run's "
-         "own output), copies of the experiment and its base scenario.\n";
+  out +=
+      "## Files\n\n`runs.csv` (one row per run: parameters, seed, status, error, metrics, wall time), "
+      "`aggregate.csv` (per point: runs, failures, and per metric mean, 95% interval, n), the plots, "
+      "`plots.json` (what experiments/plot_sweep.py draws), `runs/<run_id>.log` and `.json` (each run's "
+      "own output), copies of the experiment and its base scenario.\n";
   return out;
 }
 

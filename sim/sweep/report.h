@@ -23,10 +23,10 @@ struct ReportInput {
   const Experiment& experiment;
   const std::vector<Point>& points;
   const std::vector<PointSummary>& summaries;
-  const std::vector<RunRow>& rows;   // every recorded run (for failures and wall times)
-  std::string command;               // the sweep command that reproduces this directory
-  std::vector<bool> plot_drawn;      // per experiment plot
-  std::string plot_note;             // why plots are missing; "" when they were drawn
+  const std::vector<RunRow>& rows;  // every recorded run (for failures and wall times)
+  std::string command;              // the sweep command that reproduces this directory
+  std::vector<bool> plot_drawn;     // per experiment plot
+  std::string plot_note;            // why plots are missing; "" when they were drawn
 };
 
 std::string render_report(const ReportInput& input);

@@ -32,7 +32,8 @@ RunRow row_from_cells(const std::vector<std::string>& cells, const Experiment& e
                       size_t line) {
   const size_t axes = e.grid.size();
   if (cells.size() != run_columns(e).size()) {
-    throw std::runtime_error(fmt::format("{}:{}: {} cells, expected {}", path, line, cells.size(), run_columns(e).size()));
+    throw std::runtime_error(
+        fmt::format("{}:{}: {} cells, expected {}", path, line, cells.size(), run_columns(e).size()));
   }
   RunRow row;
   size_t i = 0;
@@ -152,9 +153,9 @@ std::vector<RunRow> read_run_table(const std::string& path, const Experiment& e)
     }
     if (line == 1) {
       if (cells != run_columns(e)) {
-        throw std::runtime_error(fmt::format(
-            "{}: written by another experiment (columns {}; this one has {}): use another --out",
-            path, fmt::join(cells, ","), fmt::join(run_columns(e), ",")));
+        throw std::runtime_error(
+            fmt::format("{}: written by another experiment (columns {}; this one has {}): use another --out", path,
+                        fmt::join(cells, ","), fmt::join(run_columns(e), ",")));
       }
     } else {
       rows.push_back(row_from_cells(cells, e, path, line));

@@ -17,9 +17,9 @@ struct RunRow {
   std::string run_id;
   std::vector<std::string> labels;  // per axis
   uint64_t seed = 0;
-  std::string status;               // ok | failed
-  std::string error;                // why it failed (one line), "" when ok
-  std::vector<double> metrics;      // per experiment metric; NaN: no value
+  std::string status;           // ok | failed
+  std::string error;            // why it failed (one line), "" when ok
+  std::vector<double> metrics;  // per experiment metric; NaN: no value
   double wall_s = 0;
 
   bool ok() const { return status == "ok"; }

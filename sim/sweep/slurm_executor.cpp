@@ -44,8 +44,8 @@ ProgramResult run_program(const std::vector<std::string>& argv) {
   ProgramResult result;
   if (rc != 0) {
     ::close(fds[0]);
-    result.output = fmt::format("cannot run {}: {} (is Slurm's client installed and on PATH?)", argv[0],
-                                std::strerror(rc));
+    result.output =
+        fmt::format("cannot run {}: {} (is Slurm's client installed and on PATH?)", argv[0], std::strerror(rc));
     return result;
   }
   char buffer[4096];
@@ -81,8 +81,10 @@ std::string field(const std::string& record, const std::string& key) {
 std::string shell_quote(const std::string& word) {
   std::string out = "'";
   for (char c : word) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -108,9 +110,7 @@ std::optional<WorkerExit> read_exit_file(const fs::path& path, size_t tag, bool 
 SlurmExecutor::SlurmExecutor(SlurmOptions options, fs::path slurm_dir, std::string job_name, double timeout_s)
     : options_(std::move(options)), dir_(std::move(slurm_dir)), job_name_(std::move(job_name)), timeout_s_(timeout_s) {}
 
-fs::path SlurmExecutor::task_log(size_t task) const {
-  return dir_ / fmt::format("task-{}_{}.log", job_id_, task);
-}
+fs::path SlurmExecutor::task_log(size_t task) const { return dir_ / fmt::format("task-{}_{}.log", job_id_, task); }
 
 std::string SlurmExecutor::script() const {
   std::string s = "#!/bin/bash\n";
@@ -199,9 +199,10 @@ bool SlurmExecutor::active() {
   // squeue forgets a finished job after a while and then says "Invalid job id".
   if (r.output.find("Invalid job id") != std::string::npos) return false;
   if (++squeue_failures_ >= 15) {
-    throw std::runtime_error(fmt::format("squeue keeps failing ({}); job {} may still run: follow it with "
-                                         "`bouquet sweep ... --resume` once the controller answers",
-                                         trimmed(r.output), job_id_));
+    throw std::runtime_error(
+        fmt::format("squeue keeps failing ({}); job {} may still run: follow it with "
+                    "`bouquet sweep ... --resume` once the controller answers",
+                    trimmed(r.output), job_id_));
   }
   return true;
 }

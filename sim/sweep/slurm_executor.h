@@ -22,28 +22,27 @@
 namespace bouquet::sim::sweep {
 
 struct SlurmOptions {
-  std::string partition;    // "" = the cluster's default partition
-  std::string time;         // per array task, Slurm's time format ("" = the partition's default)
-  int64_t array_max = 0;    // array tasks running at once (sbatch --array=...%N); 0 = no limit
-  int64_t tasks_max = 1000; // runs beyond this many share tasks (Slurm's MaxArraySize is 1001)
-  double poll_s = 2;        // how often the follower looks at the queue and the results
+  std::string partition;     // "" = the cluster's default partition
+  std::string time;          // per array task, Slurm's time format ("" = the partition's default)
+  int64_t array_max = 0;     // array tasks running at once (sbatch --array=...%N); 0 = no limit
+  int64_t tasks_max = 1000;  // runs beyond this many share tasks (Slurm's MaxArraySize is 1001)
+  double poll_s = 2;         // how often the follower looks at the queue and the results
 };
 
 // One run as a task executes it.
 struct SlurmRun {
-  size_t tag = 0;                  // the caller's index, handed back with its exit
-  std::vector<std::string> argv;   // argv[0] is an absolute path
-  std::filesystem::path json;      // what the run writes with --out (removed before it starts)
-  std::filesystem::path log;       // its standard output and error
-  std::filesystem::path exit;      // "<status> <wall seconds>" once it ended
+  size_t tag = 0;                 // the caller's index, handed back with its exit
+  std::vector<std::string> argv;  // argv[0] is an absolute path
+  std::filesystem::path json;     // what the run writes with --out (removed before it starts)
+  std::filesystem::path log;      // its standard output and error
+  std::filesystem::path exit;     // "<status> <wall seconds>" once it ended
 };
 
 class SlurmExecutor {
  public:
   // `slurm_dir` holds the scripts and task logs; runs longer than `timeout_s` (0: no limit) are
   // killed like the local pool kills them.
-  SlurmExecutor(SlurmOptions options, std::filesystem::path slurm_dir, std::string job_name,
-                double timeout_s);
+  SlurmExecutor(SlurmOptions options, std::filesystem::path slurm_dir, std::string job_name, double timeout_s);
 
   // Writes the batch script for `runs` and submits it with sbatch. Throws std::runtime_error
   // with sbatch's own words when it refuses.
@@ -54,7 +53,7 @@ class SlurmExecutor {
   // True while the job has tasks pending or running (squeue). Throws when squeue keeps failing.
   bool active();
   size_t running_tasks() const { return running_; }  // as the last active() saw them
-  void cancel();  // scancel the whole array
+  void cancel();                                     // scancel the whole array
 
   // The run's exit, once its .exit file is there.
   std::optional<WorkerExit> exit_of(const SlurmRun& run) const;

@@ -49,8 +49,7 @@ double beta_continued_fraction(double a, double b, double x) {
 double incomplete_beta(double a, double b, double x) {
   BOUQUET_CHECK(a > 0 && b > 0 && x >= 0 && x <= 1, "incomplete_beta needs a, b > 0 and x in [0, 1]");
   if (x == 0 || x == 1) return x;
-  const double log_front = std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) +
-                           b * std::log1p(-x);
+  const double log_front = std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x);
   const double front = std::exp(log_front);
   if (x < (a + 1) / (a + b + 2)) return front * beta_continued_fraction(a, b, x) / a;
   return 1 - front * beta_continued_fraction(b, a, 1 - x) / b;
@@ -95,8 +94,8 @@ Summary summarize(std::span<const double> values) {
   double squares = 0;
   for (double v : finite) squares += (v - out.mean) * (v - out.mean);
   const double sd = std::sqrt(squares / static_cast<double>(out.n - 1));
-  const double half = student_t_quantile(0.975, static_cast<double>(out.n - 1)) * sd /
-                      std::sqrt(static_cast<double>(out.n));
+  const double half =
+      student_t_quantile(0.975, static_cast<double>(out.n - 1)) * sd / std::sqrt(static_cast<double>(out.n));
   out.ci95_low = out.mean - half;
   out.ci95_high = out.mean + half;
   return out;

@@ -9,8 +9,8 @@
 namespace bouquet::sim::sweep {
 
 struct Summary {
-  size_t n = 0;        // values summarized (NaNs are left out by summarize())
-  double mean = 0;     // NaN when n == 0
+  size_t n = 0;     // values summarized (NaNs are left out by summarize())
+  double mean = 0;  // NaN when n == 0
   // mean -/+ t(0.975, n-1) * s / sqrt(n); absent when n < 2.
   std::optional<double> ci95_low;
   std::optional<double> ci95_high;

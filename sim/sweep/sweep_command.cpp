@@ -16,12 +16,12 @@
 #include <array>
 #include <chrono>
 #include <csignal>
-#include <limits>
-#include <optional>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -92,13 +92,14 @@ void prepare_directory(const SweepCommandConfig& config, const Experiment& e) {
   const fs::path runs_csv = out / "runs.csv";
   const std::string scenario_text = read_text(e.scenario_path);
   if (!config.resume && fs::exists(runs_csv)) {
-    throw std::runtime_error(fmt::format("{} already holds a sweep: pass --resume to continue it, or choose another --out",
-                                         config.out));
+    throw std::runtime_error(
+        fmt::format("{} already holds a sweep: pass --resume to continue it, or choose another --out", config.out));
   }
   if (config.resume && fs::exists(out / "scenario.yaml") && read_text(out / "scenario.yaml") != scenario_text) {
-    throw std::runtime_error(fmt::format("{} changed since the runs in {} (see its scenario.yaml): "
-                                         "their rows would not be comparable; use another --out",
-                                         e.scenario_path, config.out));
+    throw std::runtime_error(
+        fmt::format("{} changed since the runs in {} (see its scenario.yaml): "
+                    "their rows would not be comparable; use another --out",
+                    e.scenario_path, config.out));
   }
   fs::create_directories(out / "runs");
   write_text(out / "experiment.yaml", read_text(config.experiment));
@@ -126,8 +127,8 @@ class Sweep {
     Progress progress(runs_.size(), runs_.size() - pending.size(), stderr);
     StopSignals signals;
     if (config_.executor == "slurm") return run_on_slurm(pending, progress);
-    const size_t jobs = config_.jobs > 0 ? static_cast<size_t>(config_.jobs)
-                                         : std::max(1u, std::thread::hardware_concurrency());
+    const size_t jobs =
+        config_.jobs > 0 ? static_cast<size_t>(config_.jobs) : std::max(1u, std::thread::hardware_concurrency());
     WorkerPool pool(e_.timeout_s);
     size_t next = 0;
     while (next < pending.size() || pool.running() > 0) {
@@ -217,8 +218,10 @@ class Sweep {
       if (g_stop_signal) {
         slurm.cancel();
         progress.finish();
-        fmt::print(stderr, "sweep: stopped by signal {}; cancelled Slurm job {}; the finished runs are in {}: "
-                           "continue with --resume\n", static_cast<int>(g_stop_signal), slurm.job_id(), runs_csv_);
+        fmt::print(stderr,
+                   "sweep: stopped by signal {}; cancelled Slurm job {}; the finished runs are in {}: "
+                   "continue with --resume\n",
+                   static_cast<int>(g_stop_signal), slurm.job_id(), runs_csv_);
         return 130;
       }
     }
@@ -229,14 +232,13 @@ class Sweep {
 
   std::string describe(const RunSpec& run) const {
     std::vector<std::string> parts;
-    for (size_t a = 0; a < e_.grid.size(); ++a) parts.push_back(fmt::format("{}={}", e_.grid[a].name, points_[run.point].labels[a]));
+    for (size_t a = 0; a < e_.grid.size(); ++a)
+      parts.push_back(fmt::format("{}={}", e_.grid[a].name, points_[run.point].labels[a]));
     parts.push_back(fmt::format("seed={}", run.seed));
     return fmt::format("{}", fmt::join(parts, " "));
   }
 
-  fs::path run_file(const RunSpec& run, const char* extension) const {
-    return out_ / "runs" / (run.id + extension);
-  }
+  fs::path run_file(const RunSpec& run, const char* extension) const { return out_ / "runs" / (run.id + extension); }
 
   // The command line of one run: `bouquet sim` with the point's overrides and the run's seed.
   std::vector<std::string> run_argv(const RunSpec& run) const {
@@ -313,15 +315,21 @@ class Sweep {
       if (in_grid.count(row.run_id)) grid_rows.push_back(row);
     }
     if (grid_rows.size() < rows.size()) {
-      fmt::print(stderr, "sweep: {} rows of runs.csv belong to no point of this grid: kept there, left out of the "
-                         "aggregate and report\n", rows.size() - grid_rows.size());
+      fmt::print(stderr,
+                 "sweep: {} rows of runs.csv belong to no point of this grid: kept there, left out of the "
+                 "aggregate and report\n",
+                 rows.size() - grid_rows.size());
     }
     write_run_table(runs_csv_, e_, rows);
     const std::vector<PointSummary> summaries = aggregate(e_, points_, grid_rows);
     write_aggregate_csv((out_ / "aggregate.csv").string(), e_, summaries);
-    ReportInput input{e_, points_, summaries, grid_rows,
+    ReportInput input{e_,
+                      points_,
+                      summaries,
+                      grid_rows,
                       fmt::format("bouquet sweep {} --out {}", config_.experiment, config_.out),
-                      std::vector<bool>(e_.plots.size(), false), ""};
+                      std::vector<bool>(e_.plots.size(), false),
+                      ""};
     draw_plots(input);
     write_text(out_ / "report.md", render_report(input));
     fmt::print(stderr, "sweep: wrote {}\n", (out_ / "report.md").string());
@@ -361,7 +369,8 @@ class Sweep {
       input.plot_note = fmt::format("{} failed: {} (see plots.log)", script, last_words(out_ / "plots.log"));
       fmt::print(stderr, "sweep: {}\n", input.plot_note);
     }
-    for (size_t p = 0; p < e_.plots.size(); ++p) input.plot_drawn[p] = fs::exists(out_ / plot_file_name(p, e_.plots[p]));
+    for (size_t p = 0; p < e_.plots.size(); ++p)
+      input.plot_drawn[p] = fs::exists(out_ / plot_file_name(p, e_.plots[p]));
   }
 
   const SweepCommandConfig& config_;

@@ -21,14 +21,14 @@
 namespace bouquet::sim::sweep {
 
 struct SweepCommandConfig {
-  std::string experiment;    // path of the experiment YAML
-  std::string out;           // the directory to write
-  int64_t jobs = 0;          // worker processes; 0: one per processor
-  bool resume = false;       // continue the sweep already in `out`
-  bool retry_failed = false; // with resume: run the failed runs again
-  bool plots = true;         // draw PNGs with the plotting script
-  std::string binary;        // the bouquet binary the workers run; "" = this executable
-  std::string plot_script;   // "" = experiments/plot_sweep.py found beside the experiment or binary
+  std::string experiment;     // path of the experiment YAML
+  std::string out;            // the directory to write
+  int64_t jobs = 0;           // worker processes; 0: one per processor
+  bool resume = false;        // continue the sweep already in `out`
+  bool retry_failed = false;  // with resume: run the failed runs again
+  bool plots = true;          // draw PNGs with the plotting script
+  std::string binary;         // the bouquet binary the workers run; "" = this executable
+  std::string plot_script;    // "" = experiments/plot_sweep.py found beside the experiment or binary
   std::string python = "/usr/bin/python3";
   std::string executor = "local";  // local: a process pool here; slurm: one job array (slurm_executor.h)
   SlurmOptions slurm;

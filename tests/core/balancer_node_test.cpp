@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <fmt/core.h>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <queue>
@@ -65,7 +65,9 @@ TEST(BalancerNode, JoinsAfterARandomDelayWhereTheSwarmIsWeakestThenRebalances) {
   EXPECT_EQ(lookups[0].blocks, (BlockSpan{0, 8}));
   out.clear();
   // Blocks 5-7 are held by a slow server only; its own stale record must not count.
-  node.handle(6, DirectoryAnswer{lookups[0].lookup_id, {record(1, {0, 5}, 20), record(2, {5, 8}, 2), record(7, {0, 3}, 10)}}, out);
+  node.handle(
+      6, DirectoryAnswer{lookups[0].lookup_id, {record(1, {0, 5}, 20), record(2, {5, 8}, 2), record(7, {0, 3}, 10)}},
+      out);
   auto moves = all<MoveToSpan>(out);
   ASSERT_EQ(moves.size(), 1u);
   EXPECT_EQ(moves[0].span, (BlockSpan{5, 8}));
@@ -89,7 +91,9 @@ TEST(BalancerNode, JoinsAfterARandomDelayWhereTheSwarmIsWeakestThenRebalances) {
   node.handle(balance.at, TimerFired{BalancerNode::kBalanceTimer}, out);
   const auto again = all<DirectoryLookup>(out).at(0);
   out.clear();
-  node.handle(balance.at, DirectoryAnswer{again.lookup_id, {record(1, {0, 5}, 3), record(2, {5, 8}, 2), record(3, {5, 8}, 20)}}, out);
+  node.handle(balance.at,
+              DirectoryAnswer{again.lookup_id, {record(1, {0, 5}, 3), record(2, {5, 8}, 2), record(3, {5, 8}, 20)}},
+              out);
   ASSERT_TRUE(node.last_decision().has_value());
   EXPECT_TRUE(node.last_decision()->move) << node.last_decision()->reason;
   announced = all<Announce>(out);
@@ -215,7 +219,9 @@ class BalancerSwarm {
       }
     }
   }
-  void feed(size_t i, const Input& in) { apply(i, [&](auto& out) { nodes_[i].handle(now_, in, out); }); }
+  void feed(size_t i, const Input& in) {
+    apply(i, [&](auto& out) { nodes_[i].handle(now_, in, out); });
+  }
 
   uint32_t blocks_;
   double load_s_;
@@ -253,7 +259,8 @@ TEST(BalancerNode, RandomSwarmsJoinCoverEveryBlockSettleAndGetCloseToTheOptimum)
     uint32_t total = 0;
     const int count = 2 + static_cast<int>(rng.below(4));
     for (int i = 0; i < count || total < blocks; ++i) {
-      auto c = node_config(100 + i, 1 + static_cast<uint32_t>(rng.below(blocks)), std::exp(rng.uniform(0, std::log(100.0))));
+      auto c =
+          node_config(100 + i, 1 + static_cast<uint32_t>(rng.below(blocks)), std::exp(rng.uniform(0, std::log(100.0))));
       c.seed = rng.next_u64();
       c.balance_quality = 0.9;
       total += c.num_blocks;

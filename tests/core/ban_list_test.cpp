@@ -26,10 +26,10 @@ TEST(BanList, BansDoubleWithEachFailureUntilTheServerServesWellAgain) {
 TEST(BanList, AShortBanNeverCutsALongerOneShort) {
   BanList bans(BanListConfig{10, 3});
   const PeerId a{1};
-  bans.ban(a, 0);    // until 10
+  bans.ban(a, 0);  // until 10
   bans.forgive(a);
-  bans.ban(a, 0);    // 10 again
-  bans.ban(a, 0);    // until 30
+  bans.ban(a, 0);  // 10 again
+  bans.ban(a, 0);  // until 30
   bans.forgive(a);
   EXPECT_EQ(bans.ban(a, 1), 30.0) << "the running ban stands";
 }

@@ -4,9 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/core.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/core.h>
 #include <functional>
 
 #include "core/throughput.h"
@@ -215,9 +215,10 @@ TEST(BlockSelection, JoiningThenRebalancingGetsWithinTenPercentOfTheOptimumAndSt
     EXPECT_LE(run.rounds, 5) << "swarm " << i;
     EXPECT_LE(run.moves, 2 * run.servers) << "swarm " << i;
   }
-  fmt::print("{} of {} swarms within 10% of the optimum after rebalancing ({} after joining alone); worst {:.2f} "
-             "of the optimum; {} moves; at most {} rounds with a move\n",
-             within, swarms, joined_within, worst, moves, max_rounds);
+  fmt::print(
+      "{} of {} swarms within 10% of the optimum after rebalancing ({} after joining alone); worst {:.2f} "
+      "of the optimum; {} moves; at most {} rounds with a move\n",
+      within, swarms, joined_within, worst, moves, max_rounds);
   // One server moving at a time, each to its lexicographically best span, cannot escape every
   // local optimum (e.g. [0,1)@3 [1,2)@37 [2,7)@53 [6,8)@25 over 8 blocks: the best placement
   // needs two servers to shift together), so a few swarms in a hundred stay short of it (over
@@ -249,7 +250,8 @@ TEST(RandomPlacement, DrawsEveryFittingFirstBlockAndOnlyThose) {
 
 std::vector<PlacedServer> as_placed(std::span<const ServerCapacity> servers, std::span<const BlockSpan> spans) {
   std::vector<PlacedServer> out;
-  for (size_t i = 0; i < servers.size(); ++i) out.push_back(placed(i + 1, spans[i].begin, spans[i].end, servers[i].throughput_rps));
+  for (size_t i = 0; i < servers.size(); ++i)
+    out.push_back(placed(i + 1, spans[i].begin, spans[i].end, servers[i].throughput_rps));
   return out;
 }
 

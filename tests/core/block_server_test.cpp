@@ -72,9 +72,10 @@ OpenSession open(uint64_t id, uint32_t max_length, double wait_s = 0, uint32_t b
 }
 
 StepRequest step(uint64_t session, uint64_t step_id, uint32_t start, uint32_t tokens, uint32_t batch = 1) {
-  return StepRequest{session, step_id, start,
-                     make_activation({batch, tokens, kHidden}, std::vector<float>(batch * tokens * kHidden, 1.0f)),
-                     std::nullopt, {}};
+  return StepRequest{
+      session,      step_id,
+      start,        make_activation({batch, tokens, kHidden}, std::vector<float>(batch * tokens * kHidden, 1.0f)),
+      std::nullopt, {}};
 }
 
 TEST(BlockServer, OpenReservesBatchTimesMaxLength) {
@@ -95,7 +96,7 @@ TEST(BlockServer, WaitingOpensAreGrantedInArrivalOrderWhenRoomFrees) {
   Harness h(config(100));
   h.receive(kAlice, open(1, 80));
   h.now = 1;
-  h.receive(kBob, open(2, 60, 5));    // waits
+  h.receive(kBob, open(2, 60, 5));  // waits
   EXPECT_TRUE(h.replies<SessionOpened>(kBob).empty());
   ASSERT_EQ(h.all<SetTimer>().size(), 1u);
   EXPECT_EQ(h.all<SetTimer>()[0].at, 6.0);
@@ -244,10 +245,15 @@ TEST(BlockServer, ClientGoneFreesItsSessionsWaitsAndQueuedWork) {
   Harness h(config(100));
   h.receive(kAlice, open(1, 50));
   h.receive(kAlice, open(2, 50));
-  h.receive(kBob, open(3, 40, 10));  // waits
+  h.receive(kBob, open(3, 40, 10));    // waits
   h.receive(kAlice, open(4, 10, 10));  // waits behind Bob
-  h.receive(kCarol, ForwardRequest{1, "m", {2, 6}, "", Compression::none,
-                                   make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 0.0f)), std::nullopt});
+  h.receive(kCarol, ForwardRequest{1,
+                                   "m",
+                                   {2, 6},
+                                   "",
+                                   Compression::none,
+                                   make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 0.0f)),
+                                   std::nullopt});
   const ComputeRequest running = h.all<StartCompute>().at(0).request;
   h.receive(kAlice, step(1, 1, 0, 2));  // queued behind Carol's running forward
   h.input(PeerUnreachable{kAlice, "connection reset"});
@@ -351,12 +357,15 @@ TEST(BlockServer, FailedComputeIsReportedAndTheSessionGoesOn) {
   EXPECT_EQ(h.all<StartCompute>().size(), 1u);
 }
 
-
 // Limits against greedy and hostile clients: each is announced, refused with a code
 // naming it, and counted per client (one peer).
 
 ForwardRequest forward(uint64_t id, uint32_t batch, uint32_t tokens) {
-  return ForwardRequest{id, "m", {2, 6}, "", Compression::none,
+  return ForwardRequest{id,
+                        "m",
+                        {2, 6},
+                        "",
+                        Compression::none,
                         make_activation({batch, tokens, kHidden}, std::vector<float>(batch * tokens * kHidden, 0.5f)),
                         std::nullopt};
 }
@@ -394,8 +403,8 @@ TEST(BlockServerLimits, ForwardOrBackwardOverTheTokenCapIsRefusedOverLimit) {
   EXPECT_NE(message.find("2 x 5 = 10 tokens"), std::string::npos) << message;
   EXPECT_TRUE(h.all<StartCompute>().empty());
   const ForwardRequest big = forward(2, 3, 3);
-  h.receive(kAlice, BackwardRequest{2, "m", {2, 6}, "", Compression::none, big.hidden_states, big.hidden_states,
-                                    std::nullopt});
+  h.receive(kAlice,
+            BackwardRequest{2, "m", {2, 6}, "", Compression::none, big.hidden_states, big.hidden_states, std::nullopt});
   EXPECT_EQ(h.only_error(kAlice), ErrorCode::over_limit);
   h.receive(kAlice, forward(3, 2, 4));  // exactly the cap
   EXPECT_EQ(h.all<StartCompute>().size(), 1u);
@@ -542,10 +551,18 @@ TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
       const uint64_t id = 1 + rng.below(4);
       h.now += static_cast<double>(rng.below(3));
       switch (rng.below(7)) {
-        case 0: h.receive(who, open(id, static_cast<uint32_t>(1 + rng.below(70)), rng.below(2) ? 5.0 : 0.0)); break;
-        case 1: h.receive(who, step(id, event, 0, static_cast<uint32_t>(1 + rng.below(3)))); break;
-        case 2: h.receive(who, forward(100 + event, 1, static_cast<uint32_t>(1 + rng.below(8)))); break;
-        case 3: h.receive(who, CloseSession{id}); break;
+        case 0:
+          h.receive(who, open(id, static_cast<uint32_t>(1 + rng.below(70)), rng.below(2) ? 5.0 : 0.0));
+          break;
+        case 1:
+          h.receive(who, step(id, event, 0, static_cast<uint32_t>(1 + rng.below(3))));
+          break;
+        case 2:
+          h.receive(who, forward(100 + event, 1, static_cast<uint32_t>(1 + rng.below(8))));
+          break;
+        case 3:
+          h.receive(who, CloseSession{id});
+          break;
         case 4:
           if (!timers.empty()) {
             const size_t i = rng.below(timers.size());
@@ -560,7 +577,9 @@ TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
             running.erase(running.begin());
           }
           break;
-        case 6: h.input(PeerUnreachable{who, "gone"}); break;
+        case 6:
+          h.input(PeerUnreachable{who, "gone"});
+          break;
       }
       for (const auto& t : h.all<SetTimer>()) timers.push_back(t);
       for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
@@ -582,8 +601,8 @@ TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
 
 TEST(BlockServer, LeavingAnswersEverySessionOpenAndPassSpanNotServedSoClientsRecoverAtOnce) {
   Harness h(config(100));
-  h.receive(kAlice, open(7, 60));               // open, idle
-  h.receive(kBob, open(8, 30));                 // open, its step running
+  h.receive(kAlice, open(7, 60));  // open, idle
+  h.receive(kBob, open(8, 30));    // open, its step running
   h.receive(kBob, step(8, 3, 0, 2));
   ASSERT_EQ(h.all<StartCompute>().size(), 1u);
   h.receive(kCarol, open(9, 50, /*wait_s=*/10));  // waits for cache room

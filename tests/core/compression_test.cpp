@@ -1,8 +1,8 @@
 #include "core/compression.h"
 
+#include <gtest/gtest.h>
 #include <bit>
 #include <cmath>
-#include <gtest/gtest.h>
 #include <limits>
 
 #include "core/rng.h"
@@ -24,13 +24,13 @@ TEST(Compression, HalfConversionMatchesKnownValues) {
   EXPECT_EQ(float_to_half(1.0f), 0x3c00);
   EXPECT_EQ(float_to_half(-2.0f), 0xc000);
   EXPECT_EQ(float_to_half(65504.0f), 0x7bff);
-  EXPECT_EQ(float_to_half(65519.0f), 0x7bff);  // rounds down to the largest half
-  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);  // rounds up to infinity
+  EXPECT_EQ(float_to_half(65519.0f), 0x7bff);               // rounds down to the largest half
+  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);               // rounds up to infinity
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);  // exactly half of it: ties to even
   EXPECT_EQ(float_to_half(std::ldexp(1.5f, -25)), 0x0001);
   EXPECT_EQ(float_to_half(-0.0f), 0x8000);
-  EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie, even stays
+  EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie, even stays
   EXPECT_EQ(float_to_half(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie, odd rounds up
   EXPECT_TRUE(std::isnan(half_to_float(float_to_half(std::numeric_limits<float>::quiet_NaN()))));
   EXPECT_EQ(half_to_float(0x7c00), std::numeric_limits<float>::infinity());
@@ -49,7 +49,8 @@ TEST(Compression, HalfRoundsToTheNearestRepresentable) {
   const uint64_t seed = test::test_seed(11);
   Rng rng(seed);
   for (int i = 0; i < 200000; ++i) {
-    const float x = static_cast<float>(rng.uniform(-70000.0, 70000.0) * std::ldexp(1.0, -static_cast<int>(rng.below(30))));
+    const float x =
+        static_cast<float>(rng.uniform(-70000.0, 70000.0) * std::ldexp(1.0, -static_cast<int>(rng.below(30))));
     const uint16_t h = float_to_half(x);
     const float y = half_to_float(h);
     if (std::isinf(y)) {

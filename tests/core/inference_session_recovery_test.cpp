@@ -57,8 +57,8 @@ struct Harness {
     const auto [peer, s] = steps.at(0);
     auto values = s.hidden_states.to_floats();
     for (float& v : values) v += shift;
-    input(MessageReceived{peer, StepResult{s.session_id, s.step_id, s.start_position,
-                                           make_activation(s.hidden_states.shape, values)}});
+    input(MessageReceived{
+        peer, StepResult{s.session_id, s.step_id, s.start_position, make_activation(s.hidden_states.shape, values)}});
     return {peer, s};
   }
 };
@@ -100,8 +100,10 @@ TEST(InferenceSessionRecovery, ReplaysOnlyTheFailedSpansHistoryToItsReplacements
   h.input(StepRequested{hidden(1, 2.0f), std::nullopt});
   h.reply();  // A
   // B's inputs: the prompt, one token, and the interrupted step (A's output, 2 + 1).
-  const std::vector<float> b_history = concat_tokens(std::vector<Activation>{
-      h.session.history(1).at(0), h.session.history(1).at(3), h.session.history(1).at(4)}).to_floats();
+  const std::vector<float> b_history =
+      concat_tokens(
+          std::vector<Activation>{h.session.history(1).at(0), h.session.history(1).at(3), h.session.history(1).at(4)})
+          .to_floats();
   ASSERT_EQ(b_history.size(), 5 * kHidden);
   EXPECT_EQ(h.session.history(1).at(4).to_floats(), std::vector<float>(kHidden, 3.0f));
   ASSERT_EQ(h.sent<StepRequest>().at(0).first, kB);

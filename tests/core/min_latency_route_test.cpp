@@ -16,8 +16,7 @@ namespace {
 
 using test::test_seed;
 
-ServerRecord server(uint64_t id, uint32_t begin, uint32_t end, double inference_rps,
-                    uint64_t cache_free = 1 << 20) {
+ServerRecord server(uint64_t id, uint32_t begin, uint32_t end, double inference_rps, uint64_t cache_free = 1 << 20) {
   ServerRecord r;
   r.peer = PeerId{id};
   r.span = BlockSpan{begin, end};

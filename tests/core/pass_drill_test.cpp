@@ -102,10 +102,18 @@ std::string run_pass_drill(uint64_t seed, Stats& stats) {
       return to == server && (std::holds_alternative<ForwardRequest>(m) || std::holds_alternative<BackwardRequest>(m));
     };
     switch (rng.below(4)) {
-      case 0: swarm.crash_at(server, rng.uniform(0, 0.2)); break;
-      case 1: swarm.delay_if(nth(replies, k), kReplyTimeout_s * rng.uniform(1.2, 3)); break;
-      case 2: swarm.delay_if(nth(replies, k), kReplyTimeout_s * rng.uniform(0.1, 0.6)); break;
-      default: swarm.drop_if(nth(rng.bernoulli(0.5) ? requests : replies, k)); break;
+      case 0:
+        swarm.crash_at(server, rng.uniform(0, 0.2));
+        break;
+      case 1:
+        swarm.delay_if(nth(replies, k), kReplyTimeout_s * rng.uniform(1.2, 3));
+        break;
+      case 2:
+        swarm.delay_if(nth(replies, k), kReplyTimeout_s * rng.uniform(0.1, 0.6));
+        break;
+      default:
+        swarm.drop_if(nth(rng.bernoulli(0.5) ? requests : replies, k));
+        break;
     }
   }
 
@@ -119,7 +127,8 @@ std::string run_pass_drill(uint64_t seed, Stats& stats) {
     stats.multi_server_replacements += r.replacement.size() > 1;
   }
   const PassResult& got = swarm.pass_result(pass);
-  if (!got.done) return fmt::format("the pass did not finish: {}", got.error ? got.error->to_string() : "still running");
+  if (!got.done)
+    return fmt::format("the pass did not finish: {}", got.error ? got.error->to_string() : "still running");
   const PassResult want = reference_pass(spec);
   if (got.outputs != want.outputs) return "the forward's outputs differ from the fault-free reference";
   if (got.grad_inputs != want.grad_inputs) return "the backward's input gradients differ from the fault-free reference";

@@ -170,9 +170,11 @@ TEST(PassSession, ABackwardReplacementOfSeveralHopsFirstRecomputesTheirInputsFor
   h.input(MessageReceived{kB, ErrorReply{id, 0, Error{ErrorCode::compute_failed, "out of memory"}}});
   h.route_all(Chain{{kC, {4, 6}}, {kD, {6, 8}}});
   h.serve();
-  const std::vector<std::pair<PeerId, MessageType>> expected{
-      {kB, MessageType::backward},  {kC, MessageType::forward},  // C recomputes D's inputs
-      {kD, MessageType::backward}, {kC, MessageType::backward}, {kA, MessageType::backward}};
+  const std::vector<std::pair<PeerId, MessageType>> expected{{kB, MessageType::backward},
+                                                             {kC, MessageType::forward},  // C recomputes D's inputs
+                                                             {kD, MessageType::backward},
+                                                             {kC, MessageType::backward},
+                                                             {kA, MessageType::backward}};
   EXPECT_EQ(h.log, expected);
   ASSERT_EQ(h.all<BackwardDone>().size(), 1u);
   EXPECT_EQ(h.all<BackwardDone>()[0].grad_inputs.to_floats(), plus(g, 0, 8));
@@ -243,7 +245,7 @@ TEST(PassSession, LateAndForeignRepliesAreIgnored) {
   h.input(ForwardRequested{values({1, 2, kHidden}, 0), std::nullopt});
   h.route_all(Chain{{kA, {0, 8}}});
   const auto f = std::get<ForwardRequest>(h.all<SendMessage>().at(0).message);
-  h.input(MessageReceived{kB, ForwardResult{f.request_id, f.hidden_states}});  // not A
+  h.input(MessageReceived{kB, ForwardResult{f.request_id, f.hidden_states}});      // not A
   h.input(MessageReceived{kA, ForwardResult{f.request_id + 7, f.hidden_states}});  // not this request
   EXPECT_TRUE(h.all<ForwardDone>().empty());
   h.input(MessageReceived{kA, ForwardResult{f.request_id, f.hidden_states}});

@@ -93,14 +93,14 @@ TEST(PositionLog, PutReplacesWhatItCoversAndTakeMergesAcrossEntries) {
   std::vector<uint32_t> keys;
   for (const auto& [k, a] : log.entries()) keys.push_back(k);
   EXPECT_EQ(keys, (std::vector<uint32_t>{0, 3, 5}));
-  EXPECT_EQ(log.take(2, 6, 100).to_floats(), concat_tokens(std::vector<Activation>{
-                                                  positions(1, 2, 3), positions(1, 103, 105), positions(1, 5, 6)})
-                                                  .to_floats());
+  EXPECT_EQ(log.take(2, 6, 100).to_floats(),
+            concat_tokens(std::vector<Activation>{positions(1, 2, 3), positions(1, 103, 105), positions(1, 5, 6)})
+                .to_floats());
   // A put inside one entry splits it in three.
   log.put(1, positions(1, 201, 202));
-  EXPECT_EQ(log.take(0, 3, 100).to_floats(), concat_tokens(std::vector<Activation>{
-                                                 positions(1, 0, 1), positions(1, 201, 202), positions(1, 2, 3)})
-                                                 .to_floats());
+  EXPECT_EQ(log.take(0, 3, 100).to_floats(),
+            concat_tokens(std::vector<Activation>{positions(1, 0, 1), positions(1, 201, 202), positions(1, 2, 3)})
+                .to_floats());
 }
 
 TEST(PositionLog, TruncateCutsTheStraddlingEntry) {

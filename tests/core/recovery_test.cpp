@@ -58,10 +58,11 @@ struct CountingSwarm {
 };
 
 void print(const DrillStats& s) {
-  fmt::print("{} drills, {} faults injected, {} recoveries ({} in drills with two or more, {} replacements "
-             "that failed too, {} by several servers), {} positions replayed\n",
-             s.drills, s.faults, s.recoveries, s.drills_recovered_twice, s.replacements_failed,
-             s.multi_server_replacements, s.positions_replayed);
+  fmt::print(
+      "{} drills, {} faults injected, {} recoveries ({} in drills with two or more, {} replacements "
+      "that failed too, {} by several servers), {} positions replayed\n",
+      s.drills, s.faults, s.recoveries, s.drills_recovered_twice, s.replacements_failed, s.multi_server_replacements,
+      s.positions_replayed);
 }
 
 TEST(Recovery, ASixtyFourTokenGenerationLosesTheSecondSpansServerAndItsSpareTakesOver) {
@@ -120,9 +121,9 @@ TEST(Recovery, TheOnlyServerOfASpanBeingSlowOnceIsBannedThenUsedAgain) {
   s.swarm.add_server(server_config({0, 6}, 1000));
   const PeerId second = s.swarm.add_server(server_config({6, kBlocks}, 1000));
   int replies = 0;
-  s.swarm.delay_if([&](PeerId from, PeerId, const Message& m, Time) {
-    return from == second && std::holds_alternative<StepResult>(m) && ++replies == 4;
-  }, 5.0);
+  s.swarm.delay_if([&](PeerId from, PeerId, const Message& m,
+                       Time) { return from == second && std::holds_alternative<StepResult>(m) && ++replies == 4; },
+                   5.0);
   const auto spec = generation(4, 10);
   const size_t g = s.swarm.generate(s.swarm.add_client(), spec);
   s.swarm.run();

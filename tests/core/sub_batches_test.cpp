@@ -15,9 +15,7 @@ TEST(SplitBatch, SixtyFourSequencesOf128PositionsGoOutAsEightOf1024) {
   EXPECT_THAT(split_batch(64, 128, kSubBatchTokensMax), ElementsAre(8, 8, 8, 8, 8, 8, 8, 8));
 }
 
-TEST(SplitBatch, TheLastSubBatchTakesWhatIsLeft) {
-  EXPECT_THAT(split_batch(10, 256, 1024), ElementsAre(4, 4, 2));
-}
+TEST(SplitBatch, TheLastSubBatchTakesWhatIsLeft) { EXPECT_THAT(split_batch(10, 256, 1024), ElementsAre(4, 4, 2)); }
 
 TEST(SplitBatch, ASequenceLongerThanTheCapStillGoesWhole) {
   EXPECT_THAT(split_batch(3, 2048, 1024), ElementsAre(1, 1, 1));

@@ -313,61 +313,62 @@ TEST(Swarm, CrashedServerIsReportedAsUnreachableOrByTimeout) {
 // surviving servers hold no session and have their whole cache free.
 // Under every policy: with recovery, some runs that failed now succeed, but no cache may leak.
 TEST(Swarm, RandomFaultsNeverProduceAWrongOutputOrLeakACache) {
-  for (RecoveryPolicy policy : {RecoveryPolicy::none, RecoveryPolicy::replay, RecoveryPolicy::restart,
-                                RecoveryPolicy::cacheless}) {
-  SCOPED_TRACE(testing::Message() << "recovery " << to_string(policy));
-  const uint64_t seed = test_seed(42);
-  Rng rng(seed);
-  int failed = 0, succeeded = 0;
-  for (int run = 0; run < 150; ++run) {
-    SCOPED_TRACE(testing::Message() << "run " << run << " (seed " << seed << ")");
-    VirtualSwarm swarm(rng.next_u64());
-    swarm.notify_peers_on_crash = rng.bernoulli(0.5);
-    swarm.set_drop_probability(rng.bernoulli(0.5) ? rng.uniform(0, 0.03) : 0);
-    std::vector<PeerId> servers;
-    for (BlockSpan span : {BlockSpan{0, 4}, BlockSpan{4, 8}, BlockSpan{8, kBlocks}}) {
-      auto config = server_config(span, 40 + rng.below(60));
-      config.session_idle_timeout_s = 20;
-      servers.push_back(swarm.add_server(config, rng.uniform(0, 0.01)));
-    }
-    const PeerId doomed = servers[rng.below(servers.size())];
-    if (rng.bernoulli(0.5)) {
-      swarm.crash_at_step(doomed, 1 + rng.below(30), rng.bernoulli(0.5) ? CrashPoint::after_reply : CrashPoint::before_reply);
-    }
-    std::vector<std::pair<size_t, GenerationSpec>> runs;
-    for (int c = 0; c < 4; ++c) {
-      auto spec = generation(rng.next_u64(), rng.next_u64(), 1 + static_cast<uint32_t>(rng.below(8)),
-                             1 + static_cast<uint32_t>(rng.below(10)));
-      spec.start_at = rng.uniform(0, 0.5);
-      spec.session.reply_timeout_s = 3;
-      spec.session.cache_wait_timeout_s = rng.uniform(0, 2);
-      spec.session.recovery = policy;
-      runs.emplace_back(swarm.generate(swarm.add_client(), spec), spec);
-    }
-    swarm.run();
-    for (const auto& [g, spec] : runs) {
-      const auto& r = swarm.result(g);
-      ASSERT_TRUE(r.finished());
-      expect_prefix_of_reference(r, spec);
-      if (r.error) {
-        ++failed;
-        EXPECT_FALSE(r.error->message.empty());
-      } else {
-        ++succeeded;
-        ASSERT_EQ(r.outputs.size(), spec.new_tokens + 1);
+  for (RecoveryPolicy policy :
+       {RecoveryPolicy::none, RecoveryPolicy::replay, RecoveryPolicy::restart, RecoveryPolicy::cacheless}) {
+    SCOPED_TRACE(testing::Message() << "recovery " << to_string(policy));
+    const uint64_t seed = test_seed(42);
+    Rng rng(seed);
+    int failed = 0, succeeded = 0;
+    for (int run = 0; run < 150; ++run) {
+      SCOPED_TRACE(testing::Message() << "run " << run << " (seed " << seed << ")");
+      VirtualSwarm swarm(rng.next_u64());
+      swarm.notify_peers_on_crash = rng.bernoulli(0.5);
+      swarm.set_drop_probability(rng.bernoulli(0.5) ? rng.uniform(0, 0.03) : 0);
+      std::vector<PeerId> servers;
+      for (BlockSpan span : {BlockSpan{0, 4}, BlockSpan{4, 8}, BlockSpan{8, kBlocks}}) {
+        auto config = server_config(span, 40 + rng.below(60));
+        config.session_idle_timeout_s = 20;
+        servers.push_back(swarm.add_server(config, rng.uniform(0, 0.01)));
+      }
+      const PeerId doomed = servers[rng.below(servers.size())];
+      if (rng.bernoulli(0.5)) {
+        swarm.crash_at_step(doomed, 1 + rng.below(30),
+                            rng.bernoulli(0.5) ? CrashPoint::after_reply : CrashPoint::before_reply);
+      }
+      std::vector<std::pair<size_t, GenerationSpec>> runs;
+      for (int c = 0; c < 4; ++c) {
+        auto spec = generation(rng.next_u64(), rng.next_u64(), 1 + static_cast<uint32_t>(rng.below(8)),
+                               1 + static_cast<uint32_t>(rng.below(10)));
+        spec.start_at = rng.uniform(0, 0.5);
+        spec.session.reply_timeout_s = 3;
+        spec.session.cache_wait_timeout_s = rng.uniform(0, 2);
+        spec.session.recovery = policy;
+        runs.emplace_back(swarm.generate(swarm.add_client(), spec), spec);
+      }
+      swarm.run();
+      for (const auto& [g, spec] : runs) {
+        const auto& r = swarm.result(g);
+        ASSERT_TRUE(r.finished());
+        expect_prefix_of_reference(r, spec);
+        if (r.error) {
+          ++failed;
+          EXPECT_FALSE(r.error->message.empty());
+        } else {
+          ++succeeded;
+          ASSERT_EQ(r.outputs.size(), spec.new_tokens + 1);
+        }
+      }
+      for (PeerId s : servers) {
+        if (!swarm.alive(s)) continue;
+        EXPECT_EQ(swarm.server(s).open_sessions(), 0u);
+        EXPECT_EQ(swarm.server(s).waiting_opens(), 0u);
+        EXPECT_EQ(swarm.server(s).cache_tokens_free(), swarm.server(s).config().cache_tokens);
       }
     }
-    for (PeerId s : servers) {
-      if (!swarm.alive(s)) continue;
-      EXPECT_EQ(swarm.server(s).open_sessions(), 0u);
-      EXPECT_EQ(swarm.server(s).waiting_opens(), 0u);
-      EXPECT_EQ(swarm.server(s).cache_tokens_free(), swarm.server(s).config().cache_tokens);
-    }
-  }
-  // The mix must exercise both outcomes to mean anything.
-  fmt::print("recovery {}: {} generations failed, {} succeeded\n", to_string(policy), failed, succeeded);
-  EXPECT_GT(failed, 20);
-  EXPECT_GT(succeeded, 100);
+    // The mix must exercise both outcomes to mean anything.
+    fmt::print("recovery {}: {} generations failed, {} succeeded\n", to_string(policy), failed, succeeded);
+    EXPECT_GT(failed, 20);
+    EXPECT_GT(succeeded, 100);
   }
 }
 
@@ -378,9 +379,9 @@ TEST(Swarm, SlowRepliesAreWaitedForUntilTheDeadline) {
     swarm.add_server(server_config({0, 6}));
     const PeerId second = swarm.add_server(server_config({6, kBlocks}));
     int replies = 0;
-    swarm.delay_if([&](PeerId from, PeerId, const Message& m, Time) {
-      return from == second && std::holds_alternative<StepResult>(m) && ++replies == 2;
-    }, 10.0);
+    swarm.delay_if([&](PeerId from, PeerId, const Message& m,
+                       Time) { return from == second && std::holds_alternative<StepResult>(m) && ++replies == 2; },
+                   10.0);
     auto spec = generation(1, 1, 4, 4);
     spec.session.reply_timeout_s = timeout_s;
     const size_t g = swarm.generate(swarm.add_client(), spec);

@@ -43,8 +43,7 @@ TEST(ThroughputRoute, SpreadsHopsInProportionToThroughput) {
 }
 
 TEST(ThroughputRoute, SameSeedSameChainsAndNeverAnAvoidedServer) {
-  std::vector<ServerRecord> records{server(5, 0, 3, 10), server(1, 0, 6, 10), server(2, 3, 6, 10),
-                                    server(9, 0, 6, 10)};
+  std::vector<ServerRecord> records{server(5, 0, 3, 10), server(1, 0, 6, 10), server(2, 3, 6, 10), server(9, 0, 6, 10)};
   const PlanRoute plan{1, "m", {0, 6}, {PeerId{9}}, 0};
   auto draw = [&](uint64_t seed) {
     Rng rng(seed);

@@ -58,11 +58,12 @@ TEST(Wire, EncodedSizeEqualsTheRealBytesForEveryMessageAndCompression) {
 TEST(Wire, ActivationPayloadIsChargedAtItsCompressedSize) {
   for (auto compression : {Compression::none, Compression::float16, Compression::int8_blockwise}) {
     const uint64_t n = 2 * 3 * 4096;
-    StepRequest step{7, 8, 9, make_activation({2, 3, 4096}, std::vector<float>(n, 0.5f), DType::float32, compression), {}, {}};
+    StepRequest step{7,  8, 9, make_activation({2, 3, 4096}, std::vector<float>(n, 0.5f), DType::float32, compression),
+                     {}, {}};
     const uint64_t fixed = 3 + 8 + 8 + 4 + (3 + 3 * 4) + 1 + 4;
     const uint64_t payload = compression == Compression::none      ? 4 * n
                              : compression == Compression::float16 ? 2 * n
-                                                                    : n + 2 * (n / 64);
+                                                                   : n + 2 * (n / 64);
     EXPECT_EQ(step.encoded_size(), fixed + payload) << to_string(compression);
     EXPECT_EQ(encode(step).size(), fixed + payload);
     // The simulator's handles carry no data but cost the same.
@@ -75,12 +76,25 @@ TEST(Wire, LayoutIsPinned) {
   // Changing these bytes changes the wire format: bump kWireVersion instead.
   EXPECT_EQ(encode(CloseSession{0x0102030405060708}),
             Bytes{}.header(MessageType::close_session).u64(0x0102030405060708).v);
-  StepResult result{1, 2, 3, make_activation({1, 1, 2}, {1.0f, -2.0f}), };
+  StepResult result{
+      1,
+      2,
+      3,
+      make_activation({1, 1, 2}, {1.0f, -2.0f}),
+  };
   EXPECT_EQ(encode(result), Bytes{}
                                 .header(MessageType::step_result)
-                                .u64(1).u64(2).u32(3)
-                                .u8(0).u8(0).u8(3).u32(1).u32(1).u32(2)  // f32, none, [1, 1, 2]
-                                .u32(0x3f800000).u32(0xc0000000)
+                                .u64(1)
+                                .u64(2)
+                                .u32(3)
+                                .u8(0)
+                                .u8(0)
+                                .u8(3)
+                                .u32(1)
+                                .u32(1)
+                                .u32(2)  // f32, none, [1, 1, 2]
+                                .u32(0x3f800000)
+                                .u32(0xc0000000)
                                 .v);
   ErrorReply error{5, 6, Error{ErrorCode::cache_full, "full"}};
   EXPECT_EQ(encode(error), Bytes{}.header(MessageType::error).u64(5).u64(6).u16(5).str("full").v);
@@ -155,8 +169,7 @@ TEST(Wire, EveryTruncationIsRejectedAsTruncated) {
     const auto bytes = encode(m);
     for (size_t cut = 0; cut < bytes.size(); ++cut) {
       std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + cut);
-      ASSERT_EQ(decode_error(prefix), DecodeErrorCode::truncated)
-          << to_string(message_type(m)) << " cut at " << cut;
+      ASSERT_EQ(decode_error(prefix), DecodeErrorCode::truncated) << to_string(message_type(m)) << " cut at " << cut;
     }
     auto longer = bytes;
     longer.push_back(0);
@@ -176,8 +189,7 @@ TEST(Wire, OversizedCountsAreRejectedBeforeAllocating) {
   EXPECT_EQ(decode_error(Bytes{}.header(MessageType::open_session).u64(1).u32(0xffffffff).v),
             DecodeErrorCode::over_limit);
   // A string within the limit but longer than the bytes present.
-  EXPECT_EQ(decode_error(Bytes{}.header(MessageType::open_session).u64(1).u32(100).v),
-            DecodeErrorCode::truncated);
+  EXPECT_EQ(decode_error(Bytes{}.header(MessageType::open_session).u64(1).u32(100).v), DecodeErrorCode::truncated);
   // A list of 4 billion adapters.
   auto info = Bytes{}.header(MessageType::info).u64(1).str("m").u32(0).u32(4).u32(64).str("v").u64(10).u64(5);
   EXPECT_EQ(decode_error(Bytes(info).u32(0xffffffff).v), DecodeErrorCode::over_limit);
@@ -189,8 +201,7 @@ TEST(Wire, OversizedCountsAreRejectedBeforeAllocating) {
   EXPECT_EQ(decode_error(Bytes(step).u8(0).u8(0).u8(9).v), DecodeErrorCode::over_limit);
   EXPECT_EQ(decode_error(Bytes(step).u8(0).u8(0).u8(0).v), DecodeErrorCode::over_limit);
   // Within the element limit but with no payload behind it.
-  EXPECT_EQ(decode_error(Bytes(step).u8(0).u8(0).u8(3).u32(1).u32(1024).u32(4096).v),
-            DecodeErrorCode::truncated);
+  EXPECT_EQ(decode_error(Bytes(step).u8(0).u8(0).u8(3).u32(1).u32(1024).u32(4096).v), DecodeErrorCode::truncated);
   // Tighter limits are honoured.
   WireLimits tight;
   tight.max_tensor_elements = 4;
@@ -230,9 +241,14 @@ TEST(Wire, FuzzedInputGivesAMessageOrATypedError) {
       for (uint64_t k = 1 + rng.below(4); k > 0; --k) {
         const size_t at = rng.below(bytes.size());
         switch (rng.below(3)) {
-          case 0: bytes[at] = static_cast<uint8_t>(rng.below(256)); break;
-          case 1: bytes.erase(bytes.begin() + static_cast<long>(at)); break;
-          default: bytes.insert(bytes.begin() + static_cast<long>(at), static_cast<uint8_t>(rng.below(256)));
+          case 0:
+            bytes[at] = static_cast<uint8_t>(rng.below(256));
+            break;
+          case 1:
+            bytes.erase(bytes.begin() + static_cast<long>(at));
+            break;
+          default:
+            bytes.insert(bytes.begin() + static_cast<long>(at), static_cast<uint8_t>(rng.below(256)));
         }
         if (bytes.empty()) break;
       }

@@ -23,15 +23,14 @@ using ::testing::HasSubstr;
 
 TEST(AlibiSlopes, EightHeadsHalveFromOneHalf) {
   // 8 is a power of two: ratio and first slope 2^(-8/8) = 1/2.
-  EXPECT_THAT(alibi_slopes(8), ElementsAreArray({1.0 / 2, 1.0 / 4, 1.0 / 8, 1.0 / 16, 1.0 / 32,
-                                                 1.0 / 64, 1.0 / 128, 1.0 / 256}));
+  EXPECT_THAT(alibi_slopes(8),
+              ElementsAreArray({1.0 / 2, 1.0 / 4, 1.0 / 8, 1.0 / 16, 1.0 / 32, 1.0 / 64, 1.0 / 128, 1.0 / 256}));
 }
 
 TEST(AlibiSlopes, SixHeadsTakeFourThenOddPowersOfTheEightHeadSeries) {
   // Largest power of two <= 6 is 4: 2^(-8/4) = 1/4 and its powers 1/4, 1/16, 1/64, 1/256. The two
   // heads left take the 1st and 3rd slopes of the 8-head series (1/2, 1/4, 1/8, ...): 1/2, 1/8.
-  EXPECT_THAT(alibi_slopes(6), ElementsAreArray({1.0 / 4, 1.0 / 16, 1.0 / 64, 1.0 / 256, 1.0 / 2,
-                                                 1.0 / 8}));
+  EXPECT_THAT(alibi_slopes(6), ElementsAreArray({1.0 / 4, 1.0 / 16, 1.0 / 64, 1.0 / 256, 1.0 / 2, 1.0 / 8}));
 }
 
 TEST(AlibiSlopes, OneAndTwelveHeads) {

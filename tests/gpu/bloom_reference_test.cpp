@@ -38,15 +38,15 @@ struct BloomReferenceRun {
   std::string reproduce;
 };
 
-BloomReferenceRun run_bloom_reference(const fs::path& model_dir, const std::vector<TokenId>& ids,
-                                      int64_t count) {
+BloomReferenceRun run_bloom_reference(const fs::path& model_dir, const std::vector<TokenId>& ids, int64_t count) {
   BloomReferenceRun run;
   run.reproduce = fmt::format("reproduce: IDS='{}' /usr/bin/python3 {} {} {}", fmt::join(ids, " "),
                               bloom_reference().string(), model_dir.string(), count);
   int status = 0;
-  const std::string out = testing::run_command(
-      fmt::format("IDS='{}' /usr/bin/python3 '{}' '{}' {}", fmt::join(ids, " "),
-                  bloom_reference().string(), model_dir.string(), count), &status);
+  const std::string out =
+      testing::run_command(fmt::format("IDS='{}' /usr/bin/python3 '{}' '{}' {}", fmt::join(ids, " "),
+                                       bloom_reference().string(), model_dir.string(), count),
+                           &status);
   EXPECT_EQ(status, 0) << out;
   std::istringstream lines(out);
   std::string line;
@@ -72,8 +72,7 @@ BloomReferenceRun run_bloom_reference(const fs::path& model_dir, const std::vect
 void expect_matches_bloom_reference(const fs::path& dir, double tolerance = 5e-4) {
   const BloomReferenceRun reference = run_bloom_reference(dir, kPrompt, kNewTokens);
   if (!reference.prompt_logits.defined()) return;
-  EXPECT_EQ(testing::engine_greedy_ids(dir, kPrompt, kNewTokens), reference.greedy_ids)
-      << reference.reproduce;
+  EXPECT_EQ(testing::engine_greedy_ids(dir, kPrompt, kNewTokens), reference.greedy_ids) << reference.reproduce;
   EXPECT_EQ(testing::engine_greedy_ids(dir, kPrompt, kNewTokens, "f32", 3), reference.greedy_ids)
       << "three chained spans; " << reference.reproduce;
   const ClientHead head({dir, "f32", "cpu"});
@@ -82,8 +81,7 @@ void expect_matches_bloom_reference(const fs::path& dir, double tolerance = 5e-4
   const at::Tensor logits = head.logits(span.forward(head.embed(kPrompt))).squeeze(0).to(at::kDouble);
   ASSERT_EQ(logits.sizes(), reference.prompt_logits.sizes());
   const double difference = (logits - reference.prompt_logits).abs().max().item<double>();
-  EXPECT_LT(difference, tolerance) << "largest logit difference over every prompt position; "
-                                   << reference.reproduce;
+  EXPECT_LT(difference, tolerance) << "largest logit difference over every prompt position; " << reference.reproduce;
   // Flat logits or a run stuck on one token would prove little: the seed gives neither.
   EXPECT_GT(reference.prompt_logits.std().item<double>(), 1.0);
   EXPECT_GE(std::set<TokenId>(reference.greedy_ids.begin(), reference.greedy_ids.end()).size(), 4u)
@@ -121,16 +119,15 @@ TEST_P(BloomReference, GreedyIdsAndLogitsMatchBloomRef) {
   expect_matches_bloom_reference(config.out);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    TinyModels, BloomReference,
-    ::testing::Values(Case{"heads4", 4, 64, "", "f32", 1, 21},
-                      Case{"heads8_prefixed", 8, 64, "transformer.", "f32", 1, 21},
-                      Case{"heads6", 6, 48, "", "f32", 1, 2},
-                      Case{"heads6_prefixed_sharded", 6, 48, "transformer.", "f32", 3, 2},
-                      Case{"heads12", 12, 96, "", "f32", 1, 21},
-                      Case{"heads6_bf16", 6, 48, "transformer.", "bf16", 1, 2},
-                      Case{"heads6_f16", 6, 48, "", "f16", 2, 2}),
-    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(TinyModels, BloomReference,
+                         ::testing::Values(Case{"heads4", 4, 64, "", "f32", 1, 21},
+                                           Case{"heads8_prefixed", 8, 64, "transformer.", "f32", 1, 21},
+                                           Case{"heads6", 6, 48, "", "f32", 1, 2},
+                                           Case{"heads6_prefixed_sharded", 6, 48, "transformer.", "f32", 3, 2},
+                                           Case{"heads12", 12, 96, "", "f32", 1, 21},
+                                           Case{"heads6_bf16", 6, 48, "transformer.", "bf16", 1, 2},
+                                           Case{"heads6_f16", 6, 48, "", "f16", 2, 2}),
+                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace bouquet::gpu

@@ -31,15 +31,13 @@ TinyModelConfig tiny_bloom(const fs::path& dir, int64_t heads = 6) {
   return config;
 }
 
-at::Tensor recomputed_logits(const ClientHead& head, const SpanRunner& span,
-                             const std::vector<TokenId>& ids) {
+at::Tensor recomputed_logits(const ClientHead& head, const SpanRunner& span, const std::vector<TokenId>& ids) {
   at::NoGradGuard no_grad;
   return head.logits(span.forward(head.embed(ids)));
 }
 
 // A session fed `prefill` tokens and then one token per step.
-at::Tensor cached_logits(const ClientHead& head, SpanRunner& span, const std::vector<TokenId>& ids,
-                         int64_t prefill) {
+at::Tensor cached_logits(const ClientHead& head, SpanRunner& span, const std::vector<TokenId>& ids, int64_t prefill) {
   span.open_session(42, 1, static_cast<int64_t>(ids.size()));
   std::vector<at::Tensor> outputs;
   outputs.push_back(span.step(42, head.embed(std::vector<TokenId>(ids.begin(), ids.begin() + prefill))));
@@ -108,13 +106,10 @@ TEST(BloomSpanRunner, ChainedSpansEqualOneSpan) {
   SpanRunner back({dir, 3, 4, "f32", "cpu"});
   const at::Tensor x = head.embed(kIds);
   for (SpanRunner* s : {&whole, &front, &middle, &back}) s->open_session(7, 1, 16);
-  EXPECT_TRUE(at::allclose(whole.step(7, x), back.step(7, middle.step(7, front.step(7, x))), 1e-5,
-                           1e-5));
+  EXPECT_TRUE(at::allclose(whole.step(7, x), back.step(7, middle.step(7, front.step(7, x))), 1e-5, 1e-5));
   const at::Tensor next = head.embed(std::vector<TokenId>{33});
-  EXPECT_TRUE(at::allclose(whole.step(7, next), back.step(7, middle.step(7, front.step(7, next))),
-                           1e-5, 1e-5));
-  EXPECT_EQ(testing::engine_greedy_ids(dir, kIds, 10, "f32", 1),
-            testing::engine_greedy_ids(dir, kIds, 10, "f32", 4));
+  EXPECT_TRUE(at::allclose(whole.step(7, next), back.step(7, middle.step(7, front.step(7, next))), 1e-5, 1e-5));
+  EXPECT_EQ(testing::engine_greedy_ids(dir, kIds, 10, "f32", 1), testing::engine_greedy_ids(dir, kIds, 10, "f32", 4));
 }
 
 class BloomSpanLoading : public ::testing::TestWithParam<const char*> {};

@@ -1,10 +1,10 @@
 // make-tiny-model --family bloom: a folder laid out as BLOOM's, with a byte-level BPE
 // tokenizer.json that round-trips any text, is reproducible, and drives generate end to end.
-#include "tokenizer/bpe_train.h"
 #include "gpu/generate_local.h"
 #include "gpu/tiny_model.h"
-#include "tokenizer/tokenizer.h"
 #include "tests/gpu/support/model_files.h"
+#include "tokenizer/bpe_train.h"
+#include "tokenizer/tokenizer.h"
 
 #include <fmt/format.h>
 #include <gmock/gmock.h>
@@ -46,8 +46,8 @@ class BloomTinyModel : public ::testing::Test {
 fs::path* BloomTinyModel::dir_ = nullptr;
 
 TEST_F(BloomTinyModel, FolderIsLaidOutAsBloom) {
-  for (const char* file : {"config.json", "generation_config.json", "model.safetensors",
-                           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+  for (const char* file : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                           "tokenizer_config.json", "special_tokens_map.json"}) {
     EXPECT_TRUE(fs::exists(*dir_ / file)) << file;
   }
   EXPECT_FALSE(fs::exists(*dir_ / "tokenizer.model"));
@@ -73,8 +73,8 @@ TEST_F(BloomTinyModel, TokenizerRoundTripsAndCompressesItsCorpus) {
   const std::vector<TokenId> ids = tokenizer->encode(prose);
   EXPECT_EQ(tokenizer->decode(ids), prose);
   EXPECT_LT(ids.size(), prose.size() / 2) << "merges learnt on this corpus shorten it";
-  for (const std::string text : {"na\xC3\xAFve caf\xC3\xA9, \xE6\x9D\xB1\xE4\xBA\xAC!  \xF0\x9F\x99\x82",
-                                 "\x01\x7F tabs\tand\nnewlines", ""}) {
+  for (const std::string text :
+       {"na\xC3\xAFve caf\xC3\xA9, \xE6\x9D\xB1\xE4\xBA\xAC!  \xF0\x9F\x99\x82", "\x01\x7F tabs\tand\nnewlines", ""}) {
     EXPECT_EQ(tokenizer->decode(tokenizer->encode(text)), text);
   }
   EXPECT_EQ(tokenizer->encode("</s>"), std::vector<TokenId>{2}) << "special tokens are found";
@@ -86,10 +86,8 @@ TEST(BloomTokenizerTraining, SameCorpusGivesTheSameFile) {
   train_byte_level_bpe(tiny_corpus(), 300, a);
   train_byte_level_bpe(tiny_corpus(), 300, b);
   EXPECT_EQ(read_file(a / "tokenizer.json"), read_file(b / "tokenizer.json"));
-  EXPECT_THROW(train_byte_level_bpe(tiny_corpus(), 260, a), std::runtime_error)
-      << "no room for a merge";
-  EXPECT_THROW(train_byte_level_bpe("ab ab", 300, a), std::runtime_error)
-      << "the corpus runs out of pairs";
+  EXPECT_THROW(train_byte_level_bpe(tiny_corpus(), 260, a), std::runtime_error) << "no room for a merge";
+  EXPECT_THROW(train_byte_level_bpe("ab ab", 300, a), std::runtime_error) << "the corpus runs out of pairs";
 }
 
 TEST_F(BloomTinyModel, GeneratesTextFromAPrompt) {
@@ -114,19 +112,22 @@ TEST(BloomCommand, MakeTinyModelThenGenerateJson) {
   std::string out = testing::run_command(
       fmt::format("'{}' make-tiny-model --family bloom --out '{}' --layers 2 --heads 6 --hidden 48 "
                   "--vocab 400 --shards 2 --dtype bf16 --tensor-prefix transformer. --seed 9",
-                  BOUQUET_BINARY, dir.string()), &status);
+                  BOUQUET_BINARY, dir.string()),
+      &status);
   ASSERT_EQ(status, 0) << out;
   EXPECT_THAT(out, ::testing::HasSubstr("bloom 2 blocks, hidden 48, vocab 400, bfloat16"));
   EXPECT_TRUE(fs::exists(dir / "model.safetensors.index.json"));
   out = testing::run_command(fmt::format("'{}' generate --model '{}' --local --prompt 'Hello there' "
                                          "--max-new-tokens 5 --ignore-eos --json",
-                                         BOUQUET_BINARY, dir.string()), &status);
+                                         BOUQUET_BINARY, dir.string()),
+                             &status);
   ASSERT_EQ(status, 0) << out;
   const auto json = nlohmann::json::parse(out);
   EXPECT_EQ(json["ids"].size(), 5u);
   EXPECT_TRUE(json["text"].is_string());
   out = testing::run_command(fmt::format("'{}' make-tiny-model --family bloom --out '{}' "
-                                         "--rope-scaling llama3", BOUQUET_BINARY, dir.string()),
+                                         "--rope-scaling llama3",
+                                         BOUQUET_BINARY, dir.string()),
                              &status);
   EXPECT_EQ(status, 1);
   EXPECT_THAT(out, ::testing::HasSubstr("bloom uses ALiBi"));

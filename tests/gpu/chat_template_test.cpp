@@ -29,8 +29,8 @@ TEST(ChatTemplate, ChatMlKeepsTheTemplatesDefaultSystemMessage) {
 }
 
 TEST(ChatTemplate, Llama3AndLlama2AreRecognizedAndRendered) {
-  const ChatTemplate l3 = recognize_chat_template(
-      "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}", "l3");
+  const ChatTemplate l3 =
+      recognize_chat_template("{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}", "l3");
   EXPECT_EQ(l3.format, ChatFormat::llama3);
   EXPECT_EQ(render_chat(l3, {{"system", "S"}, {"user", "U"}}),
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user"
@@ -42,9 +42,9 @@ TEST(ChatTemplate, Llama3AndLlama2AreRecognizedAndRendered) {
 }
 
 TEST(ChatTemplate, AnUnrecognizedTemplateNamesTheFlagThatChoosesOne) {
-  EXPECT_THAT([] { recognize_chat_template("{{ messages | tojson }}", "model.gguf"); },
-              ::testing::ThrowsMessage<InputError>(
-                  ::testing::AllOf(HasSubstr("model.gguf"), HasSubstr("--chat-template"))));
+  EXPECT_THAT(
+      [] { recognize_chat_template("{{ messages | tojson }}", "model.gguf"); },
+      ::testing::ThrowsMessage<InputError>(::testing::AllOf(HasSubstr("model.gguf"), HasSubstr("--chat-template"))));
   EXPECT_THAT([] { load_chat_template("/nonexistent", "vicuna"); },
               ::testing::ThrowsMessage<InputError>(HasSubstr("'vicuna'")));
   EXPECT_EQ(load_chat_template("/nonexistent", "llama3").format, ChatFormat::llama3);

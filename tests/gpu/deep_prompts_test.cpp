@@ -70,8 +70,8 @@ TEST(DeepPrompts, ChainedSpansTakeTheirSliceOfThePrompts) {
   const SpanRunner first({f.dir, 0, 1, "f32", "cpu"});
   const SpanRunner rest({f.dir, 1, 4, "f32", "cpu"});
   at::NoGradGuard no_grad;
-  const at::Tensor chained = rest.forward(first.forward(f.hidden, f.prompts.narrow(0, 0, 1)),
-                                          f.prompts.narrow(0, 1, 3));
+  const at::Tensor chained =
+      rest.forward(first.forward(f.hidden, f.prompts.narrow(0, 0, 1)), f.prompts.narrow(0, 1, 3));
   EXPECT_TRUE(at::allclose(chained, whole.forward(f.hidden, f.prompts), 1e-5, 1e-5));
 }
 

@@ -13,8 +13,8 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
+#include <nlohmann/json.hpp>
 
 #include <fstream>
 
@@ -44,8 +44,7 @@ Agreement compare(const at::Tensor& base, const at::Tensor& other) {
           base.argmax(-1).eq(other.argmax(-1)).to(at::kFloat).mean().item<double>()};
 }
 
-fs::path tiny(const std::string& name, bool tied, const std::string& rope_scaling,
-              const std::string& dtype = "f32") {
+fs::path tiny(const std::string& name, bool tied, const std::string& rope_scaling, const std::string& dtype = "f32") {
   const fs::path dir = testing::fresh_dir(name);
   TinyModelConfig config = testing::small_tiny(dir);
   config.tie_embeddings = tied;
@@ -94,8 +93,7 @@ TEST_P(StoredDtype, HalfPrecisionCopiesStayCloseToF32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, StoredDtype,
-                         ::testing::Values(std::tuple{false, std::string()},
-                                           std::tuple{true, std::string()},
+                         ::testing::Values(std::tuple{false, std::string()}, std::tuple{true, std::string()},
                                            std::tuple{false, std::string("llama3")},
                                            std::tuple{true, std::string("llama3")}));
 
@@ -126,8 +124,7 @@ TEST(RopeScaling, ChangesTheOutputsOfTheSameWeights) {
   // Position 0 has no rotation at all, so the first token's logits agree exactly...
   EXPECT_TRUE(at::allclose(a[0], b[0], 1e-5, 1e-5));
   // ...and later positions differ because the slow frequencies were divided.
-  EXPECT_GT((a.narrow(0, 1, a.size(0) - 1) - b.narrow(0, 1, b.size(0) - 1)).abs().max().item<double>(),
-            1e-3);
+  EXPECT_GT((a.narrow(0, 1, a.size(0) - 1) - b.narrow(0, 1, b.size(0) - 1)).abs().max().item<double>(), 1e-3);
 }
 
 }  // namespace

@@ -3,8 +3,8 @@
 #include "gpu/errors.h"
 #include "gpu/generate_local.h"
 #include "gpu/tiny_model.h"
-#include "tokenizer/tokenizer.h"
 #include "tests/gpu/support/model_files.h"
+#include "tokenizer/tokenizer.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -45,8 +45,8 @@ class Generate : public ::testing::Test {
 fs::path* Generate::dir_ = nullptr;
 
 TEST_F(Generate, TinyModelFolderIsComplete) {
-  for (const char* file : {"config.json", "generation_config.json", "model.safetensors",
-                           "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
+  for (const char* file : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.model",
+                           "tokenizer_config.json", "special_tokens_map.json"}) {
     EXPECT_TRUE(fs::exists(*dir_ / file)) << file;
   }
   const auto tokenizer = load_tokenizer(*dir_);
@@ -63,17 +63,16 @@ TEST_F(Generate, TextPromptMatchesRefLlama) {
   if (!why.empty()) GTEST_SKIP() << why;
   const std::string prompt = "The quick brown fox";
   int status = 0;
-  const std::string out = testing::run_command(
-      fmt::format("/usr/bin/python3 '{}' '{}' '{}' 16",
-                  (testing::reference_dir() / "ref_llama.py").string(), dir_->string(), prompt),
-      &status);
+  const std::string out =
+      testing::run_command(fmt::format("/usr/bin/python3 '{}' '{}' '{}' 16",
+                                       (testing::reference_dir() / "ref_llama.py").string(), dir_->string(), prompt),
+                           &status);
   ASSERT_EQ(status, 0) << out;
   GenerateConfig config = base();
   config.prompt = prompt;
   config.ignore_eos = true;
   const GenerationResult result = generate_local(config);
-  EXPECT_THAT(out, ::testing::HasSubstr(fmt::format("prompt ids: [{}]",
-                                                    fmt::join(result.prompt_ids, ", "))));
+  EXPECT_THAT(out, ::testing::HasSubstr(fmt::format("prompt ids: [{}]", fmt::join(result.prompt_ids, ", "))));
   EXPECT_THAT(out, ::testing::HasSubstr(fmt::format("greedy ids: {}", fmt::join(result.ids, " "))));
 }
 
@@ -82,8 +81,7 @@ TEST_F(Generate, StreamedTextEqualsDecodedText) {
   config.prompt = "Once upon a time";
   config.ignore_eos = true;
   std::string streamed;
-  const GenerationResult result =
-      generate_local(config, [&](std::string_view piece) { streamed += piece; });
+  const GenerationResult result = generate_local(config, [&](std::string_view piece) { streamed += piece; });
   EXPECT_EQ(result.ids.size(), 16u);
   EXPECT_EQ(streamed, result.text);
   EXPECT_EQ(result.prompt_ids.front(), 1) << "BOS first, as tokenizer_config.json asks";
@@ -145,20 +143,22 @@ TEST(GenerateCommand, MakeTinyModelThenGenerateJson) {
   std::string out = testing::run_command(
       fmt::format("'{}' make-tiny-model --family llama --out '{}' --layers 2 --vocab 400 --shards 2 "
                   "--dtype bf16 --tie-embeddings --rope-scaling llama3 --seed 9",
-                  BOUQUET_BINARY, dir.string()), &status);
+                  BOUQUET_BINARY, dir.string()),
+      &status);
   ASSERT_EQ(status, 0) << out;
   EXPECT_TRUE(fs::exists(dir / "model.safetensors.index.json"));
   out = testing::run_command(fmt::format("'{}' generate --model '{}' --local --prompt 'Hello there' "
                                          "--max-new-tokens 5 --ignore-eos --json",
-                                         BOUQUET_BINARY, dir.string()), &status);
+                                         BOUQUET_BINARY, dir.string()),
+                             &status);
   ASSERT_EQ(status, 0) << out;
   const auto json = nlohmann::json::parse(out);
   EXPECT_EQ(json["ids"].size(), 5u);
   EXPECT_GT(json["prompt_ids"].size(), 1u);
   EXPECT_TRUE(json["text"].is_string());
   EXPECT_GT(json["tokens_per_s"].get<double>(), 0);
-  out = testing::run_command(fmt::format("'{}' generate --model '{}/nowhere' --local --prompt-ids 1",
-                                         BOUQUET_BINARY, dir.string()), &status);
+  out = testing::run_command(
+      fmt::format("'{}' generate --model '{}/nowhere' --local --prompt-ids 1", BOUQUET_BINARY, dir.string()), &status);
   EXPECT_EQ(status, 1);
   EXPECT_THAT(out, ::testing::HasSubstr("bouquet: error:"));
 }

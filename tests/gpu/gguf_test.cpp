@@ -1,10 +1,10 @@
 // The GGUF reader against llama.cpp's own gguf-py (PyPI `gguf`, in a venv scripts/gguf-venv.sh
 // makes): dequantization of every type Bouquet reads, metadata of every value type, a converted
 // Llama computing what its Hugging Face folder computes, and corrupt files refused by name.
+#include "gpu/gguf.h"
 #include "gpu/checkpoint.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
-#include "gpu/gguf.h"
 #include "gpu/gguf_checkpoint.h"
 #include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
@@ -25,8 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::fresh_dir;
-using testing::run_command;
 using ::testing::HasSubstr;
+using testing::run_command;
 
 const fs::path kSource = BOUQUET_SOURCE_DIR;
 
@@ -44,7 +44,8 @@ std::string gguf_python(std::string& why) {
 
 void make(const std::string& python, const std::string& args) {
   int status = 0;
-  const std::string cmd = fmt::format("{} {} {} 2>&1", python, (kSource / "tests/reference/gguf_make.py").string(), args);
+  const std::string cmd =
+      fmt::format("{} {} {} 2>&1", python, (kSource / "tests/reference/gguf_make.py").string(), args);
   const std::string out = run_command(cmd, &status);
   ASSERT_EQ(status, 0) << cmd << "\n" << out;
 }
@@ -55,18 +56,20 @@ std::string read_all(const fs::path& path) {
 }
 
 void write_all(const fs::path& path, std::string_view bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-#define NEED_GGUF_PYTHON(python)       \
-  std::string why;                     \
+#define NEED_GGUF_PYTHON(python)               \
+  std::string why;                             \
   const std::string python = gguf_python(why); \
   if (python.empty()) GTEST_SKIP() << why
 
 TEST(Gguf, DequantizesEveryTypeAsGgufPyDoes) {
   NEED_GGUF_PYTHON(python);
   const fs::path dir = fresh_dir("gguf_quant");
-  ASSERT_NO_FATAL_FAILURE(make(python, fmt::format("quant {} {}", (dir / "q.gguf").string(), (dir / "q.f32").string())));
+  ASSERT_NO_FATAL_FAILURE(
+      make(python, fmt::format("quant {} {}", (dir / "q.gguf").string(), (dir / "q.f32").string())));
   const GgufFile file(dir / "q.gguf");
   EXPECT_EQ(file.bytes_read(), 0u) << "opening reads the header only";
   const std::string expected = read_all(dir / "q.f32");
@@ -97,7 +100,8 @@ TEST(Gguf, DequantizesEveryTypeAsGgufPyDoes) {
 TEST(Gguf, ReadsMetadataOfEveryValueType) {
   NEED_GGUF_PYTHON(python);
   const fs::path dir = fresh_dir("gguf_meta");
-  ASSERT_NO_FATAL_FAILURE(make(python, fmt::format("quant {} {}", (dir / "q.gguf").string(), (dir / "q.f32").string())));
+  ASSERT_NO_FATAL_FAILURE(
+      make(python, fmt::format("quant {} {}", (dir / "q.gguf").string(), (dir / "q.f32").string())));
   const GgufFile file(dir / "q.gguf");
   const auto& m = file.metadata();
   EXPECT_EQ(m.at("general.architecture"), "llama");
@@ -117,7 +121,8 @@ TEST(Gguf, ReadsMetadataOfEveryValueType) {
   EXPECT_EQ(m.at("t.strings"), nlohmann::json({"a", "bc", ""}));
   EXPECT_THAT([&] { file.integer("t.u64"); }, ::testing::ThrowsMessage<ModelFileError>(HasSubstr("'t.u64'")));
   EXPECT_THAT([&] { file.integer("t.string"); }, ::testing::ThrowsMessage<ModelFileError>(HasSubstr("not an integer")));
-  EXPECT_THAT([&] { file.string("absent.key"); }, ::testing::ThrowsMessage<ModelFileError>(HasSubstr("'absent.key' is missing")));
+  EXPECT_THAT([&] { file.string("absent.key"); },
+              ::testing::ThrowsMessage<ModelFileError>(HasSubstr("'absent.key' is missing")));
 }
 
 // Every prefix of a valid file is refused with a ModelFileError naming the file, at open or at the
@@ -125,7 +130,8 @@ TEST(Gguf, ReadsMetadataOfEveryValueType) {
 TEST(Gguf, EveryTruncationIsRefusedByName) {
   NEED_GGUF_PYTHON(python);
   const fs::path dir = fresh_dir("gguf_cut");
-  ASSERT_NO_FATAL_FAILURE(make(python, fmt::format("quant {} {}", (dir / "q.gguf").string(), (dir / "q.f32").string())));
+  ASSERT_NO_FATAL_FAILURE(
+      make(python, fmt::format("quant {} {}", (dir / "q.gguf").string(), (dir / "q.f32").string())));
   const std::string bytes = read_all(dir / "q.gguf");
   const fs::path cut = dir / "cut.gguf";
   for (size_t length = 0; length < bytes.size(); length += (length < 1200 ? 7 : 997)) {
@@ -172,8 +178,8 @@ TEST(Gguf, UnknownTypeBadMagicAndHugeCountsAreRefusedByName) {
   EXPECT_EQ(GgufFile(path).read_f32("weights").numel(), 32);
 
   write_all(path, tiny_gguf(10));  // Q2_K
-  EXPECT_THAT([&] { GgufFile{path}; }, ::testing::ThrowsMessage<ModelFileError>(
-      ::testing::AllOf(HasSubstr(path.string()), HasSubstr("tensor 'weights' has type Q2_K"))));
+  EXPECT_THAT([&] { GgufFile{path}; }, ::testing::ThrowsMessage<ModelFileError>(::testing::AllOf(
+                                           HasSubstr(path.string()), HasSubstr("tensor 'weights' has type Q2_K"))));
   write_all(path, tiny_gguf(999));
   EXPECT_THAT([&] { GgufFile{path}; }, ::testing::ThrowsMessage<ModelFileError>(HasSubstr("type 999")));
   write_all(path, tiny_gguf(0, uint64_t{1} << 60));
@@ -220,8 +226,8 @@ TEST(Gguf, HugeMetadataArrayIsRefusedBeforeExhaustingMemory) {
   put(count);
   s.append(count, '\x01');
   write_all(path, s);
-  EXPECT_THAT([&] { GgufFile{path}; }, ::testing::ThrowsMessage<ModelFileError>(
-      ::testing::AllOf(HasSubstr("metadata 'huge'"), HasSubstr("16777217 values"))));
+  EXPECT_THAT([&] { GgufFile{path}; }, ::testing::ThrowsMessage<ModelFileError>(::testing::AllOf(
+                                           HasSubstr("metadata 'huge'"), HasSubstr("16777217 values"))));
 }
 
 // A tiny Llama folder converted as llama.cpp converts (names, permuted Q/K rows, F32) computes
@@ -315,8 +321,8 @@ TEST(Gguf, ArchitectureNotServedIsRefusedByName) {
   const size_t at = bytes.find("llama");
   bytes.replace(at, 5, "gemma");
   write_all(dir / "m.gguf", bytes);
-  EXPECT_THAT([&] { load_model_config(dir / "m.gguf"); }, ::testing::ThrowsMessage<ModelFileError>(
-      ::testing::AllOf(HasSubstr("m.gguf"), HasSubstr("'gemma'"))));
+  EXPECT_THAT([&] { load_model_config(dir / "m.gguf"); },
+              ::testing::ThrowsMessage<ModelFileError>(::testing::AllOf(HasSubstr("m.gguf"), HasSubstr("'gemma'"))));
 }
 
 }  // namespace

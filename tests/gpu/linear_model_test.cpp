@@ -100,8 +100,7 @@ TEST_F(KernelModel, KernelsGiveLibtorchsGreedyIds) {
                                         << fmt::format("{}", reference.ids);
       // f32: only the summation order differs; bf16: roundings of bf16 intermediates too.
       const double tolerance = dtype == at::kFloat ? 1e-4 : 0.1;
-      EXPECT_LE((run.first_logits - reference.first_logits).abs().max().item<double>(), tolerance)
-          << what;
+      EXPECT_LE((run.first_logits - reference.first_logits).abs().max().item<double>(), tolerance) << what;
     }
   }
 }
@@ -117,8 +116,10 @@ TEST_F(KernelModel, Int8LogitsStayNearF32) {
   const double worst = (int8.first_logits - f32.first_logits).abs().max().item<double>();
   size_t same_prefix = 0;
   while (same_prefix < f32.ids.size() && f32.ids[same_prefix] == int8.ids[same_prefix]) ++same_prefix;
-  fmt::print("int8 vs f32: worst first-step logit difference {:.4f} of a range {:.2f}; "
-             "first {} of {} greedy ids equal\n", worst, range, same_prefix, f32.ids.size());
+  fmt::print(
+      "int8 vs f32: worst first-step logit difference {:.4f} of a range {:.2f}; "
+      "first {} of {} greedy ids equal\n",
+      worst, range, same_prefix, f32.ids.size());
   EXPECT_LE(worst, 0.02 * range);
   EXPECT_EQ(int8.ids.front(), f32.ids.front());
 }

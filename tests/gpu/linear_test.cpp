@@ -1,10 +1,10 @@
 // gpu::Linear and its small-batch CPU kernels against libtorch: every instruction set this CPU
 // has gives at::linear's result within f32 rounding on random shapes (odd sizes included), for
 // f32 and bf16 weights, with and without bias, split over threads or not; autograd still flows.
+#include "gpu/linear.h"
 #include "core/rng.h"
 #include "gpu/errors.h"
 #include "gpu/kernels/matvec.h"
-#include "gpu/linear.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -60,16 +60,18 @@ void expect_within(const at::Tensor& actual, const at::Tensor& exact, const at::
   const at::Tensor excess = (actual.to(at::kDouble) - exact).abs() / bound;
   const int64_t worst = excess.flatten().argmax().item<int64_t>();
   EXPECT_LE(excess.flatten()[worst].item<double>(), 1.0)
-      << what << ": element " << worst << " is " << actual.flatten()[worst].item<double>()
-      << ", exact " << exact.flatten()[worst].item<double>() << ", allowed error "
-      << bound.flatten()[worst].item<double>();
+      << what << ": element " << worst << " is " << actual.flatten()[worst].item<double>() << ", exact "
+      << exact.flatten()[worst].item<double>() << ", allowed error " << bound.flatten()[worst].item<double>();
 }
 
 LinearKernels kernels_for(kernels::Isa isa) {
   switch (isa) {
-    case kernels::Isa::portable: return LinearKernels::portable;
-    case kernels::Isa::avx2: return LinearKernels::avx2;
-    case kernels::Isa::avx512: return LinearKernels::avx512;
+    case kernels::Isa::portable:
+      return LinearKernels::portable;
+    case kernels::Isa::avx2:
+      return LinearKernels::avx2;
+    case kernels::Isa::avx512:
+      return LinearKernels::avx512;
   }
   return LinearKernels::libtorch;
 }
@@ -93,12 +95,12 @@ TEST(MatvecKernels, EveryIsaMatchesExactProductOnRandomShapes) {
       at::Tensor y = at::full({rows, out}, std::nan(""), x.options());
       // Two ranges as two threads would take them: the split must not matter.
       const int64_t split = static_cast<int64_t>(rng.below(static_cast<uint64_t>(out) + 1));
-      kernels::MatvecProblem p{x.data_ptr<float>(), rows, in, w.data_ptr(), kernels::WeightType::f32,
-                               nullptr, out, y.data_ptr<float>()};
+      kernels::MatvecProblem p{x.data_ptr<float>(),      rows,    in,  w.data_ptr(),
+                               kernels::WeightType::f32, nullptr, out, y.data_ptr<float>()};
       kernels::matvec(isa, p, 0, split);
       kernels::matvec(isa, p, split, out);
-      const std::string what = fmt::format("{} rows {} in {} out {} split {}", kernels::isa_name(isa),
-                                           rows, in, out, split);
+      const std::string what =
+          fmt::format("{} rows {} in {} out {} split {}", kernels::isa_name(isa), rows, in, out, split);
       expect_within(y, at::linear(x.to(at::kDouble), w.to(at::kDouble)), f32_sum_bound(x, w), what);
     }
   }
@@ -116,24 +118,21 @@ TEST(MatvecKernels, Bf16AndInt8WeightsAreReadExactly) {
       const at::Tensor w_bf16 = random_tensor(rng, {out, in}, 0.1).to(at::kBFloat16);
       const at::Tensor w_int8 = (random_tensor(rng, {out, in}, 60.0)).round().clamp(-127, 127).to(at::kChar);
       const at::Tensor scales = random_tensor(rng, {out}, 0.01).abs();
-      const std::string what =
-          fmt::format("{} rows {} in {} out {}", kernels::isa_name(isa), rows, in, out);
+      const std::string what = fmt::format("{} rows {} in {} out {}", kernels::isa_name(isa), rows, in, out);
 
       at::Tensor y = at::empty({rows, out}, x.options());
-      kernels::MatvecProblem p{x.data_ptr<float>(), rows, in, w_bf16.data_ptr(),
+      kernels::MatvecProblem p{x.data_ptr<float>(),       rows,    in,  w_bf16.data_ptr(),
                                kernels::WeightType::bf16, nullptr, out, y.data_ptr<float>()};
       kernels::matvec(isa, p, 0, out);
       const at::Tensor w_bf16_exact = w_bf16.to(at::kDouble);
-      expect_within(y, at::linear(x.to(at::kDouble), w_bf16_exact), f32_sum_bound(x, w_bf16_exact),
-                    "bf16 " + what);
+      expect_within(y, at::linear(x.to(at::kDouble), w_bf16_exact), f32_sum_bound(x, w_bf16_exact), "bf16 " + what);
 
       p.weight = w_int8.data_ptr();
       p.weight_type = kernels::WeightType::int8;
       p.scales = scales.data_ptr<float>();
       kernels::matvec(isa, p, 0, out);
       const at::Tensor w_int8_exact = w_int8.to(at::kDouble) * scales.to(at::kDouble).unsqueeze(1);
-      expect_within(y, at::linear(x.to(at::kDouble), w_int8_exact), f32_sum_bound(x, w_int8_exact),
-                    "int8 " + what);
+      expect_within(y, at::linear(x.to(at::kDouble), w_int8_exact), f32_sum_bound(x, w_int8_exact), "int8 " + what);
     }
   }
 }
@@ -159,12 +158,12 @@ TEST(Linear, MatchesAtLinearForEveryKernelChoice) {
         options.dtype = dtype;
         options.kernels = choice;
         const at::Tensor y = Linear(w, options, bias)(x);
-        const std::string what = fmt::format("{} {} batch {} tokens {} in {} out {} bias {}",
-                                             linear_kernels_name(choice), short_dtype_name(dtype),
-                                             batch, tokens, in, out, bias.defined());
+        const std::string what =
+            fmt::format("{} {} batch {} tokens {} in {} out {} bias {}", linear_kernels_name(choice),
+                        short_dtype_name(dtype), batch, tokens, in, out, bias.defined());
         ASSERT_EQ(y.scalar_type(), dtype) << what;
-        const at::Tensor exact = at::linear(x.to(at::kDouble), w.to(at::kDouble),
-                                            bias.defined() ? bias.to(at::kDouble) : bias);
+        const at::Tensor exact =
+            at::linear(x.to(at::kDouble), w.to(at::kDouble), bias.defined() ? bias.to(at::kDouble) : bias);
         // bf16 results are rounded to bf16 (2^-8 relative) once before the bias is added and once
         // after: both errors scale with sum |x_i w_i| + |bias| at most.
         at::Tensor bound = f32_sum_bound(x, w, bias);
@@ -218,8 +217,7 @@ TEST(Linear, GradientsFlowAsThroughAtLinear) {
     const at::Tensor y_ref = at::linear(x_ref, w_used, bias);
     (y_ref * y_ref).sum().backward();
     EXPECT_TRUE(at::allclose(y, y_ref, 1e-5, 1e-5)) << "quant " << (quant == WeightQuant::int8);
-    EXPECT_TRUE(at::allclose(x.grad(), x_ref.grad(), 1e-5, 1e-5)) << "quant "
-                                                                  << (quant == WeightQuant::int8);
+    EXPECT_TRUE(at::allclose(x.grad(), x_ref.grad(), 1e-5, 1e-5)) << "quant " << (quant == WeightQuant::int8);
   }
 }
 

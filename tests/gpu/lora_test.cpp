@@ -2,8 +2,8 @@
 // update merged into its weights (W + alpha/r B A, written as an ordinary checkpoint) gives, for
 // outputs and gradients, Llama (fused q/k/v and gate/up) and BLOOM alike; the base weights stay
 // untouched; a span keeps only its blocks; mismatched adapters fail with the file's name.
-#include "gpu/errors.h"
 #include "gpu/lora.h"
+#include "gpu/errors.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
@@ -56,11 +56,9 @@ at::Tensor random_hidden(int64_t hidden, uint64_t seed) {
   return at::randn({2, 5, hidden}, at::kFloat);
 }
 
-std::shared_ptr<const LoraAdapter> load_all_blocks(const fs::path& adapter_dir,
-                                                   const fs::path& model_dir) {
+std::shared_ptr<const LoraAdapter> load_all_blocks(const fs::path& adapter_dir, const fs::path& model_dir) {
   const ModelConfig config = load_model_config(model_dir);
-  return load_lora_adapter(adapter_dir, model_dir, config, 0, config.num_layers,
-                           resolve_compute("f32", "cpu"));
+  return load_lora_adapter(adapter_dir, model_dir, config, 0, config.num_layers, resolve_compute("f32", "cpu"));
 }
 
 struct Case {
@@ -124,9 +122,7 @@ INSTANTIATE_TEST_SUITE_P(Families, LoraEqualsMerged,
                                            Case{"llama", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
                                            Case{"bloom", "query_key_value,dense_4h_to_h"},
                                            Case{"bloom", "query_key_value,dense,dense_h_to_4h,dense_4h_to_h"}),
-                         [](const auto& info) {
-                           return fmt::format("{}_{}", info.param.family, info.index);
-                         });
+                         [](const auto& info) { return fmt::format("{}_{}", info.param.family, info.index); });
 
 TEST(Lora, SpanKeepsOnlyItsBlocksAndTwoAdaptersStayApart) {
   const fs::path model = testing::fresh_dir("lora_span_model");
@@ -245,8 +241,8 @@ TEST(Lora, MismatchedAdaptersNameTheFile) {
 
   // The same adapter claiming the right base: the shapes give it away.
   edit_config(base, [&](nlohmann::json& j) { j["base_model_name_or_path"] = model.string(); });
-  EXPECT_THAT(load_error(base, model),
-              AllOf(HasSubstr("lora_bad_base/adapter_model.safetensors"), HasSubstr("has shape [4, 32], expected [4, 64]")));
+  EXPECT_THAT(load_error(base, model), AllOf(HasSubstr("lora_bad_base/adapter_model.safetensors"),
+                                             HasSubstr("has shape [4, 32], expected [4, 64]")));
 
   const fs::path missing = fresh_adapter("lora_bad_missing", model);
   edit_config(missing, [](nlohmann::json& j) { j["target_modules"] = {"q_proj", "v_proj", "k_proj"}; });
@@ -275,8 +271,7 @@ TEST(Lora, MismatchedAdaptersNameTheFile) {
   EXPECT_THAT(load_error(testing::fresh_dir("lora_bad_empty"), model),
               AllOf(HasSubstr("lora_bad_empty/adapter_config.json"), HasSubstr("missing")));
 
-  EXPECT_THROW(write_tiny_adapter({model, testing::fresh_dir("lora_bad_cli"), 4, 8.0, "c_attn", 1}),
-               InputError);
+  EXPECT_THROW(write_tiny_adapter({model, testing::fresh_dir("lora_bad_cli"), 4, 8.0, "c_attn", 1}), InputError);
 }
 
 }  // namespace

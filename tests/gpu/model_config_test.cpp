@@ -1,7 +1,7 @@
 // config.json parsing: the Llama fields and their defaults, and one clear error naming the file
 // and the field for each bad config.
-#include "gpu/errors.h"
 #include "gpu/model_config.h"
+#include "gpu/errors.h"
 #include "gpu/rope.h"
 
 #include <gmock/gmock.h>
@@ -83,8 +83,7 @@ TEST(ModelConfig, NotJsonNamesTheFile) {
 TEST(ModelConfig, MissingFieldNamesFileAndField) {
   std::string text = kLlama2;
   text.replace(text.find("\"hidden_size\": 4096,"), 20, "");
-  EXPECT_THAT(error_of(text), AllOf(HasSubstr("/models/x/config.json"),
-                                    HasSubstr("'hidden_size' is missing")));
+  EXPECT_THAT(error_of(text), AllOf(HasSubstr("/models/x/config.json"), HasSubstr("'hidden_size' is missing")));
 }
 
 TEST(ModelConfig, WrongTypesAndInconsistentSizes) {
@@ -92,14 +91,12 @@ TEST(ModelConfig, WrongTypesAndInconsistentSizes) {
   text.replace(text.find("\"vocab_size\": 32000"), 19, "\"vocab_size\": \"many\"");
   EXPECT_THAT(error_of(text), HasSubstr("'vocab_size' is not an integer"));
   text = kLlama2;
-  text.replace(text.find("\"num_attention_heads\": 32"), 25,
-               "\"num_attention_heads\": 32, \"num_key_value_heads\": 5");
+  text.replace(text.find("\"num_attention_heads\": 32"), 25, "\"num_attention_heads\": 32, \"num_key_value_heads\": 5");
   EXPECT_THAT(error_of(text), HasSubstr("'num_key_value_heads' (5) does not divide"));
   EXPECT_THAT(error_of(R"({"model_type": "gpt9"})"),
               AllOf(HasSubstr("'model_type'"), HasSubstr("gpt9"), HasSubstr("llama")));
   text = kLlama2;
-  text.replace(text.find("\"rope_scaling\": null"), 20,
-               R"("rope_scaling": {"rope_type": "yarn", "factor": 4})");
+  text.replace(text.find("\"rope_scaling\": null"), 20, R"("rope_scaling": {"rope_type": "yarn", "factor": 4})");
   EXPECT_THAT(error_of(text), AllOf(HasSubstr("'rope_scaling'"), HasSubstr("yarn")));
   text = kLlama2;
   text.replace(text.find("\"rope_scaling\": null"), 20, R"("rope_scaling": {"rope_type": "llama3"})");
@@ -134,9 +131,11 @@ TEST(ModelConfig, OutOfRangeValuesNameTheField) {
       {R"("head_dim": 3)", "'head_dim' must be positive and even"},
       {R"("head_dim": -2)", "'head_dim' is -2, outside"},
       {R"("rope_scaling": {"rope_type": "llama3", "factor": -8, "low_freq_factor": 1, "high_freq_factor": 4,
-          "original_max_position_embeddings": 8192})", "'rope_scaling.factor' is -8, outside"},
+          "original_max_position_embeddings": 8192})",
+       "'rope_scaling.factor' is -8, outside"},
       {R"("rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4,
-          "original_max_position_embeddings": -1})", "'rope_scaling.original_max_position_embeddings' is -1"},
+          "original_max_position_embeddings": -1})",
+       "'rope_scaling.original_max_position_embeddings' is -1"},
   };
   for (const auto& [field, reason] : cases) {
     // A later duplicate key wins in nlohmann's parser: append the bad value after the good ones.

@@ -1,5 +1,6 @@
 // A model folder whose files are corrupt or disagree with config.json gets one clear
 // ModelFileError naming the file and the tensor (or field) — never a crash or a wrong answer.
+#include "tests/gpu/support/model_files.h"
 #include "gpu/checkpoint.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
@@ -8,7 +9,6 @@
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
-#include "tests/gpu/support/model_files.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -76,8 +76,8 @@ TEST_F(ModelFiles, MissingTensor) {
   rewrite_weights(dir_, [](std::vector<NamedTensor>& t) {
     std::erase_if(t, [](const NamedTensor& n) { return n.name == "model.layers.2.mlp.up_proj.weight"; });
   });
-  EXPECT_THAT(load_error(dir_), AllOf(HasSubstr(weights().string()),
-                                      HasSubstr("missing tensor 'model.layers.2.mlp.up_proj.weight'")));
+  EXPECT_THAT(load_error(dir_),
+              AllOf(HasSubstr(weights().string()), HasSubstr("missing tensor 'model.layers.2.mlp.up_proj.weight'")));
   EXPECT_EQ(load_error(dir_, 0, 2), "no error") << "blocks 0-1 do not need the missing tensor";
 }
 
@@ -85,18 +85,17 @@ TEST_F(ModelFiles, ShapeDisagreeingWithConfig) {
   auto config = read_json(dir_ / "config.json");
   config["intermediate_size"] = 100;
   write_json(dir_ / "config.json", config);
-  EXPECT_THAT(load_error(dir_),
-              AllOf(HasSubstr(weights().string()), HasSubstr("'model.layers.0.mlp.gate_proj.weight'"),
-                    HasSubstr("[176, 64]"), HasSubstr("config.json implies [100, 64]")));
+  EXPECT_THAT(load_error(dir_), AllOf(HasSubstr(weights().string()), HasSubstr("'model.layers.0.mlp.gate_proj.weight'"),
+                                      HasSubstr("[176, 64]"), HasSubstr("config.json implies [100, 64]")));
 }
 
 TEST_F(ModelFiles, DtypeDisagreeingWithConfig) {
   auto config = read_json(dir_ / "config.json");
   config["torch_dtype"] = "bfloat16";
   write_json(dir_ / "config.json", config);
-  EXPECT_THAT(head_error(dir_), AllOf(HasSubstr(weights().string()),
-                                      HasSubstr("'model.embed_tokens.weight' has dtype F32"),
-                                      HasSubstr("torch_dtype bfloat16")));
+  EXPECT_THAT(head_error(dir_),
+              AllOf(HasSubstr(weights().string()), HasSubstr("'model.embed_tokens.weight' has dtype F32"),
+                    HasSubstr("torch_dtype bfloat16")));
 }
 
 TEST_F(ModelFiles, IntegerWeight) {
@@ -112,8 +111,7 @@ TEST_F(ModelFiles, IntegerWeight) {
   file.seekp(0);
   file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   file.close();
-  EXPECT_THAT(head_error(dir_), AllOf(HasSubstr(weights().string()),
-                                      HasSubstr("'model.norm.weight' has dtype I32")));
+  EXPECT_THAT(head_error(dir_), AllOf(HasSubstr(weights().string()), HasSubstr("'model.norm.weight' has dtype I32")));
 }
 
 // NaN or infinite weights (a poisoned or corrupt checkpoint) are refused at load by name, in a
@@ -167,22 +165,21 @@ TEST_F(ModelFiles, WeightsOverflowingTheComputeDtypeAreRefused) {
 
 TEST_F(ModelFiles, ConfigNotJson) {
   std::ofstream(dir_ / "config.json") << "{\"model_type\": \"llama\", \"hidden_size\": 64,";
-  EXPECT_THAT(load_error(dir_), AllOf(HasSubstr((dir_ / "config.json").string()),
-                                      HasSubstr("not valid JSON")));
+  EXPECT_THAT(load_error(dir_), AllOf(HasSubstr((dir_ / "config.json").string()), HasSubstr("not valid JSON")));
 }
 
 TEST_F(ModelFiles, ConfigMissingField) {
   auto config = read_json(dir_ / "config.json");
   config.erase("num_hidden_layers");
   write_json(dir_ / "config.json", config);
-  EXPECT_THAT(head_error(dir_), AllOf(HasSubstr((dir_ / "config.json").string()),
-                                      HasSubstr("'num_hidden_layers' is missing")));
+  EXPECT_THAT(head_error(dir_),
+              AllOf(HasSubstr((dir_ / "config.json").string()), HasSubstr("'num_hidden_layers' is missing")));
 }
 
 TEST_F(ModelFiles, TruncatedWeights) {
   fs::resize_file(weights(), fs::file_size(weights()) - 100);
-  EXPECT_THAT(load_error(dir_), AllOf(HasSubstr(weights().string()), HasSubstr("truncated"),
-                                      HasSubstr("'model.norm.weight'")));
+  EXPECT_THAT(load_error(dir_),
+              AllOf(HasSubstr(weights().string()), HasSubstr("truncated"), HasSubstr("'model.norm.weight'")));
 }
 
 TEST_F(ModelFiles, NoWeightsAtAll) {
@@ -199,16 +196,14 @@ TEST(ShardedModelFiles, IndexWithoutTheTensorAndShardWithoutIt) {
   auto index = read_json(index_path);
   const std::string moved = "model.layers.1.self_attn.k_proj.weight";
   const std::string home = index["weight_map"][moved];
-  index["weight_map"][moved] = home == "model-00001-of-00002.safetensors"
-                                   ? "model-00002-of-00002.safetensors"
-                                   : "model-00001-of-00002.safetensors";
+  index["weight_map"][moved] = home == "model-00001-of-00002.safetensors" ? "model-00002-of-00002.safetensors"
+                                                                          : "model-00001-of-00002.safetensors";
   write_json(index_path, index);
   EXPECT_THAT(load_error(dir), AllOf(HasSubstr((dir / index["weight_map"][moved].get<std::string>()).string()),
                                      HasSubstr("missing tensor '" + moved + "'")));
   index["weight_map"].erase(moved);
   write_json(index_path, index);
-  EXPECT_THAT(load_error(dir), AllOf(HasSubstr(index_path.string()),
-                                     HasSubstr("missing tensor '" + moved + "'")));
+  EXPECT_THAT(load_error(dir), AllOf(HasSubstr(index_path.string()), HasSubstr("missing tensor '" + moved + "'")));
   std::ofstream(index_path) << "[1, 2";
   EXPECT_THAT(load_error(dir), AllOf(HasSubstr(index_path.string()), HasSubstr("not valid JSON")));
 }

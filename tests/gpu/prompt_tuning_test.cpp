@@ -1,11 +1,11 @@
 // Prompt tuning's pieces on the client: the JSONL loader names the file and line of a malformed
 // example, batches target completion tokens only, a prompts file round-trips and is refused for
 // another model, and training with the blocks in this process lowers the loss.
+#include "gpu/prompt_tuning.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/prompt_data.h"
 #include "gpu/prompt_file.h"
-#include "gpu/prompt_tuning.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
 #include "tests/gpu/support/model_files.h"
@@ -31,8 +31,9 @@ fs::path write_file(const fs::path& dir, const std::string& name, const std::str
 
 TEST(FinetuneData, ReadsExamplesAndSkipsBlankLines) {
   const fs::path dir = testing::fresh_dir("data_ok");
-  const auto examples = load_finetune_data(write_file(
-      dir, "ok.jsonl", "{\"prompt\": \"a\", \"completion\": \" b\"}\n\n  \n{\"prompt\": \"\", \"completion\": \"c\"}\n"));
+  const auto examples = load_finetune_data(
+      write_file(dir, "ok.jsonl",
+                 "{\"prompt\": \"a\", \"completion\": \" b\"}\n\n  \n{\"prompt\": \"\", \"completion\": \"c\"}\n"));
   ASSERT_EQ(examples.size(), 2u);
   EXPECT_EQ(examples[0].prompt, "a");
   EXPECT_EQ(examples[0].completion, " b");
@@ -50,7 +51,8 @@ TEST(FinetuneData, MalformedLinesNameTheFileAndTheLine) {
       {"{\"prompt\": \"a\", \"completion\": \"\"}", "\"completion\" is empty"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    const fs::path path = write_file(dir, "bad" + std::to_string(i) + ".jsonl", good + "\n" + cases[i].first + "\n" + good);
+    const fs::path path =
+        write_file(dir, "bad" + std::to_string(i) + ".jsonl", good + "\n" + cases[i].first + "\n" + good);
     try {
       load_finetune_data(path);
       ADD_FAILURE() << "accepted " << cases[i].first;
@@ -67,8 +69,10 @@ TEST(FinetuneData, BatchesTargetCompletionTokensOnly) {
   const std::vector<TokenizedExample> examples{{{1, 10, 11}, {20, 21}}, {{1, 12}, {22}}};
   const TrainingBatch batch = make_batch(examples, {0, 1}, 0);
   const auto i = kIgnoreTarget;
-  EXPECT_TRUE(at::equal(batch.ids, at::tensor(std::vector<int64_t>{1, 10, 11, 20, 21, 1, 12, 22, 0, 0}, at::kLong).reshape({2, 5})));
-  EXPECT_TRUE(at::equal(batch.targets, at::tensor(std::vector<int64_t>{i, i, 20, 21, i, i, 22, i, i, i}, at::kLong).reshape({2, 5})));
+  EXPECT_TRUE(at::equal(
+      batch.ids, at::tensor(std::vector<int64_t>{1, 10, 11, 20, 21, 1, 12, 22, 0, 0}, at::kLong).reshape({2, 5})));
+  EXPECT_TRUE(at::equal(batch.targets,
+                        at::tensor(std::vector<int64_t>{i, i, 20, 21, i, i, 22, i, i, i}, at::kLong).reshape({2, 5})));
 }
 
 class PromptFile : public ::testing::Test {

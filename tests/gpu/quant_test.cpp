@@ -62,8 +62,8 @@ TEST(Int8Linear, EveryOutputWithinHalfAStepPerWeightOfF32) {
       options.kernels = choice;
       options.quant = WeightQuant::int8;
       const at::Tensor y = Linear(w, options, bias)(x);
-      const at::Tensor exact = at::linear(x.to(at::kDouble), w.to(at::kDouble),
-                                          bias.defined() ? bias.to(at::kDouble) : bias);
+      const at::Tensor exact =
+          at::linear(x.to(at::kDouble), w.to(at::kDouble), bias.defined() ? bias.to(at::kDouble) : bias);
       const at::Tensor scales = w.abs().amax(1).to(at::kDouble) / 127.0;
       const at::Tensor abs_x = x.abs().sum(-1, true).to(at::kDouble);
       const double u = std::ldexp(1.0, -24);
@@ -87,8 +87,7 @@ TEST(Int8Linear, RelativeErrorUnderTwoPercentOnNormalWeights) {
   quantized.quant = WeightQuant::int8;
   const at::Tensor y = Linear(w, quantized)(x);
   const at::Tensor reference = Linear(w, ComputeOptions{})(x);
-  const double relative_rms =
-      ((y - reference).pow(2).mean() / reference.pow(2).mean()).sqrt().item<double>();
+  const double relative_rms = ((y - reference).pow(2).mean() / reference.pow(2).mean()).sqrt().item<double>();
   fmt::print("int8 relative RMS error: {:.4f}\n", relative_rms);
   EXPECT_LT(relative_rms, 0.02);
   EXPECT_GT(relative_rms, 0.0) << "the weights were not quantized";
@@ -127,9 +126,10 @@ TEST(Int8Option, GenerateLocalTakesQuant) {
   const auto dir = testing::fresh_dir("quant_generate");
   write_tiny_checkpoint(testing::small_tiny(dir));
   int status = -1;
-  const std::string base = fmt::format("{} generate --local --device cpu --model {} "
-                                       "--prompt-ids 1,45,300,12 --max-new-tokens 6 --json",
-                                       BOUQUET_BINARY, dir.string());
+  const std::string base = fmt::format(
+      "{} generate --local --device cpu --model {} "
+      "--prompt-ids 1,45,300,12 --max-new-tokens 6 --json",
+      BOUQUET_BINARY, dir.string());
   const std::string out = testing::run_command(base + " --quant int8", &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_THAT(out, ::testing::HasSubstr("\"ids\""));

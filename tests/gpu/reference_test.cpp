@@ -16,10 +16,10 @@ namespace fs = std::filesystem;
 const std::vector<TokenId> kPrompt = {1, 45, 300, 12, 99, 7, 260};
 constexpr int64_t kNewTokens = 12;
 
-#define SKIP_WITHOUT_REFERENCE()                                         \
-  do {                                                                   \
-    const std::string why = testing::reference_unavailable();            \
-    if (!why.empty()) GTEST_SKIP() << why;                               \
+#define SKIP_WITHOUT_REFERENCE()                              \
+  do {                                                        \
+    const std::string why = testing::reference_unavailable(); \
+    if (!why.empty()) GTEST_SKIP() << why;                    \
   } while (0)
 
 class ReferenceCheckpoint : public ::testing::TestWithParam<const char*> {};

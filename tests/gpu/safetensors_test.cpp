@@ -1,8 +1,8 @@
 // The safetensors reader and writer: round trips in every written dtype, and one clear error naming
 // the file and the tensor for each kind of corrupt file.
+#include "gpu/safetensors.h"
 #include "core/rng.h"
 #include "gpu/errors.h"
-#include "gpu/safetensors.h"
 #include "tests/gpu/support/model_files.h"
 
 #include <ATen/ATen.h>
@@ -18,8 +18,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <fstream>
+#include <thread>
 
 namespace bouquet::gpu {
 namespace {
@@ -94,8 +94,7 @@ TEST(Safetensors, TruncatedFileNamesFileAndTensor) {
   const fs::path path = testing::fresh_dir("st_truncated") / "model.safetensors";
   write_safetensors(path, {{"first", at::ones({4})}, {"second", at::ones({100})}}, DType::F32);
   fs::resize_file(path, fs::file_size(path) - 10);
-  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'second'"),
-                                    HasSubstr("truncated")));
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'second'"), HasSubstr("truncated")));
 }
 
 TEST(Safetensors, HeaderLengthPastFileEnd) {
@@ -108,37 +107,34 @@ TEST(Safetensors, HeaderLengthPastFileEnd) {
 }
 
 TEST(Safetensors, OffsetsPastTheData) {
-  const fs::path path = write_raw(
-      testing::fresh_dir("st_past") / "model.safetensors",
-      R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-      R"("far":{"dtype":"F32","shape":[2],"data_offsets":[1000,1008]}})", 16);
-  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'far'"),
-                                    HasSubstr("past the end")));
+  const fs::path path = write_raw(testing::fresh_dir("st_past") / "model.safetensors",
+                                  R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("far":{"dtype":"F32","shape":[2],"data_offsets":[1000,1008]}})",
+                                  16);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'far'"), HasSubstr("past the end")));
 }
 
 TEST(Safetensors, OverlappingOffsets) {
-  const fs::path path = write_raw(
-      testing::fresh_dir("st_overlap") / "model.safetensors",
-      R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-      R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})", 24);
-  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'a'"), HasSubstr("'b'"),
-                                    HasSubstr("overlap")));
+  const fs::path path = write_raw(testing::fresh_dir("st_overlap") / "model.safetensors",
+                                  R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
+                                  24);
+  EXPECT_THAT(error_of(path),
+              AllOf(HasSubstr(path.string()), HasSubstr("'a'"), HasSubstr("'b'"), HasSubstr("overlap")));
 }
 
 TEST(Safetensors, OffsetsDisagreeingWithDtypeAndShape) {
   const fs::path path = write_raw(testing::fresh_dir("st_size") / "model.safetensors",
-                                  R"({"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})",
-                                  24);
-  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'w'"),
-                                    HasSubstr("need 12")));
+                                  R"({"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})", 24);
+  EXPECT_THAT(error_of(path), AllOf(HasSubstr(path.string()), HasSubstr("'w'"), HasSubstr("need 12")));
 }
 
 TEST(Safetensors, UnknownDtypeAndBadJson) {
   const fs::path dir = testing::fresh_dir("st_dtype");
-  const fs::path unknown = write_raw(dir / "a.safetensors",
-                                     R"({"w":{"dtype":"F8_E9","shape":[2],"data_offsets":[0,2]}})", 2);
-  EXPECT_THAT(error_of(unknown), AllOf(HasSubstr(unknown.string()), HasSubstr("'w'"),
-                                       HasSubstr("unknown dtype 'F8_E9'")));
+  const fs::path unknown =
+      write_raw(dir / "a.safetensors", R"({"w":{"dtype":"F8_E9","shape":[2],"data_offsets":[0,2]}})", 2);
+  EXPECT_THAT(error_of(unknown),
+              AllOf(HasSubstr(unknown.string()), HasSubstr("'w'"), HasSubstr("unknown dtype 'F8_E9'")));
   const fs::path garbage = write_raw(dir / "b.safetensors", "{not json", 0);
   EXPECT_THAT(error_of(garbage), AllOf(HasSubstr(garbage.string()), HasSubstr("not valid JSON")));
 }

@@ -1,7 +1,7 @@
 // The sampler: greedy arg-max, seeded draws that follow the softmax, and the top-k, top-p and
 // repetition-penalty filters as Hugging Face defines them.
-#include "gpu/errors.h"
 #include "gpu/sampling.h"
+#include "gpu/errors.h"
 
 #include <gtest/gtest.h>
 
@@ -14,17 +14,14 @@ namespace {
 
 const std::vector<float> kLogits = {1.0f, 3.0f, 2.5f, -1.0f, 3.0f, 0.0f};
 
-std::vector<TokenId> draws(const SamplingConfig& config, int count,
-                           const std::vector<float>& logits = kLogits) {
+std::vector<TokenId> draws(const SamplingConfig& config, int count, const std::vector<float>& logits = kLogits) {
   Sampler sampler(config);
   std::vector<TokenId> out;
   for (int i = 0; i < count; ++i) out.push_back(sampler.next(logits, {}));
   return out;
 }
 
-TEST(Sampler, GreedyTakesTheArgmaxLowestIdOnTies) {
-  EXPECT_EQ(draws({}, 3), (std::vector<TokenId>{1, 1, 1}));
-}
+TEST(Sampler, GreedyTakesTheArgmaxLowestIdOnTies) { EXPECT_EQ(draws({}, 3), (std::vector<TokenId>{1, 1, 1})); }
 
 TEST(Sampler, SameSeedSameDrawsOtherSeedOtherDraws) {
   const SamplingConfig a{.temperature = 1.0, .seed = 123};

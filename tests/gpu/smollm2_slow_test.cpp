@@ -5,8 +5,8 @@
 #include "gpu/client_head.h"
 #include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
-#include "tokenizer/tokenizer.h"
 #include "tests/gpu/support/model_files.h"
+#include "tokenizer/tokenizer.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -74,8 +74,9 @@ TEST(SmolLM2, GreedyIdsAndLogitsMatchTransformers) {
   }
   int status = 0;
   // stderr (transformers' progress bars) apart, so that stdout holds only the JSON lines.
-  const std::string cmd = fmt::format("{} {} {} 32 < {} 2> {}", python, (kSource / "tests/reference/hf_gguf_ref.py").string(),
-                                      model, (dir / "prompts.txt").string(), (dir / "hf.err").string());
+  const std::string cmd =
+      fmt::format("{} {} {} 32 < {} 2> {}", python, (kSource / "tests/reference/hf_gguf_ref.py").string(), model,
+                  (dir / "prompts.txt").string(), (dir / "hf.err").string());
   const std::string out = run_command(cmd, &status);
   ASSERT_EQ(status, 0) << cmd << "\n" << out;
 

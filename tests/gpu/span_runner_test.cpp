@@ -1,10 +1,10 @@
 // The span runner on project tiny models: KV-cached decoding equals full recomputation, chained
 // spans equal one span, a span reads only its blocks, the cache-less forward carries gradients,
 // and bad input gets a clear InputError.
+#include "gpu/span_runner.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/safetensors.h"
-#include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"
 #include "tests/gpu/support/model_files.h"
 
@@ -22,15 +22,13 @@ using ::testing::HasSubstr;
 const std::vector<TokenId> kIds = {1, 17, 230, 5, 77, 400, 3, 128, 64, 9};
 
 // Logits of every position of `ids`, computed by a cache-less forward over the whole sequence.
-at::Tensor recomputed_logits(const ClientHead& head, const SpanRunner& span,
-                             const std::vector<TokenId>& ids) {
+at::Tensor recomputed_logits(const ClientHead& head, const SpanRunner& span, const std::vector<TokenId>& ids) {
   at::NoGradGuard no_grad;
   return head.logits(span.forward(head.embed(ids)));
 }
 
 // Same, fed to a session as a prefill of `prefill` tokens and then one token per step.
-at::Tensor cached_logits(const ClientHead& head, SpanRunner& span, const std::vector<TokenId>& ids,
-                         int64_t prefill) {
+at::Tensor cached_logits(const ClientHead& head, SpanRunner& span, const std::vector<TokenId>& ids, int64_t prefill) {
   span.open_session(42, 1, static_cast<int64_t>(ids.size()));
   std::vector<at::Tensor> outputs;
   const std::vector<TokenId> first(ids.begin(), ids.begin() + prefill);
@@ -58,15 +56,13 @@ TEST_P(CachedDecoding, EqualsFullRecomputation) {
   for (int64_t prefill : {1, 4, 10}) {
     const at::Tensor cached = cached_logits(head, span, kIds, prefill);
     EXPECT_TRUE(at::allclose(cached, full, 1e-4, 1e-4))
-        << "prefill " << prefill << ", max difference "
-        << (cached - full).abs().max().item<float>();
+        << "prefill " << prefill << ", max difference " << (cached - full).abs().max().item<float>();
     EXPECT_TRUE(at::equal(cached.argmax(-1), full.argmax(-1))) << "prefill " << prefill;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Heads, CachedDecoding,
-                         ::testing::Values(std::tuple{false, std::string()},
-                                           std::tuple{true, std::string()},
+                         ::testing::Values(std::tuple{false, std::string()}, std::tuple{true, std::string()},
                                            std::tuple{false, std::string("llama3")},
                                            std::tuple{true, std::string("llama3")}));
 
@@ -84,8 +80,7 @@ TEST(SpanRunner, ChainedSpansEqualOneSpan) {
   const at::Tensor three = back.step(7, middle.step(7, front.step(7, x)));
   EXPECT_TRUE(at::allclose(one, three, 1e-5, 1e-5));
   const at::Tensor next = head.embed(std::vector<TokenId>{33});
-  EXPECT_TRUE(at::allclose(whole.step(7, next), back.step(7, middle.step(7, front.step(7, next))),
-                           1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(whole.step(7, next), back.step(7, middle.step(7, front.step(7, next))), 1e-5, 1e-5));
 }
 
 TEST(SpanRunner, LoadsOnlyItsBlocksAndTheHeadNoBlock) {
@@ -153,8 +148,7 @@ TEST(SpanRunner, ForwardGradientsMatchFiniteDifferences) {
   const SpanRunner f32({dir, 0, -1, "f32", "cpu"});
   const at::Tensor g32 = gradient(f32);
   EXPECT_TRUE(at::isfinite(g32).all().item<bool>());
-  EXPECT_TRUE(at::allclose(g32, g64, 1e-3, 1e-4))
-      << "max difference " << (g32 - g64).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(g32, g64, 1e-3, 1e-4)) << "max difference " << (g32 - g64).abs().max().item<double>();
   // backward() is the same gradient without the caller touching autograd.
   EXPECT_TRUE(at::allclose(exact.backward(x0, weights), g64, 1e-12, 1e-12));
   const at::Tensor from_f32 = f32.backward(x0.to(at::kFloat), weights.to(at::kFloat));
@@ -191,12 +185,16 @@ TEST(SpanRunner, BadInputGetsClearErrors) {
   EXPECT_THAT(error([&] { span.step(9, at::zeros({1, 1, 64})); }), HasSubstr("no open session 9"));
   span.open_session(9, 1, 4);
   EXPECT_THAT(error([&] { span.open_session(9, 1, 4); }), HasSubstr("already open"));
-  EXPECT_THAT(error([&] { span.step(9, at::zeros({1, 1, 32})); }),
+  EXPECT_THAT(error([&] {
+                span.step(9, at::zeros({1, 1, 32}));
+              }),
               HasSubstr("hidden size is 32 but the model's is 64"));
   EXPECT_THAT(error([&] { span.step(9, at::zeros({1, 64})); }), HasSubstr("[batch, tokens, 64]"));
   EXPECT_THAT(error([&] { span.step(9, at::zeros({2, 1, 64})); }), HasSubstr("opened for 1"));
   span.step(9, at::zeros({1, 3, 64}));
-  EXPECT_THAT(error([&] { span.step(9, at::zeros({1, 2, 64})); }),
+  EXPECT_THAT(error([&] {
+                span.step(9, at::zeros({1, 2, 64}));
+              }),
               HasSubstr("2 new tokens at position 3 run past the session's max length 4"));
   EXPECT_EQ(span.session_length(9), 3) << "a refused step leaves the session as it was";
   span.truncate_session(9, 1);
@@ -204,7 +202,9 @@ TEST(SpanRunner, BadInputGetsClearErrors) {
   EXPECT_THROW(SpanRunner({"/nonexistent", 0, 1, "f32", "cpu"}), ModelFileError);
   EXPECT_THROW(SpanRunner({dir, 3, 9, "f32", "cpu"}), InputError);
   const ClientHead head({dir, "f32", "cpu"});
-  EXPECT_THAT(error([&] { head.embed(std::vector<TokenId>{1, 512}); }),
+  EXPECT_THAT(error([&] {
+                head.embed(std::vector<TokenId>{1, 512});
+              }),
               HasSubstr("token id 512 is outside the vocabulary [0, 512)"));
 }
 

@@ -17,8 +17,8 @@
 #include <thread>
 
 #include "core/rng.h"
-#include "gpu/span_runner.h"
 #include "gpu/fingerprint.h"
+#include "gpu/span_runner.h"
 #include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/process_stats.h"
@@ -28,9 +28,9 @@ namespace bouquet::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using testing::RawClient;
 using testing::open_blocks_0_2;
 using testing::open_fds;
+using testing::RawClient;
 using testing::rss_bytes;
 
 constexpr int kHonestClients = 64;
@@ -67,11 +67,27 @@ class AbuseLoad : public ::testing::Test {
     seed_ = testing::test_seed(2025);
     model_ = testing::tiny_model("abuse-load", 2);
     model_id_ = model_fingerprint(model_);
-    servers_ = testing::start_servers(
-        model_, {"0:2"},
-        {"--cache-tokens", "256", "--frame-timeout", "2", "--idle-timeout", "2", "--session-idle-timeout", "10",
-         "--session-idle-contended", "1", "--client-cache-tokens-max", "128", "--client-opens-waiting-max", "2",
-         "--client-tasks-queued-max", "4", "--request-tokens-max", "64", "--max-connections", "256"});
+    servers_ = testing::start_servers(model_, {"0:2"},
+                                      {"--cache-tokens",
+                                       "256",
+                                       "--frame-timeout",
+                                       "2",
+                                       "--idle-timeout",
+                                       "2",
+                                       "--session-idle-timeout",
+                                       "10",
+                                       "--session-idle-contended",
+                                       "1",
+                                       "--client-cache-tokens-max",
+                                       "128",
+                                       "--client-opens-waiting-max",
+                                       "2",
+                                       "--client-tasks-queued-max",
+                                       "4",
+                                       "--request-tokens-max",
+                                       "64",
+                                       "--max-connections",
+                                       "256"});
     address_ = servers_[0].address();
     // The honest clients' prompt and what the blocks make of it here.
     at::manual_seed(static_cast<int64_t>(seed_));
@@ -104,8 +120,8 @@ class AbuseLoad : public ::testing::Test {
       if (!std::holds_alternative<core::SessionOpened>(std::get<core::Message>(opened))) {
         return counts_.add("honest: FAILED unexpected reply to open");
       }
-      client.send(core::StepRequest{session_id, 1, 0, activation_from_tensor(hidden_, core::Compression::none),
-                                    std::nullopt, {}});
+      client.send(core::StepRequest{
+          session_id, 1, 0, activation_from_tensor(hidden_, core::Compression::none), std::nullopt, {}});
       const testing::ReadResult stepped = client.read(20);
       if (auto o = outcome(stepped)) return counts_.add(*o);
       const auto* result = std::get_if<core::StepResult>(&std::get<core::Message>(stepped));
@@ -184,13 +200,16 @@ class AbuseLoad : public ::testing::Test {
       default: {  // disconnects at one protocol step
         const uint64_t id = next_id++;
         switch (rng.below(4)) {
-          case 0: break;  // right after connecting
-          case 1: client.send(open_blocks_0_2(model_id_, id, 32, 5)); break;
+          case 0:
+            break;  // right after connecting
+          case 1:
+            client.send(open_blocks_0_2(model_id_, id, 32, 5));
+            break;
           case 2:
             client.send(open_blocks_0_2(model_id_, id, 32, 5));
             client.read(2);
-            client.send(core::StepRequest{id, 1, 0, activation_from_tensor(hidden_, core::Compression::none),
-                                          std::nullopt, {}});
+            client.send(core::StepRequest{
+                id, 1, 0, activation_from_tensor(hidden_, core::Compression::none), std::nullopt, {}});
             break;
           case 3: {
             std::vector<uint8_t> bytes = encode_frame(open_blocks_0_2(model_id_, id, 32, 5));

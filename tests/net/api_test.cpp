@@ -101,8 +101,9 @@ TEST(ApiRequest, ChatTakesStringOrTextPartsAndRefusesUnknownRoles) {
     EXPECT_NE(std::string(e.what()).find("wizard"), std::string::npos);
   }
   EXPECT_THROW(parse_chat_request(R"({"model": "m", "messages": []})"), ApiError);
-  EXPECT_THROW(parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
-               ApiError);
+  EXPECT_THROW(
+      parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
+      ApiError);
 }
 
 TEST(Sse, EachPayloadLineIsADataFieldAndTheEventEndsWithABlankLine) {

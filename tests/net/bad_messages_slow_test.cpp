@@ -7,8 +7,8 @@
 
 #include "gpu/client_head.h"
 #include "gpu/fingerprint.h"
-#include "net/client/remote_generation.h"
 #include "gpu/tensor_bridge.h"
+#include "net/client/remote_generation.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/swarm_processes.h"
 
@@ -30,9 +30,7 @@ class BadMessages : public ::testing::Test {
     delete servers_;
     delete model_;
   }
-  void TearDown() override {
-    ASSERT_TRUE((*servers_)[0].running()) << "the server died";
-  }
+  void TearDown() override { ASSERT_TRUE((*servers_)[0].running()) << "the server died"; }
 
   static const std::string& address() { return (*servers_)[0].address(); }
   static std::string model_id() { return model_fingerprint(*model_); }

@@ -5,14 +5,14 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "net/dht/dht_directory.h"
 
@@ -72,9 +72,7 @@ class Child {
   bool waited_ = false;
 };
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double unix_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 core::ServerRecord record(uint64_t peer, core::BlockSpan span, const std::string& model,
                           core::ServerState state = core::ServerState::online) {
@@ -134,8 +132,7 @@ TEST(DhtCliTest, SwarmShowsCoverageOfRecordsAnnouncedThroughABootstrapNode) {
   EXPECT_EQ(block1[1]["peer"], "0000000000000001");
   EXPECT_EQ(block1[1]["cache_tokens_free"], 1000);
 
-  Child text_run({BOUQUET_BINARY, "swarm", "--initial-peers", bootstrap, "--listen", "127.0.0.1:0",
-                  "--model", "half"});
+  Child text_run({BOUQUET_BINARY, "swarm", "--initial-peers", bootstrap, "--listen", "127.0.0.1:0", "--model", "half"});
   const std::string text = text_run.read_all();
   EXPECT_EQ(text_run.wait(), 0);
   EXPECT_NE(text.find("model half (4 blocks): NOT covered"), std::string::npos) << text;

@@ -2,8 +2,8 @@
 // finds; expired, malformed, foreign and stale records are skipped with a log line.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <opendht.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <functional>
@@ -24,9 +24,7 @@ using core::BlockSpan;
 using core::ServerRecord;
 using core::ServerState;
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double unix_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 // Log lines a node wrote, for tests that check a skip was reported.
 struct LogLines {
@@ -219,8 +217,7 @@ TEST_F(DhtDirectoryTest, NewestAnnouncementOfAPeerWins) {
   const std::string stale_line = "skipped a stale record of peer 0000000000000003";
   for (int i = 0; i < 300; ++i) {
     answer = look_up(*third_, {0, 8});
-    if (answer.records.size() == 1 && answer.records[0].span == new_span.span &&
-        logs_.any_contains(stale_line)) {
+    if (answer.records.size() == 1 && answer.records[0].span == new_span.span && logs_.any_contains(stale_line)) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <array>
 #include <chrono>
 #include <csignal>
@@ -17,8 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "gpu/generate_local.h"
 #include "net/client/generate_swarm.h"
@@ -71,7 +71,8 @@ class DhtProcess {
 
 // `bouquet swarm --json` for model "tiny"; null when it failed.
 nlohmann::json swarm_json(const std::string& dht) {
-  const auto r = testing::run_bouquet(fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht));
+  const auto r =
+      testing::run_bouquet(fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht));
   if (r.status != 0) return nullptr;
   auto json = nlohmann::json::parse(r.output, nullptr, false);
   if (json.is_discarded() || !json.contains("models") || json["models"].empty()) return nullptr;
@@ -113,12 +114,12 @@ TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndA
 
   std::vector<ServerProcess> servers;
   for (int i = 0; i < 4; ++i) {
-    servers.emplace_back(BOUQUET_BINARY,
-                         std::vector<std::string>{"--model", model, "--num-blocks", "3", "--listen", "127.0.0.1:0",
-                                                  "--threads", "1", "--initial-peers", dht.address(),
-                                                  "--join-delay", "1", "--update-period", "1",
-                                                  "--balance-period", "3", "--seed", std::to_string(i + 1)},
-                         /*ready_timeout_s=*/120);
+    servers.emplace_back(
+        BOUQUET_BINARY,
+        std::vector<std::string>{"--model", model, "--num-blocks", "3", "--listen", "127.0.0.1:0", "--threads", "1",
+                                 "--initial-peers", dht.address(), "--join-delay", "1", "--update-period", "1",
+                                 "--balance-period", "3", "--seed", std::to_string(i + 1)},
+        /*ready_timeout_s=*/120);
   }
 
   nlohmann::json model_view;
@@ -133,7 +134,8 @@ TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndA
   const std::string prompt = "--prompt 'Once upon a time' --max-new-tokens 16 --ignore-eos --json";
   const auto local = testing::run_bouquet(fmt::format("generate --model {} --local {}", model, prompt));
   ASSERT_EQ(local.status, 0) << local.output;
-  const auto swarm = testing::run_bouquet(fmt::format("generate --model {} --initial-peers {} {}", model, dht.address(), prompt));
+  const auto swarm =
+      testing::run_bouquet(fmt::format("generate --model {} --initial-peers {} {}", model, dht.address(), prompt));
   ASSERT_EQ(swarm.status, 0) << swarm.output;
   const auto local_json = nlohmann::json::parse(local.output);
   const auto swarm_json_out = nlohmann::json::parse(swarm.output);
@@ -152,10 +154,13 @@ TEST(DiscoverySlowTest, ServersChooseBlocksCoverTheModelGenerateMatchesLocalAndA
   // SIGKILL: no offline announcement. Its records expire 2 s after its last one.
   const std::string killed = servers[1].address();
   servers[1].kill_now();
-  EXPECT_TRUE(poll_until([&] {
-    const auto view = swarm_json(dht.address());
-    return !view.is_null() && !lists_address(view, killed);
-  }, 60)) << killed << " still listed: " << swarm_json(dht.address()).dump();
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const auto view = swarm_json(dht.address());
+        return !view.is_null() && !lists_address(view, killed);
+      },
+      60))
+      << killed << " still listed: " << swarm_json(dht.address()).dump();
 }
 
 bool lists_state(const nlohmann::json& model, const std::string& address, const std::string& state) {
@@ -183,8 +188,8 @@ TEST(DiscoverySlowTest, ACleanStopAnnouncesOfflineBeforeItsRecordsExpire) {
   ASSERT_TRUE(poll_until([&] { return lists_state(swarm_json(dht.address()), server.address(), "online"); }, 60));
   EXPECT_EQ(server.stop(/*grace_s=*/10), 0);
   nlohmann::json view;
-  EXPECT_TRUE(poll_until([&] { return lists_state(view = swarm_json(dht.address()), server.address(), "offline"); },
-                         20))
+  EXPECT_TRUE(
+      poll_until([&] { return lists_state(view = swarm_json(dht.address()), server.address(), "offline"); }, 20))
       << view.dump();
   EXPECT_FALSE(covered(view));
 }
@@ -197,7 +202,8 @@ TEST(DiscoverySlowTest, ARecoveryReplansFromTheDirectoryAndFindsAServerThatJoine
   DhtProcess dht;
   ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
   auto flags = [&](const std::string& blocks, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{"--model", model, "--blocks", blocks, "--listen", "127.0.0.1:0", "--threads", "1",
+    std::vector<std::string> args{"--model",         model,         "--blocks",        blocks,
+                                  "--listen",        "127.0.0.1:0", "--threads",       "1",
                                   "--initial-peers", dht.address(), "--update-period", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;

@@ -13,15 +13,15 @@
 #include <fstream>
 
 #include "gpu/client_head.h"
+#include "gpu/fingerprint.h"
 #include "gpu/prompt_tuning.h"
 #include "gpu/span_runner.h"
+#include "gpu/tensor_bridge.h"
 #include "gpu/tiny_model.h"
 #include "net/client/finetune_swarm.h"
-#include "gpu/fingerprint.h"
 #include "net/client/remote_chain.h"
-#include "tests/net/support/remote_span.h"
-#include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/remote_span.h"
 #include "tests/net/support/swarm_processes.h"
 
 namespace bouquet::net {
@@ -55,8 +55,8 @@ Reference reference(const gpu::ClientHead& head, const gpu::SpanRunner& blocks, 
   const at::Tensor x = at::cat({input.unsqueeze(0).expand({rows, k, input.size(1)}), head.embed(batch.ids)}, 1);
   const at::Tensor y = blocks.forward(x, deep.defined() ? deep.unsqueeze(1) : at::Tensor());
   const at::Tensor logits = head.logits_with_grad(y.narrow(1, k, batch.ids.size(1)));
-  const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), batch.targets.reshape({-1}),
-                                                 {}, at::Reduction::Mean, gpu::kIgnoreTarget);
+  const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), batch.targets.reshape({-1}), {},
+                                                 at::Reduction::Mean, gpu::kIgnoreTarget);
   loss.backward();
   return {loss.item<double>(), input.grad(), deep.defined() ? deep.grad() : at::Tensor()};
 }
@@ -177,7 +177,8 @@ TEST(FinetuneRecovery, AServerKilledBetweenForwardAndBackwardIsReplacedForItsSpa
   const gpu::SpanRunner::Gradients got = chain.backward(grad);
   const gpu::SpanRunner::Gradients expected = blocks.backward(hidden, grad, prompts);
   EXPECT_TRUE(at::allclose(got.hidden, expected.hidden, 1e-4, 1e-5))
-      << (got.hidden - expected.hidden).abs().max().item<double>() << " of " << expected.hidden.abs().max().item<double>();
+      << (got.hidden - expected.hidden).abs().max().item<double>() << " of "
+      << expected.hidden.abs().max().item<double>();
   EXPECT_TRUE(at::allclose(got.prompts, expected.prompts, 1e-4, 1e-5));
   // One retry per sub-batch that had used the dead server, each for its span only.
   ASSERT_GE(chain.retries().size(), 1u);

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "gpu/safetensors.h"
 #include "gpu/fingerprint.h"
+#include "gpu/safetensors.h"
 #include "tests/net/support/net_support.h"
 
 namespace bouquet::net {

@@ -29,7 +29,8 @@ class GenerateCommand : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_ = new std::filesystem::path(testing::fresh_dir("cli-model") / "tiny");
-    const auto made = testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
+    const auto made =
+        testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 6 --seed 3", model_->string()));
     ASSERT_EQ(made.status, 0) << made.output;
     servers_ = new std::vector<ServerProcess>(testing::start_servers(*model_, {"0:2", "2:4", "4:6"}));
   }
@@ -38,8 +39,8 @@ class GenerateCommand : public ::testing::Test {
     delete model_;
   }
   static std::string generate(const std::string& how, const std::string& prompt, int tokens) {
-    return fmt::format("generate --model {} {} --prompt '{}' --max-new-tokens {} --ignore-eos --json",
-                       model_->string(), how, prompt, tokens);
+    return fmt::format("generate --model {} {} --prompt '{}' --max-new-tokens {} --ignore-eos --json", model_->string(),
+                       how, prompt, tokens);
   }
   static std::string peers() { return "--peers " + testing::join(testing::addresses(*servers_)); }
 
@@ -69,7 +70,8 @@ TEST_F(GenerateCommand, PeersGiveTheSameIdsAndTextAsLocalAndReportTheRoute) {
 TEST_F(GenerateCommand, TwoClientProcessesAtOnceEachGetTheirSoloOutput) {
   const std::string prompts[2] = {"Once upon a time", "In the morning the sea"};
   std::string solo[2];
-  for (int i = 0; i < 2; ++i) solo[i] = nlohmann::json::parse(testing::run_bouquet(generate("--local", prompts[i], 32)).output)["ids"].dump();
+  for (int i = 0; i < 2; ++i)
+    solo[i] = nlohmann::json::parse(testing::run_bouquet(generate("--local", prompts[i], 32)).output)["ids"].dump();
   auto a = std::async(std::launch::async, [&] { return testing::run_bouquet(generate(peers(), prompts[0], 32)); });
   auto b = std::async(std::launch::async, [&] { return testing::run_bouquet(generate(peers(), prompts[1], 32)); });
   const CommandResult together[2] = {a.get(), b.get()};
@@ -101,10 +103,12 @@ TEST_F(GenerateCommand, DeadPeerIsAClearErrorWithinSeconds) {
 
 TEST_F(GenerateCommand, BadFlagsAreOneClearLine) {
   int status = 0;
-  std::string err = run_stderr(fmt::format("generate --model {} --peers nonsense --prompt hi", model_->string()), &status);
+  std::string err =
+      run_stderr(fmt::format("generate --model {} --peers nonsense --prompt hi", model_->string()), &status);
   EXPECT_EQ(status, 1);
   EXPECT_NE(err.find("'nonsense' is not HOST:PORT"), std::string::npos) << err;
-  err = run_stderr(fmt::format("generate --model {} {} --compression zip --prompt hi", model_->string(), peers()), &status);
+  err = run_stderr(fmt::format("generate --model {} {} --compression zip --prompt hi", model_->string(), peers()),
+                   &status);
   EXPECT_EQ(status, 1);
   EXPECT_NE(err.find("compression 'zip'"), std::string::npos) << err;
 }

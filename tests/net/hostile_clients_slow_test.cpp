@@ -12,8 +12,8 @@
 namespace bouquet::net {
 namespace {
 
-using testing::RawClient;
 using testing::open_blocks_0_2;
+using testing::RawClient;
 
 // A client holding most of the cache queues a large open and a small one behind it, then
 // disconnects: withdrawing the first granted the second before it was withdrawn too, and the

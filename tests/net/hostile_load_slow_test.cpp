@@ -11,8 +11,8 @@
 #include <memory>
 #include <thread>
 
-#include "gpu/span_runner.h"
 #include "gpu/fingerprint.h"
+#include "gpu/span_runner.h"
 #include "net/client/remote_chain.h"
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/process_stats.h"
@@ -21,10 +21,10 @@
 namespace bouquet::net {
 namespace {
 
-using testing::RawClient;
-using testing::open_blocks_0_2;
 using testing::cpu_seconds;
+using testing::open_blocks_0_2;
 using testing::open_fds;
+using testing::RawClient;
 using testing::rss_bytes;
 
 // Info from a new connection, retried while the server may still be catching up with closes.

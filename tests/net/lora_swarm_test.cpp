@@ -9,13 +9,13 @@
 #include <thread>
 
 #include "gpu/client_head.h"
+#include "gpu/fingerprint.h"
 #include "gpu/generation.h"
 #include "gpu/lora.h"
 #include "gpu/span_runner.h"
-#include "gpu/fingerprint.h"
 #include "net/client/remote_generation.h"
-#include "tests/net/support/remote_span.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/remote_span.h"
 
 namespace bouquet::net {
 namespace {

@@ -52,12 +52,12 @@ class Recovery : public ::testing::Test {
     delete model_;
   }
   static std::string generate(const std::string& how) {
-    return fmt::format("generate --model {} {} --prompt '{}' --max-new-tokens {} --ignore-eos --json",
-                       model_->string(), how, kPrompt, kTokens);
+    return fmt::format("generate --model {} {} --prompt '{}' --max-new-tokens {} --ignore-eos --json", model_->string(),
+                       how, kPrompt, kTokens);
   }
   static ServerProcess serve(const std::string& blocks, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{"--model", model_->string(), "--blocks", blocks, "--listen", "127.0.0.1:0",
-                                  "--threads", "1"};
+    std::vector<std::string> args{"--model",  model_->string(), "--blocks",  blocks,
+                                  "--listen", "127.0.0.1:0",    "--threads", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return ServerProcess(BOUQUET_BINARY, args, /*ready_timeout_s=*/60);
   }
@@ -69,9 +69,9 @@ class Recovery : public ::testing::Test {
                                                  const std::string& doomed) {
     int status = -1;
     const auto start = std::chrono::steady_clock::now();
-    const std::string out = run_json(
-        generate(fmt::format("--peers {} --recovery {} --recovery-deadline 30", testing::join(peers), policy)),
-        &status);
+    const std::string out =
+        run_json(generate(fmt::format("--peers {} --recovery {} --recovery-deadline 30", testing::join(peers), policy)),
+                 &status);
     const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_EQ(status, 0) << out;
     EXPECT_LT(took_s, 90.0);
@@ -121,8 +121,8 @@ TEST_F(Recovery, ServerSigkilledMidGenerationIsReplacedByTheSpareWithTheSameText
   ServerProcess first = serve("0:2"), doomed = serve("2:4"), spare = serve("2:4"), last = serve("4:6");
   // The kill lands as the client's step kCrashAfterSteps + 1 reaches the doomed server.
   testing::StepTap tap(doomed.address(), kCrashAfterSteps + 1, [&] { doomed.kill_now(); });
-  const auto json =
-      generate_through_failure("replay", {first.address(), tap.address(), spare.address(), last.address()}, tap.address());
+  const auto json = generate_through_failure(
+      "replay", {first.address(), tap.address(), spare.address(), last.address()}, tap.address());
   expect_span_replayed(json, spare.address());
   EXPECT_FALSE(doomed.running());
 }
@@ -130,7 +130,8 @@ TEST_F(Recovery, ServerSigkilledMidGenerationIsReplacedByTheSpareWithTheSameText
 TEST_F(Recovery, RestartCachelessAndFromScratchPoliciesGiveTheSameIdsWithACrash) {
   for (const std::string policy : {"restart", "cacheless", "restart_from_scratch"}) {
     SCOPED_TRACE(policy);
-    ServerProcess first = serve("0:2"), doomed = serve("2:4", {"--crash-after-steps", std::to_string(kCrashAfterSteps)});
+    ServerProcess first = serve("0:2"),
+                  doomed = serve("2:4", {"--crash-after-steps", std::to_string(kCrashAfterSteps)});
     ServerProcess spare = serve("2:4"), last = serve("4:6");
     const auto json = generate_through_failure(
         policy, {first.address(), doomed.address(), spare.address(), last.address()}, doomed.address());

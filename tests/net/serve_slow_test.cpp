@@ -11,12 +11,12 @@
 
 #include "core/rng.h"
 #include "gpu/client_head.h"
-#include "gpu/span_runner.h"
 #include "gpu/fingerprint.h"
-#include "net/client/remote_generation.h"
-#include "tests/net/support/remote_span.h"
+#include "gpu/span_runner.h"
 #include "gpu/tensor_bridge.h"
+#include "net/client/remote_generation.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/remote_span.h"
 #include "tests/net/support/swarm_processes.h"
 
 namespace bouquet::net {
@@ -80,8 +80,7 @@ TEST_F(ServeSwarm, TwoConcurrentClientsEachGetTheirSoloOutput) {
       client.discover();
       ++ready;
       while (ready < 2) std::this_thread::yield();  // both open their sessions together
-      got[i] = generate_remote_ids(head, client, model_fingerprint(*model_), greedy(prompts[i], 32), {})
-                   .result.ids;
+      got[i] = generate_remote_ids(head, client, model_fingerprint(*model_), greedy(prompts[i], 32), {}).result.ids;
     } catch (const std::exception& e) {
       errors[i] = e.what();
     }
@@ -111,8 +110,8 @@ at::Tensor perturb_by_codec_envelope(const at::Tensor& x, Compression c, core::R
 // Teacher forcing through three local spans: the prompt as one step, then one token per step.
 // `wire(x)` is applied where the remote run puts a tensor on the wire: the client's input to the
 // first span and every span's output.
-at::Tensor local_logits(const std::filesystem::path& model, const std::vector<gpu::TokenId>& ids,
-                        size_t prompt, const std::function<at::Tensor(const at::Tensor&)>& wire) {
+at::Tensor local_logits(const std::filesystem::path& model, const std::vector<gpu::TokenId>& ids, size_t prompt,
+                        const std::function<at::Tensor(const at::Tensor&)>& wire) {
   const gpu::ClientHead head({model, "f32", "cpu"});
   std::vector<std::unique_ptr<gpu::SpanRunner>> spans;
   for (int64_t b : {0, 2, 4}) {
@@ -129,8 +128,8 @@ at::Tensor local_logits(const std::filesystem::path& model, const std::vector<gp
   return at::cat(outputs, 1);
 }
 
-at::Tensor remote_logits(SwarmClient& client, const std::filesystem::path& model,
-                         const std::vector<gpu::TokenId>& ids, size_t prompt, Compression c) {
+at::Tensor remote_logits(SwarmClient& client, const std::filesystem::path& model, const std::vector<gpu::TokenId>& ids,
+                         size_t prompt, Compression c) {
   const gpu::ClientHead head({model, "f32", "cpu"});
   RemoteSessionConfig config;
   config.session_id = 1000 + static_cast<uint64_t>(c);
@@ -144,7 +143,8 @@ at::Tensor remote_logits(SwarmClient& client, const std::filesystem::path& model
   std::vector<at::Tensor> outputs;
   for (size_t at = 0; at < ids.size(); at = at == 0 ? prompt : at + 1) {
     const size_t n = at == 0 ? prompt : 1;
-    outputs.push_back(head.logits(session.step(head.embed(std::vector<gpu::TokenId>(ids.begin() + at, ids.begin() + at + n)))));
+    outputs.push_back(
+        head.logits(session.step(head.embed(std::vector<gpu::TokenId>(ids.begin() + at, ids.begin() + at + n)))));
   }
   session.close();
   return at::cat(outputs, 1);
@@ -165,14 +165,14 @@ TEST_F(ServeSwarm, CompressedRunsStayWithinTheCodecBoundUnderTeacherForcing) {
     // the codec's worst-case error with random signs. Real rounding errors are at most that
     // envelope and spread within it (RMS about envelope/sqrt(3)), so they move the logits less;
     // twice the envelope's effect covers the spread between draws.
-    const at::Tensor envelope_logits = local_logits(*model_, ids, prompt, [&](const at::Tensor& x) {
-      return perturb_by_codec_envelope(x, c, rng);
-    });
+    const at::Tensor envelope_logits =
+        local_logits(*model_, ids, prompt, [&](const at::Tensor& x) { return perturb_by_codec_envelope(x, c, rng); });
     const float sensitivity = (envelope_logits - exact).abs().max().item<float>();
     const float bound = 2.0f * sensitivity;
     // The same run with the real codec applied locally at the same crossings: the remote run must
     // be exactly this computation (the wire adds nothing else).
-    const at::Tensor emulated = local_logits(*model_, ids, prompt, [&](const at::Tensor& x) { return round_trip(x, c); });
+    const at::Tensor emulated =
+        local_logits(*model_, ids, prompt, [&](const at::Tensor& x) { return round_trip(x, c); });
     const at::Tensor remote = remote_logits(client, *model_, ids, prompt, c);
     const float error = (remote - exact).abs().max().item<float>();
     const float logit_range = exact.abs().max().item<float>();
@@ -201,8 +201,7 @@ TEST_F(ServeSwarm, ForwardAndBackwardThroughOneServerProcessEqualLocalAutograd) 
   const at::Tensor y = local.forward(leaf);
   y.backward(g);
   EXPECT_TRUE(at::allclose(y_remote, y.detach(), 1e-5, 1e-6)) << (y_remote - y).abs().max().item<float>();
-  EXPECT_TRUE(at::allclose(dx_remote, leaf.grad(), 1e-5, 1e-6))
-      << (dx_remote - leaf.grad()).abs().max().item<float>();
+  EXPECT_TRUE(at::allclose(dx_remote, leaf.grad(), 1e-5, 1e-6)) << (dx_remote - leaf.grad()).abs().max().item<float>();
 }
 
 TEST_F(ServeSwarm, EncodedSizeEqualsTheBytesOnTheWire) {
@@ -234,7 +233,7 @@ TEST_F(ServeSwarm, EncodedSizeEqualsTheBytesOnTheWire) {
     // The server's reply was packed from its output tensor; its size is what the simulator
     // would charge for a handle of that shape and compression.
     EXPECT_EQ(body_bytes, core::encoded_size(core::StepResult{
-                              5, 1, 0, core::make_sized_activation({2, 33, 64}, core::DType::float32, c)}) );
+                              5, 1, 0, core::make_sized_activation({2, 33, 64}, core::DType::float32, c)}));
   }
 }
 

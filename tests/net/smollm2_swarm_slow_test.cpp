@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "gpu/gguf.h"
 #include "gpu/fingerprint.h"
+#include "gpu/gguf.h"
 
 #include "tests/net/support/net_support.h"
 #include "tests/net/support/swarm_processes.h"
@@ -41,8 +41,10 @@ TEST(SmolLM2Swarm, ThreeServersGiveLocalIdsAndAnswerTheQuestion) {
   if (model.empty()) GTEST_SKIP() << why;
   const auto servers = testing::start_servers(model, {"0:10", "10:20", "20:30"});
   const auto generate = [&](const std::string& how) {
-    return testing::run_bouquet(fmt::format("generate --model {} {} --chat 'What is the capital of France?' "
-                                            "--max-new-tokens 24 --json", model, how));
+    return testing::run_bouquet(
+        fmt::format("generate --model {} {} --chat 'What is the capital of France?' "
+                    "--max-new-tokens 24 --json",
+                    model, how));
   };
   const auto local = generate("--local");
   const auto swarm = generate("--peers " + testing::join(testing::addresses(servers)));
@@ -65,14 +67,16 @@ TEST(SmolLM2Swarm, AServerKilledMidGenerationChangesNothing) {
   const auto doomed = testing::start_servers(model, {"10:20"}, {"--crash-after-steps", "10"});
   const auto rest = testing::start_servers(model, {"10:20", "20:30"});
   const auto generate = [&](const std::string& how) {
-    return testing::run_bouquet(fmt::format("generate --model {} {} --prompt 'The capital of France is' "
-                                            "--max-new-tokens 24 --ignore-eos --json", model, how));
+    return testing::run_bouquet(
+        fmt::format("generate --model {} {} --prompt 'The capital of France is' "
+                    "--max-new-tokens 24 --ignore-eos --json",
+                    model, how));
   };
   const auto local = generate("--local");
   // The doomed server is listed first among the 10:20 ones, so the planner picks it.
-  const auto swarm = generate(fmt::format("--peers {},{},{},{} --recovery replay --recovery-deadline 30",
-                                          first[0].address(), doomed[0].address(), rest[0].address(),
-                                          rest[1].address()));
+  const auto swarm =
+      generate(fmt::format("--peers {},{},{},{} --recovery replay --recovery-deadline 30", first[0].address(),
+                           doomed[0].address(), rest[0].address(), rest[1].address()));
   ASSERT_EQ(local.status, 0) << local.output;
   ASSERT_EQ(swarm.status, 0) << swarm.output;
   const auto l = nlohmann::json::parse(local.output), s = nlohmann::json::parse(swarm.output);

@@ -3,8 +3,8 @@
 // adapters interleave on the same blocks without mixing; an adapter the server lacks is refused
 // as unknown_adapter and the next request still runs.
 #include "gpu/lora.h"
-#include "gpu/span_runner.h"
 #include "gpu/span_compute.h"
+#include "gpu/span_runner.h"
 #include "gpu/tensor_bridge.h"
 #include "tests/net/support/net_support.h"
 

@@ -8,14 +8,14 @@
 
 #include "core/rng.h"
 #include "gpu/client_head.h"
-#include "gpu/span_runner.h"
-#include "gpu/tiny_model.h"
 #include "gpu/fingerprint.h"
-#include "net/client/remote_generation.h"
-#include "tests/net/support/remote_span.h"
 #include "gpu/span_compute.h"
+#include "gpu/span_runner.h"
 #include "gpu/tensor_bridge.h"
+#include "gpu/tiny_model.h"
+#include "net/client/remote_generation.h"
 #include "tests/net/support/net_support.h"
+#include "tests/net/support/remote_span.h"
 
 namespace bouquet::net {
 namespace {
@@ -29,8 +29,7 @@ SwarmClientConfig client_config(std::vector<std::string> peers) {
   return config;
 }
 
-std::vector<gpu::TokenId> remote_greedy_ids(const std::filesystem::path& model,
-                                            const std::vector<std::string>& peers,
+std::vector<gpu::TokenId> remote_greedy_ids(const std::filesystem::path& model, const std::vector<std::string>& peers,
                                             const std::vector<gpu::TokenId>& prompt, int64_t count,
                                             std::vector<RouteHop>* route = nullptr) {
   const gpu::ClientHead head({model, "f32", "cpu"});
@@ -141,8 +140,7 @@ TEST(Swarm, ForwardAndBackwardThroughOneServerEqualLocalAutograd) {
   const at::Tensor y = local.forward(leaf);
   y.backward(g);
   EXPECT_TRUE(at::allclose(y_remote, y.detach(), 1e-5, 1e-6)) << (y_remote - y).abs().max().item<float>();
-  EXPECT_TRUE(at::allclose(dx_remote, leaf.grad(), 1e-5, 1e-6))
-      << (dx_remote - leaf.grad()).abs().max().item<float>();
+  EXPECT_TRUE(at::allclose(dx_remote, leaf.grad(), 1e-5, 1e-6)) << (dx_remote - leaf.grad()).abs().max().item<float>();
   EXPECT_GT(dx_remote.abs().max().item<float>(), 0.0f);
 }
 

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "net/server/server_discovery.h"
 #include "gpu/span_compute.h"
+#include "net/server/server_discovery.h"
 #include "net/server/throughput_measure.h"
 #include "tests/net/support/net_support.h"
 

@@ -80,8 +80,7 @@ TEST(CostModel, EfficiencyDividesTheRooflineAndOverheadsAdd) {
   config.request_overhead_s = 0.01;
   CostModel slow(config);
   EXPECT_NEAR(slow.block_step(t4, llama, WeightFormat::nf4, {}).seconds, 4 * base + 0.001, 1e-12);
-  EXPECT_NEAR(slow.span_step_s(t4, llama, WeightFormat::nf4, 10, {}), 10 * (4 * base + 0.001) + 0.01,
-              1e-12);
+  EXPECT_NEAR(slow.span_step_s(t4, llama, WeightFormat::nf4, 10, {}), 10 * (4 * base + 0.001) + 0.01, 1e-12);
   // Another format's efficiency does not leak in.
   EXPECT_NEAR(slow.block_step(t4, llama, WeightFormat::f16, {}).seconds,
               CostModel(ideal()).block_step(t4, llama, WeightFormat::f16, {}).seconds + 0.001, 1e-12);

@@ -1,8 +1,8 @@
 // The platform carries messages in exactly latency + size / bandwidth under CM02 without
 // cross-traffic: up and down links differ, regions add their long-haul link, relays add theirs and
 // are shared, and the TCP window caps long round trips. Each simulation runs in a child process.
-#include "sim/isolated_run.h"
 #include "sim/platform.h"
+#include "sim/isolated_run.h"
 #include "sim/scenario.h"
 
 #include <simgrid/s4u.hpp>
@@ -42,8 +42,7 @@ clients:
 
 // Sends `bytes` from each source to its destination at time 0 and returns each arrival time.
 std::vector<double> transfer_times(const std::string& text,
-                                   const std::vector<std::pair<std::string, std::string>>& pairs,
-                                   double bytes) {
+                                   const std::vector<std::pair<std::string, std::string>>& pairs, double bytes) {
   std::string out = run_isolated([&] {
     ScenarioFile file = load_scenario_text(text, "links.yaml", {});
     sg4::Engine& engine = start_engine(file.base.network);
@@ -51,9 +50,8 @@ std::vector<double> transfer_times(const std::string& text,
     auto arrivals = std::make_shared<std::vector<double>>(pairs.size());
     for (size_t i = 0; i < pairs.size(); ++i) {
       std::string box = fmt::format("box-{}", i);
-      sg4::Actor::create("send", platform.hosts.at(pairs[i].first), [box, bytes] {
-        sg4::Mailbox::by_name(box)->put(new int(1), static_cast<uint64_t>(bytes));
-      });
+      sg4::Actor::create("send", platform.hosts.at(pairs[i].first),
+                         [box, bytes] { sg4::Mailbox::by_name(box)->put(new int(1), static_cast<uint64_t>(bytes)); });
       sg4::Actor::create("recv", platform.hosts.at(pairs[i].second), [box, arrivals, i] {
         delete sg4::Mailbox::by_name(box)->get<int>();
         (*arrivals)[i] = sg4::Engine::get_clock();

@@ -49,10 +49,11 @@ TEST(RestartFromScratch, OnlyTheAttemptThatGetsThroughCountsAndTheClockRunsAcros
     EXPECT_EQ(r->clients[0].tokens, 64);
   }
   const ClientResult& s = scratch.clients[0];
-  fmt::print("p = 1e-2: {} restarts from scratch regenerating {} positions, {:.2f} steps/s; replay {:.2f}; "
-             "no failures {:.2f}\n",
-             s.recoveries, s.positions_replayed, s.steps_per_s(), replay.clients[0].steps_per_s(),
-             clean.clients[0].steps_per_s());
+  fmt::print(
+      "p = 1e-2: {} restarts from scratch regenerating {} positions, {:.2f} steps/s; replay {:.2f}; "
+      "no failures {:.2f}\n",
+      s.recoveries, s.positions_replayed, s.steps_per_s(), replay.clients[0].steps_per_s(),
+      clean.clients[0].steps_per_s());
   EXPECT_GT(s.recoveries, 0);
   EXPECT_EQ(s.sessions_failed, 0);  // the core's restart_from_scratch restarts within the session
   EXPECT_GT(s.positions_replayed, 0);

@@ -61,7 +61,8 @@ std::string replace(std::string text, const std::string& from, const std::string
 
 TEST(Scenario, ReadsEveryField) {
   // The t span is too big for one A100 in int8 (46 blocks = 113 GB), so give it two of them.
-  std::string text = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
+  std::string text = replace(kBase, "blocks: [24, 70]}",
+                             "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
   ScenarioFile file = load_scenario_text(text, "tiny.yaml", {});
   const Scenario& s = file.base;
   EXPECT_EQ(s.name, "tiny");
@@ -109,7 +110,8 @@ TEST(Scenario, RejectsSpansThatDoNotFitTheGpu) {
 TEST(Scenario, RejectsUncoveredBlocksAndBadReferences) {
   std::string fits = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 50]}");
   EXPECT_THAT(error_of(fits), HasSubstr("no server ever holds block 50 of bloom-176b"));
-  std::string fitting = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
+  std::string fitting = replace(kBase, "blocks: [24, 70]}",
+                                "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
   EXPECT_THAT(error_of(replace(fitting, "region: lab\n    work", "region: moon\n    work")),
               HasSubstr("tiny.yaml:25:13: clients.0.region: no region named 'moon'"));
   EXPECT_THAT(error_of(replace(fitting, "name: t,", "name: s-1,")), HasSubstr("the host name 's-1' is taken"));
@@ -117,12 +119,13 @@ TEST(Scenario, RejectsUncoveredBlocksAndBadReferences) {
 
 class ScenarioOverrides : public ::testing::Test {
  protected:
-  std::string text_ = replace(kBase, "blocks: [24, 70]}", "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
+  std::string text_ = replace(kBase, "blocks: [24, 70]}",
+                              "blocks: [24, 47]}\n  - {name: u, gpu: a100-80gb, region: lab, blocks: [47, 70]}");
 };
 
 TEST_F(ScenarioOverrides, SetReplacesValuesAndNamesItselfInErrors) {
-  ScenarioFile file = load_scenario_text(text_, "tiny.yaml",
-                                         {"seed=42", "servers.*.up_bps=1e8", "clients.0.work.batch=4"});
+  ScenarioFile file =
+      load_scenario_text(text_, "tiny.yaml", {"seed=42", "servers.*.up_bps=1e8", "clients.0.work.batch=4"});
   EXPECT_EQ(file.base.seed, 42u);
   for (const auto& server : file.base.servers) EXPECT_DOUBLE_EQ(*server.link.up_bps, 1e8);
   EXPECT_EQ(file.base.clients[0].work.batch, 4);
@@ -181,8 +184,10 @@ TEST_F(ScenarioOverrides, ChurnAndOpenEndedWorkAreCheckedLikeEverythingElse) {
   EXPECT_DOUBLE_EQ(file.base.churn.mean_downtime_s, 30);
   EXPECT_EQ(file.base.clients[0].work.repeat, 0);
   EXPECT_EQ(file.base.policies.sub_batch_tokens, 0);
-  EXPECT_THAT(error_of(text_, {"churn.mean_lifetime_s=0"}), HasSubstr("churn.mean_lifetime_s: must be in [0.001, 1e+09] or .inf, got 0"));
-  EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=-1"}), HasSubstr("clients.0.work.repeat: must be an integer in [0, 1000000], got -1"));
+  EXPECT_THAT(error_of(text_, {"churn.mean_lifetime_s=0"}),
+              HasSubstr("churn.mean_lifetime_s: must be in [0.001, 1e+09] or .inf, got 0"));
+  EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=-1"}),
+              HasSubstr("clients.0.work.repeat: must be an integer in [0, 1000000], got -1"));
   EXPECT_THAT(error_of(text_, {"policies.sub_batch_tokens=-5"}), HasSubstr("policies.sub_batch_tokens: must be"));
   EXPECT_THAT(error_of(text_, {"clients.0.work.repeat=0", "clients.0.offload={gpu: a100-80gb, pcie_bps: 1e11}"}),
               HasSubstr("offloading runs a fixed number of sessions"));
@@ -215,13 +220,15 @@ TEST_F(ScenarioOverrides, EveryNumberHasARangeNamedInItsError) {
       {"servers.0.blocks=[-1, 24]", "servers.0.blocks.0: must be an integer in [0, 65536], got -1"},
       {"servers.0.load_bps=-1", "servers.0.load_bps: must be a finite number in [0, 1e+15]"},
       {"clients.0.start_s=-5", "clients.0.start_s: must be a finite number in [0, 1e+09], got -5"},
-      {"clients.0.offload={gpu: a100-80gb, pcie_bps: 0.5}", "clients.0.offload.pcie_bps: must be a finite number in [1,"},
+      {"clients.0.offload={gpu: a100-80gb, pcie_bps: 0.5}",
+       "clients.0.offload.pcie_bps: must be a finite number in [1,"},
       {"cost.block_overhead_s=.inf", "cost.block_overhead_s: must be a finite number in [0, 60], got .inf"},
       {"cost.kv_bytes_per_value=0", "cost.kv_bytes_per_value: must be a finite number in [0.01, 64], got 0"},
       {"cost.client_efficiency=0", "cost.client_efficiency: must be a finite number in [1e-06, 1], got 0"},
       {"network.tcp_window_bytes=-1", "network.tcp_window_bytes: must be a finite number in [0, 1e+12]"},
       {"churn.mean_downtime_s=.inf", "churn.mean_downtime_s: must be a finite number in [0, 1e+09], got .inf"},
-      {"churn.activation_failure_probability=1.5", "churn.activation_failure_probability: must be a finite number in [0, 1]"},
+      {"churn.activation_failure_probability=1.5",
+       "churn.activation_failure_probability: must be a finite number in [0, 1]"},
       {"policies.balance_period_s=-60", "policies.balance_period_s: must be a finite number in [0.001, 1e+09]"},
       {"policies.recovery_deadline_s=.inf", "policies.recovery_deadline_s: must be a finite number in [0.001, 1e+09]"},
       {"policies.ban_base_s=-1", "policies.ban_base_s: must be a finite number in [0, 1e+09], got -1"},
@@ -232,7 +239,8 @@ TEST_F(ScenarioOverrides, EveryNumberHasARangeNamedInItsError) {
     EXPECT_THAT(error_of(text_, {assignment}), HasSubstr(reason)) << assignment;
   }
   // A lifetime may be .inf ("never leaves"); a duration may not (the run would never end).
-  ScenarioFile file = load_scenario_text(text_, "tiny.yaml", {"servers.0.lifetime_s=.inf", "churn.mean_lifetime_s=.inf"});
+  ScenarioFile file =
+      load_scenario_text(text_, "tiny.yaml", {"servers.0.lifetime_s=.inf", "churn.mean_lifetime_s=.inf"});
   EXPECT_EQ(file.base.servers[0].lifetime_s, std::numeric_limits<double>::infinity());
 }
 

@@ -101,7 +101,7 @@ TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
   std::smatch scenario, pingpong;
   ASSERT_TRUE(std::regex_search(out.text, scenario, std::regex(R"(scenario +([0-9]+) +([0-9.]+) )"))) << out.text;
   ASSERT_TRUE(std::regex_search(out.text, pingpong, std::regex(R"(ping-pong +([0-9]+) +([0-9.]+) )"))) << out.text;
-  EXPECT_EQ(scenario[1], pingpong[1]);         // the same message count
+  EXPECT_EQ(scenario[1], pingpong[1]);           // the same message count
   EXPECT_GT(std::stoi(scenario[1].str()), 500);  // 128 steps through 4 hops, there and back
   EXPECT_THAT(out.text, HasSubstr("of bare SimGrid's rate"));
 }

@@ -3,12 +3,12 @@
 // bandwidth per message, and nothing else; forward passes and offloading likewise. Then behaviour a user would notice:
 // clients sharing a server wait for each other, a server that vanishes fails the session, runs
 // are reproducible, and calibration hits its published figure.
+#include "sim/simulation.h"
 #include "core/messages.h"
 #include "core/wire.h"
 #include "sim/calibration.h"
 #include "sim/isolated_run.h"
 #include "sim/scenario.h"
-#include "sim/simulation.h"
 
 #include <fmt/core.h>
 #include <gmock/gmock.h>
@@ -18,8 +18,7 @@ namespace bouquet::sim {
 namespace {
 
 // bloom-7b1 in f16 on A100s; one region of 1 Gbit/s links with 1 ms one way to the switch.
-std::string scenario_text(const std::string& servers, const std::string& clients,
-                          const std::string& extra = "") {
+std::string scenario_text(const std::string& servers, const std::string& clients, const std::string& extra = "") {
   return fmt::format(R"(version: 1
 name: test
 seed: 5
@@ -81,10 +80,11 @@ TEST(Simulation, GenerationStepCostsComputePlusMessages) {
 }
 
 TEST(Simulation, ForwardPassGoesThroughEveryHop) {
-  Scenario s = load(scenario_text("  - {name: s1, gpu: a100-80gb, region: lab, blocks: [0, 10]}\n"
-                                  "  - {name: s2, gpu: rtx-3090, region: lab, blocks: [10, 30]}",
-                                  "  - {name: c, device: cpu-8core, region: lab, start_s: 1,\n"
-                                  "     work: {kind: forward, batch: 4, sequence_tokens: 64, repeat: 2}}"));
+  Scenario s =
+      load(scenario_text("  - {name: s1, gpu: a100-80gb, region: lab, blocks: [0, 10]}\n"
+                         "  - {name: s2, gpu: rtx-3090, region: lab, blocks: [10, 30]}",
+                         "  - {name: c, device: cpu-8core, region: lab, start_s: 1,\n"
+                         "     work: {kind: forward, batch: 4, sequence_tokens: 64, repeat: 2}}"));
   RunResult result = simulate_isolated(s);
   ASSERT_TRUE(result.all_finished()) << result.clients[0].error;
   CostModel cost(s.cost);
@@ -114,8 +114,8 @@ TEST(Simulation, OffloadingMatchesTheDoubleBufferedFormula) {
   double expected = 0;
   int64_t position = 0;
   for (int64_t tokens : {3, 1, 1}) {
-    expected += cost.offload_step_s(a100, bloom(), WeightFormat::f16, 128e9,
-                                    {.new_tokens = tokens, .cache_tokens = position});
+    expected +=
+        cost.offload_step_s(a100, bloom(), WeightFormat::f16, 128e9, {.new_tokens = tokens, .cache_tokens = position});
     expected += cost.client_step(a100, bloom(), 1, 1).seconds;
     position += tokens;
   }
@@ -125,8 +125,8 @@ TEST(Simulation, OffloadingMatchesTheDoubleBufferedFormula) {
 TEST(Simulation, ClientsSharingAServerWaitForEachOther) {
   const std::string server = "  - {name: s, gpu: t4, region: lab, blocks: [0, 30]}";
   const std::string work = "work: {kind: generate, prefix_tokens: 1, new_tokens: 49}";
-  RunResult alone = simulate_isolated(load(scenario_text(
-      server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 1, {}}}", work))));
+  RunResult alone = simulate_isolated(load(
+      scenario_text(server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 1, {}}}", work))));
   RunResult shared = simulate_isolated(load(scenario_text(
       server, fmt::format("  - {{name: c, count: 4, device: cpu-32core, region: lab, start_s: 1, {}}}", work))));
   ASSERT_TRUE(alone.all_finished());
@@ -140,10 +140,9 @@ TEST(Simulation, ClientsSharingAServerWaitForEachOther) {
 }
 
 TEST(Simulation, AServerThatVanishesFailsTheSessionWithATimeout) {
-  Scenario s = load(scenario_text(
-      "  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], lifetime_s: 5}",
-      "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
-      "     work: {kind: generate, prefix_tokens: 1, new_tokens: 10000}}"));
+  Scenario s = load(scenario_text("  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], lifetime_s: 5}",
+                                  "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+                                  "     work: {kind: generate, prefix_tokens: 1, new_tokens: 10000}}"));
   RunResult result = simulate_isolated(s);
   ASSERT_EQ(result.clients.size(), 1u);
   EXPECT_FALSE(result.clients[0].finished);
@@ -153,32 +152,30 @@ TEST(Simulation, AServerThatVanishesFailsTheSessionWithATimeout) {
 
 TEST(Simulation, JoiningServersAreRoutedToOnlyOnceLoaded) {
   // 30 bloom-7b1 blocks in f16 are 12.08 GB: 9.7 s over 10 Gbit/s.
-  const std::string server =
-      "  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e10}";
+  const std::string server = "  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e10}";
   const std::string work = "work: {kind: generate, prefix_tokens: 1, new_tokens: 3}";
-  RunResult early = simulate_isolated(load(scenario_text(
-      server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 5, {}}}", work))));
+  RunResult early = simulate_isolated(load(
+      scenario_text(server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 5, {}}}", work))));
   EXPECT_FALSE(early.clients[0].finished);
   EXPECT_THAT(early.clients[0].error, ::testing::HasSubstr("no_route"));
-  RunResult late = simulate_isolated(load(scenario_text(
-      server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 10, {}}}", work))));
+  RunResult late = simulate_isolated(load(
+      scenario_text(server, fmt::format("  - {{name: c, device: cpu-32core, region: lab, start_s: 10, {}}}", work))));
   EXPECT_TRUE(late.clients[0].finished) << late.clients[0].error;
 }
 
 TEST(Simulation, ServersPlacedByTheCoreCoverTheModel) {
   // Three servers of 10 blocks each join at random moments within 30 s; each takes the weakest
   // span it sees, so together they hold all 30 blocks and a client gets through.
-  const std::string client = "  - {name: c, device: cpu-32core, region: lab, start_s: 40,\n"
-                             "     work: {kind: generate, prefix_tokens: 1, new_tokens: 4}}";
+  const std::string client =
+      "  - {name: c, device: cpu-32core, region: lab, start_s: 40,\n"
+      "     work: {kind: generate, prefix_tokens: 1, new_tokens: 4}}";
   const std::string policies = "policies: {join_delay_s: 30}\n";
   RunResult result = simulate_isolated(load(scenario_text(
-      "  - {name: s, count: 3, gpu: rtx-3090, region: lab, blocks: auto, num_blocks: 10}", client,
-      policies)));
+      "  - {name: s, count: 3, gpu: rtx-3090, region: lab, blocks: auto, num_blocks: 10}", client, policies)));
   EXPECT_TRUE(result.clients[0].finished) << result.clients[0].error;
   // Two servers of 10 cannot cover 30 blocks: the client finds no route.
   RunResult short_swarm = simulate_isolated(load(scenario_text(
-      "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: auto, num_blocks: 10}", client,
-      policies)));
+      "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: auto, num_blocks: 10}", client, policies)));
   EXPECT_THAT(short_swarm.clients[0].error, ::testing::HasSubstr("no_route"));
 }
 
@@ -191,12 +188,14 @@ TEST(Simulation, InjectedFailuresAreRecoveredByTheCoreSession) {
       "  - {name: s1, gpu: gtx-1080-ti, region: lab, blocks: [8, 15]}\n"
       "  - {name: s2, gpu: gtx-1080-ti, region: lab, blocks: [15, 23]}\n"
       "  - {name: s3, gpu: gtx-1080-ti, region: lab, blocks: [23, 30]}";
-  const std::string client = "  - {name: c, device: cpu-8core, region: lab, start_s: 1,\n"
-                             "     work: {kind: generate, prefix_tokens: 1, new_tokens: 127}}";
+  const std::string client =
+      "  - {name: c, device: cpu-8core, region: lab, start_s: 1,\n"
+      "     work: {kind: generate, prefix_tokens: 1, new_tokens: 127}}";
   auto run = [&](const std::string& recovery) {
     std::string text = scenario_text(servers, client,
-        fmt::format("churn: {{activation_failure_probability: 0.02}}\n"
-                    "policies: {{recovery: {}, ban_base_s: 0}}\n", recovery));
+                                     fmt::format("churn: {{activation_failure_probability: 0.02}}\n"
+                                                 "policies: {{recovery: {}, ban_base_s: 0}}\n",
+                                                 recovery));
     text.replace(text.find("weights: f16"), 12, "weights: f32");
     text.replace(text.find("{f16: 0.5}"), 10, "{f32: 0.5}");
     return simulate_isolated(load(text));
@@ -217,11 +216,13 @@ TEST(Simulation, AServerThatLiesAboutItsSpeedLosesItsClientsOnceMeasured) {
   // speed. Believed, its one hop looks free and every session goes through it (4x slower per
   // block); measured over the first session's steps, it loses its claim and later sessions take
   // the A100s: the client ends up close to what it gets when the liar is not there at all.
-  const std::string honest = "  - {name: a, gpu: a100-80gb, region: lab, blocks: [0, 15]}\n"
-                             "  - {name: b, gpu: a100-80gb, region: lab, blocks: [15, 30]}";
+  const std::string honest =
+      "  - {name: a, gpu: a100-80gb, region: lab, blocks: [0, 15]}\n"
+      "  - {name: b, gpu: a100-80gb, region: lab, blocks: [15, 30]}";
   const std::string liar = "\n  - {name: liar, gpu: t4, region: lab, blocks: [0, 30], announce_speed_x: 1000}";
-  const std::string client = "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
-                             "     work: {kind: generate, prefix_tokens: 1, new_tokens: 31, repeat: 20}}";
+  const std::string client =
+      "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+      "     work: {kind: generate, prefix_tokens: 1, new_tokens: 31, repeat: 20}}";
   const std::string policies = "policies: {routing: min_latency}\n";
   RunResult without = simulate_isolated(load(scenario_text(honest, client, policies)));
   RunResult with = simulate_isolated(load(scenario_text(honest + liar, client, policies)));
@@ -233,22 +234,21 @@ TEST(Simulation, AServerThatLiesAboutItsSpeedLosesItsClientsOnceMeasured) {
 }
 
 TEST(Simulation, SameSeedSameRun) {
-  const std::string text = scenario_text(
-      "  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: [0, 30]}",
-      "  - {name: c, count: 3, device: cpu-8core, region: lab, start_s: 1,\n"
-      "     work: {kind: generate, prefix_tokens: 8, new_tokens: 20}}");
+  const std::string text = scenario_text("  - {name: s, count: 2, gpu: rtx-3090, region: lab, blocks: [0, 30]}",
+                                         "  - {name: c, count: 3, device: cpu-8core, region: lab, start_s: 1,\n"
+                                         "     work: {kind: generate, prefix_tokens: 8, new_tokens: 20}}");
   std::cout << "seed 5; reproduce: ctest -R Simulation.SameSeedSameRun\n";
   EXPECT_EQ(to_json(simulate_isolated(load(text))), to_json(simulate_isolated(load(text))));
 }
 
 TEST(Calibration, ReproducesThePublishedFigureOfItsRow) {
-  std::string text = scenario_text(
-      "  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30]}",
-      "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
-      "     work: {kind: generate, prefix_tokens: 1, new_tokens: 31}}",
-      "rows:\n  - {name: fit, metric: steps_per_s, published: 8}\n"
-      "  - {name: other, set: {regions.0.latency_s: 0.01}, metric: steps_per_s, published: 1}\n"
-      "calibration:\n  - {format: f16, row: fit}\n");
+  std::string text =
+      scenario_text("  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30]}",
+                    "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+                    "     work: {kind: generate, prefix_tokens: 1, new_tokens: 31}}",
+                    "rows:\n  - {name: fit, metric: steps_per_s, published: 8}\n"
+                    "  - {name: other, set: {regions.0.latency_s: 0.01}, metric: steps_per_s, published: 1}\n"
+                    "calibration:\n  - {format: f16, row: fit}\n");
   ScenarioFile file = load_scenario_text(text, "test.yaml", {});
   std::vector<Calibrated> solved = calibrate(file);
   ASSERT_EQ(solved.size(), 1u);

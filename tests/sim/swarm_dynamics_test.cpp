@@ -14,8 +14,8 @@ namespace bouquet::sim {
 namespace {
 
 // bloom-7b1 in f16; one region of 1 Gbit/s links with 1 ms one way to the switch.
-std::string scenario_text(uint64_t seed, double duration_s, const std::string& servers,
-                          const std::string& clients, const std::string& extra = "") {
+std::string scenario_text(uint64_t seed, double duration_s, const std::string& servers, const std::string& clients,
+                          const std::string& extra = "") {
   return fmt::format(R"(version: 1
 name: dynamics
 seed: {}
@@ -62,9 +62,9 @@ TEST(SwarmDynamics, ChurnedServersComeBackAndServeAgain) {
   // reloads its 12 GB at 100 Gbit/s), it serves the client again; never coming back, it leaves
   // the client with nothing but failed sessions.
   auto run = [](double downtime_s) {
-    return simulate_isolated(load(scenario_text(
-        7, 600, kOneServer, kGenerateForever,
-        fmt::format("churn: {{mean_lifetime_s: 30, mean_downtime_s: {}}}\n", downtime_s))));
+    return simulate_isolated(
+        load(scenario_text(7, 600, kOneServer, kGenerateForever,
+                           fmt::format("churn: {{mean_lifetime_s: 30, mean_downtime_s: {}}}\n", downtime_s))));
   };
   std::cout << "seed 7; reproduce: ctest -R SwarmDynamics.ChurnedServersComeBack\n";
   RunResult back = run(5);
@@ -89,8 +89,9 @@ TEST(SwarmDynamics, SubBatchesPipelineThroughTheChain) {
       "  - {name: s0, gpu: a100-80gb, region: lab, blocks: [0, 10]}\n"
       "  - {name: s1, gpu: a100-80gb, region: lab, blocks: [10, 20]}\n"
       "  - {name: s2, gpu: a100-80gb, region: lab, blocks: [20, 30]}";
-  const std::string client = "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
-                             "     work: {kind: forward, batch: 64, sequence_tokens: 128}}";
+  const std::string client =
+      "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+      "     work: {kind: forward, batch: 64, sequence_tokens: 128}}";
   auto run = [&](int64_t sub_batch_tokens) {
     return simulate_isolated(load(scenario_text(
         5, 1000, servers, client, fmt::format("policies: {{sub_batch_tokens: {}}}\n", sub_batch_tokens))));
@@ -113,7 +114,8 @@ TEST(SwarmDynamics, AForwardClientKeepsPlanningOnFreshRecordsAndSeesLateJoiners)
   // RTX 3060. An A100 on the same blocks joins at 300 s: re-reading the directory, the client's
   // later passes go mostly to it (the planner picks servers in proportion to their throughput).
   const std::string slow = "  - {name: s, gpu: rtx-3060, region: lab, blocks: [0, 30], load_bps: 1e11}";
-  const std::string fast_late = "\n  - {name: late, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e11, join_s: 300}";
+  const std::string fast_late =
+      "\n  - {name: late, gpu: a100-80gb, region: lab, blocks: [0, 30], load_bps: 1e11, join_s: 300}";
   const std::string client =
       "  - {name: c, device: cpu-32core, region: lab, start_s: 10,\n"
       "     work: {kind: forward, batch: 1, sequence_tokens: 512, repeat: 0}}";

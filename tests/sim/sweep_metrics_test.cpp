@@ -29,15 +29,15 @@ const std::string kRun = fmt::format(R"({{"scenario": "s", "seed": 3, "result": 
                                      client("a", true, 100, 50, 1, 3, 1), client("b", false, 30, 60, 2, 1, 0));
 
 TEST(SweepMetrics, ClientFiguresAreMeansSumsAndShares) {
-  const std::vector<double> v = extract_metrics(
-      kRun, {"tokens_per_s", "total_tokens_per_s", "finished_share", "recoveries", "positions_replayed",
-             "finished_session_share", "sessions_failed", "tokens", "end_s", "messages", "bytes"});
+  const std::vector<double> v =
+      extract_metrics(kRun, {"tokens_per_s", "total_tokens_per_s", "finished_share", "recoveries", "positions_replayed",
+                             "finished_session_share", "sessions_failed", "tokens", "end_s", "messages", "bytes"});
   EXPECT_DOUBLE_EQ(v[0], (2.0 + 0.5) / 2);  // a: 100 tokens in 50 s; b: 30 in 60 s
   EXPECT_DOUBLE_EQ(v[1], 2.5);
-  EXPECT_DOUBLE_EQ(v[2], 0.5);              // b did not finish
+  EXPECT_DOUBLE_EQ(v[2], 0.5);  // b did not finish
   EXPECT_DOUBLE_EQ(v[3], 3);
   EXPECT_DOUBLE_EQ(v[4], 30);
-  EXPECT_DOUBLE_EQ(v[5], 4.0 / 5);          // 4 sessions finished, 1 failed
+  EXPECT_DOUBLE_EQ(v[5], 4.0 / 5);  // 4 sessions finished, 1 failed
   EXPECT_DOUBLE_EQ(v[6], 1);
   EXPECT_DOUBLE_EQ(v[7], 130);
   EXPECT_DOUBLE_EQ(v[8], 100);

@@ -57,7 +57,7 @@ TEST(SweepStepLatency, RecoveriesShowInTheTailAndSurviveJson) {
     ASSERT_FALSE(std::isnan(r.step_latency_p99_s)) << "seed " << seed;
     if (r.clients[0].recoveries == 0) continue;
     EXPECT_GT(r.step_latency_p99_s, 1.5 * r.step_latency_p50_s) << "seed " << seed << ": a step that replayed its "
-                                                                 << "history to a reset server is slower";
+                                                                << "history to a reset server is slower";
     const RunResult back = run_result_from_json(to_json(r));
     EXPECT_EQ(back.step_latency_p50_s, r.step_latency_p50_s);
     EXPECT_EQ(back.step_latency_p99_s, r.step_latency_p99_s);

@@ -18,8 +18,9 @@ using test::TempDir;
 
 constexpr std::string_view kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kBloomPattern = " ?[^(\\s|[.,!?\xE2\x80\xA6\xE3\x80\x82\xEF\xBC\x8C\xE3\x80\x81\xE0\xA5\xA4"
-                                           "\xDB\x94\xD8\x8C])]+";  // …。，、।۔،
+constexpr std::string_view kBloomPattern =
+    " ?[^(\\s|[.,!?\xE2\x80\xA6\xE3\x80\x82\xEF\xBC\x8C\xE3\x80\x81\xE0\xA5\xA4"
+    "\xDB\x94\xD8\x8C])]+";  // …。，、।۔،
 
 // The mapped character of a byte, as vocabularies spell it ("Ġ" for a space).
 std::string ch(uint8_t byte) { return byte_to_unicode()[byte]; }
@@ -41,14 +42,20 @@ Json make_config(const std::vector<std::pair<std::string, std::string>>& merges,
               {"pre_tokenizer", std::move(pre_tokenizer)},
               {"post_processor", nullptr},
               {"decoder", Json{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}}},
-              {"model", Json{{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                             {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-                             {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", merge_list}}}};
+              {"model", Json{{"type", "BPE"},
+                             {"dropout", nullptr},
+                             {"unk_token", nullptr},
+                             {"continuing_subword_prefix", nullptr},
+                             {"end_of_word_suffix", nullptr},
+                             {"fuse_unk", false},
+                             {"byte_fallback", false},
+                             {"vocab", vocab},
+                             {"merges", merge_list}}}};
 }
 
 Json byte_level(bool add_prefix_space, bool use_regex) {
-  return Json{{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true},
-              {"use_regex", use_regex}};
+  return Json{
+      {"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true}, {"use_regex", use_regex}};
 }
 
 Json split(std::string_view regex, const char* behavior = "Isolated") {
@@ -139,16 +146,32 @@ TEST(BpeTokenizer, Llama3StyleIgnoreMergesAndSpecialTokens) {
   config["model"]["vocab"][ch(' ') + "fine"] = 259;  // reachable only as a whole word
   config["model"]["ignore_merges"] = true;
   config["added_tokens"] = Json::array({
-      {{"id", 260}, {"content", "<|begin_of_text|>"}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-       {"normalized", false}, {"special", true}},
-      {{"id", 261}, {"content", "<|eot_id|>"}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-       {"normalized", false}, {"special", true}},
-      {{"id", 262}, {"content", "<tool call>"}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-       {"normalized", false}, {"special", false}},
+      {{"id", 260},
+       {"content", "<|begin_of_text|>"},
+       {"single_word", false},
+       {"lstrip", false},
+       {"rstrip", false},
+       {"normalized", false},
+       {"special", true}},
+      {{"id", 261},
+       {"content", "<|eot_id|>"},
+       {"single_word", false},
+       {"lstrip", false},
+       {"rstrip", false},
+       {"normalized", false},
+       {"special", true}},
+      {{"id", 262},
+       {"content", "<tool call>"},
+       {"single_word", false},
+       {"lstrip", false},
+       {"rstrip", false},
+       {"normalized", false},
+       {"special", false}},
   });
   const BpeTokenizer tok(config, "llama3");
   EXPECT_EQ(tok.encode(" fine"), std::vector<TokenId>{259});
-  EXPECT_EQ(tok.encode("<|begin_of_text|>the<|eot_id|><|eot_id|> the"), (std::vector<TokenId>{260, 't', 257, 261, 261, 258}));
+  EXPECT_EQ(tok.encode("<|begin_of_text|>the<|eot_id|><|eot_id|> the"),
+            (std::vector<TokenId>{260, 't', 257, 261, 261, 258}));
   // Special tokens are skipped when decoding; other added tokens show their text.
   EXPECT_EQ(tok.decode({260, 't', 257, 261, 262, 258}), "the<tool call> the");
   EXPECT_EQ(tok.token_id("<|eot_id|>"), 261);
@@ -159,10 +182,20 @@ TEST(BpeTokenizer, Llama3StyleIgnoreMergesAndSpecialTokens) {
 
 TEST(BpeTokenizer, AddedTokensStripWhitespaceWhenAsked) {
   Json config = make_config({}, byte_level(false, true));
-  config["added_tokens"] = Json::array({{{"id", 300}, {"content", "<mask>"}, {"single_word", false}, {"lstrip", true},
-                                         {"rstrip", true}, {"normalized", false}, {"special", true}},
-                                        {{"id", 301}, {"content", "cat"}, {"single_word", true}, {"lstrip", false},
-                                         {"rstrip", false}, {"normalized", false}, {"special", false}}});
+  config["added_tokens"] = Json::array({{{"id", 300},
+                                         {"content", "<mask>"},
+                                         {"single_word", false},
+                                         {"lstrip", true},
+                                         {"rstrip", true},
+                                         {"normalized", false},
+                                         {"special", true}},
+                                        {{"id", 301},
+                                         {"content", "cat"},
+                                         {"single_word", true},
+                                         {"lstrip", false},
+                                         {"rstrip", false},
+                                         {"normalized", false},
+                                         {"special", false}}});
   const BpeTokenizer tok(config, "t");
   EXPECT_EQ(tok.encode("a  <mask>  b"), (std::vector<TokenId>{'a', 300, 'b'}));
   EXPECT_EQ(tok.encode("cat"), std::vector<TokenId>{301});

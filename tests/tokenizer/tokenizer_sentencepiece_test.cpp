@@ -47,12 +47,18 @@ std::string sp(const std::string& rest) { return std::string(kSp) + rest; }
 
 TEST(SentencePieceTokenizer, BpeMergesHighestScoringPairFirst) {
   // "▁the": the pair (h, e) scores best, then (▁, t), then (▁t, he).
-  const SentencePieceTokenizer tok(make_model({{kSp.data(), -10}, {"t", -11}, {"h", -12}, {"e", -13}, {"a", -14},
-                                               {"he", -1}, {sp("t"), -2}, {sp("the"), -3}}),
+  const SentencePieceTokenizer tok(make_model({{kSp.data(), -10},
+                                               {"t", -11},
+                                               {"h", -12},
+                                               {"e", -13},
+                                               {"a", -14},
+                                               {"he", -1},
+                                               {sp("t"), -2},
+                                               {sp("the"), -3}}),
                                    "hand-made");
   EXPECT_EQ(tok.encode("the"), (std::vector<TokenId>{id_of(tok, sp("the"))}));
-  EXPECT_EQ(tok.encode("hat"), (std::vector<TokenId>{id_of(tok, std::string(kSp)), id_of(tok, "h"), id_of(tok, "a"),
-                                                     id_of(tok, "t")}));
+  EXPECT_EQ(tok.encode("hat"),
+            (std::vector<TokenId>{id_of(tok, std::string(kSp)), id_of(tok, "h"), id_of(tok, "a"), id_of(tok, "t")}));
   // Spaces become U+2581 and are kept as they are (identity normalization, no whitespace removal).
   EXPECT_EQ(tok.encode(" the"), (std::vector<TokenId>{id_of(tok, std::string(kSp)), id_of(tok, sp("the"))}));
   EXPECT_EQ(tok.encode(""), std::vector<TokenId>{});
@@ -67,8 +73,8 @@ TEST(SentencePieceTokenizer, EqualScoresMergeLeftmostFirst) {
 TEST(SentencePieceTokenizer, UnknownCharactersFallBackToBytesOrOneUnk) {
   const SentencePieceTokenizer with_bytes(make_model({{kSp.data(), -10}, {"a", -11}}), "hand-made");
   // é is C3 A9; byte pieces start at id 3.
-  EXPECT_EQ(with_bytes.encode("aé"), (std::vector<TokenId>{id_of(with_bytes, std::string(kSp)), id_of(with_bytes, "a"),
-                                                           3 + 0xC3, 3 + 0xA9}));
+  EXPECT_EQ(with_bytes.encode("aé"),
+            (std::vector<TokenId>{id_of(with_bytes, std::string(kSp)), id_of(with_bytes, "a"), 3 + 0xC3, 3 + 0xA9}));
   EXPECT_EQ(with_bytes.decode(with_bytes.encode("aé\n")), "aé\n");
   const SentencePieceTokenizer without(make_model({{kSp.data(), -10}, {"a", -11}}, false), "hand-made");
   // A run of unknown characters is a single <unk>, which decodes to " ⁇ ".
@@ -103,8 +109,8 @@ TEST(SentencePieceTokenizer, DecodeSkipsControlsStripsTheDummyPrefixAndReassembl
 }
 
 TEST(SentencePieceTokenizer, UnigramTakesTheBestScoringPath) {
-  SentencePieceModel model = make_model({{kSp.data(), -1}, {"a", -5}, {"b", -5}, {"c", -5}, {"ab", -4},
-                                         {"bc", -3.5}, {sp("a"), -6}});
+  SentencePieceModel model =
+      make_model({{kSp.data(), -1}, {"a", -5}, {"b", -5}, {"c", -5}, {"ab", -4}, {"bc", -3.5}, {sp("a"), -6}});
   model.trainer.model_type = SentencePieceModel::ModelType::unigram;
   const SentencePieceTokenizer tok(model, "hand-made");
   // ▁abc: ▁a + bc = -9.5 beats ▁ + ab + c = -10 and ▁a + b + c = -16; ▁ + a + bc ties at -9.5,
@@ -202,17 +208,39 @@ std::vector<Reference> ask_python(const fs::path& model, const std::vector<std::
 }
 
 std::vector<std::string> comparison_texts(uint64_t seed) {
-  std::vector<std::string> texts = {
-      "Hello world", "hello  world", "  leading spaces", "trailing spaces  ", " ", "", "\n", "a\nb\n\nc",
-      "tab\there", "café naïve résumé Ångström", "日本語のテキスト", "中文字符测试", "emoji 😀🎉👍🏽 done",
-      "1234567890 3.14159 2024-01-01", "ＡＢＣ full width １２３", "ﬁ ligature ½ ⅷ x²", "<s> </s> <unk>",
-      "   multiple   spaces   ", "mixed\r\nnewlines", "\xE2\x96\x81" "already escaped", "\xC2\xA0nbsp\xE3\x80\x80ideo",
-      "Съешь же ещё этих мягких французских булок", "e\xCC\x81 combining", "\xEF\xBB\xBF" "bom",
-      "The garden in early spring looks like nothing much.", "Servers fail. A laptop closes its lid."};
+  std::vector<std::string> texts = {"Hello world",
+                                    "hello  world",
+                                    "  leading spaces",
+                                    "trailing spaces  ",
+                                    " ",
+                                    "",
+                                    "\n",
+                                    "a\nb\n\nc",
+                                    "tab\there",
+                                    "café naïve résumé Ångström",
+                                    "日本語のテキスト",
+                                    "中文字符测试",
+                                    "emoji 😀🎉👍🏽 done",
+                                    "1234567890 3.14159 2024-01-01",
+                                    "ＡＢＣ full width １２３",
+                                    "ﬁ ligature ½ ⅷ x²",
+                                    "<s> </s> <unk>",
+                                    "   multiple   spaces   ",
+                                    "mixed\r\nnewlines",
+                                    "\xE2\x96\x81"
+                                    "already escaped",
+                                    "\xC2\xA0nbsp\xE3\x80\x80ideo",
+                                    "Съешь же ещё этих мягких французских булок",
+                                    "e\xCC\x81 combining",
+                                    "\xEF\xBB\xBF"
+                                    "bom",
+                                    "The garden in early spring looks like nothing much.",
+                                    "Servers fail. A laptop closes its lid."};
   core::Rng rng(seed);
   for (int i = 0; i < 150; ++i) {
     texts.push_back(test::random_utf8(rng, 30));
-    if (i % 6 == 0) texts.back().insert(rng.below(texts.back().size() + 1), 1, static_cast<char>(0x80 + rng.below(0x80)));
+    if (i % 6 == 0)
+      texts.back().insert(rng.below(texts.back().size() + 1), 1, static_cast<char>(0x80 + rng.below(0x80)));
   }
   // Prose-like strings from the training text's words, so that long merges are exercised.
   std::vector<std::string> words;
@@ -277,9 +305,10 @@ class SentencePieceAgreement : public ::testing::Test {
   // Trains with spm_train directly, for the model kinds train_sentencepiece does not make.
   fs::path train(const std::string& name, const std::string& flags) {
     test::write_file(dir_ / "corpus.txt", tiny_corpus());
-    const std::string command =
-        fmt::format("cd {} && spm_train --input=corpus.txt --model_prefix={} --num_threads=1 --minloglevel=2 {} "
-                    "> {}.log 2>&1", dir_.path().string(), name, flags, name);
+    const std::string command = fmt::format(
+        "cd {} && spm_train --input=corpus.txt --model_prefix={} --num_threads=1 --minloglevel=2 {} "
+        "> {}.log 2>&1",
+        dir_.path().string(), name, flags, name);
     if (std::system(command.c_str()) != 0) throw std::runtime_error("spm_train failed: " + command);
     return dir_ / (name + ".model");
   }
@@ -301,9 +330,10 @@ TEST_F(SentencePieceAgreement, NfkcNormalizationWithoutByteFallback) {
 }
 
 TEST_F(SentencePieceAgreement, UserDefinedAndControlSymbolsWithCaseFolding) {
-  expect_agreement(train("bpe_ud", "--model_type=bpe --vocab_size=700 --byte_fallback "
-                                   "--user_defined_symbols='<sep>,foo,the' --control_symbols='<ctl>' "
-                                   "--normalization_rule_name=nfkc_cf"),
+  expect_agreement(train("bpe_ud",
+                         "--model_type=bpe --vocab_size=700 --byte_fallback "
+                         "--user_defined_symbols='<sep>,foo,the' --control_symbols='<ctl>' "
+                         "--normalization_rule_name=nfkc_cf"),
                    test_seed());
 }
 
@@ -324,9 +354,10 @@ TEST_F(SentencePieceAgreement, UnusedPiecesAreSplitBackIntoThePiecesTheyWereMerg
 TEST_F(SentencePieceAgreement, UnigramModels) {
   const uint64_t seed = test_seed();
   expect_agreement(train("uni_nfkc", "--model_type=unigram --vocab_size=800"), seed);
-  expect_agreement(train("uni_id", "--model_type=unigram --vocab_size=900 --byte_fallback "
-                                   "--normalization_rule_name=identity --remove_extra_whitespaces=false "
-                                   "--user_defined_symbols='<sep>'"),
+  expect_agreement(train("uni_id",
+                         "--model_type=unigram --vocab_size=900 --byte_fallback "
+                         "--normalization_rule_name=identity --remove_extra_whitespaces=false "
+                         "--user_defined_symbols='<sep>'"),
                    seed);
 }
 

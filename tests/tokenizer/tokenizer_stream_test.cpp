@@ -26,7 +26,11 @@ SentencePieceTokenizer sentencepiece(bool remove_extra_whitespaces) {
   model.pieces = {{"<unk>", 0, Type::unknown}, {"<s>", 0, Type::control}, {"</s>", 0, Type::control}};
   for (int b = 0; b < 256; ++b) model.pieces.push_back({fmt::format("<0x{:02X}>", b), 0, Type::byte});
   float score = -1;
-  for (const char* piece : {"\xE2\x96\x81", "\xE2\x96\x81\xE2\x96\x81", "a", "b", "\xE2\x96\x81" "a", "\xE2\x96\x81" "bc",
+  for (const char* piece : {"\xE2\x96\x81", "\xE2\x96\x81\xE2\x96\x81", "a", "b",
+                            "\xE2\x96\x81"
+                            "a",
+                            "\xE2\x96\x81"
+                            "bc",
                             "ok", "\xC3\xA9", "\xE2\x96\x81\xE4\xB8\xAD"})
     model.pieces.push_back({piece, score--, Type::normal});
   return SentencePieceTokenizer(model, "hand-made");
@@ -84,7 +88,9 @@ TEST(StreamDecoder, AddsUpToDecodeOnRandomIds) {
 
 TEST(StreamDecoder, EmitsStableTextAtOnceAndHoldsBackPartialCharacters) {
   const auto tok = sentencepiece(false);
-  const TokenId space_a = *tok.piece_id("\xE2\x96\x81" "a");
+  const TokenId space_a = *tok.piece_id(
+      "\xE2\x96\x81"
+      "a");
   const TokenId space = *tok.piece_id("\xE2\x96\x81");
   StreamDecoder stream(tok);
   EXPECT_EQ(stream.push(1), "");          // <s>

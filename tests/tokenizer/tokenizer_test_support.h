@@ -91,10 +91,48 @@ inline void append_code_point(std::string& out, uint32_t cp) {
 // accents, Cyrillic, CJK, emoji (with joiners and modifiers), digits, newlines and tabs, and now
 // and then any code point at all.
 inline std::string random_utf8(core::Rng& rng, size_t max_chars) {
-  static const std::vector<std::string> kPool = {
-      "the", " ", " ", "  ", "\n", "\t", "ing", "a", "Z", "é", "ß", "ñ", "Å", "ж", "щ", "中", "文", "日本",
-      "😀", "👍🏽", "🏳️‍🌈", "0", "42", "2024", ".", ",", "!?", "'s", "'LL", "\"", "<", "|", "\r\n", "e\xCC\x81",
-      "\xE2\x96\x81", "\xEF\xBF\xBD", "€", "…", "。", "،", "\xC2\xA0", "\xE3\x80\x80"};
+  static const std::vector<std::string> kPool = {"the",
+                                                 " ",
+                                                 " ",
+                                                 "  ",
+                                                 "\n",
+                                                 "\t",
+                                                 "ing",
+                                                 "a",
+                                                 "Z",
+                                                 "é",
+                                                 "ß",
+                                                 "ñ",
+                                                 "Å",
+                                                 "ж",
+                                                 "щ",
+                                                 "中",
+                                                 "文",
+                                                 "日本",
+                                                 "😀",
+                                                 "👍🏽",
+                                                 "🏳️‍🌈",
+                                                 "0",
+                                                 "42",
+                                                 "2024",
+                                                 ".",
+                                                 ",",
+                                                 "!?",
+                                                 "'s",
+                                                 "'LL",
+                                                 "\"",
+                                                 "<",
+                                                 "|",
+                                                 "\r\n",
+                                                 "e\xCC\x81",
+                                                 "\xE2\x96\x81",
+                                                 "\xEF\xBF\xBD",
+                                                 "€",
+                                                 "…",
+                                                 "。",
+                                                 "،",
+                                                 "\xC2\xA0",
+                                                 "\xE3\x80\x80"};
   std::string out;
   const size_t count = rng.below(max_chars + 1);
   for (size_t i = 0; i < count; ++i) {

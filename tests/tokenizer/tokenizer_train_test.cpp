@@ -75,8 +75,10 @@ TEST_F(TrainSentencePiece, TrainedTokenizerRoundTripsAnyText) {
     std::string text;
     const std::string raw = test::random_utf8(rng, 40);
     for (size_t at = 0; at < raw.size(); ++at) {
-      if (std::string_view(raw).substr(at).starts_with("\xE2\x96\x81")) at += 2;
-      else text.push_back(raw[at]);
+      if (std::string_view(raw).substr(at).starts_with("\xE2\x96\x81"))
+        at += 2;
+      else
+        text.push_back(raw[at]);
     }
     ASSERT_EQ(tok->decode(tok->encode(text)), text) << "case " << i;
   }

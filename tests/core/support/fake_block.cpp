@@ -25,9 +25,8 @@ uint64_t hash_vector(const float* v, uint32_t n, uint64_t seed) {
 
 }  // namespace
 
-std::vector<float> fake_span_forward(core::BlockSpan span, uint32_t batch, uint32_t tokens,
-                                     uint32_t hidden, const std::vector<float>& inputs,
-                                     FakeCache* cache, uint32_t cache_length) {
+std::vector<float> fake_span_forward(core::BlockSpan span, uint32_t batch, uint32_t tokens, uint32_t hidden,
+                                     const std::vector<float>& inputs, FakeCache* cache, uint32_t cache_length) {
   BOUQUET_CHECK(inputs.size() == uint64_t{batch} * tokens * hidden, "fake block: input size");
   std::vector<float> x = inputs, y(inputs.size());
   for (uint32_t b = span.begin; b < span.end; ++b) {
@@ -86,12 +85,11 @@ core::ComputeOutput fake_compute(const core::ComputeRequest& request, uint32_t h
                                 request.grad_outputs->to_floats());
   } else {
     values = fake_span_forward(request.span, request.batch, request.new_tokens, hidden, inputs,
-                               request.kind == core::ComputeKind::inference ? cache : nullptr,
-                               request.cache_length);
+                               request.kind == core::ComputeKind::inference ? cache : nullptr, request.cache_length);
   }
   core::ComputeOutput out;
-  out.outputs = core::make_activation(request.inputs.shape, std::move(values), request.inputs.dtype,
-                                      request.output_compression);
+  out.outputs =
+      core::make_activation(request.inputs.shape, std::move(values), request.inputs.dtype, request.output_compression);
   return out;
 }
 
@@ -101,8 +99,8 @@ std::vector<float> fake_prompt(uint64_t seed, uint32_t batch, uint32_t tokens, u
   return v;
 }
 
-std::vector<float> fake_next_input(const std::vector<float>& last_output, uint32_t batch,
-                                   uint32_t tokens, uint32_t hidden) {
+std::vector<float> fake_next_input(const std::vector<float>& last_output, uint32_t batch, uint32_t tokens,
+                                   uint32_t hidden) {
   BOUQUET_CHECK(last_output.size() == uint64_t{batch} * tokens * hidden, "fake next input: size");
   std::vector<float> next(uint64_t{batch} * hidden);
   for (uint32_t r = 0; r < batch; ++r) {

@@ -24,9 +24,8 @@ struct FakeCache {
 // Runs `inputs` ([batch, tokens, hidden] floats, row-major) through `span`. With a cache, the
 // cache is first truncated to `cache_length` positions (which it must have), then extended.
 // Without one, the sequence starts at position 0.
-std::vector<float> fake_span_forward(core::BlockSpan span, uint32_t batch, uint32_t tokens,
-                                     uint32_t hidden, const std::vector<float>& inputs,
-                                     FakeCache* cache, uint32_t cache_length);
+std::vector<float> fake_span_forward(core::BlockSpan span, uint32_t batch, uint32_t tokens, uint32_t hidden,
+                                     const std::vector<float>& inputs, FakeCache* cache, uint32_t cache_length);
 
 // A fake gradient for backward, block by block like a real one: each block's input is recomputed
 // forward from the span's inputs, and each block's gradient is a hash of the block, its input and
@@ -36,13 +35,12 @@ std::vector<float> fake_span_backward(core::BlockSpan span, uint32_t batch, uint
                                       const std::vector<float>& inputs, const std::vector<float>& grad_outputs);
 
 // What a driver's compute does with a request (cache looked up by the caller for inference).
-core::ComputeOutput fake_compute(const core::ComputeRequest& request, uint32_t hidden,
-                                 FakeCache* cache);
+core::ComputeOutput fake_compute(const core::ComputeRequest& request, uint32_t hidden, FakeCache* cache);
 
 // The client's side of a fake generation (stand-ins for embedding, LM head and sampling):
 // the prompt's hidden states, and the next token's hidden states from the last output.
 std::vector<float> fake_prompt(uint64_t seed, uint32_t batch, uint32_t tokens, uint32_t hidden);
-std::vector<float> fake_next_input(const std::vector<float>& last_output, uint32_t batch,
-                                   uint32_t tokens, uint32_t hidden);
+std::vector<float> fake_next_input(const std::vector<float>& last_output, uint32_t batch, uint32_t tokens,
+                                   uint32_t hidden);
 
 }  // namespace bouquet::test

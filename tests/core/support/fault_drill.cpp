@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/core.h>
 #include <algorithm>
 #include <cstdlib>
-#include <fmt/core.h>
 #include <memory>
 
 #include "core/min_latency_route.h"
@@ -115,10 +115,14 @@ void inject_faults(Drill& d, Rng& rng) {
   const uint64_t steps = d.spec.new_tokens + 1;
   using Match = std::function<bool(PeerId, PeerId, const Message&)>;
   auto replies_from = [](PeerId server) -> Match {
-    return [server](PeerId from, PeerId, const Message& m) { return from == server && std::holds_alternative<StepResult>(m); };
+    return [server](PeerId from, PeerId, const Message& m) {
+      return from == server && std::holds_alternative<StepResult>(m);
+    };
   };
   auto steps_to = [](PeerId server) -> Match {
-    return [server](PeerId, PeerId to, const Message& m) { return to == server && std::holds_alternative<StepRequest>(m); };
+    return [server](PeerId, PeerId to, const Message& m) {
+      return to == server && std::holds_alternative<StepRequest>(m);
+    };
   };
   d.faults = 1 + rng.below(3);
   for (uint64_t f = 0; f < d.faults; ++f) {
@@ -205,7 +209,8 @@ std::string check_outcome(const Drill& d, size_t g, uint64_t seed, RecoveryPolic
     return fmt::format("the generation did not finish: {}", result.error ? result.error->to_string() : "still running");
   }
   const auto expected = expected_outputs(seed, policy);
-  if (result.outputs.size() != expected.size()) return fmt::format("{} outputs, not {}", result.outputs.size(), expected.size());
+  if (result.outputs.size() != expected.size())
+    return fmt::format("{} outputs, not {}", result.outputs.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
     if (result.outputs[i] != expected[i]) return fmt::format("step {} differs from the fault-free run", i);
   }
@@ -216,10 +221,12 @@ std::string check_outcome(const Drill& d, size_t g, uint64_t seed, RecoveryPolic
 std::string describe(const Drill& d, const InferenceSession& session,
                      const std::map<std::pair<PeerId, uint64_t>, Observed>& observed) {
   const auto& s = d.spec;
-  std::string out = fmt::format("  compression {}, max_step_tokens {}, prompt {}, new tokens {}, batch {}, peers told of crashes: {}\n",
-                                to_string(s.session.compression), s.session.max_step_tokens, s.prompt_tokens,
-                                s.new_tokens, s.session.batch, d.swarm.notify_peers_on_crash);
-  for (const auto& span : d.spans) out += fmt::format("  span {}: primary {}\n", span.blocks.to_string(), span.primary.to_string());
+  std::string out = fmt::format(
+      "  compression {}, max_step_tokens {}, prompt {}, new tokens {}, batch {}, peers told of crashes: {}\n",
+      to_string(s.session.compression), s.session.max_step_tokens, s.prompt_tokens, s.new_tokens, s.session.batch,
+      d.swarm.notify_peers_on_crash);
+  for (const auto& span : d.spans)
+    out += fmt::format("  span {}: primary {}\n", span.blocks.to_string(), span.primary.to_string());
   for (const auto& r : session.recoveries()) {
     out += fmt::format("  recovery of {} at {:.3f} s ({}), {} positions replayed, {}:", r.span.to_string(), r.failed_at,
                        r.cause.to_string(), r.positions_replayed, r.succeeded ? "succeeded" : "did not succeed");
@@ -227,7 +234,8 @@ std::string describe(const Drill& d, const InferenceSession& session,
     out += "\n";
   }
   for (const auto& [key, o] : observed) {
-    out += fmt::format("  session {} on {} {}, steps (start+tokens):", key.second, key.first.to_string(), o.span.to_string());
+    out += fmt::format("  session {} on {} {}, steps (start+tokens):", key.second, key.first.to_string(),
+                       o.span.to_string());
     for (const auto& [start, tokens] : o.steps) out += fmt::format(" {}+{}", start, tokens);
     out += "\n";
   }

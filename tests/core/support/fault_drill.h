@@ -28,8 +28,8 @@ struct DrillStats {
   uint64_t drills = 0;
   uint64_t faults = 0;
   uint64_t recoveries = 0;
-  uint64_t drills_recovered_twice = 0;   // two recoveries or more in one generation
-  uint64_t replacements_failed = 0;      // recoveries whose replacement failed too
+  uint64_t drills_recovered_twice = 0;  // two recoveries or more in one generation
+  uint64_t replacements_failed = 0;     // recoveries whose replacement failed too
   uint64_t multi_server_replacements = 0;
   uint64_t positions_replayed = 0;
 };

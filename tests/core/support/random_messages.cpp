@@ -56,8 +56,7 @@ std::vector<Message> random_messages(Rng& rng, std::optional<Compression> compre
                             static_cast<uint32_t>(rng.below(8192)), static_cast<uint32_t>(1 + rng.below(8)),
                             random_compression(rng), rng.uniform(0, 60), random_string(rng, 10)});
   out.push_back(SessionOpened{rng.next_u64()});
-  StepRequest step{rng.next_u64(), rng.next_u64(), static_cast<uint32_t>(rng.below(4096)),
-                   act(3, 12), maybe(4), {}};
+  StepRequest step{rng.next_u64(), rng.next_u64(), static_cast<uint32_t>(rng.below(4096)), act(3, 12), maybe(4), {}};
   for (uint64_t i = rng.below(3); i > 0; --i) {
     step.next_servers.push_back(NextServer{PeerId{rng.next_u64()}, rng.next_u64(), random_span(rng)});
   }
@@ -71,9 +70,10 @@ std::vector<Message> random_messages(Rng& rng, std::optional<Compression> compre
                                 random_compression(rng), act(3, 10), act(3, 10), maybe(4)});
   out.push_back(BackwardResult{rng.next_u64(), act(3, 10), maybe(4)});
   out.push_back(InfoRequest{rng.next_u64()});
-  InfoReply info{rng.next_u64(), random_string(rng, 40), random_span(rng), static_cast<uint32_t>(rng.below(16384)),
-                 "bouquet 0.1", rng.next_u64(), rng.next_u64(), {}, rng.uniform(0, 100), rng.uniform(0, 1000),
-                 rng.uniform(0, 1000)};
+  InfoReply info{
+      rng.next_u64(),      random_string(rng, 40), random_span(rng),    static_cast<uint32_t>(rng.below(16384)),
+      "bouquet 0.1",       rng.next_u64(),         rng.next_u64(),      {},
+      rng.uniform(0, 100), rng.uniform(0, 1000),   rng.uniform(0, 1000)};
   for (uint64_t i = rng.below(4); i > 0; --i) info.adapters.push_back(random_string(rng, 20));
   info.request_tokens_max = static_cast<uint32_t>(rng.next_u64());
   info.client_cache_tokens_max = rng.next_u64();

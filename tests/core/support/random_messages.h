@@ -12,7 +12,6 @@ namespace bouquet::test {
 core::Activation random_activation(core::Rng& rng, size_t rank, uint32_t max_dim);
 // One message of each MessageType (in MessageType order), fields drawn from `rng`; when
 // `compression` is set every activation uses it.
-std::vector<core::Message> random_messages(core::Rng& rng,
-                                           std::optional<core::Compression> compression = {});
+std::vector<core::Message> random_messages(core::Rng& rng, std::optional<core::Compression> compression = {});
 
 }  // namespace bouquet::test

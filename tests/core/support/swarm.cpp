@@ -82,13 +82,9 @@ std::vector<std::vector<float>> reference_outputs(const GenerationSpec& spec) {
 VirtualSwarm::VirtualSwarm(uint64_t seed) : rng_(seed) {}
 VirtualSwarm::~VirtualSwarm() = default;
 
-const GenerationResult& VirtualSwarm::result(size_t generation) const {
-  return generations_.at(generation)->result;
-}
+const GenerationResult& VirtualSwarm::result(size_t generation) const { return generations_.at(generation)->result; }
 
-const InferenceSession& VirtualSwarm::session(size_t generation) const {
-  return *generations_.at(generation)->session;
-}
+const InferenceSession& VirtualSwarm::session(size_t generation) const { return *generations_.at(generation)->session; }
 
 PeerId VirtualSwarm::add_server(BlockServerConfig config, double compute_s_per_token_block) {
   auto n = std::make_unique<Node>();
@@ -144,9 +140,7 @@ const std::vector<ComputeKind>& VirtualSwarm::computes_started(PeerId server) co
   return nodes_.at(server)->started;
 }
 
-const std::vector<std::pair<PeerId, Message>>& VirtualSwarm::inbox(PeerId n) const {
-  return nodes_.at(n)->inbox;
-}
+const std::vector<std::pair<PeerId, Message>>& VirtualSwarm::inbox(PeerId n) const { return nodes_.at(n)->inbox; }
 
 size_t VirtualSwarm::train(PeerId client, PassSpec spec) {
   const size_t index = generations_.size();
@@ -235,8 +229,7 @@ void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& e
       transmit(id, send->to, send->message);
       if (n.server && std::holds_alternative<StepResult>(send->message)) {
         ++n.step_replies;
-        if (n.crash_step && n.crash_step->second == CrashPoint::after_reply &&
-            n.crash_step->first == n.step_replies) {
+        if (n.crash_step && n.crash_step->second == CrashPoint::after_reply && n.crash_step->first == n.step_replies) {
           crash(id);
         }
       }
@@ -340,8 +333,7 @@ void VirtualSwarm::start_compute(PeerId id, const ComputeRequest& request) {
   const double duration_s = n.compute_s_per_token_block * request.batch * request.new_tokens * request.span.size();
   if (request.kind == ComputeKind::inference) {
     ++n.inference_steps;
-    if (n.crash_step && n.crash_step->second == CrashPoint::before_reply &&
-        n.crash_step->first == n.inference_steps) {
+    if (n.crash_step && n.crash_step->second == CrashPoint::before_reply && n.crash_step->first == n.inference_steps) {
       schedule(now_ + duration_s, [this, id] { crash(id); });
       return;
     }
@@ -383,8 +375,7 @@ void VirtualSwarm::deliver(PeerId from, PeerId to, const std::vector<uint8_t>& b
   Node& receiver = node(to);
   if (!receiver.alive) {
     if (notify_peers_on_crash) {
-      schedule(now_ + link(to, from).latency_s,
-               [this, from, to] { peer_unreachable(from, to, "connection refused"); });
+      schedule(now_ + link(to, from).latency_s, [this, from, to] { peer_unreachable(from, to, "connection refused"); });
     }
     return;
   }
@@ -415,8 +406,7 @@ void VirtualSwarm::crash(PeerId id) {
     // Like a TCP reset: it arrives after whatever the node had already sent on that link.
     const auto busy = link_busy_until_.find({id, peer});
     const Time sent_by = busy == link_busy_until_.end() ? now_ : std::max(now_, busy->second);
-    schedule(sent_by + link(id, peer).latency_s,
-             [this, peer, id] { peer_unreachable(peer, id, "connection reset"); });
+    schedule(sent_by + link(id, peer).latency_s, [this, peer, id] { peer_unreachable(peer, id, "connection reset"); });
   }
 }
 

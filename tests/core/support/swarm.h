@@ -52,7 +52,7 @@ struct GenerationResult {
   std::optional<core::Error> error;
   core::Chain chain;
   std::vector<std::vector<float>> outputs;  // per step: the last span's output values
-  uint32_t restarts = 0;                     // SessionRestarted reports (restart_from_scratch)
+  uint32_t restarts = 0;                    // SessionRestarted reports (restart_from_scratch)
   core::Time ready_at = core::kNever;
   core::Time finished_at = core::kNever;
   bool finished() const { return closed || error.has_value(); }

@@ -23,9 +23,7 @@ namespace bouquet::gpu::testing {
 namespace fs = std::filesystem;
 namespace {
 
-fs::path process_dir() {
-  return fs::path(::testing::TempDir()) / fmt::format("bouquet-gpu-{}", ::getpid());
-}
+fs::path process_dir() { return fs::path(::testing::TempDir()) / fmt::format("bouquet-gpu-{}", ::getpid()); }
 
 // Removes this process's scratch folders after the last test, unless BOUQUET_KEEP_TEST_FILES is
 // set (to look at a failing test's model folder).
@@ -36,8 +34,7 @@ class RemoveScratch : public ::testing::Environment {
   }
 };
 
-[[maybe_unused]] const auto* const remove_scratch =
-    ::testing::AddGlobalTestEnvironment(new RemoveScratch);
+[[maybe_unused]] const auto* const remove_scratch = ::testing::AddGlobalTestEnvironment(new RemoveScratch);
 
 }  // namespace
 
@@ -89,10 +86,11 @@ void train_spm_tokenizer(const fs::path& dir, int64_t vocab) {
   const fs::path corpus = dir / "corpus.txt";
   std::ofstream(corpus) << text.str();
   int status = 0;
-  const std::string out = run_command(fmt::format(
-      "cd '{}' && spm_train --input=corpus.txt --model_prefix=tokenizer --vocab_size={} "
-      "--model_type=bpe --byte_fallback=true --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1",
-      dir.string(), vocab), &status);
+  const std::string out =
+      run_command(fmt::format("cd '{}' && spm_train --input=corpus.txt --model_prefix=tokenizer --vocab_size={} "
+                              "--model_type=bpe --byte_fallback=true --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1",
+                              dir.string(), vocab),
+                  &status);
   ASSERT_EQ(status, 0) << out;
   fs::remove(corpus);
   fs::remove(dir / "tokenizer.vocab");
@@ -109,18 +107,19 @@ fs::path shared_test_tokenizer() {
 
 void write_reference_model(const fs::path& dir, std::string_view dtype) {
   int status = 0;
-  const std::string out = run_command(
-      fmt::format("/usr/bin/python3 '{}' '{}' '{}' {}", (reference_dir() / "make_tiny_llama.py").string(),
-                  dir.string(), shared_test_tokenizer().string(), dtype), &status);
+  const std::string out =
+      run_command(fmt::format("/usr/bin/python3 '{}' '{}' '{}' {}", (reference_dir() / "make_tiny_llama.py").string(),
+                              dir.string(), shared_test_tokenizer().string(), dtype),
+                  &status);
   ASSERT_EQ(status, 0) << out;
 }
 
-ReferenceRun run_reference(const fs::path& model_dir, const std::vector<TokenId>& prompt_ids,
-                           int64_t count) {
+ReferenceRun run_reference(const fs::path& model_dir, const std::vector<TokenId>& prompt_ids, int64_t count) {
   int status = 0;
-  const std::string out = run_command(
-      fmt::format("IDS='{}' /usr/bin/python3 '{}' '{}' unused {}", fmt::join(prompt_ids, " "),
-                  (reference_dir() / "ref_llama.py").string(), model_dir.string(), count), &status);
+  const std::string out =
+      run_command(fmt::format("IDS='{}' /usr/bin/python3 '{}' '{}' unused {}", fmt::join(prompt_ids, " "),
+                              (reference_dir() / "ref_llama.py").string(), model_dir.string(), count),
+                  &status);
   EXPECT_EQ(status, 0) << out;
   ReferenceRun run;
   std::istringstream lines(out);
@@ -148,8 +147,7 @@ ReferenceRun run_reference(const fs::path& model_dir, const std::vector<TokenId>
 }
 
 void expect_matches_reference(const fs::path& engine_dir, const fs::path& reference_dir,
-                              const std::vector<TokenId>& prompt_ids, int64_t count,
-                              double tolerance) {
+                              const std::vector<TokenId>& prompt_ids, int64_t count, double tolerance) {
   const ReferenceRun reference = run_reference(reference_dir, prompt_ids, count);
   const std::string reproduce =
       fmt::format("reproduce: IDS='{}' /usr/bin/python3 {} {} x {}", fmt::join(prompt_ids, " "),
@@ -160,21 +158,19 @@ void expect_matches_reference(const fs::path& engine_dir, const fs::path& refere
   at::NoGradGuard no_grad;
   const std::vector<float> logits = head.last_logits(span.forward(head.embed(prompt_ids)));
   for (const auto& [id, logit] : reference.first_top3) {
-    EXPECT_NEAR(logits.at(id), logit, tolerance) << "first-step logit of token " << id << "; "
-                                                 << reproduce;
+    EXPECT_NEAR(logits.at(id), logit, tolerance) << "first-step logit of token " << id << "; " << reproduce;
   }
 }
 
-std::vector<TokenId> engine_greedy_ids(const fs::path& model_dir,
-                                       const std::vector<TokenId>& prompt_ids, int64_t count,
+std::vector<TokenId> engine_greedy_ids(const fs::path& model_dir, const std::vector<TokenId>& prompt_ids, int64_t count,
                                        std::string_view dtype, int64_t spans) {
   const ClientHead head({model_dir, std::string(dtype), "cpu"});
   const int64_t layers = head.model_config().num_layers;
   std::vector<std::unique_ptr<SpanRunner>> runners;
   std::vector<SpanRunner*> chain;
   for (int64_t s = 0; s < spans; ++s) {
-    runners.push_back(std::make_unique<SpanRunner>(SpanRunnerConfig{
-        model_dir, layers * s / spans, layers * (s + 1) / spans, std::string(dtype), "cpu"}));
+    runners.push_back(std::make_unique<SpanRunner>(
+        SpanRunnerConfig{model_dir, layers * s / spans, layers * (s + 1) / spans, std::string(dtype), "cpu"}));
     chain.push_back(runners.back().get());
   }
   GenerationRequest request;

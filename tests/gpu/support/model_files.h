@@ -38,21 +38,18 @@ struct ReferenceRun {
 };
 
 // ref_llama.py on `prompt_ids` (forced with IDS=...).
-ReferenceRun run_reference(const std::filesystem::path& model_dir,
-                           const std::vector<TokenId>& prompt_ids, int64_t count);
+ReferenceRun run_reference(const std::filesystem::path& model_dir, const std::vector<TokenId>& prompt_ids,
+                           int64_t count);
 
 // Checks Bouquet on `engine_dir` against ref_llama.py on `reference_dir` (the same weights, in
 // a layout the reference reads): the same greedy ids, and the first step's top-3 logits within
 // `tolerance`.
-void expect_matches_reference(const std::filesystem::path& engine_dir,
-                              const std::filesystem::path& reference_dir,
-                              const std::vector<TokenId>& prompt_ids, int64_t count,
-                              double tolerance = 2e-3);
+void expect_matches_reference(const std::filesystem::path& engine_dir, const std::filesystem::path& reference_dir,
+                              const std::vector<TokenId>& prompt_ids, int64_t count, double tolerance = 2e-3);
 
 // Bouquet's greedy ids: client head plus one span of every block, or `spans` chained spans.
-std::vector<TokenId> engine_greedy_ids(const std::filesystem::path& model_dir,
-                                       const std::vector<TokenId>& prompt_ids, int64_t count,
-                                       std::string_view dtype = "f32", int64_t spans = 1);
+std::vector<TokenId> engine_greedy_ids(const std::filesystem::path& model_dir, const std::vector<TokenId>& prompt_ids,
+                                       int64_t count, std::string_view dtype = "f32", int64_t spans = 1);
 
 // A small tiny-model config for `dir` (4 layers so tests stay fast).
 TinyModelConfig small_tiny(const std::filesystem::path& dir);

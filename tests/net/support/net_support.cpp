@@ -126,7 +126,8 @@ ReadResult RawClient::read(double timeout_s, uint64_t* body_bytes) {
       return std::move(decoded).value();
     }
     if (parser_.failed()) return parser_.error();
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return TimedOut{};
     pollfd p{fd_, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "core/messages.h"
-#include "tokenizer/tokenizer.h"
 #include "net/rpc/frame.h"
 #include "net/server/server.h"
+#include "tokenizer/tokenizer.h"
 
 namespace bouquet::net::testing {
 
@@ -33,8 +33,8 @@ std::filesystem::path tiny_model(std::string_view name, int64_t layers = 6, uint
 
 // Greedy ids of every block run in this process (gpu::generate_ids), the reference a swarm
 // must reproduce.
-std::vector<gpu::TokenId> local_greedy_ids(const std::filesystem::path& model,
-                                           const std::vector<gpu::TokenId>& prompt, int64_t count);
+std::vector<gpu::TokenId> local_greedy_ids(const std::filesystem::path& model, const std::vector<gpu::TokenId>& prompt,
+                                           int64_t count);
 
 // A ServeConfig for `blocks` ("A:B") of `model`, listening on 127.0.0.1:0.
 ServeConfig serve_config(const std::filesystem::path& model, std::string blocks);

@@ -10,9 +10,9 @@ namespace {
 at::Tensor checked_reply(SwarmClient& client, const RemoteSpanCall& call, const core::Activation& reply,
                          const core::Activation& sent, const char* what) {
   if (reply.shape != sent.shape) {
-    throw RemoteError(core::Error{core::ErrorCode::bad_reply,
-                                  fmt::format("server {}: {} reply has another shape than the request",
-                                              client.address_of(call.peer), what)});
+    throw RemoteError(core::Error{
+        core::ErrorCode::bad_reply,
+        fmt::format("server {}: {} reply has another shape than the request", client.address_of(call.peer), what)});
   }
   return tensor_from_activation(reply);
 }

@@ -18,7 +18,7 @@ namespace bouquet::net {
 struct RemoteSpanCall {
   core::PeerId peer;
   core::BlockSpan span;
-  std::string model_id;  // the model fingerprint
+  std::string model_id;                                     // the model fingerprint
   core::Compression compression = core::Compression::none;  // both ways
   double timeout_s = 60;
   std::string adapter = {};  // LoRA adapter the server applies ("" = none; unknown_adapter if it lacks it)

@@ -7,13 +7,12 @@
 
 namespace bouquet::net::testing {
 
-std::vector<ServerProcess> start_servers(const std::filesystem::path& model,
-                                         const std::vector<std::string>& spans,
+std::vector<ServerProcess> start_servers(const std::filesystem::path& model, const std::vector<std::string>& spans,
                                          const std::vector<std::string>& extra_flags) {
   std::vector<ServerProcess> servers;
   for (const auto& span : spans) {
-    std::vector<std::string> args{"--model", model.string(), "--blocks", span, "--listen",
-                                  "127.0.0.1:0", "--threads", "1"};
+    std::vector<std::string> args{"--model",  model.string(), "--blocks",  span,
+                                  "--listen", "127.0.0.1:0",  "--threads", "1"};
     args.insert(args.end(), extra_flags.begin(), extra_flags.end());
     servers.emplace_back(BOUQUET_BINARY, args, /*ready_timeout_s=*/60);
   }

@@ -11,8 +11,7 @@
 namespace bouquet::net::testing {
 
 // Starts one server per span ("A:B") of `model`; extra flags go to every server.
-std::vector<ServerProcess> start_servers(const std::filesystem::path& model,
-                                         const std::vector<std::string>& spans,
+std::vector<ServerProcess> start_servers(const std::filesystem::path& model, const std::vector<std::string>& spans,
                                          const std::vector<std::string>& extra_flags = {});
 std::vector<std::string> addresses(const std::vector<ServerProcess>& servers);
 // What `bouquet ARGS` printed on one stream, and its exit status (-1 when it did not exit).
