@@ -6,6 +6,8 @@
 #include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
 
+#include <unistd.h>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -33,8 +35,8 @@ LocalChat::LocalChat(const GenerateConfig& config, const std::string& chat_templ
   template_ = load_chat_template(config_.model, chat_template);
   tokenizer_ = load_model_tokenizer(config_.model);
   head_ = std::make_unique<ClientHead>(ClientHeadConfig{config_.model, config_.dtype, config_.device});
-  span_ = std::make_unique<SpanRunner>(
-      SpanRunnerConfig{config_.model, 0, -1, config_.dtype, config_.device, config_.quant});
+  span_ = std::make_unique<SpanRunner>(SpanRunnerConfig{
+      config_.model, 0, -1, config_.dtype, config_.device, config_.quant, {}, ::isatty(STDERR_FILENO) != 0});
   max_length_ = std::min<int64_t>(head_->model_config().max_position_embeddings, 8192);
   span_->open_session(kSession, 1, max_length_);
 }

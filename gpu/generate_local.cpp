@@ -6,6 +6,8 @@
 #include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
 
+#include <unistd.h>
+
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -80,7 +82,8 @@ GenerationResult generate_local(const GenerateConfig& config, const std::functio
   }
 
   const ClientHead head({config.model, config.dtype, config.device});
-  SpanRunner blocks({config.model, 0, -1, config.dtype, config.device, config.quant});
+  // Loading shows progress on a terminal only: scripts read generate's stderr.
+  SpanRunner blocks({config.model, 0, -1, config.dtype, config.device, config.quant, {}, ::isatty(STDERR_FILENO) != 0});
   if (!config.adapter.empty()) {
     throw InputError("--adapter names an adapter of the swarm's servers; with --local use --adapter-dir DIR");
   }

@@ -173,11 +173,4 @@ FinetuneReport finetune(const FinetuneConfig& config, const ClientHead& head, co
   return report;
 }
 
-std::string progress_line(int64_t step, int64_t steps, double loss) {
-  constexpr int64_t kWidth = 20;
-  const int64_t filled = steps > 0 ? step * kWidth / steps : kWidth;
-  return fmt::format("step {}/{} [{}{}] loss {:.4f}", step, steps, std::string(filled, '#'),
-                     std::string(kWidth - filled, ' '), loss);
-}
-
 }  // namespace bouquet::gpu

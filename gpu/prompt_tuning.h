@@ -127,7 +127,4 @@ FinetuneReport finetune(const FinetuneConfig& config, const ClientHead& head, co
                         PassChain& chain, const std::string& model_fingerprint,
                         const std::function<void(int64_t, int64_t, double)>& on_step = {});
 
-// "step 12/50 [#####     ] loss 1.2345", the progress line the command prints per step.
-std::string progress_line(int64_t step, int64_t steps, double loss);
-
 }  // namespace bouquet::gpu

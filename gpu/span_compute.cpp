@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "gpu/errors.h"
+#include "gpu/progress.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tensor_bridge.h"
@@ -19,10 +20,17 @@ using core::Result;
 
 SpanCompute::SpanCompute(const SpanComputeConfig& config) : span_(config.span) {
   if (span_.empty()) throw gpu::InputError(fmt::format("blocks {} is an empty span", span_.to_string()));
+  std::optional<gpu::Progress> progress;
+  if (config.show_progress) {
+    progress.emplace(gpu::ProgressConfig{fmt::format("loading blocks {}", span_.to_string()), span_.size(), "blocks"});
+  }
+  uint64_t bytes = 0;
   for (uint32_t b = span_.begin; b < span_.end; ++b) {
     blocks_.push_back(std::make_unique<gpu::SpanRunner>(
         gpu::SpanRunnerConfig{config.model_dir, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1, config.dtype,
                               config.device, config.quant, config.adapters}));
+    bytes += blocks_.back()->checkpoint_bytes_read();
+    if (progress) progress->update(b - span_.begin + 1, bytes);
   }
 }
 

@@ -45,6 +45,7 @@ struct SpanComputeConfig {
   std::string device = "cpu";
   std::string quant = "none";
   std::vector<std::filesystem::path> adapters = {};  // LoRA adapter folders
+  bool show_progress = false;                        // loading shows progress on stderr (gpu/progress.h)
 };
 
 class SpanCompute {

@@ -2,6 +2,7 @@
 
 #include "gpu/checkpoint.h"
 #include "gpu/errors.h"
+#include "gpu/progress.h"
 #include "gpu/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -37,8 +38,14 @@ SpanRunner::SpanRunner(const SpanRunnerConfig& config)
                                  end_block_, model_config_.num_layers));
   }
   const Checkpoint checkpoint(config.model_dir);
+  std::optional<Progress> progress;
+  if (config.show_progress) {
+    progress.emplace(ProgressConfig{fmt::format("loading blocks [{}, {})", first_block_, end_block_),
+                                    end_block_ - first_block_, "blocks"});
+  }
   for (int64_t b = first_block_; b < end_block_; ++b) {
     blocks_.push_back(load_block(model_config_, checkpoint, b, compute_));
+    if (progress) progress->update(b - first_block_ + 1, checkpoint.bytes_read());
   }
   checkpoint_bytes_read_ = checkpoint.bytes_read();
   model_dir_ = config.model_dir;

@@ -50,6 +50,7 @@ struct SpanRunnerConfig {
   std::string device = "auto";
   std::string quant = "none";                        // none | int8: how block weights are held (gpu/linear.h)
   std::vector<std::filesystem::path> adapters = {};  // LoRA adapter folders (PEFT layout) to load
+  bool show_progress = false;                        // loading shows progress on stderr (gpu/progress.h)
 };
 
 using SessionId = uint64_t;

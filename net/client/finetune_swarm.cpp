@@ -12,6 +12,7 @@
 #include "gpu/errors.h"
 #include "gpu/fingerprint.h"
 #include "gpu/gguf_tokenizer.h"
+#include "gpu/progress.h"
 #include "gpu/prompt_generation.h"
 #include "net/client/generate_swarm.h"
 #include "net/client/remote_chain.h"
@@ -50,8 +51,12 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
   const auto tokenizer = gpu::load_model_tokenizer(config.model);
   const gpu::ClientHead head({config.model, "f32", "cpu"});
   const std::string fingerprint = model_fingerprint(config.model);
+  // Steps, loss and steps/s: redrawn on a terminal, a line per tenth of the steps in a log.
+  std::optional<gpu::Progress> bar;
   const auto progress = [&](int64_t step, int64_t steps, double loss) {
-    if (!config.quiet) fmt::print(stderr, "{}\n", gpu::progress_line(step, steps, loss));
+    if (config.quiet) return;
+    if (!bar) bar.emplace(gpu::ProgressConfig{"finetune", steps, "steps"});
+    bar->update(step, 0, fmt::format("loss {:.4f}", loss));
   };
   gpu::FinetuneReport report;
   std::string route = "local";

@@ -126,6 +126,18 @@ Server::Impl::Impl(const ServeConfig& c)
       pinned ? std::optional<core::BlockSpan>(parse_block_span(config.blocks)) : std::nullopt;
   const HostPort listen = parse_host_port(config.listen, /*allow_port_zero=*/true);
   if (!config.announce_addr.empty()) parse_host_port(config.announce_addr);
+  // The address first: a port in use is one clear line before any weights are read.
+  try {
+    asio::ip::tcp::resolver resolver(io);
+    const auto endpoints = resolver.resolve(listen.host, std::to_string(listen.port));
+    const asio::ip::tcp::endpoint endpoint = *endpoints.begin();
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen();
+  } catch (const std::system_error& e) {
+    throw std::runtime_error(fmt::format("--listen {}: {}", config.listen, e.what()));
+  }
   model_id = model_fingerprint(config.model);
   // Refuse a span past the model's end with a clear line before loading anything.
   model = gpu::load_model_config(config.model);
@@ -176,25 +188,16 @@ Server::Impl::Impl(const ServeConfig& c)
     ++serving;
   }
 
-  try {
-    asio::ip::tcp::resolver resolver(io);
-    const auto endpoints = resolver.resolve(listen.host, std::to_string(listen.port));
-    const asio::ip::tcp::endpoint endpoint = *endpoints.begin();
-    acceptor.open(endpoint.protocol());
-    acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true));
-    acceptor.bind(endpoint);
-    acceptor.listen();
-  } catch (const std::system_error& e) {
-    throw std::runtime_error(fmt::format("--listen {}: {}", config.listen, e.what()));
-  }
   worker = std::make_unique<WorkerThread>();
   loader = std::make_unique<WorkerThread>();
   if (discovering) start_discovery();
 }
 
 SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {
-  return SpanComputeConfig{config.model,  span,         config.dtype,
-                           config.device, config.quant, {config.adapters.begin(), config.adapters.end()}};
+  // A server's log shows each load's progress (redrawn on a terminal, plain lines in a log).
+  return SpanComputeConfig{config.model,          span,         config.dtype,
+                           config.device,         config.quant, {config.adapters.begin(), config.adapters.end()},
+                           /*show_progress=*/true};
 }
 
 void Server::Impl::measure_speed(SpanCompute& probe) {
