@@ -177,9 +177,10 @@ std::optional<Activation> PassSession::hop_prompts(const Sub& sub, const Hop& ho
   return p;
 }
 
-void PassSession::send_forward(Time now, Sub& sub, size_t hop, const Activation& inputs, std::vector<Effect>& out) {
-  const Hop& target = sub.chain.at(hop);
-  ForwardRequest request;
+// Forward and backward requests carry the same call: one builder fills it and sends.
+template <class Request>
+void PassSession::send_request(Time now, Sub& sub, const Hop& target, const Activation& inputs, Request request,
+                               std::vector<Effect>& out) {
   request.request_id = config_.request_id_base + next_request_++;
   request.model_id = config_.model_id;
   request.span = target.span;
@@ -195,23 +196,15 @@ void PassSession::send_forward(Time now, Sub& sub, size_t hop, const Activation&
   out.push_back(SendMessage{target.peer, std::move(request)});
 }
 
+void PassSession::send_forward(Time now, Sub& sub, size_t hop, const Activation& inputs, std::vector<Effect>& out) {
+  send_request(now, sub, sub.chain.at(hop), inputs, ForwardRequest{}, out);
+}
+
 void PassSession::send_backward(Time now, Sub& sub, std::vector<Effect>& out) {
   const Hop& target = sub.chain.at(sub.hop);
   BackwardRequest request;
-  request.request_id = config_.request_id_base + next_request_++;
-  request.model_id = config_.model_id;
-  request.span = target.span;
-  request.adapter = config_.adapter;
-  request.reply_compression = config_.compression;
-  request.hidden_states = sub.inputs.at(target.span.begin);
-  request.hidden_states.compression = config_.compression;
   request.grad_outputs = sub.x;
-  request.prompts = hop_prompts(sub, target);
-  sub.request_id = request.request_id;
-  sub.awaiting = target.peer;
-  sub.deadline = now + config_.reply_timeout_s;
-  ++requests_sent_;
-  out.push_back(SendMessage{target.peer, std::move(request)});
+  send_request(now, sub, target, sub.inputs.at(target.span.begin), std::move(request), out);
 }
 
 PassSession::Sub* PassSession::awaited(PeerId from, uint64_t request_id) {

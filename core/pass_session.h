@@ -113,6 +113,9 @@ class PassSession {
   void pump(Time now, Sub& sub, std::vector<Effect>& out);
   void send_forward(Time now, Sub& sub, size_t hop, const Activation& inputs, std::vector<Effect>& out);
   void send_backward(Time now, Sub& sub, std::vector<Effect>& out);
+  template <class Request>
+  void send_request(Time now, Sub& sub, const Hop& target, const Activation& inputs, Request request,
+                    std::vector<Effect>& out);
   void fail_hop(Time now, Sub& sub, Error cause, std::vector<Effect>& out);
   void fail(Error error, std::vector<Effect>& out);
   void finish_if_done(std::vector<Effect>& out);
