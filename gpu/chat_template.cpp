@@ -37,6 +37,7 @@ std::optional<ChatFormat> parse_chat_format(std::string_view name) {
   if (name == "chatml") return ChatFormat::chatml;
   if (name == "llama2") return ChatFormat::llama2;
   if (name == "llama3") return ChatFormat::llama3;
+  if (name == "plain") return ChatFormat::plain;
   return std::nullopt;
 }
 
@@ -58,10 +59,25 @@ ChatTemplate recognize_chat_template(std::string_view text, std::string_view sou
   return chat;
 }
 
-ChatTemplate load_chat_template(const std::filesystem::path& model, std::string_view forced) {
+std::string_view to_string(ChatFormat format) {
+  switch (format) {
+    case ChatFormat::chatml:
+      return "chatml";
+    case ChatFormat::llama2:
+      return "llama2";
+    case ChatFormat::llama3:
+      return "llama3";
+    case ChatFormat::plain:
+      return "plain";
+  }
+  return "plain";
+}
+
+ChatTemplate load_chat_template(const std::filesystem::path& model, std::string_view forced,
+                                bool plain_without_template) {
   if (!forced.empty()) {
     const auto format = parse_chat_format(forced);
-    if (!format) throw InputError(fmt::format("--chat-template '{}' is not chatml, llama2 or llama3", forced));
+    if (!format) throw InputError(fmt::format("--chat-template '{}' is not chatml, llama2, llama3 or plain", forced));
     return ChatTemplate{*format, ""};
   }
   std::string text;
@@ -83,6 +99,7 @@ ChatTemplate load_chat_template(const std::filesystem::path& model, std::string_
       }
     }
   }
+  if (text.empty() && plain_without_template) return ChatTemplate{ChatFormat::plain, ""};
   if (text.empty()) {
     throw InputError(
         fmt::format("{}: the model has no chat template; choose one with --chat-template "
@@ -112,6 +129,10 @@ std::string render_chat(const ChatTemplate& chat, const std::vector<ChatMessage>
         out += "<|start_header_id|>" + messages[i].role + "<|end_header_id|>\n\n" + messages[i].content + "<|eot_id|>";
       }
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      break;
+    case ChatFormat::plain:
+      for (const ChatMessage& m : messages) out += m.role + ": " + m.content + "\n";
+      if (add_generation_prompt) out += "assistant:";
       break;
     case ChatFormat::llama2: {
       // <s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU1 [/INST] A1 </s><s>[INST] U2 [/INST]

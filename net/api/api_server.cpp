@@ -76,8 +76,16 @@ std::vector<gpu::TokenId> prompt_ids(const CompletionRequest& request, const Api
     }
     return request.prompt_ids;
   }
-  const std::string text =
-      request.chat ? apply_chat_template(swarm.chat_template(), request.messages) : *request.prompt_text;
+  std::string text;
+  if (request.chat) {
+    // OpenAI's developer messages are what templates call system messages.
+    std::vector<gpu::ChatMessage> messages;
+    for (const ChatMessage& m : request.messages)
+      messages.push_back({m.role == "developer" ? "system" : m.role, m.content});
+    text = gpu::render_chat(swarm.chat_template(), messages);
+  } else {
+    text = *request.prompt_text;
+  }
   if (tokenizer.add_bos && tokenizer.bos_id) ids.push_back(*tokenizer.bos_id);
   const auto encoded = tokenizer.encode(text);
   ids.insert(ids.end(), encoded.begin(), encoded.end());
@@ -287,8 +295,8 @@ int run_api(const ApiSwarmConfig& swarm_config, const ApiServerConfig& server_co
   const HostPort where = parse_host_port(server_config.listen, true);
   fmt::print("api: listening on http://{}\n", HostPort{where.host, port}.to_string());
   fmt::print("api: model '{}' ({} blocks, context {} tokens, chat template {}){}\n", swarm.model_name(),
-             swarm.head().model_config().num_layers, swarm.context_tokens(), to_string(swarm.chat_template()),
-             server_config.api_key.empty() ? "" : ", API key required");
+             swarm.head().model_config().num_layers, swarm.context_tokens(),
+             gpu::to_string(swarm.chat_template().format), server_config.api_key.empty() ? "" : ", API key required");
   std::fflush(stdout);
   std::thread waiter([&server, stop_signals] {
     int signal = 0;

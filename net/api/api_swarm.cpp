@@ -37,7 +37,7 @@ ApiSwarm::ApiSwarm(ApiSwarmConfig config)
       model_id_(model_fingerprint(config_.model)),
       head_({config_.model, config_.dtype, config_.device}),
       tokenizer_(tokenizer_of(config_.model)),
-      chat_template_(load_chat_template(config_.model)) {
+      chat_template_(gpu::load_chat_template(config_.model, "", /*plain_without_template=*/true)) {
   if (int{!config_.peers.empty()} + int{!config_.initial_peers.empty()} + int{config_.local} != 1) {
     throw gpu::InputError("give exactly one of --peers, --initial-peers and --local");
   }

@@ -24,9 +24,9 @@
 #include <string_view>
 #include <vector>
 
+#include "gpu/chat_template.h"
 #include "gpu/client_head.h"
 #include "gpu/sampling.h"
-#include "net/api/chat_template.h"
 #include "net/client/remote_session.h"
 #include "net/client/swarm_client.h"
 #include "tokenizer/tokenizer.h"
@@ -68,7 +68,8 @@ class ApiSwarm {
   const std::string& model_id() const { return model_id_; }
   const gpu::ClientHead& head() const { return head_; }
   const gpu::Tokenizer& tokenizer() const { return *tokenizer_; }
-  ChatTemplate chat_template() const { return chat_template_; }
+  // As `bouquet chat` applies it (gpu/chat_template.h); plain for a model without one.
+  const gpu::ChatTemplate& chat_template() const { return chat_template_; }
   int64_t context_tokens() const { return head_.model_config().max_position_embeddings; }
   // The EOS ids the model's config and tokenizer name.
   const std::vector<gpu::TokenId>& eos_ids() const { return eos_ids_; }
@@ -87,7 +88,7 @@ class ApiSwarm {
   std::string model_id_;
   gpu::ClientHead head_;
   std::unique_ptr<gpu::Tokenizer> tokenizer_;
-  ChatTemplate chat_template_;
+  gpu::ChatTemplate chat_template_;
   std::vector<gpu::TokenId> eos_ids_;
   std::unique_ptr<DhtDirectory> directory_;
   std::mutex directory_mutex_;

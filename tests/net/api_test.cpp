@@ -4,10 +4,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "gpu/chat_template.h"
+#include "gpu/errors.h"
 #include "net/api/api_request.h"
 #include "net/api/api_response.h"
 #include "net/api/api_swarm.h"
-#include "net/api/chat_template.h"
 #include "net/api/sse.h"
 #include "net/api/stop_text.h"
 
@@ -136,15 +137,16 @@ TEST(StopText, AHeldTailThatTurnsOutNotToBeAStopIsReleased) {
   EXPECT_EQ(earliest.push("xxabc"), "xx");  // the first place any stop text appears, whatever its order
 }
 
-TEST(ChatTemplate, RecognisesFamiliesAndFallsBackToPlain) {
-  EXPECT_EQ(chat_template_from_text("{% for m in messages %}<|im_start|>{{m.role}}..."), ChatTemplate::chatml);
-  EXPECT_EQ(chat_template_from_text("<|start_header_id|>"), ChatTemplate::llama3);
-  EXPECT_EQ(chat_template_from_text(""), ChatTemplate::plain);
-  const std::vector<ChatMessage> messages = {{"system", "be brief"}, {"user", "hi"}};
-  EXPECT_EQ(apply_chat_template(ChatTemplate::plain, messages), "system: be brief\nuser: hi\nassistant:");
-  EXPECT_EQ(apply_chat_template(ChatTemplate::chatml, messages),
+TEST(ApiChatTemplate, TheApiAppliesBouquetChatsTemplatesAndPlainForAModelWithoutOne) {
+  // A folder without tokenizer_config.json (the tiny random models): the plain concatenation.
+  const gpu::ChatTemplate none = gpu::load_chat_template("/nonexistent/folder", "", /*plain_without_template=*/true);
+  EXPECT_EQ(none.format, gpu::ChatFormat::plain);
+  const std::vector<gpu::ChatMessage> messages = {{"system", "be brief"}, {"user", "hi"}};
+  EXPECT_EQ(gpu::render_chat(none, messages), "system: be brief\nuser: hi\nassistant:");
+  EXPECT_EQ(gpu::render_chat(gpu::ChatTemplate{gpu::ChatFormat::chatml, ""}, messages),
             "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(load_chat_template("/nonexistent/folder"), ChatTemplate::plain);
+  // `bouquet chat` itself still asks for a template rather than guess one.
+  EXPECT_THROW(gpu::load_chat_template("/nonexistent/folder"), gpu::InputError);
 }
 
 TEST(Penalties, FrequencyCountsOccurrencesPresenceCountsOnce) {
