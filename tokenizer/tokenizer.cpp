@@ -58,12 +58,20 @@ std::optional<TokenId> config_token(const Tokenizer& tokenizer, const Json& conf
 }
 
 // config.json gives ids directly, as a number or (Llama 3.1's eos) a list whose first entry counts.
-std::optional<TokenId> config_id(const Json& config, const char* key, const fs::path& file) {
+// config.json's id of a special token (a number, or a list whose first number counts), checked
+// against the vocabulary: an id past it would index the embeddings out of range.
+std::optional<TokenId> config_id(const Json& config, const char* key, const fs::path& file, int64_t vocab_size) {
   if (!config.contains(key) || config[key].is_null()) return std::nullopt;
-  const Json& value = config[key];
-  if (value.is_number_integer()) return value.get<TokenId>();
-  if (value.is_array() && !value.empty() && value[0].is_number_integer()) return value[0].get<TokenId>();
-  throw std::runtime_error(fmt::format("{}: {} is not a token id", file.string(), key));
+  const Json* value = &config[key];
+  if (value->is_array() && !value->empty()) value = &(*value)[0];
+  if (!value->is_number_integer())
+    throw std::runtime_error(fmt::format("{}: {} is not a token id", file.string(), key));
+  const auto id = value->get<int64_t>();
+  if (id < 0 || id >= vocab_size) {
+    throw std::runtime_error(
+        fmt::format("{}: {} {} is outside the vocabulary ({} tokens)", file.string(), key, value->dump(), vocab_size));
+  }
+  return static_cast<TokenId>(id);
 }
 
 std::unique_ptr<Tokenizer> load_format(const fs::path& dir) {
@@ -130,8 +138,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& model_dir) {
   }
   const fs::path config_file = model_dir / "config.json";
   const Json config = read_json_if_present(config_file);
-  if (const auto id = config_id(config, "bos_token_id", config_file)) tokenizer->bos_id = id;
-  if (const auto id = config_id(config, "eos_token_id", config_file)) tokenizer->eos_id = id;
+  const int64_t vocab = tokenizer->vocab_size();
+  if (const auto id = config_id(config, "bos_token_id", config_file, vocab)) tokenizer->bos_id = id;
+  if (const auto id = config_id(config, "eos_token_id", config_file, vocab)) tokenizer->eos_id = id;
   const fs::path tokenizer_config_file = model_dir / "tokenizer_config.json";
   const Json tokenizer_config = read_json_if_present(tokenizer_config_file);
   if (const auto id = config_token(*tokenizer, tokenizer_config, "bos_token", tokenizer_config_file))

@@ -138,6 +138,12 @@ TEST(LoadTokenizer, BrokenFoldersGiveOneErrorNamingTheFile) {
   EXPECT_NE(error_of(dir.path()).find("config.json: not valid JSON"), std::string::npos);
   write_file(dir / "config.json", R"({"eos_token_id": "two"})");
   EXPECT_NE(error_of(dir.path()).find("config.json: eos_token_id"), std::string::npos);
+  // Ids past the vocabulary (or negative) would index the embeddings out of range.
+  write_file(dir / "config.json", R"({"bos_token_id": 1000000000})");
+  EXPECT_NE(error_of(dir.path()).find("config.json: bos_token_id 1000000000 is outside the vocabulary"),
+            std::string::npos);
+  write_file(dir / "config.json", R"({"eos_token_id": [-1]})");
+  EXPECT_NE(error_of(dir.path()).find("config.json: eos_token_id -1 is outside the vocabulary"), std::string::npos);
   fs::remove(dir / "config.json");
 
   write_file(dir / "tokenizer.json", "{\"model\": ");
