@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <set>
 
-#include "core/planners.h"
 #include "gpu/errors.h"
 #include "gpu/tensor_bridge.h"
 
@@ -164,12 +163,7 @@ void RemoteChain::carry_out(std::vector<core::Effect>& effects) {
       asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
         auto a = alive.lock();
         if (!a || !*a) return;
-        if (replan && client_.has_directory()) client_.refresh_from_directory();
-        const auto records = client_.records();
-        feed(core::RoutePlanned{
-            plan.route_id,
-            core::plan_route(core::routing_for(plan, core::Routing::throughput), records, plan,
-                             core::PlannerContext{client_.clock().now(), &client_.rtt(), &client_.speeds(), &rng_})});
+        feed(client_.plan_route(plan, core::Routing::throughput, replan, rng_));
       });
     } else if (auto* forward = std::get_if<core::ForwardDone>(&effect)) {
       forward_done_ = std::move(forward->outputs);

@@ -5,7 +5,6 @@
 
 #include "core/check.h"
 #include "core/min_latency_route.h"
-#include "core/planners.h"
 #include "core/route.h"
 #include "gpu/tensor_bridge.h"
 
@@ -142,12 +141,7 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
       asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
         auto a = alive.lock();
         if (!a || !*a) return;
-        if (replan && client_.has_directory()) client_.refresh_from_directory();
-        const auto records = client_.records();
-        feed(core::RoutePlanned{
-            plan.route_id,
-            core::plan_route(core::routing_for(plan, config_.routing), records, plan,
-                             core::PlannerContext{client_.clock().now(), &client_.rtt(), &client_.speeds(), &rng_})});
+        feed(client_.plan_route(plan, config_.routing, replan, rng_));
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;

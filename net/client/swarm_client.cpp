@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "core/planners.h"
 
 namespace bouquet::net {
 
@@ -100,6 +101,14 @@ void SwarmClient::ping_answered_peers() {
     }
     pending_.erase(id);
   }
+}
+
+core::RoutePlanned SwarmClient::plan_route(const core::PlanRoute& plan, core::Routing configured, bool refresh,
+                                           core::Rng& rng) {
+  if (refresh && has_directory()) refresh_from_directory();
+  const auto known = records();
+  return core::RoutePlanned{plan.route_id, core::plan_route(core::routing_for(plan, configured), known, plan,
+                                                            core::PlannerContext{clock_.now(), &rtt_, &speeds_, &rng})};
 }
 
 bool SwarmClient::refresh_from_directory() {

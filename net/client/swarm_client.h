@@ -29,9 +29,11 @@
 #include <string>
 #include <vector>
 
+#include "core/effect.h"
 #include "core/error.h"
 #include "core/input.h"
 #include "core/messages.h"
+#include "core/rng.h"
 #include "core/rtt_estimator.h"
 #include "core/server_record.h"
 #include "core/server_speeds.h"
@@ -84,6 +86,10 @@ class SwarmClient {
   // Reads config().directory now; a failure to read it keeps the records as they were (and
   // returns false).
   bool refresh_from_directory();
+  // Answers a client component's PlanRoute from what this client knows (core/planners.h): the
+  // planner the plan names, else `configured`. `refresh` first re-reads the directory, if any (a
+  // re-plan after a failure should see who is there now).
+  core::RoutePlanned plan_route(const core::PlanRoute& plan, core::Routing configured, bool refresh, core::Rng& rng);
   const core::RttEstimator& rtt() const { return rtt_; }
   // What this client's sessions measured of each server's speed (core/server_speeds.h).
   core::ServerSpeeds& speeds() { return speeds_; }
