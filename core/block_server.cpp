@@ -9,9 +9,12 @@ namespace bouquet::core {
 BlockServer::BlockServer(BlockServerConfig config) : config_(std::move(config)), admission_(config_.cache_tokens) {
   BOUQUET_CHECK(!config_.span.empty(), "a server must hold at least one block");
   BOUQUET_CHECK(config_.compute_slots > 0, "a server needs at least one compute slot");
+  BOUQUET_CHECK(config_.max_batch > 0, "a server's max_batch is at least 1");
+  BOUQUET_CHECK(config_.batch_wait_s >= 0 && std::isfinite(config_.batch_wait_s), "batch_wait_s is finite, >= 0");
 }
 
 void BlockServer::handle(Time now, const Input& in, std::vector<Effect>& out) {
+  now_ = now;
   if (auto* m = std::get_if<MessageReceived>(&in)) {
     on_message(now, m->from, m->message, out);
   } else if (auto* done = std::get_if<ComputeFinished>(&in)) {
@@ -23,7 +26,7 @@ void BlockServer::handle(Time now, const Input& in, std::vector<Effect>& out) {
   }
   // Whatever freed cache room (a close, a timeout, a vanished client) lets waiters in.
   admit_granted(now, out);
-  start_tasks(out);
+  start_tasks(now, out);
   arm_contention(now, out);
 }
 
@@ -389,23 +392,55 @@ void BlockServer::on_info(PeerId from, const InfoRequest& request, std::vector<E
 
 void BlockServer::enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out) {
   owners_.emplace(request.task_id, owner);
-  queue_.push(std::move(request));
+  queue_.push(std::move(request), now_);
   count(owner.peer, 0, 0, 1, 0);
 }
 
-void BlockServer::start_tasks(std::vector<Effect>& out) {
-  while (running_.size() < config_.compute_slots) {
-    auto next = queue_.pop();
-    if (!next) return;
-    running_.insert(next->task_id);
-    count(owners_.at(next->task_id).peer, 0, 0, -1, 1);
-    out.push_back(StartCompute{std::move(*next)});
+void BlockServer::start_tasks(Time now, std::vector<Effect>& out) {
+  while (batch_left_.size() < config_.compute_slots) {
+    const auto preview = queue_.preview_batch(config_.max_batch);
+    if (preview.requests == 0) return;
+    if (hold_batch(now, preview)) {
+      if (batch_timer_ == 0) batch_timer_ = new_timer(TimerOwner{TimerKind::batch_wait, 0, {}});
+      out.push_back(SetTimer{batch_timer_, preview.head_queued_at + config_.batch_wait_s});
+      return;
+    }
+    std::vector<ComputeRequest> batch = queue_.pop_batch(config_.max_batch);
+    const uint64_t batch_id = next_id_++;
+    for (const ComputeRequest& request : batch) {
+      running_.insert(request.task_id);
+      batch_of_.emplace(request.task_id, batch_id);
+      count(owners_.at(request.task_id).peer, 0, 0, -1, 1);
+    }
+    batch_left_.emplace(batch_id, static_cast<uint32_t>(batch.size()));
+    if (batch.size() == 1) {
+      out.push_back(StartCompute{std::move(batch.front())});
+    } else {
+      out.push_back(StartBatch{std::move(batch)});
+    }
   }
+}
+
+bool BlockServer::hold_batch(Time now, const TaskQueue::BatchPreview& preview) const {
+  if (config_.batch_wait_s <= 0 || !preview.batchable || preview.rows >= config_.max_batch) return false;
+  if (now >= preview.head_queued_at + config_.batch_wait_s) return false;
+  // Sessions that could still send a step to join: those with none queued (idle, or running on
+  // another slot). With none, waiting only delays.
+  size_t could_join = 0;
+  for (const auto& [key, s] : sessions_) {
+    if (!s.closing && (!s.task || running_.count(*s.task))) ++could_join;
+  }
+  return could_join > 0;
 }
 
 void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std::vector<Effect>& out) {
   auto owner_it = owners_.find(done.task_id);
   if (owner_it == owners_.end() || running_.erase(done.task_id) == 0) return;  // not ours
+  if (auto b = batch_of_.find(done.task_id); b != batch_of_.end()) {
+    auto left = batch_left_.find(b->second);
+    if (left != batch_left_.end() && --left->second == 0) batch_left_.erase(left);  // its slot is free
+    batch_of_.erase(b);
+  }
   const TaskOwner owner = owner_it->second;
   owners_.erase(owner_it);
   count(owner.peer, 0, 0, 0, -1);
@@ -450,6 +485,7 @@ void BlockServer::on_timer(Time now, TimerId timer, std::vector<Effect>& out) {
   auto it = timers_.find(timer);
   if (it == timers_.end()) return;
   const TimerOwner owner = it->second;
+  if (owner.kind == TimerKind::batch_wait) return;  // handle() then starts the batch it held
   if (owner.kind == TimerKind::contended) {
     timers_.erase(it);
     contention_timer_ = 0;
@@ -575,9 +611,12 @@ void BlockServer::leave(const std::string& why, std::vector<Effect>& out) {
   queue_ = TaskQueue{};
   owners_.clear();
   running_.clear();
+  batch_of_.clear();
+  batch_left_.clear();
   timers_.clear();
   clients_.clear();
   contention_timer_ = 0;
+  batch_timer_ = 0;
 }
 
 std::optional<ErrorReply> refusal(const Message& message, Error error) {

@@ -11,9 +11,13 @@
 //   but never skip past the cached length or run past max_length. Replies carry the session's
 //   reply_compression. Every bad request gets an ErrorReply naming what is wrong, and the server
 //   goes on serving everyone else.
-// - Compute: at most compute_slots StartCompute in flight; queued work runs inference first,
-//   then forward/backward, FIFO within each (task_queue.h). A session's cache is dropped
-//   (DropCache) only when no compute on it is running.
+// - Compute: at most compute_slots computations in flight; queued work runs inference first,
+//   then forward/backward, FIFO within each (task_queue.h). With max_batch above 1, queued decode
+//   steps of different sessions run together as one StartBatch (continuous batching: whatever is
+//   queued when a slot frees joins, up to max_batch rows). batch_wait_s above 0 holds a batch that
+//   is not full until its oldest step has waited that long, but only while another session could
+//   still join it: a lone session is never delayed. A session's cache is dropped (DropCache) only
+//   when no compute on it is running.
 // - Limits, all announced in InfoReply; a client is one peer as the transport reports
 //   it (one connection). A forward/backward of more than request_tokens_max (batch x tokens) is
 //   refused over_limit (the client splits to the announced cap). A client whose cache tokens
@@ -55,6 +59,8 @@ struct BlockServerConfig {
   double cache_wait_max_s = 60;          // cap on the wait a client may ask for
   uint32_t max_length_limit = 1u << 20;  // largest max_length a session may ask for
   uint32_t compute_slots = 1;            // computations run at once
+  uint32_t max_batch = 1;                // rows (batch x new tokens) one batched step may merge; 1 = off
+  double batch_wait_s = 0;               // longest a step waits for others to join its batch
   std::vector<std::string> adapters;     // adapter names it can apply
   std::string version = "bouquet 0.1";
   // Reported in InfoReply; measured by the driver (0 = unknown).
@@ -82,6 +88,7 @@ class BlockServer {
   size_t waiting_opens() const { return waiting_.size(); }
   size_t queued_tasks() const { return queue_.size(); }
   size_t running_tasks() const { return running_.size(); }
+  size_t running_batches() const { return batch_left_.size(); }
   uint64_t cache_tokens_free() const { return admission_.tokens_free(); }
   // The server stops serving its span: answers everything it holds span_not_served with `why`,
   // frees every cache and forgets every client. The driver then drops it (or keeps it for
@@ -132,7 +139,7 @@ class BlockServer {
     uint32_t tasks_running = 0;  // any kind
     bool idle() const { return cache_tokens == 0 && opens_waiting == 0 && tasks_queued == 0 && tasks_running == 0; }
   };
-  enum class TimerKind { cache_wait, idle, contended };
+  enum class TimerKind { cache_wait, idle, contended, batch_wait };
   struct TimerOwner {
     TimerKind kind;
     CacheAdmission::Ticket ticket = 0;  // cache_wait
@@ -170,7 +177,9 @@ class BlockServer {
   // unless granted, its tokens leave the client's books.
   WaitingOpen take_waiting(CacheAdmission::Ticket ticket, bool granted, std::vector<Effect>& out);
   void enqueue(ComputeRequest request, TaskOwner owner, std::vector<Effect>& out);
-  void start_tasks(std::vector<Effect>& out);
+  void start_tasks(Time now, std::vector<Effect>& out);
+  // Whether the batch the queue would start now should wait for more steps (batch_wait_s).
+  bool hold_batch(Time now, const TaskQueue::BatchPreview& preview) const;
   TimerId new_timer(TimerOwner owner);
   static void reply_error(PeerId to, uint64_t request_id, uint64_t step_id, ErrorCode code, std::string message,
                           std::vector<Effect>& out);
@@ -183,9 +192,13 @@ class BlockServer {
   std::map<SessionKey, CacheAdmission::Ticket> waiting_by_session_;  // the same opens, by client
   std::unordered_map<TaskId, TaskOwner> owners_;                     // queued and running
   std::unordered_set<TaskId> running_;
+  std::unordered_map<TaskId, uint64_t> batch_of_;      // running task -> its batch
+  std::unordered_map<uint64_t, uint32_t> batch_left_;  // running batch -> tasks not finished
   std::unordered_map<TimerId, TimerOwner> timers_;
   std::map<PeerId, ClientUsage> clients_;
   TimerId contention_timer_ = 0;  // 0 = not set
+  TimerId batch_timer_ = 0;       // 0 = never needed yet; reused once allocated
+  Time now_ = 0;                  // the time of the input being handled
   uint64_t next_id_ = 1;          // tickets, tasks, caches and timers share one counter
 };
 

@@ -40,6 +40,12 @@ struct CancelTimer {
 struct StartCompute {
   ComputeRequest request;
 };
+// Run several inference steps of different sessions in one pass over the weights (task_queue.h
+// says which merge), using one compute slot. The driver answers each request with its own
+// ComputeFinished, so one session's bad step fails that session only.
+struct StartBatch {
+  std::vector<ComputeRequest> requests;  // two or more, in arrival order
+};
 // The session owning this cache is gone; free its memory. No compute on it is running.
 struct DropCache {
   CacheId cache_id = 0;
@@ -117,9 +123,9 @@ struct PassFailed {
   Error error;
 };
 
-using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, DropCache, PlanRoute, Announce,
-                            DirectoryLookup, SessionReady, StepDone, SessionFailed, SessionClosed, SessionRestarted,
-                            MoveToSpan, ForwardDone, BackwardDone, PassFailed>;
+using Effect = std::variant<SendMessage, SetTimer, CancelTimer, StartCompute, StartBatch, DropCache, PlanRoute,
+                            Announce, DirectoryLookup, SessionReady, StepDone, SessionFailed, SessionClosed,
+                            SessionRestarted, MoveToSpan, ForwardDone, BackwardDone, PassFailed>;
 
 using Effects = std::vector<Effect>;
 

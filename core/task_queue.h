@@ -1,22 +1,50 @@
-// A server's computations waiting for a compute slot. Inference steps go before forward and
-// backward passes (an interactive user waits on each step; fine-tuning batches can wait), and
-// tasks of the same priority run in arrival order. Removal lets a server drop the queued step of
-// a session that closed or whose client vanished.
+// A server's computations waiting for a compute slot, and which of them run together.
+//
+// - Inference steps go before forward and backward passes (an interactive user waits on each
+//   step; fine-tuning batches can wait); tasks of the same priority run in arrival order.
+// - Continuous batching: the next computation is the head of the queue plus every queued
+//   inference step that can share one pass over the weights with it (can_batch: same blocks,
+//   same adapter), in arrival order, while their rows (batch x new tokens, summed) stay within
+//   the server's maximum batch. Decode steps of many sessions (one row each) then cost about one
+//   read of the weights. A step with more rows than the maximum (a prefill, a long replay) runs
+//   alone, and forward/backward passes always run alone.
+// - Removal lets a server drop the queued step of a session that closed or whose client vanished.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <optional>
+#include <vector>
 
 #include "core/compute.h"
+#include "core/time.h"
 
 namespace bouquet::core {
 
+// Rows one request adds to a batched pass: batch x new tokens.
+uint64_t batch_rows(const ComputeRequest& request);
+// Whether two inference steps can run in one pass over the weights.
+bool can_batch(const ComputeRequest& a, const ComputeRequest& b);
+
 class TaskQueue {
  public:
-  void push(ComputeRequest request);
+  void push(ComputeRequest request, Time queued_at = 0);
   // The next task to run, or nothing when empty.
   std::optional<ComputeRequest> pop();
+
+  // What pop_batch(rows_max) would take now, without taking it.
+  struct BatchPreview {
+    size_t requests = 0;     // 0 when the queue is empty
+    uint64_t rows = 0;       // summed over those requests
+    bool batchable = false;  // the head is an inference step within rows_max (others could join)
+    Time head_queued_at = 0;
+  };
+  BatchPreview preview_batch(uint64_t rows_max) const;
+  // The head and every queued step that can join it within rows_max rows, in arrival order
+  // (empty when the queue is empty). rows_max <= 1 never merges two requests.
+  std::vector<ComputeRequest> pop_batch(uint64_t rows_max);
+
   // Removes a queued task; false when it is not queued (already popped or never pushed).
   bool remove(TaskId task_id);
 
@@ -24,8 +52,15 @@ class TaskQueue {
   bool empty() const { return size() == 0; }
 
  private:
-  std::deque<ComputeRequest> inference_;
-  std::deque<ComputeRequest> training_;  // forward and backward, in arrival order
+  struct Queued {
+    ComputeRequest request;
+    Time queued_at = 0;
+  };
+  // Indices into inference_ of the batch headed by inference_.front() (empty when it cannot merge).
+  std::vector<size_t> batch_members(uint64_t rows_max, uint64_t* rows) const;
+
+  std::deque<Queued> inference_;
+  std::deque<Queued> training_;  // forward and backward, in arrival order
 };
 
 }  // namespace bouquet::core

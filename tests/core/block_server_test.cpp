@@ -50,6 +50,16 @@ struct Harness {
     EXPECT_EQ(errors.size(), 1u);
     return errors.empty() ? ErrorCode{} : errors[0].error.code;
   }
+  // Every request started by the last input, single or batched.
+  std::vector<ComputeRequest> started() const {
+    std::vector<ComputeRequest> out;
+    for (const auto& e : effects) {
+      if (auto* one = std::get_if<StartCompute>(&e)) out.push_back(one->request);
+      if (auto* batch = std::get_if<StartBatch>(&e))
+        out.insert(out.end(), batch->requests.begin(), batch->requests.end());
+    }
+    return out;
+  }
   // Finishes a compute with its inputs as outputs (the server only cares about shapes).
   std::vector<Effect>& finish(const ComputeRequest& r) {
     return input(ComputeFinished{r.task_id, ComputeOutput{r.inputs, std::nullopt}});
@@ -535,6 +545,8 @@ TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
   Rng rng(seed);
   for (int round = 0; round < 200; ++round) {
     BlockServerConfig c = config(100);
+    c.max_batch = round % 2 == 0 ? 1 : 4;
+    c.batch_wait_s = round % 4 == 3 ? 1.0 : 0.0;
     c.client_cache_tokens_max = 60;
     c.client_opens_waiting_max = 2;
     c.client_tasks_queued_max = 2;
@@ -582,20 +594,21 @@ TEST(BlockServerLimits, BooksBalanceAfterRandomTrafficAndDisconnects) {
           break;
       }
       for (const auto& t : h.all<SetTimer>()) timers.push_back(t);
-      for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
+      for (const auto& r : h.started()) running.push_back(r);
     }
     for (const PeerId who : peers) {
       h.input(PeerUnreachable{who, "gone"});
-      for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
+      for (const auto& r : h.started()) running.push_back(r);
     }
     while (!running.empty()) {
       h.finish(running.front());
       running.erase(running.begin());
-      for (const auto& s : h.all<StartCompute>()) running.push_back(s.request);
+      for (const auto& r : h.started()) running.push_back(r);
     }
     for (const PeerId who : peers) ASSERT_FALSE(h.server.holds_work(who)) << "round " << round << ", seed " << seed;
     ASSERT_EQ(h.server.cache_tokens_free(), 100u) << "round " << round << ", seed " << seed;
     ASSERT_EQ(h.server.open_sessions(), 0u);
+    ASSERT_EQ(h.server.running_batches(), 0u);
   }
 }
 
@@ -647,6 +660,200 @@ TEST(BlockServer, AServerWithoutASpanRefusesEveryRequestByItsId) {
   EXPECT_EQ(refusal(InfoRequest{5}, loading)->error.message, "loading blocks [2, 6)");
   EXPECT_FALSE(refusal(CloseSession{7}, loading).has_value()) << "a close needs no answer";
   EXPECT_FALSE(refusal(ErrorReply{1, 0, loading}, loading).has_value()) << "never answer an error";
+}
+
+// Continuous batching: decode steps of different sessions share one computation.
+
+BlockServerConfig batching(uint32_t max_batch, double wait_s = 0) {
+  BlockServerConfig c = config(200);
+  c.max_batch = max_batch;
+  c.batch_wait_s = wait_s;
+  return c;
+}
+
+// Opens sessions 1..n of 20 positions, one per peer (peers 1..n).
+void open_sessions(Harness& h, uint64_t n) {
+  for (uint64_t i = 1; i <= n; ++i) {
+    h.receive(PeerId{i}, open(i, 20));
+    ASSERT_EQ(h.replies<SessionOpened>(PeerId{i}).size(), 1u);
+  }
+}
+
+TEST(BlockServerBatching, DecodeStepsQueuedBehindARunningStepStartAsOneBatch) {
+  Harness h(batching(8));
+  open_sessions(h, 4);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u) << "a lone step starts at once";
+  const ComputeRequest first = h.all<StartCompute>()[0].request;
+  for (uint64_t i = 2; i <= 4; ++i) {
+    h.receive(PeerId{i}, step(i, 1, 0, 1));
+    EXPECT_TRUE(h.started().empty()) << "one slot, busy";
+  }
+  h.finish(first);
+  ASSERT_EQ(h.all<StartBatch>().size(), 1u);
+  const auto batch = h.all<StartBatch>()[0].requests;
+  ASSERT_EQ(batch.size(), 3u);
+  EXPECT_EQ(h.server.running_batches(), 1u);
+  std::set<CacheId> caches;
+  for (const auto& r : batch) caches.insert(r.cache_id);
+  EXPECT_EQ(caches.size(), 3u) << "each step keeps its own session's cache";
+  // Each session gets its own reply, and the slot frees only when the whole batch is done.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    h.finish(batch[i]);
+    const PeerId peer{i + 2};
+    ASSERT_EQ(h.replies<StepResult>(peer).size(), 1u);
+    EXPECT_EQ(h.replies<StepResult>(peer)[0].session_id, i + 2);
+    EXPECT_EQ(h.server.running_batches(), i + 1 < batch.size() ? 1u : 0u);
+  }
+}
+
+TEST(BlockServerBatching, MaxBatchOneRunsEveryStepAlone) {
+  Harness h(batching(1));
+  open_sessions(h, 3);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  ComputeRequest running = h.all<StartCompute>().at(0).request;
+  for (uint64_t i = 2; i <= 3; ++i) h.receive(PeerId{i}, step(i, 1, 0, 1));
+  for (int next = 0; next < 2; ++next) {
+    h.finish(running);
+    EXPECT_TRUE(h.all<StartBatch>().empty());
+    ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+    running = h.all<StartCompute>()[0].request;
+  }
+  h.finish(running);
+  EXPECT_TRUE(h.started().empty());
+  EXPECT_EQ(h.server.running_batches(), 0u);
+}
+
+TEST(BlockServerBatching, BatchesStayWithinMaxRowsAndAPrefillRunsAlone) {
+  Harness h(batching(4));
+  open_sessions(h, 6);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  const ComputeRequest first = h.all<StartCompute>().at(0).request;
+  h.receive(PeerId{2}, step(2, 1, 0, 10));  // a prefill of 10 rows: more than max_batch
+  h.receive(PeerId{3}, step(3, 1, 0, 2));
+  h.receive(PeerId{4}, step(4, 1, 0, 1));
+  h.receive(PeerId{5}, step(5, 1, 0, 2));  // would make 5 rows with 3 and 4
+  h.receive(PeerId{6}, step(6, 1, 0, 1));
+  h.finish(first);
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u) << "the prefill heads the queue and runs alone";
+  EXPECT_EQ(h.all<StartCompute>()[0].request.new_tokens, 10u);
+  h.finish(h.all<StartCompute>()[0].request);
+  ASSERT_EQ(h.all<StartBatch>().size(), 1u);
+  const auto batch = h.all<StartBatch>()[0].requests;
+  std::vector<uint32_t> tokens;
+  for (const auto& r : batch) tokens.push_back(r.new_tokens);
+  EXPECT_EQ(tokens, (std::vector<uint32_t>{2, 1, 1})) << "arrival order, skipping what does not fit";
+  for (const auto& r : batch) h.finish(r);
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u) << "the step that did not fit runs next";
+  EXPECT_EQ(h.all<StartCompute>()[0].request.new_tokens, 2u);
+}
+
+TEST(BlockServerBatching, PassesAndOtherAdaptersNeverJoinABatch) {
+  BlockServerConfig c = batching(8);
+  c.adapters = {"a"};
+  Harness h(c);
+  open_sessions(h, 2);
+  OpenSession with_adapter = open(3, 20);
+  with_adapter.adapter = "a";
+  h.receive(PeerId{3}, with_adapter);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  const ComputeRequest first = h.all<StartCompute>().at(0).request;
+  h.receive(PeerId{9}, forward(50, 1, 1));
+  h.receive(PeerId{3}, step(3, 1, 0, 1));
+  h.receive(PeerId{2}, step(2, 1, 0, 1));
+  h.finish(first);
+  // Step 3 heads the inference queue; step 2 uses no adapter, so each runs alone, then the forward.
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.adapter, "a");
+  h.finish(h.all<StartCompute>()[0].request);
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.adapter, "");
+  EXPECT_EQ(h.all<StartCompute>()[0].request.kind, ComputeKind::inference);
+  h.finish(h.all<StartCompute>()[0].request);
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.kind, ComputeKind::forward);
+  EXPECT_TRUE(h.all<StartBatch>().empty());
+}
+
+TEST(BlockServerBatching, OneSessionsFailureInABatchFailsThatSessionOnly) {
+  Harness h(batching(8));
+  open_sessions(h, 3);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  const ComputeRequest first = h.all<StartCompute>().at(0).request;
+  h.receive(PeerId{2}, step(2, 1, 0, 3));
+  h.receive(PeerId{3}, step(3, 1, 0, 2));
+  h.finish(first);
+  const auto batch = h.all<StartBatch>().at(0).requests;
+  ASSERT_EQ(batch.size(), 2u);
+  h.input(ComputeFinished{batch[0].task_id, Error{ErrorCode::bad_request, "adapter missing"}});
+  EXPECT_EQ(h.only_error(PeerId{2}), ErrorCode::bad_request);
+  h.finish(batch[1]);
+  ASSERT_EQ(h.replies<StepResult>(PeerId{3}).size(), 1u);
+  // The failed session goes on from where it was: its next step starts at 0 again.
+  h.receive(PeerId{2}, step(2, 2, 0, 1));
+  ASSERT_EQ(h.all<StartCompute>().size(), 1u);
+  EXPECT_EQ(h.all<StartCompute>()[0].request.cache_length, 0u);
+  // The one that succeeded continues at its new length.
+  h.receive(PeerId{3}, step(3, 2, 2, 1));
+  EXPECT_TRUE(h.replies<ErrorReply>(PeerId{3}).empty());
+}
+
+TEST(BlockServerBatching, AClosedSessionsCacheIsDroppedOnlyAfterItsBatchFinishes) {
+  Harness h(batching(8));
+  open_sessions(h, 3);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  const ComputeRequest first = h.all<StartCompute>().at(0).request;
+  h.receive(PeerId{2}, step(2, 1, 0, 1));
+  h.receive(PeerId{3}, step(3, 1, 0, 1));
+  h.finish(first);
+  const auto batch = h.all<StartBatch>().at(0).requests;
+  h.receive(PeerId{2}, CloseSession{2});
+  EXPECT_TRUE(h.all<DropCache>().empty());
+  h.input(PeerUnreachable{PeerId{3}, "gone"});
+  EXPECT_TRUE(h.all<DropCache>().empty());
+  h.finish(batch[0]);
+  ASSERT_EQ(h.all<DropCache>().size(), 1u);
+  EXPECT_EQ(h.all<DropCache>()[0].cache_id, batch[0].cache_id);
+  h.finish(batch[1]);
+  ASSERT_EQ(h.all<DropCache>().size(), 1u);
+  EXPECT_EQ(h.server.running_batches(), 0u);
+  EXPECT_EQ(h.server.open_sessions(), 1u);
+}
+
+TEST(BlockServerBatching, ALoneSessionIsNeverHeldForABatchWait) {
+  Harness h(batching(8, 0.5));
+  open_sessions(h, 1);
+  h.now = 3;
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  EXPECT_EQ(h.started().size(), 1u);
+}
+
+TEST(BlockServerBatching, BatchWaitHoldsAStepWhileAnotherSessionCouldJoinUntilFullOrDue) {
+  Harness h(batching(3, 0.5));
+  open_sessions(h, 4);
+  h.now = 10;
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  EXPECT_TRUE(h.started().empty());
+  ASSERT_EQ(h.all<SetTimer>().size(), 1u);
+  EXPECT_DOUBLE_EQ(h.all<SetTimer>()[0].at, 10.5);
+  const TimerId timer = h.all<SetTimer>()[0].timer;
+  h.now = 10.1;
+  h.receive(PeerId{2}, step(2, 1, 0, 1));
+  EXPECT_TRUE(h.started().empty());
+  h.now = 10.2;
+  h.receive(PeerId{3}, step(3, 1, 0, 1));  // full: three rows
+  ASSERT_EQ(h.all<StartBatch>().size(), 1u);
+  EXPECT_EQ(h.all<StartBatch>()[0].requests.size(), 3u);
+  const auto full = h.all<StartBatch>()[0].requests;
+  for (const auto& r : full) h.finish(r);
+  // Due: the held step starts alone when its wait ends.
+  h.now = 11;
+  h.receive(PeerId{4}, step(4, 1, 0, 1));
+  EXPECT_TRUE(h.started().empty());
+  h.now = 11.5;
+  h.input(TimerFired{timer});
+  ASSERT_EQ(h.started().size(), 1u);
+  EXPECT_EQ(h.started()[0].cache_length, 0u);
 }
 
 }  // namespace

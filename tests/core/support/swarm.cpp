@@ -21,6 +21,7 @@ struct VirtualSwarm::Node {
   std::set<PeerId> contacts;
   std::vector<ComputeKind> started;
   uint64_t inference_steps = 0;
+  uint64_t batches = 0;
   uint64_t step_replies = 0;
   std::optional<std::pair<uint64_t, CrashPoint>> crash_step;
   std::vector<std::pair<PeerId, Message>> inbox;
@@ -140,6 +141,8 @@ const std::vector<ComputeKind>& VirtualSwarm::computes_started(PeerId server) co
   return nodes_.at(server)->started;
 }
 
+uint64_t VirtualSwarm::batches_started(PeerId server) const { return nodes_.at(server)->batches; }
+
 const std::vector<std::pair<PeerId, Message>>& VirtualSwarm::inbox(PeerId n) const { return nodes_.at(n)->inbox; }
 
 size_t VirtualSwarm::train(PeerId client, PassSpec spec) {
@@ -247,7 +250,9 @@ void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& e
     } else if (auto* cancel = std::get_if<CancelTimer>(&effect)) {
       n.timers.erase({component, cancel->timer});
     } else if (auto* compute = std::get_if<StartCompute>(&effect)) {
-      start_compute(id, compute->request);
+      start_compute(id, {compute->request});
+    } else if (auto* batch = std::get_if<StartBatch>(&effect)) {
+      start_compute(id, batch->requests);
     } else if (auto* drop = std::get_if<DropCache>(&effect)) {
       n.caches.erase(drop->cache_id);
     } else if (auto* plan = std::get_if<PlanRoute>(&effect)) {
@@ -327,20 +332,32 @@ void VirtualSwarm::on_session_report(Generation& g, const Effect& effect) {
   }
 }
 
-void VirtualSwarm::start_compute(PeerId id, const ComputeRequest& request) {
+void VirtualSwarm::start_compute(PeerId id, const std::vector<ComputeRequest>& requests) {
   Node& n = node(id);
-  n.started.push_back(request.kind);
-  const double duration_s = n.compute_s_per_token_block * request.batch * request.new_tokens * request.span.size();
-  if (request.kind == ComputeKind::inference) {
-    ++n.inference_steps;
-    if (n.crash_step && n.crash_step->second == CrashPoint::before_reply && n.crash_step->first == n.inference_steps) {
-      schedule(now_ + duration_s, [this, id] { crash(id); });
-      return;
-    }
+  // A batch reads the weights once: it takes as long as its largest member alone would.
+  double duration_s = 0;
+  for (const ComputeRequest& request : requests) {
+    duration_s =
+        std::max(duration_s, n.compute_s_per_token_block * request.batch * request.new_tokens * request.span.size());
   }
-  FakeCache* cache = request.kind == ComputeKind::inference ? &n.caches[request.cache_id] : nullptr;
-  ComputeFinished done{request.task_id, fake_compute(request, n.server->config().hidden_size, cache)};
-  schedule(now_ + duration_s, [this, id, done] { feed(id, 0, done); });
+  std::vector<ComputeFinished> results;
+  for (const ComputeRequest& request : requests) {
+    n.started.push_back(request.kind);
+    if (request.kind == ComputeKind::inference) {
+      ++n.inference_steps;
+      if (n.crash_step && n.crash_step->second == CrashPoint::before_reply &&
+          n.crash_step->first == n.inference_steps) {
+        schedule(now_ + duration_s, [this, id] { crash(id); });
+        return;
+      }
+    }
+    FakeCache* cache = request.kind == ComputeKind::inference ? &n.caches[request.cache_id] : nullptr;
+    results.push_back(ComputeFinished{request.task_id, fake_compute(request, n.server->config().hidden_size, cache)});
+  }
+  if (requests.size() > 1) ++n.batches;
+  schedule(now_ + duration_s, [this, id, results] {
+    for (const ComputeFinished& done : results) feed(id, 0, done);
+  });
 }
 
 void VirtualSwarm::transmit(PeerId from, PeerId to, const Message& message) {

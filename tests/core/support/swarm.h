@@ -135,6 +135,8 @@ class VirtualSwarm {
   uint64_t messages_dropped() const { return messages_dropped_; }
   // Inference computations started per server, and the kinds started in order.
   const std::vector<core::ComputeKind>& computes_started(core::PeerId server) const;
+  // Batched computations (StartBatch, two steps or more) a server started.
+  uint64_t batches_started(core::PeerId server) const;
   // Sends a message as if `from` had (for tests that play a client by hand).
   void inject(core::PeerId from, core::PeerId to, core::Message message);
   // Messages delivered to a node that has no component for them (hand-played clients).
@@ -155,7 +157,7 @@ class VirtualSwarm {
   void deliver(core::PeerId from, core::PeerId to, const std::vector<uint8_t>& bytes);
   void feed(core::PeerId node, size_t component, const core::Input& input);
   void carry_out(core::PeerId node, size_t component, std::vector<core::Effect>& effects);
-  void start_compute(core::PeerId node, const core::ComputeRequest& request);
+  void start_compute(core::PeerId node, const std::vector<core::ComputeRequest>& requests);
   void on_session_report(Generation& g, const core::Effect& effect);
   void on_pass_report(Generation& g, const core::Effect& effect);
   void crash(core::PeerId node);
