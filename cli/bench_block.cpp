@@ -25,6 +25,9 @@ const CommandRegistration bench_block_command{
           ->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
       sub.add_option("--seed", config->seed, "Seed of the random weights");
+      sub.add_option("--batch", config->batches,
+                     "Also time batched decode steps of these numbers of sessions (e.g. 1,2,4,8,16)")
+          ->delimiter(',');
       return [config] {
         fmt::print("{}", gpu::format_bench_block(*config, gpu::bench_block(*config)));
         return 0;

@@ -1,10 +1,13 @@
 // `bouquet bench-swarm`: parse flags into net::BenchSwarmConfig and run the benchmark.
 #include "net/client/bench_swarm.h"
 #include "cli/command.h"
+#include "net/client/bench_clients.h"
+#include "net/rpc/address.h"
 
 #include <fmt/core.h>
 
 #include <memory>
+#include <stdexcept>
 
 namespace bouquet::cli {
 namespace {
@@ -21,7 +24,36 @@ const CommandRegistration bench_swarm_command{
       sub.add_option("--dir", config->dir, "Where to write the models (default: a temporary folder)");
       sub.add_option("--seed", config->seed, "Seed of the weights and prompt")->capture_default_str();
       sub.add_flag("--json", config->json, "Print one JSON object");
-      return [config] {
+      // Many clients at once (net/client/bench_clients.h): a different benchmark of the same command.
+      auto clients = std::make_shared<net::BenchClientsConfig>();
+      auto clients_list = std::make_shared<std::string>();
+      sub.add_option("--clients", *clients_list,
+                     "Comma-separated numbers of concurrent clients: measure batching on and off instead");
+      sub.add_option("--max-batch", clients->max_batch,
+                     "--clients: the servers' --max-batch when batching (0 = default)")
+          ->capture_default_str();
+      sub.add_option("--servers", clients->servers, "--clients: servers sharing the blocks")->capture_default_str();
+      sub.add_option("--blocks", clients->blocks, "--clients: blocks of the model")->capture_default_str();
+      sub.add_option("--hidden", clients->hidden, "--clients: hidden size of the model")->capture_default_str();
+      return [config, clients, clients_list] {
+        if (!clients_list->empty()) {
+          clients->clients.clear();
+          for (const auto& n : net::split_list(*clients_list)) {
+            try {
+              clients->clients.push_back(std::stoll(n));
+            } catch (const std::exception&) {
+              throw std::invalid_argument(fmt::format("--clients: '{}' is not a number", n));
+            }
+          }
+          clients->new_tokens = config->new_tokens;
+          clients->prompt_tokens = config->prompt_tokens;
+          clients->threads = config->threads;
+          clients->dir = config->dir;
+          clients->seed = config->seed;
+          const auto result = net::bench_clients(*clients);
+          fmt::print("{}", config->json ? net::bench_clients_json(result) + "\n" : net::format_bench_clients(result));
+          return 0;
+        }
         const auto result = net::bench_swarm(*config);
         fmt::print("{}", config->json ? net::bench_swarm_json(result) + "\n" : net::format_bench_swarm(result));
         return 0;

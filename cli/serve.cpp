@@ -26,6 +26,15 @@ const CommandRegistration serve_command{
       sub.add_option("--threads", config->threads, "CPU threads for compute (0 = libtorch's default)")
           ->capture_default_str()
           ->check(CLI::Range(0, 4096));
+      sub.add_option("--max-batch", config->max_batch,
+                     "Rows (batch x tokens) of concurrent sessions' decode steps run as one computation "
+                     "(0 = sized for the device, 1 = no batching)")
+          ->capture_default_str()
+          ->check(CLI::Range(uint32_t{0}, uint32_t{4096}));
+      sub.add_option("--batch-wait-ms", config->batch_wait_ms,
+                     "Longest a step waits for other sessions' steps to join its batch (0 = take what is queued)")
+          ->capture_default_str()
+          ->check(finite_in(0, 10000));
       sub.add_option("--session-idle-timeout", config->session_idle_timeout_s,
                      "Close a session after this many seconds without a step")
           ->capture_default_str()

@@ -110,6 +110,7 @@ void BalancerNode::announce(Time now, BlockSpan span, ServerState state, std::ve
   r.throughput_rps = config_.throughput_rps;
   r.inference_rps = config_.inference_rps;
   r.cache_tokens_free = config_.cache_tokens_free;
+  r.load = load_;
   r.model_id = config_.model_id;
   r.version = config_.version;
   r.adapters = config_.adapters;

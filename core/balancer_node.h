@@ -66,6 +66,7 @@ class BalancerNode {
   void handle(Time now, const Input& in, std::vector<Effect>& out);
   // The driver's current free cache, for the next announcements.
   void set_cache_tokens_free(uint64_t tokens) { config_.cache_tokens_free = tokens; }
+  void set_load(const ServerLoad& load) { load_ = load; }
 
   Phase phase() const { return phase_; }
   // The span served now (none before the first SpanLoaded and while moving).
@@ -94,6 +95,7 @@ class BalancerNode {
   uint64_t next_lookup_id_ = 1;
   uint64_t moves_ = 0;
   std::optional<RebalanceDecision> last_decision_;
+  ServerLoad load_;  // announced with every record (set_load)
 };
 
 std::string_view to_string(BalancerNode::Phase phase);

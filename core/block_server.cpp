@@ -412,13 +412,24 @@ void BlockServer::start_tasks(Time now, std::vector<Effect>& out) {
       batch_of_.emplace(request.task_id, batch_id);
       count(owners_.at(request.task_id).peer, 0, 0, -1, 1);
     }
-    batch_left_.emplace(batch_id, static_cast<uint32_t>(batch.size()));
+    batch_left_.emplace(
+        batch_id, RunningBatch{static_cast<uint32_t>(batch.size()), now, batch.front().kind == ComputeKind::inference});
     if (batch.size() == 1) {
       out.push_back(StartCompute{std::move(batch.front())});
     } else {
       out.push_back(StartBatch{std::move(batch)});
     }
   }
+}
+
+ServerLoad BlockServer::load(Time now) const {
+  ServerLoad load;
+  for (const auto& [key, s] : sessions_) {
+    if (s.task || now - s.last_active <= kActiveWindowS) ++load.active_sessions;
+  }
+  load.step_s = step_s_;
+  load.max_batch = config_.max_batch;
+  return load;
 }
 
 bool BlockServer::hold_batch(Time now, const TaskQueue::BatchPreview& preview) const {
@@ -438,7 +449,13 @@ void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std
   if (owner_it == owners_.end() || running_.erase(done.task_id) == 0) return;  // not ours
   if (auto b = batch_of_.find(done.task_id); b != batch_of_.end()) {
     auto left = batch_left_.find(b->second);
-    if (left != batch_left_.end() && --left->second == 0) batch_left_.erase(left);  // its slot is free
+    if (left != batch_left_.end() && --left->second.left == 0) {  // its slot is free
+      if (left->second.inference) {
+        const double took = std::max(0.0, now - left->second.started_at);
+        step_s_ = step_s_ > 0 ? 0.8 * step_s_ + 0.2 * took : took;
+      }
+      batch_left_.erase(left);
+    }
     batch_of_.erase(b);
   }
   const TaskOwner owner = owner_it->second;

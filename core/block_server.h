@@ -45,6 +45,7 @@
 #include "core/cache_admission.h"
 #include "core/effect.h"
 #include "core/input.h"
+#include "core/server_record.h"
 #include "core/task_queue.h"
 #include "core/time.h"
 
@@ -90,6 +91,10 @@ class BlockServer {
   size_t running_tasks() const { return running_.size(); }
   size_t running_batches() const { return batch_left_.size(); }
   uint64_t cache_tokens_free() const { return admission_.tokens_free(); }
+  // What the server announces of its load (server_record.h): sessions that stepped within the
+  // last kActiveWindowS, and the recent duration of its inference computations (a moving average).
+  static constexpr double kActiveWindowS = 5;
+  ServerLoad load(Time now) const;
   // The server stops serving its span: answers everything it holds span_not_served with `why`,
   // frees every cache and forgets every client. The driver then drops it (or keeps it for
   // nothing): results of computations still running are ignored.
@@ -192,8 +197,14 @@ class BlockServer {
   std::map<SessionKey, CacheAdmission::Ticket> waiting_by_session_;  // the same opens, by client
   std::unordered_map<TaskId, TaskOwner> owners_;                     // queued and running
   std::unordered_set<TaskId> running_;
-  std::unordered_map<TaskId, uint64_t> batch_of_;      // running task -> its batch
-  std::unordered_map<uint64_t, uint32_t> batch_left_;  // running batch -> tasks not finished
+  std::unordered_map<TaskId, uint64_t> batch_of_;  // running task -> its batch
+  struct RunningBatch {
+    uint32_t left = 0;  // tasks not finished
+    Time started_at = 0;
+    bool inference = false;
+  };
+  std::unordered_map<uint64_t, RunningBatch> batch_left_;  // by batch id
+  double step_s_ = 0;                                      // moving average of inference computations
   std::unordered_map<TimerId, TimerOwner> timers_;
   std::map<PeerId, ClientUsage> clients_;
   TimerId contention_timer_ = 0;  // 0 = not set

@@ -42,7 +42,8 @@ double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config, 
 double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed, const RttEstimator& rtt,
                         const MinLatencyConfig& config) {
   const bool cache_short = record.cache_tokens_free < cache_tokens_needed;
-  return rtt.rtt_s(record.peer) + (cache_short ? config.cache_full_penalty_s : 0.0);
+  return rtt.rtt_s(record.peer) + (cache_short ? config.cache_full_penalty_s : 0.0) +
+         (config.load_aware ? queue_delay_s(record.load) : 0.0);
 }
 
 bool usable_for(const ServerRecord& record, const PlanRoute& plan, Time now) {

@@ -37,13 +37,17 @@ struct MinLatencyConfig {
   // What this client measured of servers' speeds (server_speeds.h): a server measured far
   // slower than it announces is charged the measurement. Null: announcements are believed.
   const ServerSpeeds* measured = nullptr;
+  // Add each server's announced queueing delay (queue_delay_s of its load) to a hop on it, so
+  // clients spread over the swarm instead of all picking the fastest chain.
+  bool load_aware = true;
 };
 
 // The seconds one step spends on `record`'s server per block: 1 / its announced inference_rps,
 // unless config.measured gives the claim the lie.
 // `now` dates the measurement (a stale one is forgotten).
 double block_cost_s(const ServerRecord& record, const MinLatencyConfig& config, Time now = 0);
-// The seconds to enter a hop on `record`: round trip plus the cache penalty if it applies.
+// The seconds to enter a hop on `record`: round trip, the cache penalty if it applies, and the
+// server's queueing delay when config.load_aware.
 double hop_entry_cost_s(const ServerRecord& record, uint64_t cache_tokens_needed, const RttEstimator& rtt,
                         const MinLatencyConfig& config);
 

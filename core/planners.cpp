@@ -47,6 +47,7 @@ Result<Chain> plan_route(Routing routing, std::span<const ServerRecord> records,
     case Routing::min_latency: {
       MinLatencyConfig pricing;
       pricing.measured = context.measured;
+      pricing.load_aware = context.load_aware;
       if (context.rtt) return plan_chain_min_latency(records, plan, context.now, *context.rtt, pricing);
       return plan_chain_min_latency(records, plan, context.now, RttEstimator{}, pricing);
     }

@@ -34,6 +34,7 @@ struct PlannerContext {
   const RttEstimator* rtt = nullptr;       // round trips the client measured; null: none yet
   const ServerSpeeds* measured = nullptr;  // step times the client measured; null: believe claims
   Rng* rng = nullptr;                      // throughput's draws (required for it)
+  bool load_aware = true;                  // min_latency adds servers' announced queueing delay
 };
 
 std::string_view to_string(Routing routing);

@@ -1,8 +1,17 @@
 #include "core/server_record.h"
 
+#include <algorithm>
 #include <map>
 
 namespace bouquet::core {
+
+double queue_delay_s(const ServerLoad& load) {
+  if (load.active_sessions == 0 || !(load.step_s > 0)) return 0;
+  const uint32_t per_computation = std::max<uint32_t>(1, load.max_batch);
+  // Rounds of computations the active sessions fill before a newcomer's step fits in one.
+  const uint32_t rounds = (load.active_sessions + 1 + per_computation - 1) / per_computation;
+  return static_cast<double>(rounds - 1) * load.step_s;
+}
 
 bool announced_later(const Announcement& a, const Announcement& b) {
   if (a.at_s != b.at_s) return a.at_s > b.at_s;

@@ -16,6 +16,17 @@
 namespace bouquet::core {
 
 enum class ServerState : uint8_t { joining = 0, online = 1, offline = 2 };
+
+// How busy a server is: announced so that clients route around busy servers (min-latency
+// routing adds queue_delay_s() to a hop on it). Zero: idle, or an announcement without load.
+struct ServerLoad {
+  uint32_t active_sessions = 0;  // sessions that took a step recently
+  double step_s = 0;             // recent duration of one inference computation of its span (0 = unknown)
+  uint32_t max_batch = 1;        // rows it merges into one computation (continuous batching)
+};
+// What a new session's step should expect to wait on a server of `load` before its own turn:
+// the active sessions' steps ahead of it, max_batch rows at a time, each computation step_s.
+double queue_delay_s(const ServerLoad& load);
 std::string_view to_string(ServerState state);
 
 struct ServerRecord {
@@ -30,6 +41,7 @@ struct ServerRecord {
   std::string version;
   std::vector<std::string> adapters;
   Time expires_at = kNever;
+  ServerLoad load;
 };
 
 // When a record was announced. A server holds one span at a time, so of several records of one

@@ -171,7 +171,45 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
   result.f32_stream_s = median(f32_streams);
   result.f32_ratio = result.step_s / result.f32_stream_s;
   result.f32_best_ratio = result.step_min_s / *std::min_element(f32_streams.begin(), f32_streams.end());
+
+  for (const int64_t sessions : config.batches) {
+    if (sessions < 1 || sessions > 256) throw InputError(fmt::format("--batch: {} is not in 1..256", sessions));
+    std::vector<KvCache> caches;
+    for (int64_t s = 0; s < sessions; ++s) {
+      caches.push_back(block->make_cache(1, config.cached_tokens + 1));
+      if (config.cached_tokens > 0) {
+        block->forward(at::randn({1, config.cached_tokens, config.hidden}, options), 0, &caches.back());
+      }
+    }
+    std::vector<BatchPart> parts;
+    for (int64_t s = 0; s < sessions; ++s) {
+      parts.push_back(BatchPart{at::randn({1, 1, config.hidden}, options), config.cached_tokens, &caches[s]});
+    }
+    block->forward_batch(parts);  // warm-up
+    std::vector<double> times;
+    for (int64_t i = 0; i < config.steps; ++i) {
+      synchronize(compute.device);
+      const auto start = Clock::now();
+      block->forward_batch(parts);  // the same slots each time: the same work
+      synchronize(compute.device);
+      times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    const double step = median(times);
+    result.batches.push_back(BenchBatchRow{sessions, step, step / static_cast<double>(sessions)});
+  }
   return result;
+}
+
+std::string batch_lines(const BenchBlockResult& r) {
+  if (r.batches.empty()) return "";
+  std::string out = fmt::format("{:>9} {:>14} {:>15} {:>12} {:>14}\n", "sessions", "batched step", "per session",
+                                "x 1 session", "x streaming");
+  const double one = r.batches.front().sessions == 1 ? r.batches.front().step_s : r.step_s;
+  for (const auto& b : r.batches) {
+    out += fmt::format("{:>9} {:>11.2f} ms {:>12.2f} ms {:>12.2f} {:>14.2f}\n", b.sessions, b.step_s * 1e3,
+                       b.per_token_s * 1e3, b.step_s / one, b.step_s / r.stream_s);
+  }
+  return out;
 }
 
 // For weights smaller than f32: how the step compares with streaming the same block in f32.
@@ -192,10 +230,11 @@ std::string format_bench_block(const BenchBlockConfig& c, const BenchBlockResult
       "weight streaming (memory probe, {:.1f} MB once): {:.2f} ms median = {:.1f} GB/s, "
       "{:.2f} ms best = {:.1f} GB/s\n"
       "ratio step / weight streaming: {:.2f} (medians), {:.2f} (bests)\n"
-      "{}",
+      "{}{}",
       c.hidden, c.heads, kv, c.intermediate, r.compute, r.kernels, r.threads, r.weight_bytes / 1e6, c.cached_tokens,
       r.step_s * 1e3, r.step_min_s * 1e3, c.steps, r.weight_bytes / 1e6, r.stream_s * 1e3, r.stream_gbps,
-      r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9, r.ratio, r.best_ratio, f32_floor_line(r));
+      r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9, r.ratio, r.best_ratio, f32_floor_line(r),
+      batch_lines(r));
 }
 
 }  // namespace bouquet::gpu

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bouquet::gpu {
 
@@ -23,6 +24,16 @@ struct BenchBlockConfig {
   std::string kernels = "best";  // best | libtorch | portable | avx2 | avx512 (gpu/linear.h)
   std::string device = "auto";
   uint64_t seed = 0;
+  // Also time batched decode steps (Block::forward_batch) of this many sessions, each with its
+  // own cache of cached_tokens positions: what continuous batching costs per step. Empty: skip.
+  std::vector<int64_t> batches;
+};
+
+// One batched decode step of `sessions` sessions.
+struct BenchBatchRow {
+  int64_t sessions = 0;
+  double step_s = 0;       // median
+  double per_token_s = 0;  // step_s / sessions
 };
 
 struct BenchBlockResult {
@@ -41,9 +52,10 @@ struct BenchBlockResult {
   // The same block's weights in f32 (the norms included), and the floor they set: quantized or
   // bf16 weights go below it. Equal to the above for f32 weights.
   uint64_t f32_weight_bytes = 0;
-  double f32_stream_s = 0.0;    // median
-  double f32_ratio = 0.0;       // step_s / f32_stream_s
-  double f32_best_ratio = 0.0;  // step_min_s / fastest f32 stream
+  double f32_stream_s = 0.0;           // median
+  double f32_ratio = 0.0;              // step_s / f32_stream_s
+  double f32_best_ratio = 0.0;         // step_min_s / fastest f32 stream
+  std::vector<BenchBatchRow> batches;  // config.batches, in order
 };
 
 BenchBlockResult bench_block(const BenchBlockConfig& config);

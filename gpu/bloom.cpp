@@ -86,26 +86,6 @@ class BloomBlock final : public Block {
                   .view({heads_, 1, 1});
   }
 
-  at::Tensor forward(const at::Tensor& hidden, int64_t start, KvCache* cache) const override {
-    const int64_t tokens = hidden.size(1);
-    const at::Tensor h = layer_norm(hidden, input_norm_w_, input_norm_b_, eps_);
-    const SplitQkv qkv = split_fused_qkv(qkv_(h), heads_, head_dim_);
-    at::Tensor keys = qkv.key;
-    at::Tensor values = qkv.value;
-    int64_t key_start = start;
-    if (cache != nullptr) {
-      cache->key.narrow(2, start, tokens).copy_(qkv.key);
-      cache->value.narrow(2, start, tokens).copy_(qkv.value);
-      keys = cache->key.narrow(2, 0, start + tokens);
-      values = cache->value.narrow(2, 0, start + tokens);
-      key_start = 0;
-    }
-    const at::Tensor attended = attention(qkv.query, keys, values, start, key_start);
-    const at::Tensor x = hidden + dense_(attended);
-    const at::Tensor up = up_(layer_norm(x, post_norm_w_, post_norm_b_, eps_));
-    return x + down_(at::gelu(up, "tanh"));
-  }
-
   KvCache make_cache(int64_t batch, int64_t capacity) const override {
     const auto o = at::TensorOptions().device(options_.device).dtype(options_.dtype);
     return {at::zeros({batch, heads_, capacity, head_dim_}, o), at::zeros({batch, heads_, capacity, head_dim_}, o)};
@@ -118,6 +98,33 @@ class BloomBlock final : public Block {
     }
     for (const auto* l : {&qkv_, &dense_, &up_, &down_}) total += l->weight_bytes();
     return total;
+  }
+
+ protected:
+  at::Tensor project(const at::Tensor& hidden) const override {
+    return qkv_(layer_norm(hidden, input_norm_w_, input_norm_b_, eps_));
+  }
+
+  at::Tensor attend(const at::Tensor& fused, int64_t start, KvCache* cache) const override {
+    const int64_t tokens = fused.size(1);
+    const SplitQkv qkv = split_fused_qkv(fused, heads_, head_dim_);
+    at::Tensor keys = qkv.key;
+    at::Tensor values = qkv.value;
+    int64_t key_start = start;
+    if (cache != nullptr) {
+      cache->key.narrow(2, start, tokens).copy_(qkv.key);
+      cache->value.narrow(2, start, tokens).copy_(qkv.value);
+      keys = cache->key.narrow(2, 0, start + tokens);
+      values = cache->value.narrow(2, 0, start + tokens);
+      key_start = 0;
+    }
+    return attention(qkv.query, keys, values, start, key_start);
+  }
+
+  at::Tensor finish(const at::Tensor& hidden, const at::Tensor& attended) const override {
+    const at::Tensor x = hidden + dense_(attended);
+    const at::Tensor up = up_(layer_norm(x, post_norm_w_, post_norm_b_, eps_));
+    return x + down_(at::gelu(up, "tanh"));
   }
 
  private:

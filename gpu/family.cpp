@@ -13,6 +13,41 @@
 
 namespace bouquet::gpu {
 
+at::Tensor Block::forward(const at::Tensor& hidden, int64_t start_position, KvCache* cache) const {
+  return finish(hidden, attend(project(hidden), start_position, cache));
+}
+
+std::vector<at::Tensor> Block::forward_batch(const std::vector<BatchPart>& parts) const {
+  if (parts.size() == 1) return {forward(parts[0].hidden, parts[0].start_position, parts[0].cache)};
+  // The row-wise stages see every part's rows as one [rows, hidden] matrix; attention slices
+  // each part's rows back out and runs against that part's cache.
+  std::vector<at::Tensor> rows;
+  rows.reserve(parts.size());
+  for (const BatchPart& part : parts) rows.push_back(part.hidden.reshape({-1, part.hidden.size(-1)}));
+  const at::Tensor hidden = at::cat(rows, 0);
+  const at::Tensor projected = project(hidden);
+  std::vector<at::Tensor> attended;
+  attended.reserve(parts.size());
+  int64_t offset = 0;
+  for (const BatchPart& part : parts) {
+    const int64_t batch = part.hidden.size(0);
+    const int64_t tokens = part.hidden.size(1);
+    const at::Tensor mine = projected.narrow(0, offset, batch * tokens).view({batch, tokens, -1});
+    attended.push_back(attend(mine, part.start_position, part.cache).reshape({batch * tokens, -1}));
+    offset += batch * tokens;
+  }
+  const at::Tensor out = finish(hidden, at::cat(attended, 0));
+  std::vector<at::Tensor> outputs;
+  outputs.reserve(parts.size());
+  offset = 0;
+  for (const BatchPart& part : parts) {
+    const int64_t n = part.hidden.size(0) * part.hidden.size(1);
+    outputs.push_back(out.narrow(0, offset, n).view(part.hidden.sizes()));
+    offset += n;
+  }
+  return outputs;
+}
+
 // Each family's file defines its accessor; the registry below is the only list of families.
 const Family& llama_family();
 const Family& bloom_family();

@@ -46,6 +46,18 @@ struct KvCache {
   at::Tensor value;
 };
 
+// One session's part of a batched step (Block::forward_batch).
+struct BatchPart {
+  at::Tensor hidden;           // [batch, new_tokens, hidden_size]
+  int64_t start_position = 0;  // of its first new token
+  KvCache* cache = nullptr;    // this session's cache (nullptr: attends only among its new tokens)
+};
+
+// A transformer block in three stages: row-wise work before attention (norm and the fused query,
+// key and value projection), attention (per sequence, against its cache), and row-wise work after
+// it (output projection, residuals, MLP). Row-wise stages read the weights; attention reads a
+// session's cache. forward() chains them for one request; forward_batch() runs the row-wise
+// stages once over every part's rows, so a batch of sessions reads the weights once.
 class Block {
  public:
   virtual ~Block() = default;
@@ -55,10 +67,23 @@ class Block {
   // each token's own; the cache must hold start_position valid positions already. Without one,
   // the new tokens attend only among themselves (causally). Autograd flows unless the caller
   // turns it off.
-  virtual at::Tensor forward(const at::Tensor& hidden, int64_t start_position, KvCache* cache) const = 0;
+  at::Tensor forward(const at::Tensor& hidden, int64_t start_position, KvCache* cache) const;
+  // Every part as forward() would compute it alone (equal within floating-point rounding: the
+  // row-wise products see all parts' rows at once), each part's keys and values written to its
+  // own cache at its own positions. Returns the parts' outputs in order, each of its input's shape.
+  std::vector<at::Tensor> forward_batch(const std::vector<BatchPart>& parts) const;
   virtual KvCache make_cache(int64_t batch, int64_t capacity) const = 0;
   // Bytes of this block's weights as held in memory (in the compute dtype).
   virtual uint64_t weight_bytes() const = 0;
+
+ protected:
+  // [..., hidden_size] -> [..., projected width]: what attention needs of each row.
+  virtual at::Tensor project(const at::Tensor& hidden) const = 0;
+  // `projected` [batch, new_tokens, width] of one request -> [batch, new_tokens, attention width],
+  // writing its keys and values to `cache` (when given) as forward() describes.
+  virtual at::Tensor attend(const at::Tensor& projected, int64_t start_position, KvCache* cache) const = 0;
+  // The block's output rows from its input rows and their attention outputs ([..., width] each).
+  virtual at::Tensor finish(const at::Tensor& hidden, const at::Tensor& attended) const = 0;
 };
 
 // The client's part of a model: token embeddings in, logits out.

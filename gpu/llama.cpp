@@ -86,11 +86,25 @@ class LlamaBlock final : public Block {
     inv_freq_ = at::tensor(inv, at::TensorOptions().dtype(at::kDouble)).to(options.device);
   }
 
-  at::Tensor forward(const at::Tensor& hidden, int64_t start, KvCache* cache) const override {
-    const int64_t batch = hidden.size(0);
-    const int64_t tokens = hidden.size(1);
-    const at::Tensor h = rms_norm(hidden, input_norm_, eps_);
-    const at::Tensor qkv = qkv_(h);
+  KvCache make_cache(int64_t batch, int64_t capacity) const override {
+    const auto o = at::TensorOptions().device(options_.device).dtype(options_.dtype);
+    return {at::zeros({batch, kv_heads_, capacity, head_dim_}, o),
+            at::zeros({batch, kv_heads_, capacity, head_dim_}, o)};
+  }
+
+  uint64_t weight_bytes() const override {
+    uint64_t total = 0;
+    for (const auto* t : {&input_norm_, &post_norm_}) total += t->numel() * t->element_size();
+    for (const auto* l : {&qkv_, &o_, &gate_up_, &down_}) total += l->weight_bytes();
+    return total;
+  }
+
+ protected:
+  at::Tensor project(const at::Tensor& hidden) const override { return qkv_(rms_norm(hidden, input_norm_, eps_)); }
+
+  at::Tensor attend(const at::Tensor& qkv, int64_t start, KvCache* cache) const override {
+    const int64_t batch = qkv.size(0);
+    const int64_t tokens = qkv.size(1);
     const int64_t q_width = heads_ * head_dim_;
     const int64_t kv_width = kv_heads_ * head_dim_;
     const auto split = [&](int64_t offset, int64_t width, int64_t heads) {
@@ -113,24 +127,14 @@ class LlamaBlock final : public Block {
       values = cache->value.narrow(2, 0, start + tokens);
       key_start = 0;
     }
-    const at::Tensor attended = attention(q, keys, values, start, key_start);
+    return attention(q, keys, values, start, key_start);
+  }
+
+  at::Tensor finish(const at::Tensor& hidden, const at::Tensor& attended) const override {
     const at::Tensor x = hidden + o_(attended);
     const at::Tensor gu = gate_up_(rms_norm(x, post_norm_, eps_));
     const at::Tensor mlp = at::silu(gu.narrow(-1, 0, intermediate_)) * gu.narrow(-1, intermediate_, intermediate_);
     return x + down_(mlp);
-  }
-
-  KvCache make_cache(int64_t batch, int64_t capacity) const override {
-    const auto o = at::TensorOptions().device(options_.device).dtype(options_.dtype);
-    return {at::zeros({batch, kv_heads_, capacity, head_dim_}, o),
-            at::zeros({batch, kv_heads_, capacity, head_dim_}, o)};
-  }
-
-  uint64_t weight_bytes() const override {
-    uint64_t total = 0;
-    for (const auto* t : {&input_norm_, &post_norm_}) total += t->numel() * t->element_size();
-    for (const auto* l : {&qkv_, &o_, &gate_up_, &down_}) total += l->weight_bytes();
-    return total;
   }
 
  private:

@@ -83,19 +83,11 @@ at::Tensor block_prompts(const at::Tensor& prompts, size_t i) {
   return prompts.defined() ? prompts.narrow(0, static_cast<int64_t>(i), 1) : at::Tensor();
 }
 
-}  // namespace
-
-Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
+// What `compute` returns, with the engine's exceptions turned into the request's typed error.
+template <typename F>
+Result<ComputeOutput> to_error(const ComputeRequest& request, F&& compute) {
   try {
-    switch (request.kind) {
-      case core::ComputeKind::inference:
-        return run_inference(request);
-      case core::ComputeKind::forward:
-        return run_forward(request);
-      case core::ComputeKind::backward:
-        return run_backward(request);
-    }
-    return Error{ErrorCode::compute_failed, "unknown compute kind"};
+    return compute();
   } catch (const gpu::UnknownAdapterError& e) {
     return Error{ErrorCode::unknown_adapter, e.what()};
   } catch (const gpu::InputError& e) {
@@ -105,7 +97,23 @@ Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
   }
 }
 
-Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) {
+}  // namespace
+
+Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
+  return to_error(request, [&]() -> Result<ComputeOutput> {
+    switch (request.kind) {
+      case core::ComputeKind::inference:
+        return run_inference(request);
+      case core::ComputeKind::forward:
+        return run_forward(request);
+      case core::ComputeKind::backward:
+        return run_backward(request);
+    }
+    return Error{ErrorCode::compute_failed, "unknown compute kind"};
+  });
+}
+
+std::optional<Error> SpanCompute::prepare_inference(const ComputeRequest& request) {
   const auto chain = runners(request.span);
   for (gpu::SpanRunner* block : chain) {
     if (!block->has_session(request.cache_id)) {
@@ -118,10 +126,66 @@ Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) 
     }
   }
   for (gpu::SpanRunner* block : chain) block->truncate_session(request.cache_id, request.cache_length);
+  return std::nullopt;
+}
+
+Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) {
+  if (auto error = prepare_inference(request)) return *error;
+  const auto chain = runners(request.span);
   at::Tensor x = tensor_from_activation(request.inputs);
   const at::Tensor prompts = request_prompts(request, x);
   for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->step(request.cache_id, x, block_prompts(prompts, i));
   return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
+}
+
+std::vector<Result<ComputeOutput>> SpanCompute::run_batch(const std::vector<ComputeRequest>& requests) {
+  std::vector<Result<ComputeOutput>> results(requests.size(), Error{ErrorCode::compute_failed, "not run"});
+  // Each request is checked as run() would check it; those that pass make up the batch.
+  struct Member {
+    size_t index;
+    at::Tensor inputs;
+    at::Tensor prompts;
+  };
+  std::vector<Member> members;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const ComputeRequest& request = requests[i];
+    const auto error = to_error(request, [&]() -> Result<ComputeOutput> {
+      BOUQUET_CHECK(request.kind == core::ComputeKind::inference && request.span == requests.front().span &&
+                        request.adapter == requests.front().adapter,
+                    "a batch holds inference steps on the same blocks and adapter");
+      if (auto error = prepare_inference(request)) return *error;
+      Member m{i, tensor_from_activation(request.inputs), {}};
+      m.prompts = request_prompts(request, m.inputs);
+      const auto chain = runners(request.span);
+      for (size_t b = 0; b < chain.size(); ++b)
+        chain[b]->check_step(request.cache_id, m.inputs, block_prompts(m.prompts, b));
+      members.push_back(std::move(m));
+      return ComputeOutput{};
+    });
+    if (!error.ok()) results[i] = error.error();
+  }
+  if (members.empty()) return results;
+  const auto chain = runners(requests[members.front().index].span);
+  try {
+    std::vector<at::Tensor> x;
+    for (const Member& m : members) x.push_back(m.inputs);
+    for (size_t b = 0; b < chain.size(); ++b) {
+      std::vector<gpu::SpanRunner::StepPart> parts;
+      for (size_t j = 0; j < members.size(); ++j) {
+        parts.push_back({requests[members[j].index].cache_id, x[j], block_prompts(members[j].prompts, b)});
+      }
+      x = chain[b]->step_batch(parts);
+    }
+    for (size_t j = 0; j < members.size(); ++j) {
+      const ComputeRequest& request = requests[members[j].index];
+      results[members[j].index] = ComputeOutput{activation_from_tensor(x[j], request.output_compression), std::nullopt};
+    }
+  } catch (const std::exception&) {
+    // Some block failed part-way: each session's cache is trusted up to its step's start only,
+    // and run() gives each request its own result (and its own error).
+    for (const Member& m : members) results[m.index] = run(requests[m.index]);
+  }
+  return results;
 }
 
 Result<ComputeOutput> SpanCompute::run_forward(const ComputeRequest& request) {

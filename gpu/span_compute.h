@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,11 +65,19 @@ class SpanCompute {
   std::vector<std::string> adapter_names() const;  // the loaded adapters' names, sorted
 
   core::Result<core::ComputeOutput> run(const core::ComputeRequest& request);
+  // Inference steps of different sessions on the same blocks and adapter (what the core's
+  // StartBatch holds) in one pass over the weights. Results in the requests' order, each as run()
+  // would give it alone (within floating-point rounding); a request that fails its checks fails
+  // alone and the others still run. Should the merged computation itself fail, every request
+  // is run again alone from its own cache_length, so one session cannot fail the others.
+  std::vector<core::Result<core::ComputeOutput>> run_batch(const std::vector<core::ComputeRequest>& requests);
   void drop_cache(core::CacheId cache);
   size_t open_caches() const;
 
  private:
   core::Result<core::ComputeOutput> run_inference(const core::ComputeRequest& request);
+  // Opens the session's caches where needed, checks its start and truncates there (inference).
+  std::optional<core::Error> prepare_inference(const core::ComputeRequest& request);
   core::Result<core::ComputeOutput> run_forward(const core::ComputeRequest& request);
   core::Result<core::ComputeOutput> run_backward(const core::ComputeRequest& request);
   std::vector<gpu::SpanRunner*> runners(core::BlockSpan span) const;

@@ -167,11 +167,11 @@ void SpanRunner::check_prompts(const at::Tensor& prompts, const at::Tensor& hidd
 
 at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden) { return step(id, hidden, {}); }
 
-at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts) {
+void SpanRunner::check_step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts) const {
   const std::string what = fmt::format("session {}", id);
   check_hidden(hidden, what.c_str());
   if (prompts.defined()) check_prompts(prompts, hidden, what.c_str());
-  Session& s = session(id);
+  const Session& s = session(id);
   if (hidden.size(0) != s.batch) {
     throw InputError(
         fmt::format("{}: batch of {} sequences, but the session was opened for {}", what, hidden.size(0), s.batch));
@@ -183,6 +183,11 @@ at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Te
                     "length {}",
                     what, tokens, s.length, s.max_length));
   }
+}
+
+at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts) {
+  check_step(id, hidden, prompts);
+  Session& s = session(id);
   at::NoGradGuard no_grad;  // not InferenceMode: outputs stay ordinary tensors callers may reuse
   const ActiveLora lora(s.adapter);
   at::Tensor x = hidden.to(compute_.device, compute_.dtype);
@@ -190,8 +195,44 @@ at::Tensor SpanRunner::step(SessionId id, const at::Tensor& hidden, const at::Te
     if (prompts.defined()) x = add_prompt(x, prompts[static_cast<int64_t>(b)], s.length);
     x = blocks_[b]->forward(x, s.length, &s.caches[b]);
   }
-  s.length += tokens;
+  s.length += hidden.size(1);
   return x.to(hidden.device(), hidden.scalar_type());
+}
+
+std::vector<at::Tensor> SpanRunner::step_batch(const std::vector<StepPart>& parts) {
+  if (parts.empty()) return {};
+  std::vector<Session*> sessions;
+  for (const StepPart& part : parts) {
+    check_step(part.id, part.hidden, part.prompts);
+    Session& s = session(part.id);
+    if (std::find(sessions.begin(), sessions.end(), &s) != sessions.end()) {
+      throw InputError(fmt::format("session {} has two steps in one batch", part.id));
+    }
+    if (s.adapter != sessions_.at(parts.front().id).adapter) {
+      throw InputError(fmt::format("session {} applies adapter '{}', session {} '{}': one batch applies one adapter",
+                                   part.id, s.adapter_name, parts.front().id,
+                                   sessions_.at(parts.front().id).adapter_name));
+    }
+    sessions.push_back(&s);
+  }
+  at::NoGradGuard no_grad;
+  const ActiveLora lora(sessions.front()->adapter);
+  std::vector<at::Tensor> x;
+  for (const StepPart& part : parts) x.push_back(part.hidden.to(compute_.device, compute_.dtype));
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    std::vector<BatchPart> batch;
+    for (size_t j = 0; j < parts.size(); ++j) {
+      Session& s = *sessions[j];
+      if (parts[j].prompts.defined()) x[j] = add_prompt(x[j], parts[j].prompts[static_cast<int64_t>(b)], s.length);
+      batch.push_back(BatchPart{x[j], s.length, &s.caches[b]});
+    }
+    x = blocks_[b]->forward_batch(batch);
+  }
+  for (size_t j = 0; j < parts.size(); ++j) {
+    sessions[j]->length += parts[j].hidden.size(1);
+    x[j] = x[j].to(parts[j].hidden.device(), parts[j].hidden.scalar_type());
+  }
+  return x;
 }
 
 at::Tensor SpanRunner::forward(const at::Tensor& hidden) const { return forward(hidden, {}); }

@@ -102,6 +102,19 @@ class SpanRunner {
   at::Tensor step(SessionId id, const at::Tensor& hidden);
   // The same with deep prompts (undefined: none), added at the step's absolute positions.
   at::Tensor step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts);
+  // One session's step within step_batch().
+  struct StepPart {
+    SessionId id = 0;
+    at::Tensor hidden;   // [batch, new_tokens, hidden]
+    at::Tensor prompts;  // deep prompts, or undefined
+  };
+  // Several sessions' steps in one pass over the weights (Block::forward_batch): each output
+  // equals what step() on that session alone gives, within floating-point rounding. Every part
+  // is checked first, as step() checks it; a bad part, two parts of one session, or sessions
+  // applying different adapters throw InputError and change nothing.
+  std::vector<at::Tensor> step_batch(const std::vector<StepPart>& parts);
+  // The checks step() makes before computing, without computing (InputError naming the session).
+  void check_step(SessionId id, const at::Tensor& hidden, const at::Tensor& prompts) const;
   // [batch, tokens, hidden] at positions 0.. -> outputs, with autograd; no cache involved.
   at::Tensor forward(const at::Tensor& hidden) const;
   // The same with deep prompts (undefined: none); gradients also flow to `prompts`.

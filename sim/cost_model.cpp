@@ -99,25 +99,41 @@ double CostModel::cache_bytes_per_token(const ModelShape& model) const {
 
 StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
                                const BlockWork& work) const {
-  BOUQUET_CHECK(work.batch > 0 && work.new_tokens > 0 && work.cache_tokens >= 0,
-                "a block step needs at least one new position");
-  const double batch = static_cast<double>(work.batch);
-  const double fresh = static_cast<double>(work.new_tokens);
-  const double cached = static_cast<double>(work.cache_tokens);
-  const double tokens = batch * fresh;
-  const double hidden = static_cast<double>(model.hidden);
+  return batched_block_step(device, model, format, std::span<const BlockWork>(&work, 1));
+}
 
-  // Matmuls: 2 FLOPs per active parameter per token. Attention: each new position scores and
-  // mixes every earlier one (cached, then causally the new ones): 4 x hidden FLOPs per pair.
-  const double active_params = static_cast<double>(model.active_params_per_block(work.batch * work.new_tokens));
-  const double pairs = batch * fresh * (cached + (fresh + 1.0) / 2.0);
+StepCost CostModel::batched_block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                                       std::span<const BlockWork> works) const {
+  BOUQUET_CHECK(!works.empty(), "a block step computes at least one request");
+  const double hidden = static_cast<double>(model.hidden);
+  int64_t rows = 0;
+  double pairs = 0;
+  double cache_values = 0;  // positions of cache read and written, over every request
+  for (const BlockWork& work : works) {
+    BOUQUET_CHECK(work.batch > 0 && work.new_tokens > 0 && work.cache_tokens >= 0,
+                  "a block step needs at least one new position");
+    BOUQUET_CHECK(work.backward == works.front().backward, "a batch is all forward or all backward");
+    const double batch = static_cast<double>(work.batch);
+    const double fresh = static_cast<double>(work.new_tokens);
+    const double cached = static_cast<double>(work.cache_tokens);
+    rows += work.batch * work.new_tokens;
+    // Attention: each new position scores and mixes every earlier one of its own sequence
+    // (cached, then causally the new ones).
+    pairs += batch * fresh * (cached + (fresh + 1.0) / 2.0);
+    cache_values += batch * (cached + fresh);
+  }
+  const double tokens = static_cast<double>(rows);
+
+  // Matmuls: 2 FLOPs per active parameter per token, the weights read once for every row of
+  // every request. Attention: 4 x hidden FLOPs per (query, key) pair.
+  const double active_params = static_cast<double>(model.active_params_per_block(rows));
   double flops = 2.0 * active_params * tokens + 4.0 * hidden * pairs;
 
   double bytes = active_params * bytes_per_param(format);
-  bytes += batch * (cached + fresh) * cache_bytes_per_token(model);  // read the cache, write new
+  bytes += cache_values * cache_bytes_per_token(model);  // read the cache, write new
   bytes += tokens * static_cast<double>(model.linear_io_values_per_token()) * config_.activation_bytes_per_value;
 
-  if (work.backward) {
+  if (works.front().backward) {
     // Frozen weights: the server recomputes the forward, then propagates gradients to its inputs
     // only (no weight gradients), one more pass of the same matmuls and weight reads.
     flops *= 2.0;
@@ -132,6 +148,15 @@ double CostModel::span_step_s(const DeviceSpec& device, const ModelShape& model,
                               const BlockWork& work) const {
   BOUQUET_CHECK(blocks > 0, "a span has at least one block");
   return static_cast<double>(blocks) * block_step(device, model, format, work).seconds + config_.request_overhead_s;
+}
+
+double CostModel::batched_span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                                      int64_t blocks, std::span<const BlockWork> works) const {
+  BOUQUET_CHECK(blocks > 0, "a span has at least one block");
+  // One pass over the span for the whole batch; each request still costs its own overhead
+  // (receiving, unpacking and replying happen per request).
+  return static_cast<double>(blocks) * batched_block_step(device, model, format, works).seconds +
+         static_cast<double>(works.size()) * config_.request_overhead_s;
 }
 
 StepCost CostModel::client_step(const DeviceSpec& device, const ModelShape& model, int64_t input_tokens,

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 
 namespace bouquet::sim {
@@ -65,9 +66,16 @@ class CostModel {
 
   StepCost block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
                       const BlockWork& work) const;
+  // Requests of different sessions batched through one block: the weights are read once for all
+  // their rows; each request reads its own cache and attends over its own positions.
+  StepCost batched_block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                              std::span<const BlockWork> works) const;
   // One request through `blocks` consecutive blocks on one device.
   double span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format, int64_t blocks,
                      const BlockWork& work) const;
+  // A batch of requests (the core's StartBatch) through `blocks` consecutive blocks at once.
+  double batched_span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format, int64_t blocks,
+                             std::span<const BlockWork> works) const;
   // The client's share of a step: embedding `input_tokens` positions and the final norm plus LM
   // head over `logit_rows` positions, on the client's processor.
   StepCost client_step(const DeviceSpec& device, const ModelShape& model, int64_t input_tokens,

@@ -90,6 +90,10 @@ struct ServerConfig {
   int64_t num_blocks = 0;            // auto: blocks to hold; 0 = as many as the GPU memory allows
   int64_t cache_tokens = 0;          // per block; 0 = what the GPU memory left over holds
   int64_t compute_slots = 1;
+  // Continuous batching (core/block_server.h): rows of queued decode steps merged into one
+  // computation (1 = off, the published systems' behaviour) and the longest a step waits.
+  int64_t max_batch = 0;  // 0: the policies' max_batch
+  double batch_wait_ms = -1;  // < 0: the policies' batch_wait_ms
   double join_s = 0;
   double lifetime_s = kForever;
   // Where a joining server reads its blocks from (disk or network), in bits per second: it
@@ -142,6 +146,13 @@ struct PolicyConfig {
   // Generation: the core's planner of that name (core/planners.h: min_latency, greedy); passes
   // always use the core's throughput-proportional planner.
   core::Routing routing = core::Routing::min_latency;
+  // min_latency adds each server's announced queueing delay (core/server_record.h's ServerLoad)
+  // so clients spread over busy servers; false prices servers as if idle (the published system).
+  bool load_aware_routing = true;
+  // Continuous batching on every server that does not say otherwise (core/block_server.h): rows
+  // of queued decode steps merged into one computation; 1 = off, the published system.
+  int64_t max_batch = 1;
+  double batch_wait_ms = 0;
   // Unpinned servers always pick their span on joining (the core's block selection); "rebalance"
   // also lets them move later when the swarm's weakest block would gain enough.
   std::string balancing = "none";  // none | rebalance

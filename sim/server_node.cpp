@@ -135,6 +135,7 @@ void ServerNode::on_timer(uint32_t component, uint64_t timer) {
 
 void ServerNode::feed_balancer(const core::Input& input) {
   balancer_.set_cache_tokens_free(server_ ? server_->cache_tokens_free() : 0);
+  balancer_.set_load(server_ ? server_->load(now()) : core::ServerLoad{});
   std::vector<core::Effect> effects;
   balancer_.handle(now(), input, effects);
   carry_out(effects, kBalancerTimers);
@@ -155,7 +156,9 @@ void ServerNode::carry_out(std::vector<core::Effect>& effects, uint32_t timers) 
     } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {
       cancel_timer(timers, cancel->timer);
     } else if (auto* start = std::get_if<core::StartCompute>(&effect)) {
-      start_compute(start->request);
+      start_compute({start->request});
+    } else if (auto* batch = std::get_if<core::StartBatch>(&effect)) {
+      start_compute(batch->requests);
     } else if (std::holds_alternative<core::DropCache>(effect)) {
       // Cache memory is accounted by the core's admission; nothing to free in a simulation.
     } else if (auto* announce = std::get_if<core::Announce>(&effect)) {
@@ -208,23 +211,36 @@ void ServerNode::start_server(core::BlockSpan span) {
   c.hidden_size = static_cast<uint32_t>(context_.shape.hidden);
   c.cache_tokens = cache_tokens(context_, config_, span.size());
   c.compute_slots = static_cast<uint32_t>(config_.compute_slots);
+  const PolicyConfig& policies = context_.scenario.policies;
+  c.max_batch = static_cast<uint32_t>(config_.max_batch > 0 ? config_.max_batch : policies.max_batch);
+  c.batch_wait_s = (config_.batch_wait_ms >= 0 ? config_.batch_wait_ms : policies.batch_wait_ms) / 1000.0;
   server_ = std::make_unique<core::BlockServer>(c);
 }
 
-void ServerNode::start_compute(const core::ComputeRequest& request) {
-  BlockWork work;
-  work.batch = request.batch;
-  work.new_tokens = request.new_tokens;
-  work.cache_tokens = request.cache_length;
-  work.backward = request.kind == core::ComputeKind::backward;
-  const double seconds = context_.cost.span_step_s(gpu_, context_.shape, context_.format, request.span.size(), work);
-  const core::TaskId task = request.task_id;
-  core::Activation outputs =
-      core::make_sized_activation(request.inputs.shape, request.inputs.dtype, request.output_compression);
+void ServerNode::start_compute(const std::vector<core::ComputeRequest>& requests) {
+  // A batch is charged as one pass over the span's weights (cost_model.h).
+  std::vector<BlockWork> works;
+  for (const core::ComputeRequest& request : requests) {
+    BlockWork work;
+    work.batch = request.batch;
+    work.new_tokens = request.new_tokens;
+    work.cache_tokens = request.cache_length;
+    work.backward = request.kind == core::ComputeKind::backward;
+    works.push_back(work);
+  }
+  const core::BlockSpan span = requests.front().span;
+  const double seconds = context_.cost.batched_span_step_s(gpu_, context_.shape, context_.format, span.size(), works);
+  std::vector<core::ComputeFinished> done;
+  for (const core::ComputeRequest& request : requests) {
+    done.push_back(core::ComputeFinished{
+        request.task_id, core::ComputeOutput{core::make_sized_activation(request.inputs.shape, request.inputs.dtype,
+                                                                         request.output_compression),
+                                             std::nullopt}});
+  }
   const uint32_t generation = generation_;
-  compute(seconds, [this, task, outputs, generation] {
-    if (server_ && generation == generation_) {
-      feed_server(core::ComputeFinished{task, core::ComputeOutput{outputs, std::nullopt}});
+  compute(seconds, [this, done, generation] {
+    for (const auto& d : done) {
+      if (server_ && generation == generation_) feed_server(d);
     }
   });
 }

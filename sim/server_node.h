@@ -54,7 +54,7 @@ class ServerNode final : public NodeLoop {
   void feed_balancer(const core::Input& input);
   void feed_server(const core::Input& input);
   void carry_out(std::vector<core::Effect>& effects, uint32_t timers);
-  void start_compute(const core::ComputeRequest& request);
+  void start_compute(const std::vector<core::ComputeRequest>& requests);
   void move_to(core::BlockSpan span);
   void start_server(core::BlockSpan span);
   // Injected failure (ChurnConfig): true when this activation resets the server.

@@ -66,6 +66,7 @@ double number_field(const nlohmann::json& value, std::string_view name, double l
 constexpr double kMaxUnixS = 1e11;
 // A token rate no hardware reaches; larger is an announcement nobody should rank by.
 constexpr double kMaxRps = 1e12;
+constexpr double kMaxStepS = 1e6;  // an announced step time beyond 11 days is a lie
 
 }  // namespace
 
@@ -87,6 +88,8 @@ std::string encode_dht_record(const DhtRecord& in) {
       {"throughput_rps", r.throughput_rps},
       {"inference_rps", r.inference_rps},
       {"cache_tokens_free", r.cache_tokens_free},
+      {"load",
+       {{"active_sessions", r.load.active_sessions}, {"step_s", r.load.step_s}, {"max_batch", r.load.max_batch}}},
       {"model", r.model_id},
       {"model_blocks", in.model_blocks},
       {"fingerprint", in.fingerprint},
@@ -130,6 +133,16 @@ std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes)
     r.inference_rps = number_field(j.at("inference_rps"), "inference_rps", 0, kMaxRps);
     r.cache_tokens_free =
         integer_field(j.at("cache_tokens_free"), "cache_tokens_free", std::numeric_limits<uint64_t>::max());
+    if (j.contains("load")) {  // absent in records of servers without it: no load known
+      const auto& load = j.at("load");
+      if (!load.is_object()) return std::string("field \"load\" is not an object");
+      r.load.active_sessions = static_cast<uint32_t>(
+          integer_field(load.at("active_sessions"), "load.active_sessions", std::numeric_limits<uint32_t>::max()));
+      r.load.step_s = number_field(load.at("step_s"), "load.step_s", 0, kMaxStepS);
+      r.load.max_batch = static_cast<uint32_t>(
+          integer_field(load.at("max_batch"), "load.max_batch", std::numeric_limits<uint32_t>::max()));
+      if (r.load.max_batch == 0) return std::string("field \"load.max_batch\" is 0");
+    }
     r.model_id = j.at("model").get<std::string>();
     if (j.contains("model_blocks")) out.model_blocks = block_field(j["model_blocks"], "model_blocks");
     if (out.model_blocks != 0 && r.span.end > out.model_blocks) {

@@ -6,6 +6,7 @@
 #include <asio.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -18,6 +19,7 @@
 #include "core/server_memory.h"
 #include "core/throughput.h"
 #include "gpu/fingerprint.h"
+#include "gpu/kernels/matvec.h"
 #include "gpu/model_config.h"
 #include "gpu/span_compute.h"
 #include "net/rpc/address.h"
@@ -43,6 +45,8 @@ struct Server::Impl {
   void feed(const core::Input& input);
   void carry_out(std::vector<Effect>& effects);
   void start_compute(core::ComputeRequest request);
+  void start_batch(std::vector<core::ComputeRequest> requests);
+  std::atomic<uint64_t> batches_started{0};
   void refuse_before_span(const core::Input& input);
   SpanComputeConfig compute_config(core::BlockSpan span) const;
   void measure_speed(SpanCompute& probe);
@@ -259,6 +263,7 @@ void Server::Impl::start_discovery() {
   discovery =
       std::make_unique<ServerDiscovery>(io, clock, std::move(d), [this](core::BlockSpan span) { move_to_span(span); });
   discovery->set_cache_probe([this] { return block_server ? block_server->cache_tokens_free() : config.cache_tokens; });
+  discovery->set_load_probe([this] { return block_server ? block_server->load(clock.now()) : core::ServerLoad{}; });
   log_line(fmt::format("model '{}' in the DHT through {} (own DHT node {}), peer {}", model_name,
                        fmt::join(config.initial_peers, ","), discovery->dht_address(), b.peer.to_string()));
 }
@@ -282,6 +287,18 @@ void Server::Impl::move_to_span(core::BlockSpan span) {
   });
 }
 
+namespace {
+
+// Rows one batched step may merge when the user does not say: on a CPU, as many as the
+// small-batch kernels serve (past it a step costs like a prefill); on a GPU, a batch still far
+// from compute-bound for the models served.
+uint32_t default_max_batch(const SpanCompute& serving) {
+  if (serving.describe_compute().rfind("cpu", 0) == 0) return static_cast<uint32_t>(gpu::kernels::kMatvecRowsMax);
+  return 32;
+}
+
+}  // namespace
+
 core::BlockServerConfig Server::Impl::block_server_config(const SpanCompute& serving) const {
   core::BlockServerConfig server;
   server.model_id = model_id;
@@ -299,6 +316,8 @@ core::BlockServerConfig Server::Impl::block_server_config(const SpanCompute& ser
   server.client_tasks_queued_max = config.client_tasks_queued_max;
   server.tasks_queued_max = config.tasks_queued_max;
   server.session_idle_contended_s = config.session_idle_contended_s;
+  server.max_batch = config.max_batch > 0 ? config.max_batch : default_max_batch(serving);
+  server.batch_wait_s = config.batch_wait_ms / 1000.0;
   return server;
 }
 
@@ -461,6 +480,8 @@ void Server::Impl::carry_out(std::vector<Effect>& effects) {
       timers.cancel(cancel->timer);
     } else if (auto* start = std::get_if<core::StartCompute>(&effect)) {
       start_compute(std::move(start->request));
+    } else if (auto* batch = std::get_if<core::StartBatch>(&effect)) {
+      start_batch(std::move(batch->requests));
     } else if (auto* drop = std::get_if<core::DropCache>(&effect)) {
       worker->post([c = compute, cache = drop->cache_id] { c->drop_cache(cache); });
     }
@@ -473,6 +494,19 @@ void Server::Impl::start_compute(core::ComputeRequest request) {
     core::ComputeFinished done{request.task_id, c->run(request)};
     asio::post(io, [this, generation, done = std::move(done)] {
       if (generation == serving) feed(done);  // a result for a span served before a move: dropped
+    });
+  });
+}
+
+void Server::Impl::start_batch(std::vector<core::ComputeRequest> requests) {
+  ++batches_started;
+  worker->post([this, c = compute, generation = serving, requests = std::move(requests)] {
+    auto results = c->run_batch(requests);
+    std::vector<core::ComputeFinished> done;
+    for (size_t i = 0; i < requests.size(); ++i) done.push_back({requests[i].task_id, std::move(results[i])});
+    asio::post(io, [this, generation, done = std::move(done)] {
+      if (generation != serving) return;  // results for a span served before a move: dropped
+      for (const auto& d : done) feed(d);
     });
   });
 }
@@ -497,6 +531,8 @@ std::string Server::announce_address() const {
 const std::string& Server::model_id() const { return impl_->model_id; }
 
 core::BlockSpan Server::span() const { return impl_->compute ? impl_->compute->span() : core::BlockSpan{}; }
+
+uint64_t Server::batches_started() const { return impl_->batches_started.load(); }
 
 std::string Server::describe() const {
   if (!impl_->compute) {

@@ -42,6 +42,11 @@ struct ServeConfig {
   std::string dtype = "f32";           // compute dtype
   std::string quant = "none";          // none | int8: how the span's weights are held
   int threads = 0;                     // CPU threads for compute; 0 = libtorch's default
+  // Continuous batching (core/block_server.h): most rows (batch x new tokens) of queued decode
+  // steps merged into one computation (0 = sized for the device: the CPU's small-batch kernels'
+  // row limit, or 32 on a GPU; 1 = off), and the longest a step waits for others to join.
+  uint32_t max_batch = 0;
+  double batch_wait_ms = 0;
   double session_idle_timeout_s = 300;
   double frame_timeout_s = 30;  // a frame that has begun must end within this
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
@@ -91,6 +96,8 @@ class Server {
   const std::string& model_id() const;
   core::BlockSpan span() const;  // empty until the first span is loaded
   std::string describe() const;  // one line: blocks, model, fingerprint, compute, memory
+  // Computations that merged decode steps of several sessions (continuous batching), so far.
+  uint64_t batches_started() const;
 
   // Serves until stop() (or SIGINT/SIGTERM when handle_signals).
   void run(bool handle_signals = false);

@@ -74,7 +74,10 @@ void ServerDiscovery::stop() {
 bool ServerDiscovery::announcing() const { return directory_ && directory_->puts_in_flight() > 0; }
 
 void ServerDiscovery::feed(const core::Input& input) {
-  if (cache_probe_ && std::holds_alternative<core::TimerFired>(input)) node_.set_cache_tokens_free(cache_probe_());
+  if (std::holds_alternative<core::TimerFired>(input)) {
+    if (cache_probe_) node_.set_cache_tokens_free(cache_probe_());
+    if (load_probe_) node_.set_load(load_probe_());
+  }
   if (std::holds_alternative<core::DirectoryAnswer>(input)) lookup_watchdog_.cancel();
   std::vector<core::Effect> effects;
   node_.handle(clock_.now(), input, effects);

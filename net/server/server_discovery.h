@@ -51,6 +51,8 @@ class ServerDiscovery {
   std::string dht_address() const;
   // Asks for the free cache before every announcement.
   void set_cache_probe(std::function<uint64_t()> probe) { cache_probe_ = std::move(probe); }
+  // Asks for the server's load (sessions, step time) before every announcement.
+  void set_load_probe(std::function<core::ServerLoad()> probe) { load_probe_ = std::move(probe); }
 
   void start();
   // The server now serves `span` (the answer to a MoveToSpan).
@@ -72,6 +74,7 @@ class ServerDiscovery {
   MoveToSpan move_to_span_;
   core::BalancerNode node_;
   std::function<uint64_t()> cache_probe_;
+  std::function<core::ServerLoad()> load_probe_;
   TimerTable timers_;
   asio::steady_timer lookup_watchdog_;
   std::unique_ptr<DhtDirectory> directory_;

@@ -856,5 +856,24 @@ TEST(BlockServerBatching, BatchWaitHoldsAStepWhileAnotherSessionCouldJoinUntilFu
   EXPECT_EQ(h.started()[0].cache_length, 0u);
 }
 
+TEST(BlockServerBatching, LoadCountsRecentlyActiveSessionsAndTheRecentStepTime) {
+  Harness h(batching(4));
+  open_sessions(h, 3);
+  EXPECT_EQ(h.server.load(0).active_sessions, 3u) << "just opened";
+  EXPECT_EQ(h.server.load(0).step_s, 0.0);
+  EXPECT_EQ(h.server.load(0).max_batch, 4u);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));
+  const ComputeRequest r = h.all<StartCompute>().at(0).request;
+  h.now = 0.25;
+  h.finish(r);
+  EXPECT_DOUBLE_EQ(h.server.load(h.now).step_s, 0.25);
+  h.now = 4;
+  h.receive(PeerId{1}, step(1, 2, 1, 1));
+  h.now = 4.05;
+  h.finish(h.all<StartCompute>().at(0).request);
+  EXPECT_DOUBLE_EQ(h.server.load(h.now).step_s, 0.8 * 0.25 + 0.2 * 0.05) << "a moving average";
+  EXPECT_EQ(h.server.load(9).active_sessions, 1u) << "sessions 2 and 3 have been idle for over 5 s";
+}
+
 }  // namespace
 }  // namespace bouquet::core

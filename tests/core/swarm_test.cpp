@@ -87,35 +87,48 @@ TEST(Swarm, ThreeServersGiveTheSameOutputsAsOneServerHoldingAllBlocks) {
   }
 }
 
-TEST(Swarm, ConcurrentSessionsAreIsolated) {
-  const uint64_t seed = test_seed(32);
-  Rng rng(seed);
-  VirtualSwarm swarm(seed);
-  swarm.add_server(server_config({0, 4}));
-  swarm.add_server(server_config({4, 9}));
-  swarm.add_server(server_config({9, kBlocks}));
-  std::vector<GenerationSpec> specs;
-  std::vector<size_t> ids;
-  for (int i = 0; i < 12; ++i) {
-    // Two clients even reuse one session id: servers key sessions by (peer, id).
-    auto spec = generation(i < 2 ? 77 : rng.next_u64(), rng.next_u64(), 1 + static_cast<uint32_t>(rng.below(10)),
-                           4 + static_cast<uint32_t>(rng.below(8)), 1 + static_cast<uint32_t>(rng.below(2)));
-    spec.start_at = rng.uniform(0, 0.05);
-    specs.push_back(spec);
-    ids.push_back(swarm.generate(swarm.add_client(), spec));
-  }
-  swarm.run();
-  int overlapping = 0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const auto& r = swarm.result(ids[i]);
-    ASSERT_TRUE(r.closed && !r.error) << i << ": " << (r.error ? r.error->to_string() : "unfinished");
-    EXPECT_EQ(r.outputs, reference_outputs(specs[i])) << "generation " << i;
-    for (size_t j = 0; j < i; ++j) {
-      const auto& o = swarm.result(ids[j]);
-      overlapping += r.ready_at < o.finished_at && o.ready_at < r.finished_at;
+TEST(Swarm, ConcurrentSessionsAreIsolatedWithAndWithoutBatching) {
+  for (const uint32_t max_batch : {1u, 8u}) {
+    SCOPED_TRACE(testing::Message() << "max_batch " << max_batch);
+    const uint64_t seed = test_seed(32);
+    Rng rng(seed);
+    VirtualSwarm swarm(seed);
+    std::vector<PeerId> servers;
+    for (BlockSpan span : {BlockSpan{0, 4}, BlockSpan{4, 9}, BlockSpan{9, kBlocks}}) {
+      auto config = server_config(span);
+      config.max_batch = max_batch;
+      servers.push_back(swarm.add_server(config));
+    }
+    std::vector<GenerationSpec> specs;
+    std::vector<size_t> ids;
+    for (int i = 0; i < 12; ++i) {
+      // Two clients even reuse one session id: servers key sessions by (peer, id).
+      auto spec = generation(i < 2 ? 77 : rng.next_u64(), rng.next_u64(), 1 + static_cast<uint32_t>(rng.below(10)),
+                             4 + static_cast<uint32_t>(rng.below(8)), 1 + static_cast<uint32_t>(rng.below(2)));
+      spec.start_at = rng.uniform(0, 0.05);
+      specs.push_back(spec);
+      ids.push_back(swarm.generate(swarm.add_client(), spec));
+    }
+    swarm.run();
+    int overlapping = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto& r = swarm.result(ids[i]);
+      ASSERT_TRUE(r.closed && !r.error) << i << ": " << (r.error ? r.error->to_string() : "unfinished");
+      EXPECT_EQ(r.outputs, reference_outputs(specs[i])) << "generation " << i;
+      for (size_t j = 0; j < i; ++j) {
+        const auto& o = swarm.result(ids[j]);
+        overlapping += r.ready_at < o.finished_at && o.ready_at < r.finished_at;
+      }
+    }
+    EXPECT_GT(overlapping, 10) << "the sessions should really have run at the same time";
+    uint64_t batches = 0;
+    for (PeerId s : servers) batches += swarm.batches_started(s);
+    if (max_batch == 1) {
+      EXPECT_EQ(batches, 0u);
+    } else {
+      EXPECT_GT(batches, 10u) << "concurrent decode steps should have been merged";
     }
   }
-  EXPECT_GT(overlapping, 10) << "the sessions should really have run at the same time";
 }
 
 TEST(Swarm, SessionKeepsEveryHopsInputsByAbsolutePosition) {
@@ -328,6 +341,9 @@ TEST(Swarm, RandomFaultsNeverProduceAWrongOutputOrLeakACache) {
       for (BlockSpan span : {BlockSpan{0, 4}, BlockSpan{4, 8}, BlockSpan{8, kBlocks}}) {
         auto config = server_config(span, 40 + rng.below(60));
         config.session_idle_timeout_s = 20;
+        // Half the runs batch concurrent steps (continuous batching must not change recovery).
+        config.max_batch = rng.bernoulli(0.5) ? 1 : 2 + static_cast<uint32_t>(rng.below(7));
+        config.batch_wait_s = rng.bernoulli(0.25) ? rng.uniform(0, 0.01) : 0;
         servers.push_back(swarm.add_server(config, rng.uniform(0, 0.01)));
       }
       const PeerId doomed = servers[rng.below(servers.size())];

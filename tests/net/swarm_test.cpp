@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <memory>
+#include <thread>
 
 #include "core/rng.h"
 #include "gpu/client_head.h"
@@ -55,6 +57,30 @@ TEST(Swarm, ThreeServersGiveTheLocalGreedyIds) {
   EXPECT_EQ(route[0].span, (core::BlockSpan{0, 2}));
   EXPECT_EQ(route[1].address, b.address());
   EXPECT_EQ(route[2].span, (core::BlockSpan{5, 6}));
+}
+
+TEST(Swarm, ConcurrentClientsAreBatchedAndEachGetsItsLocalGreedyIds) {
+  const auto model = testing::tiny_model("swarm_batched", 6);
+  std::vector<std::unique_ptr<ThreadServer>> servers;
+  for (const char* blocks : {"0:3", "3:6"}) {
+    ServeConfig config = serve_config(model, blocks);
+    config.max_batch = 8;
+    config.batch_wait_ms = 20;  // decode steps of the other clients join within 20 ms
+    servers.push_back(std::make_unique<ThreadServer>(config));
+  }
+  const std::vector<std::string> peers = {servers[0]->address(), servers[1]->address()};
+  std::vector<std::vector<gpu::TokenId>> prompts = {{1, 17, 300}, {5, 9}, {42, 43, 44, 45, 46}, {7}};
+  std::vector<std::vector<gpu::TokenId>> remote(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t c = 0; c < prompts.size(); ++c) {
+    clients.emplace_back([&, c] { remote[c] = remote_greedy_ids(model, peers, prompts[c], 12); });
+  }
+  for (auto& t : clients) t.join();
+  for (size_t c = 0; c < prompts.size(); ++c) {
+    EXPECT_EQ(remote[c], testing::local_greedy_ids(model, prompts[c], 12)) << "client " << c;
+  }
+  EXPECT_GT(servers[0]->server().batches_started() + servers[1]->server().batches_started(), 0u)
+      << "four clients decoding at once should have shared computations";
 }
 
 TEST(Swarm, OverlappingServersAreUsedForSubSpans) {
