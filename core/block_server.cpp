@@ -249,6 +249,10 @@ void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::v
   s.task = request.task_id;
   TaskOwner owner{from,  ComputeKind::inference, it->first, step.step_id, 0, s.open.reply_compression,
                   false, step.start_position,    tokens};
+  // What this step finds ahead of it, for the load the server announces.
+  const double ahead = static_cast<double>(queue_.inference_rows() + running_rows_);
+  rows_ahead_ = 0.9 * rows_ahead_ + 0.1 * ahead;
+  last_arrival_ = now;
   enqueue(std::move(request), owner, out);
 }
 
@@ -412,8 +416,13 @@ void BlockServer::start_tasks(Time now, std::vector<Effect>& out) {
       batch_of_.emplace(request.task_id, batch_id);
       count(owners_.at(request.task_id).peer, 0, 0, -1, 1);
     }
-    batch_left_.emplace(
-        batch_id, RunningBatch{static_cast<uint32_t>(batch.size()), now, batch.front().kind == ComputeKind::inference});
+    uint64_t rows = 0;
+    for (const ComputeRequest& request : batch) {
+      if (request.kind == ComputeKind::inference) rows += batch_rows(request);
+    }
+    running_rows_ += rows;
+    batch_left_.emplace(batch_id, RunningBatch{static_cast<uint32_t>(batch.size()), rows, now,
+                                               batch.front().kind == ComputeKind::inference});
     if (batch.size() == 1) {
       out.push_back(StartCompute{std::move(batch.front())});
     } else {
@@ -429,6 +438,11 @@ ServerLoad BlockServer::load(Time now) const {
   }
   load.step_s = step_s_;
   load.max_batch = config_.max_batch;
+  // Without recent arrivals the average is stale (a server once busy would be avoided forever):
+  // what is queued and running now is the answer.
+  load.rows_ahead = now - last_arrival_ <= kActiveWindowS
+                        ? rows_ahead_
+                        : static_cast<double>(queue_.inference_rows() + running_rows_);
   return load;
 }
 
@@ -450,6 +464,7 @@ void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std
   if (auto b = batch_of_.find(done.task_id); b != batch_of_.end()) {
     auto left = batch_left_.find(b->second);
     if (left != batch_left_.end() && --left->second.left == 0) {  // its slot is free
+      running_rows_ -= left->second.inference_rows;
       if (left->second.inference) {
         const double took = std::max(0.0, now - left->second.started_at);
         step_s_ = step_s_ > 0 ? 0.8 * step_s_ + 0.2 * took : took;
@@ -630,6 +645,7 @@ void BlockServer::leave(const std::string& why, std::vector<Effect>& out) {
   running_.clear();
   batch_of_.clear();
   batch_left_.clear();
+  running_rows_ = 0;
   timers_.clear();
   clients_.clear();
   contention_timer_ = 0;

@@ -92,7 +92,8 @@ class BlockServer {
   size_t running_batches() const { return batch_left_.size(); }
   uint64_t cache_tokens_free() const { return admission_.tokens_free(); }
   // What the server announces of its load (server_record.h): sessions that stepped within the
-  // last kActiveWindowS, and the recent duration of its inference computations (a moving average).
+  // last kActiveWindowS, the recent duration of its inference computations and the rows arriving
+  // steps found ahead of them (moving averages; the rows queued now when none arrived lately).
   static constexpr double kActiveWindowS = 5;
   ServerLoad load(Time now) const;
   // The server stops serving its span: answers everything it holds span_not_served with `why`,
@@ -200,11 +201,15 @@ class BlockServer {
   std::unordered_map<TaskId, uint64_t> batch_of_;  // running task -> its batch
   struct RunningBatch {
     uint32_t left = 0;  // tasks not finished
+    uint64_t inference_rows = 0;
     Time started_at = 0;
     bool inference = false;
   };
   std::unordered_map<uint64_t, RunningBatch> batch_left_;  // by batch id
   double step_s_ = 0;                                      // moving average of inference computations
+  uint64_t running_rows_ = 0;                              // inference rows of the running batches
+  double rows_ahead_ = 0;                                  // moving average over arriving steps
+  Time last_arrival_ = -kNever;                            // of an inference step
   std::unordered_map<TimerId, TimerOwner> timers_;
   std::map<PeerId, ClientUsage> clients_;
   TimerId contention_timer_ = 0;  // 0 = not set

@@ -6,11 +6,10 @@
 namespace bouquet::core {
 
 double queue_delay_s(const ServerLoad& load) {
-  if (load.active_sessions == 0 || !(load.step_s > 0)) return 0;
-  const uint32_t per_computation = std::max<uint32_t>(1, load.max_batch);
-  // Rounds of computations the active sessions fill before a newcomer's step fits in one.
-  const uint32_t rounds = (load.active_sessions + 1 + per_computation - 1) / per_computation;
-  return static_cast<double>(rounds - 1) * load.step_s;
+  if (!(load.step_s > 0) || !(load.rows_ahead > 0)) return 0;
+  // Computations ahead of a newcomer's step: the rows it finds, max_batch rows at a time.
+  const double per_computation = std::max<uint32_t>(1, load.max_batch);
+  return load.rows_ahead / per_computation * load.step_s;
 }
 
 bool announced_later(const Announcement& a, const Announcement& b) {

@@ -23,9 +23,12 @@ struct ServerLoad {
   uint32_t active_sessions = 0;  // sessions that took a step recently
   double step_s = 0;             // recent duration of one inference computation of its span (0 = unknown)
   uint32_t max_batch = 1;        // rows it merges into one computation (continuous batching)
+  // Rows of inference steps (batch x new tokens) queued or running when a step arrives, a
+  // moving average over recent arrivals: what a newcomer finds ahead of it.
+  double rows_ahead = 0;
 };
 // What a new session's step should expect to wait on a server of `load` before its own turn:
-// the active sessions' steps ahead of it, max_batch rows at a time, each computation step_s.
+// the rows found ahead of it, max_batch rows per computation, each computation step_s.
 double queue_delay_s(const ServerLoad& load);
 std::string_view to_string(ServerState state);
 

@@ -13,6 +13,7 @@ bool can_batch(const ComputeRequest& a, const ComputeRequest& b) {
 
 void TaskQueue::push(ComputeRequest request, Time queued_at) {
   auto& queue = request.kind == ComputeKind::inference ? inference_ : training_;
+  if (request.kind == ComputeKind::inference) inference_rows_ += batch_rows(request);
   queue.push_back(Queued{std::move(request), queued_at});
 }
 
@@ -21,6 +22,7 @@ std::optional<ComputeRequest> TaskQueue::pop() {
     if (!queue->empty()) {
       ComputeRequest next = std::move(queue->front().request);
       queue->pop_front();
+      if (next.kind == ComputeKind::inference) inference_rows_ -= batch_rows(next);
       return next;
     }
   }
@@ -68,7 +70,10 @@ std::vector<ComputeRequest> TaskQueue::pop_batch(uint64_t rows_max) {
   }
   uint64_t rows = 0;
   const auto members = batch_members(rows_max, &rows);
-  for (size_t i : members) batch.push_back(std::move(inference_[i].request));
+  for (size_t i : members) {
+    inference_rows_ -= batch_rows(inference_[i].request);
+    batch.push_back(std::move(inference_[i].request));
+  }
   // Erase from the back so the indices still to erase stay valid.
   for (auto it = members.rbegin(); it != members.rend(); ++it) {
     inference_.erase(inference_.begin() + static_cast<std::ptrdiff_t>(*it));
@@ -80,6 +85,7 @@ bool TaskQueue::remove(TaskId task_id) {
   for (auto* queue : {&inference_, &training_}) {
     auto it = std::find_if(queue->begin(), queue->end(), [&](const Queued& q) { return q.request.task_id == task_id; });
     if (it != queue->end()) {
+      if (it->request.kind == ComputeKind::inference) inference_rows_ -= batch_rows(it->request);
       queue->erase(it);
       return true;
     }

@@ -49,6 +49,8 @@ class TaskQueue {
   bool remove(TaskId task_id);
 
   size_t size() const { return inference_.size() + training_.size(); }
+  // Rows (batch_rows) of the queued inference steps.
+  uint64_t inference_rows() const { return inference_rows_; }
   bool empty() const { return size() == 0; }
 
  private:
@@ -61,6 +63,7 @@ class TaskQueue {
 
   std::deque<Queued> inference_;
   std::deque<Queued> training_;  // forward and backward, in arrival order
+  uint64_t inference_rows_ = 0;
 };
 
 }  // namespace bouquet::core

@@ -66,7 +66,8 @@ double number_field(const nlohmann::json& value, std::string_view name, double l
 constexpr double kMaxUnixS = 1e11;
 // A token rate no hardware reaches; larger is an announcement nobody should rank by.
 constexpr double kMaxRps = 1e12;
-constexpr double kMaxStepS = 1e6;  // an announced step time beyond 11 days is a lie
+constexpr double kMaxStepS = 1e6;
+constexpr double kMaxRowsAhead = 1e9;  // an announced step time beyond 11 days is a lie
 
 }  // namespace
 
@@ -89,7 +90,10 @@ std::string encode_dht_record(const DhtRecord& in) {
       {"inference_rps", r.inference_rps},
       {"cache_tokens_free", r.cache_tokens_free},
       {"load",
-       {{"active_sessions", r.load.active_sessions}, {"step_s", r.load.step_s}, {"max_batch", r.load.max_batch}}},
+       {{"active_sessions", r.load.active_sessions},
+        {"step_s", r.load.step_s},
+        {"max_batch", r.load.max_batch},
+        {"rows_ahead", r.load.rows_ahead}}},
       {"model", r.model_id},
       {"model_blocks", in.model_blocks},
       {"fingerprint", in.fingerprint},
@@ -142,6 +146,7 @@ std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes)
       r.load.max_batch = static_cast<uint32_t>(
           integer_field(load.at("max_batch"), "load.max_batch", std::numeric_limits<uint32_t>::max()));
       if (r.load.max_batch == 0) return std::string("field \"load.max_batch\" is 0");
+      r.load.rows_ahead = number_field(load.at("rows_ahead"), "load.rows_ahead", 0, kMaxRowsAhead);
     }
     r.model_id = j.at("model").get<std::string>();
     if (j.contains("model_blocks")) out.model_blocks = block_field(j["model_blocks"], "model_blocks");

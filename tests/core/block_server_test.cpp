@@ -875,5 +875,20 @@ TEST(BlockServerBatching, LoadCountsRecentlyActiveSessionsAndTheRecentStepTime) 
   EXPECT_EQ(h.server.load(9).active_sessions, 1u) << "sessions 2 and 3 have been idle for over 5 s";
 }
 
+TEST(BlockServerBatching, LoadAnnouncesTheRowsArrivingStepsFindAheadAndForgetsThemWhenIdle) {
+  Harness h(batching(1));
+  open_sessions(h, 3);
+  h.receive(PeerId{1}, step(1, 1, 0, 1));  // finds nothing ahead and starts
+  const ComputeRequest first = h.all<StartCompute>().at(0).request;
+  h.receive(PeerId{2}, step(2, 1, 0, 1));  // finds the running row
+  h.receive(PeerId{3}, step(3, 1, 0, 2));  // finds the running row and a queued one
+  EXPECT_NEAR(h.server.load(h.now).rows_ahead, 0.9 * 0.1 + 0.1 * 2, 1e-12);
+  h.finish(first);
+  h.finish(h.all<StartCompute>().at(0).request);
+  h.finish(h.all<StartCompute>().at(0).request);
+  h.now = 30;
+  EXPECT_EQ(h.server.load(h.now).rows_ahead, 0.0) << "no step arrived lately and nothing is queued";
+}
+
 }  // namespace
 }  // namespace bouquet::core
