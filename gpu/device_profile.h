@@ -1,0 +1,39 @@
+// `bouquet profile-device`: what the simulator needs to model this machine as a server, measured
+// on a real model's block. The result is a JSON file the simulator reads as a device
+// (`device_file:` in a scenario; sim/devices.h reads it).
+//
+// Measured, per weight format (f32, bf16, int8 as the server holds them):
+// - decode: one new position per sequence, at each batch x cache length of the grid;
+// - prefill: `tokens` new positions of one sequence, from an empty cache;
+// each the median of repeated steps of block 0 of the model, alone (no request around it).
+// Also: memory read bandwidth (summing a buffer, the same threads), and the per-request overhead:
+// the fixed part a of a least-squares fit t = a + b x blocks over spans of 1, 2 and 4 blocks run
+// through SpanCompute, what a server's worker runs for each request (handle in, caches, handle out).
+// Torch-free header: the command line includes it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace bouquet::gpu {
+
+inline constexpr int64_t kDeviceProfileVersion = 1;
+
+struct DeviceProfileConfig {
+  std::filesystem::path model;
+  std::filesystem::path out;
+  std::vector<std::string> formats = {"f32", "bf16", "int8"};
+  std::vector<int64_t> batches = {1, 4, 16};
+  std::vector<int64_t> cache_tokens = {0, 256, 1024};
+  std::vector<int64_t> prefill_tokens = {16, 64, 256};
+  double seconds_per_point = 0.3;  // each figure: repeat for at least this long (3 steps at least)
+  int threads = 0;                 // 0: libtorch's default
+};
+
+// Measures and writes config.out; returns the JSON text written. Throws InputError naming the
+// flag for a bad config, ModelFileError for an unusable model folder.
+std::string profile_device(const DeviceProfileConfig& config);
+
+}  // namespace bouquet::gpu
