@@ -14,8 +14,9 @@ void print_summary(const nlohmann::json& p) {
   const auto& m = p["machine"];
   fmt::print("{} ({} cores, {} thread(s)), {}\n", m["cpu_model"].get<std::string>(), m["cores"].get<int>(),
              m["threads"].get<int>(), m["date"].get<std::string>());
-  fmt::print("read bandwidth {:.2f} GB/s; per-request overhead {:.3f} ms\n",
-             p["read_bandwidth_bytes_per_s"].get<double>() / 1e9, p["request_overhead_s"].get<double>() * 1e3);
+  fmt::print("read bandwidth {:.2f} GB/s; overhead per request {:.3f} ms, per block {:.3f} ms\n",
+             p["read_bandwidth_bytes_per_s"].get<double>() / 1e9, p["request_overhead_s"].get<double>() * 1e3,
+             p["block_overhead_s"].get<double>() * 1e3);
   for (const auto& [format, figures] : p["formats"].items()) {
     for (const auto& d : figures["decode"]) {
       fmt::print("{:5} decode  batch {:4} cache {:6}: {:8.3f} ms/block\n", format, d["batch"].get<int64_t>(),

@@ -121,11 +121,19 @@ json request_overhead(const DeviceProfileConfig& config, const ModelConfig& mode
     b = sxy / sxx;
     a = my - b * mx;
   }
+  // The same step on block 0 alone: what the server's path adds per block beyond it.
+  const auto block = load_block(model, Checkpoint(config.model), 0, options_of("f32"));
+  at::NoGradGuard no_grad;
+  KvCache cache = block->make_cache(1, 1);
+  const at::Tensor x = at::randn({1, 1, model.hidden_size});
+  const double bare_s = median_s([&] { block->forward(x, 0, &cache); }, config.seconds_per_point);
   return {{"request_overhead_s", std::max(a, 0.0)},
-          {"fit", {{"fixed_s", a}, {"per_block_s", b}, {"points", points}}},
+          {"block_overhead_s", std::max(b - bare_s, 0.0)},
+          {"fit", {{"fixed_s", a}, {"per_block_s", b}, {"bare_block_s", bare_s}, {"points", points}}},
           {"method",
            "fixed part of a least-squares fit t = a + b x blocks over spans of 1, 2, 4 blocks run through "
-           "SpanCompute (f32, decode, batch 1, empty cache); a below 0 is noise and counts as 0"}};
+           "SpanCompute (f32, decode, batch 1, empty cache); a below 0 is noise and counts as 0. "
+           "block_overhead_s: b minus the same step of block 0 alone"}};
 }
 
 json machine(int threads) {
@@ -191,6 +199,7 @@ std::string profile_device(const DeviceProfileConfig& config) {
         {"blocks", model.num_layers}}},
       {"read_bandwidth_bytes_per_s", read_bandwidth_bytes_per_s(config.seconds_per_point)},
       {"request_overhead_s", overhead["request_overhead_s"]},
+      {"block_overhead_s", overhead["block_overhead_s"]},
       {"request_overhead", overhead},
       {"formats", formats},
   };

@@ -8,7 +8,8 @@
 // each the median of repeated steps of block 0 of the model, alone (no request around it).
 // Also: memory read bandwidth (summing a buffer, the same threads), and the per-request overhead:
 // the fixed part a of a least-squares fit t = a + b x blocks over spans of 1, 2 and 4 blocks run
-// through SpanCompute, what a server's worker runs for each request (handle in, caches, handle out).
+// through SpanCompute, what a server's worker runs for each request (handle in, caches, handle out),
+// and the per-block overhead: that fit's b minus the same step of block 0 alone.
 // Torch-free header: the command line includes it.
 #pragma once
 
