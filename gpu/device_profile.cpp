@@ -160,15 +160,18 @@ void check(const DeviceProfileConfig& c, const ModelConfig& model) {
   const auto positive = [](const std::vector<int64_t>& v, int64_t lo) {
     return !v.empty() && std::all_of(v.begin(), v.end(), [lo](int64_t x) { return x >= lo; });
   };
+  if (c.formats.empty()) throw InputError("--formats: give one or more of f32, bf16, int8");
+  for (const std::string& format : c.formats) options_of(format);  // refuses an unknown name
   if (!positive(c.batches, 1)) throw InputError("--batches: give one or more batch sizes >= 1");
   if (!positive(c.cache_tokens, 0)) throw InputError("--cache-tokens: give one or more lengths >= 0");
   if (!positive(c.prefill_tokens, 2)) throw InputError("--prefill-tokens: give one or more lengths >= 2");
-  if (c.formats.empty()) throw InputError("--formats: give one or more of f32, bf16, int8");
   const int64_t longest = std::max(*std::max_element(c.cache_tokens.begin(), c.cache_tokens.end()) + 1,
                                    *std::max_element(c.prefill_tokens.begin(), c.prefill_tokens.end()));
   if (longest > model.max_position_embeddings) {
-    throw InputError(fmt::format("--cache-tokens/--prefill-tokens: {} positions exceed the model's {}", longest,
-                                 model.max_position_embeddings));
+    throw InputError(
+        fmt::format("--cache-tokens/--prefill-tokens: {} positions exceed the {} the model holds "
+                    "(max_position_embeddings); give shorter lengths",
+                    longest, model.max_position_embeddings));
   }
   if (!(c.seconds_per_point >= 0 && c.seconds_per_point <= 600)) {
     throw InputError("--seconds-per-point: give a number of seconds in [0, 600]");
