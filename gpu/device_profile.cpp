@@ -50,29 +50,56 @@ ComputeOptions options_of(const std::string& format) {
   throw InputError(fmt::format("--formats: '{}' is not one of f32, bf16, int8", format));
 }
 
+// Blocks 0, 1, ... of the model, enough that their weights (up to 256 MB) outgrow the processor's
+// caches as a server's span does: a block timed alone, again and again, runs from the cache and
+// reads faster than a server streaming its span ever does.
+std::vector<std::unique_ptr<Block>> load_rotation(const ModelConfig& model, const Checkpoint& checkpoint,
+                                                  const ComputeOptions& options, int64_t most) {
+  std::vector<std::unique_ptr<Block>> blocks;
+  blocks.push_back(load_block(model, checkpoint, 0, options));
+  const uint64_t bytes = std::max<uint64_t>(blocks.front()->weight_bytes(), 1);
+  const int64_t wanted = std::min<int64_t>({model.num_layers, most, static_cast<int64_t>((256u << 20) / bytes) + 1});
+  for (int64_t i = 1; i < wanted; ++i) blocks.push_back(load_block(model, checkpoint, i, options));
+  return blocks;
+}
+
 json measure_format(const ModelConfig& model, const Checkpoint& checkpoint, const std::string& format,
                     const DeviceProfileConfig& config) {
   const ComputeOptions options = options_of(format);
-  const auto block = load_block(model, checkpoint, 0, options);
+  const auto blocks = load_rotation(model, checkpoint, options, 16);
+  const Block& block = *blocks.front();
   at::NoGradGuard no_grad;
   const auto tensor_options = at::TensorOptions().device(options.device).dtype(options.dtype);
   json decode = json::array(), prefill = json::array();
+  // Decode reads every weight for little arithmetic: timed as one step of each block in turn.
   for (const int64_t batch : config.batches) {
     for (const int64_t cached : config.cache_tokens) {
-      KvCache cache = block->make_cache(batch, cached + 1);
-      if (cached > 0) block->forward(at::randn({batch, cached, model.hidden_size}, tensor_options), 0, &cache);
+      std::vector<KvCache> caches;
+      for (const auto& b : blocks) {
+        caches.push_back(b->make_cache(batch, cached + 1));
+        if (cached > 0) b->forward(at::randn({batch, cached, model.hidden_size}, tensor_options), 0, &caches.back());
+      }
       const at::Tensor x = at::randn({batch, 1, model.hidden_size}, tensor_options);
-      const double step_s = median_s([&] { block->forward(x, cached, &cache); }, config.seconds_per_point);
-      decode.push_back({{"batch", batch}, {"cache_tokens", cached}, {"step_s", step_s}});
+      const double round_s = median_s(
+          [&] {
+            for (size_t i = 0; i < blocks.size(); ++i) blocks[i]->forward(x, cached, &caches[i]);
+          },
+          config.seconds_per_point);
+      decode.push_back(
+          {{"batch", batch}, {"cache_tokens", cached}, {"step_s", round_s / static_cast<double>(blocks.size())}});
     }
   }
+  // Prefill does many multiply-adds per weight read: one block, where the caches matter little.
   for (const int64_t tokens : config.prefill_tokens) {
-    KvCache cache = block->make_cache(1, tokens);
+    KvCache cache = block.make_cache(1, tokens);
     const at::Tensor x = at::randn({1, tokens, model.hidden_size}, tensor_options);
-    const double step_s = median_s([&] { block->forward(x, 0, &cache); }, config.seconds_per_point);
+    const double step_s = median_s([&] { block.forward(x, 0, &cache); }, config.seconds_per_point);
     prefill.push_back({{"batch", 1}, {"new_tokens", tokens}, {"step_s", step_s}});
   }
-  return {{"weight_bytes_per_block", block->weight_bytes()}, {"decode", decode}, {"prefill", prefill}};
+  return {{"weight_bytes_per_block", block.weight_bytes()},
+          {"decode_blocks_rotated", blocks.size()},
+          {"decode", decode},
+          {"prefill", prefill}};
 }
 
 double read_bandwidth_bytes_per_s(double min_seconds) {
@@ -84,7 +111,7 @@ double read_bandwidth_bytes_per_s(double min_seconds) {
 
 // Fits t = a + b x blocks over spans [0, n) of the server's compute path; returns the fit's
 // {a, b} and the points.
-json request_overhead(const DeviceProfileConfig& config, const ModelConfig& model) {
+json request_overhead(const DeviceProfileConfig& config, const ModelConfig& model, const Checkpoint& checkpoint) {
   std::vector<int64_t> spans;
   for (const int64_t n : {1, 2, 4}) {
     if (n <= model.num_layers) spans.push_back(n);
@@ -121,19 +148,26 @@ json request_overhead(const DeviceProfileConfig& config, const ModelConfig& mode
     b = sxy / sxx;
     a = my - b * mx;
   }
-  // The same step on block 0 alone: what the server's path adds per block beyond it.
-  const auto block = load_block(model, Checkpoint(config.model), 0, options_of("f32"));
+  // The same step on the largest span's blocks alone, in turn: what the server's path adds per
+  // block beyond the blocks' own work, from the same weights in the same state of the caches.
+  const auto blocks = load_rotation(model, checkpoint, options_of("f32"), spans.back());
   at::NoGradGuard no_grad;
-  KvCache cache = block->make_cache(1, 1);
+  std::vector<KvCache> caches;
+  for (const auto& block : blocks) caches.push_back(block->make_cache(1, 1));
   const at::Tensor x = at::randn({1, 1, model.hidden_size});
-  const double bare_s = median_s([&] { block->forward(x, 0, &cache); }, config.seconds_per_point);
+  const double bare_s = median_s(
+                            [&] {
+                              for (size_t i = 0; i < blocks.size(); ++i) blocks[i]->forward(x, 0, &caches[i]);
+                            },
+                            config.seconds_per_point) /
+                        static_cast<double>(blocks.size());
   return {{"request_overhead_s", std::max(a, 0.0)},
           {"block_overhead_s", std::max(b - bare_s, 0.0)},
           {"fit", {{"fixed_s", a}, {"per_block_s", b}, {"bare_block_s", bare_s}, {"points", points}}},
           {"method",
            "fixed part of a least-squares fit t = a + b x blocks over spans of 1, 2, 4 blocks run through "
            "SpanCompute (f32, decode, batch 1, empty cache); a below 0 is noise and counts as 0. "
-           "block_overhead_s: b minus the same step of block 0 alone"}};
+           "block_overhead_s: b minus the same step of those blocks alone, in turn"}};
 }
 
 json machine(int threads) {
@@ -187,7 +221,7 @@ std::string profile_device(const DeviceProfileConfig& config) {
   const Checkpoint checkpoint(config.model);
   json formats = json::object();
   for (const std::string& format : config.formats) formats[format] = measure_format(model, checkpoint, format, config);
-  json overhead = request_overhead(config, model);
+  json overhead = request_overhead(config, model, checkpoint);
   json profile = {
       {"version", kDeviceProfileVersion},
       {"machine", machine(at::get_num_threads())},

@@ -5,11 +5,13 @@
 // Measured, per weight format (f32, bf16, int8 as the server holds them):
 // - decode: one new position per sequence, at each batch x cache length of the grid;
 // - prefill: `tokens` new positions of one sequence, from an empty cache;
-// each the median of repeated steps of block 0 of the model, alone (no request around it).
+// each the median of repeated steps, with no request around them. Decode steps go through blocks
+// 0, 1, ... in turn, enough of them (up to 16) that their weights outgrow the caches as a server's
+// span does; prefill, bound by arithmetic, runs block 0 alone.
 // Also: memory read bandwidth (summing a buffer, the same threads), and the per-request overhead:
 // the fixed part a of a least-squares fit t = a + b x blocks over spans of 1, 2 and 4 blocks run
 // through SpanCompute, what a server's worker runs for each request (handle in, caches, handle out),
-// and the per-block overhead: that fit's b minus the same step of block 0 alone.
+// and the per-block overhead: that fit's b minus the same step of the same blocks alone.
 // Torch-free header: the command line includes it.
 #pragma once
 
