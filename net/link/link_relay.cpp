@@ -50,6 +50,7 @@ struct LinkRelay::Impl {
   tcp::acceptor acceptor{io};
   asio::steady_timer cut_timer{io};
   tcp::resolver::results_type upstream;
+  tcp::endpoint bound;  // kept: the acceptor closes at the cut, the address stays known
   std::vector<std::weak_ptr<Session>> sessions;
   core::Rng rng;
   std::atomic<uint64_t> accepted{0};
@@ -256,6 +257,7 @@ LinkRelay::LinkRelay(const LinkConfig& config) : impl_(std::make_unique<Impl>(co
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) impl_->bound = acceptor.local_endpoint(ec);
   if (!ec) return;
   throw LinkError(fmt::format("--listen {}: {}", config.listen, ec.message()));
 }
@@ -292,16 +294,10 @@ void LinkRelay::stop() {
   }
 }
 
-uint16_t LinkRelay::port() const {
-  asio::error_code ec;
-  const auto endpoint = impl_->acceptor.local_endpoint(ec);
-  return ec ? 0 : endpoint.port();
-}
+uint16_t LinkRelay::port() const { return impl_->bound.port(); }
 
 std::string LinkRelay::address() const {
-  asio::error_code ec;
-  const auto endpoint = impl_->acceptor.local_endpoint(ec);
-  return HostPort{endpoint.address().to_string(), endpoint.port()}.to_string();
+  return HostPort{impl_->bound.address().to_string(), impl_->bound.port()}.to_string();
 }
 
 const LinkConfig& LinkRelay::config() const { return impl_->config; }
