@@ -9,7 +9,7 @@
 // 0, 1, ... in turn, enough of them (up to 16) that their weights outgrow the caches as a server's
 // span does; prefill, bound by arithmetic, runs block 0 alone.
 // Also: memory read bandwidth (summing a buffer, the same threads), and the per-request overhead:
-// the fixed part a of a least-squares fit t = a + b x blocks over spans of 1, 2 and 4 blocks run
+// the fixed part a of a least-squares fit t = a + b x blocks over spans of 2, 3 and 4 blocks run
 // through SpanCompute, what a server's worker runs for each request (handle in, caches, handle out),
 // and the per-block overhead: that fit's b minus the same step of the same blocks alone.
 // Torch-free header: the command line includes it.
