@@ -49,6 +49,7 @@ struct LinkRelay::Impl {
   asio::io_context io;  // first: destroyed last, after every socket and timer below
   tcp::acceptor acceptor{io};
   asio::steady_timer cut_timer{io};
+  asio::steady_timer retry_timer{io};
   tcp::resolver::results_type upstream;
   tcp::endpoint bound;  // kept: the acceptor closes at the cut, the address stays known
   std::vector<std::weak_ptr<Session>> sessions;
@@ -204,7 +205,13 @@ void LinkRelay::Impl::accept() {
   acceptor.async_accept([this](std::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-      fmt::print(stderr, "link: accept failed: {}\n", ec.message());
+      // Out of descriptors and the like: try again shortly rather than spin on the error.
+      fmt::print(stderr, "link: accept failed: {}; retrying in 100 ms\n", ec.message());
+      retry_timer.expires_after(std::chrono::milliseconds(100));
+      retry_timer.async_wait([this](std::error_code ec) {
+        if (!ec && acceptor.is_open()) accept();
+      });
+      return;
     } else {
       ++accepted;
       asio::error_code ignored;
@@ -222,6 +229,7 @@ void LinkRelay::Impl::close_all() {
   asio::error_code ignored;
   acceptor.close(ignored);
   cut_timer.cancel();
+  retry_timer.cancel();
   for (auto& weak : sessions) {
     if (auto session = weak.lock()) session->close();
   }
