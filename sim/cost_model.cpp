@@ -3,6 +3,10 @@
 #include "core/check.h"
 
 #include <algorithm>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace bouquet::sim {
 
@@ -87,7 +91,89 @@ double peak_ops(const DeviceSpec& device, WeightFormat format) {
   BOUQUET_CHECK(false, "unknown weight format");
 }
 
+// y at x over points sorted by x: linear between them, the last segment extended beyond the
+// largest, the first value held below the smallest.
+double interpolate(const std::vector<std::pair<double, double>>& points, double x) {
+  BOUQUET_CHECK(!points.empty(), "interpolation needs a point");
+  if (points.size() == 1 || x <= points.front().first) return points.front().second;
+  size_t i = 1;
+  while (i + 1 < points.size() && x > points[i].first) ++i;
+  const auto& [x0, y0] = points[i - 1];
+  const auto& [x1, y1] = points[i];
+  return y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+}
+
+// Decode step at (batch, cache): over cache lengths for each measured batch, then over batches.
+double decode_s(const MeasuredFormat& figures, double batch, double cached) {
+  std::map<int64_t, std::vector<std::pair<double, double>>> by_batch;
+  for (const auto& d : figures.decode) by_batch[d.batch].emplace_back(static_cast<double>(d.cache_tokens), d.step_s);
+  std::vector<std::pair<double, double>> over_batches;
+  for (auto& [b, points] : by_batch) {
+    std::sort(points.begin(), points.end());
+    over_batches.emplace_back(static_cast<double>(b), interpolate(points, cached));
+  }
+  return interpolate(over_batches, batch);
+}
+
+// Prefill step of `tokens` positions from an empty cache, the decode point at one position.
+double prefill_s(const MeasuredFormat& figures, double tokens) {
+  std::map<double, double> line{{1.0, decode_s(figures, 1, 0)}};
+  for (const auto& p : figures.prefill) line.emplace(static_cast<double>(p.batch * p.new_tokens), p.step_s);
+  return interpolate({line.begin(), line.end()}, tokens);
+}
+
+std::string_view measured_key(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::f32:
+      return "f32";
+    case WeightFormat::f16:
+      return "bf16";
+    case WeightFormat::int8:
+      return "int8";
+    case WeightFormat::nf4:
+      return "nf4";
+  }
+  BOUQUET_CHECK(false, "unknown weight format");
+}
+
+bool same_shape(const ModelShape& a, const ModelShape& b) {
+  return a.hidden == b.hidden && a.heads == b.heads && a.kv_heads == b.kv_heads && a.intermediate == b.intermediate &&
+         a.experts == b.experts && a.gated_mlp == b.gated_mlp && a.linear_bias == b.linear_bias &&
+         a.layer_norm == b.layer_norm;
+}
+
 }  // namespace
+
+const MeasuredFormat* measured_figures(const DeviceSpec& device, WeightFormat format) {
+  if (!device.measured) return nullptr;
+  const auto it = device.measured->formats.find(std::string(measured_key(format)));
+  return it == device.measured->formats.end() ? nullptr : &it->second;
+}
+
+double CostModel::measured_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                                  const BlockWork& work) const {
+  const MeasuredDevice& measured = *device.measured;
+  const MeasuredFormat* figures = measured_figures(device, format);
+  BOUQUET_CHECK(figures != nullptr, "the scenario loader checks that a device file measured the weight format");
+  const double batch = static_cast<double>(work.batch);
+  const double cached = static_cast<double>(work.cache_tokens);
+  double seconds = 0;
+  if (work.new_tokens == 1) {
+    seconds = decode_s(*figures, batch, cached);
+  } else {
+    const double fresh = static_cast<double>(work.new_tokens);
+    seconds = prefill_s(*figures, batch * fresh);
+    if (work.cache_tokens > 0) seconds += fresh * (decode_s(*figures, batch, cached) - decode_s(*figures, batch, 0));
+  }
+  if (work.backward) seconds *= 2.0;
+  if (!same_shape(model, measured.shape)) {
+    StepCost ignored;
+    const std::span<const BlockWork> one(&work, 1);
+    seconds *=
+        roofline_s(device, model, format, one, ignored) / roofline_s(device, measured.shape, format, one, ignored);
+  }
+  return seconds + measured.block_overhead_s;
+}
 
 double CostModel::block_weight_bytes(const ModelShape& model, WeightFormat format) const {
   return static_cast<double>(model.params_per_block()) * bytes_per_param(format);
@@ -97,13 +183,8 @@ double CostModel::cache_bytes_per_token(const ModelShape& model) const {
   return 2.0 * static_cast<double>(model.kv_dim()) * config_.kv_bytes_per_value;
 }
 
-StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
-                               const BlockWork& work) const {
-  return batched_block_step(device, model, format, std::span<const BlockWork>(&work, 1));
-}
-
-StepCost CostModel::batched_block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
-                                       std::span<const BlockWork> works) const {
+double CostModel::roofline_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                             std::span<const BlockWork> works, StepCost& cost) const {
   BOUQUET_CHECK(!works.empty(), "a block step computes at least one request");
   const double hidden = static_cast<double>(model.hidden);
   int64_t rows = 0;
@@ -139,15 +220,51 @@ StepCost CostModel::batched_block_step(const DeviceSpec& device, const ModelShap
     flops *= 2.0;
     bytes *= 2.0;
   }
-  const double roofline_s = std::max(flops / peak_ops(device, format), bytes / device.memory_bandwidth_bytes_per_s);
-  const double seconds = roofline_s / config_.efficiency.of(format) + config_.block_overhead_s;
-  return {flops, bytes, seconds};
+  cost.flops = flops;
+  cost.bytes = bytes;
+  return std::max(flops / peak_ops(device, format), bytes / device.memory_bandwidth_bytes_per_s);
+}
+
+StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                               const BlockWork& work) const {
+  return batched_block_step(device, model, format, std::span<const BlockWork>(&work, 1));
+}
+
+namespace {
+
+// A batch of requests as one request for a measured device's grid: its rows as the batch of a
+// decode step, at their mean cache length (a lone request stays as it is).
+BlockWork as_one_request(std::span<const BlockWork> works) {
+  if (works.size() == 1) return works.front();
+  BlockWork merged;
+  merged.batch = 0;
+  merged.new_tokens = 1;
+  merged.backward = works.front().backward;
+  double cached = 0;
+  for (const BlockWork& work : works) {
+    merged.batch += work.batch * work.new_tokens;
+    cached += static_cast<double>(work.batch * work.new_tokens) * static_cast<double>(work.cache_tokens);
+  }
+  merged.cache_tokens = static_cast<int64_t>(cached / static_cast<double>(merged.batch) + 0.5);
+  return merged;
+}
+
+}  // namespace
+
+StepCost CostModel::batched_block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                                       std::span<const BlockWork> works) const {
+  StepCost cost;
+  const double roofline = roofline_s(device, model, format, works, cost);
+  cost.seconds = device.measured ? measured_step_s(device, model, format, as_one_request(works))
+                                 : roofline / config_.efficiency.of(format) + config_.block_overhead_s;
+  return cost;
 }
 
 double CostModel::span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format, int64_t blocks,
                               const BlockWork& work) const {
   BOUQUET_CHECK(blocks > 0, "a span has at least one block");
-  return static_cast<double>(blocks) * block_step(device, model, format, work).seconds + config_.request_overhead_s;
+  const double request_s = device.measured ? device.measured->request_overhead_s : config_.request_overhead_s;
+  return static_cast<double>(blocks) * block_step(device, model, format, work).seconds + request_s;
 }
 
 double CostModel::batched_span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
@@ -155,8 +272,9 @@ double CostModel::batched_span_step_s(const DeviceSpec& device, const ModelShape
   BOUQUET_CHECK(blocks > 0, "a span has at least one block");
   // One pass over the span for the whole batch; each request still costs its own overhead
   // (receiving, unpacking and replying happen per request).
+  const double request_s = device.measured ? device.measured->request_overhead_s : config_.request_overhead_s;
   return static_cast<double>(blocks) * batched_block_step(device, model, format, works).seconds +
-         static_cast<double>(works.size()) * config_.request_overhead_s;
+         static_cast<double>(works.size()) * request_s;
 }
 
 StepCost CostModel::client_step(const DeviceSpec& device, const ModelShape& model, int64_t input_tokens,

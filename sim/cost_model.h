@@ -6,6 +6,21 @@
 // the roofline real kernels reach), plus a fixed overhead per block (kernel launches). A request
 // served by a span adds a fixed overhead per request. Efficiencies are the only numbers a scenario
 // may calibrate, each on one published measurement; everything else is a datasheet or a shape.
+//
+// A measured device (a device file, devices.h) has no roofline and no efficiency: a block step is
+// its measured figure for the weight format (f16 reads the bf16 figures, the CPU's half type),
+// interpolated piecewise-linearly where the work falls between measured points:
+// - decode (one new position): bilinear over the grid of batch x cache length;
+// - prefill (several new positions): linear in batch x new positions over the prefill points and
+//   the (batch 1, empty cache) decode point, plus, for a cache already holding positions, each new
+//   position's decode cost of attending to them (decode at that cache length minus at 0);
+// - beyond the largest measured point, the last segment extends linearly; below the smallest,
+//   the smallest point's figure holds;
+// - backward: twice the forward, as for the roofline;
+// - a block of another shape than the one profiled: scaled by the ratio of the two shapes'
+//   rooflines on this device (1 for the same shape).
+// The measured per-block overhead is added to each block, and the measured per-request overhead
+// replaces request_overhead_s on that device's spans.
 #pragma once
 
 #include "sim/devices.h"
@@ -24,6 +39,9 @@ enum class WeightFormat { f32, f16, int8, nf4 };
 double bytes_per_param(WeightFormat format);
 std::string_view format_name(WeightFormat format);
 std::optional<WeightFormat> parse_weight_format(std::string_view name);
+// A measured device's figures for `format`; nullptr for a datasheet device or a format its file
+// did not measure.
+const MeasuredFormat* measured_figures(const DeviceSpec& device, WeightFormat format);
 
 // Share of the roofline each weight format's kernels reach, in (0, 1].
 struct Efficiency {
@@ -95,6 +113,13 @@ class CostModel {
   const CostModelConfig& config() const { return config_; }
 
  private:
+  // The roofline of a block step over `works` (one request, or a batch): seconds, and FLOPs and
+  // bytes into `cost`.
+  double roofline_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                    std::span<const BlockWork> works, StepCost& cost) const;
+  double measured_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
+                         const BlockWork& work) const;
+
   CostModelConfig config_;
 };
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <deque>
+#include <mutex>
 
 namespace bouquet::sim {
 namespace {
@@ -34,9 +36,36 @@ const std::array<DeviceSpec, 11>& catalog() {
   return devices;
 }
 
+// Device files read so far; a deque keeps the addresses find_device() handed out.
+struct FileDevices {
+  std::mutex mutex;
+  std::deque<DeviceSpec> devices;
+};
+FileDevices& file_devices() {
+  static FileDevices registry;
+  return registry;
+}
+
 }  // namespace
 
+std::string register_device_file(const std::string& path) {
+  DeviceSpec device = read_device_file(path);
+  std::string name = device.name;
+  FileDevices& registry = file_devices();
+  std::lock_guard lock(registry.mutex);
+  registry.devices.push_back(std::move(device));
+  return name;
+}
+
 const DeviceSpec* find_device(std::string_view name) {
+  if (name.starts_with("file:")) {
+    FileDevices& registry = file_devices();
+    std::lock_guard lock(registry.mutex);
+    for (auto it = registry.devices.rbegin(); it != registry.devices.rend(); ++it) {
+      if (it->name == name) return &*it;
+    }
+    return nullptr;
+  }
   std::string key(name);
   std::transform(key.begin(), key.end(), key.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });

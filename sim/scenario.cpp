@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -141,14 +142,35 @@ HostLinkConfig read_host_link(YamlMap& map) {
   return out;
 }
 
+// A device given as `device_file: PATH` (relative to the scenario's folder) instead of by name:
+// read and registered now, so a bad file fails here naming the key. Returns its device name.
+std::optional<std::string> read_device_file_key(YamlMap& map, std::string_view name_key) {
+  auto file = map.optional("device_file");
+  if (!file) return std::nullopt;
+  if (map.has(name_key)) file->fail(fmt::format("give either {} or device_file, not both", name_key));
+  std::filesystem::path path = read_string(*file);
+  if (path.is_relative() && file->source && !file->source->file.empty()) {
+    path = std::filesystem::path(file->source->file).parent_path() / path;
+  }
+  try {
+    return register_device_file(path.string());
+  } catch (const DeviceFileError& e) {
+    file->fail(e.what());
+  }
+}
+
 ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_values) {
   ServerConfig out;
   YamlMap map(value);
   out.name = read_string(map.required("name"));
   if (auto v = map.optional("count")) out.count = read_int_in(*v, 1, kMaxHosts);
-  out.gpu = read_string(map.required("gpu"));
-  if (!find_device(out.gpu) || !find_device(out.gpu)->is_gpu) {
-    map.required("gpu").fail(fmt::format("unknown GPU '{}' (known: {})", out.gpu, fmt::join(device_names(), ", ")));
+  if (auto file = read_device_file_key(map, "gpu")) {
+    out.gpu = *file;
+  } else {
+    out.gpu = read_string(map.required("gpu"));
+    if (!find_device(out.gpu) || !find_device(out.gpu)->is_gpu) {
+      map.required("gpu").fail(fmt::format("unknown GPU '{}' (known: {})", out.gpu, fmt::join(device_names(), ", ")));
+    }
   }
   out.link = read_host_link(map);
   YamlValue blocks = map.required("blocks");
@@ -196,10 +218,14 @@ ClientConfig read_client(const YamlValue& value) {
   YamlMap map(value);
   out.name = read_string(map.required("name"));
   if (auto v = map.optional("count")) out.count = read_int_in(*v, 1, kMaxHosts);
-  YamlValue device = map.required("device");
-  out.device = read_string(device);
-  if (!find_device(out.device)) {
-    device.fail(fmt::format("unknown device '{}' (known: {})", out.device, fmt::join(device_names(), ", ")));
+  if (auto file = read_device_file_key(map, "device")) {
+    out.device = *file;
+  } else {
+    YamlValue device = map.required("device");
+    out.device = read_string(device);
+    if (!find_device(out.device)) {
+      device.fail(fmt::format("unknown device '{}' (known: {})", out.device, fmt::join(device_names(), ", ")));
+    }
   }
   out.link = read_host_link(map);
   out.work = read_work(map.required("work"));
@@ -408,6 +434,11 @@ void check(const Parsed& p, const YamlValue& root) {
     }
     const YamlValue& span = p.span_values[i];
     const DeviceSpec& gpu = *find_device(server.gpu);
+    if (gpu.measured && !measured_figures(gpu, s.weight_format())) {
+      YamlMap(value)
+          .required("device_file")
+          .fail(fmt::format("{} has no figures for {} weights", gpu.measured->file, format_name(s.weight_format())));
+    }
     if (!server.blocks) {
       any_auto = true;
       const double weights = static_cast<double>(server.num_blocks) * cost.block_weight_bytes(shape, s.weight_format());
