@@ -1,5 +1,5 @@
 // AVX-512 (F, BW, VL) matrix-vector kernels: 16 floats per register, 32 registers, so up to 16
-// accumulators (4 weight rows x 4 input rows) stay in registers.
+// accumulators (4 weight rows x 4 input rows, or 1 x 16) stay in registers.
 #include "gpu/kernels/matvec_isa.h"
 
 #include "core/check.h"
@@ -53,6 +53,17 @@ struct Simd {
     out[1] = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(quads, byte_on_top(1)));
     out[2] = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(quads, byte_on_top(2)));
     out[3] = _mm512_cvtepi32_ps(_mm512_and_si512(quads, _mm512_set1_epi32(int32_t(0xFF000000u))));
+  }
+  // NF4: the 16 scaled levels fill one register, and a permute indexes it by the low 4 bits of
+  // each lane, so the low nibble needs no mask.
+  using Nf4Table = __m512;
+  BOUQUET_KERNEL_TARGET static Nf4Table nf4_table(float absmax) {
+    return _mm512_mul_ps(_mm512_loadu_ps(kNf4Levels), _mm512_set1_ps(absmax));
+  }
+  BOUQUET_KERNEL_TARGET static void load_nf4(const uint8_t* p, const Nf4Table& table, Reg out[2]) {
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    out[0] = _mm512_permutexvar_ps(bytes, table);
+    out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
   }
   BOUQUET_KERNEL_TARGET static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }

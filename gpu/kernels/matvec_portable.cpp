@@ -44,6 +44,20 @@ struct Simd {
       for (int64_t k = 0; k < kWidth; ++k) out[q].lane[k] = wide[k * P + q];
     }
   }
+  struct Nf4Table {
+    float level[16];
+  };
+  static Nf4Table nf4_table(float absmax) {
+    Nf4Table table;
+    for (int k = 0; k < 16; ++k) table.level[k] = kNf4Levels[k] * absmax;
+    return table;
+  }
+  static void load_nf4(const uint8_t* p, const Nf4Table& table, Reg out[2]) {
+    for (int64_t k = 0; k < kWidth; ++k) {
+      out[0].lane[k] = table.level[p[k] & 15];
+      out[1].lane[k] = table.level[p[k] >> 4];
+    }
+  }
   static Reg add(const Reg& a, Reg b) {
     for (int64_t k = 0; k < kWidth; ++k) b.lane[k] += a.lane[k];
     return b;
