@@ -47,4 +47,14 @@ float Nf4Absmax::of_block(int64_t block) const {
   return dynamic_code_8bit()[codes[block]] * group_scales[block / core::kNf4AbsmaxGroupBlocks] + offset;
 }
 
+const float* Nf4Absmax::blocks(int64_t first, int64_t count, float* scratch) const {
+  if (absmax != nullptr) return absmax + first;
+  const float* code = dynamic_code_8bit();
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t block = first + k;
+    scratch[k] = code[codes[block]] * group_scales[block / core::kNf4AbsmaxGroupBlocks] + offset;
+  }
+  return scratch;
+}
+
 }  // namespace bouquet::gpu::kernels

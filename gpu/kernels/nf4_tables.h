@@ -40,6 +40,8 @@ struct Nf4Absmax {
   float offset = 0.0f;
 
   float of_block(int64_t block) const;
+  // The absmaxes of blocks first .. first + count - 1: `absmax` itself, or decoded into `scratch`.
+  const float* blocks(int64_t first, int64_t count, float* scratch) const;
 };
 
 }  // namespace bouquet::gpu::kernels
