@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+
 namespace bouquet::gpu {
 namespace {
 
@@ -24,9 +27,33 @@ std::optional<kernels::Isa> chosen_isa(LinearKernels choice) {
   return std::nullopt;
 }
 
-// Each thread takes a contiguous run of output rows; fewer than this many rows per thread costs
-// more in hand-off than it saves.
+// Fewer output rows than this per thread cost more in hand-off than they save.
 constexpr int64_t kRowsPerThreadMin = 256;
+
+// bf16 weights past this many rows go to libtorch (oneDNN), measured faster there than the
+// kernels at 9-16 rows (f32, int8 and NF4 stay with the kernels: libtorch's generic f32 product
+// is ~10x slower and it has no int8 or NF4 product).
+constexpr int64_t kBf16KernelRowsMax = 8;
+
+// Splits the outputs over libtorch's threads in chunks that each thread takes in turn (a shared
+// counter), not in equal halves: on a busy machine a thread that waits for a core, or wakes late,
+// takes fewer chunks instead of holding up the whole product.
+void matvec_on_threads(kernels::Isa isa, const kernels::MatvecProblem& problem) {
+  const int64_t out = problem.out;
+  const int threads = at::get_num_threads();
+  if (threads <= 1 || out < 2 * kRowsPerThreadMin || at::in_parallel_region()) {
+    kernels::matvec(isa, problem, 0, out);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(64, (out / (8 * threads) + 15) / 16 * 16);
+  const int64_t chunks = (out + chunk - 1) / chunk;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+      kernels::matvec(isa, problem, c * chunk, std::min(out, (c + 1) * chunk));
+    }
+  });
+}
 
 }  // namespace
 
@@ -77,6 +104,7 @@ bool Linear::kernels_apply(const at::Tensor& input) const {
   if (at::GradMode::is_enabled() && input.requires_grad()) return false;
   const int64_t rows = input.numel() / std::max<int64_t>(in_features_, 1);
   // NF4 has no dense weight to hand libtorch: past kMatvecRowsMax rows the kernels take passes.
+  if (weight_type_ == kernels::WeightType::bf16 && rows > kBf16KernelRowsMax) return false;
   return rows >= 1 && (rows <= kernels::kMatvecRowsMax || nf4_) && in_features_ > 0;
 }
 
@@ -96,12 +124,7 @@ at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {
     problem.rows = std::min(kernels::kMatvecRowsMax, rows - row);
     problem.x = x.data_ptr<float>() + row * in_features_;
     problem.y = y.data_ptr<float>() + row * out_features_;
-    if (at::get_num_threads() > 1 && out_features_ >= 2 * kRowsPerThreadMin) {
-      at::parallel_for(0, out_features_, kRowsPerThreadMin,
-                       [&](int64_t begin, int64_t end) { kernels::matvec(isa, problem, begin, end); });
-    } else {
-      kernels::matvec(isa, problem, 0, out_features_);
-    }
+    matvec_on_threads(isa, problem);
   }
   std::vector<int64_t> shape = input.sizes().vec();
   shape.back() = out_features_;

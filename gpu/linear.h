@@ -10,8 +10,9 @@
 // - On the CPU in f32 or bf16, with no gradient to record and at most kernels::kMatvecRowsMax
 //   rows (decode: batch * new_tokens small), hand-written matrix-vector kernels run instead
 //   (gpu/kernels/), for the instruction set options.kernels names (by default the best this CPU
-//   has: AVX-512, AVX2+FMA, or portable code). They split the outputs over libtorch's threads
-//   when it has more than one (--threads), else run on the calling thread.
+//   has: AVX-512, AVX2+FMA, or portable code; bf16 weights only up to 8 rows, past which oneDNN
+//   is faster). They split the outputs over libtorch's threads in chunks taken in turn when it
+//   has more than one (--threads), else run on the calling thread.
 // - With WeightQuant::int8 the weight is held as int8 with one f32 scale per output row
 //   (symmetric, max |w| / 127) and products accumulate in f32; the bias, if any, stays in the
 //   compute dtype. Outputs then differ from f32 by the weights' rounding (see tests/gpu/quant*).
