@@ -103,9 +103,11 @@ bool Linear::kernels_apply(const at::Tensor& input) const {
   if (!input.device().is_cpu() || input.scalar_type() != compute_dtype_) return false;
   if (at::GradMode::is_enabled() && input.requires_grad()) return false;
   const int64_t rows = input.numel() / std::max<int64_t>(in_features_, 1);
-  // NF4 has no dense weight to hand libtorch: past kMatvecRowsMax rows the kernels take passes.
+  // Past kMatvecRowsMax rows (a prefill) the kernels take passes of that many rows: NF4 has no
+  // dense weight to hand libtorch, and for f32 and int8 this libtorch's f32 product (Debian's
+  // generic BLAS) is ~10x slower than the kernels at any row count (measured 1.6 vs 18 GFLOP/s).
   if (weight_type_ == kernels::WeightType::bf16 && rows > kBf16KernelRowsMax) return false;
-  return rows >= 1 && (rows <= kernels::kMatvecRowsMax || nf4_) && in_features_ > 0;
+  return rows >= 1 && in_features_ > 0;
 }
 
 at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {

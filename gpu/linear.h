@@ -7,12 +7,12 @@
 //   within floating-point rounding (a different summation order), for any input.
 // - Autograd is never bypassed: when gradients are recorded for the input, the product goes
 //   through libtorch, so forward and backward behave as with at::linear.
-// - On the CPU in f32 or bf16, with no gradient to record and at most kernels::kMatvecRowsMax
-//   rows (decode: batch * new_tokens small), hand-written matrix-vector kernels run instead
-//   (gpu/kernels/), for the instruction set options.kernels names (by default the best this CPU
-//   has: AVX-512, AVX2+FMA, or portable code; bf16 weights only up to 8 rows, past which oneDNN
-//   is faster). They split the outputs over libtorch's threads in chunks taken in turn when it
-//   has more than one (--threads), else run on the calling thread.
+// - On the CPU in f32 or bf16, with no gradient to record, hand-written matrix-vector kernels
+//   run instead (gpu/kernels/), for the instruction set options.kernels names (by default the
+//   best this CPU has: AVX-512, AVX2+FMA, or portable code): f32, int8 and NF4 weights for any
+//   number of rows, in passes of kernels::kMatvecRowsMax; bf16 weights up to 8 rows, past which
+//   oneDNN is faster. They split the outputs over libtorch's threads in chunks taken in turn
+//   when it has more than one (--threads), else run on the calling thread.
 // - With WeightQuant::int8 the weight is held as int8 with one f32 scale per output row
 //   (symmetric, max |w| / 127) and products accumulate in f32; the bias, if any, stays in the
 //   compute dtype. Outputs then differ from f32 by the weights' rounding (see tests/gpu/quant*).

@@ -86,11 +86,12 @@ TEST(Nf4Kernels, EqualDequantizeThenMatmulForEveryIsaAndRowsUpTo16) {
 }
 
 // Raising kMatvecRowsMax to 16 must not change what f32, bf16 and int8 weights give: 9 .. 16 rows
-// take the kernels now (further passes over each weight row on AVX2 and portable code).
-TEST(MatvecRows, EveryWeightTypeMatchesLibtorchUpTo16Rows) {
+// take the kernels now (further passes over each weight row on AVX2 and portable code), and so do
+// f32 and int8 prefills past 16 rows (in passes of 16).
+TEST(MatvecRows, EveryWeightTypeMatchesLibtorchAtAnyRowCount) {
   core::Rng rng(test_seed(62));
   at::NoGradGuard no_grad;
-  for (int64_t rows : {1, 5, 8, 9, 12, 15, 16}) {
+  for (int64_t rows : {1, 5, 8, 9, 12, 15, 16, 20, 37}) {
     const int64_t in = 70 + static_cast<int64_t>(rng.below(300));
     const int64_t out = 1 + static_cast<int64_t>(rng.below(40));
     const at::Tensor w = random_tensor(rng, {out, in}, 0.05);
