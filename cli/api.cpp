@@ -24,7 +24,8 @@ const CommandRegistration api_command{
       sub.add_flag("--local", swarm->local, "Run every block in this process (no swarm)")
           ->excludes(peer_flag)
           ->excludes(initial);
-      sub.add_option("--quant", swarm->quant, "With --local, block weights: none, int8")->capture_default_str();
+      sub.add_option("--quant", swarm->quant, "With --local, block weights: none, int8, nf4, nf4-nodq")
+          ->capture_default_str();
       sub.add_option("--model-name", swarm->model_name,
                      "The model's name for clients and in the DHT (default: the folder's name)");
       sub.add_option("--listen", server->listen, "HOST:PORT to serve HTTP on (port 0: any free port)")

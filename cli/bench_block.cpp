@@ -20,7 +20,10 @@ const CommandRegistration bench_block_command{
       sub.add_option("--steps", config->steps, "Decode steps timed")->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
-      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")->capture_default_str();
+      sub.add_option("--quant", config->quant,
+                     "Weights: none, int8 (per-row scales), nf4 (4-bit, double-quantized absmaxes), nf4-nodq (f32 "
+                     "absmaxes); f32 sums")
+          ->capture_default_str();
       sub.add_option("--kernels", config->kernels, "Small-batch CPU kernels: best, libtorch, portable, avx2, avx512")
           ->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();

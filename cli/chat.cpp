@@ -33,7 +33,8 @@ const CommandRegistration chat_command{
       sub.add_option("--seed", config->seed, "Seed of the sampler")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
-      sub.add_option("--quant", config->quant, "Block weights: none, int8 (per-row scales)")->capture_default_str();
+      sub.add_option("--quant", config->quant, "Block weights: none, int8 (per-row scales), nf4, nf4-nodq (4-bit)")
+          ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       return [config, chat_template] {
         gpu::LocalChat chat(*config, *chat_template);

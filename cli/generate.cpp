@@ -72,7 +72,8 @@ const CommandRegistration generate_command{
       sub.add_option("--seed", config->seed, "Seed of the sampler")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
       sub.add_option("--device", config->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
-      sub.add_option("--quant", config->quant, "With --local, block weights: none, int8 (per-row scales)")
+      sub.add_option("--quant", config->quant,
+                     "With --local, block weights: none, int8 (per-row scales), nf4, nf4-nodq (4-bit)")
           ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       sub.add_flag("--json", config->json, "Print one JSON object instead of streaming text");

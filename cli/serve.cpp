@@ -22,7 +22,10 @@ const CommandRegistration serve_command{
           ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
       sub.add_option("--device", config->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
-      sub.add_option("--quant", config->quant, "Weights: none, int8 (per-row scales, f32 sums)")->capture_default_str();
+      sub.add_option("--quant", config->quant,
+                     "Weights: none, int8 (per-row scales), nf4 (4-bit, double-quantized absmaxes), nf4-nodq (f32 "
+                     "absmaxes); f32 sums")
+          ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads for compute (0 = libtorch's default)")
           ->capture_default_str()
           ->check(CLI::Range(0, 4096));

@@ -20,7 +20,7 @@ struct BenchBlockConfig {
   int64_t steps = 10;
   int threads = 0;  // 0: libtorch's default
   std::string dtype = "f32";
-  std::string quant = "none";    // none | int8: how the block's weights are held
+  std::string quant = "none";    // none | int8 | nf4 | nf4-nodq: how the block's weights are held
   std::string kernels = "best";  // best | libtorch | portable | avx2 | avx512 (gpu/linear.h)
   std::string device = "auto";
   uint64_t seed = 0;

@@ -21,7 +21,9 @@ at::ScalarType parse_compute_dtype(std::string_view name) {
 WeightQuant parse_quant(std::string_view name) {
   if (name == "none" || name.empty()) return WeightQuant::none;
   if (name == "int8") return WeightQuant::int8;
-  throw InputError(fmt::format("unknown weight quantization '{}' (expected none or int8)", name));
+  if (name == "nf4") return WeightQuant::nf4;
+  if (name == "nf4-nodq") return WeightQuant::nf4_nodq;
+  throw InputError(fmt::format("unknown weight quantization '{}' (expected none, int8, nf4 or nf4-nodq)", name));
 }
 
 c10::Device parse_device(std::string_view name) {
@@ -115,8 +117,24 @@ std::string_view short_dtype_name(at::ScalarType dtype) {
 }
 
 std::string describe(const ComputeOptions& options) {
-  const char* quant = options.quant == WeightQuant::int8 ? " int8" : "";
-  return fmt::format("{} {}{}", options.device.str(), short_dtype_name(options.dtype), quant);
+  if (options.quant == WeightQuant::none) {
+    return fmt::format("{} {}", options.device.str(), short_dtype_name(options.dtype));
+  }
+  return fmt::format("{} {} {}", options.device.str(), short_dtype_name(options.dtype), quant_name(options.quant));
+}
+
+std::string_view quant_name(WeightQuant quant) {
+  switch (quant) {
+    case WeightQuant::none:
+      return "none";
+    case WeightQuant::int8:
+      return "int8";
+    case WeightQuant::nf4:
+      return "nf4";
+    case WeightQuant::nf4_nodq:
+      return "nf4-nodq";
+  }
+  return "unknown";
 }
 
 }  // namespace bouquet::gpu

@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+
 namespace bouquet::gpu {
 namespace {
 
@@ -24,9 +27,33 @@ std::optional<kernels::Isa> chosen_isa(LinearKernels choice) {
   return std::nullopt;
 }
 
-// Each thread takes a contiguous run of output rows; fewer than this many rows per thread costs
-// more in hand-off than it saves.
+// Fewer output rows than this per thread cost more in hand-off than they save.
 constexpr int64_t kRowsPerThreadMin = 256;
+
+// bf16 weights past this many rows go to libtorch (oneDNN), measured faster there than the
+// kernels at 9-16 rows (f32, int8 and NF4 stay with the kernels: libtorch's generic f32 product
+// is ~10x slower and it has no int8 or NF4 product).
+constexpr int64_t kBf16KernelRowsMax = 8;
+
+// Splits the outputs over libtorch's threads in chunks that each thread takes in turn (a shared
+// counter), not in equal halves: on a busy machine a thread that waits for a core, or wakes late,
+// takes fewer chunks instead of holding up the whole product.
+void matvec_on_threads(kernels::Isa isa, const kernels::MatvecProblem& problem) {
+  const int64_t out = problem.out;
+  const int threads = at::get_num_threads();
+  if (threads <= 1 || out < 2 * kRowsPerThreadMin || at::in_parallel_region()) {
+    kernels::matvec(isa, problem, 0, out);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(64, (out / (8 * threads) + 15) / 16 * 16);
+  const int64_t chunks = (out + chunk - 1) / chunk;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+      kernels::matvec(isa, problem, c * chunk, std::min(out, (c + 1) * chunk));
+    }
+  });
+}
 
 }  // namespace
 
@@ -44,6 +71,9 @@ Linear::Linear(const at::Tensor& weight, const ComputeOptions& options, const at
     at::Tensor max_abs = w32.abs().amax(1);
     scales_ = at::where(max_abs > 0, max_abs / 127.0, at::ones_like(max_abs)).contiguous();
     weight_ = at::round(w32 / scales_.unsqueeze(1)).clamp(-127, 127).to(at::kChar).contiguous();
+  } else if (options.quant == WeightQuant::nf4 || options.quant == WeightQuant::nf4_nodq) {
+    nf4_ = quantize_nf4(weight_, options.quant == WeightQuant::nf4);
+    weight_ = nf4_->indices;
   }
   // The kernels serve CPU inference in f32 or bf16; a weight that itself wants gradients goes
   // through libtorch so autograd sees it.
@@ -54,7 +84,9 @@ Linear::Linear(const at::Tensor& weight, const ComputeOptions& options, const at
   if (isa_) {
     BOUQUET_CHECK(kernels::isa_supported(*isa_), "Linear: kernels for an instruction set this CPU lacks");
     compute_dtype_ = options.dtype;
-    if (scales_.defined()) {
+    if (nf4_) {
+      weight_type_ = kernels::WeightType::nf4;
+    } else if (scales_.defined()) {
       weight_type_ = kernels::WeightType::int8;
     } else if (weight_.scalar_type() == at::kFloat) {
       weight_type_ = kernels::WeightType::f32;
@@ -71,7 +103,11 @@ bool Linear::kernels_apply(const at::Tensor& input) const {
   if (!input.device().is_cpu() || input.scalar_type() != compute_dtype_) return false;
   if (at::GradMode::is_enabled() && input.requires_grad()) return false;
   const int64_t rows = input.numel() / std::max<int64_t>(in_features_, 1);
-  return rows >= 1 && rows <= kernels::kMatvecRowsMax && in_features_ > 0;
+  // Past kMatvecRowsMax rows (a prefill) the kernels take passes of that many rows: NF4 has no
+  // dense weight to hand libtorch, and for f32 and int8 this libtorch's f32 product (Debian's
+  // generic BLAS) is ~10x slower than the kernels at any row count (measured 1.6 vs 18 GFLOP/s).
+  if (weight_type_ == kernels::WeightType::bf16 && rows > kBf16KernelRowsMax) return false;
+  return rows >= 1 && in_features_ > 0;
 }
 
 at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {
@@ -79,20 +115,18 @@ at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {
   const int64_t rows = x.numel() / in_features_;
   at::Tensor y = at::empty({rows, out_features_}, x.options());
   kernels::MatvecProblem problem;
-  problem.x = x.data_ptr<float>();
-  problem.rows = rows;
   problem.in = in_features_;
   problem.weight = weight_.data_ptr();
   problem.weight_type = weight_type_;
   problem.scales = scales_.defined() ? scales_.data_ptr<float>() : nullptr;
+  if (nf4_) problem.nf4_absmax = nf4_->kernel_absmax();
   problem.out = out_features_;
-  problem.y = y.data_ptr<float>();
   const kernels::Isa isa = *isa_;
-  if (at::get_num_threads() > 1 && out_features_ >= 2 * kRowsPerThreadMin) {
-    at::parallel_for(0, out_features_, kRowsPerThreadMin,
-                     [&](int64_t begin, int64_t end) { kernels::matvec(isa, problem, begin, end); });
-  } else {
-    kernels::matvec(isa, problem, 0, out_features_);
+  for (int64_t row = 0; row < rows; row += kernels::kMatvecRowsMax) {
+    problem.rows = std::min(kernels::kMatvecRowsMax, rows - row);
+    problem.x = x.data_ptr<float>() + row * in_features_;
+    problem.y = y.data_ptr<float>() + row * out_features_;
+    matvec_on_threads(isa, problem);
   }
   std::vector<int64_t> shape = input.sizes().vec();
   shape.back() = out_features_;
@@ -103,6 +137,7 @@ at::Tensor Linear::apply_with_kernels(const at::Tensor& input) const {
 }
 
 at::Tensor Linear::apply_with_libtorch(const at::Tensor& input) const {
+  if (nf4_) return at::linear(input, dequantize_nf4(*nf4_, input.scalar_type()), bias_);
   if (!scales_.defined()) return at::linear(input, weight_, bias_);
   // Per-row scales commute with the product: (x q^T) * s == x (q * s)^T, and this keeps autograd
   // for the input intact. int8 values are exact in every floating dtype; the scales are applied
@@ -122,7 +157,7 @@ at::Tensor Linear::operator()(const at::Tensor& input) const {
 }
 
 uint64_t Linear::weight_bytes() const {
-  uint64_t total = weight_.numel() * weight_.element_size();
+  uint64_t total = nf4_ ? nf4_->bytes() : weight_.numel() * weight_.element_size();
   if (scales_.defined()) total += scales_.numel() * scales_.element_size();
   if (bias_.defined()) total += bias_.numel() * bias_.element_size();
   return total;

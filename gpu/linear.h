@@ -7,14 +7,18 @@
 //   within floating-point rounding (a different summation order), for any input.
 // - Autograd is never bypassed: when gradients are recorded for the input, the product goes
 //   through libtorch, so forward and backward behave as with at::linear.
-// - On the CPU in f32 or bf16, with no gradient to record and at most kernels::kMatvecRowsMax
-//   rows (decode: batch * new_tokens small), hand-written matrix-vector kernels run instead
-//   (gpu/kernels/), for the instruction set options.kernels names (by default the best this CPU
-//   has: AVX-512, AVX2+FMA, or portable code). They split the outputs over libtorch's threads
+// - On the CPU in f32 or bf16, with no gradient to record, hand-written matrix-vector kernels
+//   run instead (gpu/kernels/), for the instruction set options.kernels names (by default the
+//   best this CPU has: AVX-512, AVX2+FMA, or portable code): f32, int8 and NF4 weights for any
+//   number of rows, in passes of kernels::kMatvecRowsMax; bf16 weights up to 8 rows, past which
+//   oneDNN is faster. They split the outputs over libtorch's threads in chunks taken in turn
 //   when it has more than one (--threads), else run on the calling thread.
 // - With WeightQuant::int8 the weight is held as int8 with one f32 scale per output row
 //   (symmetric, max |w| / 127) and products accumulate in f32; the bias, if any, stays in the
 //   compute dtype. Outputs then differ from f32 by the weights' rounding (see tests/gpu/quant*).
+// - With WeightQuant::nf4 (or nf4_nodq) the weight is held as NF4 (gpu/nf4.h: 4-bit levels times
+//   a per-64-weight absmax, itself 8-bit with double quantization); the kernels read it in place
+//   for any number of rows (in passes of kMatvecRowsMax), and libtorch gets it widened.
 // - With a LoRA site set (set_lora_site) and an adapter active on the calling thread
 //   (gpu/lora.h's ActiveLora), the result adds that adapter's low-rank update of the site's
 //   modules; the base weight itself is never changed, so adapters are chosen per call.
@@ -23,6 +27,7 @@
 #include "gpu/compute_options.h"
 #include "gpu/kernels/matvec.h"
 #include "gpu/lora.h"
+#include "gpu/nf4.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -47,7 +52,8 @@ class Linear {
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
-  // Bytes held in memory for this matrix: weight (int8 plus scales when quantized) and bias.
+  // Bytes held in memory for this matrix: weight (int8 plus scales, or NF4 indices plus absmaxes,
+  // when quantized) and bias.
   uint64_t weight_bytes() const;
 
  private:
@@ -58,9 +64,10 @@ class Linear {
   std::optional<kernels::Isa> isa_;  // set when the small-batch kernels may serve this matrix
   at::ScalarType compute_dtype_ = at::kFloat;
   kernels::WeightType weight_type_ = kernels::WeightType::f32;
-  at::Tensor weight_;  // compute dtype, or int8 when quantized
-  at::Tensor scales_;  // f32 [out_features] when quantized, else undefined
-  at::Tensor bias_;    // compute dtype [out_features] or undefined
+  at::Tensor weight_;  // compute dtype, int8, or NF4's indices when quantized
+  at::Tensor scales_;  // f32 [out_features] when int8, else undefined
+  std::optional<Nf4Weight> nf4_;
+  at::Tensor bias_;  // compute dtype [out_features] or undefined
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
   LoraSite lora_site_;

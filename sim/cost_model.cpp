@@ -1,6 +1,7 @@
 #include "sim/cost_model.h"
 
 #include "core/check.h"
+#include "core/nf4_layout.h"
 
 #include <algorithm>
 #include <map>
@@ -19,7 +20,7 @@ double bytes_per_param(WeightFormat format) {
     case WeightFormat::int8:
       return 1.0;
     case WeightFormat::nf4:
-      return 4.25 / 8.0;
+      return core::nf4_bits_per_weight(/*double_quant=*/true) / 8.0;
   }
   BOUQUET_CHECK(false, "unknown weight format");
 }

@@ -35,7 +35,9 @@ namespace bouquet::sim {
 
 enum class WeightFormat { f32, f16, int8, nf4 };
 
-// Storage per parameter: NF4 is 4 bits plus one fp16 absmax per block of 64 (0.25 bit).
+// Storage per parameter, as the engine stores it: NF4 is bitsandbytes' double-quantized layout
+// (core/nf4_layout.h): 4 bits plus an 8-bit absmax per block of 64 and an f32 per 256 blocks,
+// ~4.127 bits.
 double bytes_per_param(WeightFormat format);
 std::string_view format_name(WeightFormat format);
 std::optional<WeightFormat> parse_weight_format(std::string_view name);

@@ -61,6 +61,9 @@ void matvec(Isa isa, const MatvecProblem& p, int64_t out_begin, int64_t out_end)
   BOUQUET_CHECK(0 <= out_begin && out_begin <= out_end && out_end <= p.out, "matvec: output range out of bounds");
   BOUQUET_CHECK((p.weight_type == WeightType::int8) == (p.scales != nullptr),
                 "matvec: int8 weights need scales, other weights none");
+  BOUQUET_CHECK(p.weight_type != WeightType::nf4 || p.nf4_absmax.absmax != nullptr ||
+                    (p.nf4_absmax.codes != nullptr && p.nf4_absmax.group_scales != nullptr),
+                "matvec: nf4 weights need their absmaxes");
   if (out_begin == out_end) return;
   switch (isa) {
     case Isa::portable:

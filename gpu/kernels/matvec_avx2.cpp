@@ -41,6 +41,27 @@ struct Simd {
     out[2] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(quads, 8), 24));
     out[3] = _mm256_cvtepi32_ps(_mm256_srai_epi32(quads, 24));
   }
+  // NF4: 32 bytes hold 64 weights, one block. A permute reads 8 entries, so the 16 levels take
+  // two registers and bit 3 of the index (shifted up to the sign bit) picks between them.
+  BOUQUET_KERNEL_TARGET static Reg nf4_level(__m256i index, __m256 low, __m256 high) {
+    const __m256 from_low = _mm256_permutevar8x32_ps(low, index);
+    const __m256 from_high = _mm256_permutevar8x32_ps(high, index);
+    return _mm256_blendv_ps(from_low, from_high, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+  }
+  BOUQUET_KERNEL_TARGET static void load_nf4_levels(const uint8_t* p, Reg out[8]) {
+    const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m256 low = _mm256_loadu_ps(kNf4Levels), high = _mm256_loadu_ps(kNf4Levels + 8);
+    out[0] = nf4_level(n, low, high);
+    out[1] = nf4_level(_mm256_srli_epi32(n, 4), low, high);
+    out[2] = nf4_level(_mm256_srli_epi32(n, 8), low, high);
+    out[3] = nf4_level(_mm256_srli_epi32(n, 12), low, high);
+    out[4] = nf4_level(_mm256_srli_epi32(n, 16), low, high);
+    out[5] = nf4_level(_mm256_srli_epi32(n, 20), low, high);
+    out[6] = nf4_level(_mm256_srli_epi32(n, 24), low, high);
+    out[7] = nf4_level(_mm256_srli_epi32(n, 28), low, high);
+  }
+  BOUQUET_KERNEL_TARGET static Reg nf4_scale(const float* absmax) { return _mm256_set1_ps(absmax[0]); }
+  BOUQUET_KERNEL_TARGET static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm256_fmadd_ps(a, b, acc); }
   BOUQUET_KERNEL_TARGET static float sum(Reg r) {

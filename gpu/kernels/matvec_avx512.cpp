@@ -1,5 +1,5 @@
 // AVX-512 (F, BW, VL) matrix-vector kernels: 16 floats per register, 32 registers, so up to 16
-// accumulators (4 weight rows x 4 input rows) stay in registers.
+// accumulators (4 weight rows x 4 input rows, or 1 x 16) stay in registers.
 #include "gpu/kernels/matvec_isa.h"
 
 #include "core/check.h"
@@ -54,6 +54,25 @@ struct Simd {
     out[2] = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(quads, byte_on_top(2)));
     out[3] = _mm512_cvtepi32_ps(_mm512_and_si512(quads, _mm512_set1_epi32(int32_t(0xFF000000u))));
   }
+  // NF4: 64 bytes hold 128 weights, two blocks (lanes 0-7 the first, 8-15 the second). The 16
+  // levels fill one register and a permute indexes it by the low 4 bits of each lane, so the
+  // nibbles need shifts but no masks.
+  BOUQUET_KERNEL_TARGET static void load_nf4_levels(const uint8_t* p, Reg out[8]) {
+    const __m512i n = _mm512_loadu_si512(p);
+    const __m512 levels = _mm512_loadu_ps(kNf4Levels);
+    out[0] = _mm512_permutexvar_ps(n, levels);
+    out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 4), levels);
+    out[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 8), levels);
+    out[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 12), levels);
+    out[4] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 16), levels);
+    out[5] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 20), levels);
+    out[6] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 24), levels);
+    out[7] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 28), levels);
+  }
+  BOUQUET_KERNEL_TARGET static Reg nf4_scale(const float* absmax) {
+    return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(absmax[0]), _mm512_set1_ps(absmax[1]));
+  }
+  BOUQUET_KERNEL_TARGET static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }
   BOUQUET_KERNEL_TARGET static float sum(Reg r) { return _mm512_reduce_add_ps(r); }

@@ -2,6 +2,7 @@
 // compiled with its own function target attributes; call one only on a CPU that has it.
 #pragma once
 
+#include "core/nf4_layout.h"
 #include "gpu/kernels/matvec.h"
 
 namespace bouquet::gpu::kernels {

@@ -44,6 +44,23 @@ struct Simd {
       for (int64_t k = 0; k < kWidth; ++k) out[q].lane[k] = wide[k * P + q];
     }
   }
+  // NF4: lane k is the 32-bit word of bytes 4k .. 4k + 3, nibble q of it element 8k + q.
+  static void load_nf4_levels(const uint8_t* p, Reg out[8]) {
+    for (int64_t k = 0; k < kWidth; ++k) {
+      const uint32_t word = uint32_t(p[4 * k]) | uint32_t(p[4 * k + 1]) << 8 | uint32_t(p[4 * k + 2]) << 16 |
+                            uint32_t(p[4 * k + 3]) << 24;
+      for (int q = 0; q < 8; ++q) out[q].lane[k] = kNf4Levels[(word >> (4 * q)) & 15];
+    }
+  }
+  static Reg nf4_scale(const float* absmax) {
+    Reg r;
+    for (int64_t k = 0; k < kWidth; ++k) r.lane[k] = absmax[8 * k / 64];
+    return r;
+  }
+  static Reg mul(const Reg& a, Reg b) {
+    for (int64_t k = 0; k < kWidth; ++k) b.lane[k] *= a.lane[k];
+    return b;
+  }
   static Reg add(const Reg& a, Reg b) {
     for (int64_t k = 0; k < kWidth; ++k) b.lane[k] += a.lane[k];
     return b;

@@ -47,7 +47,7 @@ struct ApiSwarmConfig {
   std::vector<std::string> peers;          // HOST:PORT of servers, or
   std::vector<std::string> initial_peers;  // HOST:PORT of DHT nodes, or
   bool local = false;                      // every block in this process
-  std::string quant = "none";              // with local: block weights none | int8
+  std::string quant = "none";              // with local: block weights none | int8 | nf4 | nf4-nodq
   std::string dht_listen = "0.0.0.0:0";
   std::string compression = "none";
   std::string dtype = "f32";

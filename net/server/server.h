@@ -40,7 +40,7 @@ struct ServeConfig {
   uint64_t cache_tokens = 8192;        // attention-cache budget, tokens per block
   std::string device = "cpu";          // cpu | cuda | cuda:N | auto
   std::string dtype = "f32";           // compute dtype
-  std::string quant = "none";          // none | int8: how the span's weights are held
+  std::string quant = "none";          // none | int8 | nf4 | nf4-nodq: how the span's weights are held
   int threads = 0;                     // CPU threads for compute; 0 = libtorch's default
   // Continuous batching (core/block_server.h): most rows (batch x new tokens) of queued decode
   // steps merged into one computation (0 = sized for the device: the CPU's small-batch kernels'

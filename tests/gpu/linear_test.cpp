@@ -95,8 +95,8 @@ TEST(MatvecKernels, EveryIsaMatchesExactProductOnRandomShapes) {
       at::Tensor y = at::full({rows, out}, std::nan(""), x.options());
       // Two ranges as two threads would take them: the split must not matter.
       const int64_t split = static_cast<int64_t>(rng.below(static_cast<uint64_t>(out) + 1));
-      kernels::MatvecProblem p{x.data_ptr<float>(),      rows,    in,  w.data_ptr(),
-                               kernels::WeightType::f32, nullptr, out, y.data_ptr<float>()};
+      kernels::MatvecProblem p{x.data_ptr<float>(), rows, in, w.data_ptr(), kernels::WeightType::f32, nullptr, out,
+                               y.data_ptr<float>(), {}};
       kernels::matvec(isa, p, 0, split);
       kernels::matvec(isa, p, split, out);
       const std::string what =
@@ -121,8 +121,9 @@ TEST(MatvecKernels, Bf16AndInt8WeightsAreReadExactly) {
       const std::string what = fmt::format("{} rows {} in {} out {}", kernels::isa_name(isa), rows, in, out);
 
       at::Tensor y = at::empty({rows, out}, x.options());
-      kernels::MatvecProblem p{x.data_ptr<float>(),       rows,    in,  w_bf16.data_ptr(),
-                               kernels::WeightType::bf16, nullptr, out, y.data_ptr<float>()};
+      kernels::MatvecProblem p{
+          x.data_ptr<float>(), rows, in, w_bf16.data_ptr(), kernels::WeightType::bf16, nullptr, out,
+          y.data_ptr<float>(), {}};
       kernels::matvec(isa, p, 0, out);
       const at::Tensor w_bf16_exact = w_bf16.to(at::kDouble);
       expect_within(y, at::linear(x.to(at::kDouble), w_bf16_exact), f32_sum_bound(x, w_bf16_exact), "bf16 " + what);

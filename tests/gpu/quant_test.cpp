@@ -114,7 +114,7 @@ TEST(Int8Option, UnknownQuantizationIsOneClearError) {
     FAIL() << "int4 accepted";
   } catch (const InputError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("int4"));
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("none or int8"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("none, int8, nf4 or nf4-nodq"));
   }
   EXPECT_EQ(describe(resolve_compute("f32", "cpu", "int8")), "cpu f32 int8");
   EXPECT_EQ(describe(resolve_compute("f32", "cpu", "none")), "cpu f32");
