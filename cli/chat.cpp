@@ -21,9 +21,18 @@ namespace {
 
 using Reply = std::function<std::string(std::string_view, const std::function<void(std::string_view)>&)>;
 
-// Reads a line a message until end of input or /exit. A turn the swarm could not answer is
-// reported and the conversation goes on (the next turn opens a fresh session).
-int converse(const Reply& reply) {
+void report(const net::RecoveryReport& r) {
+  std::string to;
+  for (const auto& hop : r.replacement)
+    to += fmt::format("{}{} {}", to.empty() ? "" : ", ", hop.address, hop.span.to_string());
+  fmt::print(stderr, "[blocks {} of {} ({}): {}{}, {} positions replayed]\n", r.span.to_string(), r.failed_peer,
+             r.cause, r.succeeded ? "recovered on " : "not recovered", to, r.positions_replayed);
+}
+
+// Reads a line a message until end of input or /exit; after_turn runs after each answer's line. A
+// turn the swarm could not answer is reported and the conversation goes on (the next turn opens
+// a fresh session).
+int converse(const Reply& reply, const std::function<void()>& after_turn = {}) {
   const bool interactive = ::isatty(STDIN_FILENO) != 0;
   std::string line;
   while (true) {
@@ -43,6 +52,7 @@ int converse(const Reply& reply) {
     }
     fmt::print("\n");
     std::fflush(stdout);
+    if (after_turn) after_turn();
   }
   return 0;
 }
@@ -105,7 +115,13 @@ const CommandRegistration chat_command{
           throw gpu::InputError("give one of --local, --peers HOST:PORT,... and --initial-peers HOST:PORT,...");
         }
         net::SwarmChat chat(*config, *swarm, *chat_template, *max_length);
-        return converse([&](std::string_view line, const auto& on_text) { return chat.reply(line, on_text); });
+        size_t reported = 0;
+        return converse([&](std::string_view line, const auto& on_text) { return chat.reply(line, on_text); },
+                        [&] {
+                          // Which servers took a span over during or before this turn.
+                          const auto recoveries = chat.recoveries();
+                          for (; reported < recoveries.size(); ++reported) report(recoveries[reported]);
+                        });
       };
     }};
 

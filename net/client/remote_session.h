@@ -86,7 +86,6 @@ class RemoteInferenceSession {
   // Hands the core whatever arrived while nobody waited (a server that closed the session for
   // idling, a lost connection) without blocking, so the next step recovers from what is true now.
   void poll();
-  bool failed() const { return failure_.has_value(); }
 
   uint32_t length() const { return session_.length(); }
   const core::Chain& chain() const { return session_.chain(); }
