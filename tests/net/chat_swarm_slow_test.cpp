@@ -158,6 +158,28 @@ TEST_F(ChatSwarm, AServerKilledBetweenTurnsIsReplacedAndTheAnswerIsTheLocalOne) 
   EXPECT_EQ(chat.sessions_opened(), 1);
 }
 
+// The middle span's server dies in the middle of the second turn (its --crash-after-steps drill:
+// the first turn takes 12 steps, the second dies at its 5th); listed first, it is the one chosen.
+TEST_F(ChatSwarm, AServerDyingDuringATurnIsReplacedAndTheAnswerIsTheLocalOne) {
+  std::vector<ServerProcess> servers;
+  servers.push_back(serve("0:2"));
+  servers.push_back(serve("2:4", {"--crash-after-steps", "16"}));
+  servers.push_back(serve("2:4"));
+  servers.push_back(serve("4:6"));
+  SwarmChat chat(config(testing::join(testing::addresses(servers))), swarm_options(), "plain");
+  for (size_t turn = 0; turn < kTurns.size(); ++turn) {
+    chat.reply(kTurns[turn]);
+    EXPECT_EQ(chat.chat().last_ids(), local_->at(turn)) << "turn " << turn;
+  }
+  EXPECT_FALSE(servers[1].running());
+  const auto recoveries = chat.recoveries();
+  ASSERT_EQ(recoveries.size(), 1u);
+  EXPECT_EQ(recoveries[0].failed_peer, servers[1].address());
+  EXPECT_TRUE(recoveries[0].succeeded);
+  EXPECT_EQ(chat.route()[1].address, servers[2].address());
+  EXPECT_EQ(chat.sessions_opened(), 1);
+}
+
 // Every server closes a session after 1 s without a step; the user thinks for 3 s. The same
 // session re-opens on the same servers, replays the conversation, and answers as local does.
 TEST_F(ChatSwarm, ServersThatClosedTheIdleSessionTakeItBackForTheNextTurn) {
