@@ -17,7 +17,8 @@
 //   are ignored.
 // - Every hop failure (ErrorReply, PeerUnreachable, no reply within the deadline, a reply whose
 //   shape or position does not fit) goes through fail_hop(). Under `replay` the server is banned
-//   (ban_list.h), the hop's span re-planned (PlanRoute for exactly those blocks, avoiding banned
+//   (ban_list.h; not when it closed the session for idling: session_closed, which it may then
+//   take again), the hop's span re-planned (PlanRoute for exactly those blocks, avoiding banned
 //   servers), the replacement hops opened and fed the hop's history from position 0 (merged into
 //   as few messages as max_step_tokens allows), and the step goes on; other hops keep their
 //   caches and never see a position twice. A hop that fails between steps is replaced when the

@@ -13,7 +13,9 @@ void InferenceSession::fail_hop(Time now, size_t hop, Error error, std::vector<E
   error.message =
       fmt::format("server {} (blocks {}): {}", peer.to_string(), chain_[hop].span.to_string(), error.message);
   if (config_.recovery == RecoveryPolicy::none) return fail(std::move(error), out);
-  bans_.ban(peer, now);
+  // A server that closed the session for idling (a chat whose user thinks between turns) is
+  // healthy: it may take the span again at once, so the replay need not wait for a ban to end.
+  if (error.code != ErrorCode::session_closed) bans_.ban(peer, now);
   auto drop = [&](HopState& x) {
     x.dead = true;
     if (x.open_sent && !x.closed) {

@@ -99,17 +99,8 @@ std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_con
   return directory;
 }
 
-RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm,
-                                        const std::function<void(std::string_view)>& on_text) {
-  if (config.local) throw gpu::InputError("give either --local or --peers, not both");
-  if (config.peers.empty() == swarm.initial_peers.empty()) {
-    throw gpu::InputError("give exactly one of --peers and --initial-peers");
-  }
-  if (config.prompt.empty() == config.prompt_ids.empty()) {
-    throw gpu::InputError("give exactly one of --prompt and --prompt-ids");
-  }
-  if (config.threads < 0) throw gpu::InputError("--threads must be >= 0");
-  if (config.threads > 0) at::set_num_threads(config.threads);
+RemoteGenerationOptions remote_generation_options(const gpu::GenerateConfig& config,
+                                                  const SwarmGenerateOptions& swarm) {
   RemoteGenerationOptions options;
   options.compression = parse_compression(config.compression);
   const auto policy = core::parse_recovery_policy(swarm.recovery);
@@ -128,6 +119,21 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
     throw std::invalid_argument(fmt::format("--routing '{}' is not one of {}", routing, core::routing_names()));
   }
   options.routing = *planner;
+  return options;
+}
+
+RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm,
+                                        const std::function<void(std::string_view)>& on_text) {
+  if (config.local) throw gpu::InputError("give either --local or --peers, not both");
+  if (config.peers.empty() == swarm.initial_peers.empty()) {
+    throw gpu::InputError("give exactly one of --peers and --initial-peers");
+  }
+  if (config.prompt.empty() == config.prompt_ids.empty()) {
+    throw gpu::InputError("give exactly one of --prompt and --prompt-ids");
+  }
+  if (config.threads < 0) throw gpu::InputError("--threads must be >= 0");
+  if (config.threads > 0) at::set_num_threads(config.threads);
+  const RemoteGenerationOptions options = remote_generation_options(config, swarm);
   SwarmClientConfig client_config;
   if (!config.peers.empty()) client_config.peers = split_peers(config.peers);
 

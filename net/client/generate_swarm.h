@@ -45,6 +45,11 @@ std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_con
                                                    const std::string& model_dir, uint32_t num_blocks,
                                                    const std::string& model_id);
 
+// The session options the flags ask for (--compression, --recovery, --recovery-deadline,
+// --routing: "" = greedy with --peers, min_latency with --initial-peers). Throws
+// std::invalid_argument naming a bad value.
+RemoteGenerationOptions remote_generation_options(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm);
+
 // Throws RemoteError (a swarm failure, naming the server), gpu::InputError / ModelFileError
 // (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).
 // `--json` adds `recoveries`: per recovery, blocks, failed peer, cause, replacement route,

@@ -22,23 +22,15 @@ core::Compression parse_compression(std::string_view text) {
   throw std::invalid_argument(fmt::format("compression '{}' is not one of none, f16, int8", text));
 }
 
-RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client, const std::string& model_id,
-                                     const gpu::GenerationRequest& request, const RemoteGenerationOptions& options,
-                                     const std::function<void(gpu::TokenId)>& on_token) {
-  RemoteGeneration out;
-  out.result = gpu::empty_generation(request);
-  if (request.max_new_tokens == 0) return out;
-
-  const gpu::ModelConfig& model = head.model_config();
+RemoteSessionConfig remote_session_config(const gpu::ModelConfig& model, const std::string& model_id,
+                                          uint64_t session_id, uint32_t max_length,
+                                          const RemoteGenerationOptions& options, const std::string& adapter) {
   RemoteSessionConfig config;
-  // Session ids only need to differ between this client's sessions on one connection; drawn
-  // from the run's seed like every other id.
-  core::Rng ids = core::Rng(request.sampling.seed).derive(0x5e5510);
-  config.session_id = core::draw_session_id(ids);
+  config.session_id = session_id;
   config.model_id = model_id;
   config.num_blocks = static_cast<uint32_t>(model.num_layers);
   config.hidden_size = static_cast<uint32_t>(model.hidden_size);
-  config.max_length = static_cast<uint32_t>(request.prompt_ids.size() + request.max_new_tokens);
+  config.max_length = max_length;
   config.batch = 1;
   config.compression = options.compression;
   config.cache_wait_timeout_s = options.cache_wait_timeout_s;
@@ -46,7 +38,36 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   config.recovery = options.recovery;
   config.recovery_deadline_s = options.recovery_deadline_s;
   config.routing = options.routing;
-  config.adapter = request.adapter;
+  config.adapter = adapter;
+  return config;
+}
+
+RecoveryReport recovery_report(const SwarmClient& client, const core::Recovery& r) {
+  RecoveryReport report{r.span,
+                        client.address_of(r.failed_peer),
+                        r.cause.to_string(),
+                        {},
+                        r.positions_replayed,
+                        r.succeeded ? r.duration_s() : 0.0,
+                        r.succeeded};
+  for (const core::Hop& hop : r.replacement)
+    report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
+  return report;
+}
+
+RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& client, const std::string& model_id,
+                                     const gpu::GenerationRequest& request, const RemoteGenerationOptions& options,
+                                     const std::function<void(gpu::TokenId)>& on_token) {
+  RemoteGeneration out;
+  out.result = gpu::empty_generation(request);
+  if (request.max_new_tokens == 0) return out;
+
+  // Session ids only need to differ between this client's sessions on one connection; drawn
+  // from the run's seed like every other id.
+  core::Rng ids = core::Rng(request.sampling.seed).derive(0x5e5510);
+  const RemoteSessionConfig config = remote_session_config(
+      head.model_config(), model_id, core::draw_session_id(ids),
+      static_cast<uint32_t>(request.prompt_ids.size() + request.max_new_tokens), options, request.adapter);
   RemoteInferenceSession session(client, config);
   session.open();
   out.route = session.route();
@@ -66,18 +87,7 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
 
   RemoteSteps steps(session);
   out.result = gpu::run_generation(head, steps, request, gpu::every_token(on_token));
-  for (const core::Recovery& r : session.recoveries()) {
-    RecoveryReport report{r.span,
-                          client.address_of(r.failed_peer),
-                          r.cause.to_string(),
-                          {},
-                          r.positions_replayed,
-                          r.succeeded ? r.duration_s() : 0.0,
-                          r.succeeded};
-    for (const core::Hop& hop : r.replacement)
-      report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
-    out.recoveries.push_back(std::move(report));
-  }
+  for (const core::Recovery& r : session.recoveries()) out.recoveries.push_back(recovery_report(client, r));
   session.close();
   return out;
 }

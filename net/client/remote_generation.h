@@ -17,7 +17,8 @@
 
 namespace bouquet::gpu {
 class ClientHead;
-}
+struct ModelConfig;
+}  // namespace bouquet::gpu
 
 namespace bouquet::net {
 
@@ -49,6 +50,14 @@ struct RemoteGeneration {
   double expected_step_s = 0;
   std::vector<RecoveryReport> recoveries;
 };
+
+// A session of `model` (identified by `model_id`) for `max_length` positions, as `options` say.
+RemoteSessionConfig remote_session_config(const gpu::ModelConfig& model, const std::string& model_id,
+                                          uint64_t session_id, uint32_t max_length,
+                                          const RemoteGenerationOptions& options, const std::string& adapter = "");
+
+// `recovery` with its servers named by address.
+RecoveryReport recovery_report(const SwarmClient& client, const core::Recovery& recovery);
 
 // "none" | "f16" | "int8" (also the core's names "float16", "int8_blockwise"); throws
 // std::invalid_argument otherwise.

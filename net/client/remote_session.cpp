@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <fmt/core.h>
 
+#include <utility>
+
 #include "core/check.h"
 #include "core/min_latency_route.h"
 #include "core/route.h"
@@ -118,6 +120,23 @@ void RemoteInferenceSession::close() {
   if (closed_ || failure_ || !ready_) return;
   feed(core::CloseRequested{});
   client_.io().poll();  // hand the close messages to the sockets
+}
+
+void RemoteInferenceSession::poll() {
+  if (closed_ || failure_) return;
+  client_.io().poll();
+}
+
+at::Tensor RemoteSteps::step(const at::Tensor& hidden) {
+  // Taken first: after a restart (GenerationRestarted) the loop feeds everything from position 0.
+  const std::optional<uint32_t> start = std::exchange(start_, std::nullopt);
+  return session_.step(hidden, start);
+}
+
+void RemoteSteps::truncate(int64_t length) {
+  session_.poll();
+  BOUQUET_CHECK(length >= 0 && length <= session_.length(), "truncate beyond what the session holds");
+  start_ = static_cast<uint32_t>(length);
 }
 
 void RemoteInferenceSession::feed(const core::Input& input) {

@@ -32,6 +32,7 @@
 
 #include "core/inference_session.h"
 #include "core/planners.h"
+#include "gpu/chat.h"
 #include "gpu/generation.h"
 #include "net/client/swarm_client.h"
 
@@ -82,6 +83,9 @@ class RemoteInferenceSession {
   void open();
   at::Tensor step(const at::Tensor& hidden, std::optional<uint32_t> start_position = std::nullopt);
   void close();
+  // Hands the core whatever arrived while nobody waited (a server that closed the session for
+  // idling, a lost connection) without blocking, so the next step recovers from what is true now.
+  void poll();
 
   uint32_t length() const { return session_.length(); }
   const core::Chain& chain() const { return session_.chain(); }
@@ -114,14 +118,18 @@ class RemoteInferenceSession {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-// The generation loop's steps (gpu::run_generation) through a swarm session.
-class RemoteSteps final : public gpu::GenerationSteps {
+// The generation loop's steps (gpu::run_generation) through a swarm session, which a chat keeps
+// open across turns: truncate() first hands the session what arrived while nobody waited (poll),
+// then makes the next step start at that position (a rewind drops what follows).
+class RemoteSteps final : public gpu::ChatSteps {
  public:
   explicit RemoteSteps(RemoteInferenceSession& session) : session_(session) {}
-  at::Tensor step(const at::Tensor& hidden) override { return session_.step(hidden); }
+  at::Tensor step(const at::Tensor& hidden) override;
+  void truncate(int64_t length) override;
 
  private:
   RemoteInferenceSession& session_;
+  std::optional<uint32_t> start_;  // the next step's start position, when truncate() set one
 };
 
 }  // namespace bouquet::net

@@ -189,6 +189,35 @@ TEST(InferenceSessionRecovery, LateRepliesFromAReplacedServerAreIgnored) {
   EXPECT_EQ(h.session.recoveries().at(0).cause.code, ErrorCode::timeout);
 }
 
+// A chat idles between turns and B closes its session: B is not at fault, so the next step
+// re-opens the span on B itself at once (no ban to wait out) and replays what B held.
+TEST(InferenceSessionRecovery, AServerThatClosedAnIdleSessionTakesItsSpanAgainWithoutABan) {
+  Harness h = running();
+  const uint64_t b_session = h.session.config().session_id + 1;
+  h.now = 400;
+  h.input(MessageReceived{kB, ErrorReply{b_session, 0, Error{ErrorCode::session_closed, "closed after 300 s"}}});
+  EXPECT_FALSE(h.session.bans().banned(kB, 400));
+  h.now = 401;
+  h.input(StepRequested{hidden(1, 2.0f), std::nullopt});
+  EXPECT_EQ(h.reply().second.start_position, 4u) << "A keeps its cache";
+  const auto plan = h.all<PlanRoute>().at(0);
+  EXPECT_EQ(plan.blocks, (BlockSpan{3, 6}));
+  EXPECT_TRUE(plan.avoid.empty());
+  h.input(RoutePlanned{plan.route_id, Chain{{kB, {3, 6}}}});
+  h.open_all();
+  const auto replay = h.sent<StepRequest>();
+  ASSERT_EQ(replay.size(), 1u);
+  EXPECT_EQ(replay[0].first, kB);
+  EXPECT_EQ(replay[0].second.start_position, 0u);
+  EXPECT_EQ(replay[0].second.hidden_states.shape, (std::vector<uint32_t>{1, 5, kHidden})) << "4 held + the new one";
+  h.reply();  // B
+  EXPECT_EQ(h.reply().second.start_position, 4u) << "C keeps its cache";
+  ASSERT_EQ(h.all<StepDone>().size(), 1u);
+  ASSERT_EQ(h.session.recoveries().size(), 1u);
+  EXPECT_EQ(h.session.recoveries()[0].cause.code, ErrorCode::session_closed);
+  EXPECT_TRUE(h.session.recoveries()[0].succeeded);
+}
+
 TEST(InferenceSessionRecovery, WaitsForTheOnlyServerOfASpanToBeUnbannedThenUsesItAgain) {
   Harness h = running();
   h.input(StepRequested{hidden(1, 2.0f), std::nullopt});
