@@ -7,9 +7,11 @@ namespace bouquet::core {
 
 double queue_delay_s(const ServerLoad& load) {
   if (!(load.step_s > 0) || !(load.rows_ahead > 0)) return 0;
-  // Computations ahead of a newcomer's step: the rows it finds, max_batch rows at a time.
+  // Computations ahead of a newcomer's step: the rows it finds that leave no room for it in the
+  // next computation, max_batch rows at a time. Without batching that is every row ahead; with
+  // it, a newcomer joins the next computation until max_batch rows are ahead of it.
   const double per_computation = std::max<uint32_t>(1, load.max_batch);
-  return load.rows_ahead / per_computation * load.step_s;
+  return std::max(0.0, load.rows_ahead + 1 - per_computation) / per_computation * load.step_s;
 }
 
 bool announced_later(const Announcement& a, const Announcement& b) {

@@ -28,7 +28,8 @@ struct ServerLoad {
   double rows_ahead = 0;
 };
 // What a new session's step should expect to wait on a server of `load` before its own turn:
-// the rows found ahead of it, max_batch rows per computation, each computation step_s.
+// computations of step_s for the rows found ahead of it beyond what the next computation (of
+// max_batch rows) takes along with it.
 double queue_delay_s(const ServerLoad& load);
 std::string_view to_string(ServerState state);
 

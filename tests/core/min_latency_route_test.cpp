@@ -200,8 +200,8 @@ TEST(ServerLoad, QueueDelayIsTheComputationsAheadOfANewStep) {
   EXPECT_EQ(queue_delay_s(ServerLoad{}), 0.0) << "idle";
   EXPECT_EQ(queue_delay_s(ServerLoad{5, 0, 1, 4}), 0.0) << "no step time known";
   EXPECT_DOUBLE_EQ(queue_delay_s(ServerLoad{3, 0.1, 1, 3}), 0.3) << "one at a time: three steps ahead";
-  EXPECT_DOUBLE_EQ(queue_delay_s(ServerLoad{3, 0.1, 8, 3}), 0.1 * 3 / 8) << "batched: a share of one computation";
-  EXPECT_DOUBLE_EQ(queue_delay_s(ServerLoad{9, 0.1, 8, 16}), 0.2) << "two full batches ahead";
+  EXPECT_DOUBLE_EQ(queue_delay_s(ServerLoad{3, 0.1, 8, 3}), 0.0) << "batched: the newcomer joins the next one";
+  EXPECT_DOUBLE_EQ(queue_delay_s(ServerLoad{9, 0.1, 8, 15}), 0.1) << "batched: one full computation ahead";
   EXPECT_DOUBLE_EQ(queue_delay_s(ServerLoad{4, 0.1, 0, 4}), 0.4) << "max_batch 0 reads as 1";
 }
 
@@ -217,9 +217,11 @@ TEST(MinLatencyRoute, ABusyServerIsPricedByItsQueueSoNewSessionsGoToTheIdleOne) 
   auto chain = plan_chain_min_latency(records, plan({0, 8}), 0, rtt, blind);
   ASSERT_TRUE(chain.ok());
   EXPECT_EQ(chain.value(), (Chain{{PeerId{1}, {0, 8}}})) << "without load, the tie goes to peer 1";
-  // The same rows ahead on a server that merges 64 rows per computation cost a share of one.
-  records[0].load.max_batch = 64;
-  EXPECT_NEAR(hop_entry_cost_s(records[0], 0, rtt, MinLatencyConfig{}), 0.05 + 6.0 / 64 * 0.08, 1e-12);
+  // The same rows ahead on a server that merges 8 rows per computation cost nothing: the
+  // newcomer's step joins the next computation, so the tie goes to peer 1 again.
+  records[0].load.max_batch = 8;
+  EXPECT_NEAR(hop_entry_cost_s(records[0], 0, rtt, MinLatencyConfig{}), 0.05, 1e-12);
+  EXPECT_EQ(must_plan(records, plan({0, 8}), rtt), (Chain{{PeerId{1}, {0, 8}}}));
 }
 
 }  // namespace
