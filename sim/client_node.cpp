@@ -215,7 +215,8 @@ void ClientNode::plan_route(const core::PlanRoute& plan) {
   measure_rtts(records);  // what a real client pings; the planner decides whether it matters
   const core::RoutePlanned planned{
       plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,
-                                      core::PlannerContext{now(), &rtt_, &speeds_, &rng_, context_.scenario.policies.load_aware_routing})};
+                                      core::PlannerContext{now(), &rtt_, &speeds_, &rng_,
+                                                           context_.scenario.policies.load_aware_routing})};
   const uint32_t index = session_index_;
   at(now() + context_.directory.lookup_delay_s(), [this, planned, index] {
     if (session_ && index == session_index_) feed(planned);
@@ -335,7 +336,8 @@ void ClientNode::plan_pass_route(const core::PlanRoute& plan) {
   auto answer = [this, plan] {
     return core::RoutePlanned{
         plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records_, plan,
-                                        core::PlannerContext{now(), &rtt_, &speeds_, &rng_, context_.scenario.policies.load_aware_routing})};
+                                        core::PlannerContext{now(), &rtt_, &speeds_, &rng_,
+                                                             context_.scenario.policies.load_aware_routing})};
   };
   core::RoutePlanned planned = answer();
   if (planned.chain.ok()) {

@@ -92,7 +92,7 @@ struct ServerConfig {
   int64_t compute_slots = 1;
   // Continuous batching (core/block_server.h): rows of queued decode steps merged into one
   // computation (1 = off, the published systems' behaviour) and the longest a step waits.
-  int64_t max_batch = 0;  // 0: the policies' max_batch
+  int64_t max_batch = 0;      // 0: the policies' max_batch
   double batch_wait_ms = -1;  // < 0: the policies' batch_wait_ms
   double join_s = 0;
   double lifetime_s = kForever;
