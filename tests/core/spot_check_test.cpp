@@ -246,5 +246,77 @@ TEST(SpotCheckSwarm, AtRateZeroNothingIsChecked) {
   EXPECT_NE(s.swarm.result(g).outputs, reference_outputs(generation(4242, 0, 4)));  // the lie goes unseen
 }
 
+PassSpec pass(uint64_t seed, double rate, Compression compression = Compression::none) {
+  PassSpec p;
+  p.pass.model_id = kModel;
+  p.pass.num_blocks = kBlocks;
+  p.pass.hidden_size = kHidden;
+  p.pass.compression = compression;
+  p.pass.reply_timeout_s = 2;
+  p.pass.max_tokens_per_request = 8;  // sub-batches of 2 sequences: four chains, routed apart
+  p.pass.spot_check_rate = rate;
+  p.pass.spot_check_seed = seed;
+  p.batch = 8;
+  p.tokens = 4;
+  p.input_seed = seed;
+  return p;
+}
+
+TEST(SpotCheckPass, ALyingServerNeverReachesAForwardAtRateOneAndIsAvoidedFromThen) {
+  const uint64_t seed = test_seed(2504);
+  uint64_t caught = 0;
+  for (int run = 0; run < 10; ++run) {
+    LiarSwarm s(seed + run);
+    s.swarm.lie_after_steps(s.first, 0);  // every forward it computes is wrong
+    const PassSpec spec = pass(seed + run, 1.0);
+    const size_t t = s.swarm.train(s.client, spec);
+    s.swarm.run();
+    const PassResult& r = s.swarm.pass_result(t);
+    const PassResult reference = reference_pass(spec);
+    ASSERT_FALSE(r.error) << r.error->to_string() << " run " << run << " seed " << seed;
+    EXPECT_EQ(r.outputs, reference.outputs) << "run " << run << " seed " << seed;
+    EXPECT_EQ(r.grad_inputs, reference.grad_inputs) << "run " << run << " seed " << seed;
+    const PassSession& session = s.swarm.pass_session(t);
+    // Whenever the liar took part in a check, as the checked server or as a checker, it was found.
+    bool involved = false;
+    for (const SpotCheck& c : session.spot_checks()) {
+      involved |= c.checked == s.first;
+      for (const Hop& hop : c.checker) involved |= hop.peer == s.first;
+    }
+    EXPECT_EQ(session.liars(), involved ? std::set<PeerId>{s.first} : std::set<PeerId>{}) << "run " << run;
+    for (const Chain& chain : session.chains()) {
+      for (const Hop& hop : chain) EXPECT_NE(hop.peer, s.first) << "run " << run;
+    }
+    caught += involved;
+  }
+  EXPECT_GT(caught, 0u);
+  fmt::print("seed {}: the liar was in a check and caught in {} of 10 passes\n", seed, caught);
+}
+
+TEST(SpotCheckPass, HonestServersAreNeverTakenForLiarsUnderAnyCompression) {
+  const uint64_t seed = test_seed(2505);
+  for (Compression compression : {Compression::none, Compression::float16, Compression::int8_blockwise}) {
+    uint64_t agreed = 0;
+    for (int run = 0; run < 10; ++run) {
+      LiarSwarm plain(seed + run), s(seed + run);
+      const size_t t0 = plain.swarm.train(plain.client, pass(seed + run, 0, compression));
+      const size_t t = s.swarm.train(s.client, pass(seed + run, 1.0, compression));
+      plain.swarm.run();
+      s.swarm.run();
+      ASSERT_FALSE(s.swarm.pass_result(t).error);
+      EXPECT_EQ(s.swarm.pass_result(t).outputs, plain.swarm.pass_result(t0).outputs) << to_string(compression);
+      const PassSession& session = s.swarm.pass_session(t);
+      EXPECT_TRUE(session.liars().empty()) << to_string(compression) << " run " << run << " seed " << seed;
+      EXPECT_TRUE(session.recoveries().empty()) << to_string(compression) << " run " << run << " seed " << seed;
+      for (const SpotCheck& c : session.spot_checks()) {
+        EXPECT_TRUE(c.outcome == SpotCheckOutcome::agreed || c.outcome == SpotCheckOutcome::no_checker)
+            << to_string(c.outcome);
+        agreed += c.outcome == SpotCheckOutcome::agreed;
+      }
+    }
+    EXPECT_GT(agreed, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace bouquet::test
