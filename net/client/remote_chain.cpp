@@ -29,6 +29,8 @@ core::PassSessionConfig pass_config(const RemoteChainConfig& c, uint32_t hidden_
   out.max_tokens_per_request = c.max_tokens_per_request;
   out.max_retries = static_cast<uint32_t>(std::max(c.max_retries, 0));
   out.request_id_base = kOwnIdBits;
+  out.spot_check_rate = c.spot_check_rate;
+  out.spot_check_seed = c.seed;
   return out;
 }
 

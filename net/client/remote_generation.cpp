@@ -47,6 +47,7 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   config.recovery_deadline_s = options.recovery_deadline_s;
   config.routing = options.routing;
   config.adapter = request.adapter;
+  config.spot_check_rate = options.spot_check_rate;
   RemoteInferenceSession session(client, config);
   session.open();
   out.route = session.route();
@@ -77,6 +78,18 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
     for (const core::Hop& hop : r.replacement)
       report.replacement.push_back(RouteHop{client.address_of(hop.peer), hop.span});
     out.recoveries.push_back(std::move(report));
+  }
+  for (const core::SpotCheck& c : session.spot_checks()) {
+    SpotCheckReport report{c.span,
+                           client.address_of(c.checked),
+                           {},
+                           c.step_id,
+                           std::string(core::to_string(c.outcome)),
+                           c.liar ? client.address_of(*c.liar) : ""};
+    for (const core::Chain* chain : {&c.checker, &c.referee}) {
+      for (const core::Hop& hop : *chain) report.checkers.push_back(client.address_of(hop.peer));
+    }
+    out.spot_checks.push_back(std::move(report));
   }
   session.close();
   return out;

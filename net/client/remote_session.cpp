@@ -30,6 +30,7 @@ core::InferenceSessionConfig session_config(const RemoteSessionConfig& c) {
   s.recovery = c.recovery;
   s.adapter = c.adapter;
   s.recovery_deadline_s = c.recovery_deadline_s;
+  s.spot_check_rate = c.spot_check_rate;
   return s;
 }
 
