@@ -57,8 +57,14 @@ void InferenceSession::plan_check_run(Time now, std::vector<PeerId> avoid, std::
   run.route_id = ++route_id_;
   run.inputs = check_->inputs;
   check_->run = std::move(run);
-  out.push_back(PlanRoute{check_->run.route_id, config_.model_id, spot_checks_[check_->record].span, std::move(avoid),
-                          uint64_t{config_.batch} * check_->end, config_.adapter});
+  PlanRoute plan{check_->run.route_id,
+                 config_.model_id,
+                 spot_checks_[check_->record].span,
+                 std::move(avoid),
+                 uint64_t{config_.batch} * check_->end,
+                 config_.adapter};
+  plan.spot_check = true;
+  out.push_back(std::move(plan));
 }
 
 void InferenceSession::on_check_route(Time now, const RoutePlanned& route, std::vector<Effect>& out) {

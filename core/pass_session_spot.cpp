@@ -44,8 +44,10 @@ void PassSession::plan_check(Time now, Sub& sub, std::vector<PeerId> avoid, std:
   avoid.erase(std::unique(avoid.begin(), avoid.end()), avoid.end());
   sub.check->run.clear();
   sub.route_id = ++route_id_;
-  out.push_back(PlanRoute{sub.route_id, config_.model_id, spot_checks_[sub.check->record].span, std::move(avoid), 0,
-                          config_.adapter, Routing::throughput});
+  PlanRoute plan{sub.route_id,    config_.model_id,   spot_checks_[sub.check->record].span, std::move(avoid), 0,
+                 config_.adapter, Routing::throughput};
+  plan.spot_check = true;
+  out.push_back(std::move(plan));
 }
 
 void PassSession::on_check_route(Time now, Sub& sub, const RoutePlanned& route, std::vector<Effect>& out) {

@@ -160,7 +160,7 @@ void RemoteChain::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       // Never from inside handle(): components are not re-entrant. A re-plan after a failure
       // first asks the directory, if any, who is there now.
-      const bool replan = plan->blocks != core::BlockSpan{0, config_.num_blocks} || plans_ > 0;
+      const bool replan = (plan->blocks != core::BlockSpan{0, config_.num_blocks} || plans_ > 0) && !plan->spot_check;
       ++plans_;
       asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
         auto a = alive.lock();

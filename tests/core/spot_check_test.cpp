@@ -223,6 +223,44 @@ TEST(SpotCheckSwarm, ALyingCheckerIsOutvotedAndTheCheckedServerKeepsItsHop) {
   EXPECT_TRUE(session.recoveries().empty());
 }
 
+TEST(SpotCheckSwarm, ASilentCheckerLeavesTheReplyUncheckedAndIsBanned) {
+  LiarSwarm s(11);
+  s.swarm.drop_if([&](PeerId, PeerId to, const Message&, Time) { return to == s.checker; });
+  const GenerationSpec spec = generation(4242, 1.0, 4);
+  const size_t g = s.swarm.generate(s.client, spec);
+  s.swarm.run();
+  const GenerationResult& r = s.swarm.result(g);
+  ASSERT_FALSE(r.error) << r.error->to_string();
+  EXPECT_EQ(r.outputs, reference_outputs(spec));
+  const InferenceSession& session = s.swarm.session(g);
+  const auto failed = with_outcome(session, SpotCheckOutcome::checker_failed);
+  ASSERT_EQ(failed.size(), 1u);  // then banned: the next checks of hop 0 go to the referee
+  EXPECT_EQ(failed[0].checker.at(0).peer, s.checker);
+  EXPECT_GT(with_outcome(session, SpotCheckOutcome::agreed).size(), 0u);
+  EXPECT_TRUE(session.liars().empty());
+  EXPECT_TRUE(session.recoveries().empty());
+}
+
+TEST(SpotCheckSwarm, WhenTheThirdServerAgreesWithNeitherTheCheckedHopIsReplaced) {
+  LiarSwarm s(12);
+  s.swarm.lie_after_steps(s.first, 0, 1.5f);
+  s.swarm.lie_after_steps(s.checker, 0, 2.0f);  // a different lie: the two disagree
+  const GenerationSpec spec = generation(4242, 1.0, 6);
+  const size_t g = s.swarm.generate(s.client, spec);
+  s.swarm.run();
+  const GenerationResult& r = s.swarm.result(g);
+  ASSERT_FALSE(r.error) << r.error->to_string();
+  const InferenceSession& session = s.swarm.session(g);
+  const auto undecided = with_outcome(session, SpotCheckOutcome::undecided);
+  ASSERT_GE(undecided.size(), 1u);
+  EXPECT_EQ(undecided[0].checked, s.first);
+  EXPECT_TRUE(session.liars().empty());  // nobody proven a liar
+  ASSERT_GE(session.recoveries().size(), 1u);
+  EXPECT_EQ(session.recoveries()[0].failed_peer, s.first);
+  EXPECT_EQ(session.chain().front().peer, s.referee);  // the only server both bans leave
+  EXPECT_EQ(r.outputs, reference_outputs(spec));       // the first's lies were all held back
+}
+
 TEST(SpotCheckSwarm, WithNoOtherServerForASpanItsRepliesGoOnUnchecked) {
   VirtualSwarm swarm(9);
   swarm.add_server(server_config({0, 6}));
