@@ -24,6 +24,9 @@ const CommandRegistration bench_swarm_command{
       sub.add_option("--dir", config->dir, "Where to write the models (default: a temporary folder)");
       sub.add_option("--seed", config->seed, "Seed of the weights and prompt")->capture_default_str();
       sub.add_flag("--json", config->json, "Print one JSON object");
+      sub.add_option("--spot-check-rate", config->spot_check_rate,
+                     "Comma-separated spot check rates to generate at too, e.g. 0,0.05,0.2 (a spare server per span)")
+          ->delimiter(',');
       // Many clients at once (net/client/bench_clients.h): a different benchmark of the same command.
       auto clients = std::make_shared<net::BenchClientsConfig>();
       auto clients_list = std::make_shared<std::string>();

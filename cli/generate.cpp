@@ -41,6 +41,11 @@ const CommandRegistration generate_command{
                      "With --peers, seconds to find a replacement for a failed span before giving up")
           ->capture_default_str()
           ->check(finite_in(0.001, 1e7));
+      sub.add_option("--spot-check-rate", swarm->spot_check_rate,
+                     "With --peers or --initial-peers, the fraction of steps each span re-runs on another server "
+                     "to catch a lying one (0 = off)")
+          ->capture_default_str()
+          ->check(finite_in(0, 1));
       sub.add_option("--routing", swarm->routing,
                      "With --peers or --initial-peers, the planner: min_latency or greedy (default: greedy "
                      "with --peers, min_latency with --initial-peers)");

@@ -79,6 +79,13 @@ const CommandRegistration serve_command{
       sub.add_option("--crash-after-steps", config->crash_after_steps,
                      "Fault drill: serve N inference steps, then die at the next like SIGKILL (0 = never)")
           ->capture_default_str();
+      sub.add_option("--lie-after-steps", config->lie_after_steps,
+                     "Fault drill: compute N inference steps and forwards honestly, then return every output "
+                     "scaled by --lie-scale (0 = never)")
+          ->capture_default_str();
+      sub.add_option("--lie-scale", config->lie_scale, "Fault drill: the factor --lie-after-steps scales outputs by")
+          ->capture_default_str()
+          ->check(finite_in(-1e6, 1e6));
       sub.add_option("--adapters", config->adapters,
                      "DIR,... LoRA adapter folders (PEFT layout) to serve; each is named by its folder")
           ->delimiter(',');

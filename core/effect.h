@@ -66,6 +66,9 @@ struct PlanRoute {
   // The planner this plan needs (planners.h; passes: throughput), or none: the driver's
   // configured routing.
   std::optional<Routing> routing = std::nullopt;
+  // A spot check's second or third opinion (spot_check.h): the servers already known will do, so
+  // a driver need not ask its directory again as it does for a recovery.
+  bool spot_check = false;
 };
 
 // Directory seam: publish a record; look up servers of a model (balancer_node.h uses both).

@@ -8,9 +8,12 @@
 
 namespace bouquet::core {
 
-InferenceSession::InferenceSession(InferenceSessionConfig config) : config_(std::move(config)), bans_(config_.bans) {
+InferenceSession::InferenceSession(InferenceSessionConfig config)
+    : config_(std::move(config)), bans_(config_.bans), rng_(Rng(config_.session_id).derive(0x73706f74)) {
   BOUQUET_CHECK(config_.num_blocks > 0 && config_.hidden_size > 0 && config_.max_length > 0 && config_.batch > 0,
                 "InferenceSessionConfig needs blocks, hidden size, max length and batch");
+  BOUQUET_CHECK(config_.spot_check_rate >= 0 && config_.spot_check_rate <= 1 && config_.spot_check_rtol >= 0,
+                "InferenceSessionConfig spot_check_rate must be in [0, 1] and spot_check_rtol >= 0");
 }
 
 const std::map<uint32_t, Activation>& InferenceSession::history(size_t hop) const {
@@ -23,15 +26,21 @@ void InferenceSession::handle(Time now, const Input& in, std::vector<Effect>& ou
   if (std::holds_alternative<OpenRequested>(in)) {
     on_open_requested(now, out);
   } else if (auto* route = std::get_if<RoutePlanned>(&in)) {
-    if (phase_ == Phase::routing)
+    if (check_ && check_->run.route_id != 0 && route->route_id == check_->run.route_id)
+      on_check_route(now, *route, out);
+    else if (phase_ == Phase::routing)
       on_route(now, *route, out);
     else
       on_replacement_route(now, *route, out);
   } else if (auto* step = std::get_if<StepRequested>(&in)) {
     on_step_requested(now, *step, out);
   } else if (auto* m = std::get_if<MessageReceived>(&in)) {
-    on_message(now, m->from, m->message, out);
+    if (!on_check_message(now, m->from, m->message, out)) on_message(now, m->from, m->message, out);
   } else if (auto* gone = std::get_if<PeerUnreachable>(&in)) {
+    if (check_ && std::any_of(check_->run.chain.begin(), check_->run.chain.end(),
+                              [&](const Hop& hop) { return hop.peer == gone->peer; })) {
+      check_run_failed(now, gone->peer, Error{ErrorCode::peer_unreachable, gone->reason}, out);
+    }
     for (size_t i = 0; i < hops_.size() && phase_ != Phase::failed; ++i) {
       if (chain_[i].peer == gone->peer && !hops_[i].dead) {
         fail_hop(now, i, Error{ErrorCode::peer_unreachable, gone->reason}, out);
@@ -116,7 +125,7 @@ void InferenceSession::on_step_requested(Time now, const StepRequested& step, st
 // Sends the next message the step needs, or reports the step done. The first hop whose server
 // lacks some of the step's positions gets them next (from its history); a dead one is replaced.
 void InferenceSession::pump(Time now, std::vector<Effect>& out) {
-  if (phase_ != Phase::stepping || pending_ || replacement_) return;
+  if (phase_ != Phase::stepping || pending_ || replacement_ || check_) return;
   const uint32_t target = step_->end();
   const bool any_dead = std::any_of(hops_.begin(), hops_.end(), [](const HopState& h) { return h.dead; });
   if (starts_over() && any_dead) return start_replacement(now, 0, hops_.size(), out);
@@ -191,6 +200,9 @@ void InferenceSession::on_step_result(Time now, size_t hop, const StepResult& re
   }
   hops_[hop].acked = p.end;
   bans_.forgive(chain_[hop].peer);
+  if (start_check(now, hop, p.begin, p.end, result.hidden_states, out)) return;  // held until checked
+  HopState& h = hops_[hop];
+  h.unverified_from = std::min(h.unverified_from.value_or(p.begin), p.begin);
   record_output(hop, p.begin, p.end, result.hidden_states);
   update_recoveries(now);
   pump(now, out);
@@ -227,6 +239,11 @@ void InferenceSession::on_timer(Time now, std::vector<Effect>& out) {
     }
   }
   if (phase_ != Phase::failed && replacement_ && replacement_->retry_at <= now) plan_replacement(now, out);
+  if (phase_ != Phase::failed && check_ && check_->run.deadline <= now) {
+    const CheckRun& run = check_->run;
+    check_run_failed(now, run.chain[std::min(run.hop, run.chain.size() - 1)].peer,
+                     Error{ErrorCode::timeout, "no answer to a spot check in time"}, out);
+  }
 }
 
 void InferenceSession::on_close_requested(std::vector<Effect>& out) {
@@ -242,6 +259,7 @@ void InferenceSession::rearm(std::vector<Effect>& out) {
     if (!h.dead && !h.opened) next = std::min(next, h.open_deadline);
   }
   if (replacement_) next = std::min(next, replacement_->retry_at);
+  if (check_) next = std::min(next, check_->run.deadline);
   if (next == armed_at_) return;
   if (next == kNever)
     out.push_back(CancelTimer{kDeadlineTimer});
@@ -260,6 +278,7 @@ void InferenceSession::close_hops(std::vector<Effect>& out) {
   if (armed_at_ != kNever) out.push_back(CancelTimer{kDeadlineTimer});
   armed_at_ = kNever;
   pending_.reset();
+  abandon_check(out);
   // Best effort: servers also free the cache on their idle timeout or when we vanish.
   for (size_t i = 0; i < hops_.size(); ++i) {
     if (hops_[i].open_sent && !hops_[i].closed) {

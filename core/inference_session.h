@@ -28,12 +28,16 @@
 //   `none` and `restart_from_scratch` (SessionRestarted, then SessionReady again) behave as
 //   recovery.h says.
 // - Each one-token message a hop answers is timed (sent to answered) into config.speeds.
+// - Spot checks (spot_check.h): with spot_check_rate > 0, a drawn hop reply is held until another
+//   server agrees with it; a liar found is avoided for the rest of the session (liars()) and its
+//   hop replaced; every check is recorded (spot_checks()).
 // - The session arms one timer (id 1) at its earliest deadline.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +49,7 @@
 #include "core/rng.h"
 #include "core/route.h"
 #include "core/server_speeds.h"
+#include "core/spot_check.h"
 #include "core/time.h"
 
 namespace bouquet::core {
@@ -76,6 +81,10 @@ struct InferenceSessionConfig {
   // for routing to hold announced speeds to account; owned by the driver, outlives the session.
   // Null: nothing is measured.
   ServerSpeeds* speeds = nullptr;
+  // Fraction of hop replies re-run on another server and compared (spot_check.h); 0 = off. Draws
+  // come from an Rng seeded by session_id.
+  double spot_check_rate = 0;
+  double spot_check_rtol = kDefaultSpotCheckRtol;  // honest servers' relative difference, before compression
 };
 
 class InferenceSession {
@@ -97,6 +106,9 @@ class InferenceSession {
   const std::map<uint32_t, Activation>& history(size_t hop) const;
   const std::vector<Recovery>& recoveries() const { return recoveries_; }
   const BanList& bans() const { return bans_; }
+  const std::vector<SpotCheck>& spot_checks() const { return spot_checks_; }
+  // Servers a spot check found lying: no route of this session uses them again.
+  const std::set<PeerId>& liars() const { return liars_; }
 
  private:
   struct HopState {
@@ -111,6 +123,9 @@ class InferenceSession {
     std::optional<Error> failure;  // why it died (none when dropped by `restart`)
     Time failed_at = 0;
     std::optional<size_t> recovery;  // the recovery that brought it in
+    // The first position whose output went on to the next hop (or the loop) without a passing
+    // spot check: where the hops after it must rewind to if this server turns out to lie.
+    std::optional<uint32_t> unverified_from;
   };
   struct CurrentStep {
     uint64_t step_id = 0;  // the generation loop's step counter, reported in StepDone
@@ -131,6 +146,30 @@ class InferenceSession {
     size_t recovery = 0;
     Time deadline = kNever;  // give up planning after this
     Time retry_at = kNever;  // re-plan then (kNever while a PlanRoute is out)
+  };
+
+  struct CheckRun {  // one opinion: the hop's inputs [0, end) through a chain of other servers
+    Chain chain;
+    std::vector<uint64_t> session_ids;
+    std::vector<bool> opened;
+    size_t hop = 0;           // the checker hop being fed
+    PositionLog inputs;       // its inputs
+    PositionLog outputs;      // its outputs so far
+    uint32_t acked = 0;       // positions it has answered
+    uint32_t sent_end = 0;    // the awaited message's end
+    uint64_t message_id = 0;  // the awaited StepRequest (0: none)
+    uint64_t route_id = 0;    // the awaited PlanRoute (0: planned)
+    Time open_deadline = kNever;
+    Time deadline = kNever;
+  };
+  struct Check {  // a hop reply held back until other servers agree
+    size_t hop = 0;
+    uint32_t begin = 0, end = 0;
+    Activation claimed;                // the hop's reply for [begin, end)
+    PositionLog inputs;                // the hop's inputs [0, end)
+    size_t record = 0;                 // in spot_checks_
+    std::optional<Activation> second;  // the second opinion, once it disagreed
+    CheckRun run;
   };
 
   // inference_session.cpp: the normal path.
@@ -161,6 +200,21 @@ class InferenceSession {
   void update_recoveries(Time now);
   void restart_from_scratch(Time now, std::vector<Effect>& out);
   // restart and restart_from_scratch replace every hop when one fails.
+  std::vector<PeerId> avoided(Time now) const;  // banned or liars, in peer order
+
+  // inference_session_spot.cpp: spot checks.
+  bool start_check(Time now, size_t hop, uint32_t begin, uint32_t end, const Activation& outputs,
+                   std::vector<Effect>& out);
+  void plan_check_run(Time now, std::vector<PeerId> avoid, std::vector<Effect>& out);
+  void on_check_route(Time now, const RoutePlanned& route, std::vector<Effect>& out);
+  bool on_check_message(Time now, PeerId from, const Message& message, std::vector<Effect>& out);
+  void pump_check(Time now, std::vector<Effect>& out);
+  void on_check_run_done(Time now, const Activation& result, std::vector<Effect>& out);
+  void check_run_failed(Time now, PeerId peer, const Error& error, std::vector<Effect>& out);
+  void accept_checked(Time now, SpotCheckOutcome outcome, std::vector<Effect>& out);
+  void reject_checked(Time now, SpotCheckOutcome outcome, std::string why, std::vector<Effect>& out);
+  void abandon_check(std::vector<Effect>& out);
+  void close_check_run(std::vector<Effect>& out);
   bool starts_over() const {
     return config_.recovery == RecoveryPolicy::restart || config_.recovery == RecoveryPolicy::restart_from_scratch;
   }
@@ -181,6 +235,10 @@ class InferenceSession {
   BanList bans_;
   std::vector<Recovery> recoveries_;
   Time armed_at_ = kNever;
+  Rng rng_;  // spot check draws only
+  std::optional<Check> check_;
+  std::vector<SpotCheck> spot_checks_;
+  std::set<PeerId> liars_;
 };
 
 std::string_view to_string(InferenceSession::Phase phase);

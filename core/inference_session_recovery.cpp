@@ -32,6 +32,7 @@ void InferenceSession::fail_hop(Time now, size_t hop, Error error, std::vector<E
     for (HopState& other : hops_) drop(other);
     pending_.reset();
   }
+  if (check_ && hops_[check_->hop].dead) abandon_check(out);  // the reply it held is moot
   // Under restart_from_scratch a failure during a step loses the generation now; one between
   // steps loses it when the next step comes (a generation that already ended loses nothing).
   if (config_.recovery == RecoveryPolicy::restart_from_scratch && phase_ == Phase::stepping) {
@@ -73,7 +74,7 @@ void InferenceSession::start_replacement(Time now, size_t first, size_t last, st
 
 void InferenceSession::plan_replacement(Time now, std::vector<Effect>& out) {
   replacement_->retry_at = kNever;  // until the answer says otherwise
-  out.push_back(PlanRoute{++route_id_, config_.model_id, replacement_->blocks, bans_.active(now),
+  out.push_back(PlanRoute{++route_id_, config_.model_id, replacement_->blocks, avoided(now),
                           uint64_t{config_.batch} * config_.max_length, config_.adapter});
 }
 
@@ -108,7 +109,7 @@ void InferenceSession::splice(Time now, const Chain& replacement, std::vector<Ef
   replacement_.reset();
   Recovery& r = recoveries_[rep.recovery];
   r.replacement = replacement;
-  if (config_.recovery != RecoveryPolicy::restart_from_scratch) {
+  if (config_.recovery != RecoveryPolicy::restart_from_scratch && r.positions_replayed == 0) {
     r.positions_replayed = step_ ? step_->start_position : length_;
   }
   std::vector<HopState> fresh(replacement.size());

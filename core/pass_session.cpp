@@ -8,8 +8,11 @@
 
 namespace bouquet::core {
 
-PassSession::PassSession(PassSessionConfig config) : config_(std::move(config)), bans_(config_.bans) {
+PassSession::PassSession(PassSessionConfig config)
+    : config_(std::move(config)), bans_(config_.bans), rng_(Rng(config_.spot_check_seed).derive(0x73706f74)) {
   BOUQUET_CHECK(config_.num_blocks > 0 && config_.hidden_size > 0, "a pass session needs blocks and a hidden size");
+  BOUQUET_CHECK(config_.spot_check_rate >= 0 && config_.spot_check_rate <= 1 && config_.spot_check_rtol >= 0,
+                "PassSessionConfig spot_check_rate must be in [0, 1] and spot_check_rtol >= 0");
 }
 
 std::vector<Chain> PassSession::chains() const {
@@ -58,6 +61,7 @@ void PassSession::on_forward_requested(Time now, const ForwardRequested& request
   tokens_ = h.shape[1];
   if (prompts_) prompts_->compression = config_.compression;
   phase_ = Phase::forward;
+  ++forwards_;
   uint32_t begin = 0;
   for (uint32_t rows : split_batch(h.shape[0], h.shape[1], config_.max_tokens_per_request)) {
     Sub sub;
@@ -66,7 +70,7 @@ void PassSession::on_forward_requested(Time now, const ForwardRequested& request
     sub.x = slice_axis(h, 0, begin, begin + rows);
     sub.x.compression = config_.compression;
     sub.route_id = ++route_id_;
-    out.push_back(PlanRoute{sub.route_id, config_.model_id, BlockSpan{0, config_.num_blocks}, bans_.active(now), 0,
+    out.push_back(PlanRoute{sub.route_id, config_.model_id, BlockSpan{0, config_.num_blocks}, avoided(now), 0,
                             config_.adapter, Routing::throughput});
     subs_.push_back(std::move(sub));
     begin += rows;
@@ -97,10 +101,12 @@ void PassSession::on_backward_requested(Time now, const BackwardRequested& reque
 
 void PassSession::on_route(Time now, const RoutePlanned& route, std::vector<Effect>& out) {
   auto it = std::find_if(subs_.begin(), subs_.end(), [&](const Sub& s) {
-    return s.route_id == route.route_id && (s.stage == Stage::routing || s.stage == Stage::replanning);
+    return s.route_id == route.route_id &&
+           (s.stage == Stage::routing || s.stage == Stage::replanning || s.stage == Stage::checking);
   });
   if (it == subs_.end() || phase_ == Phase::failed) return;
   Sub& sub = *it;
+  if (sub.stage == Stage::checking) return on_check_route(now, sub, route, out);
   if (sub.stage == Stage::routing) {
     const BlockSpan all{0, config_.num_blocks};
     if (!route.chain.ok() || !chain_covers(route.chain.value(), all)) {
@@ -224,6 +230,7 @@ void PassSession::on_message(Time now, PeerId from, const Message& message, std:
 }
 
 void PassSession::on_reply(Time now, Sub& sub, const Message& message, std::vector<Effect>& out) {
+  if (sub.stage == Stage::checking) return on_check_reply(now, sub, message, out);
   const bool backward = sub.stage == Stage::backward;
   const size_t index = sub.stage == Stage::refill ? sub.refill : sub.hop;
   const Hop hop = sub.chain.at(index);
@@ -257,6 +264,7 @@ void PassSession::on_reply(Time now, Sub& sub, const Message& message, std::vect
   }
   bans_.forgive(hop.peer);
   if (sub.stage == Stage::forward) {
+    if (start_check(now, sub, *result, out)) return;  // held until checked
     sub.x = *result;
     ++sub.hop;
   } else if (sub.stage == Stage::refill) {
@@ -296,6 +304,7 @@ void PassSession::on_timer(Time now, std::vector<Effect>& out) {
 }
 
 void PassSession::fail_hop(Time now, Sub& sub, Error cause, std::vector<Effect>& out) {
+  if (sub.stage == Stage::checking) return check_failed(now, sub, cause, out);
   const size_t index = sub.stage == Stage::refill ? sub.refill : sub.hop;
   const Hop failed = sub.chain.at(index);
   sub.request_id = 0;
@@ -313,8 +322,8 @@ void PassSession::fail_hop(Time now, Sub& sub, Error cause, std::vector<Effect>&
   sub.stage = Stage::replanning;
   sub.failed = index;
   sub.route_id = ++route_id_;
-  out.push_back(PlanRoute{sub.route_id, config_.model_id, failed.span, bans_.active(now), 0, config_.adapter,
-                          Routing::throughput});
+  out.push_back(
+      PlanRoute{sub.route_id, config_.model_id, failed.span, avoided(now), 0, config_.adapter, Routing::throughput});
 }
 
 void PassSession::fail(Error error, std::vector<Effect>& out) {

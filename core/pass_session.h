@@ -22,6 +22,11 @@
 //   from the span's saved inputs. Each failure is recorded (recoveries()). After max_retries
 //   failed hops in one forward or one backward, or when no chain exists: PassFailed naming the
 //   blocks, the server and the cause. Late and foreign replies are ignored.
+// - Spot checks (spot_check.h): with spot_check_rate > 0, a drawn forward reply of a hop is held
+//   until another server, sent the same request, agrees (a mismatch asks a third). A liar found is
+//   avoided for the rest of the session (liars()), and every sub-batch whose chain went through it
+//   starts its forward again on a chain without it, so ForwardDone never carries a checked liar's
+//   outputs. Checks are recorded (spot_checks(); step_id counts the session's forwards).
 // - The session arms one timer (id 1) at its earliest reply deadline. Request ids are
 //   request_id_base + 1, + 2, ... so a driver can keep them apart from its other requests.
 #pragma once
@@ -29,13 +34,16 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "core/ban_list.h"
 #include "core/effect.h"
 #include "core/input.h"
+#include "core/rng.h"
 #include "core/route.h"
+#include "core/spot_check.h"
 #include "core/sub_batches.h"
 #include "core/time.h"
 
@@ -54,6 +62,10 @@ struct PassSessionConfig {
   uint32_t max_retries = 4;  // failed hops per forward or backward before PassFailed
   BanListConfig bans;
   uint64_t request_id_base = 0;
+  // Fraction of hop forwards re-run on another server and compared (spot_check.h); 0 = off.
+  double spot_check_rate = 0;
+  double spot_check_rtol = kDefaultSpotCheckRtol;
+  uint64_t spot_check_seed = 0;  // seeds the draws
 };
 
 // One hop that failed and what took its span over.
@@ -82,9 +94,20 @@ class PassSession {
   // The chain of each sub-batch of the current pass.
   std::vector<Chain> chains() const;
   const BanList& bans() const { return bans_; }
+  const std::vector<SpotCheck>& spot_checks() const { return spot_checks_; }
+  const std::set<PeerId>& liars() const { return liars_; }
 
  private:
-  enum class Stage { routing, forward, refill, backward, replanning, done };
+  enum class Stage { routing, forward, refill, backward, replanning, checking, done };
+  struct Check {                       // a forward reply held back until other servers agree
+    size_t hop = 0;                    // the hop checked
+    Activation claimed;                // its reply
+    std::optional<Activation> second;  // the second opinion, once it disagreed
+    Chain run;                         // the servers giving the current opinion
+    size_t run_hop = 0;                // the one awaited
+    Activation run_x;                  // its input
+    size_t record = 0;                 // in spot_checks_
+  };
   struct Sub {
     uint32_t row_begin = 0, rows = 0;
     Chain chain;
@@ -101,6 +124,7 @@ class PassSession {
     PeerId awaiting;
     Time deadline = kNever;
     uint64_t route_id = 0;
+    std::optional<Check> check;  // while checking
   };
 
   void on_forward_requested(Time now, const ForwardRequested& request, std::vector<Effect>& out);
@@ -122,6 +146,18 @@ class PassSession {
   void rearm(std::vector<Effect>& out);
   std::optional<Activation> hop_prompts(const Sub& sub, const Hop& hop) const;
   Sub* awaited(PeerId from, uint64_t request_id);
+  std::vector<PeerId> avoided(Time now) const;
+
+  // pass_session_spot.cpp: spot checks of forward replies.
+  bool start_check(Time now, Sub& sub, const Activation& result, std::vector<Effect>& out);
+  void plan_check(Time now, Sub& sub, std::vector<PeerId> avoid, std::vector<Effect>& out);
+  void on_check_route(Time now, Sub& sub, const RoutePlanned& route, std::vector<Effect>& out);
+  void on_check_reply(Time now, Sub& sub, const Message& message, std::vector<Effect>& out);
+  void on_check_done(Time now, Sub& sub, const Activation& opinion, std::vector<Effect>& out);
+  void check_failed(Time now, Sub& sub, const Error& cause, std::vector<Effect>& out);
+  void accept_checked(Time now, Sub& sub, SpotCheckOutcome outcome, std::vector<Effect>& out);
+  void reject_checked(Time now, Sub& sub, SpotCheckOutcome outcome, std::vector<Effect>& out);
+  void forward_again_without(Time now, PeerId liar, std::vector<Effect>& out);
 
   PassSessionConfig config_;
   Phase phase_ = Phase::idle;
@@ -135,6 +171,10 @@ class PassSession {
   uint64_t route_id_ = 0;
   uint64_t requests_sent_ = 0;
   Time armed_at_ = kNever;
+  Rng rng_;  // spot check draws only
+  uint64_t forwards_ = 0;
+  std::vector<SpotCheck> spot_checks_;
+  std::set<PeerId> liars_;
 };
 
 std::string_view to_string(PassSession::Phase phase);

@@ -118,6 +118,7 @@ void ClientNode::open_session() {
   c.recovery = *core::parse_recovery_policy(policies.recovery);
   c.recovery_deadline_s = policies.recovery_deadline_s;
   c.bans.base_s = policies.ban_base_s;
+  c.spot_check_rate = policies.spot_check_rate;
   c.speeds = &speeds_;
   ++session_index_;
   attempt_steps_ = 0;
@@ -290,6 +291,8 @@ void ClientNode::start_pass() {
     c.max_tokens_per_request = static_cast<uint32_t>(context_.scenario.policies.sub_batch_tokens);
     c.bans.base_s = context_.scenario.policies.ban_base_s;
     c.request_id_base = rng_.next_u64() >> 8;
+    c.spot_check_rate = context_.scenario.policies.spot_check_rate;
+    c.spot_check_seed = c.request_id_base;  // no draw of its own: rate 0 leaves the run as it was
     pass_ = std::make_unique<core::PassSession>(c);
   }
   const auto tokens = static_cast<uint32_t>(config_.work.sequence_tokens);

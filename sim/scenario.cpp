@@ -342,6 +342,7 @@ Parsed parse(const YamlValue& root) {
       s.policies.recovery_deadline_s = read_number_in(*d, 1e-3, kMaxTimeS);
     }
     if (auto b = policies.optional("ban_base_s")) s.policies.ban_base_s = read_number_in(*b, 0, kMaxTimeS);
+    if (auto r = policies.optional("spot_check_rate")) s.policies.spot_check_rate = read_probability(*r);
     // Positions per sub-batch, or 0 for no split.
     if (auto t = policies.optional("sub_batch_tokens")) s.policies.sub_batch_tokens = read_int_in(*t, 0, kMaxTokens);
     policies.finish();

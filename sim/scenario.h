@@ -173,6 +173,10 @@ struct PolicyConfig {
   // Forward/backward: a pass goes out as concurrent sub-batches of at most this many positions
   // (whole sequences; core/sub_batches.h); 0 = one request with the whole batch.
   int64_t sub_batch_tokens = 1024;
+  // Fraction of hop steps (and pass forwards) each client re-runs on a second server to catch a
+  // lying one (core/spot_check.h); 0 = off. The simulator charges the checks' traffic and compute;
+  // its handles carry no values, so every check agrees.
+  double spot_check_rate = 0;
 };
 
 // The modelled DHT: announcements and lookups take a number of round trips of a fixed time.

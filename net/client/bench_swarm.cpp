@@ -62,6 +62,12 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
+double mean(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0 : sum / static_cast<double>(v.size());
+}
+
 // Spans of about equal size, one per server.
 std::vector<std::string> split_blocks(int64_t blocks, int64_t servers) {
   std::vector<std::string> spans;
@@ -118,6 +124,15 @@ BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config)
     servers.emplace_back(current_binary(), args, /*ready_timeout_s=*/600);
     peers.push_back(servers.back().address());
   }
+  // Spot checks need a second server for each span (else every check finds none and costs nothing).
+  if (!config.spot_check_rate.empty()) {
+    for (const auto& span : split_blocks(spec.config.layers, hops)) {
+      std::vector<std::string> args{"--model", model.string(), "--blocks", span, "--listen", "127.0.0.1:0"};
+      args.insert(args.end(), args_threads.begin(), args_threads.end());
+      servers.emplace_back(current_binary(), args, /*ready_timeout_s=*/600);
+      peers.push_back(servers.back().address());
+    }
+  }
 
   const gpu::ClientHead head({model, "f32", "cpu"});
   gpu::SpanRunner local_blocks({model, 0, -1, "f32", "cpu"});
@@ -142,6 +157,8 @@ BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config)
   // steps of all rounds counts: robust against bursts of load from other processes.
   std::vector<double> local_ms, swarm_ms;
   std::vector<gpu::TokenId> local_ids, swarm_ids;
+  std::vector<std::vector<double>> spot_ms(config.spot_check_rate.size());
+  std::vector<SpotCheckCost> spot(config.spot_check_rate.size());
   auto step_timer = [](std::vector<double>& out) {
     return [&out, last = std::optional<Clock::time_point>()](gpu::TokenId) mutable {
       const auto now = Clock::now();
@@ -157,6 +174,22 @@ BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config)
     fmt::print(stderr, "bench-swarm: {} round {}: local {:.3f} ms/token, swarm {:.3f} ms/token (medians)\n", spec.name,
                round + 1, median(std::vector<double>(local_ms.begin() + local_before, local_ms.end())),
                median(std::vector<double>(swarm_ms.begin() + swarm_before, swarm_ms.end())));
+    for (size_t i = 0; i < spot.size(); ++i) {
+      RemoteGenerationOptions checked = options;
+      checked.spot_check_rate = config.spot_check_rate[i];
+      const size_t before = spot_ms[i].size();
+      const auto generation = generate_remote_ids(head, client, model_id, request, checked, step_timer(spot_ms[i]));
+      spot[i].checks += static_cast<int64_t>(generation.spot_checks.size());
+      spot[i].same_ids = generation.result.ids == local_ids;
+      const std::vector<double> steps(spot_ms[i].begin() + before, spot_ms[i].end());
+      fmt::print(stderr, "bench-swarm: {} round {}: spot checks at {}: {:.3f} ms/token (mean), {} checks\n", spec.name,
+                 round + 1, checked.spot_check_rate, mean(steps), generation.spot_checks.size());
+    }
+  }
+  for (size_t i = 0; i < spot.size(); ++i) {
+    spot[i].rate = config.spot_check_rate[i];
+    spot[i].ms_per_token = mean(spot_ms[i]);
+    spot[i].tokens_per_s = spot[i].ms_per_token > 0 ? 1000 / spot[i].ms_per_token : 0;
   }
   BenchSwarmRow row;
   row.model = spec.name;
@@ -168,6 +201,7 @@ BenchSwarmRow bench_model(const ModelSpec& spec, const BenchSwarmConfig& config)
   row.ratio = row.swarm_ms_per_token / row.local_ms_per_token;
   row.per_hop_overhead_ms = (row.swarm_ms_per_token - row.local_ms_per_token) / static_cast<double>(hops);
   row.same_ids = local_ids == swarm_ids;
+  row.spot_checks = std::move(spot);
   return row;
 }
 
@@ -179,6 +213,11 @@ BenchSwarmResult bench_swarm(const BenchSwarmConfig& config) {
     throw std::invalid_argument("--prompt-tokens and --rounds must be positive");
   }
   if (config.threads < 1) throw std::invalid_argument("--threads must be at least 1");
+  for (double rate : config.spot_check_rate) {
+    if (!(rate >= 0 && rate <= 1)) {
+      throw std::invalid_argument(fmt::format("--spot-check-rate: {} is not in [0, 1]", rate));
+    }
+  }
   at::set_num_threads(config.threads);
   parse_compression(config.compression);  // refuse a bad value before writing gigabytes
 
@@ -219,6 +258,20 @@ std::string format_bench_swarm(const BenchSwarmResult& r) {
                        row.same_ids ? "yes" : "NO");
   }
   out += fmt::format("a bare loopback TCP round trip of 16 KiB: {:.3f} ms\n", r.loopback_round_trip_ms);
+  bool header = false;
+  for (const auto& row : r.rows) {
+    for (const auto& s : row.spot_checks) {
+      if (!header) {
+        out += fmt::format(
+            "spot checks (a spare server per span; mean over decode steps):\n{:<12} {:>6} {:>14} {:>9} "
+            "{:>7} {:>9}\n",
+            "model", "rate", "ms/token", "tokens/s", "checks", "same ids");
+        header = true;
+      }
+      out += fmt::format("{:<12} {:>6.2f} {:>14.3f} {:>9.1f} {:>7} {:>9}\n", row.model, s.rate, s.ms_per_token,
+                         s.tokens_per_s, s.checks, s.same_ids ? "yes" : "NO");
+    }
+  }
   return out;
 }
 
@@ -234,6 +287,15 @@ std::string bench_swarm_json(const BenchSwarmResult& r) {
                     {"ratio", row.ratio},
                     {"per_hop_overhead_ms", row.per_hop_overhead_ms},
                     {"same_ids", row.same_ids}});
+    nlohmann::json spot = nlohmann::json::array();
+    for (const auto& s : row.spot_checks) {
+      spot.push_back({{"rate", s.rate},
+                      {"ms_per_token", s.ms_per_token},
+                      {"tokens_per_s", s.tokens_per_s},
+                      {"checks", s.checks},
+                      {"same_ids", s.same_ids}});
+    }
+    rows.back()["spot_checks"] = spot;
   }
   const nlohmann::json json = {{"threads", r.threads},
                                {"compression", r.compression},

@@ -5,6 +5,10 @@
 // 32 heads, vocabulary 32000) with random weights, written to a temporary folder on the fly.
 // Each decode step is timed alone; the median step over all rounds is reported, with the ratio
 // and the overhead per hop: (swarm - local) / hops.
+//
+// With --spot-check-rate R1,R2,... a spare server joins for each span (so checks have a second
+// server) and each round also generates at every rate (core/spot_check.h): tokens/s there is the
+// mean over decode steps, not the median, since a check lengthens only the steps it falls on.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +25,19 @@ struct BenchSwarmConfig {
   int64_t rounds = 3;       // local and swarm alternate
   int threads = 1;          // compute threads per process
   std::string compression = "none";
-  std::string dir;  // where to write the models; "" = a fresh temporary folder, removed after
+  std::string dir;                      // where to write the models; "" = a fresh temporary folder, removed after
+  std::vector<double> spot_check_rate;  // rates to generate at too, each in [0, 1]; empty = none
   bool json = false;
   uint64_t seed = 0;
+};
+
+// Generation at one spot check rate, through the same servers plus a spare per span.
+struct SpotCheckCost {
+  double rate = 0;
+  double ms_per_token = 0;  // mean over every decode step of every round
+  double tokens_per_s = 0;
+  int64_t checks = 0;  // spot checks made, over every round
+  bool same_ids = false;
 };
 
 struct BenchSwarmRow {
@@ -36,6 +50,7 @@ struct BenchSwarmRow {
   double per_hop_overhead_ms = 0;  // (swarm - local) / hops
   int64_t hops = 0;
   bool same_ids = false;  // greedy ids of the two runs agree
+  std::vector<SpotCheckCost> spot_checks;
 };
 
 struct BenchSwarmResult {

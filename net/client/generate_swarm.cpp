@@ -111,6 +111,7 @@ RemoteGenerationOptions remote_generation_options(const gpu::GenerateConfig& con
   if (!(swarm.recovery_deadline_s > 0)) throw std::invalid_argument("--recovery-deadline must be > 0 seconds");
   options.recovery = *policy;
   options.recovery_deadline_s = swarm.recovery_deadline_s;
+  options.spot_check_rate = swarm.spot_check_rate;
   const std::string routing = swarm.routing.empty()
                                   ? std::string(core::to_string(core::default_routing(!swarm.initial_peers.empty())))
                                   : swarm.routing;
@@ -188,6 +189,16 @@ std::string swarm_generation_json(const RemoteGeneration& generation, const std:
                           {"succeeded", r.succeeded}});
   }
   json["recoveries"] = recoveries;
+  nlohmann::json checks = nlohmann::json::array();
+  for (const SpotCheckReport& c : generation.spot_checks) {
+    checks.push_back({{"blocks", {c.span.begin, c.span.end}},
+                      {"checked", c.checked},
+                      {"checkers", c.checkers},
+                      {"step", c.step},
+                      {"outcome", c.outcome},
+                      {"liar", c.liar}});
+  }
+  json["spot_checks"] = checks;
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -210,6 +221,10 @@ int run_generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGen
   const std::string expected = generation.expected_step_s > 0
                                    ? fmt::format(" (expected {:.1f} tokens/s)", 1.0 / generation.expected_step_s)
                                    : "";
+  for (const auto& c : generation.spot_checks) {
+    if (!c.liar.empty())
+      recovered += fmt::format("; spot check at step {}: {} lied (blocks {})", c.step, c.liar, c.span.to_string());
+  }
   fmt::print(stderr, "[{} tokens, {:.1f} tokens/s, stop: {}; route: {}{}{}]\n", generation.result.ids.size(),
              generation.result.tokens_per_s, generation.result.stop_reason, describe_route(generation.route), expected,
              recovered);

@@ -32,6 +32,8 @@ struct SwarmGenerateOptions {
   std::vector<std::string> initial_peers;
   std::string model_name;                // the model's name in the DHT; "" = the model folder's name
   std::string dht_listen = "0.0.0.0:0";  // UDP HOST:PORT of this client's own DHT node
+  // Fraction of hop steps re-run on a second server and compared (core/spot_check.h).
+  double spot_check_rate = core::kDefaultSpotCheckRate;
 };
 
 // The name a folder's model goes by in the DHT when no --model-name is given: its last component.
@@ -53,7 +55,8 @@ RemoteGenerationOptions remote_generation_options(const gpu::GenerateConfig& con
 // Throws RemoteError (a swarm failure, naming the server), gpu::InputError / ModelFileError
 // (bad flags, a bad folder) or std::invalid_argument (a bad peer address or compression).
 // `--json` adds `recoveries`: per recovery, blocks, failed peer, cause, replacement route,
-// positions replayed and seconds taken.
+// positions replayed and seconds taken; and `spot_checks`: per check, blocks, the server checked,
+// the servers that re-ran its inputs, the step, the outcome and the liar found (if any).
 RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm = {},
                                         const std::function<void(std::string_view)>& on_text = {});
 

@@ -29,6 +29,8 @@ core::PassSessionConfig pass_config(const RemoteChainConfig& c, uint32_t hidden_
   out.max_tokens_per_request = c.max_tokens_per_request;
   out.max_retries = static_cast<uint32_t>(std::max(c.max_retries, 0));
   out.request_id_base = kOwnIdBits;
+  out.spot_check_rate = c.spot_check_rate;
+  out.spot_check_seed = c.seed;
   return out;
 }
 
@@ -158,7 +160,7 @@ void RemoteChain::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       // Never from inside handle(): components are not re-entrant. A re-plan after a failure
       // first asks the directory, if any, who is there now.
-      const bool replan = plan->blocks != core::BlockSpan{0, config_.num_blocks} || plans_ > 0;
+      const bool replan = (plan->blocks != core::BlockSpan{0, config_.num_blocks} || plans_ > 0) && !plan->spot_check;
       ++plans_;
       asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
         auto a = alive.lock();

@@ -36,8 +36,9 @@ struct RemoteChainConfig {
   core::Compression compression = core::Compression::none;
   double timeout_s = 60;
   uint32_t max_tokens_per_request = core::kSubBatchTokensMax;
-  int max_retries = 4;  // failed hops per forward or backward
-  uint64_t seed = 0;    // routing draws
+  int max_retries = 4;         // failed hops per forward or backward
+  uint64_t seed = 0;           // routing draws (and spot check draws)
+  double spot_check_rate = 0;  // fraction of hop forwards re-run on another server (core/spot_check.h)
 };
 
 // A hop that failed and what took its span over, servers by address.

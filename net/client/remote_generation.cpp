@@ -39,6 +39,7 @@ RemoteSessionConfig remote_session_config(const gpu::ModelConfig& model, const s
   config.recovery_deadline_s = options.recovery_deadline_s;
   config.routing = options.routing;
   config.adapter = adapter;
+  config.spot_check_rate = options.spot_check_rate;
   return config;
 }
 
@@ -88,6 +89,18 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   RemoteSteps steps(session);
   out.result = gpu::run_generation(head, steps, request, gpu::every_token(on_token));
   for (const core::Recovery& r : session.recoveries()) out.recoveries.push_back(recovery_report(client, r));
+  for (const core::SpotCheck& c : session.spot_checks()) {
+    SpotCheckReport report{c.span,
+                           client.address_of(c.checked),
+                           {},
+                           c.step_id,
+                           std::string(core::to_string(c.outcome)),
+                           c.liar ? client.address_of(*c.liar) : ""};
+    for (const core::Chain* chain : {&c.checker, &c.referee}) {
+      for (const core::Hop& hop : *chain) report.checkers.push_back(client.address_of(hop.peer));
+    }
+    out.spot_checks.push_back(std::move(report));
+  }
   session.close();
   return out;
 }

@@ -29,6 +29,7 @@ struct RemoteGenerationOptions {
   core::RecoveryPolicy recovery = core::RecoveryPolicy::replay;
   double recovery_deadline_s = 60;
   core::Routing routing = core::Routing::greedy;  // as RemoteSessionConfig::routing
+  double spot_check_rate = 0;                     // core/spot_check.h
 };
 
 // One core::Recovery with servers named by address (`generate --json`'s `recoveries`).
@@ -42,6 +43,16 @@ struct RecoveryReport {
   bool succeeded = false;
 };
 
+// One core::SpotCheck with servers named by address (`generate --json`'s `spot_checks`).
+struct SpotCheckReport {
+  core::BlockSpan span;
+  std::string checked;                // address of the server checked
+  std::vector<std::string> checkers;  // who ran the same inputs: the second opinion, then the third
+  uint64_t step = 0;                  // the generation step (1 = the prompt)
+  std::string outcome;                // core::to_string(SpotCheckOutcome)
+  std::string liar;                   // address of the server found lying; "" = none
+};
+
 struct RemoteGeneration {
   gpu::GenerationResult result;
   std::vector<RouteHop> route;  // the chain the session opened with
@@ -49,6 +60,7 @@ struct RemoteGeneration {
   // compute); 0 when not known.
   double expected_step_s = 0;
   std::vector<RecoveryReport> recoveries;
+  std::vector<SpotCheckReport> spot_checks;
 };
 
 // A session of `model` (identified by `model_id`) for `max_length` positions, as `options` say.

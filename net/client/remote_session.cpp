@@ -32,6 +32,7 @@ core::InferenceSessionConfig session_config(const RemoteSessionConfig& c) {
   s.recovery = c.recovery;
   s.adapter = c.adapter;
   s.recovery_deadline_s = c.recovery_deadline_s;
+  s.spot_check_rate = c.spot_check_rate;
   return s;
 }
 
@@ -156,7 +157,8 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       // Never from inside handle(): components are not re-entrant. The first plan uses what the
       // peers just said; a re-plan (a recovery) first asks the directory, if any, who is there now.
-      const bool replan = plans_++ > 0;
+      // A spot check's plan makes do with the servers known.
+      const bool replan = plans_++ > 0 && !plan->spot_check;
       asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
         auto a = alive.lock();
         if (!a || !*a) return;

@@ -54,6 +54,7 @@ struct RemoteSessionConfig {
   // The planner (core/planners.h). Peers given by hand keep the order-respecting greedy one people
   // and tests rely on; `generate` routes a swarm found through the DHT by min latency.
   core::Routing routing = core::Routing::greedy;
+  double spot_check_rate = 0;  // core/spot_check.h
 };
 
 // One hop of the route, for people: which server runs which blocks.
@@ -93,6 +94,7 @@ class RemoteInferenceSession {
   uint32_t max_step_tokens() const;
   const core::InferenceSession& core_session() const { return session_; }
   const std::vector<core::Recovery>& recoveries() const { return session_.recoveries(); }
+  const std::vector<core::SpotCheck>& spot_checks() const { return session_.spot_checks(); }
 
  private:
   void feed(const core::Input& input);

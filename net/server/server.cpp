@@ -22,6 +22,7 @@
 #include "gpu/kernels/matvec.h"
 #include "gpu/model_config.h"
 #include "gpu/span_compute.h"
+#include "gpu/tensor_bridge.h"
 #include "net/rpc/address.h"
 #include "net/rpc/connection.h"
 #include "net/rpc/timers.h"
@@ -46,6 +47,7 @@ struct Server::Impl {
   void carry_out(std::vector<Effect>& effects);
   void start_compute(core::ComputeRequest request);
   void start_batch(std::vector<core::ComputeRequest> requests);
+  void lie_if_drilled(core::ComputeKind kind, core::ComputeFinished& done);
   std::atomic<uint64_t> batches_started{0};
   void refuse_before_span(const core::Input& input);
   SpanComputeConfig compute_config(core::BlockSpan span) const;
@@ -78,6 +80,7 @@ struct Server::Impl {
   std::map<PeerId, std::shared_ptr<Connection>> peers;
   uint64_t next_peer = 1;
   uint64_t steps_received = 0;                     // for --crash-after-steps
+  uint64_t outputs_computed = 0;                   // for --lie-after-steps
   std::optional<asio::steady_timer> accept_timer;  // backoff after an accept error
   double accept_backoff_s = 0;                     // 0 = not backing off
   std::optional<asio::steady_timer> idle_timer;
@@ -494,10 +497,24 @@ void Server::Impl::carry_out(std::vector<Effect>& effects) {
 void Server::Impl::start_compute(core::ComputeRequest request) {
   worker->post([this, c = compute, generation = serving, request = std::move(request)] {
     core::ComputeFinished done{request.task_id, c->run(request)};
-    asio::post(io, [this, generation, done = std::move(done)] {
-      if (generation == serving) feed(done);  // a result for a span served before a move: dropped
+    asio::post(io, [this, generation, kind = request.kind, done = std::move(done)]() mutable {
+      if (generation != serving) return;  // a result for a span served before a move: dropped
+      lie_if_drilled(kind, done);
+      feed(done);
     });
   });
+}
+
+// --lie-after-steps: past the honest steps, inference and forward outputs come back scaled.
+void Server::Impl::lie_if_drilled(core::ComputeKind kind, core::ComputeFinished& done) {
+  if (config.lie_after_steps == 0 || kind == core::ComputeKind::backward || !done.result.ok()) return;
+  if (++outputs_computed <= config.lie_after_steps) return;
+  core::Activation& outputs = done.result.value().outputs;
+  if (!outputs.data) return;
+  const auto scale = static_cast<float>(config.lie_scale);
+  core::Activation lie = activation_from_tensor(tensor_from_activation(outputs) * scale, outputs.compression);
+  lie.dtype = outputs.dtype;
+  outputs = std::move(lie);
 }
 
 void Server::Impl::start_batch(std::vector<core::ComputeRequest> requests) {
@@ -506,9 +523,14 @@ void Server::Impl::start_batch(std::vector<core::ComputeRequest> requests) {
     auto results = c->run_batch(requests);
     std::vector<core::ComputeFinished> done;
     for (size_t i = 0; i < requests.size(); ++i) done.push_back({requests[i].task_id, std::move(results[i])});
-    asio::post(io, [this, generation, done = std::move(done)] {
+    std::vector<core::ComputeKind> kinds;
+    for (const auto& r : requests) kinds.push_back(r.kind);
+    asio::post(io, [this, generation, kinds = std::move(kinds), done = std::move(done)]() mutable {
       if (generation != serving) return;  // results for a span served before a move: dropped
-      for (const auto& d : done) feed(d);
+      for (size_t i = 0; i < done.size(); ++i) {
+        lie_if_drilled(kinds[i], done[i]);
+        feed(done[i]);
+      }
     });
   });
 }

@@ -66,6 +66,10 @@ struct ServeConfig {
   // Fault drill: after serving this many inference steps (StepRequests), the next one kills the
   // process at once (SIGKILL: no replies, no closes, no goodbye). 0 = never.
   uint64_t crash_after_steps = 0;
+  // Fault drill: a lying server. After this many inference steps and forwards computed, every
+  // output it returns is multiplied by lie_scale (what client spot checks must catch). 0 = never.
+  uint64_t lie_after_steps = 0;
+  double lie_scale = 1.5;
   // LoRA adapter folders (PEFT layout) loaded for the span; each is named by its folder's name,
   // announced (InfoReply, DHT record) and applied to the requests that name it.
   std::vector<std::string> adapters;

@@ -24,6 +24,8 @@ struct VirtualSwarm::Node {
   uint64_t batches = 0;
   uint64_t step_replies = 0;
   std::optional<std::pair<uint64_t, CrashPoint>> crash_step;
+  std::optional<std::pair<uint64_t, float>> lie;  // honest steps, then the scale of every output
+  uint64_t lie_counted = 0;                       // inference steps and forwards so far
   std::vector<std::pair<PeerId, Message>> inbox;
 };
 
@@ -178,6 +180,10 @@ size_t VirtualSwarm::generate(PeerId client, GenerationSpec spec) {
 
 void VirtualSwarm::crash_at(PeerId n, Time at) {
   schedule(at, [this, n] { crash(n); });
+}
+
+void VirtualSwarm::lie_after_steps(PeerId server, uint64_t honest, float scale) {
+  node(server).lie = std::make_pair(honest, scale);
 }
 
 void VirtualSwarm::crash_at_step(PeerId server, uint64_t k, CrashPoint point) {
@@ -353,6 +359,13 @@ void VirtualSwarm::start_compute(PeerId id, const std::vector<ComputeRequest>& r
     }
     FakeCache* cache = request.kind == ComputeKind::inference ? &n.caches[request.cache_id] : nullptr;
     results.push_back(ComputeFinished{request.task_id, fake_compute(request, n.server->config().hidden_size, cache)});
+    if (n.lie && request.kind != ComputeKind::backward && results.back().result.ok() &&
+        ++n.lie_counted > n.lie->first) {
+      Activation& a = results.back().result.value().outputs;
+      std::vector<float> values = a.to_floats();
+      for (float& v : values) v *= n.lie->second;
+      a = make_activation(a.shape, std::move(values), a.dtype, a.compression);
+    }
   }
   if (requests.size() > 1) ++n.batches;
   schedule(now_ + duration_s, [this, id, results] {

@@ -5,7 +5,8 @@
 // equal to encoded_size()) over per-link latency and bandwidth.
 //
 // Faults: drop or delay messages matching a predicate, drop each message with a probability,
-// crash a node at a time or a server at its k-th inference step (before or after replying).
+// crash a node at a time or a server at its k-th inference step (before or after replying), make
+// a server lie (scaled outputs) after some steps.
 // A crash is noticed by the node's peers as PeerUnreachable one link latency later (a reset
 // connection), unless notify_peers_on_crash is false (then only timeouts reveal it).
 //
@@ -120,6 +121,9 @@ class VirtualSwarm {
   // Crash `server` at its k-th inference step (1-based): while computing it, or right after its
   // reply left.
   void crash_at_step(core::PeerId server, uint64_t k, CrashPoint point);
+  // A lying server: after its first `honest` inference steps and forwards, every output it
+  // returns is scaled by `scale` (what `serve --lie-after-steps` does for real).
+  void lie_after_steps(core::PeerId server, uint64_t honest, float scale = 1.5f);
   bool notify_peers_on_crash = true;
 
   // Runs events up to and including time `t` (the clock then reads t).
