@@ -411,13 +411,11 @@ void BlockServer::start_tasks(Time now, std::vector<Effect>& out) {
     }
     std::vector<ComputeRequest> batch = queue_.pop_batch(config_.max_batch);
     const uint64_t batch_id = next_id_++;
+    uint64_t rows = 0;  // inference rows, for the load announced
     for (const ComputeRequest& request : batch) {
       running_.insert(request.task_id);
       batch_of_.emplace(request.task_id, batch_id);
       count(owners_.at(request.task_id).peer, 0, 0, -1, 1);
-    }
-    uint64_t rows = 0;
-    for (const ComputeRequest& request : batch) {
       if (request.kind == ComputeKind::inference) rows += batch_rows(request);
     }
     running_rows_ += rows;
