@@ -35,6 +35,9 @@ const CommandRegistration bench_swarm_command{
       sub.add_option("--max-batch", clients->max_batch,
                      "--clients: the servers' --max-batch when batching (0 = default)")
           ->capture_default_str();
+      sub.add_option("--batch-wait-ms", clients->batch_wait_ms, "--clients: the servers' --batch-wait-ms when batching")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 10000.0));
       sub.add_option("--servers", clients->servers, "--clients: servers sharing the blocks")->capture_default_str();
       sub.add_option("--blocks", clients->blocks, "--clients: blocks of the model")->capture_default_str();
       sub.add_option("--hidden", clients->hidden, "--clients: hidden size of the model")->capture_default_str();

@@ -141,11 +141,12 @@ BenchClientsResult bench_clients(const BenchClientsConfig& config) {
       for (int64_t s = 0; s < config.servers; ++s) {
         const std::string span =
             fmt::format("{}:{}", config.blocks * s / config.servers, config.blocks * (s + 1) / config.servers);
-        std::vector<std::string> args{"--model",     model.out.string(),
-                                      "--blocks",    span,
-                                      "--listen",    "127.0.0.1:0",
-                                      "--threads",   std::to_string(config.threads),
-                                      "--max-batch", std::to_string(batching ? config.max_batch : 1)};
+        std::vector<std::string> args{"--model",         model.out.string(),
+                                      "--blocks",        span,
+                                      "--listen",        "127.0.0.1:0",
+                                      "--threads",       std::to_string(config.threads),
+                                      "--max-batch",     std::to_string(batching ? config.max_batch : 1),
+                                      "--batch-wait-ms", fmt::format("{}", batching ? config.batch_wait_ms : 0.0)};
         servers.emplace_back(current_binary(), args, /*ready_timeout_s=*/600);
         peers.push_back(servers.back().address());
       }
@@ -180,9 +181,10 @@ std::string format_bench_clients(const BenchClientsResult& r) {
   const auto& c = r.config;
   std::string out = fmt::format(
       "bench-swarm --clients: {} bouquet serve processes on 127.0.0.1 ({} thread(s) each), {} blocks of hidden {}, "
-      "{} new tokens per client; batching on (--max-batch {}) and off (--max-batch 1) in the same run\n",
+      "{} new tokens per client; batching on (--max-batch {}, --batch-wait-ms {}) and off (--max-batch 1) in the "
+      "same run\n",
       c.servers, c.threads, c.blocks, c.hidden, c.new_tokens,
-      c.max_batch == 0 ? "default" : std::to_string(c.max_batch));
+      c.max_batch == 0 ? "default" : std::to_string(c.max_batch), c.batch_wait_ms);
   out += fmt::format("{:>8} {:>9} {:>12} {:>14} {:>10} {:>10} {:>11} {:>11}\n", "clients", "batching", "tokens/s",
                      "per client t/s", "p50 ms", "p99 ms", "x 1 client", "x no batch");
   for (const auto& row : r.rows) {
@@ -208,8 +210,13 @@ std::string bench_clients_json(const BenchClientsResult& r) {
                     {"p99_step_ms", row.p99_step_ms}});
   }
   const auto& c = r.config;
-  return nlohmann::json{{"servers", c.servers}, {"threads", c.threads},       {"blocks", c.blocks},
-                        {"hidden", c.hidden},   {"new_tokens", c.new_tokens}, {"max_batch", c.max_batch},
+  return nlohmann::json{{"servers", c.servers},
+                        {"threads", c.threads},
+                        {"blocks", c.blocks},
+                        {"hidden", c.hidden},
+                        {"new_tokens", c.new_tokens},
+                        {"max_batch", c.max_batch},
+                        {"batch_wait_ms", c.batch_wait_ms},
                         {"rows", rows}}
       .dump();
 }

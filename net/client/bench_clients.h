@@ -21,10 +21,11 @@ struct BenchClientsConfig {
   int64_t blocks = 8;
   int64_t hidden = 2048;
   int64_t prompt_tokens = 8;
-  int64_t new_tokens = 32;  // per client; decode steps timed: new_tokens - 1
-  int threads = 1;          // compute threads per server
-  uint32_t max_batch = 0;   // the batching run's --max-batch (0 = the server's default)
-  std::string dir;          // where to write the model; "" = a fresh temporary folder, removed after
+  int64_t new_tokens = 32;   // per client; decode steps timed: new_tokens - 1
+  int threads = 1;           // compute threads per server
+  uint32_t max_batch = 0;    // the batching run's --max-batch (0 = the server's default)
+  double batch_wait_ms = 0;  // the batching run's --batch-wait-ms
+  std::string dir;           // where to write the model; "" = a fresh temporary folder, removed after
   uint64_t seed = 0;
 };
 
