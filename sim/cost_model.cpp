@@ -46,19 +46,7 @@ std::optional<WeightFormat> parse_weight_format(std::string_view name) {
   return std::nullopt;
 }
 
-double Efficiency::of(WeightFormat format) const {
-  switch (format) {
-    case WeightFormat::f32:
-      return f32;
-    case WeightFormat::f16:
-      return f16;
-    case WeightFormat::int8:
-      return int8;
-    case WeightFormat::nf4:
-      return nf4;
-  }
-  BOUQUET_CHECK(false, "unknown weight format");
-}
+double Efficiency::of(WeightFormat format) const { return const_cast<Efficiency*>(this)->of(format); }
 
 double& Efficiency::of(WeightFormat format) {
   switch (format) {
