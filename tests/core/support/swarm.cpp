@@ -1,6 +1,9 @@
 #include "tests/core/support/swarm.h"
 
 #include <algorithm>
+#include <limits>
+
+#include <fmt/core.h>
 
 #include "core/check.h"
 #include "core/route.h"
@@ -10,10 +13,26 @@ namespace bouquet::test {
 
 using namespace core;
 
+namespace {
+// The component id of a balanced server's BalancerNode (its timers); a server's BlockServer is
+// component server_generation, so a previous span's timers and computations are recognised.
+constexpr size_t kBalancer = std::numeric_limits<size_t>::max();
+}  // namespace
+
 struct VirtualSwarm::Node {
   PeerId id;
   bool alive = true;
-  std::unique_ptr<BlockServer> server;  // null on a client
+  std::unique_ptr<BlockServer> server;  // null on a client, and on a balanced server without a span
+  // A balanced server (add_balanced_server): its balancer, the config of each span's BlockServer,
+  // the span loaded, moves started (a later one cancels an earlier one still loading).
+  std::unique_ptr<BalancerNode> balancer;
+  BlockServerConfig server_template;
+  double load_s_per_block = 0;
+  size_t server_generation = 0;
+  std::optional<BlockSpan> loaded;
+  uint64_t moves = 0;
+  std::vector<BlockSpan> spans;
+  bool is_server() const { return server != nullptr || balancer != nullptr; }
   double compute_s_per_token_block = 0;
   std::map<CacheId, FakeCache> caches;
   std::vector<size_t> generations;  // client components, by generation index
@@ -115,6 +134,121 @@ PeerId VirtualSwarm::add_client() {
   return id;
 }
 
+void VirtualSwarm::use_directory(DirectoryModel model) { directory_ = model; }
+
+PeerId VirtualSwarm::add_balanced_server(BalancerNodeConfig balancer, BlockServerConfig server, Time start_at,
+                                         double compute_s_per_token_block, double load_s_per_block) {
+  BOUQUET_CHECK(directory_.has_value(), "a balanced server needs the directory (use_directory)");
+  auto n = std::make_unique<Node>();
+  n->id = PeerId{rng_.next_u64()};
+  balancer.peer = n->id;
+  if (balancer.seed == 0) balancer.seed = rng_.next_u64();
+  n->balancer = std::make_unique<BalancerNode>(std::move(balancer));
+  n->server_template = std::move(server);
+  n->compute_s_per_token_block = compute_s_per_token_block;
+  n->load_s_per_block = load_s_per_block;
+  const PeerId id = n->id;
+  nodes_.emplace(id, std::move(n));
+  schedule(start_at, [this, id] {
+    Node& m = node(id);
+    if (!m.alive) return;
+    std::vector<Effect> effects;
+    m.balancer->start(now_, effects);
+    carry_out(id, kBalancer, effects);
+  });
+  return id;
+}
+
+void VirtualSwarm::stop_at(PeerId server, Time at) {
+  schedule(at, [this, server] {
+    Node& n = node(server);
+    if (!n.alive) return;
+    if (n.balancer) {
+      std::vector<Effect> effects;
+      n.balancer->stop(now_, effects);
+      carry_out(server, kBalancer, effects);
+    }
+    if (n.server) {
+      std::vector<Effect> effects;
+      n.server->leave("the server is shutting down", effects);
+      carry_out(server, n.server_generation, effects);
+    }
+    crash(server);  // the process exits: its connections reset after what it sent
+  });
+}
+
+const BalancerNode& VirtualSwarm::balancer(PeerId server) const {
+  const auto& n = *nodes_.at(server);
+  BOUQUET_CHECK(n.balancer != nullptr, "not a balanced server");
+  return *n.balancer;
+}
+
+const std::vector<BlockSpan>& VirtualSwarm::spans_served(PeerId server) const { return nodes_.at(server)->spans; }
+
+void VirtualSwarm::announce(const ServerRecord& record) {
+  std::erase_if(directory_entries_, [&](const DirectoryEntry& e) { return e.record.expires_at <= now_; });
+  directory_entries_.push_back({now_ + directory_->announce_delay_s, ++directory_seq_, record});
+}
+
+std::vector<ServerRecord> VirtualSwarm::directory_records(const std::string& model_id) const {
+  std::vector<AnnouncedRecord> visible;
+  for (const DirectoryEntry& e : directory_entries_) {
+    if (e.visible_at > now_ || e.record.expires_at <= now_ || e.record.model_id != model_id) continue;
+    visible.push_back({e.record, Announcement{e.visible_at, e.seq}});
+  }
+  return newest_per_peer(visible);
+}
+
+std::vector<ServerRecord> VirtualSwarm::records_for(const std::string& model_id) const {
+  if (!directory_) return records_;
+  std::vector<ServerRecord> out;
+  for (const ServerRecord& r : records_) {
+    if (r.model_id == model_id) out.push_back(r);
+  }
+  for (ServerRecord& r : directory_records(model_id)) out.push_back(std::move(r));
+  return out;
+}
+
+void VirtualSwarm::feed_balancer(PeerId id, const Input& input) {
+  Node& n = node(id);
+  if (!n.alive) return;
+  n.balancer->set_cache_tokens_free(n.server ? n.server->cache_tokens_free() : 0);
+  n.balancer->set_load(n.server ? n.server->load(now_) : ServerLoad{});
+  std::vector<Effect> effects;
+  n.balancer->handle(now_, input, effects);
+  carry_out(id, kBalancer, effects);
+}
+
+void VirtualSwarm::move_to(PeerId id, BlockSpan span) {
+  Node& n = node(id);
+  // The old span keeps serving while the new blocks load (those both spans share are kept).
+  uint32_t kept = 0;
+  if (n.loaded) {
+    const uint32_t begin = std::max(n.loaded->begin, span.begin);
+    const uint32_t end = std::min(n.loaded->end, span.end);
+    kept = end > begin ? end - begin : 0;
+  }
+  const uint64_t move = ++n.moves;
+  schedule(now_ + n.load_s_per_block * (span.size() - kept), [this, id, span, move] {
+    Node& m = node(id);
+    if (!m.alive || move != m.moves) return;  // crashed, or moved again meanwhile
+    if (m.server) {
+      std::vector<Effect> effects;
+      m.server->leave(fmt::format("the server moved to blocks {}", span.to_string()), effects);
+      carry_out(id, m.server_generation, effects);
+      if (!m.alive) return;
+    }
+    m.caches.clear();
+    m.loaded = span;
+    m.spans.push_back(span);
+    BlockServerConfig c = m.server_template;
+    c.span = span;
+    m.server = std::make_unique<BlockServer>(std::move(c));
+    ++m.server_generation;
+    feed_balancer(id, SpanLoaded{span});
+  });
+}
+
 void VirtualSwarm::set_link(PeerId a, PeerId b, Link link) {
   links_[{a, b}] = link;
   links_[{b, a}] = link;
@@ -133,7 +267,7 @@ VirtualSwarm::Node& VirtualSwarm::node(PeerId peer) {
 
 BlockServer& VirtualSwarm::server(PeerId peer) {
   auto& n = node(peer);
-  BOUQUET_CHECK(n.server != nullptr, "not a server");
+  BOUQUET_CHECK(n.server != nullptr, "not a server, or one without a span yet");
   return *n.server;
 }
 
@@ -219,8 +353,10 @@ void VirtualSwarm::run(uint64_t max_events) {
 void VirtualSwarm::feed(PeerId id, size_t component, const Input& input) {
   Node& n = node(id);
   if (!n.alive) return;
+  if (n.balancer && component == kBalancer) return feed_balancer(id, input);
   std::vector<Effect> effects;
-  if (n.server) {
+  if (n.is_server()) {
+    if (!n.server || component != n.server_generation) return;  // a previous span's timer or result
     n.server->handle(now_, input, effects);
   } else if (auto& g = *generations_.at(component); g.pass) {
     g.pass->handle(now_, input, effects);
@@ -262,11 +398,21 @@ void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& e
     } else if (auto* drop = std::get_if<DropCache>(&effect)) {
       n.caches.erase(drop->cache_id);
     } else if (auto* plan = std::get_if<PlanRoute>(&effect)) {
-      RoutePlanned answer{plan->route_id, plan_route(routing_for(*plan, routing_), records_, *plan,
+      // With a directory, the client looks the swarm up first: the plan reads what was visible
+      // when it asked and arrives a lookup later.
+      const std::vector<ServerRecord> records = records_for(plan->model_id);
+      RoutePlanned answer{plan->route_id, plan_route(routing_for(*plan, routing_), records, *plan,
                                                      PlannerContext{now_, nullptr, nullptr, &rng_})};
-      schedule(now_, [this, id, component, answer] { feed(id, component, answer); });
-    } else if (std::holds_alternative<Announce>(effect) || std::holds_alternative<DirectoryLookup>(effect)) {
-      BOUQUET_CHECK(false, "the virtual swarm has no directory yet");
+      const Time at = now_ + (directory_ ? directory_->lookup_delay_s : 0.0);
+      schedule(at, [this, id, component, answer] { feed(id, component, answer); });
+    } else if (auto* record = std::get_if<Announce>(&effect)) {
+      BOUQUET_CHECK(directory_.has_value(), "an announcement without a directory");
+      announce(record->record);
+    } else if (auto* lookup = std::get_if<DirectoryLookup>(&effect)) {
+      DirectoryAnswer answer{lookup->lookup_id, records_for(lookup->model_id)};
+      schedule(now_ + directory_->lookup_delay_s, [this, id, answer] { feed(id, kBalancer, answer); });
+    } else if (auto* move = std::get_if<MoveToSpan>(&effect)) {
+      move_to(id, move->span);
     } else if (generations_.at(component)->pass) {
       on_pass_report(*generations_.at(component), effect);
     } else {
@@ -368,8 +514,8 @@ void VirtualSwarm::start_compute(PeerId id, const std::vector<ComputeRequest>& r
     }
   }
   if (requests.size() > 1) ++n.batches;
-  schedule(now_ + duration_s, [this, id, results] {
-    for (const ComputeFinished& done : results) feed(id, 0, done);
+  schedule(now_ + duration_s, [this, id, results, generation = n.server_generation] {
+    for (const ComputeFinished& done : results) feed(id, generation, done);
   });
 }
 
@@ -412,7 +558,13 @@ void VirtualSwarm::deliver(PeerId from, PeerId to, const std::vector<uint8_t>& b
   receiver.contacts.insert(from);
   auto decoded = decode(bytes);
   BOUQUET_CHECK(decoded.ok(), "a message the core encoded did not decode");
-  if (receiver.server) return feed(to, 0, MessageReceived{from, decoded.value()});
+  if (receiver.is_server() && !receiver.server) {
+    // Still choosing or loading its first span: the sender is told at once.
+    const Error error{ErrorCode::span_not_served, "this server is still choosing its blocks"};
+    if (auto reply = refusal(decoded.value(), error)) transmit(to, from, *reply);
+    return;
+  }
+  if (receiver.server) return feed(to, receiver.server_generation, MessageReceived{from, decoded.value()});
   receiver.inbox.emplace_back(from, decoded.value());
   for (size_t g : std::vector<size_t>(receiver.generations)) feed(to, g, MessageReceived{from, decoded.value()});
 }
@@ -421,7 +573,7 @@ void VirtualSwarm::peer_unreachable(PeerId id, PeerId lost, std::string reason) 
   Node& n = node(id);
   if (!n.alive) return;
   PeerUnreachable input{lost, reason};
-  if (n.server) return feed(id, 0, input);
+  if (n.is_server()) return feed(id, n.server_generation, input);
   for (size_t g : std::vector<size_t>(n.generations)) feed(id, g, input);
 }
 

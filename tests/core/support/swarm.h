@@ -10,6 +10,14 @@
 // A crash is noticed by the node's peers as PeerUnreachable one link latency later (a reset
 // connection), unless notify_peers_on_crash is false (then only timeouts reveal it).
 //
+// Discovery and balancing (use_directory): servers added with add_balanced_server run the core's
+// BalancerNode, which announces records to a modelled directory (visible after announce_delay_s,
+// gone at their expiry), looks the swarm up, picks and moves its span; the node loads the span
+// (load_s_per_block for each block it does not hold yet), then serves it with a fresh
+// BlockServer, the old one leaving first (each of its sessions told, as sim and net do). Until
+// its first span is loaded a server refuses every request with span_not_served. Route plans
+// then read the directory's records, like a real client's lookup.
+//
 // Compute is the fake block (fake_block.h). Same seed, same calls: same run, bit for bit.
 #pragma once
 
@@ -23,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "core/balancer_node.h"
 #include "core/block_server.h"
 #include "core/inference_session.h"
 #include "core/pass_session.h"
@@ -87,6 +96,12 @@ PassResult reference_pass(const PassSpec& spec);
 
 enum class CrashPoint { before_reply, after_reply };
 
+// The modelled directory's delays (the DHT's round trips).
+struct DirectoryModel {
+  double announce_delay_s = 0.05;  // a record becomes visible this long after it is announced
+  double lookup_delay_s = 0.05;    // a lookup or a route plan is answered this long after it is asked
+};
+
 class VirtualSwarm {
  public:
   using MessagePredicate =
@@ -98,6 +113,23 @@ class VirtualSwarm {
   // The server's directory record carries the config's span, speeds and cache budget.
   core::PeerId add_server(core::BlockServerConfig config, double compute_s_per_token_block = 1e-3);
   core::PeerId add_client();
+  // Turns the directory on: route plans read the records announced (and the records of servers
+  // added with add_server, which never expire) instead of every server ever added.
+  void use_directory(DirectoryModel model = {});
+  // A server whose span its BalancerNode chooses (or pins: balancer.blocks), started at
+  // `start_at`; `server` is the BlockServer config of every span it serves (span set by the
+  // balancer). balancer.peer is set here. Needs use_directory().
+  core::PeerId add_balanced_server(core::BalancerNodeConfig balancer, core::BlockServerConfig server,
+                                   core::Time start_at = 0, double compute_s_per_token_block = 1e-3,
+                                   double load_s_per_block = 0.1);
+  // A clean shutdown at `at`: the balancer announces the server offline, its BlockServer leaves
+  // (every session told), then the process exits (its connections reset).
+  void stop_at(core::PeerId server, core::Time at);
+  const core::BalancerNode& balancer(core::PeerId server) const;
+  // The spans a balanced server has started serving, in order.
+  const std::vector<core::BlockSpan>& spans_served(core::PeerId server) const;
+  // What a lookup of `model_id` answers now: the newest visible, unexpired record of each peer.
+  std::vector<core::ServerRecord> directory_records(const std::string& model_id) const;
   void set_default_link(Link link) { default_link_ = link; }
   void set_link(core::PeerId a, core::PeerId b, Link link);  // both directions
   // Which core planner answers a PlanRoute (core/planners.h; greedy unless set), from the
@@ -132,6 +164,7 @@ class VirtualSwarm {
   void run(uint64_t max_events = 10'000'000);
 
   core::Time now() const { return now_; }
+  // The BlockServer serving now (a balanced server's current one; it must have a span).
   core::BlockServer& server(core::PeerId peer);
   bool alive(core::PeerId peer) const;
   uint64_t bytes_sent() const { return bytes_sent_; }
@@ -160,6 +193,10 @@ class VirtualSwarm {
   void transmit(core::PeerId from, core::PeerId to, const core::Message& message);
   void deliver(core::PeerId from, core::PeerId to, const std::vector<uint8_t>& bytes);
   void feed(core::PeerId node, size_t component, const core::Input& input);
+  void feed_balancer(core::PeerId node, const core::Input& input);
+  void move_to(core::PeerId node, core::BlockSpan span);
+  void announce(const core::ServerRecord& record);
+  std::vector<core::ServerRecord> records_for(const std::string& model_id) const;
   void carry_out(core::PeerId node, size_t component, std::vector<core::Effect>& effects);
   void start_compute(core::PeerId node, const std::vector<core::ComputeRequest>& requests);
   void on_session_report(Generation& g, const core::Effect& effect);
@@ -175,7 +212,15 @@ class VirtualSwarm {
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
   std::map<core::PeerId, std::unique_ptr<Node>> nodes_;
   std::vector<std::unique_ptr<Generation>> generations_;
-  std::vector<core::ServerRecord> records_;
+  std::vector<core::ServerRecord> records_;  // add_server's, never expiring
+  struct DirectoryEntry {
+    core::Time visible_at = 0;
+    uint64_t seq = 0;
+    core::ServerRecord record;
+  };
+  std::optional<DirectoryModel> directory_;
+  std::vector<DirectoryEntry> directory_entries_;
+  uint64_t directory_seq_ = 0;
   core::Routing routing_ = core::Routing::greedy;
   Link default_link_;
   std::map<std::pair<core::PeerId, core::PeerId>, Link> links_;
