@@ -117,6 +117,9 @@ const CommandRegistration serve_command{
       sub.add_option("--throughput", config->throughput,
                      "Announced tokens/s per block (default: measured, cached in $BOUQUET_CACHE_DIR)")
           ->check(finite_in(0, 1e12));  // readers drop records claiming more (net/dht/dht_record.cpp)
+      sub.add_option("--inference-rps", config->inference_rps,
+                     "Announced one-token steps/s per block (default: measured, cached in $BOUQUET_CACHE_DIR)")
+          ->check(finite_in(0, 1e12));
       sub.add_option("--dht-listen", config->dht_listen,
                      "UDP HOST:PORT of this server's DHT node (default: the listen host, any port)");
       sub.add_option("--seed", config->seed, "Seed of the balancing randomness (0 = from the peer id)");

@@ -143,7 +143,9 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
       cancel_timer(session_index_, cancel->timer);
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
-    } else if (std::holds_alternative<core::SessionReady>(effect)) {
+    } else if (auto* ready = std::get_if<core::SessionReady>(&effect)) {
+      if (session_index_ == 1 && result().routes.empty())
+        result().routes.push_back({"opened", 0, 0, "", named(ready->chain)});
       if (!continuous()) start_measure();  // a restarted generation keeps its clock
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
@@ -203,16 +205,31 @@ void ClientNode::measure_rtts(const std::vector<core::ServerRecord>& records) {
   }
 }
 
+std::vector<NamedHop> ClientNode::named(const core::Chain& chain) const {
+  std::vector<NamedHop> out;
+  for (const core::Hop& hop : chain) {
+    const auto name = names_.find(hop.peer);
+    out.push_back({name == names_.end() ? hop.peer.to_string() : name->second, hop.span.begin, hop.span.end});
+  }
+  return out;
+}
+
 void ClientNode::count_recoveries() {
   for (const auto& recovery : session_->recoveries()) {
     ++result().recoveries;
     result().positions_replayed += recovery.positions_replayed;
+    if (session_index_ != 1) continue;
+    const auto failed = names_.find(recovery.failed_peer);
+    result().routes.push_back({"recovered", recovery.span.begin, recovery.span.end,
+                               failed == names_.end() ? recovery.failed_peer.to_string() : failed->second,
+                               named(recovery.replacement)});
   }
 }
 
 void ClientNode::plan_route(const core::PlanRoute& plan) {
   // The lookup sees what was announced by now; its answer comes back a few round trips later.
   std::vector<core::ServerRecord> records = context_.directory.lookup(now(), plan.model_id);
+  for (const core::ServerRecord& r : records) names_[r.peer] = r.address;
   measure_rtts(records);  // what a real client pings; the planner decides whether it matters
   const core::RoutePlanned planned{
       plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,

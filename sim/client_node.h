@@ -17,6 +17,7 @@
 #include "sim/node_loop.h"
 #include "sim/sim_context.h"
 
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -51,6 +52,8 @@ class ClientNode final : public NodeLoop {
   void carry_out(std::vector<core::Effect>& effects);
   void plan_route(const core::PlanRoute& plan);
   void count_recoveries();
+  // The first session's chain and recoveries, by server name (ClientResult::routes).
+  std::vector<NamedHop> named(const core::Chain& chain) const;
   void measure_rtts(const std::vector<core::ServerRecord>& records);
   void request_step(uint32_t tokens);
   void on_step_done();
@@ -86,8 +89,9 @@ class ClientNode final : public NodeLoop {
   // work scheduled for an earlier attempt is dropped.
   uint64_t attempt_ = 0;
 
-  std::vector<core::ServerRecord> records_;  // the swarm as the passes' latest lookup saw it
-  double records_read_s_ = -1;               // when that lookup left
+  std::map<core::PeerId, std::string> names_;  // servers' hosts, from the records seen
+  std::vector<core::ServerRecord> records_;    // the swarm as the passes' latest lookup saw it
+  double records_read_s_ = -1;                 // when that lookup left
   std::unique_ptr<core::PassSession> pass_;
   int64_t passes_left_ = 0;
 };

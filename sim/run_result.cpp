@@ -80,9 +80,35 @@ void RunResult::summarize_step_latencies() {
   step_latency_p99_s = nearest_rank(all, 0.99);
 }
 
+namespace {
+
+nlohmann::json hops_json(const std::vector<NamedHop>& hops) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const NamedHop& h : hops) out.push_back({{"server", h.server}, {"blocks", {h.begin, h.end}}});
+  return out;
+}
+
+std::vector<NamedHop> hops_from_json(const nlohmann::json& in) {
+  std::vector<NamedHop> out;
+  for (const auto& h : in)
+    out.push_back({h.at("server").get<std::string>(), h.at("blocks").at(0), h.at("blocks").at(1)});
+  return out;
+}
+
+}  // namespace
+
 std::string to_json(const RunResult& result) {
   nlohmann::json clients = nlohmann::json::array();
   for (const auto& c : result.clients) {
+    nlohmann::json routes = nlohmann::json::array();
+    for (const RouteEvent& r : c.routes) {
+      nlohmann::json event = {{"kind", r.kind}, {"hops", hops_json(r.hops)}};
+      if (r.kind == "recovered") {
+        event["blocks"] = {r.begin, r.end};
+        event["failed_server"] = r.failed_server;
+      }
+      routes.push_back(event);
+    }
     clients.push_back({{"name", c.name},
                        {"kind", c.kind},
                        {"finished", c.finished},
@@ -97,7 +123,14 @@ std::string to_json(const RunResult& result) {
                        {"started_s", c.started_s},
                        {"ended_s", c.ended_s},
                        {"steps_per_s", c.steps_per_s()},
-                       {"tokens_per_s", c.tokens_per_s()}});
+                       {"tokens_per_s", c.tokens_per_s()},
+                       {"routes", routes}});
+  }
+  nlohmann::json placement = nlohmann::json::array();
+  for (const auto& p : result.placement) {
+    nlohmann::json spans = nlohmann::json::array();
+    for (const auto& [begin, end] : p.spans) spans.push_back({begin, end});
+    placement.push_back({{"server", p.server}, {"spans", spans}});
   }
   nlohmann::json out = {{"seed", result.seed},
                         {"end_s", result.end_s},
@@ -110,6 +143,7 @@ std::string to_json(const RunResult& result) {
                         {"swarm_rps", number_or_null(result.swarm_rps)},
                         {"swarm_rps_bound", number_or_null(result.swarm_rps_bound)},
                         {"moves", result.moves},
+                        {"placement", placement},
                         {"clients", clients}};
   return out.dump();
 }
@@ -128,6 +162,11 @@ RunResult run_result_from_json(const std::string& text) {
   result.swarm_rps = number_or_nan(in, "swarm_rps");
   result.swarm_rps_bound = number_or_nan(in, "swarm_rps_bound");
   if (in.contains("moves")) result.moves = in.at("moves").get<uint64_t>();
+  for (const auto& p : in.value("placement", nlohmann::json::array())) {
+    RunResult::ServerSpans spans{p.at("server").get<std::string>(), {}};
+    for (const auto& s : p.at("spans")) spans.spans.emplace_back(s.at(0), s.at(1));
+    result.placement.push_back(std::move(spans));
+  }
   for (const auto& c : in.at("clients")) {
     ClientResult client;
     client.name = c.at("name").get<std::string>();
@@ -143,6 +182,17 @@ RunResult run_result_from_json(const std::string& text) {
     client.sessions_failed = c.at("sessions_failed").get<int64_t>();
     client.started_s = c.at("started_s").get<double>();
     client.ended_s = c.at("ended_s").get<double>();
+    for (const auto& r : c.value("routes", nlohmann::json::array())) {
+      RouteEvent event;
+      event.kind = r.at("kind").get<std::string>();
+      event.hops = hops_from_json(r.at("hops"));
+      if (event.kind == "recovered") {
+        event.begin = r.at("blocks").at(0);
+        event.end = r.at("blocks").at(1);
+        event.failed_server = r.at("failed_server").get<std::string>();
+      }
+      client.routes.push_back(std::move(event));
+    }
     result.clients.push_back(client);
   }
   return result;

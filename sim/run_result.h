@@ -11,6 +11,22 @@
 
 namespace bouquet::sim {
 
+// A hop of a chain, by the server's host name.
+struct NamedHop {
+  std::string server;
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+// The chain a client's first session opened, and each recovery of it: what failed and what took
+// the failed blocks over (what `bouquet generate --json` reports as "route" and "recoveries").
+struct RouteEvent {
+  std::string kind;   // opened | recovered
+  int64_t begin = 0;  // recovered: the blocks re-planned
+  int64_t end = 0;
+  std::string failed_server;  // recovered: the server that failed
+  std::vector<NamedHop> hops;
+};
+
 struct ClientResult {
   std::string name;
   std::string kind;  // generate | forward | backward, "offload-" prefixed when offloading
@@ -29,6 +45,7 @@ struct ClientResult {
   // step left out): from handing the step to the session to its result, recoveries included.
   // Kept for RunResult's percentiles; not serialized.
   std::vector<double> step_latencies_s;
+  std::vector<RouteEvent> routes;  // the first generation session's only
 
   double steps_per_s() const { return measured_s > 0 ? static_cast<double>(steps) / measured_s : 0; }
   double tokens_per_s() const { return measured_s > 0 ? static_cast<double>(tokens) / measured_s : 0; }
@@ -57,6 +74,12 @@ struct RunResult {
   double swarm_rps = std::numeric_limits<double>::quiet_NaN();
   double swarm_rps_bound = std::numeric_limits<double>::quiet_NaN();
   uint64_t moves = 0;
+  // Every server process's spans, in the order it served them (churn: each incarnation).
+  struct ServerSpans {
+    std::string server;
+    std::vector<std::pair<int64_t, int64_t>> spans;
+  };
+  std::vector<ServerSpans> placement;
 
   // Fills the percentiles from the clients' step latencies (the simulation calls it at its end).
   void summarize_step_latencies();

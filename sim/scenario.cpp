@@ -195,6 +195,8 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("load_bps")) out.load_bps = read_number_in(*v, 0, kMaxBps);
   // How much faster than it is a server claims to be (a liar drill); 1 = honest.
   if (auto v = map.optional("announce_speed_x")) out.announce_speed_x = read_number_in(*v, 1e-6, 1e6);
+  if (auto v = map.optional("inference_rps")) out.inference_rps = read_number_in(*v, 0, 1e9);
+  if (auto v = map.optional("throughput_rps")) out.throughput_rps = read_number_in(*v, 0, 1e9);
   map.finish();
   return out;
 }

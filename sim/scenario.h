@@ -101,6 +101,10 @@ struct ServerConfig {
   double load_bps = 0;
   // A lying server (a fault drill): it announces its speeds multiplied by this; 1 = honest.
   double announce_speed_x = 1;
+  // Announced speeds given instead of computed (what `serve --inference-rps` and `--throughput`
+  // pin on a real server; the twin test pins both worlds alike). 0: from the cost model.
+  double inference_rps = 0;
+  double throughput_rps = 0;
 };
 
 struct WorkConfig {

@@ -41,6 +41,9 @@ core::BalancerNodeConfig balancer_config(const SimContext& context, const Server
   out.throughput_rps =
       core::announced_throughput_rps(config.announce_speed_x * kForwardProbeTokens / forward_s, blocks,
                                      std::min(link.up_bps, link.down_bps), static_cast<uint32_t>(context.shape.hidden));
+  // Speeds given in the scenario (as `serve --throughput` / `--inference-rps` pin them) win.
+  if (config.inference_rps > 0) out.inference_rps = config.announce_speed_x * config.inference_rps;
+  if (config.throughput_rps > 0) out.throughput_rps = config.announce_speed_x * config.throughput_rps;
   out.cache_tokens_free = ServerNode::cache_tokens(context, config, blocks);
   out.join_delay_s = s.policies.join_delay_s;
   out.balance_period_s = s.policies.balance_period_s;
@@ -198,6 +201,7 @@ void ServerNode::move_to(core::BlockSpan span) {
       carry_out(effects, 1 + generation_);
     }
     loaded_ = span;
+    spans_served_.push_back(span);
     start_server(span);
     feed_balancer(core::SpanLoaded{span});
   });

@@ -47,6 +47,8 @@ class ServerNode final : public NodeLoop {
   std::optional<core::BlockSpan> serving() const {
     return server_ ? std::optional<core::BlockSpan>(server_->config().span) : std::nullopt;
   }
+  // Every span this process started serving, in order (its first, then each move).
+  const std::vector<core::BlockSpan>& spans_served() const { return spans_served_; }
 
  private:
   static constexpr uint32_t kBalancerTimers = 0;  // BlockServer timers use 1 + its generation
@@ -68,7 +70,8 @@ class ServerNode final : public NodeLoop {
   uint32_t generation_ = 0;                    // bumps with every span served
   std::optional<core::BlockSpan> loaded_;      // blocks in GPU memory
   uint64_t moves_ = 0;                         // bumps per MoveToSpan: only the latest load installs
-  core::Rng rng_;                              // draws injected failures
+  std::vector<core::BlockSpan> spans_served_;
+  core::Rng rng_;  // draws injected failures
 };
 
 }  // namespace bouquet::sim

@@ -216,8 +216,12 @@ RunResult simulate(const Scenario& scenario) {
   }
   context.result.summarize_step_latencies();
   for (const auto& node : nodes) {
-    if (const auto* server = dynamic_cast<const ServerNode*>(node.get()))
+    if (const auto* server = dynamic_cast<const ServerNode*>(node.get())) {
       context.result.moves += server->balancer().moves();
+      RunResult::ServerSpans spans{server->host(), {}};
+      for (core::BlockSpan s : server->spans_served()) spans.spans.emplace_back(s.begin, s.end);
+      context.result.placement.push_back(std::move(spans));
+    }
   }
   context.result.messages = context.transport.messages_sent();
   context.result.bytes = context.transport.bytes_sent();

@@ -166,8 +166,8 @@ Server::Impl::Impl(const ServeConfig& c)
     if (config.balance_quality < 0 || config.balance_quality > 1) {
       throw std::invalid_argument("--balance-quality must be in [0, 1]");
     }
-    if (config.network_bps < 0 || config.throughput < 0) {
-      throw std::invalid_argument("--network-bps and --throughput must be >= 0");
+    if (config.network_bps < 0 || config.throughput < 0 || config.inference_rps < 0) {
+      throw std::invalid_argument("--network-bps, --throughput and --inference-rps must be >= 0");
     }
     // One block is enough to measure per-block speed and size; a pinned server has its span.
     std::unique_ptr<SpanCompute> probe;
@@ -211,8 +211,12 @@ void Server::Impl::measure_speed(SpanCompute& probe) {
   const MeasuredSpeed speed =
       cached_block_speed(ThroughputKey{model_id, config.device, config.dtype, config.quant, at::get_num_threads()},
                          probe, [](const std::string& line) { log_line(line); });
-  inference_rps = speed.inference_rps;
+  inference_rps = config.inference_rps > 0 ? config.inference_rps : speed.inference_rps;
   forward_rps = speed.forward_rps;
+  if (config.inference_rps > 0) {
+    log_line(fmt::format("inference {:.1f} steps/s per block announced (--inference-rps; measured {:.1f})",
+                         inference_rps, speed.inference_rps));
+  }
   const double network_bps = config.network_bps > 0 ? config.network_bps : 100e6;
   log_line(fmt::format("network {:.1f} Mbit/s ({})", network_bps / 1e6,
                        config.network_bps > 0 ? "--network-bps" : "default; set --network-bps"));

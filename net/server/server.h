@@ -84,6 +84,7 @@ struct ServeConfig {
   double balance_quality = 0.75;           // move iff min now / min after < this; 0 = never move
   double network_bps = 0;                  // link speed; 0 = the default 100 Mbit/s
   double throughput = 0;                   // announced tokens/s per block; 0 = measured (cached on disk)
+  double inference_rps = 0;                // announced one-token steps/s per block; 0 = measured
   std::string dht_listen;                  // UDP HOST:PORT of the server's DHT node; "" = listen host, any port
   uint64_t seed = 0;                       // balancing randomness; 0 = derived from the peer id
 };

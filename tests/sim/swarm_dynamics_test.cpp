@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <iostream>
+#include <map>
 
 namespace bouquet::sim {
 namespace {
@@ -132,6 +133,44 @@ TEST(SwarmDynamics, AForwardClientKeepsPlanningOnFreshRecordsAndSeesLateJoiners)
              joined.clients[0].steps);
   EXPECT_GT(alone.clients[0].steps, 50);
   EXPECT_GT(joined.clients[0].steps, alone.clients[0].steps * 3 / 2);
+}
+
+// Two servers of the first span at pinned speeds: the client's chain takes the faster; when that
+// one's host goes off mid-generation, the slower takes its blocks over. The run reports who served
+// what and the chain's history by server name (what the twin test compares with a real run).
+TEST(SwarmDynamics, ARunReportsThePlacementAndTheFirstSessionsChainAndRecoveriesByServerName) {
+  const std::string servers =
+      "  - {name: slow, gpu: a100-80gb, region: lab, blocks: auto, num_blocks: 15, inference_rps: 10,"
+      " throughput_rps: 10}\n"
+      "  - {name: back, gpu: a100-80gb, region: lab, blocks: [15, 30]}\n"
+      "  - {name: fast, gpu: a100-80gb, region: lab, blocks: auto, num_blocks: 15, inference_rps: 50,"
+      " throughput_rps: 50, join_s: 20, lifetime_s: 32}";
+  const std::string clients =
+      "  - {name: c, device: cpu-32core, region: lab, start_s: 30,\n"
+      "     work: {kind: generate, prefix_tokens: 1, new_tokens: 100000}}";
+  const RunResult result = simulate_isolated(load(
+      scenario_text(3, 200, servers, clients, "policies: {routing: min_latency, join_delay_s: 1, balancing: none}")));
+  std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> placement;
+  for (const auto& p : result.placement) placement[p.server] = p.spans;
+  EXPECT_EQ(placement["slow"], (std::vector<std::pair<int64_t, int64_t>>{{0, 15}}));
+  EXPECT_EQ(placement["back"], (std::vector<std::pair<int64_t, int64_t>>{{15, 30}}));
+  // Blocks 0-15 were the weakest when it joined (10 rps against the pinned server's).
+  EXPECT_EQ(placement["fast"], (std::vector<std::pair<int64_t, int64_t>>{{0, 15}}));
+
+  ASSERT_EQ(result.clients.size(), 1u);
+  const auto& routes = result.clients[0].routes;
+  ASSERT_GE(routes.size(), 2u) << result.clients[0].error << " recoveries " << result.clients[0].recoveries << " steps "
+                               << result.clients[0].steps;
+  EXPECT_EQ(routes[0].kind, "opened");
+  ASSERT_EQ(routes[0].hops.size(), 2u);
+  EXPECT_EQ(routes[0].hops[0].server, "fast") << "the pinned 50 rps beat 10 rps";
+  EXPECT_EQ(routes[0].hops[1].server, "back");
+  EXPECT_EQ(routes[1].kind, "recovered");
+  EXPECT_EQ(routes[1].failed_server, "fast");
+  EXPECT_EQ(routes[1].begin, 0);
+  EXPECT_EQ(routes[1].end, 15);
+  ASSERT_EQ(routes[1].hops.size(), 1u);
+  EXPECT_EQ(routes[1].hops[0].server, "slow");
 }
 
 }  // namespace
