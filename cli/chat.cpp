@@ -67,7 +67,7 @@ const CommandRegistration chat_command{
       config->max_new_tokens = 256;
       sub.add_option("--model", config->model, "Hugging Face model folder, or a .gguf file")->required();
       auto* local = sub.add_flag("--local", config->local, "Run every block in this process");
-      auto* peers = sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
+      auto* peers = sub.add_option("--peers", swarm->peers, "HOST:PORT,... of servers that together hold every block")
                         ->excludes(local);
       sub.add_option("--initial-peers", swarm->initial_peers,
                      "HOST:PORT,... of DHT nodes: find the model's servers there")
@@ -76,7 +76,7 @@ const CommandRegistration chat_command{
           ->excludes(peers);
       sub.add_option("--model-name", swarm->model_name,
                      "With --initial-peers, the model's name in the DHT (default: the folder's name)");
-      sub.add_option("--compression", config->compression, "Through servers, on the wire: none, f16, int8")
+      sub.add_option("--compression", swarm->compression, "Through servers, on the wire: none, f16, int8")
           ->capture_default_str();
       sub.add_option("--recovery-deadline", swarm->recovery_deadline_s,
                      "Through servers, seconds to find a replacement for a failed span before giving up")
@@ -112,7 +112,7 @@ const CommandRegistration chat_command{
           return converse([&](std::string_view line, const auto& on_text) { return chat.reply(line, on_text); });
         }
         if (config->quant != "none") throw gpu::InputError("--quant works with --local; servers choose their own");
-        if (config->peers.empty() && swarm->initial_peers.empty()) {
+        if (swarm->peers.empty() && swarm->initial_peers.empty()) {
           throw gpu::InputError("give one of --local, --peers HOST:PORT,... and --initial-peers HOST:PORT,...");
         }
         net::SwarmChat chat(*config, *swarm, *chat_template, *max_length);

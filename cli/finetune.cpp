@@ -11,11 +11,13 @@ const CommandRegistration finetune_command{
     "finetune", "Prompt tuning (ptune) or deep prompt tuning (deep_ptune) through servers or locally",
     [](CLI::App& sub) {
       auto config = std::make_shared<gpu::FinetuneConfig>();
+      auto swarm = std::make_shared<net::SwarmGenerateOptions>();
       sub.add_option("--model", config->model, "Hugging Face model folder (head and tokenizer)")->required();
-      sub.add_option("--initial-peers", config->initial_peers, "HOST:PORT,... of DHT nodes to find servers through");
-      sub.add_option("--model-name", config->model_name,
+      sub.add_option("--initial-peers", swarm->initial_peers, "HOST:PORT,... of DHT nodes to find servers through")
+          ->delimiter(',');
+      sub.add_option("--model-name", swarm->model_name,
                      "With --initial-peers, the model's name in the DHT (default: the folder's name)");
-      sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block");
+      sub.add_option("--peers", swarm->peers, "HOST:PORT,... of servers that together hold every block");
       sub.add_flag("--local", config->local, "Run every block in this process (for comparisons)");
       sub.add_option("--mode", config->mode, "ptune (prepended embeddings) or deep_ptune (plus a prefix per block)")
           ->capture_default_str();
@@ -27,11 +29,11 @@ const CommandRegistration finetune_command{
       sub.add_option("--seed", config->seed, "Seed of the prompts' start, minibatches and routing")
           ->capture_default_str();
       sub.add_option("--batch-size", config->batch_size, "Examples per step (0: all)")->capture_default_str();
-      sub.add_option("--compression", config->compression, "With --peers, on the wire: none, f16, int8")
+      sub.add_option("--compression", swarm->compression, "With --peers, on the wire: none, f16, int8")
           ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       sub.add_flag("--quiet", config->quiet, "No per-step progress lines");
-      return [config] { return net::run_finetune(*config); };
+      return [config, swarm] { return net::run_finetune(*config, *swarm); };
     }};
 
 }  // namespace

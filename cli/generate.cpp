@@ -20,7 +20,7 @@ const CommandRegistration generate_command{
       auto swarm = std::make_shared<net::SwarmGenerateOptions>();
       sub.add_option("--model", config->model, "Hugging Face model folder, or a .gguf file")->required();
       auto* local = sub.add_flag("--local", config->local, "Run every block in this process");
-      auto* peers = sub.add_option("--peers", config->peers, "HOST:PORT,... of servers that together hold every block")
+      auto* peers = sub.add_option("--peers", swarm->peers, "HOST:PORT,... of servers that together hold every block")
                         ->excludes(local);
       sub.add_option("--initial-peers", swarm->initial_peers,
                      "HOST:PORT,... of DHT nodes: find the model's servers there and route by min latency")
@@ -29,7 +29,7 @@ const CommandRegistration generate_command{
           ->excludes(peers);
       sub.add_option("--model-name", swarm->model_name,
                      "With --initial-peers, the model's name in the DHT (default: the folder's name)");
-      sub.add_option("--compression", config->compression,
+      sub.add_option("--compression", swarm->compression,
                      "With --peers or --initial-peers, on the wire: none, f16, int8")
           ->capture_default_str();
       sub.add_option("--recovery", swarm->recovery,
@@ -94,7 +94,7 @@ const CommandRegistration generate_command{
           config->prompt = gpu::render_chat(gpu::load_chat_template(config->model, *chat_template), {{"user", *chat}});
         }
         if (!prompts->empty()) return net::run_generate_with_prompts(*config, *prompts, *swarm);
-        if (!config->peers.empty() || !swarm->initial_peers.empty()) {
+        if (!swarm->peers.empty() || !swarm->initial_peers.empty()) {
           return net::run_generate_through_swarm(*config, *swarm);
         }
         if (config->json) {

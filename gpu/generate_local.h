@@ -1,6 +1,6 @@
-// `bouquet generate --local`: every block in this process. The command's flags live in one
-// GenerateConfig (field names are the flag names) so the networked client can add its own flags
-// to the same command and struct.
+// `bouquet generate --local`: every block in this process. The command's model and sampling flags
+// live in one GenerateConfig (field names are the flag names); the networked client adds its own
+// (servers, DHT, wire, recovery) in net::SwarmGenerateOptions.
 #pragma once
 
 #include "gpu/generation.h"
@@ -33,9 +33,8 @@ struct GenerateConfig {
   std::string adapter_dir;     // --local: a LoRA adapter folder (PEFT layout) to apply
   std::string adapter;         // --peers: the name of a LoRA adapter the servers hold
   bool json = false;
-  // Networked generation (net/client/generate_swarm.h): servers that together hold every block.
-  std::string peers;                 // "HOST:PORT,HOST:PORT,..."
-  std::string compression = "none";  // on the wire: none, f16, int8
+  // Where the blocks run when not --local, and how to reach them, are the network's flags
+  // (net::SwarmGenerateOptions).
 };
 
 // "1,2,3" or "1 2 3" -> ids; InputError naming the bad entry otherwise.

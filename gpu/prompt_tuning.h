@@ -92,11 +92,9 @@ class PromptTuner {
 };
 
 // `bouquet finetune`'s flags (field names = flag names).
+// Where the blocks run when not --local is the network's (net::SwarmGenerateOptions).
 struct FinetuneConfig {
-  std::string initial_peers;  // DHT bootstrap HOST:PORT,... (discovery)
-  std::string model_name;     // with initial_peers: the model's name in the DHT ("" = folder name)
-  std::string peers;          // or servers given directly: HOST:PORT,...
-  bool local = false;         // or every block in this process
+  bool local = false;  // every block in this process
   std::string model;
   std::string mode = "ptune";
   int64_t pre_seq_len = 8;
@@ -106,7 +104,6 @@ struct FinetuneConfig {
   std::string out;  // PROMPTS.safetensors
   uint64_t seed = 0;
   int64_t batch_size = 0;  // examples per step; 0: all of them
-  std::string compression = "none";
   int threads = 0;
   bool quiet = false;  // no per-step lines
 };

@@ -33,7 +33,7 @@ SwarmChat::SwarmChat(const gpu::GenerateConfig& config, const SwarmGenerateOptio
       // Session ids only need to differ between this client's sessions; drawn from the seed.
       session_ids_(core::Rng(config.seed).derive(0x5e5510)) {
   if (config.local) throw gpu::InputError("give either --local or --peers, not both");
-  if (config.peers.empty() == swarm.initial_peers.empty()) {
+  if (swarm.peers.empty() == swarm.initial_peers.empty()) {
     throw gpu::InputError("give exactly one of --peers and --initial-peers");
   }
   if (config.threads < 0) throw gpu::InputError("--threads must be >= 0");
@@ -44,8 +44,8 @@ SwarmChat::SwarmChat(const gpu::GenerateConfig& config, const SwarmGenerateOptio
   max_length_ = gpu::chat_max_length(head_->model_config(), max_length, 2048);
   model_id_ = model_fingerprint(config.model);
   SwarmClientConfig client_config;
-  if (!config.peers.empty()) {
-    client_config.peers = split_list(config.peers);
+  if (!swarm.peers.empty()) {
+    client_config.peers = split_list(swarm.peers);
     if (client_config.peers.empty()) throw std::invalid_argument("--peers lists no HOST:PORT");
   } else {
     directory_ = join_swarm_directory(client_config, swarm, config.model,

@@ -43,9 +43,9 @@ std::unique_ptr<SwarmClient> swarm_client(const std::string& peers, const std::v
 
 }  // namespace
 
-gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
+gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const SwarmGenerateOptions& swarm) {
   gpu::check_finetune_config(config);
-  const int sources = int{config.local} + int{!config.peers.empty()} + int{!config.initial_peers.empty()};
+  const int sources = int{config.local} + int{!swarm.peers.empty()} + int{!swarm.initial_peers.empty()};
   if (sources != 1) throw gpu::InputError("give exactly one of --local, --peers and --initial-peers");
   if (config.threads > 0) at::set_num_threads(config.threads);
   const auto tokenizer = gpu::load_model_tokenizer(config.model);
@@ -67,12 +67,12 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
   } else {
     const auto num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
     std::unique_ptr<DhtDirectory> directory;
-    const auto client = swarm_client(config.peers, split_list(config.initial_peers), config.model_name, config.model,
-                                     num_blocks, fingerprint, directory);
+    const auto client = swarm_client(swarm.peers, swarm.initial_peers, swarm.model_name, config.model, num_blocks,
+                                     fingerprint, directory);
     RemoteChainConfig chain_config;
     chain_config.model_id = fingerprint;
     chain_config.num_blocks = num_blocks;
-    chain_config.compression = parse_compression(config.compression);
+    chain_config.compression = parse_compression(swarm.compression);
     chain_config.seed = config.seed;
     RemoteChain chain(*client, chain_config);
     report = gpu::finetune(config, head, *tokenizer, chain, fingerprint, progress);
@@ -91,15 +91,15 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config) {
   return report;
 }
 
-int run_finetune(const gpu::FinetuneConfig& config) {
-  finetune_command(config);
+int run_finetune(const gpu::FinetuneConfig& config, const SwarmGenerateOptions& swarm) {
+  finetune_command(config, swarm);
   return 0;
 }
 
 gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& config, const std::string& prompts,
                                                     const SwarmGenerateOptions& swarm,
                                                     const std::function<void(std::string_view)>& on_text) {
-  if (int{config.local} + int{!config.peers.empty()} + int{!swarm.initial_peers.empty()} != 1) {
+  if (int{config.local} + int{!swarm.peers.empty()} + int{!swarm.initial_peers.empty()} != 1) {
     throw gpu::InputError("generate --prompts needs exactly one of --local, --peers and --initial-peers");
   }
   if (config.prompt.empty() == config.prompt_ids.empty()) {
@@ -127,12 +127,12 @@ gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& c
   } else {
     const auto num_blocks = static_cast<uint32_t>(head.model_config().num_layers);
     std::unique_ptr<DhtDirectory> directory;
-    const auto client = swarm_client(config.peers, swarm.initial_peers, swarm.model_name, config.model, num_blocks,
+    const auto client = swarm_client(swarm.peers, swarm.initial_peers, swarm.model_name, config.model, num_blocks,
                                      fingerprint, directory);
     RemoteChainConfig chain_config;
     chain_config.model_id = fingerprint;
     chain_config.num_blocks = num_blocks;
-    chain_config.compression = parse_compression(config.compression);
+    chain_config.compression = parse_compression(swarm.compression);
     chain_config.seed = config.seed;
     RemoteChain chain(*client, chain_config);
     result = gpu::generate_with_prompts(head, chain, tuned, request, emit);

@@ -16,10 +16,11 @@ namespace bouquet::net {
 // Trains and writes config.out; prints a progress line with the loss per step (stderr) and a
 // summary: loss and greedy exact-match accuracy before and after, the route. Throws RemoteError,
 // gpu::InputError (bad flags, malformed data naming file and line) or gpu::ModelFileError.
-gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config);
+// `swarm`: --peers or --initial-peers (and --model-name), --compression.
+gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const SwarmGenerateOptions& swarm = {});
 
 // The command: runs finetune_command and returns the exit status.
-int run_finetune(const gpu::FinetuneConfig& config);
+int run_finetune(const gpu::FinetuneConfig& config, const SwarmGenerateOptions& swarm = {});
 
 // `bouquet generate --prompts FILE` with --local, --peers or --initial-peers: generation with trained prompts
 // (gpu/prompt_generation.h), blocks in this process or through the servers' forward calls.

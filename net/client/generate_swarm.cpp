@@ -102,7 +102,7 @@ std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_con
 RemoteGenerationOptions remote_generation_options(const gpu::GenerateConfig& config,
                                                   const SwarmGenerateOptions& swarm) {
   RemoteGenerationOptions options;
-  options.compression = parse_compression(config.compression);
+  options.compression = parse_compression(swarm.compression);
   const auto policy = core::parse_recovery_policy(swarm.recovery);
   if (!policy || *policy == core::RecoveryPolicy::none) {
     throw std::invalid_argument(
@@ -126,7 +126,7 @@ RemoteGenerationOptions remote_generation_options(const gpu::GenerateConfig& con
 RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm,
                                         const std::function<void(std::string_view)>& on_text) {
   if (config.local) throw gpu::InputError("give either --local or --peers, not both");
-  if (config.peers.empty() == swarm.initial_peers.empty()) {
+  if (swarm.peers.empty() == swarm.initial_peers.empty()) {
     throw gpu::InputError("give exactly one of --peers and --initial-peers");
   }
   if (config.prompt.empty() == config.prompt_ids.empty()) {
@@ -136,7 +136,7 @@ RemoteGeneration generate_through_swarm(const gpu::GenerateConfig& config, const
   if (config.threads > 0) at::set_num_threads(config.threads);
   const RemoteGenerationOptions options = remote_generation_options(config, swarm);
   SwarmClientConfig client_config;
-  if (!config.peers.empty()) client_config.peers = split_peers(config.peers);
+  if (!swarm.peers.empty()) client_config.peers = split_peers(swarm.peers);
 
   // As in local generation: ids given by hand need no tokenizer.
   std::unique_ptr<gpu::Tokenizer> tokenizer;
@@ -204,7 +204,7 @@ std::string swarm_generation_json(const RemoteGeneration& generation, const std:
 
 int run_generate_through_swarm(const gpu::GenerateConfig& config, const SwarmGenerateOptions& swarm) {
   if (config.json) {
-    fmt::print("{}\n", swarm_generation_json(generate_through_swarm(config, swarm), config.compression));
+    fmt::print("{}\n", swarm_generation_json(generate_through_swarm(config, swarm), swarm.compression));
     return 0;
   }
   const auto generation = generate_through_swarm(config, swarm, [](std::string_view piece) {

@@ -23,9 +23,13 @@ namespace bouquet::net {
 class DhtDirectory;
 
 // The flags of `generate --peers` that local generation has no use for (field names = flag names).
+// The network's flags of the clients (generate, chat, finetune): where the servers are, what
+// crosses the wire, how a failure is handled.
 struct SwarmGenerateOptions {
-  std::string recovery = "replay";  // replay | restart | cacheless | restart_from_scratch (core/recovery.h)
-  double recovery_deadline_s = 60;  // give up when no server covers a failed span for this long
+  std::string peers;                 // "HOST:PORT,...": servers that together hold every block
+  std::string compression = "none";  // on the wire: none, f16, int8
+  std::string recovery = "replay";   // replay | restart | cacheless | restart_from_scratch (core/recovery.h)
+  double recovery_deadline_s = 60;   // give up when no server covers a failed span for this long
   // core/planners.h; "" = greedy with --peers, min_latency with --initial-peers.
   std::string routing;
   // Discovery: DHT nodes to look the model's servers up through, instead of --peers.

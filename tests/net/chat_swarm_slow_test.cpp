@@ -71,7 +71,6 @@ class ChatSwarm : public ::testing::Test {
     gpu::GenerateConfig c;
     c.model = model_->string();
     c.local = peers.empty();
-    c.peers = peers;
     c.max_new_tokens = kNewTokens;
     c.device = "cpu";
     return c;
@@ -82,8 +81,9 @@ class ChatSwarm : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     return ServerProcess(BOUQUET_BINARY, args, /*ready_timeout_s=*/60);
   }
-  static SwarmGenerateOptions swarm_options() {
+  static SwarmGenerateOptions swarm_options(const std::string& peers) {
     SwarmGenerateOptions o;
+    o.peers = peers;
     o.recovery_deadline_s = 30;
     return o;
   }
@@ -100,7 +100,8 @@ std::vector<int64_t>* ChatSwarm::local_fed_ = nullptr;
 TEST_F(ChatSwarm, TwoTurnsThroughThreeServersAnswerAsLocalOverOneSession) {
   std::vector<ServerProcess> servers;
   for (const char* span : {"0:2", "2:4", "4:6"}) servers.push_back(serve(span));
-  SwarmChat chat(config(testing::join(testing::addresses(servers))), swarm_options(), "plain");
+  SwarmChat chat(config(testing::join(testing::addresses(servers))),
+                 swarm_options(testing::join(testing::addresses(servers))), "plain");
   for (size_t turn = 0; turn < kTurns.size(); ++turn) {
     chat.reply(kTurns[turn]);
     EXPECT_EQ(chat.chat().last_ids(), local_->at(turn)) << "turn " << turn;
@@ -138,7 +139,7 @@ TEST_F(ChatSwarm, AServerKilledBetweenTurnsIsReplacedAndTheAnswerIsTheLocalOne) 
   servers.push_back(serve("4:6"));
   std::vector<std::string> peers = testing::addresses(servers);
   if (rng.next_u64() % 2) std::swap(peers[1], peers[2]);
-  SwarmChat chat(config(testing::join(peers)), swarm_options(), "plain");
+  SwarmChat chat(config(testing::join(peers)), swarm_options(testing::join(peers)), "plain");
   chat.reply(kTurns[0]);
   EXPECT_EQ(chat.chat().last_ids(), local_->at(0));
   ASSERT_EQ(chat.route().size(), 3u);
@@ -166,7 +167,8 @@ TEST_F(ChatSwarm, AServerDyingDuringATurnIsReplacedAndTheAnswerIsTheLocalOne) {
   servers.push_back(serve("2:4", {"--crash-after-steps", "16"}));
   servers.push_back(serve("2:4"));
   servers.push_back(serve("4:6"));
-  SwarmChat chat(config(testing::join(testing::addresses(servers))), swarm_options(), "plain");
+  SwarmChat chat(config(testing::join(testing::addresses(servers))),
+                 swarm_options(testing::join(testing::addresses(servers))), "plain");
   for (size_t turn = 0; turn < kTurns.size(); ++turn) {
     chat.reply(kTurns[turn]);
     EXPECT_EQ(chat.chat().last_ids(), local_->at(turn)) << "turn " << turn;
@@ -185,7 +187,8 @@ TEST_F(ChatSwarm, AServerDyingDuringATurnIsReplacedAndTheAnswerIsTheLocalOne) {
 TEST_F(ChatSwarm, ServersThatClosedTheIdleSessionTakeItBackForTheNextTurn) {
   std::vector<ServerProcess> servers;
   for (const char* span : {"0:2", "2:4", "4:6"}) servers.push_back(serve(span, {"--session-idle-timeout", "1"}));
-  SwarmChat chat(config(testing::join(testing::addresses(servers))), swarm_options(), "plain");
+  SwarmChat chat(config(testing::join(testing::addresses(servers))),
+                 swarm_options(testing::join(testing::addresses(servers))), "plain");
   chat.reply(kTurns[0]);
   EXPECT_EQ(chat.chat().last_ids(), local_->at(0));
   const auto route = chat.route();

@@ -203,7 +203,8 @@ TEST(FinetuneTask, SoftPromptThroughThreeServersLearnsTheShippedTask) {
   gpu::make_tiny_model(tiny);
   auto servers = testing::start_servers(model, {"0:2", "2:4", "4:6"});
   gpu::FinetuneConfig config;
-  config.peers = testing::join(testing::addresses(servers));
+  SwarmGenerateOptions swarm;
+  swarm.peers = testing::join(testing::addresses(servers));
   config.model = model.string();
   config.mode = "ptune";
   config.pre_seq_len = 8;
@@ -213,7 +214,7 @@ TEST(FinetuneTask, SoftPromptThroughThreeServersLearnsTheShippedTask) {
   config.seed = testing::test_seed(0);
   config.out = (model.parent_path() / "prompts.safetensors").string();
   config.quiet = true;
-  const gpu::FinetuneReport report = finetune_command(config);
+  const gpu::FinetuneReport report = finetune_command(config, swarm);
   EXPECT_EQ(report.examples, 16);
   EXPECT_LE(report.before.exact, kUntunedExactMax);
   EXPECT_GE(report.after.exact, kTunedExactMin);
@@ -225,7 +226,6 @@ TEST(FinetuneTask, SoftPromptThroughThreeServersLearnsTheShippedTask) {
   // completions the tuner counted as right.
   gpu::GenerateConfig generate;
   generate.model = config.model;
-  generate.peers = config.peers;
   generate.ignore_eos = true;
   const auto examples = gpu::load_finetune_data(config.data);
   const auto tokenized = gpu::tokenize_examples(*gpu::load_tokenizer(model), examples);
@@ -233,7 +233,7 @@ TEST(FinetuneTask, SoftPromptThroughThreeServersLearnsTheShippedTask) {
   for (size_t i = 0; i < examples.size(); ++i) {
     generate.prompt = examples[i].prompt;
     generate.max_new_tokens = static_cast<int64_t>(tokenized[i].completion_ids.size());
-    if (generate_with_prompts_command(generate, config.out).ids == tokenized[i].completion_ids) ++exact;
+    if (generate_with_prompts_command(generate, config.out, swarm).ids == tokenized[i].completion_ids) ++exact;
   }
   EXPECT_EQ(exact, report.after.exact);
 
@@ -243,7 +243,6 @@ TEST(FinetuneTask, SoftPromptThroughThreeServersLearnsTheShippedTask) {
   tiny.layers = 4;
   gpu::make_tiny_model(tiny);
   generate.model = other.string();
-  generate.peers.clear();
   generate.local = true;
   try {
     generate_with_prompts_command(generate, config.out);
