@@ -7,6 +7,8 @@
 #include "core/time.h"
 #include "sim/scenario.h"
 
+#include <deque>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,7 +34,9 @@ class Directory {
     core::ServerRecord record;
   };
   DirectoryConfig config_;
-  std::vector<Entry> entries_;
+  // Each peer's entries in announcement order (so also in visibility order: the delay is fixed).
+  // An announcement costs O(log peers): only its own peer's entries are pruned.
+  std::map<core::PeerId, std::deque<Entry>> entries_;
   uint64_t seq_ = 0;
 };
 

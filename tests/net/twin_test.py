@@ -88,7 +88,7 @@ def scenario_yaml():
         # Long enough that the server dies while it runs.
         f"    work: {{kind: generate, prefix_tokens: 4, new_tokens: 100000}}",
         "policies: {routing: min_latency, placement: greedy, balancing: none, join_delay_s: 0.5, recovery: replay}",
-        "directory: {round_trip_s: 0.01, lookup_round_trips: 2, announce_round_trips: 2, update_period_s: 1}",
+        "directory: {round_trip_s: 0.01, lookup_round_trips: 2, announce_round_trips: 2, update_period_s: 5}",
         "",
     ])
 
@@ -137,6 +137,20 @@ def start(args, log_name, wait_for):
     return p, found
 
 
+def wait_online(dht, address, timeout_s=60):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        run = subprocess.run([BOUQUET, "swarm", "--initial-peers", dht, "--json", "--listen", "127.0.0.1:0"],
+                             capture_output=True, text=True, timeout=60)
+        if run.returncode == 0:
+            for m in json.loads(run.stdout)["models"]:
+                for block in m["blocks"]:
+                    if any(s["address"] == address and s["state"] == "online" for s in block["servers"]):
+                        return
+        time.sleep(0.5)
+    raise RuntimeError(f"{address} never showed online in the DHT")
+
+
 def real(model):
     _, dht = start(["dht", "--listen", "127.0.0.1:0"], "dht.log", {"address": r"listening on (\S+)"})
     dht = dht["address"]
@@ -144,7 +158,7 @@ def real(model):
     for s in SERVERS:
         args = ["serve", "--model", model, "--listen", "127.0.0.1:0", "--dht-listen", "127.0.0.1:0",
                 "--initial-peers", dht, "--num-blocks", str(s["num_blocks"]), "--throughput", str(s["rps"]),
-                "--inference-rps", str(s["rps"]), "--join-delay", "0.5", "--update-period", "1",
+                "--inference-rps", str(s["rps"]), "--join-delay", "0.5", "--update-period", "5",
                 "--balance-quality", "0", "--threads", "1"]
         if "dies" in s:
             args += ["--crash-after-steps", str(s["dies"])]
@@ -152,7 +166,9 @@ def real(model):
                          {"address": r"listening on (\S+)", "span": r"serving blocks \[(\d+, \d+)\)"})
         addresses[found["address"]] = s["name"]
         spans[s["name"]] = [tuple(int(x) for x in found["span"].split(", "))]
-        time.sleep(3)  # the record online in the DHT before the next server looks
+        # The next server joins once this one's record is online in the DHT, as in the simulator
+        # (on a busy machine the put can take seconds).
+        wait_online(dht, found["address"])
     run = subprocess.run([BOUQUET, "generate", "--model", model, "--initial-peers", dht, "--prompt", "twin",
                           "--max-new-tokens", str(NEW_TOKENS), "--seed", str(SEED), "--json"],
                          capture_output=True, text=True, timeout=300)
