@@ -21,8 +21,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from harness import Harness
 
 import openai
 
@@ -33,34 +34,14 @@ KEY = "sekrit-test-key"
 print(f"seed {SEED} (reproduce: BOUQUET_SEED={SEED} {sys.executable} {' '.join(sys.argv)})", flush=True)
 rng = random.Random(SEED)
 
-processes = []
-failures = []
-
-
-def check(condition, what):
-    if condition:
-        print(f"ok: {what}", flush=True)
-    else:
-        print(f"FAIL: {what}", flush=True)
-        failures.append(what)
+H = Harness(BOUQUET, SCRATCH)
+check = H.check
 
 
 def start(args, log_name):
-    """Starts `bouquet ARGS`; returns (process, first line matching 'listening on')."""
-    log = open(os.path.join(SCRATCH, log_name), "w")
-    p = subprocess.Popen([BOUQUET] + args, stdout=subprocess.PIPE, stderr=log, text=True)
-    processes.append(p)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"bouquet {' '.join(args)} exited ({p.wait()}); see {log.name}")
-        m = re.search(r"listening on (\S+)", line)
-        if m:
-            # Keep draining stdout so the process never blocks on a full pipe.
-            threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
-            return p, m.group(1)
-    raise RuntimeError(f"bouquet {' '.join(args)} printed no listening line")
+    """Starts `bouquet ARGS`; returns (process, the address of its 'listening on' line)."""
+    p, found = H.start(args, log_name)
+    return p, found["address"]
 
 
 def run(args):
@@ -292,21 +273,4 @@ def main():
     check(api.poll() is None, "the API is still up")
 
 
-try:
-    main()
-except Exception as e:  # a crash of the test itself is a failure with its reason
-    failures.append(f"{type(e).__name__}: {e}")
-    print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-finally:
-    for p in processes:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in processes:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    if failures:
-        print(f"{len(failures)} check(s) failed; logs in {SCRATCH}", flush=True)
-print("all checks passed" if not failures else "", flush=True)
-sys.exit(1 if failures else 0)
+H.run(main)

@@ -17,9 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+
+from harness import Harness
 
 BOUQUET = sys.argv[1]
 ARTIFACTS = sys.argv[2] if len(sys.argv) > 2 else None
@@ -27,30 +28,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SEED = int(os.environ.get("BOUQUET_SEED", "23"))
 print(f"seed {SEED} (reproduce: BOUQUET_SEED={SEED} python3 {' '.join(sys.argv)})", flush=True)
 scratch = tempfile.mkdtemp(prefix="bouquet-health-test.")
-processes = []
-failures = []
-
-
-def check(condition, what):
-    print(("ok: " if condition else "FAIL: ") + what, flush=True)
-    if not condition:
-        failures.append(what)
+H = Harness(BOUQUET, scratch)
+check = H.check
 
 
 def start(args, log_name):
-    log = open(os.path.join(scratch, log_name), "w")
-    p = subprocess.Popen([BOUQUET] + args, stdout=subprocess.PIPE, stderr=log, text=True)
-    processes.append(p)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"bouquet {' '.join(args)} exited ({p.wait()}); see {log.name}")
-        m = re.search(r"listening on (\S+)", line)
-        if m:
-            threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
-            return p, m.group(1)
-    raise RuntimeError(f"bouquet {' '.join(args)} printed no listening line")
+    """Starts `bouquet ARGS`; returns (process, the address of its 'listening on' line)."""
+    p, found = H.start(args, log_name)
+    return p, found["address"]
 
 
 def get(url):
@@ -155,21 +140,4 @@ def main():
         check(rendered_coverage(dom) == ["thin"] * 6, "in Chromium the gap is filled again")
 
 
-try:
-    main()
-except Exception as e:
-    failures.append(f"{type(e).__name__}: {e}")
-    print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-finally:
-    for p in processes:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in processes:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-if failures:
-    print(f"{len(failures)} check(s) failed; logs in {scratch}", flush=True)
-    sys.exit(1)
-print("all checks passed", flush=True)
+H.run(main)

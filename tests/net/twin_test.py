@@ -18,20 +18,19 @@ Usage: twin_test.py BOUQUET_BINARY  (seed: $BOUQUET_SEED, printed; it seeds the 
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from harness import Harness
 
 BOUQUET = sys.argv[1]
 SEED = int(os.environ.get("BOUQUET_SEED", "31"))
 print(f"seed {SEED} (reproduce: BOUQUET_SEED={SEED} python3 {' '.join(sys.argv)})", flush=True)
 scratch = tempfile.mkdtemp(prefix="bouquet-twin-test.")
-processes = []
-failures = []
+H = Harness(BOUQUET, scratch)
+check = H.check
 
 BLOCKS = 32  # llama-2-7b's shape in the simulator
 # The swarm: joining in this order, each once the previous one serves. `dies` serves that many
@@ -46,12 +45,6 @@ SERVERS = [
 JOIN_GAP_S = 15  # simulated seconds between joins (real: each joins once the previous one serves)
 CLIENT_START_S = JOIN_GAP_S * len(SERVERS) + 5
 NEW_TOKENS = 64
-
-
-def check(condition, what):
-    print(("ok: " if condition else "FAIL: ") + what, flush=True)
-    if not condition:
-        failures.append(what)
 
 
 def scenario_yaml():
@@ -109,34 +102,6 @@ def simulate():
     return spans, routes
 
 
-def start(args, log_name, wait_for):
-    log_path = os.path.join(scratch, log_name)
-    log = open(log_path, "w")
-    p = subprocess.Popen([BOUQUET] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    processes.append(p)
-    found = {}
-    lines = []
-    ready = threading.Event()
-
-    def pump():
-        for line in p.stdout:
-            log.write(line)
-            log.flush()
-            lines.append(line)
-            for key, pattern in wait_for.items():
-                m = re.search(pattern, line)
-                if m and key not in found:
-                    found[key] = m.group(1)
-            if len(found) == len(wait_for):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(120) or len(found) < len(wait_for):
-        raise RuntimeError(f"bouquet {' '.join(args)}: no {sorted(set(wait_for) - set(found))} in {log_path}")
-    return p, found
-
-
 def wait_online(dht, address, timeout_s=60):
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -152,7 +117,7 @@ def wait_online(dht, address, timeout_s=60):
 
 
 def real(model):
-    _, dht = start(["dht", "--listen", "127.0.0.1:0"], "dht.log", {"address": r"listening on (\S+)"})
+    _, dht = H.start(["dht", "--listen", "127.0.0.1:0"], "dht.log", {"address": r"listening on (\S+)"})
     dht = dht["address"]
     addresses, spans = {}, {}
     for s in SERVERS:
@@ -162,7 +127,7 @@ def real(model):
                 "--balance-quality", "0", "--threads", "1"]
         if "dies" in s:
             args += ["--crash-after-steps", str(s["dies"])]
-        _, found = start(args, f"serve-{s['name']}.log",
+        _, found = H.start(args, f"serve-{s['name']}.log",
                          {"address": r"listening on (\S+)", "span": r"serving blocks \[(\d+, \d+)\)"})
         addresses[found["address"]] = s["name"]
         spans[s["name"]] = [tuple(int(x) for x in found["span"].split(", "))]
@@ -215,21 +180,4 @@ def main():
           f"the real generation, recovery and all, gave the ids of generate --local ({len(out['ids'])} tokens)")
 
 
-try:
-    main()
-except Exception as e:
-    failures.append(f"{type(e).__name__}: {e}")
-    print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-finally:
-    for p in processes:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in processes:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-if failures:
-    print(f"{len(failures)} check(s) failed; logs in {scratch}", flush=True)
-    sys.exit(1)
-print("all checks passed", flush=True)
+H.run(main)
