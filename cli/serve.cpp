@@ -122,6 +122,9 @@ const CommandRegistration serve_command{
           ->check(finite_in(0, 1e12));
       sub.add_option("--dht-listen", config->dht_listen,
                      "UDP HOST:PORT of this server's DHT node (default: the listen host, any port)");
+      sub.add_option("--identity", config->identity,
+                     "FILE holding the key this server signs its DHT records with (made when missing; default: "
+                     "a new key every start); the peer id is derived from it");
       sub.add_option("--seed", config->seed, "Seed of the balancing randomness (0 = from the peer id)");
       return [config] { return net::serve(*config); };
     }};

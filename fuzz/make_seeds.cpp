@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "core/wire.h"
 #include "net/dht/dht_record.h"
+#include "net/dht/identity.h"
 #include "net/rpc/frame.h"
 #include "tests/core/support/random_messages.h"
 
@@ -39,9 +40,10 @@ int main(int argc, char** argv) {
     }
   }
   write(out / "frame_reader" / "seed-all-types", stream.data(), stream.size());
+  const net::PeerIdentity seeder = net::PeerIdentity::generate();
   for (uint32_t block : {0u, 3u}) {
     net::DhtRecord r;
-    r.record.peer = core::PeerId{0x1234567890abcdefULL};
+    r.record.peer = seeder.peer_id();
     r.record.address = "127.0.0.1:7001";
     r.record.model_id = "tiny-llama@abc123";
     r.record.span = core::BlockSpan{0, 4};
@@ -54,7 +56,7 @@ int main(int argc, char** argv) {
     r.fingerprint = "abc123";
     r.announced_unix_s = 1.8e9 - 120;
     r.seq = block;
-    const std::string text = net::encode_dht_record(r);
+    const std::string text = net::encode_dht_record(r, seeder);
     write(out / "dht_record" / ("seed-" + std::to_string(block)), text.data(), text.size());
   }
   return 0;

@@ -1,5 +1,7 @@
 #include "net/dht/dht_directory.h"
 
+#include "net/dht/identity.h"
+
 #include <opendht.h>
 
 #include <fmt/core.h>
@@ -101,6 +103,11 @@ void DhtDirectory::skip(const std::string& why) {
 }
 
 void DhtDirectory::announce(const core::Announce& announce) {
+  if (!config_.identity) throw std::logic_error("a DHT directory that announces needs an identity to sign with");
+  this->announce(announce, *config_.identity);
+}
+
+void DhtDirectory::announce(const core::Announce& announce, const PeerIdentity& signer) {
   const core::ServerRecord& record = announce.record;
   if (record.span.empty() || record.model_id.empty()) {
     config_.log(
@@ -120,7 +127,7 @@ void DhtDirectory::announce(const core::Announce& announce) {
   wire.seq = ++seq_;
   for (uint32_t block = record.span.begin; block < record.span.end; ++block) {
     wire.block = block;
-    const std::string bytes = encode_dht_record(wire);
+    const std::string bytes = encode_dht_record(wire, signer);
     dht::Value value(kRecordTypeId, dht::Blob(bytes.begin(), bytes.end()));
     ++*puts_in_flight_;
     runner_->put(dht::InfoHash::get(dht_block_key(record.model_id, block)), std::move(value),

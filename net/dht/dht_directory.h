@@ -40,6 +40,9 @@ struct DhtDirectoryConfig {
   double record_lifetime_s = 120;
   uint32_t model_blocks = 0;  // announced next to each record so readers can check coverage
   std::string fingerprint;    // announced; readers skip records of another non-empty one
+  // Signs what announce() publishes (identity.h); the records' peer must be its peer id. A
+  // directory that only reads needs none.
+  std::shared_ptr<const PeerIdentity> identity;
   // The driver's clock for expires_at (seconds). Default: Unix time.
   std::function<double()> clock;
   // Where skipped records and other notes go, one line each. Default: stderr "dht: ...".
@@ -74,9 +77,13 @@ class DhtDirectory {
   // True once the node knows at least one good peer; false after `timeout_s` without one.
   bool wait_connected(double timeout_s) const;
 
-  // Publishes `announce.record` under every block of its span (and the model in the model index).
-  // A record with expires_at = kNever lives record_lifetime_s.
+  // Publishes `announce.record` under every block of its span (and the model in the model index),
+  // signed by the config's identity (std::logic_error without one). A record with
+  // expires_at = kNever lives record_lifetime_s.
   void announce(const core::Announce& announce);
+  // The same, signed by `signer` (the record's peer must be its peer id): one process announcing
+  // for several servers, as tests do.
+  void announce(const core::Announce& announce, const PeerIdentity& signer);
   // Reads the records of `lookup.blocks` of `lookup.model_id`; `sink` gets the answer once.
   void lookup(const core::DirectoryLookup& lookup, AnswerSink sink);
   void lookup(const core::DirectoryLookup& lookup, asio::any_io_executor executor, AnswerSink sink);

@@ -1,5 +1,6 @@
 #include "net/dht/dht_record.h"
 
+#include "net/dht/identity.h"
 #include "net/rpc/address.h"
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 #include <fmt/core.h>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string_view>
 
 namespace bouquet::net {
@@ -77,8 +79,12 @@ std::string dht_block_key(const std::string& model_id, uint32_t block) {
 
 std::string dht_models_key() { return fmt::format("bouquet/v{}/models", kDhtRecordVersion); }
 
-std::string encode_dht_record(const DhtRecord& in) {
+std::string encode_dht_record(const DhtRecord& in, const PeerIdentity& signer) {
   const core::ServerRecord& r = in.record;
+  if (r.peer != signer.peer_id()) {
+    throw std::logic_error(fmt::format("a record of peer {} signed by the key of peer {}", r.peer.to_string(),
+                                       signer.peer_id().to_string()));
+  }
   nlohmann::json j = {
       {"v", kDhtRecordVersion},
       {"peer", r.peer.to_string()},
@@ -102,7 +108,9 @@ std::string encode_dht_record(const DhtRecord& in) {
       {"expires_at", r.expires_at},
       {"announced_at", in.announced_unix_s},
       {"seq", in.seq},
+      {"key", signer.public_key_hex()},
   };
+  j["sig"] = signer.sign(j.dump());
   return j.dump();
 }
 
@@ -113,12 +121,18 @@ std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes)
   if (j["v"].get<int64_t>() != kDhtRecordVersion) {
     return fmt::format("record version {} (this build reads {})", j["v"].dump(), kDhtRecordVersion);
   }
+  if (!j.contains("key") || !j["key"].is_string() || !j.contains("sig") || !j["sig"].is_string()) {
+    return std::string("unsigned: no \"key\" and \"sig\"");
+  }
+  const std::string signature = j["sig"].get<std::string>();
+  j.erase("sig");
   try {
     DhtRecord out;
     core::ServerRecord& r = out.record;
     auto peer = parse_peer(j.at("peer").get<std::string>());
     if (!peer) return std::string("field \"peer\" is not 1-16 lowercase hex digits");
     r.peer = core::PeerId{*peer};
+    out.public_key = j["key"].get<std::string>();
     r.address = j.at("address").get<std::string>();
     try {
       parse_host_port(r.address, /*allow_port_zero=*/false);  // a port in [1, 65535], a host
@@ -159,6 +173,13 @@ std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes)
     r.expires_at = number_field(j.at("expires_at"), "expires_at", 0, kMaxUnixS);
     out.announced_unix_s = number_field(j.at("announced_at"), "announced_at", 0, kMaxUnixS);
     if (j.contains("seq")) out.seq = integer_field(j["seq"], "seq", std::numeric_limits<uint64_t>::max());
+    // Checked last, so that every field's checks stay in reach of a fuzzer (which cannot sign).
+    if (r.peer != PeerIdentity::peer_id_of_key(out.public_key)) {
+      return fmt::format("field \"peer\" is {}, not the id of the record's key", r.peer.to_string());
+    }
+    if (!PeerIdentity::verify(out.public_key, j.dump(), signature)) {
+      return std::string("field \"sig\" is not the key's signature of the record");
+    }
     return out;
   } catch (const BadField& e) {
     return e.why;

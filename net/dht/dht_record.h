@@ -2,6 +2,11 @@
 // under a key derived from the model name and block index. Times on the wire are Unix seconds so
 // that every process reads them alike; the directory converts to and from its driver's clock.
 // Decoding never throws: a malformed or unknown value is a reason string, so readers skip it.
+//
+// Records are signed (identity.h): each carries its announcer's public key ("key") and the Ed25519
+// signature ("sig") of the record without "sig"; the peer id must be the key's. A reader drops an
+// unsigned record, a bad signature and a peer id that is not the key's, so nobody can announce as
+// another server.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +18,7 @@
 
 namespace bouquet::net {
 
-inline constexpr int kDhtRecordVersion = 1;
+inline constexpr int kDhtRecordVersion = 2;  // 2: signed records
 // More blocks than any model has: span ends and model_blocks beyond it are forged, not large.
 inline constexpr uint32_t kDhtMaxModelBlocks = 65536;
 
@@ -24,16 +29,21 @@ struct DhtRecord {
   uint32_t model_blocks = 0;  // blocks of the whole model, 0 when the announcer did not know
   std::string fingerprint;    // model fingerprint, empty when unknown
   double announced_unix_s = 0;
-  uint64_t seq = 0;  // orders announcements made in the same second by one process
+  uint64_t seq = 0;        // orders announcements made in the same second by one process
+  std::string public_key;  // the announcer's (identity.h), 64 hex digits; set by encode
 };
+
+class PeerIdentity;
 
 // "bouquet/v1/<model>/block/<index>" and "bouquet/v1/models": hashed into the DHT's keys.
 std::string dht_block_key(const std::string& model_id, uint32_t block);
 std::string dht_models_key();
 
-std::string encode_dht_record(const DhtRecord& record);
+// Signed by `signer`, whose peer id the record's must be (std::logic_error otherwise).
+std::string encode_dht_record(const DhtRecord& record, const PeerIdentity& signer);
 // The record, or why the bytes are not one (names the field). Every number is checked: an integer
-// field holds an integer in range, a rate or a time is finite and in range.
+// field holds an integer in range, a rate or a time is finite and in range; the signature and the
+// peer id are checked against the record's key.
 std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes);
 
 // One entry of the model index under dht_models_key(): a model some server announced.

@@ -23,6 +23,7 @@
 #include "gpu/model_config.h"
 #include "gpu/span_compute.h"
 #include "gpu/tensor_bridge.h"
+#include "net/dht/identity.h"
 #include "net/rpc/address.h"
 #include "net/rpc/connection.h"
 #include "net/rpc/timers.h"
@@ -167,8 +168,10 @@ SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {
 
 void Server::Impl::start_discovery() {
   const std::string address = config.announce_addr.empty() ? connections.local_address() : config.announce_addr;
+  auto identity = std::make_shared<const PeerIdentity>(
+      config.identity.empty() ? PeerIdentity::generate() : PeerIdentity::load_or_create(config.identity));
   ServerDiscoveryConfig d =
-      discovery_config(config, address, model_id, static_cast<uint32_t>(model.num_layers),
+      discovery_config(config, std::move(identity), address, model_id, static_cast<uint32_t>(model.num_layers),
                        compute ? std::optional<core::BlockSpan>(compute->span()) : std::nullopt, speeds, adapter_names);
   const core::PeerId peer = d.balancer.peer;
   discovery =

@@ -87,6 +87,9 @@ struct ServeConfig {
   double inference_rps = 0;                // announced one-token steps/s per block; 0 = measured
   std::string dht_listen;                  // UDP HOST:PORT of the server's DHT node; "" = listen host, any port
   uint64_t seed = 0;                       // balancing randomness; 0 = derived from the peer id
+  // The key the server signs its records with (net/dht/identity.h), kept in this file (made when
+  // missing); "" = a new key every start. The peer id is derived from it.
+  std::string identity;
 };
 
 class Server {

@@ -33,6 +33,7 @@ ServerDiscovery::ServerDiscovery(asio::io_context& io, const DriverClock& clock,
   dht.initial_peers = config_.initial_peers;
   dht.model_blocks = config_.balancer.model_blocks;
   dht.fingerprint = config_.fingerprint;
+  dht.identity = config_.identity;
   dht.clock = [&clock] { return clock.now(); };
   dht.log = [](const std::string& line) {
     if (!routine_dht_skip(line)) log_line("dht: " + line);
@@ -143,10 +144,6 @@ uint64_t available_memory_bytes() {
     if (fields >> kib) return kib * 1024;
   }
   return 0;
-}
-
-core::PeerId server_peer_id(const std::string& address, const std::string& model_name) {
-  return core::peer_id_of(address + "\n" + model_name);
 }
 
 }  // namespace bouquet::net

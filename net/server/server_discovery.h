@@ -27,11 +27,14 @@ namespace bouquet::net {
 
 class DhtDirectory;
 
+class PeerIdentity;
+
 struct ServerDiscoveryConfig {
-  std::vector<std::string> initial_peers;  // DHT nodes to join through
-  std::string dht_listen;                  // UDP HOST:PORT of this server's own DHT node
-  std::string fingerprint;                 // announced with every record
-  core::BalancerNodeConfig balancer;       // peer, address, model name, spans, periods, speeds
+  std::vector<std::string> initial_peers;        // DHT nodes to join through
+  std::string dht_listen;                        // UDP HOST:PORT of this server's own DHT node
+  std::string fingerprint;                       // announced with every record
+  std::shared_ptr<const PeerIdentity> identity;  // signs every record; balancer.peer is its peer id
+  core::BalancerNodeConfig balancer;             // peer, address, model name, spans, periods, speeds
   // A lookup unanswered this long (no DHT node reachable yet) is answered empty, so a first server
   // still joins (at the front) and balancing goes on instead of waiting forever.
   double lookup_timeout_s = 10;
@@ -83,8 +86,5 @@ class ServerDiscovery {
 
 // MemAvailable (/proc/meminfo) in bytes, or 0 when it cannot be read.
 uint64_t available_memory_bytes();
-
-// A stable PeerId for a server: FNV-1a of its announced address and model name.
-core::PeerId server_peer_id(const std::string& address, const std::string& model_name);
 
 }  // namespace bouquet::net

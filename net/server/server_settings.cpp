@@ -11,6 +11,7 @@
 #include "core/throughput.h"
 #include "gpu/kernels/matvec.h"
 #include "gpu/span_compute.h"
+#include "net/dht/identity.h"
 #include "net/rpc/address.h"
 
 namespace bouquet::net {
@@ -119,8 +120,8 @@ std::string announced_model_name(const ServeConfig& config) {
   return name;
 }
 
-ServerDiscoveryConfig discovery_config(const ServeConfig& config, const std::string& address,
-                                       const std::string& model_id, uint32_t model_blocks,
+ServerDiscoveryConfig discovery_config(const ServeConfig& config, std::shared_ptr<const PeerIdentity> identity,
+                                       const std::string& address, const std::string& model_id, uint32_t model_blocks,
                                        std::optional<core::BlockSpan> pinned, const AnnouncedSpeeds& speeds,
                                        const std::vector<std::string>& adapters) {
   const std::string model_name = announced_model_name(config);
@@ -130,7 +131,8 @@ ServerDiscoveryConfig discovery_config(const ServeConfig& config, const std::str
                                            : config.dht_listen;
   d.fingerprint = model_id;
   core::BalancerNodeConfig& b = d.balancer;
-  b.peer = server_peer_id(address, model_name);
+  b.peer = identity->peer_id();
+  d.identity = std::move(identity);
   b.address = address;
   b.model_id = model_name;
   b.model_blocks = model_blocks;

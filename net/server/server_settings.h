@@ -42,9 +42,10 @@ core::BlockServerConfig block_server_config(const ServeConfig& config, const std
 // The model's name in the DHT: --model-name, else the folder's name.
 std::string announced_model_name(const ServeConfig& config);
 
-// The balancer and DHT settings of a server reachable at `address` (pinned to `pinned` when given).
-ServerDiscoveryConfig discovery_config(const ServeConfig& config, const std::string& address,
-                                       const std::string& model_id, uint32_t model_blocks,
+// The balancer and DHT settings of a server reachable at `address` (pinned to `pinned` when given),
+// its peer id `identity`'s.
+ServerDiscoveryConfig discovery_config(const ServeConfig& config, std::shared_ptr<const PeerIdentity> identity,
+                                       const std::string& address, const std::string& model_id, uint32_t model_blocks,
                                        std::optional<core::BlockSpan> pinned, const AnnouncedSpeeds& speeds,
                                        const std::vector<std::string>& adapters);
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "net/dht/dht_directory.h"
+#include "tests/net/support/identities.h"
 
 namespace bouquet::net {
 namespace {
@@ -77,7 +78,7 @@ double unix_now() { return std::chrono::duration<double>(std::chrono::system_clo
 core::ServerRecord record(uint64_t peer, core::BlockSpan span, const std::string& model,
                           core::ServerState state = core::ServerState::online) {
   core::ServerRecord r;
-  r.peer = core::PeerId{peer};
+  r.peer = testing::test_peer(peer);
   r.address = fmt::format("127.0.0.1:{}", 6000 + peer);
   r.span = span;
   r.state = state;
@@ -103,10 +104,12 @@ TEST(DhtCliTest, SwarmShowsCoverageOfRecordsAnnouncedThroughABootstrapNode) {
     config.model_blocks = 4;
     DhtDirectory announcer(config);
     ASSERT_TRUE(announcer.wait_connected(5));
-    announcer.announce(core::Announce{record(1, {0, 2}, "tiny")});
-    announcer.announce(core::Announce{record(2, {2, 4}, "tiny")});
-    announcer.announce(core::Announce{record(3, {1, 3}, "tiny", core::ServerState::joining)});
-    announcer.announce(core::Announce{record(4, {0, 3}, "half")});  // block 3 of "half" uncovered
+    announcer.announce(core::Announce{record(1, {0, 2}, "tiny")}, testing::test_identity(1));
+    announcer.announce(core::Announce{record(2, {2, 4}, "tiny")}, testing::test_identity(2));
+    announcer.announce(core::Announce{record(3, {1, 3}, "tiny", core::ServerState::joining)},
+                       testing::test_identity(3));
+    announcer.announce(core::Announce{record(4, {0, 3}, "half")},
+                       testing::test_identity(4));  // block 3 of "half" uncovered
     // The announcer may leave: the records live on the other nodes until they expire.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
@@ -127,9 +130,9 @@ TEST(DhtCliTest, SwarmShowsCoverageOfRecordsAnnouncedThroughABootstrapNode) {
   // Block 1 is held by peer 1 (online) and peer 3 (joining), fastest first.
   const auto& block1 = tiny["blocks"][1]["servers"];
   ASSERT_EQ(block1.size(), 2u);
-  EXPECT_EQ(block1[0]["peer"], "0000000000000003");
+  EXPECT_EQ(block1[0]["peer"], testing::test_peer(3).to_string());
   EXPECT_EQ(block1[0]["state"], "joining");
-  EXPECT_EQ(block1[1]["peer"], "0000000000000001");
+  EXPECT_EQ(block1[1]["peer"], testing::test_peer(1).to_string());
   EXPECT_EQ(block1[1]["cache_tokens_free"], 1000);
 
   Child text_run({BOUQUET_BINARY, "swarm", "--initial-peers", bootstrap, "--listen", "127.0.0.1:0", "--model", "half"});

@@ -16,6 +16,7 @@
 
 #include "net/dht/dht_directory.h"
 #include "net/dht/dht_record.h"
+#include "tests/net/support/identities.h"
 
 namespace bouquet::net {
 namespace {
@@ -68,7 +69,7 @@ class DhtDirectoryTest : public ::testing::Test {
 
   static ServerRecord record(uint64_t peer, BlockSpan span, double ttl_s = 60) {
     ServerRecord r;
-    r.peer = core::PeerId{peer};
+    r.peer = testing::test_peer(peer);
     r.address = "127.0.0.1:" + std::to_string(5000 + peer);
     r.span = span;
     r.state = ServerState::online;
@@ -93,8 +94,8 @@ class DhtDirectoryTest : public ::testing::Test {
 TEST_F(DhtDirectoryTest, RecordsAnnouncedByOneNodeAreFoundByAnother) {
   const ServerRecord a = record(1, {0, 3});
   const ServerRecord b = record(2, {3, 8});
-  second_->announce(core::Announce{a});
-  second_->announce(core::Announce{b});
+  second_->announce(core::Announce{a}, testing::test_identity(1));
+  second_->announce(core::Announce{b}, testing::test_identity(2));
   // Puts travel asynchronously: the answer may lag the announce by a few milliseconds.
   core::DirectoryAnswer answer;
   for (int i = 0; i < 200 && answer.records.size() < 2; ++i) {
@@ -129,10 +130,11 @@ TEST_F(DhtDirectoryTest, RecordsAnnouncedByOneNodeAreFoundByAnother) {
 TEST_F(DhtDirectoryTest, ExpiredRecordIsIgnored) {
   const auto announced = std::chrono::steady_clock::now();
   const double ttl_s = 3;
-  second_->announce(core::Announce{record(1, {0, 2}, ttl_s)});
-  second_->announce(core::Announce{record(2, {2, 4}, /*ttl_s=*/-5)});  // expired when announced
+  second_->announce(core::Announce{record(1, {0, 2}, ttl_s)}, testing::test_identity(1));
+  second_->announce(core::Announce{record(2, {2, 4}, /*ttl_s=*/-5)},
+                    testing::test_identity(2));  // expired when announced
   // The two puts reach the reader in any order: wait until it has seen both.
-  const std::string expired_2 = "skipped an expired record of peer 0000000000000002";
+  const std::string expired_2 = "skipped an expired record of peer " + testing::test_peer(2).to_string();
   core::DirectoryAnswer answer;
   for (int i = 0; i < 200; ++i) {
     answer = look_up(*third_, {0, 4});
@@ -142,12 +144,12 @@ TEST_F(DhtDirectoryTest, ExpiredRecordIsIgnored) {
   ASSERT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - announced).count(), ttl_s)
       << "the lookups took longer than the record's lifetime (machine overloaded?)";
   ASSERT_EQ(answer.records.size(), 1u);
-  EXPECT_EQ(answer.records[0].peer.value, 1u);
+  EXPECT_EQ(answer.records[0].peer, testing::test_peer(1));
   EXPECT_TRUE(logs_.any_contains(expired_2));
   // The DHT still stores the value (its lifetime is the type's), but readers go by expires_at.
   std::this_thread::sleep_until(announced + std::chrono::milliseconds(static_cast<int>(ttl_s * 1000) + 200));
   EXPECT_TRUE(look_up(*third_, {0, 4}).records.empty());
-  EXPECT_TRUE(logs_.any_contains("skipped an expired record of peer 0000000000000001"));
+  EXPECT_TRUE(logs_.any_contains("skipped an expired record of peer " + testing::test_peer(1).to_string()));
 }
 
 TEST_F(DhtDirectoryTest, MalformedForeignAndMisplacedValuesAreSkipped) {
@@ -166,37 +168,54 @@ TEST_F(DhtDirectoryTest, MalformedForeignAndMisplacedValuesAreSkipped) {
   good.block = 1;
   good.announced_unix_s = unix_now();
   DhtRecord elsewhere = good;  // span [4, 6) does not hold block 1
-  elsewhere.record.peer = core::PeerId{8};
+  elsewhere.record.peer = testing::test_peer(8);
   elsewhere.record.span = {4, 6};
   DhtRecord foreign_model = good;
-  foreign_model.record.peer = core::PeerId{9};
+  foreign_model.record.peer = testing::test_peer(9);
   foreign_model.record.model_id = "bigger";
   DhtRecord foreign_fingerprint = good;
-  foreign_fingerprint.record.peer = core::PeerId{10};
+  foreign_fingerprint.record.peer = testing::test_peer(10);
   foreign_fingerprint.fingerprint = "beef";
-  std::string truncated = encode_dht_record(good);
+  std::string truncated = encode_dht_record(good, testing::test_identity(7));
   truncated.resize(truncated.size() / 2);
 
   put(0x6271, "\xff\x00 not json");
   put(0x6271, truncated);
   put(0x6271, R"({"v": 99, "peer": "1"})");
-  put(0x6271, R"({"v": 1, "peer": "zz", "address": "x"})");
-  put(0x6271, encode_dht_record(elsewhere));
-  put(0x6271, encode_dht_record(foreign_model));
-  put(0x6271, encode_dht_record(foreign_fingerprint));
+  put(0x6271, R"({"v": 2, "peer": "zz", "address": "x", "key": "", "sig": ""})");
+  put(0x6271, encode_dht_record(elsewhere, testing::test_identity(8)));
+  put(0x6271, encode_dht_record(foreign_model, testing::test_identity(9)));
+  put(0x6271, encode_dht_record(foreign_fingerprint, testing::test_identity(10)));
   put(0, "user data from another application");
-  put(0x6271, encode_dht_record(good));
+  // Announcing as another server: its record with another span (the signature no longer
+  // matches), and a record of its peer id signed with the announcer's own key.
+  nlohmann::json tampered = nlohmann::json::parse(encode_dht_record(good, testing::test_identity(7)));
+  tampered["span"] = {0, 8};
+  put(0x6271, tampered.dump());
+  nlohmann::json impostor = nlohmann::json::parse(encode_dht_record(elsewhere, testing::test_identity(8)));
+  impostor["peer"] = testing::test_peer(7).to_string();
+  impostor["span"] = {0, 2};
+  impostor.erase("sig");
+  impostor["sig"] = testing::test_identity(8).sign(impostor.dump());
+  put(0x6271, impostor.dump());
+  nlohmann::json unsigned_record = nlohmann::json::parse(encode_dht_record(good, testing::test_identity(7)));
+  unsigned_record.erase("sig");
+  put(0x6271, unsigned_record.dump());
+  put(0x6271, encode_dht_record(good, testing::test_identity(7)));
 
   const auto answer = look_up(*third_, {0, 2});
   ASSERT_EQ(answer.records.size(), 1u);
-  EXPECT_EQ(answer.records[0].peer.value, 7u);
-  EXPECT_EQ(third_->skipped_records(), 8u);
+  EXPECT_EQ(answer.records[0].peer, testing::test_peer(7));
+  EXPECT_EQ(third_->skipped_records(), 11u);
   EXPECT_TRUE(logs_.any_contains("skipped a malformed record under model 'tiny' block 1: not a JSON object"));
   EXPECT_TRUE(logs_.any_contains("record version 99"));
   EXPECT_TRUE(logs_.any_contains("claims block 1 with span [4, 6)"));
   EXPECT_TRUE(logs_.any_contains("model 'bigger'"));
   EXPECT_TRUE(logs_.any_contains("fingerprint beef"));
   EXPECT_TRUE(logs_.any_contains("foreign type 0"));
+  EXPECT_TRUE(logs_.any_contains("field \"sig\" is not the key's signature of the record"));
+  EXPECT_TRUE(logs_.any_contains("not the id of the record's key"));
+  EXPECT_TRUE(logs_.any_contains("unsigned"));
   raw.join();
 }
 
@@ -204,17 +223,17 @@ TEST_F(DhtDirectoryTest, NewestAnnouncementOfAPeerWins) {
   // A server leaves [0, 4) for [4, 8): readers see only the new span, even where the old
   // record of blocks 0-3 has not expired.
   ServerRecord old_span = record(3, {0, 4});
-  second_->announce(core::Announce{old_span});
+  second_->announce(core::Announce{old_span}, testing::test_identity(3));
   ServerRecord offline = old_span;
   offline.state = ServerState::offline;
-  second_->announce(core::Announce{offline});
+  second_->announce(core::Announce{offline}, testing::test_identity(3));
   ServerRecord new_span = record(3, {4, 8});
   new_span.state = ServerState::joining;
-  second_->announce(core::Announce{new_span});
+  second_->announce(core::Announce{new_span}, testing::test_identity(3));
   core::DirectoryAnswer answer;
   // The three values reach the reader in any order and batches: wait until it has seen the new
   // one and also an older one it had to skip (the case this test is about).
-  const std::string stale_line = "skipped a stale record of peer 0000000000000003";
+  const std::string stale_line = "skipped a stale record of peer " + testing::test_peer(3).to_string();
   for (int i = 0; i < 300; ++i) {
     answer = look_up(*third_, {0, 8});
     if (answer.records.size() == 1 && answer.records[0].span == new_span.span && logs_.any_contains(stale_line)) {
@@ -230,7 +249,7 @@ TEST_F(DhtDirectoryTest, NewestAnnouncementOfAPeerWins) {
 
 TEST(DhtRecordTest, EncodeDecodeRoundTripsEveryField) {
   DhtRecord in;
-  in.record.peer = core::PeerId{0xabcdef0123456789};
+  in.record.peer = testing::test_peer(1);
   in.record.address = "[::1]:4000";
   in.record.span = {2, 5};
   in.record.state = ServerState::joining;
@@ -246,7 +265,7 @@ TEST(DhtRecordTest, EncodeDecodeRoundTripsEveryField) {
   in.fingerprint = "abc";
   in.announced_unix_s = 1.6e9;
   in.seq = 42;
-  auto out = decode_dht_record(encode_dht_record(in));
+  auto out = decode_dht_record(encode_dht_record(in, testing::test_identity(1)));
   ASSERT_TRUE(std::holds_alternative<DhtRecord>(out)) << std::get<std::string>(out);
   const auto& r = std::get<DhtRecord>(out);
   EXPECT_EQ(r.record.peer, in.record.peer);
@@ -263,16 +282,19 @@ TEST(DhtRecordTest, EncodeDecodeRoundTripsEveryField) {
   EXPECT_EQ(r.model_blocks, 32u);
   EXPECT_EQ(r.fingerprint, "abc");
   EXPECT_EQ(r.seq, 42u);
+  EXPECT_EQ(r.public_key, testing::test_identity(1).public_key_hex());
+  // Only the record's own key signs for it.
+  EXPECT_THROW(encode_dht_record(in, testing::test_identity(2)), std::logic_error);
   // A negative throughput or an empty span is not a record.
   in.record.throughput_rps = -1;
-  EXPECT_TRUE(std::holds_alternative<std::string>(decode_dht_record(encode_dht_record(in))));
+  EXPECT_TRUE(std::holds_alternative<std::string>(decode_dht_record(encode_dht_record(in, testing::test_identity(1)))));
 }
 
 // Anyone can publish a record: every number in it is checked before it is converted, and a bad one
 // is a reason naming the field (the reader skips the record), never undefined behaviour.
 TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {
   DhtRecord in;
-  in.record.peer = core::PeerId{7};
+  in.record.peer = testing::test_peer(7);
   in.record.address = "127.0.0.1:4000";
   in.record.span = {0, 4};
   in.record.model_id = "tiny";
@@ -280,7 +302,7 @@ TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {
   in.block = 1;
   in.model_blocks = 8;
   in.announced_unix_s = 1.6e9;
-  const nlohmann::json good = nlohmann::json::parse(encode_dht_record(in));
+  const nlohmann::json good = nlohmann::json::parse(encode_dht_record(in, testing::test_identity(7)));
   ASSERT_TRUE(std::holds_alternative<DhtRecord>(decode_dht_record(good.dump())));
   struct Case {
     const char* field;
@@ -315,6 +337,9 @@ TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {
   for (const Case& c : cases) {
     nlohmann::json bad = good;
     bad[c.field] = c.value;
+    // Signed again, as a hostile announcer would: the field itself must be refused.
+    bad.erase("sig");
+    bad["sig"] = testing::test_identity(7).sign(bad.dump());
     const auto out = decode_dht_record(bad.dump());
     ASSERT_TRUE(std::holds_alternative<std::string>(out)) << bad.dump();
     EXPECT_NE(std::get<std::string>(out).find(c.reason), std::string::npos)
@@ -323,15 +348,15 @@ TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {
 }
 
 TEST(DhtRecordTest, ModelIndexEntriesAreCheckedLikeRecords) {
-  const auto good = decode_dht_model_index(R"({"v": 1, "model": "tiny", "model_blocks": 8, "expires_at": 1.7e9})");
+  const auto good = decode_dht_model_index(R"({"v": 2, "model": "tiny", "model_blocks": 8, "expires_at": 1.7e9})");
   ASSERT_TRUE(std::holds_alternative<DhtModelIndexEntry>(good)) << std::get<std::string>(good);
   EXPECT_EQ(std::get<DhtModelIndexEntry>(good).model_blocks, 8u);
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"v": "1", "model": "tiny", "expires_at": 1.7e9})", "record version \"1\""},
-      {R"({"v": 1, "model": "tiny", "model_blocks": 1e20, "expires_at": 1.7e9})", "field \"model_blocks\""},
-      {R"({"v": 1, "model": "tiny", "model_blocks": 4000000000, "expires_at": 1.7e9})", "field \"model_blocks\""},
-      {R"({"v": 1, "model": 3, "expires_at": 1.7e9})", "bad field"},
-      {R"({"v": 1, "model": "tiny", "expires_at": -1})", "field \"expires_at\""},
+      {R"({"v": 2, "model": "tiny", "model_blocks": 1e20, "expires_at": 1.7e9})", "field \"model_blocks\""},
+      {R"({"v": 2, "model": "tiny", "model_blocks": 4000000000, "expires_at": 1.7e9})", "field \"model_blocks\""},
+      {R"({"v": 2, "model": 3, "expires_at": 1.7e9})", "bad field"},
+      {R"({"v": 2, "model": "tiny", "expires_at": -1})", "field \"expires_at\""},
   };
   for (const auto& [bytes, reason] : cases) {
     const auto out = decode_dht_model_index(bytes);

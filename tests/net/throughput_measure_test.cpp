@@ -69,11 +69,5 @@ TEST_F(ThroughputCacheTest, AMalformedCacheIsLoggedAndReplaced) {
   EXPECT_FALSE(nlohmann::json::parse(in, nullptr, false).is_discarded());
 }
 
-TEST(ServerDiscoveryHelpersTest, PeerIdsAreStablePerAddressAndModel) {
-  EXPECT_EQ(server_peer_id("127.0.0.1:7001", "tiny"), server_peer_id("127.0.0.1:7001", "tiny"));
-  EXPECT_NE(server_peer_id("127.0.0.1:7001", "tiny"), server_peer_id("127.0.0.1:7002", "tiny"));
-  EXPECT_NE(server_peer_id("127.0.0.1:7001", "tiny"), server_peer_id("127.0.0.1:7001", "other"));
-}
-
 }  // namespace
 }  // namespace bouquet::net
