@@ -91,8 +91,19 @@ void ClientNode::on_message(core::PeerId from, core::Message& message) {
 }
 
 void ClientNode::on_reset(core::PeerId from) {
-  if (session_) feed(core::PeerUnreachable{from, "connection reset"});
-  if (pass_) feed_pass(core::PeerUnreachable{from, "connection reset"});
+  // The implementation first notices the failure, reconnects and re-routes (its profile's
+  // failure costs); only then does the core's recovery start.
+  const double delay_s = context_.scenario.failure.total_s();
+  const uint32_t session = session_index_;
+  auto deliver = [this, from, session] {
+    if (session_ && session_index_ == session) feed(core::PeerUnreachable{from, "connection reset"});
+    if (pass_) feed_pass(core::PeerUnreachable{from, "connection reset"});
+  };
+  if (delay_s > 0) {
+    at(now() + delay_s, deliver);
+  } else {
+    deliver();
+  }
 }
 
 void ClientNode::on_timer(uint32_t component, uint64_t timer) {
