@@ -34,6 +34,7 @@ ProfileParameter read_parameter(const YamlValue& value, const std::string& key, 
   YamlValue number = map.required("value");
   p.value = read_number_in(number, lo, hi);
   p.line = number.node.Mark().line + 1;
+  p.column = number.node.Mark().column + 1;
   auto source = map.optional("source");
   auto fitted = map.optional("fitted");
   if (source && fitted) value.fail("a parameter is either a cited fact (source) or fitted, not both");
@@ -59,10 +60,25 @@ ProfileParameter read_parameter(const YamlValue& value, const std::string& key, 
 
 const ProfileParameter* Profile::find(const std::string& key) const {
   for (const auto& p : parameters) {
-    if (p.key == key) return &p;
+    if (p.key == key || std::find(p.aliases.begin(), p.aliases.end(), key) != p.aliases.end()) return &p;
   }
   return nullptr;
 }
+
+namespace {
+
+// Adds `p`, or makes its key an alias of the parameter already read from the same node.
+void add_parameter(Profile& profile, ProfileParameter p) {
+  for (auto& known : profile.parameters) {
+    if (known.line == p.line && known.column == p.column) {
+      known.aliases.push_back(p.key);
+      return;
+    }
+  }
+  profile.parameters.push_back(std::move(p));
+}
+
+}  // namespace
 
 std::vector<std::string> Profile::calibration_rows() const {
   std::vector<std::string> rows;
@@ -95,7 +111,10 @@ Profile load_profile(const std::string& path) {
   if (read_int(version) != 1) version.fail("this build reads profile version 1");
   profile.name = read_string(map.required("name"));
   if (auto v = map.optional("description")) read_string(*v);
-  if (auto v = map.optional("procedure")) profile.procedure = read_string(*v);
+  if (auto v = map.optional("procedure")) {
+    profile.procedure = read_string(*v);
+    profile.lines["procedure"] = v->node.Mark().line + 1;
+  }
   profile.lines["(top level)"] = 1;
   if (auto v = map.optional("formats")) {
     profile.lines["formats"] = v->node.Mark().line + 1;
@@ -109,8 +128,8 @@ Profile load_profile(const std::string& path) {
         auto p = params.optional(name);
         if (!p) continue;
         const bool share = std::string_view(name).ends_with("_eff");
-        profile.parameters.push_back(read_parameter(*p, fmt::format("{}.{}", format_name(format), name),
-                                                    share ? kMinEfficiency : 0.0, share ? 1.0 : kMaxOverheadS));
+        add_parameter(profile, read_parameter(*p, fmt::format("{}.{}", format_name(format), name),
+                                              share ? kMinEfficiency : 0.0, share ? 1.0 : kMaxOverheadS));
       }
       params.finish();
     }
@@ -121,7 +140,7 @@ Profile load_profile(const std::string& path) {
     YamlMap failure(*v);
     for (const char* name : kFailureParameters) {
       if (auto p = failure.optional(name)) {
-        profile.parameters.push_back(read_parameter(*p, fmt::format("failure.{}", name), 0.0, kMaxFailureS));
+        add_parameter(profile, read_parameter(*p, fmt::format("failure.{}", name), 0.0, kMaxFailureS));
       }
     }
     failure.finish();

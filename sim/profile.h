@@ -28,12 +28,16 @@ struct FailureCost {
   double total_s() const { return detection_s + reconnect_s + reroute_s; }
 };
 
+// One figure of the profile. A YAML alias (`request_overhead_s: *request`) makes several keys one
+// parameter: one value, cited or fitted once (a request's path does not depend on the format).
 struct ProfileParameter {
-  std::string key;  // "int8.compute_eff", "failure.detection_s"
+  std::string key;                   // "int8.compute_eff", "failure.detection_s"
+  std::vector<std::string> aliases;  // other keys holding the same node
   double value = 0;
   std::string source;             // a fact's citation ("" when fitted)
   std::vector<std::string> rows;  // a fitted parameter's calibration rows
   int line = 0;                   // of the value in the profile file (1-based)
+  int column = 0;
   double lo = 0, hi = 1;          // its range
   bool fitted() const { return !rows.empty(); }
 };
@@ -45,6 +49,8 @@ struct Profile {
   std::vector<ProfileParameter> parameters;
   std::map<std::string, int> lines;  // of the sections: "formats", "formats.int8", "failure" (1-based)
 
+  // The parameter holding `key` (as its key or an alias), or nullptr.
+  // The parameter holding `key` (as its key or an alias), or nullptr.
   const ProfileParameter* find(const std::string& key) const;
   // Every fitted parameter's rows, each once, in the order the file names them.
   std::vector<std::string> calibration_rows() const;

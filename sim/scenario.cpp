@@ -594,7 +594,10 @@ Profile open_profile(const Parsed& parsed, const std::string& scenario_path) {
 // Fills what the scenario does not set itself from its profile, and refuses a scenario that needs
 // a figure neither gives: at the profile's line, naming the key.
 void complete_with_profile(Scenario& s, const Profile& profile, const std::string& who) {
-  for (const auto& p : profile.parameters) apply_profile_value(s, p.key, p.value);
+  for (const auto& p : profile.parameters) {
+    apply_profile_value(s, p.key, p.value);
+    for (const auto& alias : p.aliases) apply_profile_value(s, alias, p.value);
+  }
   const std::string format = s.model.weights;
   auto line_of = [&](const std::string& section) {
     auto it = profile.lines.find(section);
