@@ -38,7 +38,7 @@ struct ProfileParameter {
   std::vector<std::string> rows;  // a fitted parameter's calibration rows
   int line = 0;                   // of the value in the profile file (1-based)
   int column = 0;
-  double lo = 0, hi = 1;          // its range
+  double lo = 0, hi = 1;  // its range
   bool fitted() const { return !rows.empty(); }
 };
 

@@ -16,7 +16,7 @@
 namespace bouquet::sim {
 namespace {
 
-constexpr double kStep = 1e-3;  // forward difference on ln(parameter)
+constexpr double kStep = 1e-3;   // forward difference on ln(parameter)
 constexpr double kFloor = 1e-7;  // ln of a parameter whose range starts at 0
 
 [[noreturn]] void fail_at(const Profile& profile, const ProfileParameter& p, const std::string& problem) {
@@ -69,8 +69,8 @@ std::vector<CalibrationRow> calibration_rows(const Profile& profile) {
     size_t i = 0;
     while (i < file.rows.size() && file.rows[i].name != row_name) ++i;
     if (i == file.rows.size()) {
-      fail_at(profile, *naming, fmt::format("calibration row '{}' does not exist: {} has no row '{}'", name, path,
-                                            row_name));
+      fail_at(profile, *naming,
+              fmt::format("calibration row '{}' does not exist: {} has no row '{}'", name, path, row_name));
     }
     const RowConfig& row = file.rows[i];
     if (!row.published) {
@@ -118,8 +118,8 @@ ProfileFit fit_profile(const Profile& profile, int max_iterations) {
       if (!(value > 0)) {
         std::string where;
         for (size_t j = 0; j < n; ++j) where += fmt::format(" {}={:.4g}", fitted[j]->key, std::exp(at[j]));
-        throw SimulationError(fmt::format("{}: calibration row {} did not finish at{}", profile.path, rows[i].name,
-                                          where));
+        throw SimulationError(
+            fmt::format("{}: calibration row {} did not finish at{}", profile.path, rows[i].name, where));
       }
       r[i] = std::log(value / rows[i].published);
       if (simulated) (*simulated)[i] = value;
@@ -218,10 +218,10 @@ ProfileFit fit_profile(const Profile& profile, int max_iterations) {
   }
   if (!converged) {
     const auto line = profile.lines.find("procedure");
-    throw ScenarioError(fmt::format("{}:{}: procedure: the fit did not converge after {} iterations ({} simulations); "
-                                    "the sum of squared log errors is still {:.4g}",
-                                    profile.path, line == profile.lines.end() ? 1 : line->second, fit.iterations,
-                                    fit.simulations, cost));
+    throw ScenarioError(fmt::format(
+        "{}:{}: procedure: the fit did not converge after {} iterations ({} simulations); "
+        "the sum of squared log errors is still {:.4g}",
+        profile.path, line == profile.lines.end() ? 1 : line->second, fit.iterations, fit.simulations, cost));
   }
   std::vector<double> simulated(m);
   r = residuals(x, &simulated);

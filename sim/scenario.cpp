@@ -654,7 +654,7 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
   file.stem = std::filesystem::path(name).stem().string();
   if (!base.scenario.profile.empty()) {
     file.profile = open_profile(base, name);
-    complete_with_profile(base.scenario, *file.profile, "the scenario");
+    complete_with_profile(base.scenario, *file.profile, "its base");
   }
   file.overrides = overrides;
   file.base = base.scenario;

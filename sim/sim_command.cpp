@@ -2,8 +2,8 @@
 
 #include "sim/calibration.h"
 #include "sim/isolated_run.h"
-#include "sim/scenario.h"
 #include "sim/profile_fit.h"
+#include "sim/scenario.h"
 #include "sim/simulation.h"
 #include "sim/summary.h"
 #include "sim/yaml_fields.h"
@@ -11,8 +11,8 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -108,12 +108,12 @@ std::vector<SummaryRow> run_rows(const ScenarioFile& file, const std::vector<Cal
     summary.role = role_of(file, row, calibrated);
     summary.quality = row.quality;
     const double error = summary.error();
-    const std::string published =
-        row.published_did_not_finish ? "dnf" : (row.published ? number(*row.published) : "-");
+    const std::string published = row.published_did_not_finish ? "dnf" : (row.published ? number(*row.published) : "-");
     if (print) {
-      fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {:<11} {:<9}  [t={:.3f}s]{}\n", row.name, number(summary.simulated),
-                 published, unit(row.metric), std::isnan(error) ? "-" : fmt::format("{:+.1f}%", 100 * error),
-                 summary.role, row.quality, result.end_s, recoveries(result));
+      fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {:<11} {:<9}  [t={:.3f}s]{}\n", row.name,
+                 number(summary.simulated), published, unit(row.metric),
+                 std::isnan(error) ? "-" : fmt::format("{:+.1f}%", 100 * error), summary.role, row.quality,
+                 result.end_s, recoveries(result));
       if (!result.all_finished()) print_clients(result);
     }
     fmt::print(stderr, "row {}: {:.2f} s wall\n", row.name, wall_s(row_started));

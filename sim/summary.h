@@ -19,7 +19,7 @@ struct SummaryRow {
   double simulated = std::numeric_limits<double>::quiet_NaN();  // NaN: did not finish
   std::optional<double> published;
   bool published_did_not_finish = false;
-  std::string role = "prediction";  // prediction | calibration
+  std::string role = "prediction";   // prediction | calibration
   std::string quality = "recalled";  // primary | secondary | recalled
 
   bool counted() const { return role == "prediction" && (quality == "primary" || quality == "secondary"); }
@@ -31,7 +31,7 @@ struct SummaryRow {
 };
 
 struct SummaryStats {
-  int count = 0;  // counted rows with a published number (and a simulated one: see unfinished)
+  int count = 0;       // counted rows with a published number (and a simulated one: see unfinished)
   int unfinished = 0;  // counted rows with a published number the simulation did not finish
   double median_abs_error = std::numeric_limits<double>::quiet_NaN();
   double max_abs_error = std::numeric_limits<double>::quiet_NaN();

@@ -106,28 +106,4 @@ TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
   EXPECT_THAT(out.text, HasSubstr("of bare SimGrid's rate"));
 }
 
-// Scenarios without their own calibration reuse the int8 efficiency the A100 scenario calibrates
-// (a prediction must not be tuned on its own figure), and NF4 states the same share of its
-// roofline: every file must agree with the calibration the A100 scenario prints.
-TEST(SimCommand, OtherScenariosUseTheA100Calibration) {
-  std::ifstream expected(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-a100x3.expected");
-  std::string line, calibrated;
-  while (std::getline(expected, line)) {
-    if (line.rfind("calibrated int8 efficiency ", 0) == 0) calibrated = line.substr(27, 6);
-  }
-  ASSERT_FALSE(calibrated.empty());
-  for (const char* name : {"bloom176b-offload", "bloom176b-virtual12", "bloom176b-real14"}) {
-    std::ifstream file(fmt::format("{}/scenarios/{}.yaml", BOUQUET_SOURCE_DIR, name));
-    std::stringstream text;
-    text << file.rdbuf();
-    EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{int8: {}}}", calibrated))) << name;
-  }
-  for (const char* name : {"llama2-70b-t4x3", "swarm-100x100"}) {
-    std::ifstream file(fmt::format("{}/scenarios/{}.yaml", BOUQUET_SOURCE_DIR, name));
-    std::stringstream text;
-    text << file.rdbuf();
-    EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{nf4: {}}}", calibrated))) << name;
-  }
-}
-
 }  // namespace
