@@ -93,7 +93,12 @@ void ClientNode::on_message(core::PeerId from, core::Message& message) {
 void ClientNode::on_reset(core::PeerId from) {
   // The implementation first notices the failure, reconnects and re-routes (its profile's
   // failure costs); only then does the core's recovery start.
-  const double delay_s = context_.scenario.failure.total_s();
+  // A replaying recovery also pays per position of the history it sends again; a restart from
+  // scratch or a cache-less session replays nothing.
+  const std::string& recovery = context_.scenario.policies.recovery;
+  const bool replays = recovery == "replay" || recovery == "restart";
+  const int64_t history = replays && session_ ? config_.work.prefix_tokens + attempt_steps_ : 0;
+  const double delay_s = context_.scenario.failure.before_recovery_s(history);
   const uint32_t session = session_index_;
   auto deliver = [this, from, session] {
     if (session_ && session_index_ == session) feed(core::PeerUnreachable{from, "connection reset"});

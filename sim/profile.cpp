@@ -167,6 +167,7 @@ void set_parameter(const std::string& key, double value, CostModelConfig& cost, 
     if (name == "detection_s") failure.detection_s = value;
     if (name == "reconnect_s") failure.reconnect_s = value;
     if (name == "reroute_s") failure.reroute_s = value;
+    if (name == "replay_s_per_position") failure.replay_s_per_position = value;
     return;
   }
   FormatCost& f = cost.of(*parse_weight_format(group));

@@ -12,6 +12,7 @@
 
 #include "sim/cost_model.h"
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -24,8 +25,15 @@ struct FailureCost {
   double detection_s = 0;  // noticing the failure (an error reply, a broken stream, a timeout)
   double reconnect_s = 0;  // closing the broken connection, opening a new one
   double reroute_s = 0;    // refreshing the swarm view and planning a replacement
+  // Beyond the replay's own compute (which the cost model charges), per position of the history
+  // the client holds when a replaying recovery starts: what rebuilding a cache costs the
+  // implementation on top of one batched prefill.
+  double replay_s_per_position = 0;
 
-  double total_s() const { return detection_s + reconnect_s + reroute_s; }
+  // Before the recovery of a session holding `history_positions` positions starts.
+  double before_recovery_s(int64_t history_positions) const {
+    return detection_s + reconnect_s + reroute_s + replay_s_per_position * static_cast<double>(history_positions);
+  }
 };
 
 // One figure of the profile. A YAML alias (`request_overhead_s: *request`) makes several keys one
@@ -65,7 +73,8 @@ std::string profile_path(const std::string& scenario_path, const std::string& na
 // The parameter names of one weight format, in file order.
 inline constexpr const char* kFormatParameters[] = {"compute_eff", "memory_eff", "block_overhead_s",
                                                     "request_overhead_s"};
-inline constexpr const char* kFailureParameters[] = {"detection_s", "reconnect_s", "reroute_s"};
+inline constexpr const char* kFailureParameters[] = {"detection_s", "reconnect_s", "reroute_s",
+                                                     "replay_s_per_position"};
 
 // Sets a named figure ("int8.memory_eff", "failure.reroute_s") of a cost or failure config.
 void set_parameter(const std::string& key, double value, CostModelConfig& cost, FailureCost& failure);
