@@ -604,9 +604,16 @@ void complete_with_profile(Scenario& s, const Profile& profile, const std::strin
     if (it == profile.lines.end()) it = profile.lines.find("formats");
     return it == profile.lines.end() ? 1 : it->second;
   };
+  // Measured devices (device files) bring their own step times: only datasheet devices need the
+  // profile's shares and overheads.
+  bool datasheet = std::any_of(s.clients.begin(), s.clients.end(), [](const ClientConfig& c) { return c.offload; });
+  for (const auto& server : s.servers) {
+    const DeviceSpec* device = find_device(server.gpu);
+    datasheet |= device == nullptr || !device->measured;
+  }
   for (const char* name : kFormatParameters) {
     const std::string key = fmt::format("{}.{}", format, name);
-    if (s.cost_given.count(key) || profile.find(key)) continue;
+    if (!datasheet || s.cost_given.count(key) || profile.find(key)) continue;
     throw ScenarioError(fmt::format("{}:{}: formats.{}.{}: missing, and {} of {} runs {} weights", profile.path,
                                     line_of("formats." + format), format, name, who, s.name, format));
   }
