@@ -93,12 +93,13 @@ void ClientNode::on_message(core::PeerId from, core::Message& message) {
 void ClientNode::on_reset(core::PeerId from) {
   // The implementation first notices the failure, reconnects and re-routes (its profile's
   // failure costs); only then does the core's recovery start.
-  // A replaying recovery also pays per position of the history it sends again; a restart from
-  // scratch or a cache-less session replays nothing.
+  // These costs belong to re-opening server sessions (replay, restart, a restart from scratch):
+  // a cache-less client holds no server state and retries at once. A replaying recovery also
+  // pays per position of the history it sends again.
   const std::string& recovery = context_.scenario.policies.recovery;
   const bool replays = recovery == "replay" || recovery == "restart";
   const int64_t history = replays && session_ ? config_.work.prefix_tokens + attempt_steps_ : 0;
-  const double delay_s = context_.scenario.failure.before_recovery_s(history);
+  const double delay_s = recovery == "cacheless" ? 0.0 : context_.scenario.failure.before_recovery_s(history);
   const uint32_t session = session_index_;
   auto deliver = [this, from, session] {
     if (session_ && session_index_ == session) feed(core::PeerUnreachable{from, "connection reset"});
