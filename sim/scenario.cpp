@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -341,7 +342,13 @@ Parsed parse(const YamlValue& root) {
   if (auto v = map.optional("profile")) {
     p.profile_value = v;
     s.profile = read_string(*v);
-    if (s.profile.empty()) v->fail("name a profile (profiles/NAME.yaml beside the scenario)");
+    const bool plain = std::all_of(s.profile.begin(), s.profile.end(), [](unsigned char c) {
+      return std::islower(c) || std::isdigit(c) || c == '-' || c == '_';
+    });
+    if (s.profile.empty() || s.profile.size() > 64 || !plain) {
+      v->fail(fmt::format(
+          "'{}' is not a profile name (profiles/NAME.yaml beside the scenario; NAME of a-z, 0-9, - and _)", s.profile));
+    }
   }
   p.cost_value = map.required("cost");
   read_cost(*p.cost_value, s);

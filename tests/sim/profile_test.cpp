@@ -136,6 +136,8 @@ TEST(Profile, AParameterIsCitedOrFittedAndAnUnknownProfileIsNamed) {
   std::ofstream(folder.path / "tiny.yaml", std::ios::app) << "";
   EXPECT_THAT(error_of([&] { load_scenario_file(folder.at("tiny.yaml"), {"profile=nobody"}); }),
               HasSubstr("profile: no profile 'nobody'"));
+  EXPECT_THAT(error_of([&] { load_scenario_file(folder.at("tiny.yaml"), {"profile=../etc"}); }),
+              HasSubstr("profile: '../etc' is not a profile name"));
 }
 
 TEST(Profile, CalibrationRowThatDoesNotExistIsRefusedAtTheParameterBeforeAnyRun) {
