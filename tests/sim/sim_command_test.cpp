@@ -42,12 +42,16 @@ TEST(SimCommand, PrintsRowsWithPublishedFiguresSeedAndReproduceLine) {
   EXPECT_THAT(out.text, HasSubstr("seed 9; reproduce with: bouquet sim scenarios/bloom176b-offload.yaml --seed 9"));
   EXPECT_THAT(out.text, HasSubstr("offload-256gbit-seq128"));
   EXPECT_THAT(out.text, HasSubstr("0.180"));  // the published figure beside the simulated one
+  // Each row says whether it is a prediction or a calibration row, and how its figure reached us.
+  EXPECT_TRUE(std::regex_search(out.text, std::regex(R"(offload-256gbit-seq128 .* prediction +primary )")));
   std::ifstream in(json_path);
   nlohmann::json json = nlohmann::json::parse(in);
   EXPECT_EQ(json["seed"], 9);
   ASSERT_EQ(json["rows"].size(), 2u);
   EXPECT_EQ(json["rows"][1]["name"], "offload-128gbit-seq128");
   EXPECT_GT(json["rows"][1]["simulated"].get<double>(), 0);
+  EXPECT_EQ(json["rows"][1]["role"], "prediction");
+  EXPECT_EQ(json["rows"][1]["quality"], "primary");
   std::filesystem::remove(json_path);
 }
 
