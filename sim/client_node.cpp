@@ -160,7 +160,8 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
       cancel_timer(session_index_, cancel->timer);
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
-    } else if (std::holds_alternative<core::SessionReady>(effect)) {
+    } else if (auto* ready = std::get_if<core::SessionReady>(&effect)) {
+      chain_hops_ = static_cast<int64_t>(ready->chain.size());
       if (!continuous()) start_measure();  // a restarted generation keeps its clock
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
@@ -251,9 +252,22 @@ void ClientNode::on_step_done() {
   ++result().steps;
   result().tokens += config_.work.batch;
   ++attempt_steps_;
-  // Final norm and LM head over each sequence's last position, then embed the sampled token.
+  // Final norm and LM head over each sequence's last position, then embed the sampled token; an
+  // implementation that re-copies each hop's input history also pays for that now.
   const int64_t batch = config_.work.batch;
-  compute(client_compute_s(batch, batch), [this, attempt = attempt_] {
+  double history_s = 0;
+  const CostModelConfig& cost = context_.cost.config();
+  if (cost.client_history_copy_bytes_per_s > 0) {
+    const double positions = static_cast<double>(config_.work.prefix_tokens + attempt_steps_);
+    const double bytes = 2.0 * positions * static_cast<double>(batch * context_.shape.hidden) *
+                         cost.activation_bytes_per_value * static_cast<double>(chain_hops_);
+    // A CPU copies at the profile's (single-threaded) rate; a GPU client's copy is a kernel
+    // streaming at its share of the device's bandwidth.
+    const double rate = device_.is_gpu ? device_.memory_bandwidth_bytes_per_s * cost.client_efficiency
+                                       : cost.client_history_copy_bytes_per_s;
+    history_s = bytes / rate;
+  }
+  compute(client_compute_s(batch, batch) + history_s, [this, attempt = attempt_] {
     if (attempt != attempt_) return;  // restarted from scratch meanwhile
     if (steps_left_ > 0) {
       --steps_left_;

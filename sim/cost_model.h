@@ -64,6 +64,10 @@ struct CostModelConfig {
   double client_bytes_per_param = 2;  // embeddings and LM head on the client (bf16)
   double kv_bytes_per_value = 2;      // attention caches are kept in f16
   double activation_bytes_per_value = 2;
+  // The client re-copies each hop's input history (every position sent so far) once per step, at
+  // this many bytes per second on a CPU (read and write counted; a GPU client copies at its share
+  // of its bandwidth); 0: it never copies.
+  double client_history_copy_bytes_per_s = 0;
 
   FormatCost& of(WeightFormat format) { return formats[static_cast<int>(format)]; }
   const FormatCost& of(WeightFormat format) const { return formats[static_cast<int>(format)]; }

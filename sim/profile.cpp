@@ -135,6 +135,15 @@ Profile load_profile(const std::string& path) {
     }
     formats.finish();
   }
+  if (auto v = map.optional("client")) {
+    YamlMap client(*v);
+    for (const char* name : kClientParameters) {
+      if (auto p = client.optional(name)) {
+        add_parameter(profile, read_parameter(*p, fmt::format("client.{}", name), 0.0, 1e13));
+      }
+    }
+    client.finish();
+  }
   if (auto v = map.optional("failure")) {
     profile.lines["failure"] = v->node.Mark().line + 1;
     YamlMap failure(*v);
@@ -163,6 +172,10 @@ void set_parameter(const std::string& key, double value, CostModelConfig& cost, 
   const auto dot = key.find('.');
   const std::string group = key.substr(0, dot);
   const std::string name = key.substr(dot + 1);
+  if (group == "client") {
+    if (name == "history_copy_bytes_per_s") cost.client_history_copy_bytes_per_s = value;
+    return;
+  }
   if (group == "failure") {
     if (name == "detection_s") failure.detection_s = value;
     if (name == "reconnect_s") failure.reconnect_s = value;

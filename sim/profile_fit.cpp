@@ -202,7 +202,14 @@ ProfileFit fit_profile(const Profile& profile, int max_iterations) {
         converged = true;
         break;
       }
-      std::vector<double> rn = residuals(next, nullptr);
+      // A trial step so far off that a row does not finish is simply a worse step.
+      std::vector<double> rn;
+      try {
+        rn = residuals(next, nullptr);
+      } catch (const SimulationError&) {
+        lambda *= 4;
+        continue;
+      }
       const double next_cost = squared(rn);
       if (next_cost < cost) {
         converged = cost - next_cost < 1e-7 * std::max(cost, 1e-12) || next_cost < 1e-14;

@@ -119,6 +119,17 @@ void read_cost(const YamlValue& value, Scenario& s) {
     }
     params.finish();
   }
+  if (auto c = map.optional("client")) {
+    YamlMap client(*c);
+    for (const char* name : kClientParameters) {
+      if (auto p = client.optional(name)) {
+        const std::string key = fmt::format("client.{}", name);
+        set_parameter(key, read_number_in(*p, 0, 1e13), out, s.failure);
+        s.cost_given.insert(key);
+      }
+    }
+    client.finish();
+  }
   if (auto f = map.optional("failure")) {
     YamlMap failure(*f);
     for (const char* name : kFailureParameters) {
