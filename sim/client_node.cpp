@@ -98,7 +98,7 @@ void ClientNode::on_reset(core::PeerId from) {
   // pays per position of the history it sends again.
   const std::string& recovery = context_.scenario.policies.recovery;
   const bool replays = recovery == "replay" || recovery == "restart";
-  const int64_t history = replays && session_ ? config_.work.prefix_tokens + attempt_steps_ : 0;
+  const int64_t history = replays && session_ ? session_->length() : 0;
   const double delay_s = recovery == "cacheless" ? 0.0 : context_.scenario.failure.before_recovery_s(history);
   const uint32_t session = session_index_;
   auto deliver = [this, from, session] {
@@ -160,8 +160,7 @@ void ClientNode::carry_out(std::vector<core::Effect>& effects) {
       cancel_timer(session_index_, cancel->timer);
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
       plan_route(*plan);
-    } else if (auto* ready = std::get_if<core::SessionReady>(&effect)) {
-      chain_hops_ = static_cast<int64_t>(ready->chain.size());
+    } else if (std::holds_alternative<core::SessionReady>(effect)) {
       if (!continuous()) start_measure();  // a restarted generation keeps its clock
       steps_left_ = config_.work.new_tokens;
       const auto prefix = static_cast<uint32_t>(config_.work.prefix_tokens);
@@ -257,10 +256,10 @@ void ClientNode::on_step_done() {
   const int64_t batch = config_.work.batch;
   double history_s = 0;
   const CostModelConfig& cost = context_.cost.config();
-  if (cost.client_history_copy_bytes_per_s > 0) {
-    const double positions = static_cast<double>(config_.work.prefix_tokens + attempt_steps_);
+  if (cost.client_history_copy_bytes_per_s > 0 && session_) {
+    const double positions = static_cast<double>(session_->length());
     const double bytes = 2.0 * positions * static_cast<double>(batch * context_.shape.hidden) *
-                         cost.activation_bytes_per_value * static_cast<double>(chain_hops_);
+                         cost.activation_bytes_per_value * static_cast<double>(session_->chain().size());
     // A CPU copies at the profile's (single-threaded) rate; a GPU client's copy is a kernel
     // streaming at its share of the device's bandwidth.
     const double rate = device_.is_gpu ? device_.memory_bandwidth_bytes_per_s * cost.client_efficiency

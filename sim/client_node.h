@@ -82,7 +82,6 @@ class ClientNode final : public NodeLoop {
   std::optional<double> measuring_since_;
   std::optional<double> step_started_s_;  // a single-token step in flight, for its latency
   int64_t attempt_steps_ = 0;             // steps the current attempt completed
-  int64_t chain_hops_ = 0;                // hops of the session's chain when it became ready
   // Attempts of this generation (restart_from_scratch starts new ones within a session): client
   // work scheduled for an earlier attempt is dropped.
   uint64_t attempt_ = 0;
