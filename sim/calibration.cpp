@@ -28,7 +28,7 @@ std::vector<Calibrated> calibrate(ScenarioFile& file) {
     // Seconds per unit of the row's figure, as a function of x = 1 / efficiency.
     auto seconds_per_unit = [&](double x) {
       Scenario scenario = file.row_scenarios[r];
-      scenario.cost.efficiency.of(format) = 1.0 / x;
+      scenario.cost.of(format).compute_eff = scenario.cost.of(format).memory_eff = 1.0 / x;
       ++out.simulations;
       const double value = simulate_isolated(scenario).metric(row.metric);
       if (!(value > 0)) {
@@ -60,8 +60,10 @@ std::vector<Calibrated> calibrate(ScenarioFile& file) {
       g1 = seconds_per_unit(x1);
     }
     out.efficiency = 1.0 / x1;
-    file.base.cost.efficiency.of(format) = out.efficiency;
-    for (auto& scenario : file.row_scenarios) scenario.cost.efficiency.of(format) = out.efficiency;
+    file.base.cost.of(format).compute_eff = file.base.cost.of(format).memory_eff = out.efficiency;
+    for (auto& scenario : file.row_scenarios) {
+      scenario.cost.of(format).compute_eff = scenario.cost.of(format).memory_eff = out.efficiency;
+    }
     solved.push_back(out);
   }
   return solved;

@@ -91,8 +91,25 @@ void ClientNode::on_message(core::PeerId from, core::Message& message) {
 }
 
 void ClientNode::on_reset(core::PeerId from) {
-  if (session_) feed(core::PeerUnreachable{from, "connection reset"});
-  if (pass_) feed_pass(core::PeerUnreachable{from, "connection reset"});
+  // The implementation first notices the failure, reconnects and re-routes (its profile's
+  // failure costs); only then does the core's recovery start.
+  // These costs belong to re-opening server sessions (replay, restart, a restart from scratch):
+  // a cache-less client holds no server state and retries at once. A replaying recovery also
+  // pays per position of the history it sends again.
+  const std::string& recovery = context_.scenario.policies.recovery;
+  const bool replays = recovery == "replay" || recovery == "restart";
+  const int64_t history = replays && session_ ? session_->length() : 0;
+  const double delay_s = recovery == "cacheless" ? 0.0 : context_.scenario.failure.before_recovery_s(history);
+  const uint32_t session = session_index_;
+  auto deliver = [this, from, session] {
+    if (session_ && session_index_ == session) feed(core::PeerUnreachable{from, "connection reset"});
+    if (pass_) feed_pass(core::PeerUnreachable{from, "connection reset"});
+  };
+  if (delay_s > 0) {
+    at(now() + delay_s, deliver);
+  } else {
+    deliver();
+  }
 }
 
 void ClientNode::on_timer(uint32_t component, uint64_t timer) {
@@ -251,9 +268,22 @@ void ClientNode::on_step_done() {
   ++result().steps;
   result().tokens += config_.work.batch;
   ++attempt_steps_;
-  // Final norm and LM head over each sequence's last position, then embed the sampled token.
+  // Final norm and LM head over each sequence's last position, then embed the sampled token; an
+  // implementation that re-copies each hop's input history also pays for that now.
   const int64_t batch = config_.work.batch;
-  compute(client_compute_s(batch, batch), [this, attempt = attempt_] {
+  double history_s = 0;
+  const CostModelConfig& cost = context_.cost.config();
+  if (cost.client_history_copy_bytes_per_s > 0 && session_) {
+    const double positions = static_cast<double>(session_->length());
+    const double bytes = 2.0 * positions * static_cast<double>(batch * context_.shape.hidden) *
+                         cost.activation_bytes_per_value * static_cast<double>(session_->chain().size());
+    // A CPU copies at the profile's (single-threaded) rate; a GPU client's copy is a kernel
+    // streaming at its share of the device's bandwidth.
+    const double rate = device_.is_gpu ? device_.memory_bandwidth_bytes_per_s * cost.client_efficiency
+                                       : cost.client_history_copy_bytes_per_s;
+    history_s = bytes / rate;
+  }
+  compute(client_compute_s(batch, batch) + history_s, [this, attempt = attempt_] {
     if (attempt != attempt_) return;  // restarted from scratch meanwhile
     if (steps_left_ > 0) {
       --steps_left_;

@@ -46,22 +46,6 @@ std::optional<WeightFormat> parse_weight_format(std::string_view name) {
   return std::nullopt;
 }
 
-double Efficiency::of(WeightFormat format) const { return const_cast<Efficiency*>(this)->of(format); }
-
-double& Efficiency::of(WeightFormat format) {
-  switch (format) {
-    case WeightFormat::f32:
-      return f32;
-    case WeightFormat::f16:
-      return f16;
-    case WeightFormat::int8:
-      return int8;
-    case WeightFormat::nf4:
-      return nf4;
-  }
-  BOUQUET_CHECK(false, "unknown weight format");
-}
-
 namespace {
 
 // The arithmetic a weight format runs on: LLM.int8() multiplies in int8 tensor cores, NF4 weights
@@ -158,8 +142,9 @@ double CostModel::measured_step_s(const DeviceSpec& device, const ModelShape& mo
   if (!same_shape(model, measured.shape)) {
     StepCost ignored;
     const std::span<const BlockWork> one(&work, 1);
-    seconds *=
-        roofline_s(device, model, format, one, ignored) / roofline_s(device, measured.shape, format, one, ignored);
+    const FormatCost ideal;
+    seconds *= roofline_s(device, model, format, one, ideal, ignored) /
+               roofline_s(device, measured.shape, format, one, ideal, ignored);
   }
   return seconds + measured.block_overhead_s;
 }
@@ -173,7 +158,7 @@ double CostModel::cache_bytes_per_token(const ModelShape& model) const {
 }
 
 double CostModel::roofline_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
-                             std::span<const BlockWork> works, StepCost& cost) const {
+                             std::span<const BlockWork> works, const FormatCost& eff, StepCost& cost) const {
   BOUQUET_CHECK(!works.empty(), "a block step computes at least one request");
   const double hidden = static_cast<double>(model.hidden);
   int64_t rows = 0;
@@ -211,7 +196,8 @@ double CostModel::roofline_s(const DeviceSpec& device, const ModelShape& model, 
   }
   cost.flops = flops;
   cost.bytes = bytes;
-  return std::max(flops / peak_ops(device, format), bytes / device.memory_bandwidth_bytes_per_s);
+  return std::max(flops / (peak_ops(device, format) * eff.compute_eff),
+                  bytes / (device.memory_bandwidth_bytes_per_s * eff.memory_eff));
 }
 
 StepCost CostModel::block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
@@ -243,16 +229,18 @@ BlockWork as_one_request(std::span<const BlockWork> works) {
 StepCost CostModel::batched_block_step(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
                                        std::span<const BlockWork> works) const {
   StepCost cost;
-  const double roofline = roofline_s(device, model, format, works, cost);
-  cost.seconds = device.measured ? measured_step_s(device, model, format, as_one_request(works))
-                                 : roofline / config_.efficiency.of(format) + config_.block_overhead_s;
+  const FormatCost& eff = config_.of(format);
+  const double roofline = roofline_s(device, model, format, works, eff, cost);
+  cost.seconds =
+      device.measured ? measured_step_s(device, model, format, as_one_request(works)) : roofline + eff.block_overhead_s;
   return cost;
 }
 
 double CostModel::span_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format, int64_t blocks,
                               const BlockWork& work) const {
   BOUQUET_CHECK(blocks > 0, "a span has at least one block");
-  const double request_s = device.measured ? device.measured->request_overhead_s : config_.request_overhead_s;
+  const double request_s =
+      device.measured ? device.measured->request_overhead_s : config_.of(format).request_overhead_s;
   return static_cast<double>(blocks) * block_step(device, model, format, work).seconds + request_s;
 }
 
@@ -261,7 +249,8 @@ double CostModel::batched_span_step_s(const DeviceSpec& device, const ModelShape
   BOUQUET_CHECK(blocks > 0, "a span has at least one block");
   // One pass over the span for the whole batch; each request still costs its own overhead
   // (receiving, unpacking and replying happen per request).
-  const double request_s = device.measured ? device.measured->request_overhead_s : config_.request_overhead_s;
+  const double request_s =
+      device.measured ? device.measured->request_overhead_s : config_.of(format).request_overhead_s;
   return static_cast<double>(blocks) * batched_block_step(device, model, format, works).seconds +
          static_cast<double>(works.size()) * request_s;
 }

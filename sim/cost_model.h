@@ -1,11 +1,13 @@
 // How long compute takes, from datasheet figures and model shapes.
 //
-// A block step is a roofline: the larger of its arithmetic time (FLOPs over the device's peak for
-// the weight format's arithmetic type) and its memory time (weights, KV cache and activations it
-// touches over the memory bandwidth), divided by the efficiency of that weight format (the share of
-// the roofline real kernels reach), plus a fixed overhead per block (kernel launches). A request
-// served by a span adds a fixed overhead per request. Efficiencies are the only numbers a scenario
-// may calibrate, each on one published measurement; everything else is a datasheet or a shape.
+// A block step is a roofline with the implementation's share of each roof: the larger of its
+// arithmetic time (FLOPs over the device's peak for the weight format's arithmetic type times
+// compute_eff) and its memory time (weights, KV cache and activations it touches over the memory
+// bandwidth times memory_eff), plus a fixed block_overhead_s (kernel launches, dispatch, work that
+// does not scale with the GPU: the same seconds on every device). A request a server handles adds
+// request_overhead_s once. Prefill (many new positions) then turns compute-bound while decode (one)
+// stays memory-bound, as on hardware. These four figures are per weight format and come from an
+// implementation profile (sim/profile.h); peaks and bandwidths are datasheet facts (devices.h).
 //
 // A measured device (a device file, devices.h) has no roofline and no efficiency: a block step is
 // its measured figure for the weight format (f16 reads the bf16 figures, the CPU's half type),
@@ -45,25 +47,30 @@ std::optional<WeightFormat> parse_weight_format(std::string_view name);
 // did not measure.
 const MeasuredFormat* measured_figures(const DeviceSpec& device, WeightFormat format);
 
-// Share of the roofline each weight format's kernels reach, in (0, 1].
-struct Efficiency {
-  double f32 = 1.0;
-  double f16 = 1.0;
-  double int8 = 1.0;
-  double nf4 = 1.0;
-
-  double of(WeightFormat format) const;
-  double& of(WeightFormat format);
+// What one implementation's kernels reach with one weight format.
+struct FormatCost {
+  double compute_eff = 1.0;       // share of the device's peak arithmetic rate, in (0, 1]
+  double memory_eff = 1.0;        // share of its memory bandwidth, in (0, 1]
+  double block_overhead_s = 0;    // per block and request: launches, dispatch; fixed across GPUs
+  double request_overhead_s = 0;  // per request a server handles: decode, queue, reply
 };
 
+inline constexpr WeightFormat kWeightFormats[] = {WeightFormat::f32, WeightFormat::f16, WeightFormat::int8,
+                                                  WeightFormat::nf4};
+
 struct CostModelConfig {
-  Efficiency efficiency;
-  double block_overhead_s = 0;        // per block and request: kernel launches, framework dispatch
-  double request_overhead_s = 0;      // per request a server handles: decode, queue, reply
+  FormatCost formats[4];              // by WeightFormat
   double client_efficiency = 1.0;     // share of the roofline the client's processor reaches
   double client_bytes_per_param = 2;  // embeddings and LM head on the client (bf16)
   double kv_bytes_per_value = 2;      // attention caches are kept in f16
   double activation_bytes_per_value = 2;
+  // The client re-copies each hop's input history (every position sent so far) once per step, at
+  // this many bytes per second on a CPU (read and write counted; a GPU client copies at its share
+  // of its bandwidth); 0: it never copies.
+  double client_history_copy_bytes_per_s = 0;
+
+  FormatCost& of(WeightFormat format) { return formats[static_cast<int>(format)]; }
+  const FormatCost& of(WeightFormat format) const { return formats[static_cast<int>(format)]; }
 };
 
 // The shape of one request's work on one block.
@@ -115,10 +122,10 @@ class CostModel {
   const CostModelConfig& config() const { return config_; }
 
  private:
-  // The roofline of a block step over `works` (one request, or a batch): seconds, and FLOPs and
-  // bytes into `cost`.
+  // The roofline of a block step over `works` (one request, or a batch) at the shares `eff` of
+  // each roof: seconds, and FLOPs and bytes into `cost`.
   double roofline_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
-                    std::span<const BlockWork> works, StepCost& cost) const;
+                    std::span<const BlockWork> works, const FormatCost& eff, StepCost& cost) const;
   double measured_step_s(const DeviceSpec& device, const ModelShape& model, WeightFormat format,
                          const BlockWork& work) const;
 

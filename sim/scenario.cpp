@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -73,21 +74,73 @@ ModelConfig read_model(const YamlValue& value) {
 // A share of the roofline.
 double read_efficiency(const YamlValue& value) { return read_number_in(value, kMinEfficiency, 1); }
 
-CostModelConfig read_cost(const YamlValue& value, std::set<std::string>& efficiencies_given) {
-  CostModelConfig out;
+// The cost section: the client's figures, and over the profile's figures any the scenario sets
+// itself (`int8: {memory_eff: 0.5}`, `failure: {detection_s: 1}`). Without a profile the older
+// keys give them all: `efficiency` (both shares of a format), block and request overheads (every
+// format).
+void read_cost(const YamlValue& value, Scenario& s) {
+  CostModelConfig& out = s.cost;
+  const bool profiled = !s.profile.empty();
   YamlMap map(value);
   if (auto v = map.optional("efficiency")) {
     YamlMap formats(*v);
-    for (auto format : {WeightFormat::f32, WeightFormat::f16, WeightFormat::int8, WeightFormat::nf4}) {
+    for (WeightFormat format : kWeightFormats) {
       if (auto e = formats.optional(format_name(format))) {
-        out.efficiency.of(format) = read_efficiency(*e);
-        efficiencies_given.insert(std::string(format_name(format)));
+        out.of(format).compute_eff = out.of(format).memory_eff = read_efficiency(*e);
+        s.cost_given.insert(fmt::format("{}.compute_eff", format_name(format)));
+        s.cost_given.insert(fmt::format("{}.memory_eff", format_name(format)));
       }
     }
     formats.finish();
   }
-  out.block_overhead_s = read_number_in(map.required("block_overhead_s"), 0, kMaxLatencyS);
-  out.request_overhead_s = read_number_in(map.required("request_overhead_s"), 0, kMaxLatencyS);
+  auto block = profiled ? map.optional("block_overhead_s") : map.required("block_overhead_s");
+  auto request = profiled ? map.optional("request_overhead_s") : map.required("request_overhead_s");
+  for (WeightFormat format : kWeightFormats) {
+    if (block) {
+      out.of(format).block_overhead_s = read_number_in(*block, 0, kMaxLatencyS);
+      s.cost_given.insert(fmt::format("{}.block_overhead_s", format_name(format)));
+    }
+    if (request) {
+      out.of(format).request_overhead_s = read_number_in(*request, 0, kMaxLatencyS);
+      s.cost_given.insert(fmt::format("{}.request_overhead_s", format_name(format)));
+    }
+  }
+  for (WeightFormat format : kWeightFormats) {
+    auto f = map.optional(format_name(format));
+    if (!f) continue;
+    YamlMap params(*f);
+    for (const char* name : kFormatParameters) {
+      auto p = params.optional(name);
+      if (!p) continue;
+      const bool share = std::string_view(name).ends_with("_eff");
+      const std::string key = fmt::format("{}.{}", format_name(format), name);
+      set_parameter(key, share ? read_efficiency(*p) : read_number_in(*p, 0, kMaxLatencyS), out, s.failure);
+      s.cost_given.insert(key);
+    }
+    params.finish();
+  }
+  if (auto c = map.optional("client")) {
+    YamlMap client(*c);
+    for (const char* name : kClientParameters) {
+      if (auto p = client.optional(name)) {
+        const std::string key = fmt::format("client.{}", name);
+        set_parameter(key, read_number_in(*p, 0, 1e13), out, s.failure);
+        s.cost_given.insert(key);
+      }
+    }
+    client.finish();
+  }
+  if (auto f = map.optional("failure")) {
+    YamlMap failure(*f);
+    for (const char* name : kFailureParameters) {
+      if (auto p = failure.optional(name)) {
+        const std::string key = fmt::format("failure.{}", name);
+        set_parameter(key, read_number_in(*p, 0, kMaxTimeS), out, s.failure);
+        s.cost_given.insert(key);
+      }
+    }
+    failure.finish();
+  }
   out.client_efficiency = read_efficiency(map.required("client_efficiency"));
   if (auto v = map.optional("client_bytes_per_param")) out.client_bytes_per_param = read_number_in(*v, 0.01, 64);
   if (auto v = map.optional("kv_bytes_per_value")) out.kv_bytes_per_value = read_number_in(*v, 0.01, 64);
@@ -95,7 +148,6 @@ CostModelConfig read_cost(const YamlValue& value, std::set<std::string>& efficie
     out.activation_bytes_per_value = read_number_in(*v, 0.01, 64);
   }
   map.finish();
-  return out;
 }
 
 RegionConfig read_region(const YamlValue& value) {
@@ -263,8 +315,15 @@ RowConfig read_row(const YamlValue& value) {
   out.name = read_string(map.required("name"));
   if (auto v = map.optional("set")) out.set = read_string_map(*v);
   out.metric = one_of(map.required("metric"), metric_names());
-  if (auto v = map.optional("published")) out.published = read_number_in(*v, 1e-12, 1e18);
+  if (auto v = map.optional("published")) {
+    if (v->node.IsScalar() && v->node.Scalar() == "did not finish") {
+      out.published_did_not_finish = true;
+    } else {
+      out.published = read_number_in(*v, 1e-12, 1e18);
+    }
+  }
   if (auto v = map.optional("source")) out.source = read_string(*v);
+  if (auto v = map.optional("quality")) out.quality = one_of(*v, {"primary", "secondary", "recalled"});
   map.finish();
   return out;
 }
@@ -276,8 +335,7 @@ struct Parsed {
   std::vector<RowConfig> rows;
   std::vector<CalibrationConfig> calibration;
   std::vector<YamlValue> server_values, client_values, span_values, row_values, calibration_values;
-  std::set<std::string> efficiencies_given;
-  std::optional<YamlValue> cost_value;
+  std::optional<YamlValue> cost_value, profile_value;
 };
 
 Parsed parse(const YamlValue& root) {
@@ -294,8 +352,19 @@ Parsed parse(const YamlValue& root) {
   s.duration_s = read_number_in(map.required("duration_s"), 1e-3, kMaxTimeS);
   s.network = read_network(map.required("network"));
   s.model = read_model(map.required("model"));
+  if (auto v = map.optional("profile")) {
+    p.profile_value = v;
+    s.profile = read_string(*v);
+    const bool plain = std::all_of(s.profile.begin(), s.profile.end(), [](unsigned char c) {
+      return std::islower(c) || std::isdigit(c) || c == '-' || c == '_';
+    });
+    if (s.profile.empty() || s.profile.size() > 64 || !plain) {
+      v->fail(fmt::format(
+          "'{}' is not a profile name (profiles/NAME.yaml beside the scenario; NAME of a-z, 0-9, - and _)", s.profile));
+    }
+  }
   p.cost_value = map.required("cost");
-  s.cost = read_cost(*p.cost_value, p.efficiencies_given);
+  read_cost(*p.cost_value, s);
   s.regions = read_items<RegionConfig>(map, "regions", read_region);
   s.long_haul = read_items<LongHaulConfig>(map, "long_haul", read_long_haul);
   s.relays = read_items<RelayConfig>(map, "relays", read_relay);
@@ -533,6 +602,52 @@ Parsed parse_with(const std::string& text, const std::string& name, const std::v
   return parsed;
 }
 
+// The profile a parsed scenario names, read from profiles/NAME.yaml beside the scenario file.
+Profile open_profile(const Parsed& parsed, const std::string& scenario_path) {
+  const std::string path = profile_path(scenario_path, parsed.scenario.profile);
+  if (!std::filesystem::exists(path)) {
+    parsed.profile_value->fail(fmt::format("no profile '{}': {} does not exist", parsed.scenario.profile, path));
+  }
+  return load_profile(path);
+}
+
+// Fills what the scenario does not set itself from its profile, and refuses a scenario that needs
+// a figure neither gives: at the profile's line, naming the key.
+void complete_with_profile(Scenario& s, const Profile& profile, const std::string& who) {
+  for (const auto& p : profile.parameters) {
+    apply_profile_value(s, p.key, p.value);
+    for (const auto& alias : p.aliases) apply_profile_value(s, alias, p.value);
+  }
+  const std::string format = s.model.weights;
+  auto line_of = [&](const std::string& section) {
+    auto it = profile.lines.find(section);
+    if (it == profile.lines.end()) it = profile.lines.find("formats");
+    return it == profile.lines.end() ? 1 : it->second;
+  };
+  // Measured devices (device files) bring their own step times: only datasheet devices need the
+  // profile's shares and overheads.
+  bool datasheet = std::any_of(s.clients.begin(), s.clients.end(), [](const ClientConfig& c) { return c.offload; });
+  for (const auto& server : s.servers) {
+    const DeviceSpec* device = find_device(server.gpu);
+    datasheet |= device == nullptr || !device->measured;
+  }
+  for (const char* name : kFormatParameters) {
+    const std::string key = fmt::format("{}.{}", format, name);
+    if (!datasheet || s.cost_given.count(key) || profile.find(key)) continue;
+    throw ScenarioError(fmt::format("{}:{}: formats.{}.{}: missing, and {} of {} runs {} weights", profile.path,
+                                    line_of("formats." + format), format, name, who, s.name, format));
+  }
+  const bool fails = s.churn.activation_failure_probability > 0 || std::isfinite(s.churn.mean_lifetime_s);
+  if (!fails) return;
+  for (const char* name : kFailureParameters) {
+    const std::string key = fmt::format("failure.{}", name);
+    if (s.cost_given.count(key) || profile.find(key)) continue;
+    const auto it = profile.lines.find("failure");
+    throw ScenarioError(fmt::format("{}:{}: failure.{}: missing, and {} of {} has servers fail", profile.path,
+                                    it == profile.lines.end() ? 1 : it->second, name, who, s.name));
+  }
+}
+
 }  // namespace
 
 const ModelShape& Scenario::shape() const {
@@ -547,6 +662,10 @@ WeightFormat Scenario::weight_format() const {
   return *format;
 }
 
+void apply_profile_value(Scenario& scenario, const std::string& key, double value) {
+  if (!scenario.cost_given.count(key)) set_parameter(key, value, scenario.cost, scenario.failure);
+}
+
 std::vector<std::string> instance_names(const std::string& name, int64_t count) {
   if (count == 1) return {name};
   std::vector<std::string> names;
@@ -559,6 +678,11 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
   Parsed base = parse_with(text, name, overrides, {}, "");
   ScenarioFile file;
   file.path = name;
+  file.stem = std::filesystem::path(name).stem().string();
+  if (!base.scenario.profile.empty()) {
+    file.profile = open_profile(base, name);
+    complete_with_profile(base.scenario, *file.profile, "its base");
+  }
   file.overrides = overrides;
   file.base = base.scenario;
   file.rows = base.rows;
@@ -589,8 +713,14 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
   }
   for (const auto& row : base.rows) {
     Parsed parsed = parse_with(text, name, overrides, row.set, row.name);
+    if (file.profile && parsed.scenario.profile == file.base.profile) {
+      complete_with_profile(parsed.scenario, *file.profile, "row " + row.name);
+    } else if (!parsed.scenario.profile.empty()) {
+      complete_with_profile(parsed.scenario, open_profile(parsed, name), "row " + row.name);
+    }
     const std::string& format = parsed.scenario.model.weights;
-    if (!parsed.efficiencies_given.count(format) && !calibrated.count(format)) {
+    if (parsed.scenario.profile.empty() && !parsed.scenario.cost_given.count(format + ".compute_eff") &&
+        !calibrated.count(format)) {
       parsed.cost_value->fail(fmt::format(
           "row {}: no efficiency for {} weights: give cost.efficiency.{} or calibrate it", row.name, format, format));
     }
@@ -598,7 +728,7 @@ ScenarioFile load_scenario_text(const std::string& text, const std::string& name
   }
   if (base.rows.empty()) {
     const std::string& format = base.scenario.model.weights;
-    if (!base.efficiencies_given.count(format)) {
+    if (base.scenario.profile.empty() && !base.scenario.cost_given.count(format + ".compute_eff")) {
       base.cost_value->fail(fmt::format("no efficiency for {} weights: give cost.efficiency.{}", format, format));
     }
   }

@@ -10,10 +10,12 @@
 
 #include "core/planners.h"
 #include "sim/cost_model.h"
+#include "sim/profile.h"
 
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -198,8 +200,12 @@ struct RowConfig {
   // steps_per_s | tokens_per_s (means over clients), total_tokens_per_s (their sum),
   // failed_session_share (sessions that failed among those that ended)
   std::string metric;
-  std::optional<double> published;  // absent: a prediction with nothing published to compare
-  std::string source;               // where the published figure comes from
+  std::optional<double> published;        // absent: a prediction with nothing published to compare
+  bool published_did_not_finish = false;  // `published: did not finish` (a run past the time limit)
+  std::string source;                     // where the published figure comes from
+  // How the published figure reached us: primary (the paper's own table), secondary (quoted by a
+  // third party) or recalled (everything else: shown, never counted in the summary's targets).
+  std::string quality = "recalled";
 };
 
 struct Scenario {
@@ -210,7 +216,10 @@ struct Scenario {
   double duration_s = 3600;  // simulated time limit; work not done by then "did not finish"
   NetworkConfig network;
   ModelConfig model;
+  std::string profile;  // the implementation profile's name ("" = every cost figure in `cost`)
   CostModelConfig cost;
+  FailureCost failure;               // what a failed server costs the client before recovery
+  std::set<std::string> cost_given;  // figures ("int8.memory_eff") the scenario sets over its profile
   std::vector<RegionConfig> regions;
   std::vector<LongHaulConfig> long_haul;
   std::vector<RelayConfig> relays;
@@ -232,7 +241,12 @@ struct ScenarioFile {
   std::vector<RowConfig> rows;
   std::vector<CalibrationConfig> calibration;
   std::vector<Scenario> row_scenarios;  // base with each row's `set` applied, same order as rows
+  std::optional<Profile> profile;       // the profile the base scenario names
+  std::string stem;                     // the file's name without folder and .yaml: rows are STEM/ROW
 };
+
+// Sets a profile figure in `scenario` unless the scenario sets it itself.
+void apply_profile_value(Scenario& scenario, const std::string& key, double value);
 
 // Reads and checks `path` with the --set `overrides` applied (then each row's own). Throws
 // ScenarioError naming file, line and key on the first problem.

@@ -2,14 +2,19 @@
 
 #include "sim/calibration.h"
 #include "sim/isolated_run.h"
+#include "sim/profile_fit.h"
 #include "sim/scenario.h"
 #include "sim/simulation.h"
+#include "sim/summary.h"
+#include "sim/yaml_fields.h"
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -68,14 +73,123 @@ void print_clients(const RunResult& result) {
   }
 }
 
+// A row's role: calibration when its profile (or, for a scenario without one, its own
+// `calibration`) fits something on it; every other row is a prediction.
+std::string role_of(const ScenarioFile& file, const RowConfig& row, const std::vector<Calibrated>& calibrated) {
+  if (file.profile && file.profile->is_calibration_row(file.stem, row.name)) return "calibration";
+  for (const auto& c : calibrated) {
+    if (c.row == row.name) return "calibration";
+  }
+  return "prediction";
+}
+
+// Runs every row of `file` (rows with the same overrides once) and returns them for the summary;
+// with `print`, prints the scenario's table as `bouquet sim FILE` does.
+std::vector<SummaryRow> run_rows(const ScenarioFile& file, const std::vector<Calibrated>& calibrated, bool print,
+                                 nlohmann::json* json) {
+  std::vector<SummaryRow> out;
+  if (print) {
+    fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {:<11} {:<9}  {}\n", "row", "simulated", "published", "unit",
+               "error", "role", "source", "simulated end");
+  }
+  std::map<std::vector<std::pair<std::string, std::string>>, RunResult> runs;
+  for (size_t i = 0; i < file.rows.size(); ++i) {
+    const RowConfig& row = file.rows[i];
+    const auto row_started = std::chrono::steady_clock::now();
+    auto known = runs.find(row.set);
+    if (known == runs.end()) known = runs.emplace(row.set, simulate_isolated(file.row_scenarios[i])).first;
+    const RunResult& result = known->second;
+    SummaryRow summary;
+    summary.name = file.stem + "/" + row.name;
+    summary.metric = row.metric;
+    summary.simulated = result.metric(row.metric);
+    summary.published = row.published;
+    summary.published_did_not_finish = row.published_did_not_finish;
+    summary.role = role_of(file, row, calibrated);
+    summary.quality = row.quality;
+    const double error = summary.error();
+    const std::string published = row.published_did_not_finish ? "dnf" : (row.published ? number(*row.published) : "-");
+    if (print) {
+      fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {:<11} {:<9}  [t={:.3f}s]{}\n", row.name,
+                 number(summary.simulated), published, unit(row.metric),
+                 std::isnan(error) ? "-" : fmt::format("{:+.1f}%", 100 * error), summary.role, row.quality,
+                 result.end_s, recoveries(result));
+      if (!result.all_finished()) print_clients(result);
+    }
+    fmt::print(stderr, "row {}: {:.2f} s wall\n", row.name, wall_s(row_started));
+    if (json) {
+      (*json)["rows"].push_back(
+          {{"name", row.name},
+           {"metric", row.metric},
+           {"simulated", std::isnan(summary.simulated) ? nlohmann::json() : nlohmann::json(summary.simulated)},
+           {"published", row.published ? nlohmann::json(*row.published) : nlohmann::json()},
+           {"published_did_not_finish", row.published_did_not_finish},
+           {"relative_error", std::isnan(error) ? nlohmann::json() : nlohmann::json(error)},
+           {"source", row.source},
+           {"quality", row.quality},
+           {"role", summary.role},
+           {"calibration", summary.role == "calibration"},
+           {"result", nlohmann::json::parse(to_json(result))}});
+    }
+    out.push_back(std::move(summary));
+  }
+  return out;
+}
+
+int run_calibrate(const SimCommandConfig& config) {
+  const Profile profile = load_profile(config.scenario);
+  fmt::print("profile {}: fitting", profile.name);
+  for (const auto& p : profile.parameters) {
+    if (p.fitted()) fmt::print(" {}", p.key);
+  }
+  fmt::print(" on {} calibration rows\nprocedure: {}\n", profile.calibration_rows().size(), profile.procedure);
+  const ProfileFit fit = fit_profile(profile);
+  fmt::print("{:<24} {:>12} {:>12}\n", "parameter", "was", "fitted");
+  for (const auto& [key, value] : fit.after) {
+    fmt::print("{:<24} {:>12.4g} {:>12.4g}\n", key, fit.before.at(key), value);
+  }
+  fmt::print("{:<48} {:>10} {:>10} {:>8}\n", "calibration row", "simulated", "published", "error");
+  for (const auto& row : fit.rows) {
+    fmt::print("{:<48} {:>10} {:>10} {:>+7.1f}%\n", row.name, number(row.simulated), number(row.published),
+               100 * (row.simulated / row.published - 1));
+  }
+  fmt::print("sum of squared log errors {:.4g} after {} iterations, {} simulations\n", fit.sum_squared_log_error,
+             fit.iterations, fit.simulations);
+  write_profile_values(profile, fit.after);
+  fmt::print("wrote the fitted values into {}\n", profile.path);
+  return 0;
+}
+
+int run_summary(const SimCommandConfig& config) {
+  std::vector<std::string> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(config.scenario)) {
+    if (entry.is_regular_file() && entry.path().extension() == ".yaml") paths.push_back(entry.path().string());
+  }
+  std::sort(paths.begin(), paths.end());
+  if (paths.empty()) throw ScenarioError(fmt::format("{}: no scenario files (*.yaml) here", config.scenario));
+  // Every file is checked before anything runs.
+  std::vector<ScenarioFile> files;
+  for (const auto& path : paths) files.push_back(load_scenario_file(path, config.set));
+  std::vector<SummaryRow> rows;
+  for (auto& file : files) {
+    const std::vector<Calibrated> calibrated = calibrate(file);
+    for (auto& row : run_rows(file, calibrated, false, nullptr)) rows.push_back(std::move(row));
+  }
+  fmt::print("{}", format_summary(rows, summarize(rows)));
+  return 0;
+}
+
 }  // namespace
 
 int run_sim_command(const SimCommandConfig& config) {
+  if (config.calibrate) return run_calibrate(config);
+  if (config.summary) return run_summary(config);
   const auto started = std::chrono::steady_clock::now();
   std::vector<std::string> overrides = config.set;
   if (config.seed) overrides.push_back(fmt::format("seed={}", *config.seed));
   ScenarioFile file = load_scenario_file(config.scenario, overrides);
   print_header(file, config);
+  if (file.profile) fmt::print("profile {} ({})\n", file.profile->name, file.profile->path);
 
   nlohmann::json json = {{"scenario", file.base.name},
                          {"file", config.scenario},
@@ -101,36 +215,7 @@ int run_sim_command(const SimCommandConfig& config) {
     print_clients(result);
     json["result"] = nlohmann::json::parse(to_json(result));
   } else {
-    fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {}\n", "row", "simulated", "published", "unit", "error",
-               "simulated end");
-    // Rows with the same overrides are the same simulation: run it once, report it per metric.
-    std::map<std::vector<std::pair<std::string, std::string>>, RunResult> runs;
-    for (size_t i = 0; i < file.rows.size(); ++i) {
-      const RowConfig& row = file.rows[i];
-      const auto row_started = std::chrono::steady_clock::now();
-      auto known = runs.find(row.set);
-      if (known == runs.end()) known = runs.emplace(row.set, simulate_isolated(file.row_scenarios[i])).first;
-      const RunResult& result = known->second;
-      const double value = result.metric(row.metric);
-      const bool compared = row.published && !std::isnan(value);
-      const double error = compared ? (value - *row.published) / *row.published : 0.0;
-      bool is_calibration = false;
-      for (const auto& c : calibrated) is_calibration |= c.row == row.name;
-      fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  [t={:.3f}s]{}{}\n", row.name, number(value),
-                 row.published ? number(*row.published) : "-", unit(row.metric),
-                 compared ? fmt::format("{:+.1f}%", 100 * error) : "-", result.end_s,
-                 is_calibration ? " (calibration)" : "", recoveries(result));
-      if (!result.all_finished()) print_clients(result);
-      fmt::print(stderr, "row {}: {:.2f} s wall\n", row.name, wall_s(row_started));
-      json["rows"].push_back({{"name", row.name},
-                              {"metric", row.metric},
-                              {"simulated", std::isnan(value) ? nlohmann::json() : nlohmann::json(value)},
-                              {"published", row.published ? nlohmann::json(*row.published) : nlohmann::json()},
-                              {"relative_error", compared ? nlohmann::json(error) : nlohmann::json()},
-                              {"source", row.source},
-                              {"calibration", is_calibration},
-                              {"result", nlohmann::json::parse(to_json(result))}});
-    }
+    run_rows(file, calibrated, true, &json);
   }
   json["wall_s"] = wall_s(started);
   fmt::print(stderr, "{}: {:.2f} s wall in all\n", config.scenario, wall_s(started));

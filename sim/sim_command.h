@@ -16,6 +16,10 @@ struct SimCommandConfig {
   std::optional<uint64_t> seed;  // replaces the file's seed
   std::vector<std::string> set;  // key.path=value overrides, in order
   std::string out;               // JSON results file; "" for none
+  // Instead of running `scenario`: fit the profile file it names (profile_fit.h), or run every
+  // scenario of the folder it names and print the summary (summary.h).
+  bool calibrate = false;
+  bool summary = false;
 };
 
 // Returns the process exit status (0: every row ran; clients that did not finish are reported in

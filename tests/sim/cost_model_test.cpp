@@ -75,15 +75,34 @@ TEST(CostModel, EfficiencyDividesTheRooflineAndOverheadsAdd) {
   const DeviceSpec& t4 = device("t4");
   const ModelShape& llama = model("llama-2-70b");
   const double base = CostModel(config).block_step(t4, llama, WeightFormat::nf4, {}).seconds;
-  config.efficiency.nf4 = 0.25;
-  config.block_overhead_s = 0.001;
-  config.request_overhead_s = 0.01;
+  config.of(WeightFormat::nf4) = {
+      .compute_eff = 0.25, .memory_eff = 0.25, .block_overhead_s = 0.001, .request_overhead_s = 0.01};
   CostModel slow(config);
   EXPECT_NEAR(slow.block_step(t4, llama, WeightFormat::nf4, {}).seconds, 4 * base + 0.001, 1e-12);
   EXPECT_NEAR(slow.span_step_s(t4, llama, WeightFormat::nf4, 10, {}), 10 * (4 * base + 0.001) + 0.01, 1e-12);
-  // Another format's efficiency does not leak in.
+  // Another format's figures do not leak in.
   EXPECT_NEAR(slow.block_step(t4, llama, WeightFormat::f16, {}).seconds,
-              CostModel(ideal()).block_step(t4, llama, WeightFormat::f16, {}).seconds + 0.001, 1e-12);
+              CostModel(ideal()).block_step(t4, llama, WeightFormat::f16, {}).seconds, 1e-12);
+}
+
+// Decode streams the weights (memory_eff decides it), a long prefill multiplies them (compute_eff
+// decides it), and the fixed overhead is the same seconds on a fast and a slow GPU.
+TEST(CostModel, ComputeAndMemorySharesGovernTheirOwnRegimeAndOverheadStaysFixed) {
+  const ModelShape& bloom = model("bloom-176b");
+  const DeviceSpec& a100 = device("a100-80gb");
+  const DeviceSpec& rtx3060 = device("rtx-3060");
+  CostModelConfig config = ideal();
+  config.of(WeightFormat::int8) = {.compute_eff = 0.1, .memory_eff = 0.8, .block_overhead_s = 0.005};
+  CostModel cost(config);
+  const BlockWork decode{};
+  const BlockWork prefill{.batch = 64, .new_tokens = 128};
+  const double ideal_decode = CostModel(ideal()).block_step(a100, bloom, WeightFormat::int8, decode).seconds;
+  const double ideal_prefill = CostModel(ideal()).block_step(a100, bloom, WeightFormat::int8, prefill).seconds;
+  EXPECT_NEAR(cost.block_step(a100, bloom, WeightFormat::int8, decode).seconds, ideal_decode / 0.8 + 0.005, 1e-9);
+  EXPECT_NEAR(cost.block_step(a100, bloom, WeightFormat::int8, prefill).seconds, ideal_prefill / 0.1 + 0.005, 1e-9);
+  // The RTX 3060 streams 5.7x slower; only the bandwidth part of its decode step grows.
+  const double slow_decode = cost.block_step(rtx3060, bloom, WeightFormat::int8, decode).seconds;
+  EXPECT_NEAR(slow_decode - 0.005, (ideal_decode / 0.8) * 2039.0 / 360.0, 0.01 * slow_decode);
 }
 
 TEST(CostModel, WeightFormatsReadTheirBytes) {

@@ -82,7 +82,7 @@ TEST(DeviceFile, BlockStepIsTheMeasuredFigureAndInterpolatesBetweenPoints) {
   EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 64, .backward = true}), 2 * 0.050 + 0.0002, 1e-12);
   // A span: its blocks plus the measured per-request overhead instead of the scenario's.
   CostModelConfig config;
-  config.request_overhead_s = 1.0;
+  config.of(WeightFormat::f32).request_overhead_s = 1.0;
   EXPECT_NEAR(CostModel(config).span_step_s(device, bloom, WeightFormat::f32, 3, {}), 3 * (0.011 + 0.0002) + 0.003,
               1e-12);
   // Another model's block: scaled by the rooflines' ratio, so a bigger block costs more.

@@ -68,7 +68,7 @@ TEST(Scenario, ReadsEveryField) {
   EXPECT_EQ(s.name, "tiny");
   EXPECT_EQ(s.seed, 7u);
   EXPECT_EQ(s.model.wire_compression, "none");  // a default
-  EXPECT_DOUBLE_EQ(s.cost.efficiency.int8, 0.5);
+  EXPECT_DOUBLE_EQ(s.cost.of(WeightFormat::int8).compute_eff, 0.5);
   ASSERT_EQ(s.servers.size(), 3u);
   EXPECT_EQ(s.servers[0].count, 3);
   EXPECT_EQ(s.servers[0].blocks->end, 24);

@@ -42,12 +42,16 @@ TEST(SimCommand, PrintsRowsWithPublishedFiguresSeedAndReproduceLine) {
   EXPECT_THAT(out.text, HasSubstr("seed 9; reproduce with: bouquet sim scenarios/bloom176b-offload.yaml --seed 9"));
   EXPECT_THAT(out.text, HasSubstr("offload-256gbit-seq128"));
   EXPECT_THAT(out.text, HasSubstr("0.180"));  // the published figure beside the simulated one
+  // Each row says whether it is a prediction or a calibration row, and how its figure reached us.
+  EXPECT_TRUE(std::regex_search(out.text, std::regex(R"(offload-256gbit-seq128 .* prediction +primary )")));
   std::ifstream in(json_path);
   nlohmann::json json = nlohmann::json::parse(in);
   EXPECT_EQ(json["seed"], 9);
   ASSERT_EQ(json["rows"].size(), 2u);
   EXPECT_EQ(json["rows"][1]["name"], "offload-128gbit-seq128");
   EXPECT_GT(json["rows"][1]["simulated"].get<double>(), 0);
+  EXPECT_EQ(json["rows"][1]["role"], "prediction");
+  EXPECT_EQ(json["rows"][1]["quality"], "primary");
   std::filesystem::remove(json_path);
 }
 
@@ -104,30 +108,6 @@ TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
   EXPECT_EQ(scenario[1], pingpong[1]);           // the same message count
   EXPECT_GT(std::stoi(scenario[1].str()), 500);  // 128 steps through 4 hops, there and back
   EXPECT_THAT(out.text, HasSubstr("of bare SimGrid's rate"));
-}
-
-// Scenarios without their own calibration reuse the int8 efficiency the A100 scenario calibrates
-// (a prediction must not be tuned on its own figure), and NF4 states the same share of its
-// roofline: every file must agree with the calibration the A100 scenario prints.
-TEST(SimCommand, OtherScenariosUseTheA100Calibration) {
-  std::ifstream expected(std::string(BOUQUET_SOURCE_DIR) + "/scenarios/bloom176b-a100x3.expected");
-  std::string line, calibrated;
-  while (std::getline(expected, line)) {
-    if (line.rfind("calibrated int8 efficiency ", 0) == 0) calibrated = line.substr(27, 6);
-  }
-  ASSERT_FALSE(calibrated.empty());
-  for (const char* name : {"bloom176b-offload", "bloom176b-virtual12", "bloom176b-real14"}) {
-    std::ifstream file(fmt::format("{}/scenarios/{}.yaml", BOUQUET_SOURCE_DIR, name));
-    std::stringstream text;
-    text << file.rdbuf();
-    EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{int8: {}}}", calibrated))) << name;
-  }
-  for (const char* name : {"llama2-70b-t4x3", "swarm-100x100"}) {
-    std::ifstream file(fmt::format("{}/scenarios/{}.yaml", BOUQUET_SOURCE_DIR, name));
-    std::stringstream text;
-    text << file.rdbuf();
-    EXPECT_THAT(text.str(), HasSubstr(fmt::format("efficiency: {{nf4: {}}}", calibrated))) << name;
-  }
 }
 
 }  // namespace

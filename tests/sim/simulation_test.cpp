@@ -255,7 +255,7 @@ TEST(Calibration, ReproducesThePublishedFigureOfItsRow) {
   EXPECT_GT(solved[0].efficiency, 0);
   EXPECT_LE(solved[0].efficiency, 1);
   EXPECT_NEAR(simulate_isolated(file.row_scenarios[0]).metric("steps_per_s"), 8, 1e-6);
-  EXPECT_DOUBLE_EQ(file.row_scenarios[1].cost.efficiency.f16, solved[0].efficiency);
+  EXPECT_DOUBLE_EQ(file.row_scenarios[1].cost.of(WeightFormat::f16).compute_eff, solved[0].efficiency);
 
   // 1000 steps/s would need a GPU faster than its datasheet.
   text.replace(text.find("published: 8"), 12, "published: 1000");
