@@ -106,13 +106,15 @@ std::vector<SummaryRow> run_rows(const ScenarioFile& file, const std::vector<Cal
     summary.published = row.published;
     summary.published_did_not_finish = row.published_did_not_finish;
     summary.role = role_of(file, row, calibrated);
-    summary.quality = row.quality;
+    // A row without a published figure has no source to rate.
+    const bool has_figure = row.published.has_value() || row.published_did_not_finish;
+    summary.quality = has_figure ? row.quality : "-";
     const double error = summary.error();
     const std::string published = row.published_did_not_finish ? "dnf" : (row.published ? number(*row.published) : "-");
     if (print) {
       fmt::print("{:<28} {:>14} {:>10} {:>10} {:>8}  {:<11} {:<9}  [t={:.3f}s]{}\n", row.name,
                  number(summary.simulated), published, unit(row.metric),
-                 std::isnan(error) ? "-" : fmt::format("{:+.1f}%", 100 * error), summary.role, row.quality,
+                 std::isnan(error) ? "-" : fmt::format("{:+.1f}%", 100 * error), summary.role, summary.quality,
                  result.end_s, recoveries(result));
       if (!result.all_finished()) print_clients(result);
     }
@@ -126,7 +128,7 @@ std::vector<SummaryRow> run_rows(const ScenarioFile& file, const std::vector<Cal
            {"published_did_not_finish", row.published_did_not_finish},
            {"relative_error", std::isnan(error) ? nlohmann::json() : nlohmann::json(error)},
            {"source", row.source},
-           {"quality", row.quality},
+           {"quality", has_figure ? nlohmann::json(row.quality) : nlohmann::json()},
            {"role", summary.role},
            {"calibration", summary.role == "calibration"},
            {"result", nlohmann::json::parse(to_json(result))}});
