@@ -22,8 +22,9 @@ struct Totals {
 
   explicit Totals(uint32_t num_blocks) : rps(num_blocks, 0), servers(num_blocks, 0) {}
   void add(const PlacedServer& s, int sign) {
+    const int64_t q = sign * quantize(s.throughput_rps);
     for (uint32_t b = s.span.begin; b < std::min<uint32_t>(s.span.end, rps.size()); ++b) {
-      rps[b] += sign * quantize(s.throughput_rps);
+      rps[b] += q;
       servers[b] += sign;
     }
   }
