@@ -1,6 +1,25 @@
 # Every third-party dependency is a Debian package; see README.md for the apt-get line.
 find_package(fmt REQUIRED)
 find_package(Torch REQUIRED)
+# Debian's libtorch 1.13 is CPU-only; PyPI's torch wheels (BOUQUET_TORCH=pip scripts/setup.sh) carry
+# a libtorch 2.x with CUDA. Code that needs CUDA's own headers (free GPU memory, streams) is
+# compiled only where BOUQUET_HAS_CUDA is defined; the rest asks torch::cuda at run time.
+if(TORCH_CUDA_LIBRARIES)
+  set_property(TARGET torch APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS BOUQUET_HAS_CUDA)
+  message(STATUS "bouquet: libtorch ${Torch_VERSION} with CUDA ${CUDAToolkit_VERSION}")
+else()
+  message(STATUS "bouquet: libtorch ${Torch_VERSION}, CPU only")
+endif()
+# PyPI's libtorch ships its own fmt headers (12.x) on its include path, ahead of the system's:
+# code built against them would not link with the system's libfmt. A folder holding only the
+# system's fmt, searched first, keeps every file on the fmt it links.
+if(EXISTS "${TORCH_INSTALL_PREFIX}/include/fmt")
+  get_target_property(fmt_includes fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
+  find_path(system_fmt_dir fmt/format.h PATHS ${fmt_includes} /usr/include NO_DEFAULT_PATH REQUIRED)
+  file(MAKE_DIRECTORY "${CMAKE_BINARY_DIR}/system-fmt")
+  file(CREATE_LINK "${system_fmt_dir}/fmt" "${CMAKE_BINARY_DIR}/system-fmt/fmt" SYMBOLIC)
+  include_directories(BEFORE "${CMAKE_BINARY_DIR}/system-fmt")
+endif()
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SimGrid REQUIRED IMPORTED_TARGET simgrid>=3.32)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
