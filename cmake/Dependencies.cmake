@@ -12,10 +12,13 @@ else()
 endif()
 # PyPI's libtorch ships its own fmt headers (12.x) on its include path, ahead of the system's:
 # code built against them would not link with the system's libfmt. A folder holding only the
-# system's fmt, searched first, keeps every file on the fmt it links.
-if(EXISTS "${TORCH_INSTALL_PREFIX}/include/fmt")
-  get_target_property(fmt_includes fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
-  find_path(system_fmt_dir fmt/format.h PATHS ${fmt_includes} /usr/include NO_DEFAULT_PATH REQUIRED)
+# system's fmt, searched first, keeps every file on the fmt it links. (Debian's libtorch lives in
+# /usr, where its fmt is the system's.)
+get_target_property(fmt_includes fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
+find_path(system_fmt_dir fmt/format.h PATHS ${fmt_includes} /usr/include NO_DEFAULT_PATH REQUIRED)
+get_filename_component(torch_fmt_parent "${TORCH_INSTALL_PREFIX}/include" REALPATH)
+get_filename_component(system_fmt_parent "${system_fmt_dir}" REALPATH)
+if(EXISTS "${torch_fmt_parent}/fmt" AND NOT torch_fmt_parent STREQUAL system_fmt_parent)
   file(MAKE_DIRECTORY "${CMAKE_BINARY_DIR}/system-fmt")
   file(CREATE_LINK "${system_fmt_dir}/fmt" "${CMAKE_BINARY_DIR}/system-fmt/fmt" SYMBOLIC)
   include_directories(BEFORE "${CMAKE_BINARY_DIR}/system-fmt")
