@@ -22,6 +22,10 @@ if(EXISTS "${torch_fmt_parent}/fmt" AND NOT torch_fmt_parent STREQUAL system_fmt
   file(MAKE_DIRECTORY "${CMAKE_BINARY_DIR}/system-fmt")
   file(CREATE_LINK "${system_fmt_dir}/fmt" "${CMAKE_BINARY_DIR}/system-fmt/fmt" SYMBOLIC)
   include_directories(BEFORE "${CMAKE_BINARY_DIR}/system-fmt")
+  # PyPI's libtorch.so also exports its own build of std::filesystem (64 symbols, from an older
+  # libstdc++): listed before libstdc++.so, it wins the lookup and std::filesystem::remove_all
+  # jumps to a null pointer. libstdc++ named first keeps every binary on the system's.
+  add_link_options("LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
 endif()
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SimGrid REQUIRED IMPORTED_TARGET simgrid>=3.32)
