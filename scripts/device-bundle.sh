@@ -4,12 +4,15 @@
 # build-cuda/ (BOUQUET_TORCH=pip scripts/setup.sh), stripped, plus every shared library they load
 # that is neither torch's (the GPU machine's own torch provides libtorch*, libc10*, the nvidia-*
 # libraries) nor glibc's or the compiler runtime's, and spm_train (make-tiny-model trains its
-# tokenizer with it). Output: build-cuda/device-bundle/{bin,lib,TORCH_VERSION}, under 64 MiB (the
-# device tool's limit for what a run may carry). Usage: bash scripts/device-bundle.sh [OUT_DIR]
+# tokenizer with it). SimGrid's ns-3 libraries make that ~72 MiB, more than the device tool
+# carries (64 MiB with the working tree), so it travels as one xz tarball (~19 MiB):
+# build-cuda/device-bundle/{bouquet-bundle.tar.xz,TORCH_VERSION,COMMIT}; the files themselves stay
+# in build-cuda/device-bundle-files/. Usage: bash scripts/device-bundle.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-out=${1:-build-cuda/device-bundle}
 build=build-cuda
+carry=$build/device-bundle
+out=$build/device-bundle-files
 python=.deps/torch-pip/bin/python
 [[ -x $python ]] || { echo "device-bundle: no $python; run BOUQUET_TORCH=pip bash scripts/setup.sh first" >&2; exit 1; }
 torch_lib=$("$python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)/lib
@@ -43,10 +46,16 @@ done
 ((missing == 0)) || exit 1
 "$python" -c 'import torch; print(torch.__version__)' 2>/dev/null >"$out/TORCH_VERSION"
 git rev-parse --short HEAD >"$out/COMMIT" 2>/dev/null || true
-size_kib=$(du -sk "$out" | cut -f1)
-echo "device-bundle: $out: $(ls "$out/bin" | wc -l) programs, $(ls "$out/lib" | wc -l) libraries, $((size_kib / 1024)) MiB" \
-  "(torch $(cat "$out/TORCH_VERSION"))"
-if ((size_kib > 60 * 1024)); then
-  echo "device-bundle: over 60 MiB: the device tool carries 64 MiB at most with the working tree" >&2
+git diff --quiet HEAD -- . ':!README.md' 2>/dev/null || echo "$(cat "$out/COMMIT") with uncommitted changes" >"$out/COMMIT"
+rm -rf "$carry"
+mkdir -p "$carry"
+cp "$out/TORCH_VERSION" "$out/COMMIT" "$carry/"
+tar -C "$out" -cf - . | xz -T2 -6 >"$carry/bouquet-bundle.tar.xz"
+files_kib=$(du -sk "$out" | cut -f1)
+carry_kib=$(du -sk "$carry" | cut -f1)
+echo "device-bundle: $(ls "$out/bin" | wc -l) programs, $(ls "$out/lib" | wc -l) libraries, $((files_kib / 1024)) MiB;" \
+  "$carry/bouquet-bundle.tar.xz $((carry_kib / 1024)) MiB (torch $(cat "$out/TORCH_VERSION"), commit $(cat "$out/COMMIT"))"
+if ((carry_kib > 48 * 1024)); then
+  echo "device-bundle: $carry is over 48 MiB: the device tool carries 64 MiB at most with the working tree" >&2
   exit 1
 fi

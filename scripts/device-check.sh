@@ -105,15 +105,27 @@ SECONDS=0
 
 # --- 0. preflight -----------------------------------------------------------------------------
 python=${PYTHON:-python3}
-[[ -x $bin/bouquet ]] || unfit "no $bin/bouquet: make the bundle here with scripts/device-bundle.sh and carry $bundle"
+if [[ -f $bundle/bouquet-bundle.tar.xz ]]; then
+  # The carried form (scripts/device-bundle.sh): unpacked with python's tarfile, which needs no xz.
+  unpacked=${TMPDIR:-/tmp}/device-bundle
+  rm -rf "$unpacked"
+  mkdir -p "$unpacked"
+  "$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+    "$bundle/bouquet-bundle.tar.xz" "$unpacked" || unfit "could not unpack $bundle/bouquet-bundle.tar.xz"
+  bundle=$unpacked
+  bin=$bundle/bin
+fi
+[[ -x $bin/bouquet ]] || unfit "no $bin/bouquet: make the bundle here with scripts/device-bundle.sh and carry build-cuda/device-bundle"
 torch_info=$("$python" -c 'import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__) + "/lib")' 2>/dev/null) ||
   unfit "$python cannot import torch (set PYTHON to the python that has it)"
 torch_version=$(sed -n 1p <<<"$torch_info")
 torch_lib=$(sed -n 2p <<<"$torch_info")
 want=$(cat "$bundle/TORCH_VERSION" 2>/dev/null || echo unknown)
 [[ $torch_version == "$want" ]] || unfit "this machine's torch is $torch_version, the bundle was built against $want"
-export LD_LIBRARY_PATH=$PWD/$bundle/lib:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export PATH=$PWD/$bin:$PATH
+bundle=$(cd "$bundle" && pwd)
+bin=$bundle/bin
+export LD_LIBRARY_PATH=$bundle/lib:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export PATH=$bin:$PATH
 for f in "$bin"/*; do
   if ldd "$f" | grep -q "not found"; then
     unfit "$(basename "$f") misses libraries: $(ldd "$f" | awk '/not found/ {print $1}' | tr '\n' ' ')"
@@ -149,8 +161,8 @@ if runs 1; then
     filter=$(gtest_filter $suite)
     timeout 300 "$bin/${suite}_tests" --gtest_filter="$filter" >"$log" 2>&1
     rc=$?
-    counts=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) \] [0-9]+ test' "$log" | sed 's/^\[ *\([A-Z]*\) *\] \([0-9]*\).*/\1 \2/' | tr '\n' ' ')
-    skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+    counts=$(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$log" | sed 's/^\[ *\([A-Z]*\) *\] \([0-9]*\).*/\1 \2/' | tr '\n' ' ')
+    skipped=$(sed -n 's/^\[ *SKIPPED *\] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
     detail="${suite}_tests --gtest_filter=$filter: ${counts:-no gtest summary}"
     if ((rc != 0)); then
       result "1. ${suite}_tests CUDA variants" FAIL "exit $rc; $detail"
