@@ -18,6 +18,8 @@ const CommandRegistration bench_block_command{
       sub.add_option("--intermediate", config->intermediate, "MLP size")->capture_default_str();
       sub.add_option("--cached-tokens", config->cached_tokens, "Tokens already in the KV cache")->capture_default_str();
       sub.add_option("--steps", config->steps, "Decode steps timed")->capture_default_str();
+      sub.add_option("--blocks", config->blocks, "Blocks in a chain, each with its own weights (a server's span)")
+          ->capture_default_str();
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)");
       sub.add_option("--dtype", config->dtype, "Compute dtype: f32, f16, bf16")->capture_default_str();
       sub.add_option("--quant", config->quant,

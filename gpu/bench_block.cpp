@@ -2,6 +2,7 @@
 
 #include "core/rng.h"
 #include "gpu/checkpoint.h"
+#include "gpu/cuda_device.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
 #include "gpu/kernels/matvec.h"
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <vector>
 
 namespace bouquet::gpu {
@@ -36,9 +38,12 @@ class RandomWeights final : public TensorSource {
   }
 
   // Uniform with the spec's mean and standard deviation: values only need to be plausible, and
-  // uniform draws fill ~800 MB far faster than normal ones.
+  // uniform draws fill ~800 MB far faster than normal ones. Drawn once per name: the blocks of a
+  // chain share values (each still holds and reads its own copy).
   at::Tensor read(const std::string& name) const override {
     const TensorSpec* spec = find(name);
+    const auto it = drawn_.find(name);
+    if (it != drawn_.end()) return it->second.clone();  // a block may keep the tensor as it is
     at::Tensor t = at::empty(spec->shape, at::TensorOptions().dtype(at::kFloat));
     core::Rng rng = rng_.derive(static_cast<uint64_t>(spec - specs_.data()));
     const double half_width = spec->init_std * std::sqrt(3.0);
@@ -46,7 +51,8 @@ class RandomWeights final : public TensorSource {
     for (int64_t i = 0; i < t.numel(); ++i) {
       data[i] = static_cast<float>(spec->init_mean + half_width * (2 * rng.uniform01() - 1));
     }
-    return t;
+    drawn_.emplace(name, t);
+    return t.clone();
   }
 
   std::string where(const std::string& name) const override { return "random weights"; }
@@ -61,6 +67,7 @@ class RandomWeights final : public TensorSource {
   }
   std::vector<TensorSpec> specs_;
   core::Rng rng_;
+  mutable std::map<std::string, at::Tensor> drawn_;
 };
 
 double median(std::vector<double> values) {
@@ -100,6 +107,12 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
       config.cached_tokens < 0 || config.threads < 0 || config.hidden % config.heads != 0) {
     throw InputError("bench-block needs positive sizes, steps > 0, and hidden a multiple of heads");
   }
+  if (config.blocks < 1 || config.blocks > 1024) {
+    throw InputError(fmt::format("bench-block --blocks {}: must be in 1..1024", config.blocks));
+  }
+  if (config.blocks > 1 && !config.batches.empty()) {
+    throw InputError("bench-block: --batch times one block; give it without --blocks");
+  }
   if (config.threads > 0) at::set_num_threads(config.threads);
   ModelConfig model;
   model.family = "llama";
@@ -117,22 +130,33 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
   ComputeOptions compute = resolve_compute(config.dtype, config.device, config.quant);
   compute.kernels = parse_linear_kernels(config.kernels);
   const RandomWeights weights(family_of(model).block_tensors(model, 0), config.seed);
-  const auto block = load_block(model, weights, 0, compute);
+  std::vector<std::unique_ptr<Block>> chain;
+  for (int64_t b = 0; b < config.blocks; ++b) chain.push_back(load_block(model, weights, 0, compute));
+  const auto& block = chain.front();
 
   BenchBlockResult result;
-  result.weight_bytes = block->weight_bytes();
+  for (const auto& b : chain) result.weight_bytes += b->weight_bytes();
   result.threads = at::get_num_threads();
   result.compute = describe(compute);
   result.kernels = used_kernels(compute);
+  result.device_name = describe_device(compute.device);
 
   at::NoGradGuard no_grad;
   const auto options = at::TensorOptions().device(compute.device).dtype(compute.dtype);
-  KvCache cache = block->make_cache(1, config.cached_tokens + 1);
-  if (config.cached_tokens > 0) {
-    block->forward(at::randn({1, config.cached_tokens, config.hidden}, options), 0, &cache);
+  std::vector<KvCache> chain_caches;
+  for (const auto& b : chain) {
+    chain_caches.push_back(b->make_cache(1, config.cached_tokens + 1));
+    if (config.cached_tokens > 0) {
+      b->forward(at::randn({1, config.cached_tokens, config.hidden}, options), 0, &chain_caches.back());
+    }
   }
   const at::Tensor token = at::randn({1, 1, config.hidden}, options);
-  block->forward(token, config.cached_tokens, &cache);  // warm-up: first-touch, kernel selection
+  // One decode step through the chain; the same slot each time: the same work.
+  const auto decode = [&] {
+    at::Tensor x = token;
+    for (size_t b = 0; b < chain.size(); ++b) x = chain[b]->forward(x, config.cached_tokens, &chain_caches[b]);
+  };
+  decode();  // warm-up: first-touch, kernel selection
 
   // The probes: sum a buffer of the block's weight size (and one of its f32 size, the floor that
   // smaller weights should beat), so every byte crosses the memory bus once, with the same
@@ -141,6 +165,7 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
   for (const TensorSpec& spec : weights.specs()) {
     result.f32_weight_bytes += 4 * static_cast<uint64_t>(c10::multiply_integers(spec.shape));
   }
+  result.f32_weight_bytes *= static_cast<uint64_t>(config.blocks);
   const auto float_options = options.dtype(at::kFloat);
   const at::Tensor buffer = at::ones({static_cast<int64_t>(result.weight_bytes / 4)}, float_options);
   at::Tensor f32_buffer;
@@ -153,7 +178,7 @@ BenchBlockResult bench_block(const BenchBlockConfig& config) {
     if (i < config.steps) {
       synchronize(compute.device);
       const auto start = Clock::now();
-      block->forward(token, config.cached_tokens, &cache);  // same slot each time: same work
+      decode();
       synchronize(compute.device);
       steps.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     }
@@ -223,18 +248,20 @@ std::string f32_floor_line(const BenchBlockResult& r) {
 
 std::string format_bench_block(const BenchBlockConfig& c, const BenchBlockResult& r) {
   const int64_t kv = c.kv_heads > 0 ? c.kv_heads : c.heads;
+  const std::string blocks = c.blocks == 1 ? "block" : fmt::format("{} blocks", c.blocks);
+  const std::string device = r.device_name.empty() ? "" : fmt::format("device: {}\n", r.device_name);
   return fmt::format(
-      "block: Llama, hidden {}, heads {} (kv {}), intermediate {}; {}, {} kernels, {} thread(s)\n"
+      "{}{}: Llama, hidden {}, heads {} (kv {}), intermediate {}; {}, {} kernels, {} thread(s)\n"
       "weights: {:.1f} MB\n"
       "decode step (1 new token, {} cached): {:.2f} ms median, {:.2f} ms best of {}\n"
       "weight streaming (memory probe, {:.1f} MB once): {:.2f} ms median = {:.1f} GB/s, "
       "{:.2f} ms best = {:.1f} GB/s\n"
       "ratio step / weight streaming: {:.2f} (medians), {:.2f} (bests)\n"
       "{}{}",
-      c.hidden, c.heads, kv, c.intermediate, r.compute, r.kernels, r.threads, r.weight_bytes / 1e6, c.cached_tokens,
-      r.step_s * 1e3, r.step_min_s * 1e3, c.steps, r.weight_bytes / 1e6, r.stream_s * 1e3, r.stream_gbps,
-      r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9, r.ratio, r.best_ratio, f32_floor_line(r),
-      batch_lines(r));
+      device, blocks, c.hidden, c.heads, kv, c.intermediate, r.compute, r.kernels, r.threads, r.weight_bytes / 1e6,
+      c.cached_tokens, r.step_s * 1e3, r.step_min_s * 1e3, c.steps, r.weight_bytes / 1e6, r.stream_s * 1e3,
+      r.stream_gbps, r.stream_min_s * 1e3, r.weight_bytes / r.stream_min_s / 1e9, r.ratio, r.best_ratio,
+      f32_floor_line(r), batch_lines(r));
 }
 
 }  // namespace bouquet::gpu

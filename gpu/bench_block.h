@@ -18,6 +18,10 @@ struct BenchBlockConfig {
   int64_t intermediate = 11008;
   int64_t cached_tokens = 128;  // keys/values already in the cache for each decode step
   int64_t steps = 10;
+  // Blocks in a chain, each with its own weights and cache (a server's span): a step runs them
+  // all, and the floor streams all their bytes. On a GPU, several blocks keep launch overheads
+  // of one block from hiding how close a span's step comes to the memory's read speed.
+  int64_t blocks = 1;
   int threads = 0;  // 0: libtorch's default
   std::string dtype = "f32";
   std::string quant = "none";    // none | int8 | nf4 | nf4-nodq: how the block's weights are held
@@ -37,11 +41,12 @@ struct BenchBatchRow {
 };
 
 struct BenchBlockResult {
-  uint64_t weight_bytes = 0;
+  uint64_t weight_bytes = 0;  // of every block together
   int threads = 0;
-  std::string compute;  // "cpu f32", "cpu f32 int8"
-  std::string kernels;  // what applied the weights: "avx512", ..., or "libtorch"
-  double step_s = 0.0;  // median decode step
+  std::string compute;      // "cpu f32", "cpu f32 int8"
+  std::string kernels;      // what applied the weights: "avx512", ..., or "libtorch"
+  std::string device_name;  // the GPU's name and memory; "" on a CPU
+  double step_s = 0.0;      // median decode step
   double step_min_s = 0.0;
   double stream_s = 0.0;  // median time to stream weight_bytes once
   double stream_min_s = 0.0;

@@ -1,5 +1,6 @@
 #include "gpu/compute_options.h"
 
+#include "gpu/cuda_device.h"
 #include "gpu/errors.h"
 #include "gpu/kernels/matvec.h"
 
@@ -31,14 +32,14 @@ c10::Device parse_device(std::string_view name) {
     return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   }
   try {
-    c10::Device device{std::string(name)};
-    if (device.is_cuda() && !torch::cuda::is_available()) {
-      throw InputError(fmt::format("device '{}' asked for, but this libtorch has no CUDA device", name));
+    const c10::Device device{std::string(name)};
+    if (device.is_cpu() || device.is_cuda()) {
+      check_cuda_device(device, name);
+      return device;
     }
-    return device;
   } catch (const c10::Error&) {
-    throw InputError(fmt::format("unknown device '{}' (expected auto, cpu, cuda or cuda:N)", name));
   }
+  throw InputError(fmt::format("unknown device '{}' (expected auto, cpu, cuda or cuda:N)", name));
 }
 
 // Runs the operations a block uses on a few numbers, so an unsupported combination fails here

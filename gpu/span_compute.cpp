@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include "core/check.h"
+#include "gpu/cuda_device.h"
 #include "gpu/errors.h"
 #include "gpu/progress.h"
 #include "gpu/safetensors.h"
@@ -32,6 +33,7 @@ SpanCompute::SpanCompute(const SpanComputeConfig& config) : span_(config.span) {
     bytes += blocks_.back()->checkpoint_bytes_read();
     if (progress) progress->update(b - span_.begin + 1, bytes);
   }
+  stream_ = std::make_unique<gpu::ComputeStream>(blocks_.front()->compute().device);
 }
 
 SpanCompute::~SpanCompute() = default;
@@ -46,9 +48,21 @@ uint64_t SpanCompute::weight_bytes() const {
   return total;
 }
 
+uint64_t SpanCompute::cache_bytes_per_token() const {
+  uint64_t total = 0;
+  for (const auto& block : blocks_) total += block->cache_bytes_per_token();
+  return total;
+}
+
 std::string SpanCompute::describe_compute() const { return gpu::describe(blocks_.front()->compute()); }
 
 std::vector<std::string> SpanCompute::adapter_names() const { return blocks_.front()->adapter_names(); }
+
+std::optional<uint64_t> SpanCompute::device_free_bytes() const {
+  const auto memory = gpu::device_memory(blocks_.front()->compute().device);
+  if (!memory) return std::nullopt;
+  return memory->free_bytes;
+}
 
 size_t SpanCompute::open_caches() const {
   size_t n = 0;
@@ -93,14 +107,29 @@ Result<ComputeOutput> to_error(const ComputeRequest& request, F&& compute) {
   } catch (const gpu::InputError& e) {
     return Error{ErrorCode::bad_request, e.what()};
   } catch (const std::exception& e) {
+    if (gpu::is_out_of_memory(e)) {
+      gpu::release_cached_memory();
+      return Error{ErrorCode::compute_failed,
+                   fmt::format("blocks {}: out of GPU memory for this request ({} rows of {} tokens); try a "
+                               "shorter max length or another server",
+                               request.span.to_string(), request.batch, request.max_length)};
+    }
     return Error{ErrorCode::compute_failed, fmt::format("blocks {}: {}", request.span.to_string(), e.what())};
   }
+}
+
+// The hidden states a step computes on: on the span's device, in its compute dtype, copied once
+// (asynchronously from a pinned buffer on a GPU).
+at::Tensor on_device(const at::Tensor& inputs, const gpu::SpanRunner& first) {
+  const auto& compute = first.compute();
+  return inputs.to(compute.device, compute.dtype, /*non_blocking=*/true);
 }
 
 }  // namespace
 
 Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
-  return to_error(request, [&]() -> Result<ComputeOutput> {
+  const gpu::ComputeStream::Use on_stream(*stream_);
+  auto result = to_error(request, [&]() -> Result<ComputeOutput> {
     switch (request.kind) {
       case core::ComputeKind::inference:
         return run_inference(request);
@@ -111,6 +140,13 @@ Result<ComputeOutput> SpanCompute::run(const ComputeRequest& request) {
     }
     return Error{ErrorCode::compute_failed, "unknown compute kind"};
   });
+  // Out of GPU memory: this session's caches go, so the memory serves the others.
+  if (!result.ok() && request.kind == core::ComputeKind::inference &&
+      result.error().message.find("out of GPU memory") != std::string::npos) {
+    drop_cache(request.cache_id);
+    gpu::release_cached_memory();
+  }
+  return result;
 }
 
 std::optional<Error> SpanCompute::prepare_inference(const ComputeRequest& request) {
@@ -132,13 +168,15 @@ std::optional<Error> SpanCompute::prepare_inference(const ComputeRequest& reques
 Result<ComputeOutput> SpanCompute::run_inference(const ComputeRequest& request) {
   if (auto error = prepare_inference(request)) return *error;
   const auto chain = runners(request.span);
-  at::Tensor x = tensor_from_activation(request.inputs);
-  const at::Tensor prompts = request_prompts(request, x);
+  const at::Tensor received = tensor_from_activation(request.inputs);
+  const at::Tensor prompts = request_prompts(request, received);
+  at::Tensor x = on_device(received, *chain.front());
   for (size_t i = 0; i < chain.size(); ++i) x = chain[i]->step(request.cache_id, x, block_prompts(prompts, i));
   return ComputeOutput{activation_from_tensor(x, request.output_compression), std::nullopt};
 }
 
 std::vector<Result<ComputeOutput>> SpanCompute::run_batch(const std::vector<ComputeRequest>& requests) {
+  const gpu::ComputeStream::Use on_stream(*stream_);
   std::vector<Result<ComputeOutput>> results(requests.size(), Error{ErrorCode::compute_failed, "not run"});
   // Each request is checked as run() would check it; those that pass make up the batch.
   struct Member {
@@ -168,7 +206,7 @@ std::vector<Result<ComputeOutput>> SpanCompute::run_batch(const std::vector<Comp
   const auto chain = runners(requests[members.front().index].span);
   try {
     std::vector<at::Tensor> x;
-    for (const Member& m : members) x.push_back(m.inputs);
+    for (const Member& m : members) x.push_back(on_device(m.inputs, *chain.front()));
     for (size_t b = 0; b < chain.size(); ++b) {
       std::vector<gpu::SpanRunner::StepPart> parts;
       for (size_t j = 0; j < members.size(); ++j) {

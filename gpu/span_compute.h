@@ -18,6 +18,11 @@
 //   blocks next to the shared base weights; a request's `adapter` picks one ("" = none) for its
 //   session's every step, or for one forward/backward. A name not loaded is unknown_adapter.
 // - Outputs are float32 CPU tensors wrapped for the wire with the request's output_compression.
+// - On a GPU, weights and caches stay on the device: an inference step's hidden states cross to the
+//   device once on the way in and once on the way out (pinned host buffers, gpu/tensor_bridge.h),
+//   and every call computes on this SpanCompute's own CUDA stream. A step that runs out of GPU
+//   memory fails alone (compute_failed naming it); its session's caches are dropped and the
+//   allocator's unused memory handed back, so the other sessions go on.
 // - Not thread-safe: one worker thread drives it.
 #pragma once
 
@@ -33,6 +38,7 @@
 #include "core/error.h"
 
 namespace bouquet::gpu {
+class ComputeStream;
 class SpanRunner;
 struct ModelConfig;
 }  // namespace bouquet::gpu
@@ -61,8 +67,11 @@ class SpanCompute {
   const gpu::ModelConfig& model_config() const;
   uint32_t hidden_size() const;
   uint64_t weight_bytes() const;
+  uint64_t cache_bytes_per_token() const;          // keys and values of one token on every block
   std::string describe_compute() const;            // "cpu f32"
   std::vector<std::string> adapter_names() const;  // the loaded adapters' names, sorted
+  // Free memory of the GPU the span computes on (after its weights are loaded); nullopt on a CPU.
+  std::optional<uint64_t> device_free_bytes() const;
 
   core::Result<core::ComputeOutput> run(const core::ComputeRequest& request);
   // Inference steps of different sessions on the same blocks and adapter (what the core's
@@ -84,6 +93,7 @@ class SpanCompute {
 
   core::BlockSpan span_;
   std::vector<std::unique_ptr<gpu::SpanRunner>> blocks_;  // blocks_[i] runs block span_.begin + i
+  std::unique_ptr<gpu::ComputeStream> stream_;
 };
 
 }  // namespace bouquet::net

@@ -1,10 +1,12 @@
 #include "gpu/tensor_bridge.h"
 
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 
 #include <cstring>
 
 #include "core/check.h"
+#include "gpu/cuda_device.h"
 
 namespace bouquet::net {
 
@@ -20,9 +22,28 @@ void TensorActivationData::pack(core::Compression compression, core::DType dtype
   core::pack_values(values, compression, dtype, out);
 }
 
+namespace {
+
+// Host buffers at the wire are pinned where a GPU is present, so copies to and from it run at the
+// bus's speed (and a copy in can overlap the host's work).
+bool pin_host_buffers() {
+  static const bool pin = gpu::cuda_built() && torch::cuda::is_available();
+  return pin;
+}
+
+}  // namespace
+
 core::Activation activation_from_tensor(const at::Tensor& tensor, core::Compression compression) {
   BOUQUET_CHECK(tensor.defined() && tensor.is_floating_point(), "activations are floating tensors");
-  at::Tensor host = tensor.detach().to(at::kCPU, at::kFloat).contiguous();
+  at::Tensor host;
+  if (tensor.device().is_cpu()) {
+    host = tensor.detach().to(at::kFloat).contiguous();
+  } else {
+    // Converted to float32 on the device, then one copy into a pinned buffer (waits for it).
+    const at::Tensor values = tensor.detach().to(at::kFloat).contiguous();
+    host = at::empty(values.sizes(), at::TensorOptions().dtype(at::kFloat).pinned_memory(pin_host_buffers()));
+    host.copy_(values);
+  }
   core::Activation a;
   for (int64_t d : host.sizes()) {
     BOUQUET_CHECK(d >= 0 && d <= UINT32_MAX, "activation dimension out of range");
@@ -42,7 +63,7 @@ at::Tensor tensor_from_activation(const core::Activation& activation) {
   }
   // Received bytes or host floats: unpack once into a fresh tensor.
   std::vector<float> values = activation.to_floats();
-  at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(at::kFloat).pinned_memory(pin_host_buffers()));
   std::memcpy(out.data_ptr<float>(), values.data(), values.size() * sizeof(float));
   return out;
 }

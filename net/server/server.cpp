@@ -51,6 +51,8 @@ struct Server::Impl {
   void lie_if_drilled(core::ComputeKind kind, core::ComputeFinished& done);
   // Spans: what the balancer asks for is loaded on the loader thread, then installed.
   SpanComputeConfig compute_config(core::BlockSpan span) const;
+  // --device cuda without --num-blocks: blocks and cache budget from the GPU's free memory.
+  void size_from_gpu_memory(const SpanCompute& probe, uint64_t free_bytes);
   void start_discovery();
   void move_to_span(core::BlockSpan span);
   void install(uint64_t load, std::shared_ptr<SpanCompute> loaded);
@@ -129,17 +131,21 @@ Server::Impl::Impl(const ServeConfig& c)
     SpanCompute& measured = compute ? *compute : *probe;
     adapter_names = measured.adapter_names();  // a bad adapter fails here, before joining
     if (!span && config.num_blocks == 0) {
-      // A CPU server keeps half the available memory for the OS, its clients and other processes.
-      const core::ServerMemory memory{static_cast<double>(available_memory_bytes()), 0.5,
-                                      static_cast<double>(measured.weight_bytes()), 2.0 * measured.hidden_size() * 4};
-      config.num_blocks = memory.memory_bytes == 0 ? static_cast<uint32_t>(model.num_layers)
-                                                   : core::blocks_that_fit(memory, config.cache_tokens,
-                                                                           static_cast<uint32_t>(model.num_layers));
-      log_line(
-          fmt::format("--num-blocks {}: as many as fit {:.1f} GB (half the available memory) at {:.1f} MB "
-                      "of weights and {:.1f} MB of cache per block",
-                      config.num_blocks, memory.memory_bytes / 2e9, memory.block_weight_bytes / 1e6,
-                      config.cache_tokens * memory.cache_bytes_per_token / 1e6));
+      if (const auto gpu_free = measured.device_free_bytes()) {
+        size_from_gpu_memory(measured, *gpu_free);
+      } else {
+        // A CPU server keeps half the available memory for the OS, its clients and other processes.
+        const core::ServerMemory memory{static_cast<double>(available_memory_bytes()), 0.5,
+                                        static_cast<double>(measured.weight_bytes()), 2.0 * measured.hidden_size() * 4};
+        config.num_blocks = memory.memory_bytes == 0 ? static_cast<uint32_t>(model.num_layers)
+                                                     : core::blocks_that_fit(memory, config.cache_tokens,
+                                                                             static_cast<uint32_t>(model.num_layers));
+        log_line(
+            fmt::format("--num-blocks {}: as many as fit {:.1f} GB (half the available memory) at {:.1f} MB "
+                        "of weights and {:.1f} MB of cache per block",
+                        config.num_blocks, memory.memory_bytes / 2e9, memory.block_weight_bytes / 1e6,
+                        config.cache_tokens * memory.cache_bytes_per_token / 1e6));
+      }
     }
     const MeasuredSpeed measured_speed =
         cached_block_speed(ThroughputKey{model_id, config.device, config.dtype, config.quant, at::get_num_threads()},
@@ -157,6 +163,20 @@ Server::Impl::Impl(const ServeConfig& c)
   worker = std::make_unique<WorkerThread>();
   loader = std::make_unique<WorkerThread>();
   if (discovering) start_discovery();
+}
+
+void Server::Impl::size_from_gpu_memory(const SpanCompute& probe, uint64_t free_bytes) {
+  // The probe's block is on the GPU already: its weights count as available. A tenth stays back
+  // for activations and the allocator; the cache budget takes what the blocks leave.
+  const core::ServerMemory memory{static_cast<double>(free_bytes + probe.weight_bytes()), 0.1,
+                                  static_cast<double>(probe.weight_bytes() / probe.span().size()),
+                                  static_cast<double>(probe.cache_bytes_per_token() / probe.span().size())};
+  config.num_blocks = core::blocks_that_fit(memory, config.cache_tokens, static_cast<uint32_t>(model.num_layers));
+  config.cache_tokens = std::max<uint64_t>(config.cache_tokens, core::cache_tokens_that_fit(memory, config.num_blocks));
+  log_line(
+      fmt::format("--num-blocks {}: as many as fit the GPU's {:.1f} GB free (a tenth kept back) at {:.1f} MB of "
+                  "weights per block; {} cache tokens per block",
+                  config.num_blocks, memory.memory_bytes / 1e9, memory.block_weight_bytes / 1e6, config.cache_tokens));
 }
 
 SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {

@@ -33,6 +33,28 @@ TEST(BenchBlock, MeasuresTheBlockItDescribes) {
   EXPECT_THAT(text, ::testing::HasSubstr("GB/s"));
 }
 
+// A span of blocks: every block's weights count, and the floor streams them all.
+TEST(BenchBlock, ASpanOfBlocksCountsEveryBlocksWeights) {
+  BenchBlockConfig config;
+  config.hidden = 64;
+  config.heads = 4;
+  config.intermediate = 128;
+  config.cached_tokens = 4;
+  config.steps = 2;
+  config.device = "cpu";
+  const uint64_t one = bench_block(config).weight_bytes;
+  config.blocks = 3;
+  const BenchBlockResult r = bench_block(config);
+  EXPECT_EQ(r.weight_bytes, 3 * one);
+  EXPECT_EQ(r.f32_weight_bytes, 3 * one) << "f32 weights: the f32 floor is the same bytes";
+  EXPECT_THAT(format_bench_block(config, r), ::testing::HasSubstr("3 blocks: Llama, hidden 64"));
+  config.blocks = 0;
+  EXPECT_THROW(bench_block(config), InputError);
+  config.blocks = 2;
+  config.batches = {1, 2};
+  EXPECT_THROW(bench_block(config), InputError) << "--batch times one block";
+}
+
 TEST(BenchBlock, RejectsImpossibleShapes) {
   BenchBlockConfig config;
   config.hidden = 100;

@@ -14,6 +14,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -106,12 +107,15 @@ TEST(ComputeDtype, Bf16ComputeStaysCloseToF32) {
 
 TEST(ComputeDtype, UnsupportedCombinationIsOneClearError) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "f16 is supported on CUDA";
+#if TORCH_VERSION_MAJOR < 2
+  // libtorch 1.13's CPU kernels lack half-precision matrix products; 2.x has them.
   try {
     resolve_compute("f16", "cpu");
     FAIL() << "f16 on this CPU libtorch should be refused";
   } catch (const InputError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("compute dtype f16 is not supported on cpu"));
   }
+#endif
   EXPECT_THROW(resolve_compute("f8", "cpu"), InputError);
   EXPECT_THROW(resolve_compute("f32", "tpu"), InputError);
 }

@@ -6,6 +6,7 @@
 //   through the swarm lowers the loss and raises greedy exact match as the README states.
 // - A bad backward request (deep prompts of the wrong shape) gets a clear error, not a crash.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 

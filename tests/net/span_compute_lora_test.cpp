@@ -9,6 +9,7 @@
 #include "tests/net/support/net_support.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 namespace bouquet::net {
