@@ -21,23 +21,10 @@ constexpr int64_t kHidden = 64;
 const core::BlockSpan kSpan{0, 4};
 
 core::ComputeRequest step(core::CacheId cache, const at::Tensor& x, uint32_t start, uint32_t max_length = 64) {
-  core::ComputeRequest r;
-  r.task_id = cache;
-  r.kind = core::ComputeKind::inference;
-  r.span = kSpan;
-  r.batch = static_cast<uint32_t>(x.size(0));
-  r.new_tokens = static_cast<uint32_t>(x.size(1));
-  r.cache_length = start;
-  r.cache_id = cache;
-  r.max_length = max_length;
-  r.inputs = activation_from_tensor(x, core::Compression::none);
-  return r;
+  return testing::inference_step(kSpan, cache, x, start, max_length);
 }
 
-at::Tensor outputs(const core::Result<core::ComputeOutput>& result) {
-  EXPECT_TRUE(result.ok()) << (result.ok() ? "" : result.error().message);
-  return result.ok() ? tensor_from_activation(result.value().outputs) : at::Tensor();
-}
+at::Tensor outputs(const core::Result<core::ComputeOutput>& result) { return testing::compute_outputs(result); }
 
 class CudaSpanCompute : public ::testing::Test {
  protected:

@@ -1,5 +1,7 @@
 #include "tests/net/support/net_support.h"
 
+#include "gpu/tensor_bridge.h"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
@@ -157,6 +159,26 @@ core::OpenSession open_blocks_0_2(const std::string& model_id, uint64_t id, uint
   open.batch = 1;
   open.cache_wait_timeout_s = wait_s;
   return open;
+}
+
+core::ComputeRequest inference_step(core::BlockSpan span, core::CacheId cache, const at::Tensor& x, uint32_t start,
+                                    uint32_t max_length) {
+  core::ComputeRequest r;
+  r.task_id = cache;
+  r.kind = core::ComputeKind::inference;
+  r.span = span;
+  r.batch = static_cast<uint32_t>(x.size(0));
+  r.new_tokens = static_cast<uint32_t>(x.size(1));
+  r.cache_length = start;
+  r.cache_id = cache;
+  r.max_length = max_length;
+  r.inputs = activation_from_tensor(x, core::Compression::none);
+  return r;
+}
+
+at::Tensor compute_outputs(const core::Result<core::ComputeOutput>& result) {
+  EXPECT_TRUE(result.ok()) << (result.ok() ? "" : result.error().message);
+  return result.ok() ? tensor_from_activation(result.value().outputs) : at::Tensor();
 }
 
 }  // namespace bouquet::net::testing

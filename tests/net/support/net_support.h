@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/compute.h"
 #include "core/messages.h"
 #include "net/rpc/frame.h"
 #include "net/server/server.h"
@@ -93,5 +94,12 @@ M RawClient::call(const core::Message& request, double timeout_s) {
 // An open of blocks [0, 2) for one sequence of `max_length` positions, queued up to `wait_s` for
 // cache room: what the hostile-client, hostile-load and abuse-load tests send a 2-block server.
 core::OpenSession open_blocks_0_2(const std::string& model_id, uint64_t id, uint32_t max_length, double wait_s = 0);
+
+// An inference step of `span` on cache `cache` (also its task id): x's positions from `start`, a
+// cache of `max_length` positions; what the SpanCompute tests run.
+core::ComputeRequest inference_step(core::BlockSpan span, core::CacheId cache, const at::Tensor& x, uint32_t start,
+                                    uint32_t max_length = 64);
+// A computation's outputs as a tensor; a failed computation fails the test (undefined tensor).
+at::Tensor compute_outputs(const core::Result<core::ComputeOutput>& result);
 
 }  // namespace bouquet::net::testing
