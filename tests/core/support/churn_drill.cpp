@@ -42,6 +42,7 @@ struct Drill {
   std::vector<Server> servers;
   std::vector<Request> requests;
   std::vector<std::string> log;  // the faults injected, for the report
+  uint64_t crashes = 0, stops = 0, joins = 0;
   explicit Drill(uint64_t seed) : swarm(seed) {}
 };
 
@@ -135,6 +136,7 @@ void build(Drill& d, Rng& rng) {
     const Time at = rng.uniform(10, kFaultPhase_s);
     add_server(d, rng, 3 + static_cast<uint32_t>(rng.below(4)), at);
     d.log.push_back(fmt::format("a server of {} blocks joins at {:.1f} s", d.servers.back().blocks, at));
+    ++d.joins;
   }
   // Faults hit servers while those left hold every block twice over.
   uint32_t capacity = 0;
@@ -156,16 +158,19 @@ void build(Drill& d, Rng& rng) {
       case 0:
         d.swarm.crash_at(s.id, at);
         d.log.push_back(fmt::format("{} crashes at {:.1f} s", s.id.to_string(), at));
+        ++d.crashes;
         break;
       case 1:
         d.swarm.stop_at(s.id, at);
         d.log.push_back(fmt::format("{} stops at {:.1f} s", s.id.to_string(), at));
+        ++d.stops;
         break;
       default: {
         const uint64_t k = 1 + rng.below(200);
         const CrashPoint point = rng.bernoulli(0.5) ? CrashPoint::before_reply : CrashPoint::after_reply;
         d.swarm.crash_at_step(s.id, k, point);
         d.swarm.crash_at(s.id, kFaultPhase_s);  // if it had not taken k steps by the end of the faults
+        ++d.crashes;
         d.log.push_back(fmt::format("{} crashes at its step {} ({})", s.id.to_string(), k,
                                     point == CrashPoint::before_reply ? "before replying" : "after replying"));
       }
@@ -274,11 +279,9 @@ std::string run_churn_drill(uint64_t seed, ChurnStats& stats) {
     if (s.faulty) continue;
     stats.moves += d.swarm.balancer(s.id).moves();
   }
-  for (const std::string& line : d.log) {
-    stats.crashes += line.find("crashes") != std::string::npos;
-    stats.stops += line.find("stops") != std::string::npos;
-    stats.joins += line.find("joins") != std::string::npos;
-  }
+  stats.crashes += d.crashes;
+  stats.stops += d.stops;
+  stats.joins += d.joins;
   for (const Request& r : d.requests) {
     if (std::string p = check_request(d, r, stats); problem.empty() && !p.empty()) problem = p;
   }
