@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "gpu/checkpoint.h"
 #include "gpu/errors.h"
+#include "gpu/model_file_tensors.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>

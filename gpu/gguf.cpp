@@ -3,7 +3,6 @@
 #include "core/check.h"
 #include "gpu/errors.h"
 
-#include <ATen/ATen.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -531,20 +530,6 @@ void GgufFile::read_bytes(const GgufTensor& tensor, void* destination) const {
     fail(fmt::format("tensor '{}': short read (the file is truncated or changed while open)", tensor.name));
   }
   bytes_read_ += tensor.size_bytes;
-}
-
-at::Tensor GgufFile::read_f32(std::string_view name) const {
-  const GgufTensor* t = find(name);
-  if (t == nullptr) fail(fmt::format("missing tensor '{}'", name));
-  at::Tensor out = at::empty(t->shape(), at::TensorOptions().dtype(at::kFloat));
-  if (t->type == static_cast<uint32_t>(GgmlType::F32)) {
-    read_bytes(*t, out.data_ptr());
-    return out;
-  }
-  std::vector<uint8_t> raw(t->size_bytes);
-  read_bytes(*t, raw.data());
-  dequantize(t->type, raw.data(), t->numel(), out.data_ptr<float>());
-  return out;
 }
 
 bool GgufFile::has(std::string_view key) const { return metadata_.contains(key); }

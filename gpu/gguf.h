@@ -8,9 +8,9 @@
 // value types, known tensor types, tensors inside the data section and of the size their type and
 // dims need; a tensor's bytes are read on demand with pread, never the whole file, and counted.
 // Every problem is a ModelFileError naming the file and, where one is involved, the key or tensor.
+// The format needs no libtorch (fuzz/ builds it without); read_f32 is in gpu/model_file_tensors.cpp.
 #pragma once
 
-#include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -21,6 +21,10 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace at {
+class Tensor;
+}
 
 namespace bouquet::gpu {
 
@@ -80,7 +84,8 @@ class GgufFile {
   // nullptr when the file has no tensor of that name.
   const GgufTensor* find(std::string_view name) const;
 
-  // The tensor dequantized to a new f32 CPU tensor of shape() (torch order).
+  // The tensor dequantized to a new f32 CPU tensor of shape() (torch order); defined in
+  // gpu/model_file_tensors.cpp.
   at::Tensor read_f32(std::string_view name) const;
   // The stored bytes of `tensor` (size_bytes of them) into `destination`.
   void read_bytes(const GgufTensor& tensor, void* destination) const;

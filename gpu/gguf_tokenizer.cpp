@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace bouquet::gpu {
@@ -81,8 +83,11 @@ std::unique_ptr<Tokenizer> sentencepiece_from_metadata(const GgufFile& file) {
   SentencePieceModel model;
   model.trainer.model_type = SentencePieceModel::ModelType::bpe;
   for (size_t id = 0; id < tokens.size(); ++id) {
+    // A score is a float32 in the file's own writer; a float64 past float's range would make the
+    // conversion below undefined behaviour.
     if (!tokens[id].is_string() || !scores[id].is_number() || !types[id].is_number_integer() ||
-        types[id].get<int64_t>() < 1 || types[id].get<int64_t>() > 6) {
+        types[id].get<int64_t>() < 1 || types[id].get<int64_t>() > 6 ||
+        !(std::abs(scores[id].get<double>()) <= std::numeric_limits<float>::max())) {
       throw std::runtime_error(fmt::format("{}: token {} has a malformed piece, score or type", where, id));
     }
     const auto type = static_cast<SentencePieceModel::PieceType>(types[id].get<int32_t>());

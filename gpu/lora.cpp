@@ -4,6 +4,7 @@
 #include "core/peer_id.h"
 #include "core/rng.h"
 #include "gpu/errors.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 
 #include <ATen/ATen.h>

@@ -3,7 +3,6 @@
 #include "core/check.h"
 #include "gpu/errors.h"
 
-#include <ATen/ATen.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -23,14 +22,12 @@ struct DTypeRow {
   DType dtype;
   std::string_view name;
   size_t size_bytes;
-  at::ScalarType scalar_type;
 };
 
 constexpr DTypeRow kDTypes[] = {
-    {DType::F64, "F64", 8, at::kDouble},     {DType::F32, "F32", 4, at::kFloat}, {DType::F16, "F16", 2, at::kHalf},
-    {DType::BF16, "BF16", 2, at::kBFloat16}, {DType::I64, "I64", 8, at::kLong},  {DType::I32, "I32", 4, at::kInt},
-    {DType::I16, "I16", 2, at::kShort},      {DType::I8, "I8", 1, at::kChar},    {DType::U8, "U8", 1, at::kByte},
-    {DType::Bool, "BOOL", 1, at::kBool},
+    {DType::F64, "F64", 8}, {DType::F32, "F32", 4},   {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2},
+    {DType::I64, "I64", 8}, {DType::I32, "I32", 4},   {DType::I16, "I16", 2}, {DType::I8, "I8", 1},
+    {DType::U8, "U8", 1},   {DType::Bool, "BOOL", 1},
 };
 
 const DTypeRow& row(DType dtype) {
@@ -111,7 +108,6 @@ std::optional<DType> parse_dtype(std::string_view name) {
 
 std::string_view dtype_name(DType dtype) { return row(dtype).name; }
 size_t dtype_size_bytes(DType dtype) { return row(dtype).size_bytes; }
-at::ScalarType to_scalar_type(DType dtype) { return row(dtype).scalar_type; }
 bool is_floating(DType dtype) {
   return dtype == DType::F64 || dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
 }
@@ -257,23 +253,6 @@ void SafetensorsFile::read_bytes(const TensorInfo& info, void* destination) cons
   bytes_read_ += info.size_bytes();
 }
 
-at::Tensor SafetensorsFile::read(std::string_view name) const {
-  const TensorInfo* info = find(name);
-  if (info == nullptr) fail(path_, fmt::format("missing tensor '{}'", name));
-  at::Tensor tensor = at::empty(info->shape, at::TensorOptions().dtype(to_scalar_type(info->dtype)));
-  read_bytes(*info, tensor.data_ptr());
-  return tensor;
-}
-
-void require_finite(const at::Tensor& tensor, std::string_view where, std::string_view name) {
-  if (!tensor.is_floating_point() || at::isfinite(tensor).all().item<bool>()) return;
-  const int64_t bad = at::logical_not(at::isfinite(tensor)).sum().item<int64_t>();
-  throw ModelFileError(
-      fmt::format("{}: tensor '{}' holds {} NaN or infinite values of {} (as loaded in {}); the "
-                  "checkpoint is corrupt or its values overflow that dtype",
-                  where, name, bad, tensor.numel(), c10::toString(tensor.scalar_type())));
-}
-
 uint16_t float_to_bf16_bits(float value) {
   uint32_t bits;
   std::memcpy(&bits, &value, sizeof bits);
@@ -284,40 +263,16 @@ uint16_t float_to_bf16_bits(float value) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors, DType dtype,
-                       const std::map<std::string, std::string>& metadata) {
-  BOUQUET_CHECK(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16,
-                "write_safetensors writes F32, F16 or BF16");
-  std::vector<const NamedTensor*> sorted;
-  for (const auto& t : tensors) sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(), [](const NamedTensor* a, const NamedTensor* b) { return a->name < b->name; });
-
-  std::vector<std::string> blobs;
+void write_safetensors_file(const std::filesystem::path& path, const std::vector<SafetensorsBlob>& blobs,
+                            const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const NamedTensor* t : sorted) {
-    BOUQUET_CHECK(t->tensor.is_floating_point(), "write_safetensors takes floating tensors");
-    const at::Tensor f32 = t->tensor.detach().to(at::kCPU).to(at::kFloat).contiguous();
-    std::string blob;
-    if (dtype == DType::F32) {
-      blob.assign(static_cast<const char*>(f32.data_ptr()), f32.numel() * 4);
-    } else if (dtype == DType::F16) {
-      const at::Tensor half = f32.to(at::kHalf).contiguous();
-      blob.assign(static_cast<const char*>(half.data_ptr()), half.numel() * 2);
-    } else {
-      blob.resize(f32.numel() * 2);
-      const float* src = f32.data_ptr<float>();
-      for (int64_t i = 0; i < f32.numel(); ++i) {
-        const uint16_t b = float_to_bf16_bits(src[i]);
-        std::memcpy(blob.data() + 2 * i, &b, 2);
-      }
-    }
-    header[t->name] = {{"dtype", std::string(dtype_name(dtype))},
-                       {"shape", t->tensor.sizes().vec()},
-                       {"data_offsets", {offset, offset + blob.size()}}};
-    offset += blob.size();
-    blobs.push_back(std::move(blob));
+  for (const SafetensorsBlob& blob : blobs) {
+    header[blob.name] = {{"dtype", std::string(dtype_name(blob.dtype))},
+                         {"shape", blob.shape},
+                         {"data_offsets", {offset, offset + blob.bytes.size()}}};
+    offset += blob.bytes.size();
   }
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
@@ -325,7 +280,7 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Name
   unsigned char prefix[8];
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<unsigned char>(header_text.size() >> (8 * i));
   std::vector<std::string_view> parts = {std::string_view(reinterpret_cast<const char*>(prefix), 8), header_text};
-  for (const auto& blob : blobs) parts.emplace_back(blob);
+  for (const auto& blob : blobs) parts.emplace_back(blob.bytes);
   write_file_atomically(path, parts);
 }
 

@@ -7,9 +7,11 @@
 // shape); a tensor's bytes are read on demand with pread, never the whole file; every problem,
 // whatever the header holds, is a ModelFileError naming the file and the tensor. bytes_read() counts the tensor bytes
 // read so far, so a caller can show what a loader touched.
+//
+// The format itself needs no libtorch (fuzz/ builds it without): what turns its bytes into tensors
+// and tensors into a file is in gpu/model_file_tensors.h.
 #pragma once
 
-#include <ATen/core/Tensor.h>
 #include <nlohmann/json_fwd.hpp>
 
 #include <atomic>
@@ -21,6 +23,10 @@
 #include <string_view>
 #include <vector>
 
+namespace at {
+class Tensor;
+}
+
 namespace bouquet::gpu {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool };
@@ -29,7 +35,6 @@ enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool };
 std::optional<DType> parse_dtype(std::string_view name);
 std::string_view dtype_name(DType dtype);
 size_t dtype_size_bytes(DType dtype);
-at::ScalarType to_scalar_type(DType dtype);
 bool is_floating(DType dtype);
 
 struct TensorInfo {
@@ -60,7 +65,8 @@ class SafetensorsFile {
   const TensorInfo* find(std::string_view name) const;
 
   // A new CPU tensor with the stored dtype and shape. Throws ModelFileError for a missing tensor or
-  // a short read (the file changed under us).
+  // a short read (the file changed under us). Defined with the other tensor code in
+  // gpu/model_file_tensors.cpp.
   at::Tensor read(std::string_view name) const;
   // The raw little-endian bytes of `info` (info.size_bytes() of them) into `destination`.
   void read_bytes(const TensorInfo& info, void* destination) const;
@@ -82,24 +88,21 @@ class SafetensorsFile {
   mutable std::atomic<uint64_t> bytes_read_{0};
 };
 
-struct NamedTensor {
+// One tensor's stored bytes for write_safetensors_file: `bytes` holds numel(shape) values of `dtype`,
+// little-endian.
+struct SafetensorsBlob {
   std::string name;
-  at::Tensor tensor;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::string bytes;
 };
 
-// Writes `tensors` (any floating dtype, any device) converted to `dtype` (F32, F16 or BF16; BF16
-// rounds to nearest even), sorted by name, with the header padded to 8 bytes. The file is replaced
+// Writes `blobs` in the given order with the header padded to 8 bytes. The file is replaced
 // atomically (written beside it, synced, renamed): a kill mid-write leaves the old file intact.
-void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors, DType dtype,
-                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+void write_safetensors_file(const std::filesystem::path& path, const std::vector<SafetensorsBlob>& blobs,
+                            const std::map<std::string, std::string>& metadata);
 
 // Round-to-nearest-even f32 -> bf16 bits (NaN stays a quiet NaN).
-// Throws ModelFileError "<where>: tensor '<name>' holds N NaN or infinite values ..." unless every
-// value of `tensor` (as loaded: after conversion to the compute dtype) is finite. Weights are
-// checked once at load, so a poisoned checkpoint is refused by name instead of turning every
-// answer into NaN.
-void require_finite(const at::Tensor& tensor, std::string_view where, std::string_view name);
-
 uint16_t float_to_bf16_bits(float value);
 
 }  // namespace bouquet::gpu

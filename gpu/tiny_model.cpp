@@ -3,6 +3,7 @@
 #include "core/rng.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 #include "tokenizer/bpe_train.h"
 #include "tokenizer/tokenizer.h"

@@ -20,7 +20,15 @@ CXX=clang++-16 cmake -S . -B build-fuzz -G Ninja -DBOUQUET_FUZZ=ON -DCMAKE_BUILD
   "${launcher[@]}" >/dev/null
 cmake --build build-fuzz -j"$(nproc)"
 
-all=(wire_decode frame_reader dht_record block_server inference_session scenario_yaml)
+all=(wire_decode frame_reader dht_record block_server inference_session scenario_yaml
+  gguf_file safetensors_header tokenizer_json sentencepiece_model)
+# Model files and tokenizers hold whole vocabularies: their seeds need more room than messages do.
+max_len() {
+  case $1 in
+    gguf_file | safetensors_header | tokenizer_json | sentencepiece_model) echo 16384 ;;
+    *) echo 4096 ;;
+  esac
+}
 merge=0
 if [[ ${1:-} == --merge ]]; then
   merge=1
@@ -35,7 +43,7 @@ if ((merge)); then
   for h in "${harnesses[@]}"; do
     fresh=$(mktemp -d)
     mkdir -p "build-fuzz/found/$h"
-    build-fuzz/fuzz/fuzz_$h -merge=1 -max_len=4096 "$fresh" "fuzz/corpus/$h" "build-fuzz/found/$h" \
+    build-fuzz/fuzz/fuzz_$h -merge=1 -max_len="$(max_len "$h")" "$fresh" "fuzz/corpus/$h" "build-fuzz/found/$h" \
       >"build-fuzz/merge-$h.log" 2>&1
     rm -rf "fuzz/corpus/$h" && mv "$fresh" "fuzz/corpus/$h"
     echo "fuzz: fuzz/corpus/$h holds $(ls "fuzz/corpus/$h" | wc -l) inputs"
@@ -49,7 +57,7 @@ for h in "${harnesses[@]}"; do
   mkdir -p "build-fuzz/found/$h"
   log="build-fuzz/fuzz-$h.log"
   # New inputs go to found/ (the first directory); the committed corpus is only read.
-  if build-fuzz/fuzz/fuzz_$h -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+  if build-fuzz/fuzz/fuzz_$h -max_total_time="$seconds" -max_len="$(max_len "$h")" -timeout=10 -rss_limit_mb=2048 \
        -artifact_prefix="build-fuzz/crashes/$h-" "build-fuzz/found/$h" "fuzz/corpus/$h" >"$log" 2>&1; then
     echo "fuzz: $h: $(grep -E '^#[0-9]+.*DONE' "$log" | tail -1 | sed -E 's/^#([0-9]+)\s+DONE\s+/\1 runs, /')"
   else

@@ -52,6 +52,15 @@ uint64_t pair_key(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
+// A JSON integer as a token id. A float (1e96) is not an id: nlohmann's get<int64_t> would convert
+// it with a cast that is undefined behaviour out of range (found by fuzz/tokenizer_json).
+int64_t json_id(const Json& value, const std::string& source, std::string_view what) {
+  if (!value.is_number_integer()) {
+    throw std::runtime_error(fmt::format("{}: {} is {}, not an integer id", source, what, value.dump()));
+  }
+  return value.get<int64_t>();
+}
+
 }  // namespace
 
 BpeTokenizer::BpeTokenizer(const Json& config, std::string source) : source_(std::move(source)) {
@@ -101,7 +110,7 @@ void BpeTokenizer::read_model(const Json& model) {
       throw UnsupportedTokenizer(fmt::format("{}: BPE {} is not supported", source_, field));
   }
   for (const auto& [token, id] : model.at("vocab").items()) {
-    const auto value = id.get<int64_t>();
+    const int64_t value = json_id(id, source_, fmt::format("the id of token '{}'", token));
     if (value < 0 || value > INT32_MAX)
       throw std::runtime_error(fmt::format("{}: token '{}' has id {}", source_, token, value));
     vocab_.emplace(token, static_cast<int32_t>(value));
@@ -169,10 +178,14 @@ void BpeTokenizer::read_normalizer(const Json& normalizer) {
 void BpeTokenizer::read_added_tokens(const Json& tokens) {
   for (auto& buckets : added_by_first_byte_) buckets.assign(256, {});
   for (const auto& token : tokens) {
-    AddedToken added{token.at("id").get<TokenId>(),     token.at("content").get<std::string>(),
-                     token.value("single_word", false), token.value("lstrip", false),
-                     token.value("rstrip", false),      token.value("special", false),
-                     token.value("normalized", true),   ""};
+    AddedToken added{json_id(token.at("id"), source_, "an added token's id"),
+                     token.at("content").get<std::string>(),
+                     token.value("single_word", false),
+                     token.value("lstrip", false),
+                     token.value("rstrip", false),
+                     token.value("special", false),
+                     token.value("normalized", true),
+                     ""};
     if (added.id < 0 || added.id > INT32_MAX || added.content.empty())
       throw std::runtime_error(fmt::format("{}: added token '{}' has id {}", source_, added.content, added.id));
     added.match = added.normalized ? normalize(added.content) : added.content;
@@ -202,7 +215,14 @@ void BpeTokenizer::read_post_processor(const Json& processor) {
     if (single.empty() || !single[0].contains("SpecialToken")) return;
     const std::string name = single[0].at("SpecialToken").at("id").get<std::string>();
     const Json& ids = processor.at("special_tokens").at(name).at("ids");
-    if (!ids.empty()) template_bos_ = ids[0].get<TokenId>();
+    if (ids.empty()) return;
+    const int64_t bos = json_id(ids[0], source_, fmt::format("post-processor token '{}'", name));
+    if (bos < 0 || bos >= vocab_size_) {
+      throw std::runtime_error(
+          fmt::format("{}: post-processor token '{}' has id {}, outside the vocabulary ({} tokens)", source_, name, bos,
+                      vocab_size_));
+    }
+    template_bos_ = bos;
   }
 }
 

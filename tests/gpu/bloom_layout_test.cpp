@@ -5,6 +5,7 @@
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
 #include "gpu/model_config.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"

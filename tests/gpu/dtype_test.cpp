@@ -4,6 +4,7 @@
 #include "gpu/client_head.h"
 #include "gpu/compute_options.h"
 #include "gpu/errors.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"

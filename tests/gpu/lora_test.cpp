@@ -4,6 +4,7 @@
 // untouched; a span keeps only its blocks; mismatched adapters fail with the file's name.
 #include "gpu/lora.h"
 #include "gpu/errors.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"

@@ -6,6 +6,7 @@
 #include "gpu/errors.h"
 #include "gpu/family.h"
 #include "gpu/model_config.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 #include "gpu/span_runner.h"
 #include "gpu/tiny_model.h"

@@ -3,6 +3,7 @@
 #include "gpu/safetensors.h"
 #include "core/rng.h"
 #include "gpu/errors.h"
+#include "gpu/model_file_tensors.h"
 #include "tests/gpu/support/model_files.h"
 
 #include <ATen/ATen.h>

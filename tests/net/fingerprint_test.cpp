@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gpu/fingerprint.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 #include "tests/net/support/net_support.h"
 

@@ -253,5 +253,32 @@ TEST(BpeTokenizer, BadFilesGiveErrorsNamingTheFile) {
   EXPECT_THROW(BpeRegex("(unclosed", "test"), std::runtime_error);
 }
 
+// Ids that are floats past int64's range (fuzz/tokenizer_json found 2.5e96 converted with undefined
+// behaviour), and a post-processor BOS outside the vocabulary, are refused by name.
+TEST(BpeTokenizer, IdsThatAreNotIntegersOrOutsideTheVocabularyAreRefused) {
+  const auto error_of = [](const Json& config) -> std::string {
+    try {
+      BpeTokenizer(config, "t.json");
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Json float_id = make_config({}, byte_level(false, true));
+  float_id["model"]["vocab"]["a"] = 2.5e96;
+  EXPECT_NE(error_of(float_id).find("the id of token 'a' is 2.5e+96, not an integer id"), std::string::npos)
+      << error_of(float_id);
+  Json added = make_config({}, byte_level(false, true));
+  added["added_tokens"] = Json::array({{{"id", 1e300}, {"content", "<x>"}}});
+  EXPECT_NE(error_of(added).find("an added token's id is 1e+300"), std::string::npos) << error_of(added);
+  Json bos = make_config({}, byte_level(false, true));
+  bos["post_processor"] = {{"type", "TemplateProcessing"},
+                           {"single", Json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}})},
+                           {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {4096}}, {"tokens", {"<s>"}}}}}}};
+  EXPECT_NE(error_of(bos).find("post-processor token '<s>' has id 4096, outside the vocabulary (256 tokens)"),
+            std::string::npos)
+      << error_of(bos);
+}
+
 }  // namespace
 }  // namespace bouquet::gpu
