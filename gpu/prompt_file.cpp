@@ -1,6 +1,7 @@
 #include "gpu/prompt_file.h"
 
 #include "gpu/errors.h"
+#include "gpu/model_file_tensors.h"
 #include "gpu/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -36,7 +37,7 @@ void save_prompts(const std::filesystem::path& path, const TunedPrompts& prompts
 }
 
 TunedPrompts load_prompts(const std::filesystem::path& path, const std::string& expected_fingerprint,
-                          const ModelConfig& model) {
+                          const ModelConfig& model, const std::function<std::string()>& legacy_fingerprint) {
   const SafetensorsFile file(path);
   const auto fail = [&](const std::string& why) { return ModelFileError(fmt::format("{}: {}", path.string(), why)); };
   const auto& meta = file.metadata();
@@ -45,7 +46,8 @@ TunedPrompts load_prompts(const std::filesystem::path& path, const std::string& 
   }
   TunedPrompts out;
   out.model_fingerprint = meta.at(kFingerprintKey);
-  if (out.model_fingerprint != expected_fingerprint) {
+  if (out.model_fingerprint != expected_fingerprint &&
+      !(legacy_fingerprint && out.model_fingerprint == legacy_fingerprint())) {
     throw InputError(fmt::format("{}: prompts were trained for model {}, but this model is {}", path.string(),
                                  out.model_fingerprint, expected_fingerprint));
   }

@@ -2,13 +2,17 @@
 // trained for (the model fingerprint, gpu/fingerprint.h), the tuning mode and pre_seq_len.
 //
 // Promises: load_prompts() refuses, with an InputError naming the file and both fingerprints,
-// prompts made for another model; a file without Bouquet's metadata, or whose tensors do not fit
+// prompts made for another model (a file tagged with the model's version-1 fingerprint, from
+// before 2026-12-07, is accepted when `legacy_fingerprint` gives that fingerprint: it is asked
+// only then, since it re-reads the weights); a file without Bouquet's metadata, or whose tensors do not fit
 // the model (hidden size, block count, pre_seq_len), is a ModelFileError naming the file.
 #pragma once
 
 #include "gpu/model_config.h"
 
 #include <ATen/core/Tensor.h>
+
+#include <functional>
 
 #include <cstdint>
 #include <filesystem>
@@ -35,6 +39,6 @@ struct TunedPrompts {
 
 void save_prompts(const std::filesystem::path& path, const TunedPrompts& prompts);
 TunedPrompts load_prompts(const std::filesystem::path& path, const std::string& expected_fingerprint,
-                          const ModelConfig& model);
+                          const ModelConfig& model, const std::function<std::string()>& legacy_fingerprint = nullptr);
 
 }  // namespace bouquet::gpu

@@ -110,7 +110,8 @@ gpu::GenerationResult generate_with_prompts_command(const gpu::GenerateConfig& c
   const auto tokenizer = gpu::load_model_tokenizer(config.model);
   const gpu::ClientHead head({config.model, "f32", "cpu"});
   const std::string fingerprint = model_fingerprint(config.model);
-  const gpu::TunedPrompts tuned = gpu::load_prompts(prompts, fingerprint, head.model_config());
+  const gpu::TunedPrompts tuned = gpu::load_prompts(prompts, fingerprint, head.model_config(),
+                                                    [&] { return legacy_model_fingerprint(config.model); });
 
   const gpu::GenerationRequest request = gpu::generation_request(config, tokenizer.get(), head.model_config());
 

@@ -5,6 +5,7 @@
 #include "gpu/checkpoint.h"
 #include "gpu/client_head.h"
 #include "gpu/errors.h"
+#include "gpu/fingerprint.h"
 #include "gpu/gguf_checkpoint.h"
 #include "gpu/gguf_tokenizer.h"
 #include "gpu/span_runner.h"
@@ -246,6 +247,10 @@ TEST(Gguf, ConvertedLlamaComputesWhatItsFolderComputes) {
   EXPECT_EQ(b.num_kv_heads, a.num_kv_heads);
   EXPECT_EQ(b.vocab_size, a.vocab_size);
   EXPECT_EQ(b.tie_word_embeddings, a.tie_word_embeddings);
+  // Same weights, same model: a swarm of folder servers serves clients of the GGUF and back.
+  EXPECT_EQ(net::model_fingerprint(gguf), net::model_fingerprint(dir / "hf"));
+  EXPECT_NE(net::legacy_model_fingerprint(gguf), net::legacy_model_fingerprint(dir / "hf"))
+      << "version 1 told them apart";
 
   const std::vector<TokenId> prompt = {5, 17, 300, 42, 9};
   const auto folder_ids = testing::engine_greedy_ids(dir / "hf", prompt, 8);
@@ -300,6 +305,7 @@ TEST(Gguf, Q8ConvertedLlamaStaysCloseToItsFolder) {
   write_tiny_checkpoint(testing::small_tiny(dir / "hf"));
   const fs::path gguf = dir / "tiny.gguf";
   ASSERT_NO_FATAL_FAILURE(make(python, fmt::format("llama {} {} Q8_0", (dir / "hf").string(), gguf.string())));
+  EXPECT_NE(net::model_fingerprint(gguf), net::model_fingerprint(dir / "hf")) << "8-bit weights are other weights";
   const std::vector<TokenId> prompt = {5, 17, 300, 42, 9};
   const ClientHead head_a({dir / "hf", "f32", "cpu"}), head_b({gguf, "f32", "cpu"});
   const SpanRunner span_a({dir / "hf", 0, -1, "f32", "cpu"}), span_b({gguf, 0, -1, "f32", "cpu"});

@@ -111,6 +111,25 @@ TEST_F(PromptFile, RoundTripsWithModeAndPrefix) {
   EXPECT_TRUE(at::equal(back.deep_prompts, deep().deep_prompts));
 }
 
+// Prompts trained before fingerprints were version 2 carry the model's version-1 fingerprint: they
+// still load for that model (asked only on a mismatch), and not for another.
+TEST_F(PromptFile, PromptsTaggedWithTheModelsVersion1FingerprintStillLoad) {
+  const fs::path path = *dir_ / "v1.safetensors";
+  save_prompts(path, deep());
+  int asked = 0;
+  const auto legacy = [&](std::string fingerprint) {
+    return [&asked, fingerprint] {
+      ++asked;
+      return fingerprint;
+    };
+  };
+  EXPECT_EQ(load_prompts(path, "00112233aabbccdd", *model_, legacy("unused")).pre_seq_len, 3);
+  EXPECT_EQ(asked, 0) << "a version-2 match does not re-read the weights";
+  EXPECT_EQ(load_prompts(path, "ffffffffffffffff", *model_, legacy("00112233aabbccdd")).pre_seq_len, 3);
+  EXPECT_EQ(asked, 1);
+  EXPECT_THROW(load_prompts(path, "ffffffffffffffff", *model_, legacy("0123456789abcdef")), InputError);
+}
+
 TEST_F(PromptFile, PromptsForAnotherModelAreRefused) {
   const fs::path path = *dir_ / "other.safetensors";
   save_prompts(path, deep());

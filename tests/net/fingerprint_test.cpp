@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,29 @@ TEST_F(Fingerprint, ACopyWithOtherMiddleWeightsIsAnotherModel) {
   EXPECT_EQ(model_fingerprint(model), model_fingerprint(same)) << "an identical rewrite is the same model";
   EXPECT_NE(model_fingerprint(model), model_fingerprint(rogue));
   EXPECT_EQ(model_fingerprint(model).size(), 16u);
+}
+
+// config.json fields that change nothing a block computes (token ids, torch_dtype, formatting) do
+// not make another model; a hyper-parameter that does (the rope base) does.
+TEST_F(Fingerprint, OnlyHyperParametersOfTheConfigCount) {
+  const fs::path model = testing::tiny_model("fingerprint-config", 2);
+  const auto edited = [&](const std::string& to, const std::function<void(nlohmann::json&)>& edit) {
+    const fs::path copy = testing::fresh_dir(to);
+    fs::copy(model, copy, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    nlohmann::json config = nlohmann::json::parse(std::ifstream(copy / "config.json"));
+    edit(config);
+    std::ofstream(copy / "config.json", std::ios::trunc) << config.dump(4) << "\n";
+    return copy;
+  };
+  const fs::path cosmetic = edited("fingerprint-cosmetic", [](nlohmann::json& c) {
+    c["torch_dtype"] = "bfloat16";
+    c["eos_token_id"] = 0;
+    c["architectures"] = {"SomethingElse"};
+  });
+  const fs::path rope =
+      edited("fingerprint-rope", [](nlohmann::json& c) { c["rope_theta"] = c.value("rope_theta", 10000.0) * 2; });
+  EXPECT_EQ(model_fingerprint(cosmetic), model_fingerprint(model));
+  EXPECT_NE(model_fingerprint(rope), model_fingerprint(model));
 }
 
 TEST_F(Fingerprint, ASecondLoadReusesTheCacheUntilAFileChanges) {
