@@ -1,13 +1,22 @@
 // The identity challenge at session open (core/identity_proof.h) with servers on threads of this
 // process: an impostor (a server with its own key, at the address a victim's signed record names)
 // is refused by name, and generation and fine-tuning re-route to the honest server and give the
-// local results; a server answers a challenge with a proof that verifies, and a client without the
-// challenge (wire version 2) still gets its sessions, with replies it can read.
+// local results; so are a version-2 server (which cannot read a challenged open) and one that
+// answers without a proof; a server answers a challenge with a proof that verifies, and a client
+// without the challenge (wire version 2) still gets its sessions, with replies it can read.
 #include <ATen/ATen.h>
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <filesystem>
+#include <functional>
+#include <thread>
 
 #include "core/identity_proof.h"
 #include "core/wire.h"
@@ -18,6 +27,7 @@
 #include "net/client/remote_chain.h"
 #include "net/client/remote_generation.h"
 #include "net/dht/identity.h"
+#include "net/rpc/frame.h"
 #include "tests/net/support/identities.h"
 #include "tests/net/support/net_support.h"
 
@@ -81,6 +91,104 @@ gpu::GenerationRequest request() {
   r.max_new_tokens = kTokens;
   r.ignore_eos = true;
   return r;
+}
+
+// A server that answers from a script, on a thread: for each message (and the wire version its
+// body came in), the reply, if any. Stands in for servers this build would never be: one that
+// speaks only wire version 2, one that skips the proof.
+class ScriptedServer {
+ public:
+  using Script = std::function<std::optional<core::Message>(const core::Message&, uint16_t version)>;
+  explicit ScriptedServer(Script script) : script_(std::move(script)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof addr;
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), size), 0);
+    EXPECT_EQ(::listen(listen_fd_, 8), 0);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &size);
+    address_ = fmt::format("127.0.0.1:{}", ntohs(addr.sin_port));
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~ScriptedServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  void serve() {
+    std::vector<std::pair<int, FrameParser>> connections;
+    while (!stop_) {
+      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+      for (auto& [fd, parser] : connections) fds.push_back({fd, POLLIN, 0});
+      if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
+      if (fds[0].revents & POLLIN) connections.emplace_back(::accept(listen_fd_, nullptr, nullptr), FrameParser{});
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+        auto& [fd, parser] = connections[i - 1];
+        uint8_t buffer[65536];
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) continue;
+        parser.feed(std::span<const uint8_t>(buffer, static_cast<size_t>(n)));
+        while (auto body = parser.next()) {
+          auto decoded = decode_body(*body, FrameLimits{});
+          if (!decoded.ok()) continue;
+          const auto version = static_cast<uint16_t>((*body)[0] | ((*body)[1] << 8));
+          if (auto reply = script_(decoded.value(), version)) {
+            const auto bytes = encode_frame(*reply);
+            (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+          }
+        }
+      }
+    }
+    for (auto& [fd, parser] : connections) ::close(fd);
+  }
+
+  Script script_;
+  int listen_fd_ = -1;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(IdentityChallenge, AServerThatCannotOrDoesNotProveItsIdentityIsRefusedAndTheSessionGoesOn) {
+  const auto model = testing::tiny_model("identity", 4);
+  const std::string model_id = model_fingerprint(model);
+  const gpu::ClientHead head({model, "f32", "cpu"});
+  const auto hidden = static_cast<uint32_t>(head.model_config().hidden_size);
+  ThreadServer honest(serve_config(model, "0:4"));
+  for (const bool old : {true, false}) {
+    SCOPED_TRACE(old ? "a version-2 server" : "a server that skips the proof");
+    ScriptedServer fake([&](const core::Message& m, uint16_t version) -> std::optional<core::Message> {
+      if (const auto* info = std::get_if<core::InfoRequest>(&m)) {
+        return core::InfoReply{info->request_id, model_id, core::BlockSpan{0, 4}, hidden, "bouquet 0.1", 8192, 8192};
+      }
+      const auto* open = std::get_if<core::OpenSession>(&m);
+      if (!open) return std::nullopt;
+      // What a version-2 build answers to a version-3 body (wire.cpp's bad_version, as an ErrorReply).
+      if (old && version > 2) {
+        return core::ErrorReply{
+            0, 0, core::Error{core::ErrorCode::protocol, "wire version 3 (this build speaks 2) (bad_version)"}};
+      }
+      return core::SessionOpened{open->session_id, std::nullopt};
+    });
+    SwarmClientConfig config;
+    config.peers = {fake.address(), honest.address()};  // greedy routing tries the first one first
+    SwarmClient client(config);
+    const RemoteGeneration generation = generate_remote_ids(head, client, model_id, request(), {});
+    EXPECT_EQ(generation.result.ids, testing::local_greedy_ids(model, request().prompt_ids, kTokens));
+    ASSERT_EQ(generation.recoveries.size(), 1u);
+    EXPECT_EQ(generation.recoveries[0].failed_peer, fake.address());
+    const std::string& cause = generation.recoveries[0].cause;
+    EXPECT_NE(cause.find("identity_refused"), std::string::npos) << cause;
+    EXPECT_NE(cause.find(old ? "cannot prove its identity" : "answered without an identity proof"), std::string::npos)
+        << cause;
+    ASSERT_EQ(generation.route.size(), 1u);
+    EXPECT_EQ(generation.route[0].address, honest.address());
+  }
 }
 
 TEST(IdentityChallenge, GenerationRefusesAnImpostorByNameAndGivesTheLocalIdsThroughTheHonestServer) {
