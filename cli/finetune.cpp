@@ -31,6 +31,11 @@ const CommandRegistration finetune_command{
       sub.add_option("--batch-size", config->batch_size, "Examples per step (0: all)")->capture_default_str();
       sub.add_option("--compression", swarm->compression, "With --peers, on the wire: none, f16, int8")
           ->capture_default_str();
+      sub.add_option("--spot-check-rate", swarm->spot_check_rate,
+                     "With --peers or --initial-peers, the fraction of hop forwards re-run on another server to "
+                     "catch a lying one (0 = off)")
+          ->capture_default_str()
+          ->check(finite_in(0, 1));
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       sub.add_flag("--quiet", config->quiet, "No per-step progress lines");
       return [config, swarm] { return net::run_finetune(*config, *swarm); };

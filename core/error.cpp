@@ -40,6 +40,8 @@ std::string_view to_string(ErrorCode code) {
       return "over_limit";
     case ErrorCode::overloaded:
       return "overloaded";
+    case ErrorCode::identity_refused:
+      return "identity_refused";
   }
   return "unknown_error";
 }

@@ -31,9 +31,10 @@ enum class ErrorCode : uint16_t {
   bad_reply = 15,         // a reply that does not fit the request (shape, step id)
   over_limit = 16,        // one request beyond a limit the server announces (InfoReply): split it
   overloaded = 17,        // the client's quota or the server's queue is full now: retry later or elsewhere
+  identity_refused = 18,  // the server did not prove the identity its record names (identity_proof.h)
 };
 
-inline constexpr uint16_t kLastErrorCode = 17;
+inline constexpr uint16_t kLastErrorCode = 18;
 
 // Stable snake_case name, as in the enum ("cache_full").
 std::string_view to_string(ErrorCode code);

@@ -37,21 +37,28 @@ void InferenceSession::handle(Time now, const Input& in, std::vector<Effect>& ou
   } else if (auto* m = std::get_if<MessageReceived>(&in)) {
     if (!on_check_message(now, m->from, m->message, out)) on_message(now, m->from, m->message, out);
   } else if (auto* gone = std::get_if<PeerUnreachable>(&in)) {
-    if (check_ && std::any_of(check_->run.chain.begin(), check_->run.chain.end(),
-                              [&](const Hop& hop) { return hop.peer == gone->peer; })) {
-      check_run_failed(now, gone->peer, Error{ErrorCode::peer_unreachable, gone->reason}, out);
-    }
-    for (size_t i = 0; i < hops_.size() && phase_ != Phase::failed; ++i) {
-      if (chain_[i].peer == gone->peer && !hops_[i].dead) {
-        fail_hop(now, i, Error{ErrorCode::peer_unreachable, gone->reason}, out);
-      }
-    }
+    fail_peer(now, gone->peer, Error{ErrorCode::peer_unreachable, gone->reason}, out);
+  } else if (auto* refused = std::get_if<IdentityRefused>(&in)) {
+    // Not who its record says: avoided for the rest of the session, whatever its bans say.
+    impostors_.insert(refused->peer);
+    fail_peer(now, refused->peer, Error{ErrorCode::identity_refused, refused->reason}, out);
   } else if (auto* timer = std::get_if<TimerFired>(&in)) {
     if (timer->timer == kDeadlineTimer) on_timer(now, out);
   } else if (std::holds_alternative<CloseRequested>(in)) {
     on_close_requested(out);
   }
   if (phase_ != Phase::closed && phase_ != Phase::failed) rearm(out);
+}
+
+// Every hop and check run on `peer` fails with `error`.
+void InferenceSession::fail_peer(Time now, PeerId peer, const Error& error, std::vector<Effect>& out) {
+  if (check_ && std::any_of(check_->run.chain.begin(), check_->run.chain.end(),
+                            [&](const Hop& hop) { return hop.peer == peer; })) {
+    check_run_failed(now, peer, error, out);
+  }
+  for (size_t i = 0; i < hops_.size() && phase_ != Phase::failed; ++i) {
+    if (chain_[i].peer == peer && !hops_[i].dead) fail_hop(now, i, error, out);
+  }
 }
 
 void InferenceSession::on_open_requested(Time now, std::vector<Effect>& out) {

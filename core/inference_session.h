@@ -31,6 +31,9 @@
 // - Spot checks (spot_check.h): with spot_check_rate > 0, a drawn hop reply is held until another
 //   server agrees with it; a liar found is avoided for the rest of the session (liars()) and its
 //   hop replaced; every check is recorded (spot_checks()).
+// - IdentityRefused (identity_proof.h) fails every hop and check run on that server, as a lost
+//   peer does (the failure, code identity_refused with the driver's reason, is the recovery's
+//   cause), and no route of this session uses the server again (impostors()).
 // - The session arms one timer (id 1) at its earliest deadline.
 #pragma once
 
@@ -109,6 +112,8 @@ class InferenceSession {
   const std::vector<SpotCheck>& spot_checks() const { return spot_checks_; }
   // Servers a spot check found lying: no route of this session uses them again.
   const std::set<PeerId>& liars() const { return liars_; }
+  // Servers that failed the identity challenge: no route of this session uses them again.
+  const std::set<PeerId>& impostors() const { return impostors_; }
 
  private:
   struct HopState {
@@ -181,6 +186,7 @@ class InferenceSession {
   void on_step_result(Time now, size_t hop, const StepResult& result, std::vector<Effect>& out);
   void on_timer(Time now, std::vector<Effect>& out);
   void on_close_requested(std::vector<Effect>& out);
+  void fail_peer(Time now, PeerId peer, const Error& error, std::vector<Effect>& out);
   void open_hop(Time now, size_t hop, std::vector<Effect>& out);
   void advance(Time now, std::vector<Effect>& out);
   void pump(Time now, std::vector<Effect>& out);
@@ -239,6 +245,7 @@ class InferenceSession {
   std::optional<Check> check_;
   std::vector<SpotCheck> spot_checks_;
   std::set<PeerId> liars_;
+  std::set<PeerId> impostors_;
 };
 
 std::string_view to_string(InferenceSession::Phase phase);

@@ -35,6 +35,15 @@ struct PeerUnreachable {
   std::string reason;
 };
 
+// The server at `peer` failed the identity challenge (identity_proof.h): it answered without a
+// proof, with a key no record for its address names, or with a signature that does not verify.
+// It stands in for the reply that carried (or lacked) the proof, which the driver drops. Sessions
+// treat the server as failed and avoid it for their rest; `reason` names it and says what failed.
+struct IdentityRefused {
+  PeerId peer;
+  std::string reason;
+};
+
 // A timer set with SetTimer reached its time (and was not cancelled).
 struct TimerFired {
   TimerId timer = 0;
@@ -85,8 +94,8 @@ struct BackwardRequested {
   Activation grad_outputs;
 };
 
-using Input =
-    std::variant<MessageReceived, PeerUnreachable, TimerFired, ComputeFinished, RoutePlanned, DirectoryAnswer,
-                 OpenRequested, StepRequested, CloseRequested, SpanLoaded, ForwardRequested, BackwardRequested>;
+using Input = std::variant<MessageReceived, PeerUnreachable, TimerFired, ComputeFinished, RoutePlanned, DirectoryAnswer,
+                           OpenRequested, StepRequested, CloseRequested, SpanLoaded, ForwardRequested,
+                           BackwardRequested, IdentityRefused>;
 
 }  // namespace bouquet::core

@@ -6,6 +6,7 @@
 #include <concepts>
 #include <type_traits>
 
+#include "core/check.h"
 #include "core/messages.h"
 
 namespace bouquet::core::wire_fields {
@@ -13,6 +14,26 @@ namespace bouquet::core::wire_fields {
 // `M` is `T` for the decoder and `const T` for the encoder and the size counter.
 template <class M, class T>
 concept Is = std::same_as<std::remove_const_t<M>, T>;
+
+// A field added in wire version `since`: carried exactly by messages encoded at that version or
+// later (wire_version_of() picks the version from what is set), so it needs no presence byte and
+// a message without it stays byte for byte what older peers send and read.
+template <class Io, class Optional>
+void since(Io& io, uint16_t version, Optional& field, const char* name) {
+  if (io.version() < version) return;
+  if constexpr (std::is_const_v<Optional>) {
+    BOUQUET_CHECK(field.has_value(), "a message encoded at a version whose field it lacks");
+    io(*field, name);
+  } else {
+    io(field.emplace(), name);
+  }
+}
+
+template <class Io, Is<IdentityProof> M>
+void fields(Io& io, M& m) {
+  io(m.public_key, "public_key");
+  io(m.signature, "signature");
+}
 
 template <class Io, Is<BlockSpan> M>
 void fields(Io& io, M& m) {
@@ -43,11 +64,13 @@ void fields(Io& io, M& m) {
   io(m.reply_compression, "reply_compression");
   io(m.cache_wait_timeout_s, "cache_wait_timeout_s");
   io(m.adapter, "adapter");
+  since(io, 3, m.identity_nonce, "identity_nonce");
 }
 
 template <class Io, Is<SessionOpened> M>
 void fields(Io& io, M& m) {
   io(m.session_id, "session_id");
+  since(io, 3, m.identity_proof, "identity_proof");
 }
 
 template <class Io, Is<StepRequest> M>
@@ -82,12 +105,14 @@ void fields(Io& io, M& m) {
   io(m.reply_compression, "reply_compression");
   io(m.hidden_states, "hidden_states");
   io(m.prompts, "prompts");
+  since(io, 3, m.identity_nonce, "identity_nonce");
 }
 
 template <class Io, Is<ForwardResult> M>
 void fields(Io& io, M& m) {
   io(m.request_id, "request_id");
   io(m.hidden_states, "hidden_states");
+  since(io, 3, m.identity_proof, "identity_proof");
 }
 
 template <class Io, Is<BackwardRequest> M>
@@ -100,6 +125,7 @@ void fields(Io& io, M& m) {
   io(m.hidden_states, "hidden_states");
   io(m.grad_outputs, "grad_outputs");
   io(m.prompts, "prompts");
+  since(io, 3, m.identity_nonce, "identity_nonce");
 }
 
 template <class Io, Is<BackwardResult> M>
@@ -107,6 +133,7 @@ void fields(Io& io, M& m) {
   io(m.request_id, "request_id");
   io(m.grad_inputs, "grad_inputs");
   io(m.grad_prompts, "grad_prompts");
+  since(io, 3, m.identity_proof, "identity_proof");
 }
 
 template <class Io, Is<InfoRequest> M>

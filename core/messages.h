@@ -14,6 +14,13 @@
 //
 // Wire names are frozen: the MessageType values, field order and meanings never change within a
 // wire version. Fields marked "reserved" are carried and checked now, used by later features.
+//
+// Identity challenge (wire version 3, identity_proof.h): an open, forward or backward may carry
+// identity_nonce; the server's answer to it (SessionOpened, ForwardResult, BackwardResult) then
+// carries identity_proof, its public key and its signature over the nonce, its peer id and the
+// model id. The core never fills either: the net driver does the crypto and feeds the core an
+// IdentityRefused (input.h) when a proof fails. A message without them is encoded at version 2,
+// byte for byte what a version-2 peer sends and reads.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +59,13 @@ struct NextServer {
   BlockSpan span;
 };
 
+// A server's answer to an identity challenge: raw Ed25519 public key (32 bytes) and signature (64
+// bytes) of identity_proof_message() (identity_proof.h). Lengths are the verifier's to check.
+struct IdentityProof {
+  std::string public_key;
+  std::string signature;
+};
+
 struct OpenSession {
   static constexpr MessageType kType = MessageType::open_session;
   uint64_t session_id = 0;
@@ -60,14 +74,16 @@ struct OpenSession {
   uint32_t max_length = 0;  // positions per sequence the cache must hold
   uint32_t batch = 0;       // sequences
   Compression reply_compression = Compression::none;
-  double cache_wait_timeout_s = 0;  // how long the open may wait for cache room
-  std::string adapter;              // LoRA adapter every step applies, "" for none
+  double cache_wait_timeout_s = 0;            // how long the open may wait for cache room
+  std::string adapter;                        // LoRA adapter every step applies, "" for none
+  std::optional<std::string> identity_nonce;  // v3: fresh random bytes the server must sign
   uint64_t encoded_size() const;
 };
 
 struct SessionOpened {
   static constexpr MessageType kType = MessageType::session_opened;
   uint64_t session_id = 0;
+  std::optional<IdentityProof> identity_proof;  // v3: the answer to the open's identity_nonce
   uint64_t encoded_size() const;
 };
 
@@ -104,8 +120,9 @@ struct ForwardRequest {
   BlockSpan span;
   std::string adapter;  // LoRA adapter to apply, "" for none
   Compression reply_compression = Compression::none;
-  Activation hidden_states;           // [batch, tokens, hidden]
-  std::optional<Activation> prompts;  // deep prompts of the span [blocks, batch or 1, prefix, hidden]
+  Activation hidden_states;                   // [batch, tokens, hidden]
+  std::optional<Activation> prompts;          // deep prompts of the span [blocks, batch or 1, prefix, hidden]
+  std::optional<std::string> identity_nonce;  // v3, as in OpenSession
   uint64_t encoded_size() const;
 };
 
@@ -113,6 +130,7 @@ struct ForwardResult {
   static constexpr MessageType kType = MessageType::forward_result;
   uint64_t request_id = 0;
   Activation hidden_states;
+  std::optional<IdentityProof> identity_proof;  // v3, as in SessionOpened
   uint64_t encoded_size() const;
 };
 
@@ -123,9 +141,10 @@ struct BackwardRequest {
   BlockSpan span;
   std::string adapter;  // LoRA adapter to apply (as in the forward), "" for none
   Compression reply_compression = Compression::none;
-  Activation hidden_states;           // the span's inputs, as sent in the forward
-  Activation grad_outputs;            // gradient of the loss wrt the span's outputs
-  std::optional<Activation> prompts;  // deep prompts of the span [blocks, batch or 1, prefix, hidden]
+  Activation hidden_states;                   // the span's inputs, as sent in the forward
+  Activation grad_outputs;                    // gradient of the loss wrt the span's outputs
+  std::optional<Activation> prompts;          // deep prompts of the span [blocks, batch or 1, prefix, hidden]
+  std::optional<std::string> identity_nonce;  // v3, as in OpenSession
   uint64_t encoded_size() const;
 };
 
@@ -133,7 +152,8 @@ struct BackwardResult {
   static constexpr MessageType kType = MessageType::backward_result;
   uint64_t request_id = 0;
   Activation grad_inputs;
-  std::optional<Activation> grad_prompts;  // present iff the request had prompts
+  std::optional<Activation> grad_prompts;       // present iff the request had prompts
+  std::optional<IdentityProof> identity_proof;  // v3, as in SessionOpened
   uint64_t encoded_size() const;
 };
 
@@ -181,5 +201,7 @@ MessageType message_type(const Message& message);
 std::string_view to_string(MessageType type);
 // Exact bytes of encode(message) (wire.h).
 uint64_t encoded_size(const Message& message);
+// The wire version encode(message) writes: 3 when it carries an identity nonce or proof, else 2.
+uint16_t wire_version_of(const Message& message);
 
 }  // namespace bouquet::core

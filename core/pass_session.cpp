@@ -31,16 +31,23 @@ void PassSession::handle(Time now, const Input& in, std::vector<Effect>& out) {
   } else if (auto* received = std::get_if<MessageReceived>(&in)) {
     on_message(now, received->from, received->message, out);
   } else if (auto* gone = std::get_if<PeerUnreachable>(&in)) {
-    for (Sub& sub : subs_) {
-      if (phase_ == Phase::failed) break;
-      if (sub.request_id != 0 && sub.awaiting == gone->peer) {
-        fail_hop(now, sub, Error{ErrorCode::peer_unreachable, gone->reason}, out);
-      }
-    }
+    fail_peer(now, gone->peer, Error{ErrorCode::peer_unreachable, gone->reason}, out);
+  } else if (auto* refused = std::get_if<IdentityRefused>(&in)) {
+    // Not who its record says: avoided for the rest of the session, whatever its bans say.
+    impostors_.insert(refused->peer);
+    fail_peer(now, refused->peer, Error{ErrorCode::identity_refused, refused->reason}, out);
   } else if (auto* timer = std::get_if<TimerFired>(&in); timer && timer->timer == kDeadlineTimer) {
     on_timer(now, out);
   }
   if (phase_ != Phase::failed) rearm(out);
+}
+
+// Every sub-batch awaiting `peer` fails its hop with `error`.
+void PassSession::fail_peer(Time now, PeerId peer, const Error& error, std::vector<Effect>& out) {
+  for (Sub& sub : subs_) {
+    if (phase_ == Phase::failed) break;
+    if (sub.request_id != 0 && sub.awaiting == peer) fail_hop(now, sub, error, out);
+  }
 }
 
 void PassSession::on_forward_requested(Time now, const ForwardRequested& request, std::vector<Effect>& out) {

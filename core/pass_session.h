@@ -27,6 +27,9 @@
 //   avoided for the rest of the session (liars()), and every sub-batch whose chain went through it
 //   starts its forward again on a chain without it, so ForwardDone never carries a checked liar's
 //   outputs. Checks are recorded (spot_checks(); step_id counts the session's forwards).
+// - IdentityRefused (identity_proof.h) fails every hop awaiting that server, as a lost peer does
+//   (recorded with code identity_refused and the driver's reason), and no route of the session
+//   uses the server again (impostors()).
 // - The session arms one timer (id 1) at its earliest reply deadline. Request ids are
 //   request_id_base + 1, + 2, ... so a driver can keep them apart from its other requests.
 #pragma once
@@ -96,6 +99,8 @@ class PassSession {
   const BanList& bans() const { return bans_; }
   const std::vector<SpotCheck>& spot_checks() const { return spot_checks_; }
   const std::set<PeerId>& liars() const { return liars_; }
+  // Servers that failed the identity challenge: no route of this session uses them again.
+  const std::set<PeerId>& impostors() const { return impostors_; }
 
  private:
   enum class Stage { routing, forward, refill, backward, replanning, checking, done };
@@ -133,6 +138,7 @@ class PassSession {
   void on_message(Time now, PeerId from, const Message& message, std::vector<Effect>& out);
   void on_reply(Time now, Sub& sub, const Message& message, std::vector<Effect>& out);
   void on_timer(Time now, std::vector<Effect>& out);
+  void fail_peer(Time now, PeerId peer, const Error& error, std::vector<Effect>& out);
   // Sends what the sub-batch needs next, or marks it done (and the pass, when all are).
   void pump(Time now, Sub& sub, std::vector<Effect>& out);
   void send_forward(Time now, Sub& sub, size_t hop, const Activation& inputs, std::vector<Effect>& out);
@@ -175,6 +181,7 @@ class PassSession {
   uint64_t forwards_ = 0;
   std::vector<SpotCheck> spot_checks_;
   std::set<PeerId> liars_;
+  std::set<PeerId> impostors_;
 };
 
 std::string_view to_string(PassSession::Phase phase);

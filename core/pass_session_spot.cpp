@@ -9,6 +9,7 @@ namespace bouquet::core {
 
 std::vector<PeerId> PassSession::avoided(Time now) const {
   std::set<PeerId> peers(liars_.begin(), liars_.end());
+  peers.insert(impostors_.begin(), impostors_.end());
   for (PeerId peer : bans_.active(now)) peers.insert(peer);
   return {peers.begin(), peers.end()};
 }

@@ -24,10 +24,21 @@ constexpr bool kIsVector<std::vector<T>> = true;
 
 uint64_t tensor_header_bytes(const Activation& a) { return 3 + 4 * a.shape.size(); }
 
+template <class M>
+uint16_t version_of(const M& m) {
+  if constexpr (requires { m.identity_nonce; }) {
+    if (m.identity_nonce) return 3;
+  } else if constexpr (requires { m.identity_proof; }) {
+    if (m.identity_proof) return 3;
+  }
+  return kWireVersionMin;
+}
+
 // Appends the canonical bytes of each field.
 class Writer {
  public:
-  explicit Writer(std::vector<uint8_t>& out) : out_(out) {}
+  Writer(std::vector<uint8_t>& out, uint16_t version) : out_(out), version_(version) {}
+  uint16_t version() const { return version_; }
 
   template <class T>
   void operator()(const T& v, const char*) {
@@ -76,11 +87,15 @@ class Writer {
   }
 
   std::vector<uint8_t>& out_;
+  uint16_t version_;
 };
 
 // Counts the bytes Writer would append, without touching any data.
 class Counter {
  public:
+  explicit Counter(uint16_t version) : version_(version) {}
+  uint16_t version() const { return version_; }
+
   template <class T>
   void operator()(const T& v, const char*) {
     if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T>) {
@@ -104,14 +119,16 @@ class Counter {
   uint64_t bytes() const { return bytes_; }
 
  private:
+  uint16_t version_;
   uint64_t bytes_ = 0;
 };
 
 // Reads fields; the first failure sticks and every later read is a no-op.
 class Reader {
  public:
-  Reader(std::span<const uint8_t> bytes, const WireLimits& limits, std::string_view message)
-      : bytes_(bytes), limits_(limits), path_(message) {}
+  Reader(std::span<const uint8_t> bytes, const WireLimits& limits, std::string_view message, uint16_t version)
+      : bytes_(bytes), limits_(limits), path_(message), version_(version) {}
+  uint16_t version() const { return version_; }
 
   template <class T>
   void operator()(T& v, const char* name) {
@@ -245,22 +262,29 @@ class Reader {
   const WireLimits& limits_;
   size_t at_ = kMessageHeaderBytes;
   std::string path_;
+  uint16_t version_;
   std::optional<DecodeError> error_;
 };
 
 template <size_t I = 0>
-Result<Message, DecodeError> decode_as(MessageType type, std::span<const uint8_t> bytes, const WireLimits& limits) {
+Result<Message, DecodeError> decode_as(MessageType type, uint16_t version, std::span<const uint8_t> bytes,
+                                       const WireLimits& limits) {
   if constexpr (I == std::variant_size_v<Message>) {
     return DecodeError{DecodeErrorCode::unknown_message,
                        fmt::format("unknown message type {}", static_cast<int>(type))};
   } else {
     using M = std::variant_alternative_t<I, Message>;
-    if (M::kType != type) return decode_as<I + 1>(type, bytes, limits);
+    if (M::kType != type) return decode_as<I + 1>(type, version, bytes, limits);
     M m;
-    Reader reader(bytes, limits, to_string(type));
+    Reader reader(bytes, limits, to_string(type), version);
     wire_fields::fields(reader, m);
     if (!reader.failed() && reader.remaining() != 0) {
       reader.fail(DecodeErrorCode::trailing_bytes, fmt::format("{} bytes after the message", reader.remaining()));
+    }
+    // Canonical: a message is written at the lowest version that carries it (version_of).
+    if (!reader.failed() && version_of(m) != version) {
+      reader.fail(DecodeErrorCode::bad_value,
+                  fmt::format("wire version {} for a message of version {}", version, version_of(m)));
     }
     if (reader.failed()) return reader.error();
     return Message{std::move(m)};
@@ -269,7 +293,7 @@ Result<Message, DecodeError> decode_as(MessageType type, std::span<const uint8_t
 
 template <class M>
 uint64_t size_of(const M& m) {
-  Counter counter;
+  Counter counter(version_of(m));
   wire_fields::fields(counter, m);
   return kMessageHeaderBytes + counter.bytes();
 }
@@ -299,10 +323,11 @@ Error DecodeError::to_error() const {
 }
 
 void encode_into(const Message& message, std::vector<uint8_t>& out) {
-  out.push_back(static_cast<uint8_t>(kWireVersion));
-  out.push_back(static_cast<uint8_t>(kWireVersion >> 8));
+  const uint16_t version = wire_version_of(message);
+  out.push_back(static_cast<uint8_t>(version));
+  out.push_back(static_cast<uint8_t>(version >> 8));
   out.push_back(static_cast<uint8_t>(message_type(message)));
-  Writer writer(out);
+  Writer writer(out, version);
   std::visit([&](const auto& m) { wire_fields::fields(writer, m); }, message);
 }
 
@@ -319,11 +344,11 @@ Result<Message, DecodeError> decode(std::span<const uint8_t> bytes, const WireLi
                        fmt::format("message header needs {} bytes, got {}", kMessageHeaderBytes, bytes.size())};
   }
   const uint16_t version = static_cast<uint16_t>(bytes[0] | (bytes[1] << 8));
-  if (version != kWireVersion) {
-    return DecodeError{DecodeErrorCode::bad_version,
-                       fmt::format("wire version {} (this build speaks {})", version, kWireVersion)};
+  if (version < kWireVersionMin || version > kWireVersion) {
+    return DecodeError{DecodeErrorCode::bad_version, fmt::format("wire version {} (this build speaks {} to {})",
+                                                                 version, kWireVersionMin, kWireVersion)};
   }
-  return decode_as(static_cast<MessageType>(bytes[2]), bytes, limits);
+  return decode_as(static_cast<MessageType>(bytes[2]), version, bytes, limits);
 }
 
 MessageType message_type(const Message& message) {
@@ -358,6 +383,10 @@ std::string_view to_string(MessageType type) {
       return "error";
   }
   return "unknown";
+}
+
+uint16_t wire_version_of(const Message& message) {
+  return std::visit([](const auto& m) { return version_of(m); }, message);
 }
 
 uint64_t encoded_size(const Message& message) {

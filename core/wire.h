@@ -2,7 +2,10 @@
 // framing (length prefix) around it and reuses this unchanged; encoded_size() is its exact length.
 //
 // Layout, little-endian throughout:
-//   u16 wire version (kWireVersion) | u8 MessageType | the message's fields in declaration order
+//   u16 wire version | u8 MessageType | the message's fields in declaration order
+// The version is the lowest one that carries the message (wire_version_of, messages.h): a message
+// without the fields version 3 added is written as version 2, so older peers read it. A decoder
+// reads every version from kWireVersionMin to kWireVersion, fields as of the message's version.
 // Field encodings: integers fixed-width; double as its IEEE-754 bits in a u64; bool/enum as u8
 // (u16 for ErrorCode); string = u32 byte count + UTF-8 bytes; list = u32 count + items;
 // optional = u8 0/1 + value; BlockSpan = u32 begin, u32 end; PeerId = u64;
@@ -25,7 +28,10 @@
 namespace bouquet::core {
 
 // 2: InfoReply announces the server's limits; error codes over_limit and overloaded.
-inline constexpr uint16_t kWireVersion = 2;
+// 3: identity challenge: identity_nonce in open / forward / backward, identity_proof in their
+//    replies (messages.h, identity_proof.h).
+inline constexpr uint16_t kWireVersion = 3;
+inline constexpr uint16_t kWireVersionMin = 2;      // the oldest version this build still reads
 inline constexpr uint64_t kMessageHeaderBytes = 3;  // version + type
 // The transport's frame around each body (net/rpc/frame.h: magic, frame version, flags, body
 // length): part of what crosses the wire, so the simulator charges it too.

@@ -89,6 +89,7 @@ SwarmClientConfig ApiSwarm::client_config() {
     return records;
   };
   for (const core::ServerRecord& record : lookup()) {
+    client.identities[record.address].insert(record.peer);  // who must answer there (identity challenge)
     if (std::find(client.peers.begin(), client.peers.end(), record.address) == client.peers.end()) {
       client.peers.push_back(record.address);
     }

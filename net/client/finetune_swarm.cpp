@@ -41,6 +41,19 @@ std::unique_ptr<SwarmClient> swarm_client(const std::string& peers, const std::v
   return std::make_unique<SwarmClient>(client_config);
 }
 
+// Liars found (as generate reports them) and a count of the checks, on stderr.
+void print_spot_checks(const std::vector<SpotCheckReport>& checks) {
+  if (checks.empty()) return;
+  size_t liars = 0;
+  for (const SpotCheckReport& c : checks) {
+    if (c.liar.empty()) continue;
+    ++liars;
+    fmt::print(stderr, "spot check at forward {}: {} lied (blocks {}); avoided since\n", c.step, c.liar,
+               c.span.to_string());
+  }
+  fmt::print(stderr, "spot checks: {} hop forwards re-run on another server, {} liar(s) found\n", checks.size(), liars);
+}
+
 }  // namespace
 
 gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const SwarmGenerateOptions& swarm) {
@@ -74,6 +87,7 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const Sw
     chain_config.num_blocks = num_blocks;
     chain_config.compression = parse_compression(swarm.compression);
     chain_config.seed = config.seed;
+    chain_config.spot_check_rate = swarm.spot_check_rate;
     RemoteChain chain(*client, chain_config);
     report = gpu::finetune(config, head, *tokenizer, chain, fingerprint, progress);
     route = chain.describe_chain();
@@ -81,6 +95,7 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const Sw
       fmt::print(stderr, "blocks {} failed on {} ({}); retried on {}\n", r.span.to_string(), r.failed_peer, r.cause,
                  fmt::format("{}", fmt::join(r.replacement, ", ")));
     }
+    print_spot_checks(chain.spot_checks());
   }
   fmt::print(
       "{}, {} steps, pre_seq_len {}, {} examples: loss {:.4f} -> {:.4f}, exact match {}/{} -> {}/{}; route: {}\n",

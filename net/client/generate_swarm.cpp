@@ -83,6 +83,7 @@ std::unique_ptr<DhtDirectory> join_swarm_directory(SwarmClientConfig& client_con
   }
   const auto records = directory_records(*directory, name, num_blocks, model_id);
   for (const auto& record : records) {
+    client_config.identities[record.address].insert(record.peer);  // who must answer there
     if (std::find(client_config.peers.begin(), client_config.peers.end(), record.address) ==
         client_config.peers.end()) {
       client_config.peers.push_back(record.address);

@@ -63,6 +63,22 @@ std::vector<PassRetry> RemoteChain::retries() const {
   return out;
 }
 
+std::vector<SpotCheckReport> RemoteChain::spot_checks() const {
+  std::vector<SpotCheckReport> out;
+  if (session_) {
+    for (const core::SpotCheck& c : session_->spot_checks()) out.push_back(spot_check_report(client_, c));
+  }
+  return out;
+}
+
+std::vector<std::string> RemoteChain::impostors() const {
+  std::vector<std::string> out;
+  if (session_) {
+    for (core::PeerId peer : session_->impostors()) out.push_back(client_.address_of(peer));
+  }
+  return out;
+}
+
 std::string RemoteChain::describe_chain() const {
   std::set<core::Chain, decltype([](const core::Chain& a, const core::Chain& b) {
              return std::lexicographical_compare(

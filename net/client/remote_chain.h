@@ -25,6 +25,7 @@
 #include "core/pass_session.h"
 #include "core/rng.h"
 #include "gpu/prompt_tuning.h"
+#include "net/client/remote_generation.h"
 #include "net/client/swarm_client.h"
 #include "net/rpc/timers.h"
 
@@ -64,6 +65,10 @@ class RemoteChain final : public gpu::PassChain {
   std::vector<PassRetry> retries() const;
   // Requests sent so far (sub-batches count one each), for tests and reports.
   uint64_t requests_sent() const { return session_ ? session_->requests_sent() : 0; }
+  // Every spot check so far (core/spot_check.h), servers named by address.
+  std::vector<SpotCheckReport> spot_checks() const;
+  // Servers that failed the identity challenge (core/identity_proof.h), by address.
+  std::vector<std::string> impostors() const;
   // "A:port [0, 3) -> B:port [3, 6)", one line per distinct chain of the last pass.
   std::string describe_chain() const;
 

@@ -89,20 +89,22 @@ RemoteGeneration generate_remote_ids(const gpu::ClientHead& head, SwarmClient& c
   RemoteSteps steps(session);
   out.result = gpu::run_generation(head, steps, request, gpu::every_token(on_token));
   for (const core::Recovery& r : session.recoveries()) out.recoveries.push_back(recovery_report(client, r));
-  for (const core::SpotCheck& c : session.spot_checks()) {
-    SpotCheckReport report{c.span,
-                           client.address_of(c.checked),
-                           {},
-                           c.step_id,
-                           std::string(core::to_string(c.outcome)),
-                           c.liar ? client.address_of(*c.liar) : ""};
-    for (const core::Chain* chain : {&c.checker, &c.referee}) {
-      for (const core::Hop& hop : *chain) report.checkers.push_back(client.address_of(hop.peer));
-    }
-    out.spot_checks.push_back(std::move(report));
-  }
+  for (const core::SpotCheck& c : session.spot_checks()) out.spot_checks.push_back(spot_check_report(client, c));
   session.close();
   return out;
+}
+
+SpotCheckReport spot_check_report(const SwarmClient& client, const core::SpotCheck& c) {
+  SpotCheckReport report{c.span,
+                         client.address_of(c.checked),
+                         {},
+                         c.step_id,
+                         std::string(core::to_string(c.outcome)),
+                         c.liar ? client.address_of(*c.liar) : ""};
+  for (const core::Chain* chain : {&c.checker, &c.referee}) {
+    for (const core::Hop& hop : *chain) report.checkers.push_back(client.address_of(hop.peer));
+  }
+  return report;
 }
 
 }  // namespace bouquet::net

@@ -53,6 +53,9 @@ struct SpotCheckReport {
   std::string liar;                   // address of the server found lying; "" = none
 };
 
+// `check` with its servers named by their addresses in `client`.
+SpotCheckReport spot_check_report(const SwarmClient& client, const core::SpotCheck& check);
+
 struct RemoteGeneration {
   gpu::GenerationResult result;
   std::vector<RouteHop> route;  // the chain the session opened with

@@ -24,6 +24,8 @@ SwarmClient::SwarmClient(SwarmClientConfig config)
     const HostPort address = parse_host_port(text);
     peers_.push_back(PeerStatus{network_.add_peer(address), address.to_string(), std::nullopt, ""});
   }
+  for (const auto& [text, ids] : config_.identities)
+    identities_[parse_host_port(text).to_string()].insert(ids.begin(), ids.end());
 }
 
 SwarmClient::~SwarmClient() {
@@ -134,6 +136,7 @@ bool SwarmClient::refresh_from_directory() {
       peers_.push_back(PeerStatus{network_.add_peer(address), text, std::nullopt, ""});
       it = std::prev(peers_.end());
     }
+    identities_[text].insert(record.peer);
     record.peer = it->peer;
     record.address = text;
     mapped.push_back(std::move(record));
@@ -172,10 +175,11 @@ core::Message SwarmClient::call(PeerId peer, core::Message request, double timeo
       request);
   const std::string what(core::to_string(core::message_type(request)));
   pending_[id] = Pending{peer, std::nullopt, std::nullopt, clock_.now(), 0};
-  network_.send(peer, request);
+  send(peer, std::move(request));
   run_until([&] { return pending_.at(id).reply || pending_.at(id).error; }, timeout_s);
   Pending p = std::move(pending_.at(id));
   pending_.erase(id);
+  challenges_.erase({peer, id});  // unanswered: its proof, should it come, is moot
   const std::string who = fmt::format("server {}", address_of(peer));
   if (p.error) throw RemoteError(Error{p.error->code, fmt::format("{}: {}", who, p.error->message)});
   if (!p.reply) {
@@ -205,6 +209,7 @@ bool SwarmClient::run_until(const std::function<bool()>& done, double timeout_s)
 }
 
 void SwarmClient::on_message(PeerId peer, core::Message message) {
+  if (auto why = check_proof(peer, message)) return refuse(peer, *why);
   uint64_t request_id = 0;
   if (auto* info = std::get_if<core::InfoReply>(&message)) request_id = info->request_id;
   if (auto* fwd = std::get_if<core::ForwardResult>(&message)) request_id = fwd->request_id;
@@ -223,6 +228,7 @@ void SwarmClient::on_message(PeerId peer, core::Message message) {
 }
 
 void SwarmClient::on_lost(PeerId peer, const std::string& reason) {
+  challenges_.erase(challenges_.lower_bound({peer, 0}), challenges_.upper_bound({peer, UINT64_MAX}));
   for (auto& [id, p] : pending_) {
     if (p.peer == peer && !p.reply && !p.error) p.error = Error{ErrorCode::peer_unreachable, reason};
   }

@@ -16,6 +16,13 @@
 // - Inference sessions (remote_session.h) attach as listeners and get every message and loss.
 // - Request ids have the top bit set and session ids (drawn by sessions) do not, so an ErrorReply
 //   always reaches the right one.
+// - Identity challenge (core/identity_proof.h): with challenge_identity (the default) every
+//   OpenSession, ForwardRequest and BackwardRequest leaves with a fresh random nonce, and its reply
+//   must carry the server's proof: a key whose peer id a directory record names for that address
+//   (any key for peers given by hand, which no record names) and a signature of the nonce and the
+//   model id that verifies. A reply that fails, lacks the proof, or an old server's protocol error
+//   in its place, does not reach the sessions: they get core::IdentityRefused naming the server
+//   (a call() throws RemoteError identity_refused), and one line on stderr says so.
 // - Single-threaded: one thread uses a SwarmClient at a time.
 #pragma once
 
@@ -26,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,6 +58,11 @@ struct SwarmClientConfig {
   double connect_timeout_s = 10;
   double request_timeout_s = 30;  // info, forward and backward replies
   FrameLimits limits;
+  // Challenge every open, forward and backward (off: what a wire-version-2 client sends).
+  bool challenge_identity = true;
+  // The peer ids the directory's records name for each address ("HOST:PORT"): the server there
+  // must prove one of them. Later directory reads add theirs.
+  std::map<std::string, std::set<core::PeerId>> identities;
 };
 
 struct PeerStatus {
@@ -101,7 +114,8 @@ class SwarmClient {
 
   size_t add_listener(Listener listener);
   void remove_listener(size_t id);
-  void send(core::PeerId peer, const core::Message& message) { network_.send(peer, message); }
+  // Sends `message` to `peer`, with an identity challenge when it is an open, forward or backward.
+  void send(core::PeerId peer, core::Message message);
 
   asio::io_context& io() { return io_; }
   const DriverClock& clock() const { return clock_; }
@@ -121,6 +135,11 @@ class SwarmClient {
   void on_message(core::PeerId peer, core::Message message);
   void ping_answered_peers();  // a second info exchange per peer, for RTT without the connect
   void on_lost(core::PeerId peer, const std::string& reason);
+  // Identity challenges (core/identity_proof.h).
+  void challenge(core::PeerId peer, core::Message& message);
+  // Why `message`, an answer from `peer`, fails its challenge; nothing when it passes or none was made.
+  std::optional<std::string> check_proof(core::PeerId peer, const core::Message& message);
+  void refuse(core::PeerId peer, const std::string& why);
   uint64_t next_request_id() { return (uint64_t{1} << 63) | next_request_++; }
 
   SwarmClientConfig config_;
@@ -133,6 +152,13 @@ class SwarmClient {
   core::ServerSpeeds speeds_{rtt_};
   std::map<uint64_t, Pending> pending_;
   std::map<size_t, Listener> listeners_;
+  struct Challenge {
+    std::string nonce;
+    std::string model_id;  // what the server must sign with it
+  };
+  std::map<std::pair<core::PeerId, uint64_t>, Challenge> challenges_;  // by peer and session or request id
+  std::map<std::string, std::set<core::PeerId>> identities_;           // by address as peers_ spell it
+  std::set<core::PeerId> refused_;                                     // said so on stderr
   size_t next_listener_ = 1;
   bool discovered_ = false;
   uint64_t next_request_ = 1;

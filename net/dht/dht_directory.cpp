@@ -162,7 +162,7 @@ void DhtDirectory::lookup(const core::DirectoryLookup& lookup, AnswerSink sink) 
         skip(fmt::format("skipped a value of foreign type {} under {}", raw.type, where));
         continue;
       }
-      auto decoded = decode_dht_record(raw.bytes);
+      auto decoded = decode_dht_record(raw.bytes, &verified_);
       if (auto* why = std::get_if<std::string>(&decoded)) {
         skip(fmt::format("skipped a malformed record under {}: {}", where, *why));
         continue;

@@ -103,6 +103,7 @@ class DhtDirectory {
   void skip(const std::string& why);
 
   DhtDirectoryConfig config_;
+  VerifiedRecords verified_;  // each record's signature is verified once, not per lookup
   std::unique_ptr<dht::DhtRunner> runner_;
   std::atomic<uint64_t> seq_{0};
   std::atomic<uint64_t> skipped_{0};

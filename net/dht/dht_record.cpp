@@ -114,7 +114,35 @@ std::string encode_dht_record(const DhtRecord& in, const PeerIdentity& signer) {
   return j.dump();
 }
 
-std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes) {
+bool VerifiedRecords::contains(const std::string& signature, const std::string& signed_bytes) const {
+  std::lock_guard lock(mutex_);
+  auto it = signed_by_signature_.find(signature);
+  const bool hit = it != signed_by_signature_.end() && it->second == signed_bytes;
+  hits_ += hit ? 1 : 0;
+  return hit;
+}
+
+void VerifiedRecords::insert(const std::string& signature, const std::string& signed_bytes) {
+  std::lock_guard lock(mutex_);
+  if (capacity_ == 0 || !signed_by_signature_.emplace(signature, signed_bytes).second) return;
+  order_.push_back(signature);
+  if (order_.size() > capacity_) {
+    signed_by_signature_.erase(order_.front());
+    order_.pop_front();
+  }
+}
+
+size_t VerifiedRecords::size() const {
+  std::lock_guard lock(mutex_);
+  return signed_by_signature_.size();
+}
+
+uint64_t VerifiedRecords::hits() const {
+  std::lock_guard lock(mutex_);
+  return hits_;
+}
+
+std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes, VerifiedRecords* verified) {
   nlohmann::json j = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return std::string("not a JSON object");
   if (!j.contains("v") || !j["v"].is_number_integer()) return std::string("no version field \"v\"");
@@ -177,9 +205,12 @@ std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes)
     if (r.peer != PeerIdentity::peer_id_of_key(out.public_key)) {
       return fmt::format("field \"peer\" is {}, not the id of the record's key", r.peer.to_string());
     }
-    if (!PeerIdentity::verify(out.public_key, j.dump(), signature)) {
+    const std::string signed_bytes = j.dump();  // "key" included
+    if (verified && verified->contains(signature, signed_bytes)) return out;
+    if (!PeerIdentity::verify(out.public_key, signed_bytes, signature)) {
       return std::string("field \"sig\" is not the key's signature of the record");
     }
+    if (verified) verified->insert(signature, signed_bytes);
     return out;
   } catch (const BadField& e) {
     return e.why;

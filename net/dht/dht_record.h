@@ -9,7 +9,11 @@
 // another server.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <variant>
@@ -41,10 +45,32 @@ std::string dht_models_key();
 
 // Signed by `signer`, whose peer id the record's must be (std::logic_error otherwise).
 std::string encode_dht_record(const DhtRecord& record, const PeerIdentity& signer);
+// Records whose signature verified, by their signature bytes, so that a reader that meets the
+// same record again (under every block of its span, in every lookup and re-plan) skips the
+// Ed25519 verification (tens of microseconds each). A hit needs the signature *and* every signed
+// byte (key included) to equal what verified, so a tampered copy of a cached record still gets
+// verified, and refused. Bounded: beyond `capacity` the oldest entry goes. Thread-safe.
+class VerifiedRecords {
+ public:
+  explicit VerifiedRecords(size_t capacity = 4096) : capacity_(capacity) {}
+  bool contains(const std::string& signature, const std::string& signed_bytes) const;
+  void insert(const std::string& signature, const std::string& signed_bytes);
+  size_t size() const;
+  uint64_t hits() const;
+
+ private:
+  size_t capacity_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::string> signed_by_signature_;
+  std::deque<std::string> order_;  // signatures, oldest first
+  mutable uint64_t hits_ = 0;
+};
+
 // The record, or why the bytes are not one (names the field). Every number is checked: an integer
 // field holds an integer in range, a rate or a time is finite and in range; the signature and the
-// peer id are checked against the record's key.
-std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes);
+// peer id are checked against the record's key. With `verified`, a signature found there is not
+// verified again, and one that verifies is added.
+std::variant<DhtRecord, std::string> decode_dht_record(const std::string& bytes, VerifiedRecords* verified = nullptr);
 
 // One entry of the model index under dht_models_key(): a model some server announced.
 struct DhtModelIndexEntry {

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include <fmt/core.h>
@@ -104,6 +105,16 @@ PeerIdentity PeerIdentity::load_or_create(const std::string& path) {
 }
 
 std::string PeerIdentity::sign(std::string_view message) const {
+  const std::string raw = sign_bytes(message);
+  return to_hex(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+}
+
+std::string PeerIdentity::public_key_bytes() const {
+  const auto raw = from_hex(public_key_hex_, kKeyBytes);
+  return std::string(raw->begin(), raw->end());
+}
+
+std::string PeerIdentity::sign_bytes(std::string_view message) const {
   unsigned char signature[kSignatureBytes];
   size_t n = sizeof signature;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -111,33 +122,53 @@ std::string PeerIdentity::sign(std::string_view message) const {
       ctx != nullptr && EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, key_->pkey) == 1 &&
       EVP_DigestSign(ctx, signature, &n, reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
   EVP_MD_CTX_free(ctx);
-  if (!ok || n != kSignatureBytes) throw std::runtime_error("could not sign a record (OpenSSL)");
-  return to_hex(signature, n);
+  if (!ok || n != kSignatureBytes) throw std::runtime_error("could not sign (OpenSSL)");
+  return std::string(reinterpret_cast<const char*>(signature), n);
 }
 
 core::PeerId PeerIdentity::peer_id_of_key(std::string_view public_key_hex) {
   const auto raw = from_hex(public_key_hex, kKeyBytes);
   if (!raw) return core::PeerId{};
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(raw->data(), raw->size(), digest);
-  uint64_t id = 0;
-  for (int i = 0; i < 8; ++i) id = id << 8 | digest[i];
-  return core::PeerId{id};
+  return peer_id_of_key_bytes(std::string_view(reinterpret_cast<const char*>(raw->data()), raw->size()));
 }
 
 bool PeerIdentity::verify(std::string_view public_key_hex, std::string_view message, std::string_view signature_hex) {
   const auto key = from_hex(public_key_hex, kKeyBytes);
   const auto signature = from_hex(signature_hex, kSignatureBytes);
   if (!key || !signature) return false;
-  EVP_PKEY* pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, key->data(), key->size());
+  return verify_bytes(std::string_view(reinterpret_cast<const char*>(key->data()), key->size()), message,
+                      std::string_view(reinterpret_cast<const char*>(signature->data()), signature->size()));
+}
+
+core::PeerId PeerIdentity::peer_id_of_key_bytes(std::string_view public_key) {
+  if (public_key.size() != kKeyBytes) return core::PeerId{};
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(public_key.data()), public_key.size(), digest);
+  uint64_t id = 0;
+  for (int i = 0; i < 8; ++i) id = id << 8 | digest[i];
+  return core::PeerId{id};
+}
+
+bool PeerIdentity::verify_bytes(std::string_view public_key, std::string_view message, std::string_view signature) {
+  if (public_key.size() != kKeyBytes || signature.size() != kSignatureBytes) return false;
+  EVP_PKEY* pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
+                                               reinterpret_cast<const unsigned char*>(public_key.data()), kKeyBytes);
   if (pkey == nullptr) return false;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   const bool ok = ctx != nullptr && EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, pkey) == 1 &&
-                  EVP_DigestVerify(ctx, signature->data(), signature->size(),
+                  EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
                                    reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
   EVP_MD_CTX_free(ctx);
   EVP_PKEY_free(pkey);
   return ok;
+}
+
+std::string PeerIdentity::random_bytes(size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+    throw std::runtime_error("could not draw random bytes (OpenSSL)");
+  }
+  return out;
 }
 
 }  // namespace bouquet::net

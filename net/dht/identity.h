@@ -32,12 +32,20 @@ class PeerIdentity {
   core::PeerId peer_id() const { return peer_id_of_key(public_key_hex_); }
   // The Ed25519 signature of `message`, 128 hex digits.
   std::string sign(std::string_view message) const;
+  // Raw forms for the wire (core/identity_proof.h): the 32-byte public key, a 64-byte signature.
+  std::string public_key_bytes() const;
+  std::string sign_bytes(std::string_view message) const;
 
   // The peer id a public key (64 hex digits) stands for; PeerId{} for a malformed key.
   static core::PeerId peer_id_of_key(std::string_view public_key_hex);
   // True when `signature_hex` is `public_key_hex`'s signature of `message`; false for anything
   // malformed.
   static bool verify(std::string_view public_key_hex, std::string_view message, std::string_view signature_hex);
+  // As above, from the raw 32-byte key and 64-byte signature; PeerId{} / false for other lengths.
+  static core::PeerId peer_id_of_key_bytes(std::string_view public_key);
+  static bool verify_bytes(std::string_view public_key, std::string_view message, std::string_view signature);
+  // `n` bytes from OpenSSL's cryptographic generator (an identity challenge's nonce).
+  static std::string random_bytes(size_t n);
 
  private:
   struct Key;

@@ -28,6 +28,7 @@
 #include "net/rpc/connection.h"
 #include "net/rpc/timers.h"
 #include "net/rpc/worker.h"
+#include "net/server/identity_answers.h"
 #include "net/server/server_connections.h"
 #include "net/server/server_discovery.h"
 #include "net/server/server_settings.h"
@@ -57,6 +58,7 @@ struct Server::Impl {
   void move_to_span(core::BlockSpan span);
   void install(uint64_t load, std::shared_ptr<SpanCompute> loaded);
   void start_connections();
+  void send_message(PeerId to, core::Message message);  // with an identity proof where one is owed
   void shut_down();
   void wait_for_goodbye(std::chrono::steady_clock::time_point give_up_at);
 
@@ -80,6 +82,9 @@ struct Server::Impl {
   uint64_t steps_received = 0;    // for --crash-after-steps
   uint64_t outputs_computed = 0;  // for --lie-after-steps
   std::unique_ptr<ServerDiscovery> discovery;
+  // Signs records (discovery) and answers identity challenges; --identity keeps it across starts.
+  std::shared_ptr<const PeerIdentity> identity;
+  std::optional<IdentityAnswers> identity_answers;
   std::optional<asio::steady_timer> shutdown_timer;
   // Declared last: destroyed (joined) first, while everything their jobs touch still exists.
   std::unique_ptr<WorkerThread> loader;  // loads the next span while the current one serves
@@ -111,6 +116,9 @@ Server::Impl::Impl(const ServeConfig& c)
       config.blocks.empty() ? std::nullopt : std::optional<core::BlockSpan>(parse_block_span(config.blocks));
   if (!config.announce_addr.empty()) parse_host_port(config.announce_addr);
   model_id = model_fingerprint(config.model);
+  identity = std::make_shared<const PeerIdentity>(
+      config.identity.empty() ? PeerIdentity::generate() : PeerIdentity::load_or_create(config.identity));
+  identity_answers.emplace(identity, model_id);
   // Refuse a span past the model's end with a clear line before loading anything.
   model = gpu::load_model_config(config.model);
   if (span && span->end > model.num_layers) {
@@ -188,10 +196,8 @@ SpanComputeConfig Server::Impl::compute_config(core::BlockSpan span) const {
 
 void Server::Impl::start_discovery() {
   const std::string address = config.announce_addr.empty() ? connections.local_address() : config.announce_addr;
-  auto identity = std::make_shared<const PeerIdentity>(
-      config.identity.empty() ? PeerIdentity::generate() : PeerIdentity::load_or_create(config.identity));
   ServerDiscoveryConfig d =
-      discovery_config(config, std::move(identity), address, model_id, static_cast<uint32_t>(model.num_layers),
+      discovery_config(config, identity, address, model_id, static_cast<uint32_t>(model.num_layers),
                        compute ? std::optional<core::BlockSpan>(compute->span()) : std::nullopt, speeds, adapter_names);
   const core::PeerId peer = d.balancer.peer;
   discovery =
@@ -275,7 +281,17 @@ void Server::Impl::start_connections() {
       [this](PeerId peer) { return block_server && block_server->holds_work(peer); });
 }
 
+void Server::Impl::send_message(PeerId to, core::Message message) {
+  identity_answers->sending(to, message);
+  connections.send(to, message);
+}
+
 void Server::Impl::feed(const core::Input& input) {
+  if (const auto* received = std::get_if<core::MessageReceived>(&input)) {
+    identity_answers->received(received->from, received->message);
+  } else if (const auto* gone = std::get_if<core::PeerUnreachable>(&input)) {
+    identity_answers->forget(gone->peer);
+  }
   if (config.crash_after_steps > 0) {
     const auto* received = std::get_if<core::MessageReceived>(&input);
     if (received && std::holds_alternative<core::StepRequest>(received->message) &&
@@ -298,7 +314,7 @@ void Server::Impl::refuse_before_span(const core::Input& input) {
       loading_span ? fmt::format("this server is loading blocks {}; try again shortly", loading_span->to_string())
                    : "this server is still choosing its blocks; try again shortly";
   if (auto reply = core::refusal(received->message, core::Error{core::ErrorCode::span_not_served, why})) {
-    connections.send(received->from, *reply);
+    send_message(received->from, std::move(*reply));
   }
 }
 
@@ -306,7 +322,7 @@ void Server::Impl::carry_out(std::vector<Effect>& effects) {
   for (Effect& effect : effects) {
     if (auto* send = std::get_if<core::SendMessage>(&effect)) {
       // A peer already gone gets nothing; its PeerUnreachable has been or will be fed.
-      connections.send(send->to, send->message);
+      send_message(send->to, std::move(send->message));
     } else if (auto* set = std::get_if<core::SetTimer>(&effect)) {
       timers.set(set->timer, set->at);
     } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {

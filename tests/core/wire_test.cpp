@@ -26,7 +26,8 @@ struct Bytes {
     for (int i = 0; i < n; ++i) v.push_back(static_cast<uint8_t>(x >> (8 * i)));
     return *this;
   }
-  Bytes& header(MessageType type) { return u16(kWireVersion).u8(static_cast<uint8_t>(type)); }
+  // Messages without the identity challenge's fields are written at version 2.
+  Bytes& header(MessageType type, uint16_t version = 2) { return u16(version).u8(static_cast<uint8_t>(type)); }
 };
 
 DecodeErrorCode decode_error(const std::vector<uint8_t>& bytes) {
@@ -177,8 +178,45 @@ TEST(Wire, EveryTruncationIsRejectedAsTruncated) {
   }
 }
 
+TEST(Wire, TheIdentityChallengeIsVersionThreeAndEverythingElseStaysVersionTwo) {
+  // Without a nonce an open is byte for byte what a version-2 peer sends and reads.
+  OpenSession open{7, "m", BlockSpan{0, 2}, 16, 1, Compression::none, 5, "", std::nullopt};
+  const auto plain = encode(open);
+  EXPECT_EQ(wire_version_of(open), 2);
+  EXPECT_EQ(plain[0], 2);
+  EXPECT_EQ(plain[1], 0);
+  open.identity_nonce = std::string(32, 'n');
+  const auto challenged = encode(open);
+  EXPECT_EQ(wire_version_of(open), 3);
+  // The same bytes after a version-3 header, then the nonce.
+  auto expected = Bytes{}.header(MessageType::open_session, 3);
+  expected.v.insert(expected.v.end(), plain.begin() + 3, plain.end());
+  EXPECT_EQ(challenged, expected.str(std::string(32, 'n')).v);
+  EXPECT_EQ(open.encoded_size(), plain.size() + 4 + 32);
+  auto decoded = decode(challenged);
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message;
+  EXPECT_EQ(std::get<OpenSession>(decoded.value()).identity_nonce, std::string(32, 'n'));
+  EXPECT_FALSE(std::get<OpenSession>(decode(plain).value()).identity_nonce.has_value());
+
+  // The answer: key then signature, after the session id.
+  const SessionOpened opened{7, IdentityProof{std::string(32, 'k'), std::string(64, 's')}};
+  EXPECT_EQ(
+      encode(opened),
+      Bytes{}.header(MessageType::session_opened, 3).u64(7).str(std::string(32, 'k')).str(std::string(64, 's')).v);
+  EXPECT_EQ(encode(SessionOpened{7, std::nullopt}), Bytes{}.header(MessageType::session_opened).u64(7).v);
+
+  // One message, one encoding: version 3 for a message without its fields, or version 3 fields
+  // missing from a version-3 message, is refused.
+  EXPECT_EQ(decode_error(Bytes{}.header(MessageType::close_session, 3).u64(1).v), DecodeErrorCode::bad_value);
+  EXPECT_EQ(decode_error(Bytes{}.header(MessageType::session_opened, 3).u64(1).v), DecodeErrorCode::truncated);
+  // A version-2 reader (an old server) refuses a challenged open as a version it does not speak:
+  // its ErrorReply (id 0, protocol) is what a new client takes for "cannot prove its identity".
+  EXPECT_EQ(challenged[0], kWireVersion);
+}
+
 TEST(Wire, HeaderErrorsAreTyped) {
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion + 1).u8(5).u64(1).v), DecodeErrorCode::bad_version);
+  EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersionMin - 1).u8(5).u64(1).v), DecodeErrorCode::bad_version);
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion).u8(0).u64(1).v), DecodeErrorCode::unknown_message);
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion).u8(13).u64(1).v), DecodeErrorCode::unknown_message);
   EXPECT_EQ(decode_error(Bytes{}.u16(kWireVersion).u8(255).v), DecodeErrorCode::unknown_message);

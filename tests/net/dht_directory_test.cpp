@@ -298,6 +298,44 @@ TEST(DhtRecordTest, EncodeDecodeRoundTripsEveryField) {
   EXPECT_TRUE(std::holds_alternative<std::string>(decode_dht_record(encode_dht_record(in, testing::test_identity(1)))));
 }
 
+// A reader verifies each record's signature once: the same record again is a cache hit, and a
+// copy with a field changed but the signature kept (an address pointed elsewhere) is verified, and
+// refused, whatever the cache holds. The cache keeps at most its capacity.
+TEST(DhtRecordTest, VerifiedRecordsAreCachedButATamperedCopyIsStillRefused) {
+  DhtRecord in;
+  in.record.peer = testing::test_peer(5);
+  in.record.address = "127.0.0.1:4000";
+  in.record.span = {0, 4};
+  in.record.model_id = "tiny";
+  in.record.expires_at = 1.7e9;
+  in.block = 1;
+  in.announced_unix_s = 1.6e9;
+  const std::string bytes = encode_dht_record(in, testing::test_identity(5));
+  VerifiedRecords verified(2);
+  ASSERT_TRUE(std::holds_alternative<DhtRecord>(decode_dht_record(bytes, &verified)));
+  EXPECT_EQ(verified.size(), 1u);
+  EXPECT_EQ(verified.hits(), 0u);
+  ASSERT_TRUE(std::holds_alternative<DhtRecord>(decode_dht_record(bytes, &verified)));
+  EXPECT_EQ(verified.hits(), 1u);
+
+  nlohmann::json tampered = nlohmann::json::parse(bytes);
+  tampered["address"] = "127.0.0.1:6666";
+  const auto refused = decode_dht_record(tampered.dump(), &verified);
+  ASSERT_TRUE(std::holds_alternative<std::string>(refused));
+  EXPECT_NE(std::get<std::string>(refused).find("\"sig\""), std::string::npos) << std::get<std::string>(refused);
+  EXPECT_EQ(verified.hits(), 1u);
+  EXPECT_EQ(verified.size(), 1u);
+
+  for (uint32_t block = 2; block <= 3; ++block) {
+    in.block = block;
+    ASSERT_TRUE(std::holds_alternative<DhtRecord>(
+        decode_dht_record(encode_dht_record(in, testing::test_identity(5)), &verified)));
+  }
+  EXPECT_EQ(verified.size(), 2u) << "bounded: the oldest went";
+  ASSERT_TRUE(std::holds_alternative<DhtRecord>(decode_dht_record(bytes, &verified)));
+  EXPECT_EQ(verified.hits(), 1u) << "the first record was evicted, so verified again";
+}
+
 // Anyone can publish a record: every number in it is checked before it is converted, and a bad one
 // is a reason naming the field (the reader skips the record), never undefined behaviour.
 TEST(DhtRecordTest, OutOfRangeNumbersAreRejectedNamingTheField) {

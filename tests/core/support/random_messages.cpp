@@ -83,6 +83,18 @@ std::vector<Message> random_messages(Rng& rng, std::optional<Compression> compre
   out.push_back(info);
   out.push_back(ErrorReply{rng.next_u64(), rng.next_u64(),
                            Error{static_cast<ErrorCode>(1 + rng.below(kLastErrorCode)), random_string(rng, 80)}});
+  // Half of the challenged requests and their replies carry the identity challenge (wire version 3).
+  for (Message& m : out) {
+    std::visit(
+        [&](auto& x) {
+          if constexpr (requires { x.identity_nonce; }) {
+            if (rng.bernoulli(0.5)) x.identity_nonce = random_string(rng, 40);
+          } else if constexpr (requires { x.identity_proof; }) {
+            if (rng.bernoulli(0.5)) x.identity_proof = IdentityProof{random_string(rng, 40), random_string(rng, 80)};
+          }
+        },
+        m);
+  }
   return out;
 }
 

@@ -1,0 +1,208 @@
+// The identity challenge with real processes (core/identity_proof.h): `bouquet dht`, an honest
+// `bouquet serve` announcing itself, and an impostor `bouquet serve` (its own key) listening at
+// the address that a victim's genuine signed record names (the record copied, or the address
+// taken over). The impostor claims great speed, so routing goes there first. generate, finetune
+// and chat through the DHT refuse the impostor by name, re-route to the honest server and give
+// what `--local` gives.
+#include <fmt/core.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gpu/fingerprint.h"
+#include "net/dht/dht_directory.h"
+#include "net/server/server_process.h"
+#include "tests/net/support/identities.h"
+#include "tests/net/support/net_support.h"
+#include "tests/net/support/swarm_processes.h"
+
+namespace bouquet::net {
+namespace {
+
+// `bouquet dht` on a free UDP port of 127.0.0.1; SIGKILLed and reaped at destruction.
+class DhtProcess {
+ public:
+  DhtProcess() {
+    int fds[2];
+    EXPECT_EQ(pipe(fds), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      execl(BOUQUET_BINARY, BOUQUET_BINARY, "dht", "--listen", "127.0.0.1:0", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    out_ = fdopen(fds[0], "r");
+    char line[512] = {};
+    const std::string prefix = "dht: listening on ";
+    if (fgets(line, sizeof line, out_) && std::string(line).rfind(prefix, 0) == 0) {
+      address_ = std::string(line).substr(prefix.size(), std::string(line).size() - prefix.size() - 1);
+    }
+  }
+  ~DhtProcess() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    if (out_) fclose(out_);
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string address_;
+};
+
+struct CommandRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// `bouquet ARGS` (a shell command line) with `input` on stdin, bounded by coreutils timeout.
+CommandRun run(const std::string& args, const std::filesystem::path& dir, const std::string& input = "") {
+  static int calls = 0;
+  const auto in = dir / fmt::format("in-{}.txt", calls);
+  const auto err = dir / fmt::format("err-{}.txt", calls++);
+  std::ofstream(in) << input;
+  const std::string command =
+      fmt::format("timeout 120 {} {} < {} 2> {}", BOUQUET_BINARY, args, in.string(), err.string());
+  CommandRun r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.out.append(buffer.data(), n);
+  const int rc = ::pclose(pipe);
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  std::stringstream text;
+  text << std::ifstream(err).rdbuf();
+  r.err = text.str();
+  return r;
+}
+
+// "loss A -> B" of finetune's summary line.
+std::pair<double, double> losses(const std::string& summary) {
+  std::smatch m;
+  if (!std::regex_search(summary, m, std::regex(R"(loss ([0-9.]+) -> ([0-9.]+))"))) return {-1, -1};
+  return {std::stod(m[1]), std::stod(m[2])};
+}
+
+double unix_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+
+TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVictimsRecordAndMatchLocal) {
+  const auto dir = testing::fresh_dir("identity-challenge");
+  const std::string model = (dir / "tiny").string();
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 4 --seed 3", model)).status, 0);
+  ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
+  DhtProcess dht;
+  ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
+
+  // Routing goes to the impostor first: the honest server claims to be slow, the impostor fast (its
+  // InfoReply says so; its own record lives under another model name, so no record of "tiny" but
+  // the victim's names its address).
+  const std::vector<std::string> common{
+      "--model",         model, "--blocks",        "0:4",         "--listen",     "127.0.0.1:0",
+      "--threads",       "1",   "--initial-peers", dht.address(), "--join-delay", "0",
+      "--update-period", "5"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), common.begin(), common.end());
+    return extra;
+  };
+  ServerProcess honest(BOUQUET_BINARY, with({"--throughput", "1", "--inference-rps", "1"}), 120);
+  ServerProcess impostor(BOUQUET_BINARY,
+                         with({"--throughput", "100000", "--inference-rps", "100000", "--model-name", "elsewhere",
+                               "--identity", (dir / "impostor.pem").string()}),
+                         120);
+  {
+    // The victim's record, genuinely signed by the victim, names the impostor's address.
+    DhtDirectoryConfig config;
+    config.listen = "127.0.0.1:0";
+    config.initial_peers = {dht.address()};
+    config.model_blocks = 4;
+    config.fingerprint = model_fingerprint(model);
+    DhtDirectory announcer(config);
+    ASSERT_TRUE(announcer.wait_connected(10));
+    core::ServerRecord r;
+    r.peer = testing::test_peer(1);
+    r.address = impostor.address();
+    r.span = core::BlockSpan{0, 4};
+    r.state = core::ServerState::online;
+    r.throughput_rps = 1e6;  // fast on paper: routing goes there first
+    r.inference_rps = 1e6;
+    r.cache_tokens_free = 8192;
+    r.model_id = "tiny";
+    r.expires_at = unix_now() + 600;
+    announcer.announce(core::Announce{r}, testing::test_identity(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  // Both records are in the DHT before any client looks.
+  bool listed = false;
+  for (int i = 0; i < 120 && !listed; ++i) {
+    const auto view = testing::run_bouquet(
+        fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht.address()));
+    listed = view.status == 0 && view.output.find(honest.address()) != std::string::npos &&
+             view.output.find(impostor.address()) != std::string::npos;
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_TRUE(listed) << "the records never showed up";
+  const std::string refusal = fmt::format("refusing server {} failed the identity challenge", impostor.address());
+  const std::string named = fmt::format("the records for this address name peer {}", testing::test_peer(1).to_string());
+
+  const std::string prompt = "--prompt 'Once upon a time' --max-new-tokens 12 --ignore-eos --json";
+  const CommandRun local = run(fmt::format("generate --model {} --local {}", model, prompt), dir);
+  ASSERT_EQ(local.status, 0) << local.err;
+  const CommandRun swarm = run(
+      fmt::format("generate --model {} --initial-peers {} --spot-check-rate 0 {}", model, dht.address(), prompt), dir);
+  ASSERT_EQ(swarm.status, 0) << swarm.err;
+  const auto local_json = nlohmann::json::parse(local.out);
+  const auto swarm_json = nlohmann::json::parse(swarm.out);
+  EXPECT_EQ(swarm_json["ids"], local_json["ids"]);
+  EXPECT_EQ(swarm_json["text"], local_json["text"]);
+  EXPECT_NE(swarm.err.find(refusal), std::string::npos) << swarm.err;
+  EXPECT_NE(swarm.err.find(named), std::string::npos) << swarm.err;
+  ASSERT_EQ(swarm_json["recoveries"].size(), 1u) << swarm.out;
+  EXPECT_EQ(swarm_json["recoveries"][0]["failed_peer"], impostor.address());
+  EXPECT_EQ(swarm_json["recoveries"][0]["replacement"][0]["peer"], honest.address());
+  EXPECT_EQ(swarm_json["route"][0]["peer"], honest.address());
+
+  const std::string data = std::string(BOUQUET_SOURCE_DIR) + "/experiments/finetune/categories.jsonl";
+  const std::string tune = fmt::format("finetune --model {} --data {} --steps 2 --quiet --seed 5", model, data);
+  const CommandRun tuned_local = run(tune + " --local", dir);
+  ASSERT_EQ(tuned_local.status, 0) << tuned_local.err;
+  const CommandRun tuned =
+      run(fmt::format("{} --initial-peers {} --model-name tiny --spot-check-rate 0", tune, dht.address()), dir);
+  ASSERT_EQ(tuned.status, 0) << tuned.err;
+  EXPECT_NE(tuned.err.find(refusal), std::string::npos) << tuned.err;
+  EXPECT_NE(tuned.err.find(fmt::format("failed on {} (identity_refused", impostor.address())), std::string::npos)
+      << tuned.err;
+  const auto [before, after] = losses(tuned.out);
+  const auto [local_before, local_after] = losses(tuned_local.out);
+  ASSERT_GE(before, 0) << tuned.out;
+  EXPECT_NEAR(before, local_before, 2e-4) << tuned.out << " vs " << tuned_local.out;
+  EXPECT_NEAR(after, local_after, 2e-4) << tuned.out << " vs " << tuned_local.out;
+  EXPECT_EQ(tuned.out.find(impostor.address()), std::string::npos) << "the route: " << tuned.out;
+
+  const std::string turns = "Hello there\nTell me more\n";
+  const std::string chat = fmt::format("chat --model {} --max-new-tokens 8 --chat-template chatml", model);
+  const CommandRun chat_local = run(chat + " --local", dir, turns);
+  ASSERT_EQ(chat_local.status, 0) << chat_local.err;
+  const CommandRun chatted = run(fmt::format("{} --initial-peers {}", chat, dht.address()), dir, turns);
+  ASSERT_EQ(chatted.status, 0) << chatted.err;
+  EXPECT_EQ(chatted.out, chat_local.out);
+  EXPECT_NE(chatted.err.find(refusal), std::string::npos) << chatted.err;
+}
+
+}  // namespace
+}  // namespace bouquet::net

@@ -1,0 +1,280 @@
+// The identity challenge at session open (core/identity_proof.h) with servers on threads of this
+// process: an impostor (a server with its own key, at the address a victim's signed record names)
+// is refused by name, and generation and fine-tuning re-route to the honest server and give the
+// local results; so are a version-2 server (which cannot read a challenged open) and one that
+// answers without a proof; a server answers a challenge with a proof that verifies, and a client
+// without the challenge (wire version 2) still gets its sessions, with replies it can read.
+#include <ATen/ATen.h>
+#include <fmt/core.h>
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <thread>
+
+#include "core/identity_proof.h"
+#include "core/wire.h"
+#include "gpu/client_head.h"
+#include "gpu/fingerprint.h"
+#include "gpu/prompt_tuning.h"
+#include "gpu/span_runner.h"
+#include "net/client/remote_chain.h"
+#include "net/client/remote_generation.h"
+#include "net/dht/identity.h"
+#include "net/rpc/frame.h"
+#include "tests/net/support/identities.h"
+#include "tests/net/support/net_support.h"
+
+namespace bouquet::net {
+namespace {
+
+using testing::serve_config;
+using testing::ThreadServer;
+
+constexpr int64_t kTokens = 8;
+
+// A server of every block with its own key, kept in a file of this test: returns the key's peer id.
+core::PeerId keyed(ServeConfig& config, const std::string& name) {
+  const auto path = testing::fresh_dir("identity-" + name) / "key.pem";
+  config.identity = path.string();
+  return PeerIdentity::load_or_create(path.string()).peer_id();
+}
+
+core::ServerRecord record(core::PeerId peer, const std::string& address, const std::string& model_id) {
+  core::ServerRecord r;
+  r.peer = peer;
+  r.address = address;
+  r.span = core::BlockSpan{0, 4};
+  r.state = core::ServerState::online;
+  r.throughput_rps = 100;
+  r.inference_rps = 100;
+  r.cache_tokens_free = 4096;
+  r.model_id = model_id;
+  r.expires_at = core::kNever;
+  return r;
+}
+
+struct Swarm {
+  std::filesystem::path model = testing::tiny_model("identity", 4);
+  std::string model_id = model_fingerprint(model);
+  ServeConfig impostor_config = serve_config(model, "0:4");
+  ServeConfig honest_config = serve_config(model, "0:4");
+  core::PeerId impostor_key = keyed(impostor_config, "impostor");
+  core::PeerId honest_key = keyed(honest_config, "honest");
+  ThreadServer impostor{impostor_config};
+  ThreadServer honest{honest_config};
+
+  // A client that knows the impostor's address from the victim's signed record (test_peer(1):
+  // the record is genuine, the server there is not the victim) and learns of the honest server
+  // from the directory when it re-plans.
+  SwarmClientConfig client_config() const {
+    SwarmClientConfig c;
+    c.peers = {impostor.address()};
+    c.identities[impostor.address()] = {testing::test_peer(1)};
+    c.directory = [this] {
+      return std::vector<core::ServerRecord>{record(testing::test_peer(1), impostor.address(), model_id),
+                                             record(honest_key, honest.address(), model_id)};
+    };
+    return c;
+  }
+};
+
+gpu::GenerationRequest request() {
+  gpu::GenerationRequest r;
+  r.prompt_ids = {1, 17, 300, 42};
+  r.max_new_tokens = kTokens;
+  r.ignore_eos = true;
+  return r;
+}
+
+// A server that answers from a script, on a thread: for each message (and the wire version its
+// body came in), the reply, if any. Stands in for servers this build would never be: one that
+// speaks only wire version 2, one that skips the proof.
+class ScriptedServer {
+ public:
+  using Script = std::function<std::optional<core::Message>(const core::Message&, uint16_t version)>;
+  explicit ScriptedServer(Script script) : script_(std::move(script)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof addr;
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), size), 0);
+    EXPECT_EQ(::listen(listen_fd_, 8), 0);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &size);
+    address_ = fmt::format("127.0.0.1:{}", ntohs(addr.sin_port));
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~ScriptedServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  void serve() {
+    std::vector<std::pair<int, FrameParser>> connections;
+    while (!stop_) {
+      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+      for (auto& [fd, parser] : connections) fds.push_back({fd, POLLIN, 0});
+      if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
+      if (fds[0].revents & POLLIN) connections.emplace_back(::accept(listen_fd_, nullptr, nullptr), FrameParser{});
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+        auto& [fd, parser] = connections[i - 1];
+        uint8_t buffer[65536];
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) continue;
+        parser.feed(std::span<const uint8_t>(buffer, static_cast<size_t>(n)));
+        while (auto body = parser.next()) {
+          auto decoded = decode_body(*body, FrameLimits{});
+          if (!decoded.ok()) continue;
+          const auto version = static_cast<uint16_t>((*body)[0] | ((*body)[1] << 8));
+          if (auto reply = script_(decoded.value(), version)) {
+            const auto bytes = encode_frame(*reply);
+            (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+          }
+        }
+      }
+    }
+    for (auto& [fd, parser] : connections) ::close(fd);
+  }
+
+  Script script_;
+  int listen_fd_ = -1;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(IdentityChallenge, AServerThatCannotOrDoesNotProveItsIdentityIsRefusedAndTheSessionGoesOn) {
+  const auto model = testing::tiny_model("identity", 4);
+  const std::string model_id = model_fingerprint(model);
+  const gpu::ClientHead head({model, "f32", "cpu"});
+  const auto hidden = static_cast<uint32_t>(head.model_config().hidden_size);
+  ThreadServer honest(serve_config(model, "0:4"));
+  for (const bool old : {true, false}) {
+    SCOPED_TRACE(old ? "a version-2 server" : "a server that skips the proof");
+    ScriptedServer fake([&](const core::Message& m, uint16_t version) -> std::optional<core::Message> {
+      if (const auto* info = std::get_if<core::InfoRequest>(&m)) {
+        return core::InfoReply{info->request_id, model_id, core::BlockSpan{0, 4}, hidden, "bouquet 0.1", 8192, 8192};
+      }
+      const auto* open = std::get_if<core::OpenSession>(&m);
+      if (!open) return std::nullopt;
+      // What a version-2 build answers to a version-3 body (wire.cpp's bad_version, as an ErrorReply).
+      if (old && version > 2) {
+        return core::ErrorReply{
+            0, 0, core::Error{core::ErrorCode::protocol, "wire version 3 (this build speaks 2) (bad_version)"}};
+      }
+      return core::SessionOpened{open->session_id, std::nullopt};
+    });
+    SwarmClientConfig config;
+    config.peers = {fake.address(), honest.address()};  // greedy routing tries the first one first
+    SwarmClient client(config);
+    const RemoteGeneration generation = generate_remote_ids(head, client, model_id, request(), {});
+    EXPECT_EQ(generation.result.ids, testing::local_greedy_ids(model, request().prompt_ids, kTokens));
+    ASSERT_EQ(generation.recoveries.size(), 1u);
+    EXPECT_EQ(generation.recoveries[0].failed_peer, fake.address());
+    const std::string& cause = generation.recoveries[0].cause;
+    EXPECT_NE(cause.find("identity_refused"), std::string::npos) << cause;
+    EXPECT_NE(cause.find(old ? "cannot prove its identity" : "answered without an identity proof"), std::string::npos)
+        << cause;
+    ASSERT_EQ(generation.route.size(), 1u);
+    EXPECT_EQ(generation.route[0].address, honest.address());
+  }
+}
+
+TEST(IdentityChallenge, GenerationRefusesAnImpostorByNameAndGivesTheLocalIdsThroughTheHonestServer) {
+  Swarm swarm;
+  ASSERT_NE(swarm.impostor_key, testing::test_peer(1));
+  const gpu::ClientHead head({swarm.model, "f32", "cpu"});
+  SwarmClient client(swarm.client_config());
+  const RemoteGeneration generation = generate_remote_ids(head, client, swarm.model_id, request(), {});
+  EXPECT_EQ(generation.result.ids, testing::local_greedy_ids(swarm.model, request().prompt_ids, kTokens));
+  ASSERT_EQ(generation.route.size(), 1u);
+  EXPECT_EQ(generation.route[0].address, swarm.honest.address()) << "the session is ready only on a proven server";
+  ASSERT_EQ(generation.recoveries.size(), 1u);
+  const RecoveryReport& r = generation.recoveries[0];
+  EXPECT_EQ(r.failed_peer, swarm.impostor.address());
+  EXPECT_NE(r.cause.find("identity_refused"), std::string::npos) << r.cause;
+  EXPECT_NE(r.cause.find(fmt::format("server {} failed the identity challenge", swarm.impostor.address())),
+            std::string::npos)
+      << r.cause;
+  EXPECT_NE(r.cause.find(swarm.impostor_key.to_string()), std::string::npos) << "names the key it holds: " << r.cause;
+  ASSERT_EQ(r.replacement.size(), 1u);
+  EXPECT_EQ(r.replacement[0].address, swarm.honest.address());
+}
+
+TEST(IdentityChallenge, FineTuningRefusesAnImpostorAndItsForwardEqualsTheLocalOne) {
+  Swarm swarm;
+  SwarmClient client(swarm.client_config());
+  RemoteChainConfig config;
+  config.model_id = swarm.model_id;
+  config.num_blocks = 4;
+  RemoteChain chain(client, config);
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({2, 5, 64});
+  const at::Tensor remote = chain.forward(x, {});
+  const gpu::SpanRunner blocks({swarm.model, 0, -1, "f32", "cpu"});
+  gpu::LocalPassChain local(blocks);
+  EXPECT_TRUE(at::allclose(remote, local.forward(x, {}), 1e-4, 1e-5));
+  EXPECT_EQ(chain.impostors(), std::vector<std::string>{swarm.impostor.address()});
+  ASSERT_EQ(chain.retries().size(), 1u);
+  EXPECT_EQ(chain.retries()[0].failed_peer, swarm.impostor.address());
+  EXPECT_NE(chain.retries()[0].cause.find("identity_refused"), std::string::npos) << chain.retries()[0].cause;
+  for (const core::Chain& c : chain.chains()) {
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(client.address_of(c[0].peer), swarm.honest.address());
+  }
+  // The backward too goes only to the honest server.
+  chain.backward(at::ones_like(remote));
+  EXPECT_EQ(chain.impostors().size(), 1u);
+}
+
+TEST(IdentityChallenge, AServerSignsTheNonceItsPeerIdAndModelAndAnOldClientGetsVersionTwoReplies) {
+  const auto model = testing::tiny_model("identity", 4);
+  const std::string model_id = model_fingerprint(model);
+  ServeConfig config = serve_config(model, "0:4");
+  const core::PeerId key = keyed(config, "proof");
+  ThreadServer server(config);
+  testing::RawClient raw(server.address());
+
+  core::OpenSession open = testing::open_blocks_0_2(model_id, 1, 16);
+  const auto old = raw.call<core::SessionOpened>(open);
+  EXPECT_FALSE(old.identity_proof.has_value());
+  EXPECT_EQ(core::wire_version_of(old), 2) << "what a version-2 client reads";
+
+  open.session_id = 2;
+  open.identity_nonce = PeerIdentity::random_bytes(core::kIdentityNonceBytes);
+  const auto proven = raw.call<core::SessionOpened>(open);
+  ASSERT_TRUE(proven.identity_proof.has_value());
+  const core::IdentityProof& proof = *proven.identity_proof;
+  EXPECT_EQ(PeerIdentity::peer_id_of_key_bytes(proof.public_key), key);
+  EXPECT_TRUE(PeerIdentity::verify_bytes(
+      proof.public_key, core::identity_proof_message(*open.identity_nonce, key, model_id), proof.signature));
+  // Bound to this nonce and this model: replayed for another, it does not verify.
+  EXPECT_FALSE(PeerIdentity::verify_bytes(
+      proof.public_key, core::identity_proof_message(std::string(core::kIdentityNonceBytes, 'x'), key, model_id),
+      proof.signature));
+  EXPECT_FALSE(PeerIdentity::verify_bytes(
+      proof.public_key, core::identity_proof_message(*open.identity_nonce, key, "another model"), proof.signature));
+
+  // A whole generation without the challenge, as a version-2 client runs it.
+  SwarmClientConfig plain;
+  plain.peers = {server.address()};
+  plain.challenge_identity = false;
+  SwarmClient client(plain);
+  const gpu::ClientHead head({model, "f32", "cpu"});
+  EXPECT_EQ(generate_remote_ids(head, client, model_id, request(), {}).result.ids,
+            testing::local_greedy_ids(model, request().prompt_ids, kTokens));
+}
+
+}  // namespace
+}  // namespace bouquet::net
