@@ -6,6 +6,8 @@
 #include "sim/platform.h"
 
 #include <fmt/core.h>
+#include <simgrid/s4u/Actor.hpp>
+#include <simgrid/s4u/Host.hpp>
 
 #include <algorithm>
 
@@ -106,6 +108,12 @@ void ServerNode::on_message(core::PeerId from, core::Message& message) {
   if (!server_) {
     const core::Error error{core::ErrorCode::span_not_served, "this server is still choosing its blocks"};
     if (auto reply = core::refusal(message, error)) transport_.send(self(), from, std::move(*reply));
+    return;
+  }
+  if (config_.crash_after_steps > 0 && std::holds_alternative<core::StepRequest>(message) &&
+      ++steps_received_ > config_.crash_after_steps) {
+    // Dies like `serve --crash-after-steps`' SIGKILL: without a reply, its caches lost.
+    simgrid::s4u::this_actor::get_host()->turn_off();
     return;
   }
   if (fails(message)) {

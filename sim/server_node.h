@@ -71,7 +71,8 @@ class ServerNode final : public NodeLoop {
   std::optional<core::BlockSpan> loaded_;      // blocks in GPU memory
   uint64_t moves_ = 0;                         // bumps per MoveToSpan: only the latest load installs
   std::vector<core::BlockSpan> spans_served_;
-  core::Rng rng_;  // draws injected failures
+  core::Rng rng_;               // draws injected failures
+  int64_t steps_received_ = 0;  // for config_.crash_after_steps
 };
 
 }  // namespace bouquet::sim
