@@ -3,7 +3,8 @@ for real (a `bouquet dht` node, `bouquet serve` processes, `bouquet generate` cl
 connection to a server through a `bouquet link` with the row's delay and bandwidth) and in
 `bouquet sim` with this machine's device profile, then prints per row the real and simulated
 figure, their ratio and whether the core decided alike (spans chosen, route opened, recoveries);
-writes OUT/fidelity.json.
+writes OUT/SCENARIO.fidelity.json (and the simulator's
+OUT/SCENARIO.sim.json); OUT keeps the model and the device file for the next run.
 
 What travels from the scenario to the real run: the model's shape (make-tiny-model's flags), each
 server's span (pinned, or `auto` with num_blocks), pinned speeds, join order, the one-way delay
@@ -92,6 +93,7 @@ class Fidelity:
         with open(args.scenario) as f:
             self.text = f.read()
         self.base = yaml.safe_load(self.text)
+        self.stem = os.path.splitext(os.path.basename(args.scenario))[0]
         if args.seed is not None:
             self.seed = args.seed
         else:
@@ -115,32 +117,29 @@ class Fidelity:
                     str(shape.get("intermediate", 4 * shape["hidden"])), "--vocab", str(shape["vocab"]),
                     "--dtype", self.base["model"]["weights"], "--seed", str(self.seed % 1000))
 
-    def profile_device(self):
-        path = os.path.join(self.out, DEVICE_FILE)
-        if os.path.exists(path) and not self.args.reprofile:
-            print(f"device file {path} (kept from an earlier run; --reprofile measures again)", flush=True)
+    def profile_device(self, folder):
+        """Measures this machine into FOLDER/this-machine.json (kept when --profile once found one)."""
+        path = os.path.join(folder, DEVICE_FILE)
+        if self.args.profile == "once" and os.path.exists(path):
             return
         # make-tiny-model's models hold 256 positions: a step attends to at most 255 cached ones.
         longest = max(int(c["work"].get("prefix_tokens", 1)) + int(c["work"].get("new_tokens", 1))
                       for c in self.base["clients"])
-        print(f"profiling this machine into {path} (load: {os.getloadavg()[0]:.2f})", flush=True)
-        out = self.bq("profile-device", "--model", self.model, "--out", path, "--formats", "f32", "--threads", "1",
-                      "--batches", "1,4", "--cache-tokens", f"0,64,{min(255, max(192, longest))}", "--prefill-tokens", "16,64")
-        print(out, end="", flush=True)
+        self.bq("profile-device", "--model", self.model, "--out", path, "--formats", "f32", "--threads", "1",
+                "--batches", "1,4", "--cache-tokens", f"0,64,{min(255, max(192, longest))}", "--prefill-tokens", "16,64")
 
     # --- the simulated run ---------------------------------------------------------------------
 
-    def simulate(self):
-        path = os.path.join(self.out, os.path.basename(self.args.scenario))
+    def simulate(self, folder):
+        """Runs every row of the scenario in `bouquet sim` with FOLDER's device file; {row: its JSON}."""
+        path = os.path.join(folder, os.path.basename(self.args.scenario))
         with open(path, "w") as f:
             f.write(self.text)  # beside the device file its device_file keys name
         # ... and beside the implementation profiles it names (copied afresh: the committed ones).
         shutil.copytree(os.path.join(os.path.dirname(os.path.abspath(self.args.scenario)), "profiles"),
-                        os.path.join(self.out, "profiles"), dirs_exist_ok=True)
-        out = os.path.join(self.out, "sim.json")
-        argv = ["sim", path, "--out", out, "--seed", str(self.seed)]
-        print("simulating: bouquet " + " ".join(argv), flush=True)
-        self.bq(*argv)
+                        os.path.join(folder, "profiles"), dirs_exist_ok=True)
+        out = os.path.join(folder, f"{self.stem}.sim.json")
+        self.bq("sim", path, "--out", out, "--seed", str(self.seed), *[f"--set={a}" for a in self.args.set])
         with open(out) as f:
             return {r["name"]: r for r in json.load(f)["rows"]}
 
@@ -251,9 +250,17 @@ class Fidelity:
                 raise RuntimeError(f"no row named {', '.join(unknown)} in {self.args.scenario}")
             rows = [r for r in rows if r["name"] in wanted]
         print(f"seed {self.seed} (reproduce: {' '.join(sys.argv)} --seed {self.seed}); output in {self.out}", flush=True)
+        fit_row = self.args.fit_hop_overhead
+        if fit_row:
+            if fit_row not in {r["name"] for r in self.base["rows"]}:
+                raise RuntimeError(f"--fit-hop-overhead: no row named {fit_row} in {self.args.scenario}")
+            # The calibration row runs first; every other row is a prediction with its fitted value.
+            rows = [r for r in self.base["rows"] if r["name"] == fit_row] + [r for r in rows if r["name"] != fit_row]
+            self.args.set.append("cost.client.hop_overhead_s=0")
         self.make_model()
-        self.profile_device()
-        simulated = self.simulate()
+        if self.args.profile == "once":
+            self.profile_device(self.out)
+        simulated = None
         report = {"scenario": self.base["name"], "seed": self.seed, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "cores": os.cpu_count(), "rows": []}
         print(f"{'row':<40} {'metric':<14} {'real':>8} {'sim':>8} {'ratio':>6} {'load':>5}  decisions", flush=True)
@@ -261,10 +268,33 @@ class Fidelity:
             scenario = copy.deepcopy(self.base)
             for key, value in (row.get("set") or {}).items():
                 set_path(scenario, key, value)
+            folder = os.path.join(self.out, row["name"])
+            os.makedirs(folder, exist_ok=True)
+            if self.args.profile == "each-row":
+                # Measured now, at the load the real run meets: the device's speed is a fact of the
+                # moment on a shared machine.
+                self.profile_device(folder)
+                simulated = self.simulate(folder)
+            elif simulated is None:
+                simulated = self.simulate(self.out)
             load_before = os.getloadavg()[0]
             real = self.real(row["name"], scenario)
             load = (load_before + os.getloadavg()[0]) / 2
             sim_row = simulated[row["name"]]
+            role = "prediction"
+            if row["name"] == fit_row:
+                # client.hop_overhead_s fitted on this row: the per-hop time that makes the simulated
+                # step as long as the real one (each step pays it once per hop of its chain).
+                role = "calibration"
+                hops = len(sim_row["result"]["clients"][0]["routes"][0]["hops"])
+                unfitted = sim_row["simulated"]
+                fitted_s = max(0.0, (1 / real[row["metric"]] - 1 / unfitted) / hops)
+                self.args.set[-1] = f"cost.client.hop_overhead_s={fitted_s:.6g}"
+                print(f"fitted client.hop_overhead_s = {fitted_s * 1e3:.3f} ms on {row['name']} ({hops} hops; "
+                      f"unfitted simulated {unfitted:.3f}, real {real[row['metric']]:.3f})", flush=True)
+                report["hop_overhead_s"] = {"value": fitted_s, "fitted_on": row["name"]}
+                simulated = self.simulate(folder if self.args.profile == "each-row" else self.out)
+                sim_row = simulated[row["name"]]
             sim_value = sim_row["simulated"]
             metric = row["metric"]
             real_value = real[metric]
@@ -277,21 +307,27 @@ class Fidelity:
                     "recoveries": sim_routes[1:] == real["routes"][1:],
                     "positions_replayed": sim_replayed == real["positions_replayed"]}
             verdict = "same" if all(same.values()) else "DIFFERENT " + ",".join(k for k, v in same.items() if not v)
-            print(f"{row['name']:<40} {metric:<14} {real_value:8.3f} {sim_value:8.3f} {ratio:6.3f} {load:5.2f}  {verdict}",
-                  flush=True)
+            print(f"{row['name']:<40} {metric:<14} {real_value:8.3f} {sim_value:8.3f} {ratio:6.3f} {load:5.2f}  "
+                  f"{verdict}{'  (calibration)' if role == 'calibration' else ''}", flush=True)
             if not all(same.values()):
                 print(f"  simulated: spans {sim_spans} routes {json.dumps(sim_routes)}\n"
                       f"  real:      spans {real['spans']} routes {json.dumps(real['routes'])}", flush=True)
+            with open(os.path.join(folder if self.args.profile == "each-row" else self.out, DEVICE_FILE)) as f:
+                device = json.load(f)
             report["rows"].append({"name": row["name"], "metric": metric, "real": real_value, "simulated": sim_value,
-                                   "ratio": ratio, "load": load, "decisions_same": same, "real_detail": real,
+                                   "ratio": ratio, "load": load, "role": role, "device": {
+                                       "decode_b1_c0_step_s": device["formats"]["f32"]["decode"][0]["step_s"],
+                                       "request_overhead_s": device["request_overhead_s"],
+                                       "block_overhead_s": device["block_overhead_s"]}, "decisions_same": same, "real_detail": real,
                                    "sim_spans": sim_spans, "sim_routes": sim_routes})
-            if self.args.tolerance is not None:
+            if self.args.tolerance is not None and role == "prediction":
                 self.H.check(abs(ratio - 1) <= self.args.tolerance,
                              f"{row['name']}: real / simulated {ratio:.3f} within 1 +- {self.args.tolerance}")
                 self.H.check(all(same.values()), f"{row['name']}: the same decisions in both worlds ({verdict})")
-        with open(os.path.join(self.out, "fidelity.json"), "w") as f:
+        path = os.path.join(self.out, f"{self.stem}.fidelity.json")
+        with open(path, "w") as f:
             json.dump(report, f, indent=2)
-        print(f"wrote {os.path.join(self.out, 'fidelity.json')}", flush=True)
+        print(f"wrote {path}", flush=True)
 
 
 def main():
@@ -302,7 +338,13 @@ def main():
     parser.add_argument("--rows", help="comma-separated row names (default: every row)")
     parser.add_argument("--tolerance", type=float, help="check real / simulated within 1 +- this, and equal decisions")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--reprofile", action="store_true", help="measure the device again even if OUT has its file")
+    parser.add_argument("--fit-hop-overhead", metavar="ROW",
+                        help="fit the bouquet profile's client.hop_overhead_s on this calibration row (run first), "
+                             "then predict the others with it")
+    parser.add_argument("--profile", choices=["each-row", "once"], default="each-row",
+                        help="measure this machine before each row (default), or once into OUT (kept for later runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed on to bouquet sim (e.g. a cost figure); the real run ignores it")
     args = parser.parse_args()
     fidelity = Fidelity(args)
     fidelity.H.run(fidelity.run)

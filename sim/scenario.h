@@ -101,9 +101,9 @@ struct ServerConfig {
   double batch_wait_ms = -1;  // < 0: the policies' batch_wait_ms
   double join_s = 0;
   double lifetime_s = kForever;
-  // A fault drill counted in steps (what `serve --crash-after-steps` does): the host goes off on
-  // receiving its (N+1)-th inference step, so a failure lands at the same step in both worlds.
-  // 0: never.
+  // A fault drill counted in steps (what `serve --crash-after-steps` does): the server's process
+  // dies on receiving its (N+1)-th inference step, so a failure lands at the same step in both
+  // worlds; its connections are reset at once and new ones refused. 0: never.
   int64_t crash_after_steps = 0;
   // Where a joining server reads its blocks from (disk or network), in bits per second: it
   // announces itself joining, loads, then online. 0: the blocks are loaded before the run.
