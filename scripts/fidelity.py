@@ -237,6 +237,7 @@ class Fidelity:
         return {"tokens_per_s": sum(rates) / len(rates), "steps_per_s": sum(rates) / len(rates),
                 "total_tokens_per_s": sum(rates), "spans": spans, "routes": routes, "positions_replayed": replayed,
                 "recoveries": [rec for r in results.values() for rec in r["recoveries"]],
+                "first_client_recoveries": first["recoveries"],
                 "clients": {n: {k: r[k] for k in ("tokens_per_s", "prefill_s", "decode_s")} for n, r in results.items()}}
 
     # --- the comparison --------------------------------------------------------------------------
@@ -297,6 +298,9 @@ class Fidelity:
                 sim_row = simulated[row["name"]]
             sim_value = sim_row["simulated"]
             metric = row["metric"]
+            # Recovery time (noticed to caught up), summed over the first client's recoveries.
+            sim_recovery_s = sim_row["result"]["clients"][0].get("recovery_s", 0.0)
+            real_recovery_s = sum(r["duration_s"] for r in real["first_client_recoveries"] if r["succeeded"])
             real_value = real[metric]
             ratio = real_value / sim_value if sim_value else float("nan")
             result = sim_row["result"]
@@ -309,13 +313,17 @@ class Fidelity:
             verdict = "same" if all(same.values()) else "DIFFERENT " + ",".join(k for k, v in same.items() if not v)
             print(f"{row['name']:<40} {metric:<14} {real_value:8.3f} {sim_value:8.3f} {ratio:6.3f} {load:5.2f}  "
                   f"{verdict}{'  (calibration)' if role == 'calibration' else ''}", flush=True)
+            if real_recovery_s or sim_recovery_s:
+                print(f"  recovery: real {real_recovery_s:.3f} s, simulated {sim_recovery_s:.3f} s, ratio "
+                      f"{real_recovery_s / sim_recovery_s if sim_recovery_s else float('nan'):.3f}", flush=True)
             if not all(same.values()):
                 print(f"  simulated: spans {sim_spans} routes {json.dumps(sim_routes)}\n"
                       f"  real:      spans {real['spans']} routes {json.dumps(real['routes'])}", flush=True)
             with open(os.path.join(folder if self.args.profile == "each-row" else self.out, DEVICE_FILE)) as f:
                 device = json.load(f)
             report["rows"].append({"name": row["name"], "metric": metric, "real": real_value, "simulated": sim_value,
-                                   "ratio": ratio, "load": load, "role": role, "device": {
+                                   "ratio": ratio, "load": load, "role": role, "recovery_s": {"real": real_recovery_s, "simulated": sim_recovery_s},
+                                   "device": {
                                        "decode_b1_c0_step_s": device["formats"]["f32"]["decode"][0]["step_s"],
                                        "request_overhead_s": device["request_overhead_s"],
                                        "block_overhead_s": device["block_overhead_s"]}, "decisions_same": same, "real_detail": real,
@@ -324,6 +332,9 @@ class Fidelity:
                 self.H.check(abs(ratio - 1) <= self.args.tolerance,
                              f"{row['name']}: real / simulated {ratio:.3f} within 1 +- {self.args.tolerance}")
                 self.H.check(all(same.values()), f"{row['name']}: the same decisions in both worlds ({verdict})")
+                if real_recovery_s or sim_recovery_s:
+                    self.H.check(sim_recovery_s > 0 and abs(real_recovery_s / sim_recovery_s - 1) <= self.args.tolerance,
+                                 f"{row['name']}: recovery time real / simulated within 1 +- {self.args.tolerance}")
         path = os.path.join(self.out, f"{self.stem}.fidelity.json")
         with open(path, "w") as f:
             json.dump(report, f, indent=2)

@@ -235,6 +235,7 @@ void ClientNode::count_recoveries() {
   for (const auto& recovery : session_->recoveries()) {
     ++result().recoveries;
     result().positions_replayed += recovery.positions_replayed;
+    if (recovery.succeeded) result().recovery_s += recovery.duration_s();
     if (session_index_ != 1) continue;
     const auto failed = names_.find(recovery.failed_peer);
     result().routes.push_back({"recovered", recovery.span.begin, recovery.span.end,
