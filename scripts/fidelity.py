@@ -94,6 +94,9 @@ class Fidelity:
             self.text = f.read()
         self.base = yaml.safe_load(self.text)
         self.stem = os.path.splitext(os.path.basename(args.scenario))[0]
+        if "shape" not in self.base.get("model", {}):
+            raise SystemExit(f"fidelity: {args.scenario}: model has no shape: the real run needs one make-tiny-model "
+                             "can make (model.shape)")
         if args.seed is not None:
             self.seed = args.seed
         else:
