@@ -121,15 +121,37 @@ class Fidelity:
                     "--dtype", self.base["model"]["weights"], "--seed", str(self.seed % 1000))
 
     def profile_device(self, folder):
-        """Measures this machine into FOLDER/this-machine.json (kept when --profile once found one)."""
+        """Measures this machine into FOLDER/this-machine.json (kept when --profile once found one):
+        --profile-repeats runs of profile-device, each figure their median, so that one burst of
+        another process's work during one run does not become the device's speed (its overheads are
+        least-squares intercepts, the figures noise moves most)."""
         path = os.path.join(folder, DEVICE_FILE)
         if self.args.profile == "once" and os.path.exists(path):
             return
         # make-tiny-model's models hold 256 positions: a step attends to at most 255 cached ones.
         longest = max(int(c["work"].get("prefix_tokens", 1)) + int(c["work"].get("new_tokens", 1))
                       for c in self.base["clients"])
-        self.bq("profile-device", "--model", self.model, "--out", path, "--formats", "f32", "--threads", "1",
-                "--batches", "1,4", "--cache-tokens", f"0,64,{min(255, max(192, longest))}", "--prefill-tokens", "16,64")
+        runs = []
+        for i in range(self.args.profile_repeats):
+            one = os.path.join(folder, f"profile-{i}.json")
+            self.bq("profile-device", "--model", self.model, "--out", one, "--formats", "f32", "--threads", "1",
+                    "--batches", "1,4", "--cache-tokens", f"0,64,{min(255, max(192, longest))}", "--prefill-tokens",
+                    "16,64")
+            with open(one) as f:
+                runs.append(json.load(f))
+        device = copy.deepcopy(runs[0])
+
+        def median(values):
+            return sorted(values)[len(values) // 2]
+
+        for key in ("read_bandwidth_bytes_per_s", "request_overhead_s", "block_overhead_s"):
+            device[key] = median([r[key] for r in runs])
+        for kind in ("decode", "prefill"):
+            for i, point in enumerate(device["formats"]["f32"][kind]):
+                point["step_s"] = median([r["formats"]["f32"][kind][i]["step_s"] for r in runs])
+        device["profile_runs"] = len(runs)
+        with open(path, "w") as f:
+            json.dump(device, f, indent=2)
 
     # --- the simulated run ---------------------------------------------------------------------
 
@@ -357,6 +379,8 @@ def main():
                              "then predict the others with it")
     parser.add_argument("--profile", choices=["each-row", "once"], default="each-row",
                         help="measure this machine before each row (default), or once into OUT (kept for later runs)")
+    parser.add_argument("--profile-repeats", type=int, default=3,
+                        help="profile-device runs per device file, each figure their median (default 3)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed on to bouquet sim (e.g. a cost figure); the real run ignores it")
     args = parser.parse_args()
