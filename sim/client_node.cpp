@@ -235,6 +235,7 @@ void ClientNode::count_recoveries() {
   for (const auto& recovery : session_->recoveries()) {
     ++result().recoveries;
     result().positions_replayed += recovery.positions_replayed;
+    if (recovery.succeeded) result().recovery_s += recovery.duration_s();
     if (session_index_ != 1) continue;
     const auto failed = names_.find(recovery.failed_peer);
     result().routes.push_back({"recovered", recovery.span.begin, recovery.span.end,
@@ -283,7 +284,8 @@ void ClientNode::on_step_done() {
                                        : cost.client_history_copy_bytes_per_s;
     history_s = bytes / rate;
   }
-  compute(client_compute_s(batch, batch) + history_s, [this, attempt = attempt_] {
+  const double hops_s = session_ ? cost.client_hop_overhead_s * static_cast<double>(session_->chain().size()) : 0.0;
+  compute(client_compute_s(batch, batch) + history_s + hops_s, [this, attempt = attempt_] {
     if (attempt != attempt_) return;  // restarted from scratch meanwhile
     if (steps_left_ > 0) {
       --steps_left_;

@@ -68,6 +68,10 @@ struct CostModelConfig {
   // this many bytes per second on a CPU (read and write counted; a GPU client copies at its share
   // of its bandwidth); 0: it never copies.
   double client_history_copy_bytes_per_s = 0;
+  // Per hop of each generation step, what the processes spend beyond the span's compute and the
+  // wire: thread wake-ups (client, server I/O and worker threads), framing and (de)serialising the
+  // hidden states, a relay between them; charged to the client once the step is back. 0: none.
+  double client_hop_overhead_s = 0;
 
   FormatCost& of(WeightFormat format) { return formats[static_cast<int>(format)]; }
   const FormatCost& of(WeightFormat format) const { return formats[static_cast<int>(format)]; }

@@ -174,6 +174,7 @@ void set_parameter(const std::string& key, double value, CostModelConfig& cost, 
   const std::string name = key.substr(dot + 1);
   if (group == "client") {
     if (name == "history_copy_bytes_per_s") cost.client_history_copy_bytes_per_s = value;
+    if (name == "hop_overhead_s") cost.client_hop_overhead_s = value;
     return;
   }
   if (group == "failure") {

@@ -73,7 +73,7 @@ std::string profile_path(const std::string& scenario_path, const std::string& na
 // The parameter names of one weight format, in file order.
 inline constexpr const char* kFormatParameters[] = {"compute_eff", "memory_eff", "block_overhead_s",
                                                     "request_overhead_s"};
-inline constexpr const char* kClientParameters[] = {"history_copy_bytes_per_s"};
+inline constexpr const char* kClientParameters[] = {"history_copy_bytes_per_s", "hop_overhead_s"};
 inline constexpr const char* kFailureParameters[] = {"detection_s", "reconnect_s", "reroute_s",
                                                      "replay_s_per_position"};
 

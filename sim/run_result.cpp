@@ -118,6 +118,7 @@ std::string to_json(const RunResult& result) {
                        {"measured_s", c.measured_s},
                        {"recoveries", c.recoveries},
                        {"positions_replayed", c.positions_replayed},
+                       {"recovery_s", c.recovery_s},
                        {"sessions_finished", c.sessions_finished},
                        {"sessions_failed", c.sessions_failed},
                        {"started_s", c.started_s},
@@ -178,6 +179,7 @@ RunResult run_result_from_json(const std::string& text) {
     client.measured_s = c.at("measured_s").get<double>();
     client.recoveries = c.at("recoveries").get<int64_t>();
     client.positions_replayed = c.at("positions_replayed").get<int64_t>();
+    client.recovery_s = c.value("recovery_s", 0.0);
     client.sessions_finished = c.at("sessions_finished").get<int64_t>();
     client.sessions_failed = c.at("sessions_failed").get<int64_t>();
     client.started_s = c.at("started_s").get<double>();

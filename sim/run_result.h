@@ -37,6 +37,7 @@ struct ClientResult {
   double measured_s = 0;           // simulated time of the measured work (session setup excluded)
   int64_t recoveries = 0;          // hops the core's session replaced (or restarts)
   int64_t positions_replayed = 0;  // positions those replacements had to process again
+  double recovery_s = 0;           // summed over the recoveries that succeeded: noticed to caught up
   int64_t sessions_finished = 0;   // generation sessions that ran to their last step
   int64_t sessions_failed = 0;     // sessions the core gave up on (continuous clients go on)
   double started_s = -1;

@@ -31,6 +31,7 @@ constexpr int64_t kMaxHosts = 100'000;   // per server or client entry (count)
 constexpr int64_t kMaxBatch = 65'536;
 constexpr int64_t kMaxTokens = 1 << 24;  // positions of one sequence, prefix or sub-batch
 constexpr int64_t kMaxBlocks = 65'536;
+constexpr int64_t kMaxWidth = int64_t{1} << 24;  // hidden, MLP width, heads, vocabulary of a model shape
 constexpr int64_t kMaxCacheTokens = int64_t{1} << 32;
 constexpr int64_t kMaxRepeat = 1'000'000;
 constexpr int64_t kMaxRoundTrips = 100;
@@ -56,10 +57,56 @@ NetworkConfig read_network(const YamlValue& value) {
   return out;
 }
 
+// `shape: {family: llama, blocks: 12, hidden: 1024, heads: 8, kv_heads: 8, intermediate: 2816,
+// vocab: 512}`: the keys and families of `make-tiny-model`, whose models it describes. A family sets
+// what its blocks hold as gpu/ builds them (llama: gated MLP, RMSNorm, no biases; bloom: 4h MLP,
+// LayerNorm, biases, one key/value head per head, tied embeddings).
+ModelShape read_model_shape(const YamlValue& value, const std::string& name) {
+  ModelShape out;
+  YamlMap map(value);
+  out.name = name;
+  const std::string family = one_of(map.required("family"), {"llama", "bloom"});
+  out.num_blocks = read_int_in(map.required("blocks"), 1, kMaxBlocks);
+  out.hidden = read_int_in(map.required("hidden"), 1, kMaxWidth);
+  YamlValue heads = map.required("heads");
+  out.heads = read_int_in(heads, 1, kMaxWidth);
+  if (out.hidden % out.heads != 0) heads.fail(fmt::format("{} heads do not divide hidden {}", out.heads, out.hidden));
+  const bool bloom = family == "bloom";
+  out.kv_heads = out.heads;
+  if (auto v = map.optional("kv_heads")) {
+    out.kv_heads = read_int_in(*v, 1, out.heads);
+    if (bloom && out.kv_heads != out.heads) v->fail("bloom has one key/value head per head");
+    if (out.heads % out.kv_heads != 0)
+      v->fail(fmt::format("{} key/value heads do not divide {} heads", out.kv_heads, out.heads));
+  }
+  out.intermediate = 4 * out.hidden;
+  if (auto v = map.optional("intermediate")) {
+    out.intermediate = read_int_in(*v, 1, kMaxWidth);
+    if (bloom && out.intermediate != 4 * out.hidden) v->fail("bloom's MLP is always 4 x hidden");
+  }
+  out.vocab = read_int_in(map.required("vocab"), 1, kMaxWidth);
+  out.gated_mlp = !bloom;
+  out.linear_bias = bloom;
+  out.layer_norm = bloom;
+  out.tied_embeddings = bloom;
+  if (auto v = map.optional("tie_embeddings")) {
+    out.tied_embeddings = read_bool(*v);
+    if (bloom && !out.tied_embeddings) v->fail("bloom always ties its LM head to the embeddings");
+  }
+  map.finish();
+  return out;
+}
+
 ModelConfig read_model(const YamlValue& value) {
   ModelConfig out;
   YamlMap map(value);
-  out.name = one_of(map.required("name"), model_names());
+  if (auto shape = map.optional("shape")) {
+    out.name = "custom";
+    if (auto name = map.optional("name")) out.name = read_string(*name);
+    out.shape = read_model_shape(*shape, out.name);
+  } else {
+    out.name = one_of(map.required("name"), model_names());
+  }
   out.weights = one_of(map.required("weights"), {"f32", "f16", "int8", "nf4"});
   if (auto v = map.optional("activations")) {
     out.activations = one_of(*v, {"float32", "float16", "bfloat16"});
@@ -244,6 +291,7 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("batch_wait_ms")) out.batch_wait_ms = read_number_in(*v, 0, 1e4);
   if (auto v = map.optional("join_s")) out.join_s = read_number_in(*v, 0, kMaxTimeS);
   if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_number_in(*v, 1e-3, kMaxTimeS, Infinity::allowed);
+  if (auto v = map.optional("crash_after_steps")) out.crash_after_steps = read_int_in(*v, 0, kMaxTokens);
   if (auto v = map.optional("load_bps")) out.load_bps = read_number_in(*v, 0, kMaxBps);
   // How much faster than it is a server claims to be (a liar drill); 1 = honest.
   if (auto v = map.optional("announce_speed_x")) out.announce_speed_x = read_number_in(*v, 1e-6, 1e6);
@@ -651,6 +699,7 @@ void complete_with_profile(Scenario& s, const Profile& profile, const std::strin
 }  // namespace
 
 const ModelShape& Scenario::shape() const {
+  if (model.shape) return *model.shape;
   const ModelShape* found = find_model(model.name);
   BOUQUET_CHECK(found != nullptr, "scenario model checked by the loader");
   return *found;

@@ -35,7 +35,10 @@ struct NetworkConfig {
 };
 
 struct ModelConfig {
-  std::string name;                       // a model of model_shapes.h
+  std::string name;  // a model of model_shapes.h, or with `shape` a label of one's own
+  // A model given by its shape instead of by name (a `make-tiny-model` model): the cost of a block
+  // follows from these numbers exactly as for a published model.
+  std::optional<ModelShape> shape;
   std::string weights;                    // f32 | f16 | int8 | nf4
   std::string activations = "float16";    // dtype of hidden states: float32 | float16 | bfloat16
   std::string wire_compression = "none";  // none | float16 | int8_blockwise
@@ -98,6 +101,10 @@ struct ServerConfig {
   double batch_wait_ms = -1;  // < 0: the policies' batch_wait_ms
   double join_s = 0;
   double lifetime_s = kForever;
+  // A fault drill counted in steps (what `serve --crash-after-steps` does): the server's process
+  // dies on receiving its (N+1)-th inference step, so a failure lands at the same step in both
+  // worlds; its connections are reset at once and new ones refused. 0: never.
+  int64_t crash_after_steps = 0;
   // Where a joining server reads its blocks from (disk or network), in bits per second: it
   // announces itself joining, loads, then online. 0: the blocks are loaded before the run.
   double load_bps = 0;

@@ -108,6 +108,19 @@ void ServerNode::on_message(core::PeerId from, core::Message& message) {
     if (auto reply = core::refusal(message, error)) transport_.send(self(), from, std::move(*reply));
     return;
   }
+  if (dead_) return transport_.send_reset(self(), from);  // connection refused
+  if (config_.crash_after_steps > 0 && std::holds_alternative<core::StepRequest>(message) &&
+      ++steps_received_ > config_.crash_after_steps) {
+    // Dies like `serve --crash-after-steps`' SIGKILL: no reply, caches lost, and every connection
+    // reset by the kernel at once (a real client sees the failure within a round trip, not after a
+    // timeout).
+    dead_ = true;
+    server_.reset();
+    peers_.insert(from);
+    for (core::PeerId peer : peers_) transport_.send_reset(self(), peer);
+    return;
+  }
+  peers_.insert(from);
   if (fails(message)) {
     // The stage resets: a fresh server on the same blocks (caches lost), the activation dropped,
     // its sender told through a reset connection.
@@ -132,6 +145,7 @@ bool ServerNode::fails(const core::Message& message) {
 }
 
 void ServerNode::on_timer(uint32_t component, uint64_t timer) {
+  if (dead_) return;
   if (component == kBalancerTimers) return feed_balancer(core::TimerFired{timer});
   if (server_ && component == 1 + generation_) feed_server(core::TimerFired{timer});
 }

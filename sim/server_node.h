@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 
 namespace bouquet::sim {
 
@@ -71,7 +72,13 @@ class ServerNode final : public NodeLoop {
   std::optional<core::BlockSpan> loaded_;      // blocks in GPU memory
   uint64_t moves_ = 0;                         // bumps per MoveToSpan: only the latest load installs
   std::vector<core::BlockSpan> spans_served_;
-  core::Rng rng_;  // draws injected failures
+  core::Rng rng_;               // draws injected failures
+  int64_t steps_received_ = 0;  // for config_.crash_after_steps
+  // Killed (crash_after_steps): the process is gone, so its kernel closes every connection it had
+  // (peers_) and refuses new ones; the host stays up. Its record stays in the directory until it
+  // expires, as a killed server's does.
+  bool dead_ = false;
+  std::set<core::PeerId> peers_;
 };
 
 }  // namespace bouquet::sim

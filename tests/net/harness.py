@@ -2,11 +2,13 @@
 counted, processes started (waiting for the lines that say they are ready) and always stopped, and
 one exit status for the whole script."""
 
+import json
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 
 class Harness:
@@ -51,6 +53,35 @@ class Harness:
             raise RuntimeError(f"bouquet {' '.join(args)} {why}; see {log.name}")
         return p, found
 
+    def wait_online(self, dht, address, timeout_s=60):
+        """Waits until the DHT at `dht` lists a server at `address` (as it announced itself) online for
+        some block: the moment a simulated server's record becomes visible (on a busy machine the put
+        can take seconds)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            run = subprocess.run([self.binary, "swarm", "--initial-peers", dht, "--json", "--listen", "127.0.0.1:0"],
+                                 capture_output=True, text=True, timeout=60)
+            if run.returncode == 0:
+                for m in json.loads(run.stdout)["models"]:
+                    for block in m["blocks"]:
+                        if any(s["address"] == address and s["state"] == "online" for s in block["servers"]):
+                            return
+            time.sleep(0.5)
+        raise RuntimeError(f"{address} never showed online in the DHT")
+
+    def stop_all(self):
+        """Stops every process started so far (SIGTERM, then SIGKILL after 10 s) and forgets them."""
+        for p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.processes = []
+
     def run(self, main):
         """Runs main(); a crash of the test itself is a failure with its reason. Stops every process
         started, then exits 1 when a check failed, else 0."""
@@ -60,14 +91,7 @@ class Harness:
             self.failures.append(f"{type(e).__name__}: {e}")
             print(f"FAIL: {type(e).__name__}: {e}", flush=True)
         finally:
-            for p in self.processes:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in self.processes:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            self.stop_all()
         if self.failures:
             print(f"{len(self.failures)} check(s) failed; logs in {self.scratch}", flush=True)
             sys.exit(1)

@@ -102,20 +102,6 @@ def simulate():
     return spans, routes
 
 
-def wait_online(dht, address, timeout_s=60):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        run = subprocess.run([BOUQUET, "swarm", "--initial-peers", dht, "--json", "--listen", "127.0.0.1:0"],
-                             capture_output=True, text=True, timeout=60)
-        if run.returncode == 0:
-            for m in json.loads(run.stdout)["models"]:
-                for block in m["blocks"]:
-                    if any(s["address"] == address and s["state"] == "online" for s in block["servers"]):
-                        return
-        time.sleep(0.5)
-    raise RuntimeError(f"{address} never showed online in the DHT")
-
-
 def real(model):
     _, dht = H.start(["dht", "--listen", "127.0.0.1:0"], "dht.log", {"address": r"listening on (\S+)"})
     dht = dht["address"]
@@ -133,7 +119,7 @@ def real(model):
         spans[s["name"]] = [tuple(int(x) for x in found["span"].split(", "))]
         # The next server joins once this one's record is online in the DHT, as in the simulator
         # (on a busy machine the put can take seconds).
-        wait_online(dht, found["address"])
+        H.wait_online(dht, found["address"])
     run = subprocess.run([BOUQUET, "generate", "--model", model, "--initial-peers", dht, "--prompt", "twin",
                           "--max-new-tokens", str(NEW_TOKENS), "--seed", str(SEED), "--json"],
                          capture_output=True, text=True, timeout=300)

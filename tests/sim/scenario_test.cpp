@@ -117,6 +117,35 @@ TEST(Scenario, RejectsUncoveredBlocksAndBadReferences) {
   EXPECT_THAT(error_of(replace(fitting, "name: t,", "name: s-1,")), HasSubstr("the host name 's-1' is taken"));
 }
 
+TEST(Scenario, AModelGivenByItsShapeCostsWhatItsShapeSays) {
+  // A make-tiny-model model (the fidelity scenarios' kind): 70 llama blocks of hidden 1024 with
+  // grouped-query attention, the same flags make-tiny-model takes.
+  const std::string shape =
+      "model: {name: tiny-llama, weights: f32, shape: {family: llama, blocks: 70, hidden: 1024, heads: 8, "
+      "kv_heads: 4, intermediate: 2816, vocab: 512}}";
+  std::string text =
+      replace(replace(kBase, "model: {name: bloom-176b, weights: int8}", shape), "{int8: 0.5}", "{f32: 0.5}");
+  ScenarioFile file = load_scenario_text(text, "tiny.yaml", {});
+  const ModelShape& m = file.base.shape();
+  EXPECT_EQ(m.name, "tiny-llama");
+  EXPECT_EQ(m.num_blocks, 70);
+  // q and o 1024 x 1024, k and v 1024 x 512, three MLP matrices 1024 x 2816, two RMSNorm weights.
+  EXPECT_EQ(m.params_per_block(), 2 * 1024 * 1024 + 2 * 1024 * 512 + 3 * 1024 * 2816 + 2 * 1024);
+  EXPECT_EQ(m.client_params(), 2 * 512 * 1024);  // untied LM head
+
+  EXPECT_THAT(error_of(replace(text, "vocab: 512}", "vocab: 512, colour: red}")),
+              HasSubstr("model.shape.colour: unknown key"));
+  EXPECT_THAT(error_of(replace(text, "heads: 8,", "heads: 7,")), HasSubstr("7 heads do not divide hidden 1024"));
+  EXPECT_THAT(error_of(replace(text, "family: llama", "family: gpt2")),
+              HasSubstr("model.shape.family: 'gpt2' is not one of: llama, bloom"));
+  EXPECT_THAT(error_of(replace(text, "family: llama", "family: bloom")),
+              HasSubstr("model.shape.kv_heads: bloom has one key/value head per head"));
+  EXPECT_THAT(error_of(replace(text, "blocks: 70,", "")), HasSubstr("model.shape: missing required key 'blocks'"));
+  // Without a shape the name must still be a published model's.
+  EXPECT_THAT(error_of(replace(kBase, "name: bloom-176b", "name: tiny-llama")),
+              HasSubstr("model.name: 'tiny-llama' is not one of: bloom-176b"));
+}
+
 class ScenarioOverrides : public ::testing::Test {
  protected:
   std::string text_ = replace(kBase, "blocks: [24, 70]}",
