@@ -209,6 +209,12 @@ void PassSession::send_request(Time now, Sub& sub, const Hop& target, const Acti
   out.push_back(SendMessage{target.peer, std::move(request)});
 }
 
+// pass_session_spot.cpp sends a check's forwards through it too: instantiated here, where it is
+// defined (an optimizer that inlines every use in this file need not emit it otherwise; the ASan
+// build's link failed on exactly that).
+template void PassSession::send_request<ForwardRequest>(Time, Sub&, const Hop&, const Activation&, ForwardRequest,
+                                                        std::vector<Effect>&);
+
 void PassSession::send_forward(Time now, Sub& sub, size_t hop, const Activation& inputs, std::vector<Effect>& out) {
   send_request(now, sub, sub.chain.at(hop), inputs, ForwardRequest{}, out);
 }
