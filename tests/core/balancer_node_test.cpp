@@ -11,6 +11,7 @@
 #include <queue>
 #include <set>
 
+#include "tests/core/support/effects.h"
 #include "tests/core/support/seed.h"
 
 namespace bouquet::core {
@@ -20,11 +21,7 @@ using test::test_seed;
 
 template <class T>
 std::vector<T> all(const std::vector<Effect>& effects) {
-  std::vector<T> out;
-  for (const auto& e : effects) {
-    if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
-  }
-  return out;
+  return test::effects_of<T>(effects);
 }
 
 BalancerNodeConfig node_config(uint64_t peer, uint32_t num_blocks, double rps) {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/rng.h"
+#include "tests/core/support/effects.h"
 #include "tests/core/support/seed.h"
 
 namespace bouquet::core {
@@ -30,11 +31,7 @@ struct Harness {
 
   template <class T>
   std::vector<T> all() const {
-    std::vector<T> out;
-    for (const auto& e : effects) {
-      if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
-    }
-    return out;
+    return test::effects_of<T>(effects);
   }
   template <class M>
   std::vector<M> replies(PeerId to) const {

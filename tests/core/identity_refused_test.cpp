@@ -8,6 +8,7 @@
 #include "core/identity_proof.h"
 #include "core/inference_session.h"
 #include "core/pass_session.h"
+#include "tests/core/support/effects.h"
 
 namespace bouquet::core {
 namespace {
@@ -29,19 +30,11 @@ struct Harness {
   }
   template <class T>
   std::vector<T> all() const {
-    std::vector<T> out;
-    for (const auto& e : effects) {
-      if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
-    }
-    return out;
+    return test::effects_of<T>(effects);
   }
   template <class M>
   std::vector<std::pair<PeerId, M>> sent() const {
-    std::vector<std::pair<PeerId, M>> out;
-    for (const auto& s : all<SendMessage>()) {
-      if (auto* m = std::get_if<M>(&s.message)) out.emplace_back(s.to, *m);
-    }
-    return out;
+    return test::sent_of<M>(effects);
   }
 };
 

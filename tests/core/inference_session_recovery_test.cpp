@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "core/positions.h"
+#include "tests/core/support/effects.h"
 
 namespace bouquet::core {
 namespace {
@@ -25,19 +26,11 @@ struct Harness {
   }
   template <class T>
   std::vector<T> all() const {
-    std::vector<T> out;
-    for (const auto& e : effects) {
-      if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
-    }
-    return out;
+    return test::effects_of<T>(effects);
   }
   template <class M>
   std::vector<std::pair<PeerId, M>> sent() const {
-    std::vector<std::pair<PeerId, M>> out;
-    for (const auto& s : all<SendMessage>()) {
-      if (auto* m = std::get_if<M>(&s.message)) out.emplace_back(s.to, *m);
-    }
-    return out;
+    return test::sent_of<M>(effects);
   }
   // Answers every OpenSession the last input sent; `effects` then holds all that caused.
   void open_all() {

@@ -1,5 +1,6 @@
 // The client session driven by hand: what it sends, what it keeps, how it fails.
 #include "core/inference_session.h"
+#include "tests/core/support/effects.h"
 
 #include <gtest/gtest.h>
 
@@ -22,19 +23,11 @@ struct Harness {
   }
   template <class T>
   std::vector<T> all() const {
-    std::vector<T> out;
-    for (const auto& e : effects) {
-      if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
-    }
-    return out;
+    return test::effects_of<T>(effects);
   }
   template <class M>
   std::vector<std::pair<PeerId, M>> sent() const {
-    std::vector<std::pair<PeerId, M>> out;
-    for (const auto& s : all<SendMessage>()) {
-      if (auto* m = std::get_if<M>(&s.message)) out.emplace_back(s.to, *m);
-    }
-    return out;
+    return test::sent_of<M>(effects);
   }
 };
 

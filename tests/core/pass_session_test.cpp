@@ -1,6 +1,7 @@
 // The pass client driven by hand: what it splits, where it sends, what it replays after a failure,
 // what it reports.
 #include "core/pass_session.h"
+#include "tests/core/support/effects.h"
 
 #include <gtest/gtest.h>
 
@@ -31,11 +32,7 @@ struct Harness {
   }
   template <class T>
   std::vector<T> all() const {
-    std::vector<T> out;
-    for (const auto& e : effects) {
-      if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
-    }
-    return out;
+    return test::effects_of<T>(effects);
   }
   // Answers every PlanRoute of the last input with `chain`.
   void route_all(const Chain& chain) {
