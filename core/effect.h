@@ -66,9 +66,14 @@ struct PlanRoute {
   // The planner this plan needs (planners.h; passes: throughput), or none: the driver's
   // configured routing.
   std::optional<Routing> routing = std::nullopt;
-  // A spot check's second or third opinion (spot_check.h): the servers already known will do, so
-  // a driver need not ask its directory again as it does for a recovery.
+  // A spot check's second or third opinion (spot_check.h): the servers already known will do.
   bool spot_check = false;
+  // A re-plan (a recovery, or a later pass of a fine-tuning run) should see who is in the swarm
+  // now: the driver starts a fresh read of its directory, if it has one, but plans at once on the
+  // records it knows (the failed server is avoided anyway) and waits for that read only when those
+  // give no chain (planners.h: waits_for_directory). A directory read can take seconds (a DHT
+  // lookup that meets a dead node waits for it to time out) where a recovery takes milliseconds.
+  bool read_directory = false;
 };
 
 // Directory seam: publish a record; look up servers of a model (balancer_node.h uses both).

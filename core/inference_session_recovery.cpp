@@ -74,8 +74,14 @@ void InferenceSession::start_replacement(Time now, size_t first, size_t last, st
 
 void InferenceSession::plan_replacement(Time now, std::vector<Effect>& out) {
   replacement_->retry_at = kNever;  // until the answer says otherwise
-  out.push_back(PlanRoute{++route_id_, config_.model_id, replacement_->blocks, avoided(now),
-                          uint64_t{config_.batch} * config_.max_length, config_.adapter});
+  PlanRoute plan{++route_id_,
+                 config_.model_id,
+                 replacement_->blocks,
+                 avoided(now),
+                 uint64_t{config_.batch} * config_.max_length,
+                 config_.adapter};
+  plan.read_directory = true;  // who is there now: the failed server's span may have moved
+  out.push_back(std::move(plan));
 }
 
 void InferenceSession::on_replacement_route(Time now, const RoutePlanned& route, std::vector<Effect>& out) {

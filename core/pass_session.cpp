@@ -77,8 +77,12 @@ void PassSession::on_forward_requested(Time now, const ForwardRequested& request
     sub.x = slice_axis(h, 0, begin, begin + rows);
     sub.x.compression = config_.compression;
     sub.route_id = ++route_id_;
-    out.push_back(PlanRoute{sub.route_id, config_.model_id, BlockSpan{0, config_.num_blocks}, avoided(now), 0,
-                            config_.adapter, Routing::throughput});
+    PlanRoute plan{sub.route_id,    config_.model_id,   BlockSpan{0, config_.num_blocks}, avoided(now), 0,
+                   config_.adapter, Routing::throughput};
+    // A later pass sees the servers that joined, moved or left since the run began; the first
+    // plans on what the driver just found.
+    plan.read_directory = forwards_ > 1;
+    out.push_back(std::move(plan));
     subs_.push_back(std::move(sub));
     begin += rows;
   }
@@ -335,8 +339,9 @@ void PassSession::fail_hop(Time now, Sub& sub, Error cause, std::vector<Effect>&
   sub.stage = Stage::replanning;
   sub.failed = index;
   sub.route_id = ++route_id_;
-  out.push_back(
-      PlanRoute{sub.route_id, config_.model_id, failed.span, avoided(now), 0, config_.adapter, Routing::throughput});
+  PlanRoute plan{sub.route_id, config_.model_id, failed.span, avoided(now), 0, config_.adapter, Routing::throughput};
+  plan.read_directory = true;  // who holds the failed span now
+  out.push_back(std::move(plan));
 }
 
 void PassSession::fail(Error error, std::vector<Effect>& out) {

@@ -54,4 +54,11 @@ inline Routing default_routing(bool found_through_directory) {
 // The planner `plan` asks for, or `configured` when it names none.
 inline Routing routing_for(const PlanRoute& plan, Routing configured) { return plan.routing.value_or(configured); }
 
+// A plan that reads the directory (PlanRoute::read_directory) is made at once on the records the
+// driver knows; the driver then waits for its fresh read, and plans again on it, only when that
+// first plan found no chain. (Plans that do not read the directory never wait.)
+inline bool waits_for_directory(const PlanRoute& plan, const Result<Chain>& planned_on_known) {
+  return plan.read_directory && !planned_on_known.ok();
+}
+
 }  // namespace bouquet::core

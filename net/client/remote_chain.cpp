@@ -174,14 +174,12 @@ void RemoteChain::carry_out(std::vector<core::Effect>& effects) {
     } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {
       timers_.cancel(cancel->timer);
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
-      // Never from inside handle(): components are not re-entrant. A re-plan after a failure
-      // first asks the directory, if any, who is there now.
-      const bool replan = (plan->blocks != core::BlockSpan{0, config_.num_blocks} || plans_ > 0) && !plan->spot_check;
-      ++plans_;
-      asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
+      // Never from inside handle(): components are not re-entrant. Whether the plan reads the
+      // directory again is the core's (PlanRoute::read_directory).
+      asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan] {
         auto a = alive.lock();
         if (!a || !*a) return;
-        feed(client_.plan_route(plan, core::Routing::throughput, replan, rng_));
+        feed(client_.plan_route(plan, core::Routing::throughput, rng_));
       });
     } else if (auto* forward = std::get_if<core::ForwardDone>(&effect)) {
       forward_done_ = std::move(forward->outputs);

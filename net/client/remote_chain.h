@@ -85,7 +85,6 @@ class RemoteChain final : public gpu::PassChain {
   std::optional<core::PassSession> session_;  // made by the first forward, which gives the hidden size
   TimerTable timers_;
   size_t listener_ = 0;
-  uint64_t plans_ = 0;  // PlanRoute effects carried out
   // Reports of the core session, consumed by the synchronous calls.
   std::optional<core::Activation> forward_done_;
   std::optional<core::BackwardDone> backward_done_;

@@ -155,14 +155,12 @@ void RemoteInferenceSession::carry_out(std::vector<Effect>& effects) {
     } else if (auto* cancel = std::get_if<core::CancelTimer>(&effect)) {
       timers_.cancel(cancel->timer);
     } else if (auto* plan = std::get_if<core::PlanRoute>(&effect)) {
-      // Never from inside handle(): components are not re-entrant. The first plan uses what the
-      // peers just said; a re-plan (a recovery) first asks the directory, if any, who is there now.
-      // A spot check's plan makes do with the servers known.
-      const bool replan = plans_++ > 0 && !plan->spot_check;
-      asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan, replan] {
+      // Never from inside handle(): components are not re-entrant. Whether the plan reads the
+      // directory again is the core's (PlanRoute::read_directory).
+      asio::post(client_.io(), [this, alive = std::weak_ptr<bool>(alive_), plan = *plan] {
         auto a = alive.lock();
         if (!a || !*a) return;
-        feed(client_.plan_route(plan, config_.routing, replan, rng_));
+        feed(client_.plan_route(plan, config_.routing, rng_));
       });
     } else if (std::holds_alternative<core::SessionReady>(effect)) {
       ready_ = true;

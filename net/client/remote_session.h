@@ -110,7 +110,6 @@ class RemoteInferenceSession {
   core::Rng rng_;  // draws of a planner that draws (throughput), seeded by the session id
   TimerTable timers_;
   size_t listener_ = 0;
-  uint64_t plans_ = 0;  // PlanRoute effects carried out
   // Reports of the core session, consumed by the synchronous calls.
   bool ready_ = false;
   bool closed_ = false;

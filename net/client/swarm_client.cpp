@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "core/check.h"
 #include "core/planners.h"
@@ -105,19 +106,44 @@ void SwarmClient::ping_answered_peers() {
   }
 }
 
-core::RoutePlanned SwarmClient::plan_route(const core::PlanRoute& plan, core::Routing configured, bool refresh,
-                                           core::Rng& rng) {
-  if (refresh && has_directory()) refresh_from_directory();
-  const auto known = records();
-  return core::RoutePlanned{plan.route_id, core::plan_route(core::routing_for(plan, configured), known, plan,
-                                                            core::PlannerContext{clock_.now(), &rtt_, &speeds_, &rng})};
+core::RoutePlanned SwarmClient::plan_route(const core::PlanRoute& plan, core::Routing configured, core::Rng& rng) {
+  const bool reads = plan.read_directory && has_directory();
+  if (reads) {
+    take_directory_read(0);  // an earlier read's answer, if it is in
+    start_directory_read();
+  }
+  auto planned = [&] {
+    const auto known = records();
+    return core::plan_route(core::routing_for(plan, configured), known, plan,
+                            core::PlannerContext{clock_.now(), &rtt_, &speeds_, &rng});
+  };
+  auto chain = planned();
+  if (reads && core::waits_for_directory(plan, chain) && take_directory_read(kDirectoryReadWaitS)) chain = planned();
+  return core::RoutePlanned{plan.route_id, std::move(chain)};
 }
 
 bool SwarmClient::refresh_from_directory() {
   if (!config_.directory) return false;
+  start_directory_read();
+  return take_directory_read(kDirectoryReadWaitS);
+}
+
+void SwarmClient::start_directory_read() {
+  if (!config_.directory || reading_.valid()) return;
+  reading_ = std::async(std::launch::async, config_.directory);
+}
+
+bool SwarmClient::take_directory_read(double wait_s) {
+  if (!reading_.valid()) return false;
+  if (reading_.wait_for(std::chrono::duration<double>(wait_s)) != std::future_status::ready) {
+    if (wait_s > 0) {
+      fmt::print(stderr, "bouquet: the directory did not answer within {:.0f} s; routing with what is known\n", wait_s);
+    }
+    return false;
+  }
   std::vector<core::ServerRecord> fresh;
   try {
-    fresh = config_.directory();
+    fresh = reading_.get();  // the future is empty from here on: the next read may start
   } catch (const std::exception& e) {
     fmt::print(stderr, "bouquet: could not read the directory ({}); routing with what is known\n", e.what());
     return false;

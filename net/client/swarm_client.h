@@ -6,8 +6,9 @@
 // - discover() asks every peer for its info in parallel and returns within request_timeout_s
 //   (plus the connect timeout), with, per peer, the reply or the reason there is none.
 // - records() turns the replies into core ServerRecords; routing is the core's planner over them.
-//   After refresh_from_directory() it returns the directory's records instead (servers new to the
-//   client become peers), so a recovery re-plans from what the swarm says now.
+//   Once a directory read is taken it returns the directory's records instead (servers new to the
+//   client become peers). A re-plan starts a read and plans at once on what is known (a DHT lookup
+//   that meets a dead node takes seconds); it waits for the read only when that gives no chain.
 // - Each info answer's round trip feeds rtt(), which min-latency routing prices hops with (with a
 //   directory, discover() times a second exchange on the open connection instead of the first).
 // - call() sends one request/reply message (info, forward, backward) and waits for the reply with
@@ -30,6 +31,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -96,13 +98,23 @@ class SwarmClient {
   std::vector<core::ServerRecord> records() const;
   std::string address_of(core::PeerId peer) const;
   bool has_directory() const { return static_cast<bool>(config_.directory); }
-  // Reads config().directory now; a failure to read it keeps the records as they were (and
-  // returns false).
+  // Reads config().directory now and waits for it; a failure to read it keeps the records as they
+  // were (and returns false).
   bool refresh_from_directory();
+  // Starts reading config().directory on a thread of its own, unless a read is already running.
+  void start_directory_read();
+  // Takes the running read's answer if it comes within `wait_s` (0: only if it is in already):
+  // records() returns it from then on. False when no read runs, it is late, or it failed.
+  bool take_directory_read(double wait_s);
+  // How long a plan waits for a directory read it cannot do without (more than a DHT lookup's own
+  // 30 s limit, so the lookup's error comes first).
+  static constexpr double kDirectoryReadWaitS = 35;
   // Answers a client component's PlanRoute from what this client knows (core/planners.h): the
-  // planner the plan names, else `configured`. `refresh` first re-reads the directory, if any (a
-  // re-plan after a failure should see who is there now).
-  core::RoutePlanned plan_route(const core::PlanRoute& plan, core::Routing configured, bool refresh, core::Rng& rng);
+  // planner the plan names, else `configured`. A plan that reads the directory
+  // (PlanRoute::read_directory) first takes a finished read's answer and starts a new read; it
+  // plans on the records known and waits for that read only when they give no chain
+  // (core::waits_for_directory).
+  core::RoutePlanned plan_route(const core::PlanRoute& plan, core::Routing configured, core::Rng& rng);
   const core::RttEstimator& rtt() const { return rtt_; }
   // What this client's sessions measured of each server's speed (core/server_speeds.h).
   core::ServerSpeeds& speeds() { return speeds_; }
@@ -162,6 +174,9 @@ class SwarmClient {
   size_t next_listener_ = 1;
   bool discovered_ = false;
   uint64_t next_request_ = 1;
+  // A directory read in flight (start_directory_read). Destroyed first: a read still running when
+  // the client goes waits for its answer while config_.directory is still there.
+  std::future<std::vector<core::ServerRecord>> reading_;
 };
 
 }  // namespace bouquet::net
