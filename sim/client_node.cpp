@@ -245,17 +245,48 @@ void ClientNode::count_recoveries() {
 }
 
 void ClientNode::plan_route(const core::PlanRoute& plan) {
-  // The lookup sees what was announced by now; its answer comes back a few round trips later.
-  std::vector<core::ServerRecord> records = context_.directory.lookup(now(), plan.model_id);
-  for (const core::ServerRecord& r : records) names_[r.peer] = r.address;
-  measure_rtts(records);  // what a real client pings; the planner decides whether it matters
-  const core::RoutePlanned planned{
-      plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,
-                                      core::PlannerContext{now(), &rtt_, &speeds_, &rng_,
-                                                           context_.scenario.policies.load_aware_routing})};
   const uint32_t index = session_index_;
-  at(now() + context_.directory.lookup_delay_s(), [this, planned, index] {
-    if (session_ && index == session_index_) feed(planned);
+  auto answer = [this, plan, index] {
+    if (!session_ || index != session_index_) return;
+    feed(core::RoutePlanned{plan.route_id, plan_on_known(plan)});
+  };
+  if (plan.spot_check) return at(now(), answer);  // the servers known will do, as for a real client
+  if (!plan.read_directory) {
+    // A session's first plan: the lookup sees what was announced by now; its answer comes back
+    // a few round trips later.
+    read_directory([answer] { answer(); });
+    return;
+  }
+  // A re-plan (core PlanRoute::read_directory): a fresh read starts, the plan is made at once on
+  // the records known, and waits for the read only when they give no chain.
+  read_directory(nullptr);
+  core::Result<core::Chain> chain = plan_on_known(plan);
+  if (core::waits_for_directory(plan, chain)) {
+    waiting_plan_ = [answer] { answer(); };
+    return;
+  }
+  at(now(), [this, plan, index, chain = std::move(chain)] {
+    if (session_ && index == session_index_) feed(core::RoutePlanned{plan.route_id, chain});
+  });
+}
+
+core::Result<core::Chain> ClientNode::plan_on_known(const core::PlanRoute& plan) {
+  return core::plan_route(
+      core::routing_for(plan, context_.scenario.policies.routing), known_, plan,
+      core::PlannerContext{now(), &rtt_, &speeds_, &rng_, context_.scenario.policies.load_aware_routing});
+}
+
+void ClientNode::read_directory(std::function<void()> then) {
+  if (then) waiting_plan_ = std::move(then);
+  if (reading_) return;  // the read in flight will answer
+  reading_ = true;
+  std::vector<core::ServerRecord> records = context_.directory.lookup(now(), context_.model_id);
+  at(now() + context_.directory.lookup_delay_s(), [this, records = std::move(records)]() mutable {
+    reading_ = false;
+    for (const core::ServerRecord& r : records) names_[r.peer] = r.address;
+    measure_rtts(records);  // what a real client pings; the planner decides whether it matters
+    known_ = std::move(records);
+    if (auto waiting = std::exchange(waiting_plan_, nullptr)) waiting();
   });
 }
 

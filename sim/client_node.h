@@ -17,6 +17,7 @@
 #include "sim/node_loop.h"
 #include "sim/sim_context.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -51,6 +52,9 @@ class ClientNode final : public NodeLoop {
   void feed(const core::Input& input);
   void carry_out(std::vector<core::Effect>& effects);
   void plan_route(const core::PlanRoute& plan);
+  core::Result<core::Chain> plan_on_known(const core::PlanRoute& plan);
+  // Reads the directory unless a read is in flight; `then` (if any) runs once an answer is known.
+  void read_directory(std::function<void()> then);
   void count_recoveries();
   // The first session's chain and recoveries, by server name (ClientResult::routes).
   std::vector<NamedHop> named(const core::Chain& chain) const;
@@ -90,8 +94,13 @@ class ClientNode final : public NodeLoop {
   uint64_t attempt_ = 0;
 
   std::map<core::PeerId, std::string> names_;  // servers' hosts, from the records seen
-  std::vector<core::ServerRecord> records_;    // the swarm as the passes' latest lookup saw it
-  double records_read_s_ = -1;                 // when that lookup left
+  // Generation's view of the swarm: the latest directory answer, a read in flight, and a plan that
+  // waits for it (core::waits_for_directory).
+  std::vector<core::ServerRecord> known_;
+  bool reading_ = false;
+  std::function<void()> waiting_plan_;
+  std::vector<core::ServerRecord> records_;  // the swarm as the passes' latest lookup saw it
+  double records_read_s_ = -1;               // when that lookup left
   std::unique_ptr<core::PassSession> pass_;
   int64_t passes_left_ = 0;
 };
