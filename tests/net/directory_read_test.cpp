@@ -22,20 +22,6 @@ namespace {
 using testing::serve_config;
 using testing::ThreadServer;
 
-core::ServerRecord record(const std::string& address, const std::string& model_id) {
-  core::ServerRecord r;
-  r.peer = core::PeerId{0x5eed};  // the directory's own id for it; the client maps records by address
-  r.address = address;
-  r.span = core::BlockSpan{0, 4};
-  r.state = core::ServerState::online;
-  r.throughput_rps = 100;
-  r.inference_rps = 100;
-  r.cache_tokens_free = 4096;
-  r.model_id = model_id;
-  r.expires_at = core::kNever;
-  return r;
-}
-
 core::PlanRoute plan(uint64_t id, const std::string& model_id, std::vector<core::PeerId> avoid) {
   core::PlanRoute p{id, model_id, core::BlockSpan{0, 4}, std::move(avoid), 64, ""};
   p.read_directory = true;
@@ -57,7 +43,7 @@ TEST(DirectoryRead, ARecoveryPlansOnKnownServersWhileTheReadIsSlowAndWaitsOnlyWh
   config.directory = [&, open] {
     ++reads;
     open.wait();  // a lookup that waits on a dead node
-    return std::vector<core::ServerRecord>{record(c, model_id)};
+    return std::vector<core::ServerRecord>{testing::online_record(core::PeerId{0x5eed}, c, model_id)};
   };
   SwarmClient client(config);
   const auto& peers = client.discover();

@@ -46,20 +46,6 @@ core::PeerId keyed(ServeConfig& config, const std::string& name) {
   return PeerIdentity::load_or_create(path.string()).peer_id();
 }
 
-core::ServerRecord record(core::PeerId peer, const std::string& address, const std::string& model_id) {
-  core::ServerRecord r;
-  r.peer = peer;
-  r.address = address;
-  r.span = core::BlockSpan{0, 4};
-  r.state = core::ServerState::online;
-  r.throughput_rps = 100;
-  r.inference_rps = 100;
-  r.cache_tokens_free = 4096;
-  r.model_id = model_id;
-  r.expires_at = core::kNever;
-  return r;
-}
-
 struct Swarm {
   std::filesystem::path model = testing::tiny_model("identity", 4);
   std::string model_id = model_fingerprint(model);
@@ -78,8 +64,9 @@ struct Swarm {
     c.peers = {impostor.address()};
     c.identities[impostor.address()] = {testing::test_peer(1)};
     c.directory = [this] {
-      return std::vector<core::ServerRecord>{record(testing::test_peer(1), impostor.address(), model_id),
-                                             record(honest_key, honest.address(), model_id)};
+      return std::vector<core::ServerRecord>{
+          testing::online_record(testing::test_peer(1), impostor.address(), model_id),
+          testing::online_record(honest_key, honest.address(), model_id)};
     };
     return c;
   }

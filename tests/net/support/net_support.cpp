@@ -79,6 +79,21 @@ ServeConfig serve_config(const fs::path& model, std::string blocks) {
   return config;
 }
 
+core::ServerRecord online_record(core::PeerId peer, const std::string& address, const std::string& model_id,
+                                 core::BlockSpan span) {
+  core::ServerRecord r;
+  r.peer = peer;
+  r.address = address;
+  r.span = span;
+  r.state = core::ServerState::online;
+  r.throughput_rps = 100;
+  r.inference_rps = 100;
+  r.cache_tokens_free = 4096;
+  r.model_id = model_id;
+  r.expires_at = core::kNever;
+  return r;
+}
+
 ThreadServer::ThreadServer(const ServeConfig& config) : server_(std::make_unique<Server>(config)) {
   address_ = server_->listen_address();
   thread_ = std::thread([this] { server_->run(); });

@@ -16,6 +16,7 @@
 
 #include "core/compute.h"
 #include "core/messages.h"
+#include "core/server_record.h"
 #include "net/rpc/frame.h"
 #include "net/server/server.h"
 #include "tokenizer/tokenizer.h"
@@ -39,6 +40,10 @@ std::vector<gpu::TokenId> local_greedy_ids(const std::filesystem::path& model, c
 
 // A ServeConfig for `blocks` ("A:B") of `model`, listening on 127.0.0.1:0.
 ServeConfig serve_config(const std::filesystem::path& model, std::string blocks);
+// A directory's record of an online server of `model_id` at `address` holding `span`, with room
+// to spare (throughput 100, 4096 free cache tokens), that never expires.
+core::ServerRecord online_record(core::PeerId peer, const std::string& address, const std::string& model_id,
+                                 core::BlockSpan span = {0, 4});
 // A SwarmClientConfig for these peers, default timeouts.
 
 // A net::Server serving on a thread of this process; stopped and joined on destruction.
