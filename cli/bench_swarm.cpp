@@ -38,6 +38,12 @@ const CommandRegistration bench_swarm_command{
       sub.add_option("--batch-wait-ms", clients->batch_wait_ms, "--clients: the servers' --batch-wait-ms when batching")
           ->capture_default_str()
           ->check(CLI::Range(0.0, 10000.0));
+      sub.add_option("--long-prompt", clients->long_prompt_tokens,
+                     "--clients: one more client sends a prompt of this many tokens while the others decode; "
+                     "compare the servers chunking it (--prefill-chunk) with computing it at once")
+          ->capture_default_str();
+      sub.add_option("--prefill-chunk", clients->prefill_chunk,
+                     "--long-prompt: the servers' --prefill-chunk when chunking (default: theirs)");
       sub.add_option("--servers", clients->servers, "--clients: servers sharing the blocks")->capture_default_str();
       sub.add_option("--blocks", clients->blocks, "--clients: blocks of the model")->capture_default_str();
       sub.add_option("--hidden", clients->hidden, "--clients: hidden size of the model")->capture_default_str();

@@ -38,6 +38,13 @@ const CommandRegistration serve_command{
                      "Longest a step waits for other sessions' steps to join its batch (0 = take what is queued)")
           ->capture_default_str()
           ->check(finite_in(0, 10000));
+      auto prefill_chunk = std::make_shared<uint32_t>(0);
+      CLI::Option* prefill_chunk_option =
+          sub.add_option("--prefill-chunk", *prefill_chunk,
+                         "Rows (batch x tokens) of a step computed at once: a longer prompt or replay runs in "
+                         "chunks, other sessions' decode steps between them (default: the max batch; 0 = never "
+                         "split)")
+              ->check(CLI::Range(uint32_t{0}, uint32_t{1} << 20));
       sub.add_option("--session-idle-timeout", config->session_idle_timeout_s,
                      "Close a session after this many seconds without a step")
           ->capture_default_str()
@@ -126,7 +133,10 @@ const CommandRegistration serve_command{
                      "FILE holding the key this server signs its DHT records with (made when missing; default: "
                      "a new key every start); the peer id is derived from it");
       sub.add_option("--seed", config->seed, "Seed of the balancing randomness (0 = from the peer id)");
-      return [config] { return net::serve(*config); };
+      return [config, prefill_chunk, prefill_chunk_option] {
+        if (prefill_chunk_option->count() > 0) config->prefill_chunk = *prefill_chunk;
+        return net::serve(*config);
+      };
     }};
 
 }  // namespace

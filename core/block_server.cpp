@@ -4,9 +4,14 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/positions.h"
+
 namespace bouquet::core {
 
-BlockServer::BlockServer(BlockServerConfig config) : config_(std::move(config)), admission_(config_.cache_tokens) {
+BlockServer::BlockServer(BlockServerConfig config)
+    : config_(std::move(config)),
+      admission_(config_.cache_tokens),
+      prefill_chunk_(config_.prefill_chunk.value_or(default_prefill_chunk(config_.max_batch))) {
   BOUQUET_CHECK(!config_.span.empty(), "a server must hold at least one block");
   BOUQUET_CHECK(config_.compute_slots > 0, "a server needs at least one compute slot");
   BOUQUET_CHECK(config_.max_batch > 0, "a server's max_batch is at least 1");
@@ -233,27 +238,67 @@ void BlockServer::on_step(Time now, PeerId from, const StepRequest& step, std::v
                                                      uint64_t{step.start_position} + tokens, s.open.max_length));
   }
   s.last_active = now;
+  // What this step finds ahead of it, for the load the server announces.
+  const double ahead = static_cast<double>(queue_.inference_rows() + running_rows_ + unqueued_rows_);
+  rows_ahead_ = 0.9 * rows_ahead_ + 0.1 * ahead;
+  last_arrival_ = now;
+  const uint32_t chunk = chunk_tokens(batch, tokens, prefill_chunk_);
+  if (chunk == tokens) {
+    return queue_step(from, it->first, s, step.step_id, step.start_position, step.hidden_states, step.prompts, out);
+  }
+  Session::Chunks chunks;
+  chunks.step_id = step.step_id;
+  chunks.start_position = step.start_position;
+  chunks.next_position = step.start_position;
+  chunks.inputs = split_tokens(step.hidden_states, chunk);
+  chunks.prompts = step.prompts;
+  unqueued_rows_ += uint64_t{batch} * tokens;
+  s.chunks = std::move(chunks);
+  next_chunk(from, it->first, s, out);
+}
+
+void BlockServer::queue_step(PeerId from, SessionKey key, Session& s, uint64_t step_id, uint32_t start_position,
+                             Activation inputs, std::optional<Activation> prompts, std::vector<Effect>& out) {
   ComputeRequest request;
   request.task_id = next_id_++;
   request.kind = ComputeKind::inference;
   request.span = s.open.span;
-  request.batch = batch;
-  request.new_tokens = tokens;
-  request.cache_length = step.start_position;
+  request.batch = inputs.shape[0];
+  request.new_tokens = inputs.shape[1];
+  request.cache_length = start_position;
   request.cache_id = s.cache_id;
   request.max_length = s.open.max_length;
   request.adapter = s.open.adapter;
-  request.inputs = step.hidden_states;
-  request.prompts = step.prompts;
+  request.inputs = std::move(inputs);
+  request.prompts = std::move(prompts);
   request.output_compression = s.open.reply_compression;
   s.task = request.task_id;
-  TaskOwner owner{from,  ComputeKind::inference, it->first, step.step_id, 0, s.open.reply_compression,
-                  false, step.start_position,    tokens};
-  // What this step finds ahead of it, for the load the server announces.
-  const double ahead = static_cast<double>(queue_.inference_rows() + running_rows_);
-  rows_ahead_ = 0.9 * rows_ahead_ + 0.1 * ahead;
-  last_arrival_ = now;
+  const TaskOwner owner{from,           ComputeKind::inference, key, step_id, 0, s.open.reply_compression, false,
+                        start_position, request.new_tokens};
   enqueue(std::move(request), owner, out);
+}
+
+void BlockServer::next_chunk(PeerId peer, SessionKey key, Session& s, std::vector<Effect>& out) {
+  Session::Chunks& chunks = *s.chunks;
+  if (chunks.next < chunks.inputs.size()) {
+    Activation inputs = std::move(chunks.inputs[chunks.next++]);
+    unqueued_rows_ -= uint64_t{inputs.shape[0]} * inputs.shape[1];
+    const uint32_t start = chunks.next_position;
+    chunks.next_position += inputs.shape[1];
+    return queue_step(peer, key, s, chunks.step_id, start, std::move(inputs), chunks.prompts, out);
+  }
+  StepResult result{key.session_id, chunks.step_id, chunks.start_position, concat_tokens(chunks.outputs)};
+  result.hidden_states.compression = s.open.reply_compression;
+  s.chunks.reset();
+  out.push_back(SendMessage{peer, std::move(result)});
+}
+
+void BlockServer::drop_chunks(Session& s) {
+  if (!s.chunks) return;
+  for (size_t i = s.chunks->next; i < s.chunks->inputs.size(); ++i) {
+    unqueued_rows_ -= uint64_t{s.chunks->inputs[i].shape[0]} * s.chunks->inputs[i].shape[1];
+  }
+  s.chunks.reset();
 }
 
 void BlockServer::on_close(PeerId from, uint64_t session_id, std::vector<Effect>& out) {
@@ -289,6 +334,7 @@ void BlockServer::free_session(SessionKey key, std::vector<Effect>& out) {
   out.push_back(CancelTimer{it->second.idle_timer});
   timers_.erase(it->second.idle_timer);
   out.push_back(DropCache{it->second.cache_id});
+  drop_chunks(it->second);
   const uint64_t tokens = it->second.reserved_tokens;
   sessions_.erase(it);
   admission_.release(tokens);
@@ -440,7 +486,7 @@ ServerLoad BlockServer::load(Time now) const {
   // what is queued and running now is the answer.
   load.rows_ahead = now - last_arrival_ <= kActiveWindowS
                         ? rows_ahead_
-                        : static_cast<double>(queue_.inference_rows() + running_rows_);
+                        : static_cast<double>(queue_.inference_rows() + running_rows_ + unqueued_rows_);
   return load;
 }
 
@@ -498,15 +544,20 @@ void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std
   if (s.closing) return free_session(owner.session, out);
   const uint64_t session_id = owner.session.session_id;
   if (!done.result.ok()) {
-    // The cache may hold part of the step: only positions before it are trusted, and the next
-    // step's start position (its cache_length) truncates the rest.
+    // The cache may hold part of the step: only positions before it (before this chunk) are
+    // trusted, and the next step's start position (its cache_length) truncates the rest.
     s.length = owner.start_position;
+    drop_chunks(s);
     return reply_error(owner.peer, session_id, owner.step_id, done.result.error().code, done.result.error().message,
                        out);
   }
   s.length = owner.start_position + owner.new_tokens;
   Activation outputs = done.result.value().outputs;
   outputs.compression = owner.reply_compression;
+  if (s.chunks) {
+    s.chunks->outputs.push_back(std::move(outputs));
+    return next_chunk(owner.peer, owner.session, s, out);
+  }
   out.push_back(
       SendMessage{owner.peer, StepResult{session_id, owner.step_id, owner.start_position, std::move(outputs)}});
 }
@@ -644,6 +695,7 @@ void BlockServer::leave(const std::string& why, std::vector<Effect>& out) {
   batch_of_.clear();
   batch_left_.clear();
   running_rows_ = 0;
+  unqueued_rows_ = 0;
   timers_.clear();
   clients_.clear();
   contention_timer_ = 0;

@@ -18,6 +18,13 @@
 //   is not full until its oldest step has waited that long, but only while another session could
 //   still join it: a lone session is never delayed. A session's cache is dropped (DropCache) only
 //   when no compute on it is running.
+// - Chunked prefill: a step of more rows than prefill_chunk (a long prompt, a replay) is computed
+//   as successive chunks of its new tokens, each appended to the session's cache and queued behind
+//   the steps that arrived meanwhile (task_queue.h), so decoders wait for one chunk, not the whole
+//   prompt. The client still gets one StepResult with every position's output (or one ErrorReply:
+//   a failed chunk fails that session's step only; the positions of the chunks before it stay
+//   cached). A session closed or a client gone between or during chunks stops there and frees its
+//   cache. Admission is unchanged: the open reserved the session's whole max_length.
 // - Limits, all announced in InfoReply; a client is one peer as the transport reports
 //   it (one connection). A forward/backward of more than request_tokens_max (batch x tokens) is
 //   refused over_limit (the client splits to the announced cap). A client whose cache tokens
@@ -62,7 +69,10 @@ struct BlockServerConfig {
   uint32_t compute_slots = 1;            // computations run at once
   uint32_t max_batch = 1;                // rows (batch x new tokens) one batched step may merge; 1 = off
   double batch_wait_s = 0;               // longest a step waits for others to join its batch
-  std::vector<std::string> adapters;     // adapter names it can apply
+  // Rows (batch x new tokens) of one chunk of a longer step; 0 = never split; unset =
+  // default_prefill_chunk(max_batch) (task_queue.h).
+  std::optional<uint32_t> prefill_chunk;
+  std::vector<std::string> adapters;  // adapter names it can apply
   std::string version = "bouquet 0.1";
   // Reported in InfoReply; measured by the driver (0 = unknown).
   double inference_rps = 0;
@@ -117,6 +127,18 @@ class BlockServer {
     uint32_t length = 0;         // positions cached
     std::optional<TaskId> task;  // the step queued or running
     bool closing = false;        // closed while its step runs: free when it finishes
+    // A step computed in chunks: the inputs of the chunks still to queue and the outputs of those
+    // done. Absent for a step computed at once.
+    struct Chunks {
+      uint64_t step_id = 0;
+      uint32_t start_position = 0;  // of the whole step (it may rewind the cache)
+      std::vector<Activation> inputs;
+      size_t next = 0;             // the chunk to queue next
+      uint32_t next_position = 0;  // where it starts
+      std::vector<Activation> outputs;
+      std::optional<Activation> prompts;
+    };
+    std::optional<Chunks> chunks;
     Time last_active = 0;
     TimerId idle_timer = 0;
   };
@@ -155,6 +177,14 @@ class BlockServer {
   void on_message(Time now, PeerId from, const Message& message, std::vector<Effect>& out);
   void on_open(Time now, PeerId from, const OpenSession& open, std::vector<Effect>& out);
   void on_step(Time now, PeerId from, const StepRequest& step, std::vector<Effect>& out);
+  // Queues the computation of `inputs` at `start_position` of session `key`'s cache (a whole
+  // step, or one chunk of it).
+  void queue_step(PeerId from, SessionKey key, Session& s, uint64_t step_id, uint32_t start_position, Activation inputs,
+                  std::optional<Activation> prompts, std::vector<Effect>& out);
+  // Queues the next chunk of session `key`'s step, or answers the whole step once all are done.
+  void next_chunk(PeerId peer, SessionKey key, Session& s, std::vector<Effect>& out);
+  // Forgets the chunks of a step not queued yet (the step failed, or the session ends).
+  void drop_chunks(Session& s);
   void on_close(PeerId from, uint64_t session_id, std::vector<Effect>& out);
   void on_forward(PeerId from, const ForwardRequest& request, std::vector<Effect>& out);
   void on_backward(PeerId from, const BackwardRequest& request, std::vector<Effect>& out);
@@ -208,6 +238,8 @@ class BlockServer {
   std::unordered_map<uint64_t, RunningBatch> batch_left_;  // by batch id
   double step_s_ = 0;                                      // moving average of inference computations
   uint64_t running_rows_ = 0;                              // inference rows of the running batches
+  uint64_t unqueued_rows_ = 0;                             // rows of chunks not queued yet
+  uint32_t prefill_chunk_ = 0;                             // rows; 0 = never split
   double rows_ahead_ = 0;                                  // moving average over arriving steps
   Time last_arrival_ = -kNever;                            // of an inference step
   std::unordered_map<TimerId, TimerOwner> timers_;

@@ -1,5 +1,6 @@
 #include "core/positions.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -37,13 +38,12 @@ uint32_t token_count(const Activation& a) {
   return a.shape[1];
 }
 
-Activation slice_tokens(const Activation& a, uint32_t begin, uint32_t end) {
-  const uint32_t tokens = token_count(a);
-  BOUQUET_CHECK(begin < end && end <= tokens, "slice_tokens: positions out of range");
-  if (begin == 0 && end == tokens) return a;
+namespace {
+
+// Positions [begin, end) of `a`, whose values as received are `values`.
+Activation slice_received(const Activation& a, const std::vector<float>& values, uint32_t begin, uint32_t end) {
+  const uint32_t tokens = a.shape[1];
   std::vector<uint32_t> shape{a.shape[0], end - begin, a.shape[2]};
-  if (!a.data) return make_sized_activation(std::move(shape), a.dtype, a.compression);
-  const auto values = received_values(a);
   const uint64_t row = uint64_t{a.shape[2]};
   std::vector<float> out;
   out.reserve(uint64_t{a.shape[0]} * (end - begin) * row);
@@ -52,6 +52,34 @@ Activation slice_tokens(const Activation& a, uint32_t begin, uint32_t end) {
     out.insert(out.end(), first, first + static_cast<ptrdiff_t>((end - begin) * row));
   }
   return from_received(std::move(shape), a.dtype, a.compression, std::move(out));
+}
+
+}  // namespace
+
+Activation slice_tokens(const Activation& a, uint32_t begin, uint32_t end) {
+  const uint32_t tokens = token_count(a);
+  BOUQUET_CHECK(begin < end && end <= tokens, "slice_tokens: positions out of range");
+  if (begin == 0 && end == tokens) return a;
+  if (!a.data) return make_sized_activation({a.shape[0], end - begin, a.shape[2]}, a.dtype, a.compression);
+  return slice_received(a, received_values(a), begin, end);
+}
+
+std::vector<Activation> split_tokens(const Activation& a, uint32_t part_tokens) {
+  const uint32_t tokens = token_count(a);
+  BOUQUET_CHECK(part_tokens > 0 && tokens > 0, "split_tokens: empty parts or nothing to split");
+  std::vector<Activation> parts;
+  if (part_tokens >= tokens) {
+    parts.push_back(a);
+    return parts;
+  }
+  std::vector<float> values;
+  if (a.data) values = received_values(a);
+  for (uint32_t begin = 0; begin < tokens; begin += part_tokens) {
+    const uint32_t end = std::min(tokens, begin + part_tokens);
+    parts.push_back(a.data ? slice_received(a, values, begin, end)
+                           : make_sized_activation({a.shape[0], end - begin, a.shape[2]}, a.dtype, a.compression));
+  }
+  return parts;
 }
 
 Activation concat_tokens(std::span<const Activation> parts) {

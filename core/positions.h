@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/activation.h"
 
@@ -23,6 +24,10 @@ uint32_t token_count(const Activation& a);
 
 // Positions [begin, end) of `a` (relative to its first position).
 Activation slice_tokens(const Activation& a, uint32_t begin, uint32_t end);
+
+// `a` cut into parts of part_tokens positions (the last one may be shorter), in order; the
+// values are unpacked once for all parts.
+std::vector<Activation> split_tokens(const Activation& a, uint32_t part_tokens);
 
 // The parts one after another along the positions axis.
 Activation concat_tokens(std::span<const Activation> parts);

@@ -11,6 +11,13 @@ bool can_batch(const ComputeRequest& a, const ComputeRequest& b) {
          a.adapter == b.adapter;
 }
 
+uint32_t chunk_tokens(uint32_t batch, uint32_t new_tokens, uint64_t chunk_rows) {
+  if (chunk_rows == 0 || uint64_t{batch} * new_tokens <= chunk_rows) return new_tokens;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(chunk_rows / std::max<uint32_t>(batch, 1), 1, new_tokens));
+}
+
+uint32_t default_prefill_chunk(uint32_t max_batch) { return max_batch > 1 ? max_batch : 0; }
+
 void TaskQueue::push(ComputeRequest request, Time queued_at) {
   auto& queue = request.kind == ComputeKind::inference ? inference_ : training_;
   if (request.kind == ComputeKind::inference) inference_rows_ += batch_rows(request);

@@ -6,8 +6,13 @@
 //   inference step that can share one pass over the weights with it (can_batch: same blocks,
 //   same adapter), in arrival order, while their rows (batch x new tokens, summed) stay within
 //   the server's maximum batch. Decode steps of many sessions (one row each) then cost about one
-//   read of the weights. A step with more rows than the maximum (a prefill, a long replay) runs
-//   alone, and forward/backward passes always run alone.
+//   read of the weights. A step with more rows than the maximum runs alone, and forward/backward
+//   passes always run alone.
+// - Chunked prefill: a server cuts a step of more rows than its chunk size (a prefill, a long
+//   replay) into chunks of at most that many rows (chunk_tokens) and queues each chunk only when
+//   the previous one is done, at the back: decode steps of other sessions queued meanwhile run
+//   between two chunks (or join a chunk's pass when their rows fit), so a long prompt delays them
+//   by one chunk's computation, not by the whole prefill.
 // - Removal lets a server drop the queued step of a session that closed or whose client vanished.
 #pragma once
 
@@ -26,6 +31,13 @@ namespace bouquet::core {
 uint64_t batch_rows(const ComputeRequest& request);
 // Whether two inference steps can run in one pass over the weights.
 bool can_batch(const ComputeRequest& a, const ComputeRequest& b);
+// New tokens of each chunk of a step of batch x new_tokens rows, so that a chunk's rows stay
+// within chunk_rows (one token at least): new_tokens itself when it fits or chunk_rows is 0.
+uint32_t chunk_tokens(uint32_t batch, uint32_t new_tokens, uint64_t chunk_rows);
+// The chunk size of a server whose config names none: its max_batch when it batches (a chunk then
+// costs about one batched decode step), else 0, never split (one row per computation would make
+// every prompt token a pass over the weights of its own).
+uint32_t default_prefill_chunk(uint32_t max_batch);
 
 class TaskQueue {
  public:

@@ -207,6 +207,10 @@ class Fidelity:
                     "--max-batch", str(e.get("max_batch", policies.get("max_batch", 1))),
                     "--join-delay", str(policies.get("join_delay_s", 5)),
                     "--update-period", str(directory.get("update_period_s", 60))]
+            chunk = int(e.get("prefill_chunk", -2))
+            chunk = chunk if chunk >= -1 else int(policies.get("prefill_chunk", -1))
+            if chunk >= 0:  # else the server's default, as in the simulator
+                args += ["--prefill-chunk", str(chunk)]
             if policies.get("balancing", "none") == "none":
                 args += ["--balance-quality", "0"]
             blocks = e.get("blocks", "auto")

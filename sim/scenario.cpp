@@ -289,6 +289,7 @@ ServerConfig read_server(const YamlValue& value, std::vector<YamlValue>& span_va
   if (auto v = map.optional("compute_slots")) out.compute_slots = read_int_in(*v, 1, 1024);
   if (auto v = map.optional("max_batch")) out.max_batch = read_int_in(*v, 1, 4096);
   if (auto v = map.optional("batch_wait_ms")) out.batch_wait_ms = read_number_in(*v, 0, 1e4);
+  if (auto v = map.optional("prefill_chunk")) out.prefill_chunk = read_int_in(*v, -1, 1 << 20);
   if (auto v = map.optional("join_s")) out.join_s = read_number_in(*v, 0, kMaxTimeS);
   if (auto v = map.optional("lifetime_s")) out.lifetime_s = read_number_in(*v, 1e-3, kMaxTimeS, Infinity::allowed);
   if (auto v = map.optional("crash_after_steps")) out.crash_after_steps = read_int_in(*v, 0, kMaxTokens);
@@ -448,6 +449,7 @@ Parsed parse(const YamlValue& root) {
     if (auto l = policies.optional("load_aware_routing")) s.policies.load_aware_routing = read_bool(*l);
     if (auto m = policies.optional("max_batch")) s.policies.max_batch = read_int_in(*m, 1, 4096);
     if (auto w = policies.optional("batch_wait_ms")) s.policies.batch_wait_ms = read_number_in(*w, 0, 1e4);
+    if (auto c = policies.optional("prefill_chunk")) s.policies.prefill_chunk = read_int_in(*c, -1, 1 << 20);
     if (auto b = policies.optional("balancing")) s.policies.balancing = one_of(*b, {"none", "rebalance"});
     if (auto p = policies.optional("placement")) s.policies.placement = one_of(*p, {"greedy", "random", "best"});
     if (auto q = policies.optional("balance_quality")) s.policies.balance_quality = read_probability(*q);

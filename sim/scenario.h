@@ -97,8 +97,9 @@ struct ServerConfig {
   int64_t compute_slots = 1;
   // Continuous batching (core/block_server.h): rows of queued decode steps merged into one
   // computation (1 = off, the published systems' behaviour) and the longest a step waits.
-  int64_t max_batch = 0;      // 0: the policies' max_batch
-  double batch_wait_ms = -1;  // < 0: the policies' batch_wait_ms
+  int64_t max_batch = 0;       // 0: the policies' max_batch
+  double batch_wait_ms = -1;   // < 0: the policies' batch_wait_ms
+  int64_t prefill_chunk = -2;  // rows of a chunk of a longer step; 0 = never split; -2: the policies'
   double join_s = 0;
   double lifetime_s = kForever;
   // A fault drill counted in steps (what `serve --crash-after-steps` does): the server's process
@@ -166,6 +167,10 @@ struct PolicyConfig {
   // of queued decode steps merged into one computation; 1 = off, the published system.
   int64_t max_batch = 1;
   double batch_wait_ms = 0;
+  // Chunked prefill (core/block_server.h): rows of one chunk of a longer step (a prompt, a
+  // replay), decode steps of other sessions running between chunks; 0 = never split; -1 = the
+  // server's max batch when it batches (what `bouquet serve` does).
+  int64_t prefill_chunk = -1;
   // Unpinned servers always pick their span on joining (the core's block selection); "rebalance"
   // also lets them move later when the swarm's weakest block would gain enough.
   std::string balancing = "none";  // none | rebalance

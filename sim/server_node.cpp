@@ -232,6 +232,8 @@ void ServerNode::start_server(core::BlockSpan span) {
   const PolicyConfig& policies = context_.scenario.policies;
   c.max_batch = static_cast<uint32_t>(config_.max_batch > 0 ? config_.max_batch : policies.max_batch);
   c.batch_wait_s = (config_.batch_wait_ms >= 0 ? config_.batch_wait_ms : policies.batch_wait_ms) / 1000.0;
+  const int64_t chunk = config_.prefill_chunk >= -1 ? config_.prefill_chunk : policies.prefill_chunk;
+  if (chunk >= 0) c.prefill_chunk = static_cast<uint32_t>(chunk);  // else the core's default
   server_ = std::make_unique<core::BlockServer>(c);
 }
 

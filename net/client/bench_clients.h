@@ -7,6 +7,12 @@
 // (--max-batch, default: sized for the device) and with batching off (--max-batch 1). Reported
 // per row: aggregate tokens/s, per-client tokens/s, p50/p99 decode-step latency, and the ratios
 // against the 1-client figure and against batching off.
+//
+// With long_prompt_tokens (`--long-prompt N`): chunked prefill instead. Besides the decoding
+// clients, one more client sends an N-token prompt once every decoder has begun decoding; the
+// run is made with the servers chunking long steps (--prefill-chunk, default: the max batch) and
+// with chunking off (--prefill-chunk 0), batching on in both. Reported per row: the decoders'
+// p50/p99/max step latency and tokens/s, and the long prompt's prefill time.
 #pragma once
 
 #include <cstdint>
@@ -21,11 +27,13 @@ struct BenchClientsConfig {
   int64_t blocks = 8;
   int64_t hidden = 2048;
   int64_t prompt_tokens = 8;
-  int64_t new_tokens = 32;   // per client; decode steps timed: new_tokens - 1
-  int threads = 1;           // compute threads per server
-  uint32_t max_batch = 0;    // the batching run's --max-batch (0 = the server's default)
-  double batch_wait_ms = 0;  // the batching run's --batch-wait-ms
-  std::string dir;           // where to write the model; "" = a fresh temporary folder, removed after
+  int64_t new_tokens = 32;         // per client; decode steps timed: new_tokens - 1
+  int threads = 1;                 // compute threads per server
+  uint32_t max_batch = 0;          // the batching run's --max-batch (0 = the server's default)
+  double batch_wait_ms = 0;        // the batching run's --batch-wait-ms
+  std::string dir;                 // where to write the model; "" = a fresh temporary folder, removed after
+  int64_t long_prompt_tokens = 0;  // > 0: measure chunked prefill against a prompt this long
+  int64_t prefill_chunk = -1;      // the chunking run's --prefill-chunk (-1 = the server's default)
   uint64_t seed = 0;
 };
 
@@ -36,11 +44,16 @@ struct BenchClientsRow {
   double per_client_tokens_per_s = 0;  // mean over clients
   double p50_step_ms = 0;
   double p99_step_ms = 0;
+  // Long-prompt runs only.
+  bool chunking = false;
+  double max_step_ms = 0;
+  double long_prefill_s = 0;  // the long prompt through every server, to its first token
 };
 
 struct BenchClientsResult {
   BenchClientsConfig config;
-  std::vector<BenchClientsRow> rows;  // batching on, then off, each over config.clients
+  // Batching on, then off, each over config.clients; with a long prompt, chunking on, then off.
+  std::vector<BenchClientsRow> rows;
 };
 
 BenchClientsResult bench_clients(const BenchClientsConfig& config);

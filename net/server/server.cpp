@@ -49,7 +49,7 @@ struct Server::Impl {
   // Compute on the worker thread; results come back through the io_context.
   void start_compute(core::ComputeRequest request);
   void start_batch(std::vector<core::ComputeRequest> requests);
-  void lie_if_drilled(core::ComputeKind kind, core::ComputeFinished& done);
+  void lie_if_drilled(core::Message& message);
   // Spans: what the balancer asks for is loaded on the loader thread, then installed.
   SpanComputeConfig compute_config(core::BlockSpan span) const;
   // --device cuda without --num-blocks: blocks and cache budget from the GPU's free memory.
@@ -79,8 +79,9 @@ struct Server::Impl {
   std::vector<std::string> adapter_names;  // the LoRA adapters loaded, announced as such
   std::optional<asio::signal_set> signals;
   std::atomic<uint64_t> batches_started{0};
-  uint64_t steps_received = 0;    // for --crash-after-steps
-  uint64_t outputs_computed = 0;  // for --lie-after-steps
+  std::atomic<uint64_t> computations_started{0};
+  uint64_t steps_received = 0;  // for --crash-after-steps
+  uint64_t outputs_sent = 0;    // for --lie-after-steps
   std::unique_ptr<ServerDiscovery> discovery;
   // Signs records (discovery) and answers identity challenges; --identity keeps it across starts.
   std::shared_ptr<const PeerIdentity> identity;
@@ -322,6 +323,7 @@ void Server::Impl::carry_out(std::vector<Effect>& effects) {
   for (Effect& effect : effects) {
     if (auto* send = std::get_if<core::SendMessage>(&effect)) {
       // A peer already gone gets nothing; its PeerUnreachable has been or will be fed.
+      lie_if_drilled(send->message);
       send_message(send->to, std::move(send->message));
     } else if (auto* set = std::get_if<core::SetTimer>(&effect)) {
       timers.set(set->timer, set->at);
@@ -339,21 +341,25 @@ void Server::Impl::carry_out(std::vector<Effect>& effects) {
 }
 
 void Server::Impl::start_compute(core::ComputeRequest request) {
+  ++computations_started;
   worker->post([this, c = compute, generation = serving, request = std::move(request)] {
     core::ComputeFinished done{request.task_id, c->run(request)};
-    asio::post(io, [this, generation, kind = request.kind, done = std::move(done)]() mutable {
+    asio::post(io, [this, generation, done = std::move(done)]() mutable {
       if (generation != serving) return;  // a result for a span served before a move: dropped
-      lie_if_drilled(kind, done);
       feed(done);
     });
   });
 }
 
 // --lie-after-steps: past the honest steps, inference and forward outputs come back scaled.
-void Server::Impl::lie_if_drilled(core::ComputeKind kind, core::ComputeFinished& done) {
-  if (config.lie_after_steps == 0 || kind == core::ComputeKind::backward || !done.result.ok()) return;
-  if (++outputs_computed <= config.lie_after_steps) return;
-  core::Activation& outputs = done.result.value().outputs;
+// Counted in the replies sent, not in computations: a step computed in chunks is one step.
+void Server::Impl::lie_if_drilled(core::Message& message) {
+  if (config.lie_after_steps == 0) return;
+  core::Activation* found = nullptr;
+  if (auto* step = std::get_if<core::StepResult>(&message)) found = &step->hidden_states;
+  if (auto* forward = std::get_if<core::ForwardResult>(&message)) found = &forward->hidden_states;
+  if (!found || ++outputs_sent <= config.lie_after_steps) return;
+  core::Activation& outputs = *found;
   if (!outputs.data) return;
   const auto scale = static_cast<float>(config.lie_scale);
   core::Activation lie = activation_from_tensor(tensor_from_activation(outputs) * scale, outputs.compression);
@@ -363,18 +369,14 @@ void Server::Impl::lie_if_drilled(core::ComputeKind kind, core::ComputeFinished&
 
 void Server::Impl::start_batch(std::vector<core::ComputeRequest> requests) {
   ++batches_started;
+  ++computations_started;
   worker->post([this, c = compute, generation = serving, requests = std::move(requests)] {
     auto results = c->run_batch(requests);
     std::vector<core::ComputeFinished> done;
     for (size_t i = 0; i < requests.size(); ++i) done.push_back({requests[i].task_id, std::move(results[i])});
-    std::vector<core::ComputeKind> kinds;
-    for (const auto& r : requests) kinds.push_back(r.kind);
-    asio::post(io, [this, generation, kinds = std::move(kinds), done = std::move(done)]() mutable {
+    asio::post(io, [this, generation, done = std::move(done)]() mutable {
       if (generation != serving) return;  // results for a span served before a move: dropped
-      for (size_t i = 0; i < done.size(); ++i) {
-        lie_if_drilled(kinds[i], done[i]);
-        feed(done[i]);
-      }
+      for (auto& d : done) feed(d);
     });
   });
 }
@@ -401,6 +403,8 @@ const std::string& Server::model_id() const { return impl_->model_id; }
 core::BlockSpan Server::span() const { return impl_->compute ? impl_->compute->span() : core::BlockSpan{}; }
 
 uint64_t Server::batches_started() const { return impl_->batches_started.load(); }
+
+uint64_t Server::computations_started() const { return impl_->computations_started.load(); }
 
 std::string Server::describe() const {
   if (!impl_->compute) {

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,10 @@ struct ServeConfig {
   // step waits for others to join.
   uint32_t max_batch = 0;
   double batch_wait_ms = 0;
+  // Chunked prefill (core/block_server.h): a step of more rows than this is computed in chunks of
+  // this many rows, decode steps of other sessions running between them; 0 = never split; unset =
+  // the max batch (when batching).
+  std::optional<uint32_t> prefill_chunk;
   double session_idle_timeout_s = 300;
   double frame_timeout_s = 30;  // a frame that has begun must end within this
   uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
@@ -66,7 +71,7 @@ struct ServeConfig {
   // Fault drill: after serving this many inference steps (StepRequests), the next one kills the
   // process at once (SIGKILL: no replies, no closes, no goodbye). 0 = never.
   uint64_t crash_after_steps = 0;
-  // Fault drill: a lying server. After this many inference steps and forwards computed, every
+  // Fault drill: a lying server. After this many inference steps and forwards answered, every
   // output it returns is multiplied by lie_scale (what client spot checks must catch). 0 = never.
   uint64_t lie_after_steps = 0;
   double lie_scale = 1.5;
@@ -107,6 +112,8 @@ class Server {
   std::string describe() const;  // one line: blocks, model, fingerprint, compute, memory
   // Computations that merged decode steps of several sessions (continuous batching), so far.
   uint64_t batches_started() const;
+  // Computations started so far, single or batched (a chunked prefill starts one per chunk).
+  uint64_t computations_started() const;
 
   // Serves until stop() (or SIGINT/SIGTERM when handle_signals).
   void run(bool handle_signals = false);

@@ -110,6 +110,7 @@ core::BlockServerConfig block_server_config(const ServeConfig& config, const std
   server.session_idle_contended_s = config.session_idle_contended_s;
   server.max_batch = config.max_batch > 0 ? config.max_batch : default_max_batch(serving);
   server.batch_wait_s = config.batch_wait_ms / 1000.0;
+  server.prefill_chunk = config.prefill_chunk;
   return server;
 }
 

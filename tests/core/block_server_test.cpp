@@ -722,7 +722,9 @@ TEST(BlockServerBatching, MaxBatchOneRunsEveryStepAlone) {
 }
 
 TEST(BlockServerBatching, BatchesStayWithinMaxRowsAndAPrefillRunsAlone) {
-  Harness h(batching(4));
+  BlockServerConfig c = batching(4);
+  c.prefill_chunk = 0;  // never split (prefill_chunk_test.cpp: chunks of a longer step)
+  Harness h(c);
   open_sessions(h, 6);
   h.receive(PeerId{1}, step(1, 1, 0, 1));
   const ComputeRequest first = h.all<StartCompute>().at(0).request;

@@ -1,6 +1,7 @@
 // `bouquet bench-swarm --clients` as a person runs it, on a small model so it takes seconds: two
 // server processes, every client generating at once, batching on and off, one row per (clients,
-// batching) with positive rates; bad numbers of clients are refused with the flag's name.
+// batching) with positive rates; with a long prompt, one row per chunking setting; bad numbers of
+// clients are refused with the flag's name.
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,26 @@ TEST(BenchClientsCommand, ReportsEveryClientCountWithBatchingOnAndOff) {
     EXPECT_LE(row.at("p50_step_ms").get<double>(), row.at("p99_step_ms").get<double>()) << row.dump();
   }
   EXPECT_EQ(seen, (std::set<std::pair<int64_t, bool>>{{1, true}, {3, true}, {1, false}, {3, false}}));
+}
+
+TEST(BenchClientsCommand, LongPromptReportsTheDecodersWithChunkedPrefillOnAndOff) {
+  const auto dir = testing::fresh_dir("bench-clients-long");
+  const auto r = testing::run_bouquet(
+      fmt::format("bench-swarm --clients 2 --long-prompt 40 --prefill-chunk 4 --blocks 2 --hidden 128 --new-tokens 4 "
+                  "--prompt-tokens 2 --dir {} --json",
+                  dir.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto json = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(json.at("long_prompt_tokens").get<int64_t>(), 40);
+  ASSERT_EQ(json.at("rows").size(), 2u) << r.output;
+  std::set<bool> chunking;
+  for (const auto& row : json.at("rows")) {
+    chunking.insert(row.at("chunking").get<bool>());
+    EXPECT_TRUE(row.at("batching").get<bool>()) << row.dump();
+    EXPECT_GT(row.at("long_prefill_s").get<double>(), 0) << row.dump();
+    EXPECT_LE(row.at("p99_step_ms").get<double>(), row.at("max_step_ms").get<double>()) << row.dump();
+  }
+  EXPECT_EQ(chunking, (std::set<bool>{true, false}));
 }
 
 TEST(BenchClientsCommand, BadClientCountsAreRefusedByName) {

@@ -79,6 +79,39 @@ TEST(Simulation, GenerationStepCostsComputePlusMessages) {
   EXPECT_NEAR(result.metric("steps_per_s"), 4 / expected, 1e-4);
 }
 
+// Chunked prefill (core/block_server.h): the 5-token prompt on a server chunking at 2 rows runs as
+// three computations of 2, 2 and 1 positions, each charged on its own; the client still sends one
+// request and gets one reply.
+TEST(Simulation, AChunkedPrefillIsChargedChunkByChunk) {
+  Scenario s =
+      load(scenario_text("  - {name: s, gpu: a100-80gb, region: lab, blocks: [0, 30], max_batch: 4, prefill_chunk: 2}",
+                         "  - {name: c, device: cpu-32core, region: lab, start_s: 1,\n"
+                         "     work: {kind: generate, prefix_tokens: 5, new_tokens: 1}}"));
+  RunResult result = simulate_isolated(s);
+  ASSERT_TRUE(result.all_finished()) << result.clients[0].error;
+  CostModel cost(s.cost);
+  const DeviceSpec& a100 = *find_device("a100-80gb");
+  const DeviceSpec& cpu = *find_device("cpu-32core");
+  double expected = cost.client_step(cpu, bloom(), 5, 0).seconds;
+  uint32_t position = 0;
+  for (uint32_t tokens : {5u, 1u}) {
+    core::StepRequest request;
+    request.hidden_states = states(1, tokens);
+    request.start_position = position;
+    core::StepResult reply;
+    reply.hidden_states = states(1, tokens);
+    expected += transfer_s(request) + transfer_s(reply);
+    for (uint32_t chunk = 0; chunk < tokens; chunk += 2) {
+      const uint32_t n = std::min(2u, tokens - chunk);
+      expected += cost.span_step_s(a100, bloom(), WeightFormat::f16, 30,
+                                   {.batch = 1, .new_tokens = n, .cache_tokens = position + chunk});
+    }
+    expected += cost.client_step(cpu, bloom(), 1, 1).seconds;
+    position += tokens;
+  }
+  EXPECT_NEAR(result.clients[0].measured_s, expected, 1e-6);
+}
+
 TEST(Simulation, ForwardPassGoesThroughEveryHop) {
   Scenario s =
       load(scenario_text("  - {name: s1, gpu: a100-80gb, region: lab, blocks: [0, 10]}\n"

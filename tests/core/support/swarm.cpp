@@ -44,7 +44,7 @@ struct VirtualSwarm::Node {
   uint64_t step_replies = 0;
   std::optional<std::pair<uint64_t, CrashPoint>> crash_step;
   std::optional<std::pair<uint64_t, float>> lie;  // honest steps, then the scale of every output
-  uint64_t lie_counted = 0;                       // inference steps and forwards so far
+  uint64_t lie_counted = 0;                       // inference steps and forwards answered so far
   std::vector<std::pair<PeerId, Message>> inbox;
 };
 
@@ -366,11 +366,23 @@ void VirtualSwarm::feed(PeerId id, size_t component, const Input& input) {
   carry_out(id, component, effects);
 }
 
+// Counted in replies, as `serve --lie-after-steps` does: a step computed in chunks is one step.
+void VirtualSwarm::lie_if_drilled(Node& n, Message& message) {
+  Activation* outputs = nullptr;
+  if (auto* step = std::get_if<StepResult>(&message)) outputs = &step->hidden_states;
+  if (auto* forward = std::get_if<ForwardResult>(&message)) outputs = &forward->hidden_states;
+  if (!n.lie || !outputs || ++n.lie_counted <= n.lie->first) return;
+  std::vector<float> values = outputs->to_floats();
+  for (float& v : values) v *= n.lie->second;
+  *outputs = make_activation(outputs->shape, std::move(values), outputs->dtype, outputs->compression);
+}
+
 void VirtualSwarm::carry_out(PeerId id, size_t component, std::vector<Effect>& effects) {
   for (auto& effect : effects) {
     Node& n = node(id);
     if (!n.alive) return;  // crashed while carrying out an earlier effect
     if (auto* send = std::get_if<SendMessage>(&effect)) {
+      if (n.server) lie_if_drilled(n, send->message);
       transmit(id, send->to, send->message);
       if (n.server && std::holds_alternative<StepResult>(send->message)) {
         ++n.step_replies;
@@ -505,13 +517,6 @@ void VirtualSwarm::start_compute(PeerId id, const std::vector<ComputeRequest>& r
     }
     FakeCache* cache = request.kind == ComputeKind::inference ? &n.caches[request.cache_id] : nullptr;
     results.push_back(ComputeFinished{request.task_id, fake_compute(request, n.server->config().hidden_size, cache)});
-    if (n.lie && request.kind != ComputeKind::backward && results.back().result.ok() &&
-        ++n.lie_counted > n.lie->first) {
-      Activation& a = results.back().result.value().outputs;
-      std::vector<float> values = a.to_floats();
-      for (float& v : values) v *= n.lie->second;
-      a = make_activation(a.shape, std::move(values), a.dtype, a.compression);
-    }
   }
   if (requests.size() > 1) ++n.batches;
   schedule(now_ + duration_s, [this, id, results, generation = n.server_generation] {

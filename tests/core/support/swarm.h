@@ -198,6 +198,7 @@ class VirtualSwarm {
   void announce(const core::ServerRecord& record);
   std::vector<core::ServerRecord> records_for(const std::string& model_id) const;
   void carry_out(core::PeerId node, size_t component, std::vector<core::Effect>& effects);
+  void lie_if_drilled(Node& n, core::Message& message);
   void start_compute(core::PeerId node, const std::vector<core::ComputeRequest>& requests);
   void on_session_report(Generation& g, const core::Effect& effect);
   void on_pass_report(Generation& g, const core::Effect& effect);
