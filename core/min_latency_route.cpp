@@ -77,6 +77,25 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
                                : lo[owner[node - client_nodes]] + (node - offset[owner[node - client_nodes]]) + 1;
   };
 
+  // Each server's costs, priced once per plan (they are pure functions of the plan's inputs), and
+  // the servers a hop may enter at each boundary, in server order: a boundary's edges then cost
+  // what they are, not a pass over the whole swarm.
+  std::vector<double> block_s(servers.size()), enter_s(servers.size());
+  std::vector<uint32_t> first_entry(b1 - b0 + 1, 0);
+  for (size_t i = 0; i < servers.size(); ++i) {
+    block_s[i] = block_cost_s(*servers[i], config, now);
+    enter_s[i] = hop_entry_cost_s(*servers[i], plan.cache_tokens_needed, rtt, config) + block_s[i];
+    for (uint32_t b = lo[i]; b < hi[i]; ++b) ++first_entry[b - b0 + 1];
+  }
+  for (size_t b = 1; b < first_entry.size(); ++b) first_entry[b] += first_entry[b - 1];
+  std::vector<uint32_t> entries(first_entry.back());
+  {
+    std::vector<uint32_t> filled(first_entry.begin(), first_entry.end() - 1);
+    for (size_t i = 0; i < servers.size(); ++i) {
+      for (uint32_t b = lo[i]; b < hi[i]; ++b) entries[filled[b - b0]++] = static_cast<uint32_t>(i);
+    }
+  }
+
   std::vector<double> dist(nodes, kInfinity);
   std::vector<uint32_t> prev(nodes, kNone);
   using Item = std::pair<double, uint32_t>;
@@ -97,16 +116,13 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
     const uint32_t b = boundary_of(node);
     if (node < client_nodes) {
       if (b == b1) break;  // the sink: nothing cheaper is left in the queue
-      for (size_t i = 0; i < servers.size(); ++i) {
-        if (lo[i] <= b && b < hi[i]) {
-          relax(node, offset[i] + (b - lo[i]),
-                hop_entry_cost_s(*servers[i], plan.cache_tokens_needed, rtt, config) +
-                    block_cost_s(*servers[i], config, now));
-        }
+      for (uint32_t e = first_entry[b - b0]; e < first_entry[b - b0 + 1]; ++e) {
+        const uint32_t i = entries[e];
+        relax(node, offset[i] + (b - lo[i]), enter_s[i]);
       }
     } else {
       const uint32_t i = owner[node - client_nodes];
-      if (b < hi[i]) relax(node, node + 1, block_cost_s(*servers[i], config, now));
+      if (b < hi[i]) relax(node, node + 1, block_s[i]);
       relax(node, b - b0, 0.0);
     }
   }

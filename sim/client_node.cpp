@@ -247,7 +247,7 @@ void ClientNode::count_recoveries() {
 void ClientNode::plan_route(const core::PlanRoute& plan) {
   // The lookup sees what was announced by now; its answer comes back a few round trips later.
   std::vector<core::ServerRecord> records = context_.directory.lookup(now(), plan.model_id);
-  for (const core::ServerRecord& r : records) names_[r.peer] = r.address;
+  for (const core::ServerRecord& r : records) names_.try_emplace(r.peer, r.address);  // a peer's host never changes
   measure_rtts(records);  // what a real client pings; the planner decides whether it matters
   const core::RoutePlanned planned{
       plan.route_id, core::plan_route(core::routing_for(plan, context_.scenario.policies.routing), records, plan,
