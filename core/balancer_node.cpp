@@ -71,8 +71,11 @@ void BalancerNode::on_answer(Time now, const DirectoryAnswer& answer, std::vecto
   }
   if (phase_ != Phase::online || !span_) return;
   // What the directory says about this server may be stale: its own state is the truth.
-  servers.push_back(PlacedServer{config_.peer, *span_, config_.throughput_rps, config_.blocks.has_value()});
-  std::sort(servers.begin(), servers.end(), [](const auto& a, const auto& b) { return a.peer < b.peer; });
+  // placed_servers gives them in peer order, one per peer: this server goes where it belongs.
+  const PlacedServer self{config_.peer, *span_, config_.throughput_rps, config_.blocks.has_value()};
+  servers.insert(std::lower_bound(servers.begin(), servers.end(), self,
+                                  [](const auto& a, const auto& b) { return a.peer < b.peer; }),
+                 self);
   last_decision_ =
       decide_rebalance(servers, config_.model_blocks, config_.peer, RebalanceConfig{config_.balance_quality}, rng_);
   if (!last_decision_->move) return arm_balance(now, out);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <unordered_map>
 
 #include "core/check.h"
 
@@ -90,24 +91,87 @@ uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_
   return best;
 }
 
+// The kinds of server (quantized throughput, span) known to stay where they are under the
+// current totals (decide_rebalance's simulation).
+class StayMemo {
+ public:
+  struct Key {
+    int64_t rps;
+    uint32_t begin, end;
+    bool operator==(const Key&) const = default;
+  };
+  bool known(const Key& key) const {
+    auto it = verified_.find(key);
+    return it != verified_.end() && it->second == generation_;
+  }
+  void remember(const Key& key) { verified_[key] = generation_; }
+  void forget_all() { ++generation_; }
+
+ private:
+  struct Hash {
+    size_t operator()(const Key& k) const {
+      return std::hash<int64_t>{}(k.rps) ^ (std::hash<uint64_t>{}((uint64_t{k.begin} << 32) | k.end) * 31);
+    }
+  };
+  std::unordered_map<Key, uint64_t, Hash> verified_;  // key -> the totals' generation it stayed under
+  uint64_t generation_ = 0;
+};
+
 Totals totals_of(std::span<const PlacedServer> servers, uint32_t num_blocks) {
+  // Each server changes the totals where its span starts and where it ends, then a running sum
+  // fills them in: one step per server and per block, where adding span by span cost a step per
+  // block held (every rebalancing check in a big swarm starts here). Integer sums: exactly
+  // Totals::add's totals.
   Totals t(num_blocks);
-  for (const auto& s : servers) t.add(s, +1);
+  std::vector<int64_t> rps_step(num_blocks + 1, 0);
+  std::vector<int32_t> servers_step(num_blocks + 1, 0);
+  for (const auto& s : servers) {
+    const uint32_t end = std::min(s.span.end, num_blocks);
+    if (s.span.begin >= end) continue;
+    const int64_t q = quantize(s.throughput_rps);
+    rps_step[s.span.begin] += q;
+    rps_step[end] -= q;
+    ++servers_step[s.span.begin];
+    --servers_step[end];
+  }
+  int64_t rps = 0;
+  int32_t count = 0;
+  for (uint32_t b = 0; b < num_blocks; ++b) {
+    rps += rps_step[b];
+    count += servers_step[b];
+    t.rps[b] = rps;
+    t.servers[b] = count;
+  }
   return t;
 }
 
 }  // namespace
 
 std::vector<PlacedServer> placed_servers(std::span<const ServerRecord> records, const std::string& model_id, Time now) {
-  std::map<PeerId, const ServerRecord*> latest;
+  std::vector<const ServerRecord*> counted;
+  counted.reserve(records.size());
   for (const ServerRecord& r : records) {
     if (r.model_id != model_id || r.expires_at <= now || r.span.empty()) continue;
     if (r.state != ServerState::joining && r.state != ServerState::online) continue;
-    auto [it, fresh] = latest.emplace(r.peer, &r);
-    if (!fresh && r.expires_at > it->second->expires_at) it->second = &r;
+    counted.push_back(&r);
+  }
+  // Directories answer in peer order, one record per peer: then this sort finds nothing to do.
+  // Stable, so that of one peer's records expiring at once the first given wins.
+  auto by_peer = [](const ServerRecord* a, const ServerRecord* b) { return a->peer < b->peer; };
+  if (!std::is_sorted(counted.begin(), counted.end(), by_peer)) {
+    std::stable_sort(counted.begin(), counted.end(), by_peer);
   }
   std::vector<PlacedServer> out;
-  for (const auto& [peer, r] : latest) out.push_back(PlacedServer{peer, r->span, r->throughput_rps, false});
+  out.reserve(counted.size());
+  for (size_t i = 0; i < counted.size();) {
+    const ServerRecord* latest = counted[i];
+    size_t j = i + 1;
+    for (; j < counted.size() && counted[j]->peer == latest->peer; ++j) {
+      if (counted[j]->expires_at > latest->expires_at) latest = counted[j];
+    }
+    out.push_back(PlacedServer{latest->peer, latest->span, latest->throughput_rps, false});
+    i = j;
+  }
   return out;
 }
 
@@ -163,14 +227,26 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
   for (size_t i = 0; i < sim.size(); ++i) {
     if (!sim[i].pinned && sim[i].span.size() > 0 && sim[i].span.size() <= num_blocks) order.push_back(i);
   }
+  // Where a server re-places itself depends only on the totals and on its throughput and span:
+  // servers alike (same GPU and link, same span) decide alike. So while nobody moves (the totals
+  // stay as they are), each such kind is asked once; a move changes the totals and starts afresh.
+  // This keeps a decision's cost in a swarm of thousands to one look-up per server and round.
+  StayMemo stays;
   for (uint32_t round = 0; round < config.max_rounds; ++round) {
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
     bool changed = false;
     for (size_t i : order) {
       PlacedServer& s = sim[i];
+      const StayMemo::Key key{quantize(s.throughput_rps), s.span.begin, s.span.end};
+      if (stays.known(key)) continue;
       totals.add(s, -1);
       const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin);
-      changed |= b != s.span.begin;
+      if (b == s.span.begin) {
+        stays.remember(key);
+      } else {
+        changed = true;
+        stays.forget_all();
+      }
       s.span = BlockSpan{b, b + s.span.size()};
       totals.add(s, +1);
     }

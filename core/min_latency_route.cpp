@@ -3,7 +3,6 @@
 #include <fmt/core.h>
 #include <algorithm>
 #include <limits>
-#include <queue>
 
 namespace bouquet::core {
 namespace {
@@ -77,38 +76,59 @@ Result<Chain> plan_chain_min_latency(std::span<const ServerRecord> records, cons
                                : lo[owner[node - client_nodes]] + (node - offset[owner[node - client_nodes]]) + 1;
   };
 
+  // Each server's costs, priced once per plan (they are pure functions of the plan's inputs), and
+  // the servers a hop may enter at each boundary, in server order: a boundary's edges then cost
+  // what they are, not a pass over the whole swarm.
+  std::vector<double> block_s(servers.size()), enter_s(servers.size());
+  std::vector<uint32_t> first_entry(b1 - b0 + 1, 0);
+  for (size_t i = 0; i < servers.size(); ++i) {
+    block_s[i] = block_cost_s(*servers[i], config, now);
+    enter_s[i] = hop_entry_cost_s(*servers[i], plan.cache_tokens_needed, rtt, config) + block_s[i];
+    for (uint32_t b = lo[i]; b < hi[i]; ++b) ++first_entry[b - b0 + 1];
+  }
+  for (size_t b = 1; b < first_entry.size(); ++b) first_entry[b] += first_entry[b - 1];
+  std::vector<uint32_t> entries(first_entry.back());
+  {
+    std::vector<uint32_t> filled(first_entry.begin(), first_entry.end() - 1);
+    for (size_t i = 0; i < servers.size(); ++i) {
+      for (uint32_t b = lo[i]; b < hi[i]; ++b) entries[filled[b - b0]++] = static_cast<uint32_t>(i);
+    }
+  }
+
+  // Shortest paths, computed boundary by boundary: every edge either crosses to the next boundary
+  // at a positive cost (a block) or leaves a server for the client at the same boundary for free,
+  // so the graph is acyclic in that order and needs no priority queue. The result is the one
+  // Dijkstra's (dist, node) order gives, ties included:
+  // - the client at b takes the first server (lowest node) of least distance;
+  // - a server's next node, offered the same distance from the client at b and from the server's
+  //   own previous node, keeps the one Dijkstra would have popped first: the server's node when it
+  //   is the one the client at b came from (popped just before the client), else the client's.
+  // Costs and distances stay far above each other's rounding, so a positive cost always adds.
   std::vector<double> dist(nodes, kInfinity);
   std::vector<uint32_t> prev(nodes, kNone);
-  using Item = std::pair<double, uint32_t>;
-  std::priority_queue<Item, std::vector<Item>, std::greater<>> queue;
-  auto relax = [&](uint32_t from, uint32_t to, double cost) {
-    if (dist[from] + cost < dist[to]) {
-      dist[to] = dist[from] + cost;
-      prev[to] = from;
-      queue.emplace(dist[to], to);
-    }
-  };
   dist[0] = 0;
-  queue.emplace(0.0, 0);
-  while (!queue.empty()) {
-    const auto [d, node] = queue.top();
-    queue.pop();
-    if (d > dist[node]) continue;
-    const uint32_t b = boundary_of(node);
-    if (node < client_nodes) {
-      if (b == b1) break;  // the sink: nothing cheaper is left in the queue
-      for (size_t i = 0; i < servers.size(); ++i) {
-        if (lo[i] <= b && b < hi[i]) {
-          relax(node, offset[i] + (b - lo[i]),
-                hop_entry_cost_s(*servers[i], plan.cache_tokens_needed, rtt, config) +
-                    block_cost_s(*servers[i], config, now));
-        }
-      }
-    } else {
-      const uint32_t i = owner[node - client_nodes];
-      if (b < hi[i]) relax(node, node + 1, block_cost_s(*servers[i], config, now));
-      relax(node, b - b0, 0.0);
+  for (uint32_t b = b0; b < b1; ++b) {
+    const uint32_t client = b - b0;
+    double next_client = kInfinity;
+    uint32_t next_client_prev = kNone;
+    for (uint32_t e = first_entry[b - b0]; e < first_entry[b - b0 + 1]; ++e) {
+      const uint32_t i = entries[e];
+      const uint32_t to = offset[i] + (b - lo[i]);
+      double best = kInfinity;
+      uint32_t from = kNone;
+      auto offer = [&](double d, uint32_t node) {
+        if (d < best) best = d, from = node;
+      };
+      const bool continues = b > lo[i];  // the server already ran block b - 1 on this path
+      if (continues && prev[client] == to - 1) offer(dist[to - 1] + block_s[i], to - 1);
+      offer(dist[client] + enter_s[i], client);
+      if (continues && prev[client] != to - 1) offer(dist[to - 1] + block_s[i], to - 1);
+      dist[to] = best;
+      prev[to] = from;
+      if (best < next_client) next_client = best, next_client_prev = to;
     }
+    dist[client + 1] = next_client;
+    prev[client + 1] = next_client_prev;
   }
 
   if (dist[b1 - b0] == kInfinity) {

@@ -1,5 +1,6 @@
 // Min-latency routing for generation: the chain of servers that makes one inference step
-// fastest, found by Dijkstra over (server, block).
+// fastest, the shortest path over (server, block) (found boundary by boundary, in one pass over
+// each server's blocks; ties resolve as Dijkstra's (distance, node) order resolves them).
 //
 // The graph: "the client holds the activations at block boundary b" is a node, and so is "server
 // s has just run block b - 1". Entering server s at boundary b costs one round trip to s (the

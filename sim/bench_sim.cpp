@@ -16,6 +16,8 @@
 #include <simgrid/s4u/Mailbox.hpp>
 #include <simgrid/s4u/NetZone.hpp>
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <ctime>
 #include <string>
@@ -33,8 +35,16 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // Processor time of this process: unlike wall time, it does not grow when the machine is shared.
 double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 
+// The process's resident high-water mark so far.
+double peak_rss_mb() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux counts in KiB
+}
+
 // The simulation alone, timed inside the child process that runs it.
 std::string time_scenario(const Scenario& scenario) {
+  const double rss_start_mb = peak_rss_mb();
   const auto start = std::chrono::steady_clock::now();
   const double cpu_start = cpu_seconds();
   RunResult result = simulate(scenario);
@@ -43,8 +53,23 @@ std::string time_scenario(const Scenario& scenario) {
                         {"bytes", result.bytes},
                         {"end_s", result.end_s},
                         {"wall_s", wall_s},
-                        {"cpu_s", cpu_seconds() - cpu_start}}
+                        {"cpu_s", cpu_seconds() - cpu_start},
+                        {"rss_start_mb", rss_start_mb},
+                        {"rss_peak_mb", peak_rss_mb()}}
       .dump();
+}
+
+// The overrides that multiply every server and client group's count by `scale`.
+std::vector<std::string> scale_overrides(const Scenario& scenario, int64_t scale) {
+  std::vector<std::string> out;
+  if (scale == 1) return out;
+  for (size_t i = 0; i < scenario.servers.size(); ++i) {
+    out.push_back(fmt::format("servers.{}.count={}", i, scenario.servers[i].count * scale));
+  }
+  for (size_t i = 0; i < scenario.clients.size(); ++i) {
+    out.push_back(fmt::format("clients.{}.count={}", i, scenario.clients[i].count * scale));
+  }
+  return out;
 }
 
 // `pairs` pingers each send `round_trips` messages of `bytes` to their ponger and wait for each
@@ -96,9 +121,15 @@ std::string time_pingpong(int64_t pairs, uint64_t messages, double bytes) {
 
 BenchSimResult bench_sim(const BenchSimConfig& config) {
   BOUQUET_CHECK(config.pairs > 0, "bench-sim needs at least one ping-pong pair");
-  std::vector<std::string> overrides;
+  BOUQUET_CHECK(config.scale > 0, "bench-sim needs a scale of at least 1");
+  std::vector<std::string> overrides = config.set;
   if (config.seed) overrides.push_back(fmt::format("seed={}", *config.seed));
   ScenarioFile file = load_scenario_file(config.scenario, overrides);
+  if (config.scale != 1) {
+    // Read again with the counts multiplied, so the scaled swarm is checked like any scenario.
+    for (auto& o : scale_overrides(file.base, config.scale)) overrides.push_back(std::move(o));
+    file = load_scenario_file(config.scenario, overrides);
+  }
   calibrate(file);
   BenchSimResult out;
   auto run = nlohmann::json::parse(run_isolated([&] { return time_scenario(file.base); }));
@@ -107,6 +138,10 @@ BenchSimResult bench_sim(const BenchSimConfig& config) {
   out.scenario_end_s = run.at("end_s").get<double>();
   out.scenario_wall_s = run.at("wall_s").get<double>();
   out.scenario_cpu_s = run.at("cpu_s").get<double>();
+  out.rss_start_mb = run.at("rss_start_mb").get<double>();
+  out.rss_peak_mb = run.at("rss_peak_mb").get<double>();
+  for (const auto& server : file.base.servers) out.servers += server.count;
+  for (const auto& client : file.base.clients) out.clients += client.count;
   const double mean_bytes = out.messages > 0 ? static_cast<double>(out.bytes) / static_cast<double>(out.messages) : 0;
   auto pingpong =
       nlohmann::json::parse(run_isolated([&] { return time_pingpong(config.pairs, out.messages, mean_bytes); }));
@@ -119,7 +154,9 @@ BenchSimResult bench_sim(const BenchSimConfig& config) {
 std::string format_bench_sim(const BenchSimConfig& config, const BenchSimResult& r) {
   auto rate = [](uint64_t messages, double s) { return s > 0 ? static_cast<double>(messages) / s : 0.0; };
   std::string out =
-      fmt::format("bench-sim: {}{}\n", config.scenario, config.seed ? fmt::format(" --seed {}", *config.seed) : "");
+      fmt::format("bench-sim: {}{}{}: {} servers, {} clients\n", config.scenario,
+                  config.seed ? fmt::format(" --seed {}", *config.seed) : "",
+                  config.scale != 1 ? fmt::format(" --scale {}", config.scale) : "", r.servers, r.clients);
   out += fmt::format("{:<10} {:>9} {:>12} {:>8} {:>8} {:>14} {:>14}\n", "", "messages", "simulated s", "wall s",
                      "CPU s", "msgs/wall s", "msgs/CPU s");
   auto line = [&](const std::string& what, double end_s, double wall_s, double cpu_s) {
@@ -132,6 +169,10 @@ std::string format_bench_sim(const BenchSimConfig& config, const BenchSimResult&
       "(the scenario's {:.1f} MB in {} messages; the ping-pong sends as many of their mean size "
       "between {} pairs of hosts)\n",
       static_cast<double>(r.bytes) / 1e6, r.messages, config.pairs);
+  out += fmt::format(
+      "the scenario's process: {:.0f} MB resident at its peak ({:.0f} MB before the run); {:.1f} us of CPU per "
+      "message\n",
+      r.rss_peak_mb, r.rss_start_mb, r.messages > 0 ? 1e6 * r.scenario_cpu_s / static_cast<double>(r.messages) : 0.0);
   if (r.pingpong_cpu_s > 0 && r.scenario_cpu_s > 0) {
     out += fmt::format("the scenario moves messages at {:.1f}% of bare SimGrid's rate (by CPU time)\n",
                        100 * rate(r.messages, r.scenario_cpu_s) / rate(r.messages, r.pingpong_cpu_s));

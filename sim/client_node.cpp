@@ -283,7 +283,7 @@ void ClientNode::read_directory(std::function<void()> then) {
   std::vector<core::ServerRecord> records = context_.directory.lookup(now(), context_.model_id);
   at(now() + context_.directory.lookup_delay_s(), [this, records = std::move(records)]() mutable {
     reading_ = false;
-    for (const core::ServerRecord& r : records) names_[r.peer] = r.address;
+    for (const core::ServerRecord& r : records) names_.try_emplace(r.peer, r.address);  // a peer's host never changes
     measure_rtts(records);  // what a real client pings; the planner decides whether it matters
     known_ = std::move(records);
     if (auto waiting = std::exchange(waiting_plan_, nullptr)) waiting();

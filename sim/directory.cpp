@@ -18,18 +18,25 @@ void Directory::announce(core::Time now, const core::ServerRecord& record) {
   std::deque<Entry>& mine = entries_[record.peer];
   while (mine.size() >= 2 && mine[1].visible_at <= now) mine.pop_front();
   std::erase_if(mine, [&](const Entry& e) { return e.record.expires_at <= now; });
-  mine.push_back({now + announce_delay_s(), ++seq_, record});
+  mine.push_back({now + announce_delay_s(), record});
 }
 
 std::vector<core::ServerRecord> Directory::lookup(core::Time now, const std::string& model_id) const {
-  std::vector<core::AnnouncedRecord> visible;
+  // What core::newest_per_peer would pick of the visible records, found without gathering them:
+  // a peer's entries are in announcement order and become visible in that order (the delay is
+  // fixed), so its newest visible record of the model is the last one that qualifies. Peers come
+  // out in id order, as the map keeps them. One copy per peer: lookups are as frequent as
+  // announcements and each reads the whole swarm, so this loop is what a big swarm pays for.
+  std::vector<core::ServerRecord> out;
+  out.reserve(entries_.size());
   for (const auto& [peer, entries] : entries_) {
-    for (const Entry& e : entries) {
-      if (e.visible_at > now || e.record.expires_at <= now || e.record.model_id != model_id) continue;
-      visible.push_back({e.record, core::Announcement{e.visible_at, e.seq}});
+    for (auto e = entries.rbegin(); e != entries.rend(); ++e) {
+      if (e->visible_at > now || e->record.expires_at <= now || e->record.model_id != model_id) continue;
+      out.push_back(e->record);
+      break;
     }
   }
-  return core::newest_per_peer(visible);
+  return out;
 }
 
 }  // namespace bouquet::sim

@@ -30,14 +30,13 @@ class Directory {
  private:
   struct Entry {
     core::Time visible_at;
-    uint64_t seq;  // announcement order
     core::ServerRecord record;
   };
   DirectoryConfig config_;
   // Each peer's entries in announcement order (so also in visibility order: the delay is fixed).
-  // An announcement costs O(log peers): only its own peer's entries are pruned.
+  // An announcement costs O(log peers): only its own peer's entries are pruned. A lookup costs
+  // one record copy per peer.
   std::map<core::PeerId, std::deque<Entry>> entries_;
-  uint64_t seq_ = 0;
 };
 
 }  // namespace bouquet::sim

@@ -182,8 +182,10 @@ void ServerNode::carry_out(std::vector<core::Effect>& effects, uint32_t timers) 
       context_.directory.announce(now(), announce->record);
     } else if (auto* lookup = std::get_if<core::DirectoryLookup>(&effect)) {
       // The answer holds what was visible when the lookup left, a few round trips later.
+      // Moved, never copied, on its way: it holds a record per server of the swarm.
       core::DirectoryAnswer answer{lookup->lookup_id, context_.directory.lookup(now(), lookup->model_id)};
-      at(now() + context_.directory.lookup_delay_s(), [this, answer] { feed_balancer(answer); });
+      at(now() + context_.directory.lookup_delay_s(),
+         [this, answer = std::move(answer)]() mutable { feed_balancer(std::move(answer)); });
     } else if (auto* move = std::get_if<core::MoveToSpan>(&effect)) {
       move_to(move->span);
     } else {

@@ -13,45 +13,56 @@ namespace sg4 = simgrid::s4u;
 core::PeerId Transport::peer_of(const std::string& host) { return core::peer_id_of(host); }
 
 void Transport::add_node(const std::string& host) {
-  auto [it, inserted] = hosts_.emplace(peer_of(host), host);
+  auto [it, inserted] = hosts_.emplace(peer_of(host), Node{host});
   BOUQUET_CHECK(inserted, "two hosts with one peer id");
 }
 
 const std::string& Transport::host_of(core::PeerId peer) const {
   auto it = hosts_.find(peer);
   BOUQUET_CHECK(it != hosts_.end(), "message to a peer that is not in the simulation");
-  return it->second;
+  return it->second.host;
+}
+
+Transport::Node& Transport::node_of(core::PeerId peer) {
+  auto it = hosts_.find(peer);
+  BOUQUET_CHECK(it != hosts_.end(), "message to a peer that is not in the simulation");
+  Node& node = it->second;
+  if (node.sg_host == nullptr) node.sg_host = sg4::Host::by_name(node.host);
+  return node;
 }
 
 namespace {
 
 constexpr uint64_t kResetBytes = 64;  // a TCP RST with its headers
 
-void post(const std::string& host, Envelope* envelope, uint64_t size) {
+}  // namespace
+
+void Transport::post(Node& to, Envelope* envelope, uint64_t size) {
   // A detached send to a host that is off can abort SimGrid: such a message is simply lost.
-  if (!sg4::Host::by_name(host)->is_on()) {
+  if (!to.sg_host->is_on()) {
     delete envelope;
     return;
   }
-  sg4::Mailbox::by_name(host)->put_init(envelope, size)->detach([](void* payload) {
+  // The mailbox is looked up on every send, not kept: Mailbox::by_name is a simcall, a point
+  // where SimGrid may run other actors first, and dropping it reorders same-time events (every
+  // scenario's expected output changes).
+  sg4::Mailbox::by_name(to.host)->put_init(envelope, size)->detach([](void* payload) {
     delete static_cast<Envelope*>(payload);
   });
 }
 
-}  // namespace
-
 void Transport::send(core::PeerId from, core::PeerId to, core::Message message) {
-  const std::string& host = host_of(to);
+  Node& node = node_of(to);
   const uint64_t size = core::wire_bytes(message);
   ++messages_sent_;
   bytes_sent_ += size;
-  post(host, new Envelope{from, std::move(message)}, size);
+  post(node, new Envelope{from, std::move(message)}, size);
 }
 
 void Transport::send_reset(core::PeerId from, core::PeerId to) {
   ++messages_sent_;
   bytes_sent_ += kResetBytes;
-  post(host_of(to), new Envelope{from, core::CloseSession{}, true}, kResetBytes);
+  post(node_of(to), new Envelope{from, core::CloseSession{}, true}, kResetBytes);
 }
 
 }  // namespace bouquet::sim

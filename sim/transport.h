@@ -11,6 +11,10 @@
 #include <map>
 #include <string>
 
+namespace simgrid::s4u {
+class Host;
+}  // namespace simgrid::s4u
+
 namespace bouquet::sim {
 
 struct Envelope {
@@ -39,7 +43,15 @@ class Transport {
   uint64_t bytes_sent() const { return bytes_sent_; }
 
  private:
-  std::map<core::PeerId, std::string> hosts_;
+  struct Node {
+    std::string host;
+    // Found on the first message to it: SimGrid's look-up by name costs a string hash per message.
+    simgrid::s4u::Host* sg_host = nullptr;
+  };
+  Node& node_of(core::PeerId peer);
+  void post(Node& to, Envelope* envelope, uint64_t size);
+
+  std::map<core::PeerId, Node> hosts_;
   uint64_t messages_sent_ = 0;
   uint64_t bytes_sent_ = 0;
 };

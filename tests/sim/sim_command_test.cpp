@@ -108,6 +108,26 @@ TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
   EXPECT_EQ(scenario[1], pingpong[1]);           // the same message count
   EXPECT_GT(std::stoi(scenario[1].str()), 500);  // 128 steps through 4 hops, there and back
   EXPECT_THAT(out.text, HasSubstr("of bare SimGrid's rate"));
+  EXPECT_THAT(out.text, HasSubstr("4 servers, 1 clients"));
+  EXPECT_THAT(out.text, HasSubstr("MB resident at its peak"));
+}
+
+// --scale K runs the scenario with every server and client group K times as large: how the
+// simulator's cost per message grows with the swarm.
+TEST(SimCommand, BenchSimScalesEveryGroupOfTheScenario) {
+  std::string command =
+      fmt::format("cd {} && {} bench-sim --scenario scenarios/bloom7b1-faults.yaml --pairs 3 --scale 2 2>&1",
+                  BOUQUET_SOURCE_DIR, BOUQUET_BINARY);
+  Output out;
+  FILE* pipe = popen(command.c_str(), "r");
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.text.append(buffer, n);
+  out.status = WEXITSTATUS(pclose(pipe));
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_THAT(out.text, HasSubstr("--scale 2: 8 servers, 2 clients")) << out.text;
+  std::smatch scenario;
+  ASSERT_TRUE(std::regex_search(out.text, scenario, std::regex(R"(scenario +([0-9]+) +([0-9.]+) )"))) << out.text;
+  EXPECT_GT(std::stoi(scenario[1].str()), 1000);  // two clients' 128 steps through 4 hops, there and back
 }
 
 }  // namespace
