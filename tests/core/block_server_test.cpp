@@ -75,7 +75,7 @@ BlockServerConfig config(uint64_t cache_tokens = 100) {
 }
 
 OpenSession open(uint64_t id, uint32_t max_length, double wait_s = 0, uint32_t batch = 1) {
-  return OpenSession{id, "m", {2, 6}, max_length, batch, Compression::float16, wait_s, ""};
+  return OpenSession{id, "m", {2, 6}, max_length, batch, Compression::float16, wait_s, "", std::nullopt};
 }
 
 StepRequest step(uint64_t session, uint64_t step_id, uint32_t start, uint32_t tokens, uint32_t batch = 1) {
@@ -222,7 +222,7 @@ TEST(BlockServer, MalformedStepsGetErrorsAndOthersAreStillServed) {
   EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_request);
   h.receive(kAlice, step(1, 1, 0, 1, /*batch=*/2));
   EXPECT_EQ(h.only_error(kAlice), ErrorCode::bad_request);
-  h.receive(kAlice, SessionOpened{1});  // a reply type sent to a server
+  h.receive(kAlice, SessionOpened{1, std::nullopt});  // a reply type sent to a server
   EXPECT_EQ(h.only_error(kAlice), ErrorCode::protocol);
   h.receive(kBob, step(1, 1, 0, 3));
   EXPECT_EQ(h.all<StartCompute>().size(), 1u);
@@ -260,6 +260,7 @@ TEST(BlockServer, ClientGoneFreesItsSessionsWaitsAndQueuedWork) {
                                    "",
                                    Compression::none,
                                    make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 0.0f)),
+                                   std::nullopt,
                                    std::nullopt});
   const ComputeRequest running = h.all<StartCompute>().at(0).request;
   h.receive(kAlice, step(1, 1, 0, 2));  // queued behind Carol's running forward
@@ -326,10 +327,10 @@ TEST(BlockServer, CacheIsDroppedOnlyAfterTheRunningStepFinishes) {
 TEST(BlockServer, InferenceRunsBeforeQueuedForwardAndBackwardWhichKeepTheirOrder) {
   Harness h(config());
   auto x = make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 0.0f));
-  h.receive(kBob, ForwardRequest{1, "m", {2, 6}, "", Compression::none, x, std::nullopt});
+  h.receive(kBob, ForwardRequest{1, "m", {2, 6}, "", Compression::none, x, std::nullopt, std::nullopt});
   ComputeRequest running = h.all<StartCompute>().at(0).request;
-  h.receive(kBob, BackwardRequest{2, "m", {2, 6}, "", Compression::none, x, x, std::nullopt});
-  h.receive(kBob, ForwardRequest{3, "m", {3, 5}, "", Compression::none, x, std::nullopt});
+  h.receive(kBob, BackwardRequest{2, "m", {2, 6}, "", Compression::none, x, x, std::nullopt, std::nullopt});
+  h.receive(kBob, ForwardRequest{3, "m", {3, 5}, "", Compression::none, x, std::nullopt, std::nullopt});
   h.receive(kAlice, open(1, 10));
   h.receive(kAlice, step(1, 1, 0, 1));
   EXPECT_TRUE(h.all<StartCompute>().empty());  // one slot, busy
@@ -374,6 +375,7 @@ ForwardRequest forward(uint64_t id, uint32_t batch, uint32_t tokens) {
                         "",
                         Compression::none,
                         make_activation({batch, tokens, kHidden}, std::vector<float>(batch * tokens * kHidden, 0.5f)),
+                        std::nullopt,
                         std::nullopt};
 }
 
@@ -410,8 +412,10 @@ TEST(BlockServerLimits, ForwardOrBackwardOverTheTokenCapIsRefusedOverLimit) {
   EXPECT_NE(message.find("2 x 5 = 10 tokens"), std::string::npos) << message;
   EXPECT_TRUE(h.all<StartCompute>().empty());
   const ForwardRequest big = forward(2, 3, 3);
-  h.receive(kAlice,
-            BackwardRequest{2, "m", {2, 6}, "", Compression::none, big.hidden_states, big.hidden_states, std::nullopt});
+  h.receive(
+      kAlice,
+      BackwardRequest{
+          2, "m", {2, 6}, "", Compression::none, big.hidden_states, big.hidden_states, std::nullopt, std::nullopt});
   EXPECT_EQ(h.only_error(kAlice), ErrorCode::over_limit);
   h.receive(kAlice, forward(3, 2, 4));  // exactly the cap
   EXPECT_EQ(h.all<StartCompute>().size(), 1u);
@@ -618,7 +622,7 @@ TEST(BlockServer, LeavingAnswersEverySessionOpenAndPassSpanNotServedSoClientsRec
   h.receive(kCarol, open(9, 50, /*wait_s=*/10));  // waits for cache room
   ASSERT_TRUE(h.replies<SessionOpened>(kCarol).empty());
   const Activation x = make_activation({1, 2, kHidden}, std::vector<float>(2 * kHidden, 1.0f));
-  h.receive(kCarol, ForwardRequest{11, "m", {2, 6}, "", Compression::none, x, std::nullopt});  // queued
+  h.receive(kCarol, ForwardRequest{11, "m", {2, 6}, "", Compression::none, x, std::nullopt, std::nullopt});  // queued
   h.effects.clear();
   h.server.leave("the server moved to blocks [6, 10)", h.effects);
   for (auto [peer, id] : {std::pair{kAlice, 7}, {kBob, 8}}) {

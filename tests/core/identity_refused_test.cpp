@@ -63,7 +63,7 @@ TEST(IdentityRefused, AnInferenceHopIsReroutedReportedAndItsServerNeverRoutedToA
   const auto opens = h.sent<OpenSession>();
   ASSERT_EQ(opens.size(), 2u);
   EXPECT_FALSE(opens[0].second.identity_nonce) << "the core never fills the challenge; the driver does";
-  h.input(MessageReceived{kBack, SessionOpened{opens[1].second.session_id}});
+  h.input(MessageReceived{kBack, SessionOpened{opens[1].second.session_id, std::nullopt}});
 
   // The driver dropped the impostor's SessionOpened: its proof named another key.
   h.now = 1;
@@ -83,7 +83,7 @@ TEST(IdentityRefused, AnInferenceHopIsReroutedReportedAndItsServerNeverRoutedToA
   const auto reopen = h.sent<OpenSession>();
   ASSERT_EQ(reopen.size(), 1u);
   EXPECT_EQ(reopen[0].first, kHonest);
-  h.input(MessageReceived{kHonest, SessionOpened{reopen[0].second.session_id}});
+  h.input(MessageReceived{kHonest, SessionOpened{reopen[0].second.session_id, std::nullopt}});
   ASSERT_EQ(h.all<SessionReady>().size(), 1u);
   EXPECT_EQ(h.session.chain(), (Chain{{kHonest, {0, 2}}, {kBack, {2, 4}}}));
 
@@ -100,7 +100,8 @@ TEST(IdentityRefused, ARefusalOfAServerNotInTheChainChangesNothingButItsFutureRo
   Harness<InferenceSession> h(session_config());
   h.input(OpenRequested{});
   h.input(RoutePlanned{h.all<PlanRoute>().at(0).route_id, Chain{{kHonest, {0, 2}}, {kBack, {2, 4}}}});
-  for (const auto& [peer, open] : h.sent<OpenSession>()) h.input(MessageReceived{peer, SessionOpened{open.session_id}});
+  for (const auto& [peer, open] : h.sent<OpenSession>())
+    h.input(MessageReceived{peer, SessionOpened{open.session_id, std::nullopt}});
   ASSERT_EQ(h.session.phase(), InferenceSession::Phase::ready);
   h.input(IdentityRefused{kOther, "elsewhere"});
   EXPECT_TRUE(h.all<SendMessage>().empty());
@@ -139,11 +140,11 @@ TEST(IdentityRefused, AFineTuningHopIsReroutedReportedAndItsServerAvoidedForTheR
   auto forwards = h.sent<ForwardRequest>();
   ASSERT_EQ(forwards.size(), 1u);
   EXPECT_EQ(forwards[0].first, kHonest);
-  h.input(MessageReceived{kHonest, ForwardResult{forwards[0].second.request_id, ones(3)}});
+  h.input(MessageReceived{kHonest, ForwardResult{forwards[0].second.request_id, ones(3), std::nullopt}});
   forwards = h.sent<ForwardRequest>();
   ASSERT_EQ(forwards.size(), 1u);
   EXPECT_EQ(forwards[0].first, kBack);
-  h.input(MessageReceived{kBack, ForwardResult{forwards[0].second.request_id, ones(3)}});
+  h.input(MessageReceived{kBack, ForwardResult{forwards[0].second.request_id, ones(3), std::nullopt}});
   ASSERT_EQ(h.all<ForwardDone>().size(), 1u);
 
   // The next pass, long after any ban, plans without it.

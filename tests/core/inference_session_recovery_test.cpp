@@ -37,7 +37,7 @@ struct Harness {
     for (auto opens = sent<OpenSession>(); !opens.empty(); opens = sent<OpenSession>()) {
       std::vector<Effect> caused;
       for (const auto& [peer, open] : opens) {
-        input(MessageReceived{peer, SessionOpened{open.session_id}});
+        input(MessageReceived{peer, SessionOpened{open.session_id, std::nullopt}});
         caused.insert(caused.end(), effects.begin(), effects.end());
       }
       effects = std::move(caused);
@@ -117,7 +117,7 @@ TEST(InferenceSessionRecovery, ReplaysOnlyTheFailedSpansHistoryToItsReplacements
   EXPECT_EQ(opens[0].second.span, (BlockSpan{3, 5}));
   EXPECT_EQ(opens[1].second.span, (BlockSpan{5, 6}));
   EXPECT_GE(opens[0].second.session_id, 1003u) << "replacements get fresh session ids";
-  h.input(MessageReceived{kD, SessionOpened{opens[0].second.session_id}});
+  h.input(MessageReceived{kD, SessionOpened{opens[0].second.session_id, std::nullopt}});
   // D gets B's whole history, old positions and the interrupted step, in one message.
   auto to_d = h.sent<StepRequest>();
   ASSERT_EQ(to_d.size(), 1u);
@@ -126,7 +126,7 @@ TEST(InferenceSessionRecovery, ReplaysOnlyTheFailedSpansHistoryToItsReplacements
   EXPECT_EQ(to_d[0].second.hidden_states.to_floats(), b_history);
   h.reply(10);
   EXPECT_TRUE(h.sent<StepRequest>().empty()) << "E has not opened yet";
-  h.input(MessageReceived{kE, SessionOpened{opens[1].second.session_id}});
+  h.input(MessageReceived{kE, SessionOpened{opens[1].second.session_id, std::nullopt}});
   auto to_e = h.sent<StepRequest>();
   ASSERT_EQ(to_e.size(), 1u);
   EXPECT_EQ(to_e[0].second.start_position, 0u);

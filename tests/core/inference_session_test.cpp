@@ -57,7 +57,8 @@ Harness opened() {
   h.input(OpenRequested{});
   const auto plan = h.all<PlanRoute>().at(0);
   h.input(RoutePlanned{plan.route_id, Chain{{kFirst, {0, 3}}, {kSecond, {3, 8}}}});
-  for (const auto& [peer, open] : h.sent<OpenSession>()) h.input(MessageReceived{peer, SessionOpened{open.session_id}});
+  for (const auto& [peer, open] : h.sent<OpenSession>())
+    h.input(MessageReceived{peer, SessionOpened{open.session_id, std::nullopt}});
   return h;
 }
 
@@ -79,11 +80,11 @@ TEST(InferenceSession, PlansAllBlocksThenOpensEveryHopWithItsOwnSessionId) {
   EXPECT_EQ(opens[0].second.reply_compression, Compression::int8_blockwise);
   EXPECT_EQ(opens[0].second.cache_wait_timeout_s, 5.0);
   EXPECT_EQ(h.all<SetTimer>().at(0).at, 7.0);  // cache wait + reply timeout
-  h.input(MessageReceived{kFirst, SessionOpened{opens[0].second.session_id}});
+  h.input(MessageReceived{kFirst, SessionOpened{opens[0].second.session_id, std::nullopt}});
   EXPECT_TRUE(h.all<SessionReady>().empty());
-  h.input(MessageReceived{kSecond, SessionOpened{opens[0].second.session_id}});  // wrong id: ignored
+  h.input(MessageReceived{kSecond, SessionOpened{opens[0].second.session_id, std::nullopt}});  // wrong id: ignored
   EXPECT_TRUE(h.all<SessionReady>().empty());
-  h.input(MessageReceived{kSecond, SessionOpened{opens[1].second.session_id}});
+  h.input(MessageReceived{kSecond, SessionOpened{opens[1].second.session_id, std::nullopt}});
   ASSERT_EQ(h.all<SessionReady>().size(), 1u);
   EXPECT_EQ(h.session.phase(), InferenceSession::Phase::ready);
 }

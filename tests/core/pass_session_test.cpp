@@ -55,13 +55,15 @@ struct Harness {
         if (auto* f = std::get_if<ForwardRequest>(&send.message)) {
           auto v = f->hidden_states.to_floats();
           for (float& x : v) x += 1;
-          input(MessageReceived{send.to, ForwardResult{f->request_id, make_activation(f->hidden_states.shape, v)}});
+          input(MessageReceived{
+              send.to, ForwardResult{f->request_id, make_activation(f->hidden_states.shape, v), std::nullopt}});
         } else if (auto* b = std::get_if<BackwardRequest>(&send.message)) {
           auto v = b->grad_outputs.to_floats();
           for (float& x : v) x *= 2;
           std::optional<Activation> gp;
           if (b->prompts) gp = make_activation(b->prompts->shape, b->prompts->to_floats());
-          input(MessageReceived{send.to, BackwardResult{b->request_id, make_activation(b->grad_outputs.shape, v), gp}});
+          input(MessageReceived{
+              send.to, BackwardResult{b->request_id, make_activation(b->grad_outputs.shape, v), gp, std::nullopt}});
         } else {
           continue;
         }
@@ -242,12 +244,12 @@ TEST(PassSession, LateAndForeignRepliesAreIgnored) {
   h.input(ForwardRequested{values({1, 2, kHidden}, 0), std::nullopt});
   h.route_all(Chain{{kA, {0, 8}}});
   const auto f = std::get<ForwardRequest>(h.all<SendMessage>().at(0).message);
-  h.input(MessageReceived{kB, ForwardResult{f.request_id, f.hidden_states}});      // not A
-  h.input(MessageReceived{kA, ForwardResult{f.request_id + 7, f.hidden_states}});  // not this request
+  h.input(MessageReceived{kB, ForwardResult{f.request_id, f.hidden_states, std::nullopt}});      // not A
+  h.input(MessageReceived{kA, ForwardResult{f.request_id + 7, f.hidden_states, std::nullopt}});  // not this request
   EXPECT_TRUE(h.all<ForwardDone>().empty());
-  h.input(MessageReceived{kA, ForwardResult{f.request_id, f.hidden_states}});
+  h.input(MessageReceived{kA, ForwardResult{f.request_id, f.hidden_states, std::nullopt}});
   EXPECT_EQ(h.all<ForwardDone>().size(), 1u);
-  h.input(MessageReceived{kA, ForwardResult{f.request_id, f.hidden_states}});  // a duplicate
+  h.input(MessageReceived{kA, ForwardResult{f.request_id, f.hidden_states, std::nullopt}});  // a duplicate
   EXPECT_TRUE(h.effects.empty() || h.all<ForwardDone>().empty());
 }
 

@@ -77,7 +77,7 @@ BlockServerConfig config(uint32_t max_batch, std::optional<uint32_t> prefill_chu
 }
 
 OpenSession open(uint64_t id, uint32_t batch = 1) {
-  return OpenSession{id, "m", {0, 4}, 100, batch, Compression::float16, 0, ""};
+  return OpenSession{id, "m", {0, 4}, 100, batch, Compression::float16, 0, "", std::nullopt};
 }
 
 // Position p of sequence r holds the values (100 r + p, -(100 r + p)): a reply's values name the

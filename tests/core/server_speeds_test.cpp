@@ -116,7 +116,8 @@ TEST(ServerSpeeds, TheInferenceSessionTimesEachOneTokenStepOnEachHop) {
   }
   for (size_t i = 0; i < opens.size(); ++i) {
     out.clear();
-    session.handle(now, MessageReceived{i == 0 ? first : second, SessionOpened{opens[i].session_id}}, out);
+    session.handle(now, MessageReceived{i == 0 ? first : second, SessionOpened{opens[i].session_id, std::nullopt}},
+                   out);
   }
   ASSERT_EQ(session.phase(), InferenceSession::Phase::ready);
   // A 3-token prompt, then three one-token steps: the first hop answers in 0.4 s (0.1 s of it the

@@ -232,7 +232,7 @@ TEST(Swarm, IdleSessionIsClosedAndItsRoomGoesToAWaiter) {
   const PeerId server = swarm.add_server(config);
   // A client that opens a session and then goes silent (but stays connected).
   const PeerId idle = swarm.add_client();
-  swarm.inject(idle, server, OpenSession{42, kModel, {0, kBlocks}, 64, 1, Compression::none, 0, ""});
+  swarm.inject(idle, server, OpenSession{42, kModel, {0, kBlocks}, 64, 1, Compression::none, 0, "", std::nullopt});
   auto waiter = generation(2, 2, 5, 6);
   waiter.start_at = 1;
   waiter.session.cache_wait_timeout_s = 30;
@@ -257,8 +257,10 @@ TEST(Swarm, InferenceStepOvertakesAQueuedForward) {
   const PeerId trainer = swarm.add_client();
   auto big = [] { return make_activation({4, 32, kHidden}, std::vector<float>(4 * 32 * kHidden, 0.25f)); };
   // Two forwards of 4 x 32 tokens through 12 blocks: 1.5 s of compute each.
-  swarm.inject(trainer, server, ForwardRequest{1, kModel, {0, kBlocks}, "", Compression::none, big(), std::nullopt});
-  swarm.inject(trainer, server, ForwardRequest{2, kModel, {0, kBlocks}, "", Compression::none, big(), std::nullopt});
+  swarm.inject(trainer, server,
+               ForwardRequest{1, kModel, {0, kBlocks}, "", Compression::none, big(), std::nullopt, std::nullopt});
+  swarm.inject(trainer, server,
+               ForwardRequest{2, kModel, {0, kBlocks}, "", Compression::none, big(), std::nullopt, std::nullopt});
   auto spec = generation(3, 3, 2, 0);
   spec.start_at = 0.1;  // while the first forward runs and the second waits
   const size_t g = swarm.generate(swarm.add_client(), spec);

@@ -119,7 +119,7 @@ TEST(Wire, DecodingRoundTripsEveryMessage) {
 
 TEST(Wire, AdapterNamesTravelInOpenForwardBackwardAndInfo) {
   // Each name costs its length plus a 4-byte length prefix, and arrives as sent.
-  OpenSession open{1, "m", BlockSpan{0, 2}, 16, 1, Compression::none, 5, ""};
+  OpenSession open{1, "m", BlockSpan{0, 2}, 16, 1, Compression::none, 5, "", std::nullopt};
   const uint64_t base = open.encoded_size();
   open.adapter = "chat-lora";
   EXPECT_EQ(open.encoded_size(), base + 9);
@@ -128,11 +128,11 @@ TEST(Wire, AdapterNamesTravelInOpenForwardBackwardAndInfo) {
   EXPECT_EQ(std::get<OpenSession>(decoded.value()).adapter, "chat-lora");
 
   const Activation x = make_activation({1, 1, 2}, {1.0f, 2.0f});
-  ForwardRequest forward{2, "m", BlockSpan{0, 2}, "code", Compression::none, x, std::nullopt};
+  ForwardRequest forward{2, "m", BlockSpan{0, 2}, "code", Compression::none, x, std::nullopt, std::nullopt};
   decoded = decode(encode(forward));
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(std::get<ForwardRequest>(decoded.value()).adapter, "code");
-  BackwardRequest backward{3, "m", BlockSpan{0, 2}, "code", Compression::none, x, x, std::nullopt};
+  BackwardRequest backward{3, "m", BlockSpan{0, 2}, "code", Compression::none, x, x, std::nullopt, std::nullopt};
   decoded = decode(encode(backward));
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(std::get<BackwardRequest>(decoded.value()).adapter, "code");
