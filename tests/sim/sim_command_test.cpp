@@ -21,8 +21,10 @@ struct Output {
   std::string text;  // stdout and stderr
 };
 
-Output run(const std::string& arguments) {
-  std::string command = fmt::format("cd {} && {} sim {} 2>&1", BOUQUET_SOURCE_DIR, BOUQUET_BINARY, arguments);
+// `bouquet SUBCOMMAND_AND_ARGUMENTS` from the source tree, stdout and stderr together.
+Output run_bouquet(const std::string& subcommand_and_arguments) {
+  std::string command =
+      fmt::format("cd {} && {} {} 2>&1", BOUQUET_SOURCE_DIR, BOUQUET_BINARY, subcommand_and_arguments);
   Output out;
   FILE* pipe = popen(command.c_str(), "r");
   char buffer[4096];
@@ -30,6 +32,8 @@ Output run(const std::string& arguments) {
   out.status = WEXITSTATUS(pclose(pipe));
   return out;
 }
+
+Output run(const std::string& arguments) { return run_bouquet("sim " + arguments); }
 
 std::filesystem::path temp_file(const std::string& name) {
   return std::filesystem::temp_directory_path() / fmt::format("bouquet-sim-test-{}-{}", getpid(), name);
@@ -94,13 +98,7 @@ TEST(SimCommand, RowsWithoutAPublishedFigureArePredictions) {
 
 // bench-sim runs the scenario and a ping-pong of as many messages, and says how fast each went.
 TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
-  std::string command = fmt::format("cd {} && {} bench-sim --scenario scenarios/bloom7b1-faults.yaml --pairs 3 2>&1",
-                                    BOUQUET_SOURCE_DIR, BOUQUET_BINARY);
-  Output out;
-  FILE* pipe = popen(command.c_str(), "r");
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.text.append(buffer, n);
-  out.status = WEXITSTATUS(pclose(pipe));
+  Output out = run_bouquet("bench-sim --scenario scenarios/bloom7b1-faults.yaml --pairs 3");
   ASSERT_EQ(out.status, 0) << out.text;
   std::smatch scenario, pingpong;
   ASSERT_TRUE(std::regex_search(out.text, scenario, std::regex(R"(scenario +([0-9]+) +([0-9.]+) )"))) << out.text;
@@ -115,14 +113,7 @@ TEST(SimCommand, BenchSimTimesAScenarioAgainstABarePingPong) {
 // --scale K runs the scenario with every server and client group K times as large: how the
 // simulator's cost per message grows with the swarm.
 TEST(SimCommand, BenchSimScalesEveryGroupOfTheScenario) {
-  std::string command =
-      fmt::format("cd {} && {} bench-sim --scenario scenarios/bloom7b1-faults.yaml --pairs 3 --scale 2 2>&1",
-                  BOUQUET_SOURCE_DIR, BOUQUET_BINARY);
-  Output out;
-  FILE* pipe = popen(command.c_str(), "r");
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.text.append(buffer, n);
-  out.status = WEXITSTATUS(pclose(pipe));
+  Output out = run_bouquet("bench-sim --scenario scenarios/bloom7b1-faults.yaml --pairs 3 --scale 2");
   ASSERT_EQ(out.status, 0) << out.text;
   EXPECT_THAT(out.text, HasSubstr("--scale 2: 8 servers, 2 clients")) << out.text;
   std::smatch scenario;
