@@ -122,12 +122,6 @@ core::RoutePlanned SwarmClient::plan_route(const core::PlanRoute& plan, core::Ro
   return core::RoutePlanned{plan.route_id, std::move(chain)};
 }
 
-bool SwarmClient::refresh_from_directory() {
-  if (!config_.directory) return false;
-  start_directory_read();
-  return take_directory_read(kDirectoryReadWaitS);
-}
-
 void SwarmClient::start_directory_read() {
   if (!config_.directory || reading_.valid()) return;
   reading_ = std::async(std::launch::async, config_.directory);

@@ -55,7 +55,7 @@ namespace bouquet::net {
 struct SwarmClientConfig {
   std::vector<std::string> peers;  // "HOST:PORT"
   // Optional: fresh records of the model's servers (a DHT lookup), with the model id the
-  // sessions use. Re-plans after a failure read it (refresh_from_directory) instead of the infos.
+  // sessions use. Re-plans read it (plan_route) instead of the infos.
   std::function<std::vector<core::ServerRecord>()> directory;
   double connect_timeout_s = 10;
   double request_timeout_s = 30;  // info, forward and backward replies
@@ -98,9 +98,6 @@ class SwarmClient {
   std::vector<core::ServerRecord> records() const;
   std::string address_of(core::PeerId peer) const;
   bool has_directory() const { return static_cast<bool>(config_.directory); }
-  // Reads config().directory now and waits for it; a failure to read it keeps the records as they
-  // were (and returns false).
-  bool refresh_from_directory();
   // Starts reading config().directory on a thread of its own, unless a read is already running.
   void start_directory_read();
   // Takes the running read's answer if it comes within `wait_s` (0: only if it is in already):
