@@ -33,6 +33,44 @@ struct Totals {
   double min_rps() const { return covered() ? *std::min_element(rps.begin(), rps.end()) / 1e6 : 0.0; }
 };
 
+// What best_begin works in, kept between calls so that a caller asking many times (a rebalance
+// simulation asks once per kind of server and round) allocates nothing and re-sorts little: the
+// blocks in ascending order of the last totals seen, which moving one server barely disturbs.
+struct BestBeginScratch {
+  std::vector<uint32_t> order;  // block indices, ascending by total as of the last call
+  std::vector<uint32_t> rank;   // per block: its total's rank among the distinct totals
+  std::vector<int32_t> diff;
+  std::vector<uint64_t> nonzero;
+};
+
+// Sorts scratch.order by `totals` (insertion sort from the previous call's order: near-sorted
+// when the totals moved a little) and ranks each block's total among the distinct totals: the
+// ranks sorting the distinct values and searching each block's would give.
+template <class T>
+uint32_t rank_totals(std::span<const T> totals, BestBeginScratch& scratch) {
+  const auto blocks = static_cast<uint32_t>(totals.size());
+  std::vector<uint32_t>& order = scratch.order;
+  if (order.size() != blocks) {
+    order.resize(blocks);
+    for (uint32_t b = 0; b < blocks; ++b) order[b] = b;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return totals[a] < totals[b]; });
+  } else {
+    for (uint32_t i = 1; i < blocks; ++i) {
+      const uint32_t block = order[i];
+      uint32_t j = i;
+      for (; j > 0 && totals[block] < totals[order[j - 1]]; --j) order[j] = order[j - 1];
+      order[j] = block;
+    }
+  }
+  scratch.rank.resize(blocks);
+  uint32_t distinct = 0;
+  for (uint32_t i = 0; i < blocks; ++i) {
+    if (i > 0 && totals[order[i - 1]] < totals[order[i]]) ++distinct;
+    scratch.rank[order[i]] = distinct;
+  }
+  return blocks == 0 ? 0 : distinct + 1;
+}
+
 // The first block of the window of n blocks whose totals, sorted ascending, are lexicographically
 // smallest (ties: the lowest begin; with `keep`, keep wins every tie it is part of).
 //
@@ -40,21 +78,18 @@ struct Totals {
 // number of times, the window holding it more often is the smaller. So instead of sorting every
 // window, it slides one window along and keeps, per distinct value (by rank), how many more times
 // the current window holds it than the best so far; the lowest rank with a nonzero difference
-// decides. Linear in the blocks (plus sorting the distinct values once), where sorting each
-// window cost O(blocks x n log n) and an allocation per window.
+// decides. Linear in the blocks (plus ranking the totals), where sorting each window cost
+// O(blocks x n log n) and an allocation per window.
 template <class T>
-uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep) {
+uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep, BestBeginScratch& scratch) {
   BOUQUET_CHECK(n > 0 && n <= totals.size(), "a span must have between 1 and all blocks");
   const auto blocks = static_cast<uint32_t>(totals.size());
-  std::vector<T> values(totals.begin(), totals.end());
-  std::sort(values.begin(), values.end());
-  values.erase(std::unique(values.begin(), values.end()), values.end());
-  std::vector<uint32_t> rank(blocks);
-  for (uint32_t b = 0; b < blocks; ++b) {
-    rank[b] = static_cast<uint32_t>(std::lower_bound(values.begin(), values.end(), totals[b]) - values.begin());
-  }
-  std::vector<int32_t> diff(values.size(), 0);                  // current window minus best window
-  std::vector<uint64_t> nonzero((values.size() + 63) / 64, 0);  // ranks whose diff is not 0
+  const uint32_t distinct = rank_totals(totals, scratch);
+  const std::vector<uint32_t>& rank = scratch.rank;
+  std::vector<int32_t>& diff = scratch.diff;  // current window minus best window
+  diff.assign(distinct, 0);
+  std::vector<uint64_t>& nonzero = scratch.nonzero;  // ranks whose diff is not 0
+  nonzero.assign((distinct + 63) / 64, 0);
   auto bump = [&](uint32_t r, int32_t by) {
     diff[r] += by;
     if (diff[r] != 0)
@@ -81,14 +116,21 @@ uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_
     }
   }
   if (keep && *keep != best && *keep + n <= blocks) {
-    // keep wins a tie: the same multiset of totals as the best window.
-    std::vector<T> a(totals.begin() + *keep, totals.begin() + *keep + n);
-    std::vector<T> b(totals.begin() + best, totals.begin() + best + n);
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    if (a == b) return *keep;
+    // keep wins a tie: the same multiset of totals as the best window, that is of ranks.
+    std::fill(diff.begin(), diff.end(), 0);
+    for (uint32_t i = 0; i < n; ++i) {
+      ++diff[rank[*keep + i]];
+      --diff[rank[best + i]];
+    }
+    if (std::all_of(diff.begin(), diff.end(), [](int32_t d) { return d == 0; })) return *keep;
   }
   return best;
+}
+
+template <class T>
+uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep) {
+  BestBeginScratch scratch;
+  return best_begin(totals, n, keep, scratch);
 }
 
 // The kinds of server (quantized throughput, span) known to stay where they are under the
@@ -213,7 +255,8 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
   const bool was_covered = totals.covered();
   totals.add(*mine, -1);
   const uint32_t n = mine->span.size();
-  const uint32_t begin = best_begin<int64_t>(totals.rps, n, mine->span.begin);
+  BestBeginScratch scratch;
+  const uint32_t begin = best_begin<int64_t>(totals.rps, n, mine->span.begin, scratch);
   if (begin == mine->span.begin) return d.reason = "already where the swarm is weakest", d;
   PlacedServer moved = *mine;
   moved.span = BlockSpan{begin, begin + n};
@@ -240,7 +283,7 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
       const StayMemo::Key key{quantize(s.throughput_rps), s.span.begin, s.span.end};
       if (stays.known(key)) continue;
       totals.add(s, -1);
-      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin);
+      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin, scratch);
       if (b == s.span.begin) {
         stays.remember(key);
       } else {
@@ -383,11 +426,12 @@ BestPlacement best_placement(std::span<const ServerCapacity> servers, uint32_t n
     placed.push_back(s);
   }
   Totals totals = totals_of(placed, num_blocks);
+  BestBeginScratch scratch;
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (auto& s : placed) {
       totals.add(s, -1);
-      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin);
+      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin, scratch);
       changed |= b != s.span.begin;
       s.span = BlockSpan{b, b + s.span.size()};
       totals.add(s, +1);
