@@ -33,6 +33,127 @@ struct Totals {
   double min_rps() const { return covered() ? *std::min_element(rps.begin(), rps.end()) / 1e6 : 0.0; }
 };
 
+// What best_begin works in, kept between calls so that a caller asking many times (a rebalance
+// simulation asks once per kind of server and round) allocates nothing and sorts nothing: the
+// blocks in ascending order of the last totals seen.
+template <class T>
+struct BestBeginScratch {
+  std::vector<T> last;                        // the totals of the last call
+  std::vector<uint32_t> order;                // block indices, ascending by those totals
+  std::vector<uint32_t> rank;                 // per block: its total's rank among the distinct totals
+  std::vector<T> deltas;                      // how the changed blocks' totals moved since, one per group
+  std::vector<std::vector<uint32_t>> groups;  // [0]: unchanged blocks, then one per delta
+  std::vector<uint32_t> merged;
+  std::vector<int32_t> diff;
+  std::vector<uint64_t> nonzero;
+};
+
+// Sorts scratch.order by `totals` and ranks each block's total among the distinct totals: the
+// ranks that sorting the distinct values and searching each block's would give.
+//
+// Between two calls of a rebalance simulation one server came back on its span and another left
+// its own: the totals moved by a few amounts, each the same over a stretch of blocks. Blocks that
+// moved by the same amount keep their order, so the last order, split by amount, gives a few
+// sorted lists that merge in linear time. (Any list found out of order is sorted: exact always.)
+template <class T>
+uint32_t rank_totals(std::span<const T> totals, BestBeginScratch<T>& scratch) {
+  constexpr size_t kMaxDeltas = 4;
+  const auto blocks = static_cast<uint32_t>(totals.size());
+  std::vector<uint32_t>& order = scratch.order;
+  auto by_total = [&](uint32_t a, uint32_t b) { return totals[a] < totals[b]; };
+  bool sorted = false;
+  if (scratch.last.size() == blocks) {
+    auto& groups = scratch.groups;
+    groups.resize(kMaxDeltas + 1);
+    for (auto& g : groups) g.clear();
+    scratch.deltas.clear();
+    sorted = true;
+    for (uint32_t b : order) {
+      if (totals[b] == scratch.last[b]) {
+        groups[0].push_back(b);
+        continue;
+      }
+      const T delta = totals[b] - scratch.last[b];
+      auto it = std::find(scratch.deltas.begin(), scratch.deltas.end(), delta);
+      if (it == scratch.deltas.end()) {
+        if (scratch.deltas.size() == kMaxDeltas) {
+          sorted = false;
+          break;
+        }
+        scratch.deltas.push_back(delta);
+        it = scratch.deltas.end() - 1;
+      }
+      groups[1 + static_cast<size_t>(it - scratch.deltas.begin())].push_back(b);
+    }
+    if (sorted) {
+      order = groups[0];
+      for (size_t g = 1; g <= scratch.deltas.size(); ++g) {
+        if (!std::is_sorted(groups[g].begin(), groups[g].end(), by_total))
+          std::sort(groups[g].begin(), groups[g].end(), by_total);
+        scratch.merged.resize(order.size() + groups[g].size());
+        std::merge(order.begin(), order.end(), groups[g].begin(), groups[g].end(), scratch.merged.begin(), by_total);
+        std::swap(order, scratch.merged);
+      }
+    }
+  }
+  if (!sorted) {
+    order.resize(blocks);
+    for (uint32_t b = 0; b < blocks; ++b) order[b] = b;
+    std::sort(order.begin(), order.end(), by_total);
+  }
+  scratch.last.assign(totals.begin(), totals.end());
+  scratch.rank.resize(blocks);
+  uint32_t distinct = 0;
+  for (uint32_t i = 0; i < blocks; ++i) {
+    if (i > 0 && totals[order[i - 1]] < totals[order[i]]) ++distinct;
+    scratch.rank[order[i]] = distinct;
+  }
+  return blocks == 0 ? 0 : distinct + 1;
+}
+
+// True when the window [begin, begin + n) is strictly smaller (as best_begin compares windows)
+// than every other window: then best_begin answers `begin` without ranking anything. Two windows
+// compare by the smallest total of their symmetric difference (the blocks they share cancel), so
+// it suffices that, against every other window V, the smallest total of this window's blocks
+// outside V is below every total of V's blocks outside this window. Linear in the blocks, no
+// allocation; when it says no, the full comparison decides.
+template <class T>
+bool strictly_best(std::span<const T> totals, uint32_t n, uint32_t begin) {
+  const auto blocks = static_cast<uint32_t>(totals.size());
+  const uint32_t end = begin + n;
+  T window_min = totals[begin];
+  for (uint32_t b = begin + 1; b < end; ++b) window_min = std::min(window_min, totals[b]);
+  // Windows to the left, overlapping: V = [begin - k, end - k) for k < n leaves out this window's
+  // last k blocks and adds the k blocks before it.
+  T suffix_min = totals[end - 1];
+  T added_min = totals[begin - (begin > 0 ? 1 : 0)];
+  for (uint32_t k = 1; k < n && k <= begin; ++k) {
+    suffix_min = std::min(suffix_min, totals[end - k]);
+    added_min = std::min(added_min, totals[begin - k]);
+    if (!(suffix_min < added_min)) return false;
+  }
+  // Windows entirely to the left hold nothing of this one: together they cover [0, begin).
+  if (begin >= n) {
+    for (uint32_t b = 0; b < begin; ++b) {
+      if (!(window_min < totals[b])) return false;
+    }
+  }
+  // The same to the right: V = [begin + k, end + k) leaves out the first k blocks.
+  T prefix_min = totals[begin];
+  added_min = totals[end < blocks ? end : end - 1];
+  for (uint32_t k = 1; k < n && end + k <= blocks; ++k) {
+    prefix_min = std::min(prefix_min, totals[begin + k - 1]);
+    added_min = std::min(added_min, totals[end + k - 1]);
+    if (!(prefix_min < added_min)) return false;
+  }
+  if (end + n <= blocks) {
+    for (uint32_t b = end; b < blocks; ++b) {
+      if (!(window_min < totals[b])) return false;
+    }
+  }
+  return true;
+}
+
 // The first block of the window of n blocks whose totals, sorted ascending, are lexicographically
 // smallest (ties: the lowest begin; with `keep`, keep wins every tie it is part of).
 //
@@ -40,21 +161,19 @@ struct Totals {
 // number of times, the window holding it more often is the smaller. So instead of sorting every
 // window, it slides one window along and keeps, per distinct value (by rank), how many more times
 // the current window holds it than the best so far; the lowest rank with a nonzero difference
-// decides. Linear in the blocks (plus sorting the distinct values once), where sorting each
-// window cost O(blocks x n log n) and an allocation per window.
+// decides. Linear in the blocks (plus ranking the totals), where sorting each window cost
+// O(blocks x n log n) and an allocation per window.
 template <class T>
-uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep) {
+uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep, BestBeginScratch<T>& scratch) {
   BOUQUET_CHECK(n > 0 && n <= totals.size(), "a span must have between 1 and all blocks");
   const auto blocks = static_cast<uint32_t>(totals.size());
-  std::vector<T> values(totals.begin(), totals.end());
-  std::sort(values.begin(), values.end());
-  values.erase(std::unique(values.begin(), values.end()), values.end());
-  std::vector<uint32_t> rank(blocks);
-  for (uint32_t b = 0; b < blocks; ++b) {
-    rank[b] = static_cast<uint32_t>(std::lower_bound(values.begin(), values.end(), totals[b]) - values.begin());
-  }
-  std::vector<int32_t> diff(values.size(), 0);                  // current window minus best window
-  std::vector<uint64_t> nonzero((values.size() + 63) / 64, 0);  // ranks whose diff is not 0
+  if (keep && *keep + n <= blocks && strictly_best(totals, n, *keep)) return *keep;
+  const uint32_t distinct = rank_totals(totals, scratch);
+  const std::vector<uint32_t>& rank = scratch.rank;
+  std::vector<int32_t>& diff = scratch.diff;  // current window minus best window
+  diff.assign(distinct, 0);
+  std::vector<uint64_t>& nonzero = scratch.nonzero;  // ranks whose diff is not 0
+  nonzero.assign((distinct + 63) / 64, 0);
   auto bump = [&](uint32_t r, int32_t by) {
     diff[r] += by;
     if (diff[r] != 0)
@@ -81,14 +200,21 @@ uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_
     }
   }
   if (keep && *keep != best && *keep + n <= blocks) {
-    // keep wins a tie: the same multiset of totals as the best window.
-    std::vector<T> a(totals.begin() + *keep, totals.begin() + *keep + n);
-    std::vector<T> b(totals.begin() + best, totals.begin() + best + n);
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    if (a == b) return *keep;
+    // keep wins a tie: the same multiset of totals as the best window, that is of ranks.
+    std::fill(diff.begin(), diff.end(), 0);
+    for (uint32_t i = 0; i < n; ++i) {
+      ++diff[rank[*keep + i]];
+      --diff[rank[best + i]];
+    }
+    if (std::all_of(diff.begin(), diff.end(), [](int32_t d) { return d == 0; })) return *keep;
   }
   return best;
+}
+
+template <class T>
+uint32_t best_begin(std::span<const T> totals, uint32_t n, std::optional<uint32_t> keep) {
+  BestBeginScratch<T> scratch;
+  return best_begin(totals, n, keep, scratch);
 }
 
 // The kinds of server (quantized throughput, span) known to stay where they are under the
@@ -213,7 +339,8 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
   const bool was_covered = totals.covered();
   totals.add(*mine, -1);
   const uint32_t n = mine->span.size();
-  const uint32_t begin = best_begin<int64_t>(totals.rps, n, mine->span.begin);
+  BestBeginScratch<int64_t> scratch;
+  const uint32_t begin = best_begin<int64_t>(totals.rps, n, mine->span.begin, scratch);
   if (begin == mine->span.begin) return d.reason = "already where the swarm is weakest", d;
   PlacedServer moved = *mine;
   moved.span = BlockSpan{begin, begin + n};
@@ -240,7 +367,7 @@ RebalanceDecision decide_rebalance(std::span<const PlacedServer> servers, uint32
       const StayMemo::Key key{quantize(s.throughput_rps), s.span.begin, s.span.end};
       if (stays.known(key)) continue;
       totals.add(s, -1);
-      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin);
+      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin, scratch);
       if (b == s.span.begin) {
         stays.remember(key);
       } else {
@@ -383,11 +510,12 @@ BestPlacement best_placement(std::span<const ServerCapacity> servers, uint32_t n
     placed.push_back(s);
   }
   Totals totals = totals_of(placed, num_blocks);
+  BestBeginScratch<int64_t> scratch;
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (auto& s : placed) {
       totals.add(s, -1);
-      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin);
+      const uint32_t b = best_begin<int64_t>(totals.rps, s.span.size(), s.span.begin, scratch);
       changed |= b != s.span.begin;
       s.span = BlockSpan{b, b + s.span.size()};
       totals.add(s, +1);

@@ -243,11 +243,11 @@ class BlockServer {
   double rows_ahead_ = 0;                                  // moving average over arriving steps
   Time last_arrival_ = -kNever;                            // of an inference step
   std::unordered_map<TimerId, TimerOwner> timers_;
-  std::map<PeerId, ClientUsage> clients_;
-  TimerId contention_timer_ = 0;  // 0 = not set
-  TimerId batch_timer_ = 0;       // 0 = never needed yet; reused once allocated
-  Time now_ = 0;                  // the time of the input being handled
-  uint64_t next_id_ = 1;          // tickets, tasks, caches and timers share one counter
+  std::unordered_map<PeerId, ClientUsage> clients_;  // only looked up, per message
+  TimerId contention_timer_ = 0;                     // 0 = not set
+  TimerId batch_timer_ = 0;                          // 0 = never needed yet; reused once allocated
+  Time now_ = 0;                                     // the time of the input being handled
+  uint64_t next_id_ = 1;                             // tickets, tasks, caches and timers share one counter
 };
 
 // What a server that holds no span yet (choosing or loading one) answers to `message`: an

@@ -10,8 +10,8 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <optional>
+#include <unordered_map>
 
 #include "core/peer_id.h"
 
@@ -44,7 +44,7 @@ class RttEstimator {
     uint64_t samples = 0;
   };
   RttEstimatorConfig config_;
-  std::map<PeerId, Estimate> peers_;
+  std::unordered_map<PeerId, Estimate> peers_;  // only looked up: routing prices every server per plan
 };
 
 }  // namespace bouquet::core

@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 
 namespace bouquet::sim {
 
@@ -93,7 +94,7 @@ class ClientNode final : public NodeLoop {
   // work scheduled for an earlier attempt is dropped.
   uint64_t attempt_ = 0;
 
-  std::map<core::PeerId, std::string> names_;  // servers' hosts, from the records seen
+  std::unordered_map<core::PeerId, std::string> names_;  // servers' hosts, from the records seen
   // Generation's view of the swarm: the latest directory answer, a read in flight, and a plan that
   // waits for it (core::waits_for_directory).
   std::vector<core::ServerRecord> known_;

@@ -7,8 +7,6 @@
 #include "core/time.h"
 #include "sim/scenario.h"
 
-#include <deque>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -33,10 +31,15 @@ class Directory {
     core::ServerRecord record;
   };
   DirectoryConfig config_;
-  // Each peer's entries in announcement order (so also in visibility order: the delay is fixed).
-  // An announcement costs O(log peers): only its own peer's entries are pruned. A lookup costs
-  // one record copy per peer.
-  std::map<core::PeerId, std::deque<Entry>> entries_;
+  // Each peer's entries in announcement order (so also in visibility order: the delay is fixed),
+  // peers in id order in one array: a lookup walks it front to back (one record copy per peer),
+  // an announcement finds its peer by binary search and prunes only that peer's entries. A peer
+  // is inserted once, on its first announcement (a restarted server keeps its host, so its id).
+  struct PeerEntries {
+    core::PeerId peer;
+    std::vector<Entry> entries;
+  };
+  std::vector<PeerEntries> peers_;
 };
 
 }  // namespace bouquet::sim

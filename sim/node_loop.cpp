@@ -29,14 +29,47 @@ core::Time NodeLoop::now() { return sg4::Engine::get_clock(); }
 void NodeLoop::set_timer(uint32_t component, uint64_t timer, core::Time when) {
   const auto key = std::make_pair(component, timer);
   const uint64_t seq = ++seq_;
-  armed_[key] = seq;
-  deadlines_.push_back({when, seq, true, key, nullptr});
+  auto [it, fresh] = armed_.try_emplace(key, seq);
+  if (!fresh) {
+    it->second = seq;
+    ++stale_;  // the deadline it had stays in the heap until it comes up or a compaction
+  }
+  push_deadline({when, seq, true, key, nullptr});
 }
 
-void NodeLoop::cancel_timer(uint32_t component, uint64_t timer) { armed_.erase(std::make_pair(component, timer)); }
+void NodeLoop::cancel_timer(uint32_t component, uint64_t timer) {
+  stale_ += armed_.erase(std::make_pair(component, timer));
+}
 
 void NodeLoop::at(core::Time when, std::function<void()> fn) {
-  deadlines_.push_back({when, ++seq_, false, {}, std::move(fn)});
+  push_deadline({when, ++seq_, false, {}, std::move(fn)});
+}
+
+bool NodeLoop::later(const Deadline& a, const Deadline& b) { return a.at != b.at ? a.at > b.at : a.seq > b.seq; }
+
+bool NodeLoop::is_stale(const Deadline& d) const {
+  if (!d.is_timer) return false;
+  auto it = armed_.find(d.timer);
+  return it == armed_.end() || it->second != d.seq;
+}
+
+void NodeLoop::push_deadline(Deadline deadline) {
+  deadlines_.push_back(std::move(deadline));
+  std::push_heap(deadlines_.begin(), deadlines_.end(), later);
+  // Timers re-armed far ahead (a reply deadline moved at every step) would otherwise pile up.
+  if (stale_ > 64 && 2 * stale_ > deadlines_.size()) {
+    std::erase_if(deadlines_, [&](const Deadline& d) { return is_stale(d); });
+    std::make_heap(deadlines_.begin(), deadlines_.end(), later);
+    stale_ = 0;
+  }
+}
+
+void NodeLoop::pop_stale() {
+  while (!deadlines_.empty() && is_stale(deadlines_.front())) {
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
+    deadlines_.pop_back();
+    if (stale_ > 0) --stale_;
+  }
 }
 
 void NodeLoop::when_done(sg4::ActivityPtr activity, std::function<void()> on_done) {
@@ -50,18 +83,13 @@ void NodeLoop::compute(double seconds, std::function<void()> on_done) {
 
 void NodeLoop::fire_due() {
   for (;;) {
-    // Drop deadlines of timers that were cancelled or moved.
-    std::erase_if(deadlines_, [&](const Deadline& d) {
-      if (!d.is_timer) return false;
-      auto it = armed_.find(d.timer);
-      return it == armed_.end() || it->second != d.seq;
-    });
-    auto due = std::min_element(deadlines_.begin(), deadlines_.end(), [](const auto& a, const auto& b) {
-      return a.at != b.at ? a.at < b.at : a.seq < b.seq;
-    });
-    if (due == deadlines_.end() || due->at > now() + kClockSlack_s) return;
-    Deadline deadline = std::move(*due);
-    deadlines_.erase(due);
+    // The earliest deadline (ties: the first scheduled) of a timer still armed as it was, or of a
+    // function: a min-heap on (at, seq), deadlines of cancelled or moved timers skipped.
+    pop_stale();
+    if (deadlines_.empty() || deadlines_.front().at > now() + kClockSlack_s) return;
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
+    Deadline deadline = std::move(deadlines_.back());
+    deadlines_.pop_back();
     if (deadline.is_timer) {
       armed_.erase(deadline.timer);
       on_timer(deadline.timer.first, deadline.timer.second);
@@ -81,8 +109,8 @@ void NodeLoop::run() {
   on_start();
   fire_due();
   while (!finished()) {
-    core::Time next = core::kNever;
-    for (const auto& d : deadlines_) next = std::min(next, d.at);
+    // fire_due() left the earliest deadline live on top.
+    const core::Time next = deadlines_.empty() ? core::kNever : deadlines_.front().at;
     // Refilled in place: its capacity stays, so waiting allocates nothing per message.
     waiting_.clear();
     waiting_.push_back(receive);

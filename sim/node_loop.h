@@ -71,12 +71,17 @@ class NodeLoop {
     std::function<void()> fn;
   };
   void fire_due();
+  static bool later(const Deadline& a, const Deadline& b);
+  bool is_stale(const Deadline& d) const;
+  void push_deadline(Deadline deadline);
+  void pop_stale();  // drops stale deadlines from the top of the heap
 
   std::string host_;
   core::PeerId self_;
   uint64_t seq_ = 0;
   std::map<std::pair<uint32_t, uint64_t>, uint64_t> armed_;  // timer -> seq of its deadline
-  std::vector<Deadline> deadlines_;
+  std::vector<Deadline> deadlines_;                          // a min-heap on (at, seq), by later()
+  size_t stale_ = 0;  // about how many of them belong to cancelled or moved timers
   std::vector<simgrid::s4u::ActivityPtr> activities_;
   std::vector<std::function<void()>> on_done_;
   std::vector<simgrid::s4u::ActivityPtr> waiting_;  // what run() waits on, rebuilt each turn

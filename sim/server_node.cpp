@@ -116,11 +116,11 @@ void ServerNode::on_message(core::PeerId from, core::Message& message) {
     // timeout).
     dead_ = true;
     server_.reset();
-    peers_.insert(from);
+    remember_peer(from);
     for (core::PeerId peer : peers_) transport_.send_reset(self(), peer);
     return;
   }
-  peers_.insert(from);
+  remember_peer(from);
   if (fails(message)) {
     // The stage resets: a fresh server on the same blocks (caches lost), the activation dropped,
     // its sender told through a reset connection.

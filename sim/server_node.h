@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <unordered_set>
 
 namespace bouquet::sim {
 
@@ -78,7 +79,11 @@ class ServerNode final : public NodeLoop {
   // (peers_) and refuses new ones; the host stays up. Its record stays in the directory until it
   // expires, as a killed server's does.
   bool dead_ = false;
-  std::set<core::PeerId> peers_;
+  std::set<core::PeerId> peers_;                   // in id order: resets go out in that order
+  std::unordered_set<core::PeerId> peers_hashed_;  // the same, for the look-up every message makes
+  void remember_peer(core::PeerId peer) {
+    if (peers_hashed_.insert(peer).second) peers_.insert(peer);
+  }
 };
 
 }  // namespace bouquet::sim

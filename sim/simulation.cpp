@@ -82,12 +82,17 @@ void watch_coverage(const Scenario& scenario, const Platform& platform,
   sg4::Actor::create("coverage", platform.controller, [&scenario, &platform, &servers, &result, from_s, blocks] {
     std::vector<int> holders(blocks);
     std::vector<double> rps(blocks);
+    // Each host once, in the map's order, with where the map keeps its current process (a
+    // restart replaces it there): no look-up by name per server and probe.
+    std::vector<std::pair<const sg4::Host*, ServerNode* const*>> hosts;
+    for (const auto& [name, node] : servers) hosts.emplace_back(platform.hosts.at(name), &node);
     for (double t = from_s; t + kCoverageProbe_s <= scenario.duration_s; t += kCoverageProbe_s) {
       sg4::this_actor::sleep_until(t);
       std::fill(holders.begin(), holders.end(), 0);
       std::fill(rps.begin(), rps.end(), 0.0);
-      for (const auto& [name, node] : servers) {
-        if (!platform.hosts.at(name)->is_on()) continue;
+      for (const auto& [host, latest] : hosts) {
+        if (!host->is_on()) continue;
+        const ServerNode* node = *latest;
         if (auto span = node->serving()) {
           for (uint32_t b = span->begin; b < span->end; ++b) {
             ++holders[b];
