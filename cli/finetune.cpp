@@ -38,6 +38,8 @@ const CommandRegistration finetune_command{
           ->check(finite_in(0, 1));
       sub.add_option("--threads", config->threads, "CPU threads (0 = libtorch's default)")->check(CLI::Range(0, 4096));
       sub.add_flag("--quiet", config->quiet, "No per-step progress lines");
+      sub.add_flag("--json", config->json,
+                   "Print the report as one JSON object (losses, seconds and pass shape of each step, route)");
       return [config, swarm] { return net::run_finetune(*config, *swarm); };
     }};
 

@@ -6,6 +6,7 @@
 #include "gpu/family.h"
 #include "gpu/model_config.h"
 #include "gpu/span_compute.h"
+#include "gpu/span_runner.h"
 #include "gpu/tensor_bridge.h"
 
 #include <ATen/ATen.h>
@@ -63,6 +64,25 @@ std::vector<std::unique_ptr<Block>> load_rotation(const ModelConfig& model, cons
   return blocks;
 }
 
+// A fine-tuning server's backward request on one block, as SpanCompute runs it: the forward
+// recomputed with autograd, then the gradients flowed back to the inputs (frozen weights), at the
+// prefill lengths (batch 1). What a backward costs against a forward of the same positions is
+// the implementation's: autograd's bookkeeping, and products that take libtorch's path where the
+// no-grad forward takes the kernels.
+json backward_points(const DeviceProfileConfig& config, const std::string& format) {
+  const SpanRunner runner(
+      {config.model, 0, 1, format == "bf16" ? "bf16" : "f32", "cpu", format == "int8" ? "int8" : "none"});
+  json points = json::array();
+  for (const int64_t tokens : config.prefill_tokens) {
+    const auto tensor_options = at::TensorOptions().dtype(runner.compute().dtype);
+    const at::Tensor x = at::randn({1, tokens, runner.hidden_size()}, tensor_options);
+    const at::Tensor grad = at::randn({1, tokens, runner.hidden_size()}, tensor_options);
+    const double step_s = median_s([&] { runner.backward(x, grad); }, config.seconds_per_point);
+    points.push_back({{"batch", 1}, {"new_tokens", tokens}, {"step_s", step_s}});
+  }
+  return points;
+}
+
 json measure_format(const ModelConfig& model, const Checkpoint& checkpoint, const std::string& format,
                     const DeviceProfileConfig& config) {
   const ComputeOptions options = options_of(format);
@@ -102,7 +122,8 @@ json measure_format(const ModelConfig& model, const Checkpoint& checkpoint, cons
   return {{"weight_bytes_per_block", block.weight_bytes()},
           {"decode_blocks_rotated", blocks.size()},
           {"decode", decode},
-          {"prefill", prefill}};
+          {"prefill", prefill},
+          {"backward", backward_points(config, format)}};
 }
 
 double read_bandwidth_bytes_per_s(double min_seconds) {

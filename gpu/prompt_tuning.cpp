@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 
@@ -164,7 +165,12 @@ FinetuneReport finetune(const FinetuneConfig& config, const ClientHead& head, co
         rows.push_back(order[at++]);
       }
     }
-    const double loss = tuner.train_step(chain, rows == all ? everything : make_batch(examples, rows, 0));
+    const TrainingBatch batch = rows == all ? everything : make_batch(examples, rows, 0);
+    const auto start = std::chrono::steady_clock::now();
+    const double loss = tuner.train_step(chain, batch);
+    report.step_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    report.step_batch.push_back(batch.ids.size(0));
+    report.step_positions.push_back(config.pre_seq_len + batch.ids.size(1));
     report.losses.push_back(loss);
     if (on_step) on_step(step, config.steps, loss);
   }

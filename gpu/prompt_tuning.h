@@ -106,12 +106,19 @@ struct FinetuneConfig {
   int64_t batch_size = 0;  // examples per step; 0: all of them
   int threads = 0;
   bool quiet = false;  // no per-step lines
+  bool json = false;   // print the report as one JSON object (finetune_json) instead of a line
 };
 
 struct FinetuneReport {
   Evaluation before;           // the untuned prompts on the whole data set
   Evaluation after;            // the tuned prompts on the whole data set
   std::vector<double> losses;  // per step, before its update
+  // Per step: seconds of its forward pass, loss, backward pass and update (the evaluations before
+  // and after are not steps), and the shape of the pass the blocks saw: sequences x positions
+  // (the prefix included).
+  std::vector<double> step_s;
+  std::vector<int64_t> step_batch;
+  std::vector<int64_t> step_positions;
   int64_t examples = 0;
 };
 

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import Harness  # noqa: E402
 
 DEVICE_FILE = "this-machine.json"  # what the fidelity scenarios' device_file keys name
+FINETUNE_PREFIX = 8  # trainable prefix positions of a fine-tuning row's clients (finetune --pre-seq-len)
 
 
 def set_path(node, path, value):
@@ -146,8 +147,8 @@ class Fidelity:
 
         for key in ("read_bandwidth_bytes_per_s", "request_overhead_s", "block_overhead_s"):
             device[key] = median([r[key] for r in runs])
-        for kind in ("decode", "prefill"):
-            for i, point in enumerate(device["formats"]["f32"][kind]):
+        for kind in ("decode", "prefill", "backward"):
+            for i, point in enumerate(device["formats"]["f32"].get(kind, [])):
                 point["step_s"] = median([r["formats"]["f32"][kind][i]["step_s"] for r in runs])
         device["profile_runs"] = len(runs)
         with open(path, "w") as f:
@@ -232,11 +233,13 @@ class Fidelity:
             # The next server joins once this one's record is online, as in the simulator.
             H.wait_online(dht, link["address"])
 
+        if any(c["work"].get("kind", "generate") == "backward" for _, c in clients):
+            return self._real_finetune(s, dht, names, spans, clients)
         procs = []
         for i, (name, c) in enumerate(clients):
             work = c["work"]
             if work.get("kind", "generate") != "generate" or int(work.get("batch", 1)) != 1:
-                raise RuntimeError(f"client {name}: only generation of batch 1 runs for real here")
+                raise RuntimeError(f"client {name}: only generation of batch 1 and fine-tuning run for real here")
             prompt = ",".join(str(1 + (7 * k + i) % 400) for k in range(int(work.get("prefix_tokens", 1))))
             argv = [self.bouquet, "generate", "--model", self.model, "--initial-peers", dht, "--prompt-ids", prompt,
                     "--max-new-tokens", str(int(work["new_tokens"]) + 1), "--ignore-eos", "--seed",
@@ -269,6 +272,78 @@ class Fidelity:
                 "first_client_recoveries": first["recoveries"],
                 "clients": {n: {k: r[k] for k in ("tokens_per_s", "prefill_s", "decode_s")} for n, r in results.items()}}
 
+    # --- fine-tuning rows ------------------------------------------------------------------------
+
+    def finetune_data(self, work):
+        """OUT/finetune-B.jsonl: `batch` examples of a fixed shape drawn from the seed (a prompt of 6
+        words, a completion of 2), so every step trains on the whole set: the sim's passes of batch x
+        sequence_tokens. Returns the path and the positions per sequence the blocks see (the
+        prefix included), measured by one local step."""
+        batch = int(work.get("batch", 1))
+        path = os.path.join(self.out, f"finetune-{batch}.jsonl")
+        words = ["red", "blue", "green", "cat", "dog", "bird", "sun", "moon", "tree", "river", "stone", "cloud"]
+        with open(path, "w") as f:
+            for i in range(batch):
+                pick = [words[(self.seed + 5 * i + 3 * k * k) % len(words)] for k in range(8)]
+                f.write(json.dumps({"prompt": " ".join(pick[:6]), "completion": " " + " ".join(pick[6:])}) + "\n")
+        report = json.loads(self.bq("finetune", "--model", self.model, "--local", "--data", path, "--steps", "1",
+                                    "--pre-seq-len", str(FINETUNE_PREFIX), "--threads", "1", "--quiet", "--json"))
+        return path, report["step_positions"][0]
+
+    def check_finetune_rows(self, rows):
+        """Each fine-tuning row's sequence_tokens must be what its data gives: the simulated passes
+        are then the real ones."""
+        for row in rows:
+            scenario = copy.deepcopy(self.base)
+            for key, value in (row.get("set") or {}).items():
+                set_path(scenario, key, value)
+            for c in scenario["clients"]:
+                if c["work"].get("kind") != "backward":
+                    continue
+                _, positions = self.finetune_data(c["work"])
+                if int(c["work"].get("sequence_tokens", 128)) != positions:
+                    raise RuntimeError(f"row {row['name']}: client {c['name']} has sequence_tokens "
+                                       f"{c['work'].get('sequence_tokens', 128)}, but its data gives {positions} "
+                                       f"positions per sequence ({FINETUNE_PREFIX} of them the prefix): set it")
+
+    def _real_finetune(self, s, dht, names, spans, clients):
+        """Fine-tuning clients: `bouquet finetune --json` through the swarm, `repeat` steps of the
+        whole data set each (prompt tuning, ptune); steps_per_s counts the steps only (forward
+        pass, loss, backward pass, update), not the evaluations before and after."""
+        procs = []
+        for i, (name, c) in enumerate(clients):
+            work = c["work"]
+            if work.get("kind") != "backward" or int(work.get("repeat", 0)) < 1:
+                raise RuntimeError(f"client {name}: a fine-tuning row's clients all fine-tune a set number of "
+                                   "steps (kind backward, repeat >= 1)")
+            data, _ = self.finetune_data(work)
+            argv = [self.bouquet, "finetune", "--model", self.model, "--initial-peers", dht, "--data", data,
+                    "--steps", str(int(work["repeat"])), "--pre-seq-len", str(FINETUNE_PREFIX), "--threads", "1",
+                    "--seed", str(self.seed + i), "--quiet", "--json", "--compression",
+                    {"none": "none", "float16": "f16", "int8_blockwise": "int8"}[s["model"].get("wire_compression", "none")]]
+            err = open(os.path.join(self.H.scratch, f"finetune-{name}.log"), "w")
+            procs.append((name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True), err))
+        results = {}
+        for name, p, err in procs:
+            stdout, _ = p.communicate(timeout=600)
+            err.close()
+            if p.returncode != 0:
+                raise RuntimeError(f"bouquet finetune ({name}) failed; see {err.name}")
+            results[name] = json.loads(stdout)
+        first = results[clients[0][0]]
+        # "ADDRESS [b, e) -> ADDRESS [b, e)": the first chain the passes took.
+        hops = []
+        for part in first["route"].split(";")[0].split(" -> "):
+            address, span = part.strip().split(" ", 1)
+            begin, end = (int(x) for x in span.strip("[)").split(", "))
+            hops.append({"server": names.get(address, address), "blocks": [begin, end]})
+        rates = [len(r["step_s"]) / sum(r["step_s"]) for r in results.values()]
+        return {"steps_per_s": sum(rates) / len(rates), "tokens_per_s": float("nan"), "spans": spans,
+                "routes": [{"kind": "opened", "hops": hops}], "positions_replayed": 0, "recoveries": [],
+                "first_client_recoveries": [],
+                "clients": {n: {k: r[k] for k in ("step_s", "step_positions", "step_batch", "retries")}
+                            for n, r in results.items()}}
+
     # --- the comparison --------------------------------------------------------------------------
 
     def run(self):
@@ -288,6 +363,7 @@ class Fidelity:
             rows = [r for r in self.base["rows"] if r["name"] == fit_row] + [r for r in rows if r["name"] != fit_row]
             self.args.set.append("cost.client.hop_overhead_s=0")
         self.make_model()
+        self.check_finetune_rows(rows)
         if self.args.profile == "once":
             self.profile_device(self.out)
         simulated = None

@@ -15,7 +15,11 @@ packages=(build-essential cmake ninja-build git pkg-config
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev sentencepiece
   libjsoncpp-dev libssl-dev libmsgpack-dev libpcre2-dev libcpp-httplib-dev clang-format
   python3-numpy python3-sentencepiece python3-matplotlib python3-venv curl chromium
-  slurmctld slurmd slurm-client munge iproute2)
+  slurmctld slurmd slurm-client munge iproute2
+  libopenblas0-openmp)
+# libopenblas0-openmp: Debian's libtorch multiplies matrices through libblas.so.3, which without it
+# is the reference BLAS (~1.6 GFLOP/s); OpenBLAS takes that name when installed, and its OpenMP
+# build follows the thread count libtorch sets (README: "BLAS").
 
 bash scripts/apt-install.sh setup "${packages[@]}"
 

@@ -424,11 +424,24 @@ void ClientNode::plan_pass_route(const core::PlanRoute& plan) {
   };
   core::RoutePlanned planned = answer();
   if (planned.chain.ok()) {
+    note_pass_route(planned);
     return at(now(), [this, planned] { feed_pass(planned); });
   }
   records_ = context_.directory.lookup(now(), context_.model_id);
   records_read_s_ = now();
-  at(now() + context_.directory.lookup_delay_s(), [this, answer] { feed_pass(answer()); });
+  at(now() + context_.directory.lookup_delay_s(), [this, answer] {
+    core::RoutePlanned late = answer();
+    note_pass_route(late);
+    feed_pass(late);
+  });
+}
+
+// The first chain a pass was routed on, as a generation's opened route is recorded.
+void ClientNode::note_pass_route(const core::RoutePlanned& planned) {
+  if (planned.chain.ok() && result().routes.empty()) {
+    for (const core::ServerRecord& r : records_) names_.try_emplace(r.peer, r.address);
+    result().routes.push_back({"opened", 0, 0, "", named(planned.chain.value())});
+  }
 }
 
 void ClientNode::on_pass_done() {

@@ -69,6 +69,7 @@ class ClientNode final : public NodeLoop {
   void start_pass();
   void feed_pass(const core::Input& input);
   void plan_pass_route(const core::PlanRoute& plan);
+  void note_pass_route(const core::RoutePlanned& planned);
   void on_pass_done();
 
   core::Activation hidden(uint32_t batch, uint32_t tokens) const;

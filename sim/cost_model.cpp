@@ -95,6 +95,13 @@ double prefill_s(const MeasuredFormat& figures, double tokens) {
   return interpolate({line.begin(), line.end()}, tokens);
 }
 
+// A backward request of `tokens` positions, over the measured backward points.
+double backward_s(const MeasuredFormat& figures, double tokens) {
+  std::map<double, double> line;
+  for (const auto& p : figures.backward) line.emplace(static_cast<double>(p.batch * p.new_tokens), p.step_s);
+  return interpolate({line.begin(), line.end()}, tokens);
+}
+
 std::string_view measured_key(WeightFormat format) {
   switch (format) {
     case WeightFormat::f32:
@@ -138,7 +145,10 @@ double CostModel::measured_step_s(const DeviceSpec& device, const ModelShape& mo
     seconds = prefill_s(*figures, batch * fresh);
     if (work.cache_tokens > 0) seconds += fresh * (decode_s(*figures, batch, cached) - decode_s(*figures, batch, 0));
   }
-  if (work.backward) seconds *= 2.0;
+  if (work.backward) {
+    seconds =
+        figures->backward.empty() ? 2.0 * seconds : backward_s(*figures, batch * static_cast<double>(work.new_tokens));
+  }
   if (!same_shape(model, measured.shape)) {
     StepCost ignored;
     const std::span<const BlockWork> one(&work, 1);

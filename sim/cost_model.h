@@ -18,7 +18,9 @@
 //   position's decode cost of attending to them (decode at that cache length minus at 0);
 // - beyond the largest measured point, the last segment extends linearly; below the smallest,
 //   the smallest point's figure holds;
-// - backward: twice the forward, as for the roofline;
+// - backward (a fine-tuning request: forward recomputed with autograd, then gradients to the
+//   inputs): linear in batch x new positions over the file's backward points; a file without
+//   them charges twice the forward, as the roofline does;
 // - a block of another shape than the one profiled: scaled by the ratio of the two shapes'
 //   rooflines on this device (1 for the same shape).
 // The measured per-block overhead is added to each block, and the measured per-request overhead

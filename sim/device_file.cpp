@@ -100,6 +100,14 @@ MeasuredFormat read_format(const Reader& r, const json& figures, const std::stri
     out.prefill.push_back({r.integer(prefill[i], at, "batch", 1), r.integer(prefill[i], at, "new_tokens", 2),
                            r.number(prefill[i], at, "step_s", 0, false)});
   }
+  if (figures.contains("backward")) {
+    const json& backward = r.array(figures, path, "backward");
+    for (size_t i = 0; i < backward.size(); ++i) {
+      const std::string at = fmt::format("{}.backward.{}", path, i);
+      out.backward.push_back({r.integer(backward[i], at, "batch", 1), r.integer(backward[i], at, "new_tokens", 1),
+                              r.number(backward[i], at, "step_s", 0, false)});
+    }
+  }
   return out;
 }
 

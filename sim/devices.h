@@ -32,6 +32,10 @@ struct MeasuredFormat {
   };
   std::vector<Decode> decode;  // a full grid: every batch measured at every cache length
   std::vector<Prefill> prefill;
+  // A fine-tuning backward request (forward recomputed with autograd, gradients to the inputs) of
+  // batch x new_tokens positions; empty in files that predate it (the cost model then charges
+  // twice the forward).
+  std::vector<Prefill> backward;
 };
 
 struct MeasuredDevice {

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <fmt/core.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <memory>
@@ -73,6 +74,7 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const Sw
   };
   gpu::FinetuneReport report;
   std::string route = "local";
+  nlohmann::json retries = nlohmann::json::array();
   if (config.local) {
     const gpu::SpanRunner blocks({config.model, 0, -1, "f32", "cpu"});
     gpu::LocalPassChain chain(blocks);
@@ -92,16 +94,39 @@ gpu::FinetuneReport finetune_command(const gpu::FinetuneConfig& config, const Sw
     report = gpu::finetune(config, head, *tokenizer, chain, fingerprint, progress);
     route = chain.describe_chain();
     for (const PassRetry& r : chain.retries()) {
+      retries.push_back({{"blocks", r.span.to_string()},
+                         {"failed_peer", r.failed_peer},
+                         {"cause", r.cause},
+                         {"replacement", r.replacement}});
       fmt::print(stderr, "blocks {} failed on {} ({}); retried on {}\n", r.span.to_string(), r.failed_peer, r.cause,
                  fmt::format("{}", fmt::join(r.replacement, ", ")));
     }
     print_spot_checks(chain.spot_checks());
   }
-  fmt::print(
-      "{}, {} steps, pre_seq_len {}, {} examples: loss {:.4f} -> {:.4f}, exact match {}/{} -> {}/{}; route: {}\n",
-      config.mode, config.steps, config.pre_seq_len, report.examples, report.before.loss, report.after.loss,
-      report.before.exact, report.before.total, report.after.exact, report.after.total, route);
-  if (!config.out.empty()) fmt::print("prompts written to {}\n", config.out);
+  if (config.json) {
+    const nlohmann::json out = {{"mode", config.mode},
+                                {"steps", config.steps},
+                                {"pre_seq_len", config.pre_seq_len},
+                                {"examples", report.examples},
+                                {"loss_before", report.before.loss},
+                                {"loss_after", report.after.loss},
+                                {"exact_before", report.before.exact},
+                                {"exact_after", report.after.exact},
+                                {"losses", report.losses},
+                                {"step_s", report.step_s},
+                                {"step_batch", report.step_batch},
+                                {"step_positions", report.step_positions},
+                                {"route", route},
+                                {"retries", retries},
+                                {"out", config.out}};
+    fmt::print("{}\n", out.dump());
+  } else {
+    fmt::print(
+        "{}, {} steps, pre_seq_len {}, {} examples: loss {:.4f} -> {:.4f}, exact match {}/{} -> {}/{}; route: {}\n",
+        config.mode, config.steps, config.pre_seq_len, report.examples, report.before.loss, report.after.loss,
+        report.before.exact, report.before.total, report.after.exact, report.after.total, route);
+  }
+  if (!config.out.empty() && !config.json) fmt::print("prompts written to {}\n", config.out);
   std::fflush(stdout);
   return report;
 }

@@ -108,8 +108,11 @@ TEST_P(LoraEqualsMerged, OutputsAndGradients) {
       << "max diff " << (with_adapter - expected).abs().max().item<double>();
   EXPECT_GT((with_adapter - plain).abs().max().item<double>(), 1e-2) << "the adapter changes nothing";
   const at::Tensor expected_grad = reference.backward(x, g);
-  // BLOOM's tiny gradients reach a few hundred: f32 rounding, relative to the largest.
-  const double grad_tolerance = 1e-5 * std::max(1.0, expected_grad.abs().max().item<double>());
+  // BLOOM's tiny gradients reach a few hundred: f32 rounding, relative to the largest. The two
+  // paths sum in different orders (x W^T + s (x A^T) B^T against x (W + s B A)^T), and OpenBLAS's blocked
+  // products round differently from the reference BLAS: 4.2e-5 of the largest measured on bloom
+  // with 3 targets (seed 7), against the adapter's effect of more than 1e-2.
+  const double grad_tolerance = 1e-4 * std::max(1.0, expected_grad.abs().max().item<double>());
   EXPECT_TRUE(at::allclose(grad_with_adapter, expected_grad, 1e-4, grad_tolerance))
       << "max diff " << (grad_with_adapter - expected_grad).abs().max().item<double>() << " of "
       << expected_grad.abs().max().item<double>();

@@ -14,6 +14,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -198,6 +199,20 @@ TEST(PromptTuning, MinibatchTrainingIsReproducibleAndWritesLoadablePrompts) {
   const FinetuneReport b = finetune(config, head, *tokenizer, chain, "fp");
   EXPECT_EQ(a.losses, b.losses);
   EXPECT_EQ(a.examples, 3);
+  // Each step reports its time and the shape of the pass the blocks saw: 2 sequences of the
+  // prefix plus the longer example's tokens.
+  const auto tokenized = tokenize_examples(*tokenizer, load_finetune_data(config.data));
+  ASSERT_EQ(a.step_s.size(), 5u);
+  for (size_t i = 0; i < a.step_s.size(); ++i) {
+    EXPECT_GT(a.step_s[i], 0.0);
+    EXPECT_EQ(a.step_batch[i], 2);
+    EXPECT_GE(a.step_positions[i], 2 + 2);  // the prefix and at least a prompt and a completion token
+  }
+  int64_t longest = 0;
+  for (const auto& e : tokenized) {
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(e.prompt_ids.size() + e.completion_ids.size()));
+  }
+  EXPECT_EQ(*std::max_element(a.step_positions.begin(), a.step_positions.end()), 2 + longest);
   const TunedPrompts pa = load_prompts(dir / "a.safetensors", "fp", head.model_config());
   const TunedPrompts pb = load_prompts(dir / "b.safetensors", "fp", head.model_config());
   EXPECT_TRUE(at::equal(pa.deep_prompts, pb.deep_prompts));

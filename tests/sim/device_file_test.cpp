@@ -79,6 +79,7 @@ TEST(DeviceFile, BlockStepIsTheMeasuredFigureAndInterpolatesBetweenPoints) {
   EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 1, .cache_tokens = 200}), 0.013 + 0.0002, 1e-12);
   EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 16, .cache_tokens = 100}), 0.020 + 16 * 0.001 + 0.0002,
               1e-12);
+  // A file without backward points: a backward is charged twice the forward.
   EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 64, .backward = true}), 2 * 0.050 + 0.0002, 1e-12);
   // A span: its blocks plus the measured per-request overhead instead of the scenario's.
   CostModelConfig config;
@@ -89,6 +90,33 @@ TEST(DeviceFile, BlockStepIsTheMeasuredFigureAndInterpolatesBetweenPoints) {
   EXPECT_GT(step(WeightFormat::f32, {}), 0);
   EXPECT_GT(cost.block_step(device, *find_model("bloom-176b"), WeightFormat::f32, {}).seconds,
             5 * step(WeightFormat::f32, {}));
+}
+
+TEST(DeviceFile, ABackwardIsItsMeasuredFigureWhereTheFileHasOne) {
+  json p = profile();
+  // Measured: a backward costs 3.5x the forward at 16 positions, 3x at 64.
+  p["formats"]["f32"]["backward"] = json::array(
+      {{{"batch", 1}, {"new_tokens", 16}, {"step_s", 0.070}}, {{"batch", 1}, {"new_tokens", 64}, {"step_s", 0.150}}});
+  const DeviceSpec& device = registered(p, "backward.json");
+  const CostModel cost(CostModelConfig{});
+  const ModelShape& bloom = *find_model("bloom-7b1");
+  const auto step = [&](WeightFormat f, BlockWork w) { return cost.block_step(device, bloom, f, w).seconds; };
+  EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 16, .backward = true}), 0.070 + 0.0002, 1e-12);
+  // Linear in batch x positions between and beyond the points, as prefill is.
+  EXPECT_NEAR(step(WeightFormat::f32, {.batch = 2, .new_tokens = 20, .backward = true}), 0.110 + 0.0002, 1e-12);
+  EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 112, .backward = true}), 0.230 + 0.0002, 1e-12);
+  // The forward is untouched; bf16, measured without backward points, stays at twice its forward.
+  EXPECT_NEAR(step(WeightFormat::f32, {.batch = 1, .new_tokens = 64}), 0.050 + 0.0002, 1e-12);
+  EXPECT_NEAR(step(WeightFormat::f16, {.batch = 1, .new_tokens = 64, .backward = true}),
+              2 * step(WeightFormat::f16, {.batch = 1, .new_tokens = 64}) - 0.0002, 1e-12);
+  p["formats"]["f32"]["backward"][1]["step_s"] = "fast";
+  const std::string bad = write("bad-backward.json", p.dump());
+  try {
+    read_device_file(bad);
+    ADD_FAILURE() << "a backward point that is not a number was accepted";
+  } catch (const DeviceFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("formats.f32.backward.1.step_s"), std::string::npos) << e.what();
+  }
 }
 
 std::string error_of(const std::string& path) {

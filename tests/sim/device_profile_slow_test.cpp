@@ -70,6 +70,18 @@ TEST(ProfileDevice, TheSimulatedStepOfAProfiledDeviceIsItsMeasuredFigure) {
                   1e-12)
           << name << " prefill " << p.dump();
     }
+    // A backward at each prefill length: what the cost model charges for it, and more than the
+    // forward of the same positions (the forward is recomputed, then the gradients flow back).
+    ASSERT_EQ(figures["backward"].size(), figures["prefill"].size()) << name;
+    for (size_t i = 0; i < figures["backward"].size(); ++i) {
+      const auto& b = figures["backward"][i];
+      EXPECT_EQ(b["new_tokens"], figures["prefill"][i]["new_tokens"]) << name;
+      const BlockWork work{.batch = 1, .new_tokens = b["new_tokens"], .backward = true};
+      EXPECT_NEAR(cost.block_step(device, shape, format, work).seconds, b["step_s"].get<double>() + block_overhead_s,
+                  1e-12)
+          << name << " backward " << b.dump();
+      EXPECT_GT(b["step_s"].get<double>(), figures["prefill"][i]["step_s"].get<double>()) << name << b.dump();
+    }
     // Batch 2 at cache 16 lies within the four measured corners around it.
     double lo = 1e9, hi = 0;
     for (const auto& d : figures["decode"]) {
