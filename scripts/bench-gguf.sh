@@ -8,14 +8,18 @@
 #          llama.cpp on a Q8_0 copy;
 #   4-bit: bouquet --quant nf4 and llama.cpp on a Q4_0 copy.
 # Prints ms per generated token after the first (the prefill is left out of both), the ratio
-# bouquet / llama.cpp per format, and the machine's load average (other work moves absolute times).
+# bouquet / llama.cpp per format, and the machine's load average (other work moves absolute times:
+# the two alternate for BOUQUET_BENCH_ROUNDS rounds, default 3, and the medians are compared).
+# BOUQUET_LLAMACPP_NO_EXTRA_BUFFERS=1 loads llama.cpp's weights without its extra buffer types
+# (weight repacking, AMX): a native build on a CPU that reports AMX crashed in its AMX product
+# inside a VM here. This leaves llama.cpp its plain quantized dot products.
 # Usage: scripts/bench-gguf.sh [MODEL.gguf] [TOKENS]   (default: SmolLM2 from fetch-smollm2.sh, 64)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 model=${1:-$(scripts/fetch-smollm2.sh)}
 tokens=${2:-64}
 cache="${BOUQUET_CACHE_DIR:-$HOME/.cache/bouquet}"
-py="$cache/venv-llamacpp/bin/python"
+py=${BOUQUET_LLAMACPP_PYTHON:-$cache/venv-llamacpp/bin/python}  # another Python with llama_cpp importable
 if ! "$py" -c 'import llama_cpp' 2>/dev/null; then
   python3 -m venv "$cache/venv-llamacpp"
   CMAKE_BUILD_PARALLEL_LEVEL=2 "$cache/venv-llamacpp/bin/pip" install -q llama-cpp-python
@@ -28,9 +32,17 @@ bouquet() {  # MODEL QUANT -> ms/token
 }
 llama() {  # MODEL -> ms/token
   "$py" - "$1" "$tokens" "$prompt" <<'PY'
-import sys, time
+import os, sys, time
+import llama_cpp.llama_cpp as api
 from llama_cpp import Llama
 model, tokens, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if os.environ.get("BOUQUET_LLAMACPP_NO_EXTRA_BUFFERS"):
+    defaults = api.llama_model_default_params
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+    api.llama_model_default_params = without_extra_buffers
 llm = Llama(model_path=model, n_threads=1, n_threads_batch=1, n_ctx=512, verbose=False)
 ids = llm.tokenize(prompt.encode(), add_bos=False)
 llm.reset()
@@ -63,11 +75,25 @@ PY
 f32=$(copy LLAMA_FTYPE_ALL_F32 F32)
 q8_0=$(copy LLAMA_FTYPE_MOSTLY_Q8_0 Q8_0)
 q4_0=$(copy LLAMA_FTYPE_MOSTLY_Q4_0 Q4_0)
-echo "$(basename "$model"), $tokens tokens, 1 thread, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-row() {  # LABEL BOUQUET_MS LLAMA_MS
-  python3 -c "import sys; b, l = float(sys.argv[2]), float(sys.argv[3]); print(f'{sys.argv[1]:<40} bouquet {b:7.1f} ms/token  llama.cpp {l:7.1f}  ratio {b / l:.2f}')" "$@"
+rounds=${BOUQUET_BENCH_ROUNDS:-3}
+echo "$(basename "$model"), $tokens tokens, 1 thread, $rounds rounds (bouquet and llama.cpp alternate;" \
+  "medians), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+compare() {  # LABEL BOUQUET_MODEL QUANT LLAMA_MODEL
+  local b=() l=() r
+  for ((r = 0; r < rounds; r++)); do
+    b+=("$(bouquet "$2" "$3")")
+    l+=("$(llama "$4")")
+  done
+  python3 - "$1" "${b[*]}" "${l[*]}" <<'PY'
+import statistics, sys
+b = [float(x) for x in sys.argv[2].split()]
+l = [float(x) for x in sys.argv[3].split()]
+bm, lm = statistics.median(b), statistics.median(l)
+print(f"{sys.argv[1]:<40} bouquet {bm:7.1f} ms/token  llama.cpp {lm:7.1f}  ratio {bm / lm:.2f}"
+      f"  (bouquet {min(b):.1f}-{max(b):.1f}, llama.cpp {min(l):.1f}-{max(l):.1f})")
+PY
 }
-row "f32: --quant none vs F32" "$(bouquet "$f32" none)" "$(llama "$f32")"
-row "8-bit: --quant int8 (from F32) vs Q8_0" "$(bouquet "$f32" int8)" "$(llama "$q8_0")"
-row "4-bit: --quant nf4 vs Q4_0 (same file)" "$(bouquet "$q4_0" nf4)" "$(llama "$q4_0")"
+compare "f32: --quant none vs F32" "$f32" none "$f32"
+compare "8-bit: --quant int8 (from F32) vs Q8_0" "$f32" int8 "$q8_0"
+compare "4-bit: --quant nf4 vs Q4_0 (same file)" "$q4_0" nf4 "$q4_0"
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
