@@ -11,8 +11,9 @@
 # bouquet / llama.cpp per format, and the machine's load average (other work moves absolute times:
 # the two alternate for BOUQUET_BENCH_ROUNDS rounds, default 3, and the medians are compared).
 # BOUQUET_LLAMACPP_NO_EXTRA_BUFFERS=1 loads llama.cpp's weights without its extra buffer types
-# (weight repacking, AMX): a native build on a CPU that reports AMX crashed in its AMX product
-# inside a VM here. This leaves llama.cpp its plain quantized dot products.
+# (weight repacking, AMX), as a run that fails is retried: a native build on a CPU that reports
+# AMX crashed in its AMX product inside a VM here. That leaves llama.cpp its plain quantized dot
+# products; stderr says when it happened.
 # Usage: scripts/bench-gguf.sh [MODEL.gguf] [TOKENS]   (default: SmolLM2 from fetch-smollm2.sh, 64)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,8 +31,8 @@ bouquet() {  # MODEL QUANT -> ms/token
     --threads 1 --quant "$2" --json |
     python3 -c "import json,sys; j=json.load(sys.stdin); n=len(j['ids']); print(f'{1000*j[\"decode_s\"]/(n-1):.1f}')"
 }
-llama() {  # MODEL -> ms/token
-  "$py" - "$1" "$tokens" "$prompt" <<'PY'
+llama_py=$(
+  cat <<'PY'
 import os, sys, time
 import llama_cpp.llama_cpp as api
 from llama_cpp import Llama
@@ -54,6 +55,13 @@ for _ in range(tokens - 1):
 elapsed = time.perf_counter() - start
 print(f"{1000 * elapsed / (tokens - 1):.1f}")
 PY
+)
+llama() {  # MODEL -> ms/token; retried without llama.cpp's extra buffer types if it fails
+  if [[ -z ${BOUQUET_LLAMACPP_NO_EXTRA_BUFFERS:-} ]] && "$py" -c "$llama_py" "$1" "$tokens" "$prompt" 2>/dev/null; then
+    return
+  fi
+  [[ -n ${BOUQUET_LLAMACPP_NO_EXTRA_BUFFERS:-} ]] || echo "llama.cpp failed on $(basename "$1"): again without extra buffer types" >&2
+  BOUQUET_LLAMACPP_NO_EXTRA_BUFFERS=1 "$py" -c "$llama_py" "$1" "$tokens" "$prompt"
 }
 copy() {  # FTYPE_NAME SUFFIX -> path of the model converted by llama.cpp's quantizer (made once)
   local out="$cache/$(basename "${model%.gguf}").$2.gguf"
