@@ -43,7 +43,7 @@ LocalChat::LocalChat(const GenerateConfig& config, const std::string& chat_templ
   if (config.threads > 0) at::set_num_threads(config.threads);
   ChatTemplate format = load_chat_template(config.model, chat_template);
   tokenizer_ = load_model_tokenizer(config.model);
-  head_ = std::make_unique<ClientHead>(ClientHeadConfig{config.model, config.dtype, config.device});
+  head_ = std::make_unique<ClientHead>(ClientHeadConfig{config.model, config.dtype, config.device, config.quant});
   const int64_t positions = chat_max_length(head_->model_config(), max_length, 8192);
   span_ = std::make_unique<SpanRunner>(SpanRunnerConfig{
       config.model, 0, -1, config.dtype, config.device, config.quant, {}, ::isatty(STDERR_FILENO) != 0});

@@ -9,7 +9,8 @@
 namespace bouquet::gpu {
 
 ClientHead::ClientHead(const ClientHeadConfig& config)
-    : model_config_(load_model_config(config.model_dir)), compute_(resolve_compute(config.dtype, config.device)) {
+    : model_config_(load_model_config(config.model_dir)),
+      compute_(resolve_compute(config.dtype, config.device, config.quant)) {
   const Checkpoint checkpoint(config.model_dir);
   head_ = load_head(model_config_, checkpoint, compute_);
   checkpoint_bytes_read_ = checkpoint.bytes_read();

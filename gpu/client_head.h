@@ -21,6 +21,11 @@ struct ClientHeadConfig {
   std::filesystem::path model_dir;
   std::string dtype = "f32";
   std::string device = "auto";
+  // none | int8 | nf4 | nf4-nodq, as the blocks' --quant: int8 also holds a Llama LM head's matrix
+  // in per-row int8 (on a small model with a large vocabulary, such as SmolLM2's tied 49152 x 576
+  // head, that matrix is ~half of the bytes a token reads); the others leave the head in dtype.
+  // The embedding lookup always reads the unquantized matrix.
+  std::string quant = "none";
 };
 
 class ClientHead {

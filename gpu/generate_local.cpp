@@ -81,7 +81,7 @@ GenerationResult generate_local(const GenerateConfig& config, const std::functio
     std::cerr << "bouquet: no tokenizer (" << e.what() << "); printing ids only\n";
   }
 
-  const ClientHead head({config.model, config.dtype, config.device});
+  const ClientHead head({config.model, config.dtype, config.device, config.quant});
   // Loading shows progress on a terminal only: scripts read generate's stderr.
   SpanRunner blocks({config.model, 0, -1, config.dtype, config.device, config.quant, {}, ::isatty(STDERR_FILENO) != 0});
   if (!config.adapter.empty()) {

@@ -28,7 +28,7 @@ struct GenerateConfig {
   uint64_t seed = 0;
   std::string dtype = "f32";
   std::string device = "auto";
-  std::string quant = "none";  // none | int8 | nf4 | nf4-nodq: block weights (the head stays in dtype)
+  std::string quant = "none";  // none | int8 | nf4 | nf4-nodq: block weights; int8 also the LM head
   int threads = 0;             // 0: libtorch's default
   std::string adapter_dir;     // --local: a LoRA adapter folder (PEFT layout) to apply
   std::string adapter;         // --peers: the name of a LoRA adapter the servers hold

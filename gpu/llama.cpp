@@ -4,6 +4,7 @@
 // rope_scaling, grouped-query attention (attention head h reads key/value head h / (heads /
 // kv_heads)), softmax in f32, SwiGLU MLP, tied or untied LM head.
 #include "core/check.h"
+#include "gpu/decode_ops.h"
 #include "gpu/errors.h"
 #include "gpu/family.h"
 #include "gpu/linear.h"
@@ -24,6 +25,7 @@ at::ScalarType accumulate_type(at::ScalarType dtype) { return dtype == at::kDoub
 
 // Hugging Face's LlamaRMSNorm: normalise in f32, cast back, then scale.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (fused_cpu_f32(x) && fused_cpu_f32(weight)) return rms_norm_f32(x, weight, eps);
   const at::Tensor x32 = x.to(accumulate_type(x.scalar_type()));
   const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
@@ -82,8 +84,8 @@ class LlamaBlock final : public Block {
     o_.set_lora_site(lora_site(config, block, {"self_attn.o_proj"}));
     gate_up_.set_lora_site(lora_site(config, block, {"mlp.gate_proj", "mlp.up_proj"}));
     down_.set_lora_site(lora_site(config, block, {"mlp.down_proj"}));
-    const auto inv = rope_inverse_frequencies(head_dim_, config.rope_theta, config.rope_scaling);
-    inv_freq_ = at::tensor(inv, at::TensorOptions().dtype(at::kDouble)).to(options.device);
+    inv_freq_host_ = rope_inverse_frequencies(head_dim_, config.rope_theta, config.rope_scaling);
+    inv_freq_ = at::tensor(inv_freq_host_, at::TensorOptions().dtype(at::kDouble)).to(options.device);
   }
 
   KvCache make_cache(int64_t batch, int64_t capacity) const override {
@@ -103,6 +105,10 @@ class LlamaBlock final : public Block {
   at::Tensor project(const at::Tensor& hidden) const override { return qkv_(rms_norm(hidden, input_norm_, eps_)); }
 
   at::Tensor attend(const at::Tensor& qkv, int64_t start, KvCache* cache) const override {
+    if (cache != nullptr && fused_cpu_f32(qkv) && fused_cpu_f32(cache->key) && fused_cpu_f32(cache->value) &&
+        cache->key.is_contiguous() && cache->value.is_contiguous()) {
+      return rope_attention_f32(qkv, {heads_, kv_heads_, head_dim_, &inv_freq_host_}, start, *cache);
+    }
     const int64_t batch = qkv.size(0);
     const int64_t tokens = qkv.size(1);
     const int64_t q_width = heads_ * head_dim_;
@@ -133,7 +139,9 @@ class LlamaBlock final : public Block {
   at::Tensor finish(const at::Tensor& hidden, const at::Tensor& attended) const override {
     const at::Tensor x = hidden + o_(attended);
     const at::Tensor gu = gate_up_(rms_norm(x, post_norm_, eps_));
-    const at::Tensor mlp = at::silu(gu.narrow(-1, 0, intermediate_)) * gu.narrow(-1, intermediate_, intermediate_);
+    const at::Tensor mlp =
+        fused_cpu_f32(gu) ? silu_mul_f32(gu, intermediate_)
+                          : at::silu(gu.narrow(-1, 0, intermediate_)) * gu.narrow(-1, intermediate_, intermediate_);
     return x + down_(mlp);
   }
 
@@ -180,17 +188,19 @@ class LlamaBlock final : public Block {
   int64_t heads_, kv_heads_, head_dim_, intermediate_;
   double eps_;
   at::Tensor input_norm_, post_norm_, inv_freq_;
+  std::vector<double> inv_freq_host_;  // inv_freq_'s values, for the fused CPU path
   Linear qkv_, o_, gate_up_, down_;
 };
 
 class LlamaHead final : public Head {
  public:
-  // The head's weights stay in the compute dtype whatever options.quant says: quantization is
-  // for the blocks servers hold, and a tied LM head shares its matrix with the embedding.
+  // The LM head's matrix takes int8 when options.quant asks for it (the client head's config
+  // says why) and stays in the compute dtype for NF4; the embedding lookup reads embed_, which
+  // is never quantized, even when the head's matrix is a quantized copy of it.
   LlamaHead(const ModelConfig& config, TensorMap w, ComputeOptions options) : eps_(config.norm_eps) {
     embed_ = w.at("model.embed_tokens.weight");
     norm_ = w.at("model.norm.weight");
-    options.quant = WeightQuant::none;
+    if (options.quant != WeightQuant::int8) options.quant = WeightQuant::none;
     lm_head_ = Linear(config.tie_word_embeddings ? embed_ : w.at("lm_head.weight"), options);
   }
 
