@@ -78,6 +78,11 @@ def host_link(scenario, entry):
             float(entry.get("down_bps", region["down_bps"])))
 
 
+def wire_compression(scenario):
+    """The clients' --compression for the scenario's model.wire_compression."""
+    return {"none": "none", "float16": "f16", "int8_blockwise": "int8"}[scenario["model"].get("wire_compression", "none")]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -243,18 +248,10 @@ class Fidelity:
             prompt = ",".join(str(1 + (7 * k + i) % 400) for k in range(int(work.get("prefix_tokens", 1))))
             argv = [self.bouquet, "generate", "--model", self.model, "--initial-peers", dht, "--prompt-ids", prompt,
                     "--max-new-tokens", str(int(work["new_tokens"]) + 1), "--ignore-eos", "--seed",
-                    str(self.seed + i), "--json", "--threads", "1", "--compression",
-                    {"none": "none", "float16": "f16", "int8_blockwise": "int8"}[s["model"].get("wire_compression", "none")],
+                    str(self.seed + i), "--json", "--threads", "1", "--compression", wire_compression(s),
                     "--recovery", policies.get("recovery", "replay"), "--routing", policies.get("routing", "min_latency")]
-            err = open(os.path.join(H.scratch, f"generate-{name}.log"), "w")
-            procs.append((name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True), err))
-        results = {}
-        for name, p, err in procs:
-            stdout, _ = p.communicate(timeout=600)
-            err.close()
-            if p.returncode != 0:
-                raise RuntimeError(f"bouquet generate ({name}) failed; see {err.name}")
-            results[name] = json.loads(stdout)
+            procs.append((name, argv))
+        results = self.run_clients("generate", procs)
 
         def named(hops):
             return [{"server": names.get(h["peer"], h["peer"]), "blocks": h["blocks"]} for h in hops]
@@ -271,6 +268,21 @@ class Fidelity:
                 "recoveries": [rec for r in results.values() for rec in r["recoveries"]],
                 "first_client_recoveries": first["recoveries"],
                 "clients": {n: {k: r[k] for k in ("tokens_per_s", "prefill_s", "decode_s")} for n, r in results.items()}}
+
+    def run_clients(self, command, clients):
+        """Starts every (name, argv) at once, each logging to COMMAND-NAME.log; {name: its JSON}."""
+        procs = []
+        for name, argv in clients:
+            err = open(os.path.join(self.H.scratch, f"{command}-{name}.log"), "w")
+            procs.append((name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True), err))
+        results = {}
+        for name, p, err in procs:
+            stdout, _ = p.communicate(timeout=600)
+            err.close()
+            if p.returncode != 0:
+                raise RuntimeError(f"bouquet {command} ({name}) failed; see {err.name}")
+            results[name] = json.loads(stdout)
+        return results
 
     # --- fine-tuning rows ------------------------------------------------------------------------
 
@@ -319,17 +331,9 @@ class Fidelity:
             data, _ = self.finetune_data(work)
             argv = [self.bouquet, "finetune", "--model", self.model, "--initial-peers", dht, "--data", data,
                     "--steps", str(int(work["repeat"])), "--pre-seq-len", str(FINETUNE_PREFIX), "--threads", "1",
-                    "--seed", str(self.seed + i), "--quiet", "--json", "--compression",
-                    {"none": "none", "float16": "f16", "int8_blockwise": "int8"}[s["model"].get("wire_compression", "none")]]
-            err = open(os.path.join(self.H.scratch, f"finetune-{name}.log"), "w")
-            procs.append((name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True), err))
-        results = {}
-        for name, p, err in procs:
-            stdout, _ = p.communicate(timeout=600)
-            err.close()
-            if p.returncode != 0:
-                raise RuntimeError(f"bouquet finetune ({name}) failed; see {err.name}")
-            results[name] = json.loads(stdout)
+                    "--seed", str(self.seed + i), "--quiet", "--json", "--compression", wire_compression(s)]
+            procs.append((name, argv))
+        results = self.run_clients("finetune", procs)
         first = results[clients[0][0]]
         # "ADDRESS [b, e) -> ADDRESS [b, e)": the first chain the passes took.
         hops = []
