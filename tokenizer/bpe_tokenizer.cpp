@@ -101,6 +101,18 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::load(const std::filesystem::path& fi
   return std::make_unique<BpeTokenizer>(config, file.string());
 }
 
+// Real vocabularies number their tokens 0..n-1 (added tokens continue the count): an id far past
+// the number of tokens is a corrupt file, and the id tables, sized by the largest id, would take
+// gigabytes for a few hundred tokens. Holes are allowed, up to as many as there are tokens.
+void BpeTokenizer::check_id_density(int64_t id, int64_t tokens) const {
+  const int64_t most = 2 * tokens + 1024;
+  if (id >= most) {
+    throw std::runtime_error(
+        fmt::format("{}: token id {} is far past the {} tokens the file holds (ids above {} are refused)", source_, id,
+                    tokens, most - 1));
+  }
+}
+
 void BpeTokenizer::read_model(const Json& model) {
   const std::string type = model.value("type", "BPE");
   if (type != "BPE") throw UnsupportedTokenizer(fmt::format("{}: model type '{}' is not supported", source_, type));
@@ -116,6 +128,7 @@ void BpeTokenizer::read_model(const Json& model) {
     vocab_.emplace(token, static_cast<int32_t>(value));
     vocab_size_ = std::max<int64_t>(vocab_size_, value + 1);
   }
+  check_id_density(vocab_size_ - 1, static_cast<int64_t>(vocab_.size()));
   id_to_token_.resize(vocab_size_);
   special_.assign(vocab_size_, 0);
   for (const auto& [token, id] : vocab_) id_to_token_[id] = token;
@@ -189,6 +202,7 @@ void BpeTokenizer::read_added_tokens(const Json& tokens) {
     if (added.id < 0 || added.id > INT32_MAX || added.content.empty())
       throw std::runtime_error(fmt::format("{}: added token '{}' has id {}", source_, added.content, added.id));
     added.match = added.normalized ? normalize(added.content) : added.content;
+    check_id_density(added.id, static_cast<int64_t>(vocab_.size() + tokens.size()));
     if (added.id >= vocab_size_) {
       vocab_size_ = added.id + 1;
       id_to_token_.resize(vocab_size_);

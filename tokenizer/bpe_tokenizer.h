@@ -70,6 +70,7 @@ class BpeTokenizer final : public Tokenizer {
   };
   using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+  void check_id_density(int64_t id, int64_t tokens) const;
   void read_model(const nlohmann::json& model);
   void read_normalizer(const nlohmann::json& normalizer);
   void read_added_tokens(const nlohmann::json& tokens);

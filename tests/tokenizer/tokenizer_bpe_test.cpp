@@ -271,6 +271,21 @@ TEST(BpeTokenizer, IdsThatAreNotIntegersOrOutsideTheVocabularyAreRefused) {
   Json added = make_config({}, byte_level(false, true));
   added["added_tokens"] = Json::array({{{"id", 1e300}, {"content", "<x>"}}});
   EXPECT_NE(error_of(added).find("an added token's id is 1e+300"), std::string::npos) << error_of(added);
+  // An id far past the number of tokens (found by the tokenizer_json fuzz harness: one id of
+  // 177777777 among ~200 tokens made the id tables ask for 5.7 GB).
+  Json sparse = make_config({}, byte_level(false, true));
+  sparse["model"]["vocab"]["p"] = 177777777;
+  EXPECT_NE(error_of(sparse).find("t.json: token id 177777777 is far past the 256 tokens the file holds"),
+            std::string::npos)
+      << error_of(sparse);
+  Json sparse_added = make_config({}, byte_level(false, true));
+  sparse_added["added_tokens"] = Json::array({{{"id", 1 << 30}, {"content", "<x>"}}});
+  EXPECT_NE(error_of(sparse_added).find("token id 1073741824 is far past"), std::string::npos)
+      << error_of(sparse_added);
+  // Holes up to the number of tokens are fine: an added token at 2 x 256.
+  Json holes = make_config({}, byte_level(false, true));
+  holes["added_tokens"] = Json::array({{{"id", 512}, {"content", "<x>"}}});
+  EXPECT_EQ(error_of(holes), "");
   Json bos = make_config({}, byte_level(false, true));
   bos["post_processor"] = {{"type", "TemplateProcessing"},
                            {"single", Json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}})},
