@@ -44,11 +44,21 @@ double median_s(const std::function<void()>& step, double min_seconds) {
 }
 
 // f32 and bf16 are compute dtypes; int8 is f32 compute over int8 weights (per-row scales).
-ComputeOptions options_of(const std::string& format) {
-  if (format == "f32") return resolve_compute("f32", "cpu", "none");
-  if (format == "bf16") return resolve_compute("bf16", "cpu", "none");
-  if (format == "int8") return resolve_compute("f32", "cpu", "int8");
+struct FormatSettings {
+  std::string dtype;
+  std::string quant;
+};
+
+FormatSettings settings_of(const std::string& format) {
+  if (format == "f32") return {"f32", "none"};
+  if (format == "bf16") return {"bf16", "none"};
+  if (format == "int8") return {"f32", "int8"};
   throw InputError(fmt::format("--formats: '{}' is not one of f32, bf16, int8", format));
+}
+
+ComputeOptions options_of(const std::string& format) {
+  const FormatSettings settings = settings_of(format);
+  return resolve_compute(settings.dtype, "cpu", settings.quant);
 }
 
 // Blocks 0, 1, ... of the model, enough that their weights (up to 256 MB) outgrow the processor's
@@ -70,8 +80,8 @@ std::vector<std::unique_ptr<Block>> load_rotation(const ModelConfig& model, cons
 // the implementation's: autograd's bookkeeping, and products that take libtorch's path where the
 // no-grad forward takes the kernels.
 json backward_points(const DeviceProfileConfig& config, const std::string& format) {
-  const SpanRunner runner(
-      {config.model, 0, 1, format == "bf16" ? "bf16" : "f32", "cpu", format == "int8" ? "int8" : "none"});
+  const FormatSettings settings = settings_of(format);
+  const SpanRunner runner({config.model, 0, 1, settings.dtype, "cpu", settings.quant});
   json points = json::array();
   for (const int64_t tokens : config.prefill_tokens) {
     const auto tensor_options = at::TensorOptions().dtype(runner.compute().dtype);
