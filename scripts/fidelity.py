@@ -100,6 +100,7 @@ class Fidelity:
             self.text = f.read()
         self.base = yaml.safe_load(self.text)
         self.stem = os.path.splitext(os.path.basename(args.scenario))[0]
+        self.finetune_sets = {}  # batch -> (data file, positions per sequence): written and measured once
         if "shape" not in self.base.get("model", {}):
             raise SystemExit(f"fidelity: {args.scenario}: model has no shape: the real run needs one make-tiny-model "
                              "can make (model.shape)")
@@ -290,8 +291,10 @@ class Fidelity:
         """OUT/finetune-B.jsonl: `batch` examples of a fixed shape drawn from the seed (a prompt of 6
         words, a completion of 2), so every step trains on the whole set: the sim's passes of batch x
         sequence_tokens. Returns the path and the positions per sequence the blocks see (the
-        prefix included), measured by one local step."""
+        prefix included), measured by one local step; once per batch size and run."""
         batch = int(work.get("batch", 1))
+        if batch in self.finetune_sets:
+            return self.finetune_sets[batch]
         path = os.path.join(self.out, f"finetune-{batch}.jsonl")
         words = ["red", "blue", "green", "cat", "dog", "bird", "sun", "moon", "tree", "river", "stone", "cloud"]
         with open(path, "w") as f:
@@ -300,7 +303,8 @@ class Fidelity:
                 f.write(json.dumps({"prompt": " ".join(pick[:6]), "completion": " " + " ".join(pick[6:])}) + "\n")
         report = json.loads(self.bq("finetune", "--model", self.model, "--local", "--data", path, "--steps", "1",
                                     "--pre-seq-len", str(FINETUNE_PREFIX), "--threads", "1", "--quiet", "--json"))
-        return path, report["step_positions"][0]
+        self.finetune_sets[batch] = (path, report["step_positions"][0])
+        return self.finetune_sets[batch]
 
     def check_finetune_rows(self, rows):
         """Each fine-tuning row's sequence_tokens must be what its data gives: the simulated passes
