@@ -266,8 +266,20 @@ LinkRelay::LinkRelay(const LinkConfig& config) : impl_(std::make_unique<Impl>(co
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec) impl_->bound = acceptor.local_endpoint(ec);
-  if (!ec) return;
-  throw LinkError(fmt::format("--listen {}: {}", config.listen, ec.message()));
+  if (ec) throw LinkError(fmt::format("--listen {}: {}", config.listen, ec.message()));
+  // A relay to itself accepts its own connection, connects again, and so on until it runs out of
+  // file descriptors (a listen port of 0 can even be given the upstream's port when nothing holds it).
+  const auto& bound = impl_->bound;
+  for (const auto& entry : impl_->upstream) {
+    const tcp::endpoint& target = entry.endpoint();
+    const bool same_host =
+        target.address() == bound.address() || (bound.address().is_unspecified() && target.address().is_loopback());
+    if (target.port() == bound.port() && same_host) {
+      acceptor.close(ec);
+      throw LinkError(fmt::format("--to {} is this relay's own --listen address ({}): it would relay to itself",
+                                  config.to, HostPort{bound.address().to_string(), bound.port()}.to_string()));
+    }
+  }
 }
 
 LinkRelay::~LinkRelay() { stop(); }

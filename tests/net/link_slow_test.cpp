@@ -31,8 +31,9 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// A listening socket on 127.0.0.1 (`port` 0: any free port).
-int listen_on(uint16_t port) {
+// A socket bound to 127.0.0.1 (`port` 0: any free port) that does not listen: connections to it
+// are refused, and no other socket can take its port while it is open.
+int bind_on(uint16_t port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -40,7 +41,13 @@ int listen_on(uint16_t port) {
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << "port " << port;
+  return fd;
+}
+
+// A listening socket on 127.0.0.1 (`port` 0: any free port).
+int listen_on(uint16_t port) {
+  const int fd = bind_on(port);
   EXPECT_EQ(listen(fd, 16), 0);
   return fd;
 }
@@ -226,11 +233,13 @@ TEST(Link, BulkTransferReachesTheBandwidth) {
 }
 
 TEST(Link, UpstreamRefusingOrDyingClosesTheClientAndTheRelayKeepsAccepting) {
-  const int reserved = listen_on(0);
+  // The upstream port stays bound (not listening: connections are refused) until the relay holds
+  // its own port, so the relay cannot be given the same one and relay to itself.
+  const int reserved = bind_on(0);
   const uint16_t port = port_of(reserved);
-  close(reserved);  // nothing listens there now: connections are refused
   LinkRelay relay(link_to(port, 2));
   relay.start();
+  ASSERT_NE(relay.port(), port);
   char buffer[16];
   {
     const int fd = connect_to(relay.port());
@@ -239,6 +248,7 @@ TEST(Link, UpstreamRefusingOrDyingClosesTheClientAndTheRelayKeepsAccepting) {
     EXPECT_LE(read_some(fd, buffer, sizeof buffer, 5), 0) << "a refused upstream must end the client's connection";
     close(fd);
   }
+  close(reserved);
   {
     Upstream dying({.port = port, .close_after_first_read = true});
     const int fd = connect_to(relay.port());
@@ -303,6 +313,15 @@ TEST(Link, BadSettingsAreRefusedNamingTheFlag) {
   bad = good;
   bad.listen = "127.0.0.1:99999";
   EXPECT_NE(error_of(bad).find("--listen"), std::string::npos);
+  // A relay to its own address would accept its own connections until it ran out of descriptors.
+  const int reserved = bind_on(0);
+  const uint16_t port = port_of(reserved);
+  close(reserved);
+  bad = link_to(port, 1);
+  bad.listen = fmt::format("127.0.0.1:{}", port);
+  EXPECT_NE(error_of(bad).find("own --listen address"), std::string::npos) << error_of(bad);
+  bad.listen = fmt::format("0.0.0.0:{}", port);
+  EXPECT_NE(error_of(bad).find("own --listen address"), std::string::npos) << error_of(bad);
 }
 
 // The command line: one line naming the flag, a non-zero exit, nothing left running.
