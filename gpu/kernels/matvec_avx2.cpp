@@ -19,6 +19,7 @@ namespace {
 struct Simd {
   using Reg = __m256;
   static constexpr int64_t kWidth = 8;
+  static constexpr bool kNf4HalfLoads = false;  // a load is one NF4 block: no halves
   static constexpr int kWeightRowsFew = 2;
   static constexpr int kAccumulatorsMax = 8;
   static constexpr int kWeightRowsMany = 1;

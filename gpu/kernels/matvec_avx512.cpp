@@ -72,6 +72,17 @@ struct Simd {
   BOUQUET_KERNEL_TARGET static Reg nf4_scale(const float* absmax) {
     return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(absmax[0]), _mm512_set1_ps(absmax[1]));
   }
+  // Half a load: one block of 64 weights in lanes 0-7 (lanes 8-15 read nothing and hold a level
+  // that meets zero inputs), for rows of an odd number of blocks (576 = 4.5 loads).
+  static constexpr bool kNf4HalfLoads = true;
+  BOUQUET_KERNEL_TARGET static void load_nf4_levels_half(const uint8_t* p, Reg out[8]) {
+    const __m512i n = _mm512_maskz_loadu_epi32(0x00FF, p);
+    const __m512 levels = _mm512_loadu_ps(kNf4Levels);
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) out[q] = _mm512_permutexvar_ps(_mm512_srli_epi32(n, 4 * q), levels);
+  }
+  BOUQUET_KERNEL_TARGET static Reg load_half(const float* p) { return _mm512_maskz_loadu_ps(0x00FF, p); }
+  BOUQUET_KERNEL_TARGET static Reg broadcast(float value) { return _mm512_set1_ps(value); }
   BOUQUET_KERNEL_TARGET static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   BOUQUET_KERNEL_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }

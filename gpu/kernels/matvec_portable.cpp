@@ -21,6 +21,7 @@ inline float weight_value(uint16_t w);
 
 struct Simd {
   static constexpr int64_t kWidth = 8;
+  static constexpr bool kNf4HalfLoads = false;  // a load is one NF4 block: no halves
   struct Reg {
     float lane[kWidth];
   };
