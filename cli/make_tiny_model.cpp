@@ -29,8 +29,13 @@ const CommandRegistration make_tiny_model_command{
       sub.add_option("--tensor-prefix", config->tensor_prefix,
                      "bloom: 'transformer.' to name tensors as BloomForCausalLM saves them");
       sub.add_option("--seed", config->seed, "Seed of the weights")->capture_default_str();
-      return [config] {
-        const gpu::ModelConfig model = gpu::make_tiny_model(*config);
+      auto no_tokenizer = std::make_shared<bool>(false);
+      sub.add_flag("--no-tokenizer", *no_tokenizer,
+                   "Weights and config only (a benchmark's model: any --vocab; the trained tokenizer "
+                   "stops at a few thousand pieces)");
+      return [config, no_tokenizer] {
+        const gpu::ModelConfig model =
+            *no_tokenizer ? gpu::write_tiny_checkpoint(*config) : gpu::make_tiny_model(*config);
         fmt::print("wrote {}: {} {} blocks, hidden {}, vocab {}, {}\n", config->out.string(), model.family,
                    model.num_layers, model.hidden_size, model.vocab_size, model.torch_dtype);
         return 0;

@@ -21,9 +21,10 @@ struct ClientHeadConfig {
   std::filesystem::path model_dir;
   std::string dtype = "f32";
   std::string device = "auto";
-  // none | int8 | nf4 | nf4-nodq, as the blocks' --quant: int8 also holds a Llama LM head's matrix
-  // in per-row int8 (on a small model with a large vocabulary, such as SmolLM2's tied 49152 x 576
-  // head, that matrix is ~half of the bytes a token reads); the others leave the head in dtype.
+  // none | int8 | nf4 | nf4-nodq, as the blocks' --quant: each but none also holds a Llama LM
+  // head's matrix in per-row int8 (on a small model with a large vocabulary, such as SmolLM2's
+  // tied 49152 x 576 head, that matrix is ~half of the bytes a token reads; 4-bit blocks keep an
+  // 8-bit head, as llama.cpp's 4-bit files keep a 6-bit one).
   // The embedding lookup always reads the unquantized matrix.
   std::string quant = "none";
 };

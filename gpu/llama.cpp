@@ -194,13 +194,14 @@ class LlamaBlock final : public Block {
 
 class LlamaHead final : public Head {
  public:
-  // The LM head's matrix takes int8 when options.quant asks for it (the client head's config
-  // says why) and stays in the compute dtype for NF4; the embedding lookup reads embed_, which
-  // is never quantized, even when the head's matrix is a quantized copy of it.
+  // The LM head's matrix takes per-row int8 when options.quant asks for any quantization (the
+  // client head's config says why; NF4 too, as llama.cpp gives its 4-bit files a wider head);
+  // the embedding lookup reads embed_, which is never quantized, even when the head's matrix is
+  // a quantized copy of it.
   LlamaHead(const ModelConfig& config, TensorMap w, ComputeOptions options) : eps_(config.norm_eps) {
     embed_ = w.at("model.embed_tokens.weight");
     norm_ = w.at("model.norm.weight");
-    if (options.quant != WeightQuant::int8) options.quant = WeightQuant::none;
+    if (options.quant != WeightQuant::none) options.quant = WeightQuant::int8;
     lm_head_ = Linear(config.tie_word_embeddings ? embed_ : w.at("lm_head.weight"), options);
   }
 

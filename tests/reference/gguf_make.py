@@ -9,6 +9,7 @@ that the engine's reader is checked against an implementation written apart from
       Converts a Hugging Face Llama folder (config.json, one F32 model.safetensors, optionally a
       SentencePiece tokenizer.model) the way llama.cpp's convert_hf_to_gguf.py does: its tensor
       names, Q/K rows permuted for its rope, the pieces, scores and types as tokenizer.ggml.*.
+      Without tokenizer.model (a benchmark's random model) it writes a stand-in vocabulary.
 """
 import json
 import struct
@@ -135,6 +136,19 @@ def spm_pieces(path):  # sentencepiece_model.proto: ModelProto.pieces = 1 {piece
     return pieces
 
 
+def standin_pieces(vocab):
+    """`vocab` SentencePiece pieces (piece, score, type) for a model that has no tokenizer: the
+    specials, the 256 byte pieces, "▁" and the printable ASCII characters, then numbered
+    fillers, so that any text tokenizes (by characters) in both llama.cpp and Bouquet."""
+    pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)]
+    pieces += [(f"<0x{b:02X}>", 0.0, 6) for b in range(256)]
+    pieces += [("\u2581", -1.0, 1)] + [(chr(c), -2.0, 1) for c in range(33, 127)]
+    pieces += [(f"\u2581filler{i}", -3.0 - i * 1e-3, 1) for i in range(vocab - len(pieces))]
+    if len(pieces) != vocab:
+        raise ValueError(f"a stand-in vocabulary needs at least {len(pieces)} pieces, not {vocab}")
+    return pieces
+
+
 def permute(w, heads):  # convert_hf_to_gguf.py's LlamaModel.permute
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -167,6 +181,14 @@ def llama(model_dir, out, qname="F32"):
         w.add_token_scores([sc for _, sc, _ in pieces])
         w.add_token_types([k for _, _, k in pieces])
         w.add_unk_token_id(next(i for i, (_, _, k) in enumerate(pieces) if k == 2))
+        w.add_add_space_prefix(True)
+    else:  # no tokenizer (a benchmark's random model): a stand-in SentencePiece vocabulary
+        pieces = standin_pieces(config["vocab_size"])
+        w.add_tokenizer_model("llama")
+        w.add_token_list([p for p, _, _ in pieces])
+        w.add_token_scores([sc for _, sc, _ in pieces])
+        w.add_token_types([k for _, _, k in pieces])
+        w.add_unk_token_id(0)
         w.add_add_space_prefix(True)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "lm_head.weight": "output.weight"}
