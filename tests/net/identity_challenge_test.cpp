@@ -298,6 +298,20 @@ TEST(IdentityChallenge, AServerSignsTheNonceItsPeerIdAndModelAndAnOldClientGetsV
   EXPECT_FALSE(PeerIdentity::verify_bytes(
       proof.public_key, core::identity_proof_message(*open.identity_nonce, key, "another model"), proof.signature));
 
+  // Asked who it is (address pinning, wire version 4), it signs the info request's nonce and the
+  // model id its reply names; asked without a nonce, it answers as a version-2 server does.
+  const auto plain_info = raw.call<core::InfoReply>(core::InfoRequest{9});
+  EXPECT_FALSE(plain_info.identity_proof.has_value());
+  EXPECT_EQ(core::wire_version_of(plain_info), 2);
+  core::InfoRequest asked{10, PeerIdentity::random_bytes(core::kIdentityNonceBytes)};
+  const auto info = raw.call<core::InfoReply>(asked);
+  ASSERT_TRUE(info.identity_proof.has_value());
+  EXPECT_EQ(info.model_id, model_id);
+  EXPECT_EQ(PeerIdentity::peer_id_of_key_bytes(info.identity_proof->public_key), key);
+  EXPECT_TRUE(PeerIdentity::verify_bytes(info.identity_proof->public_key,
+                                         core::identity_proof_message(*asked.identity_nonce, key, model_id),
+                                         info.identity_proof->signature));
+
   // A whole generation without the challenge, as a version-2 client runs it.
   SwarmClientConfig plain;
   plain.peers = {server.address()};
