@@ -29,6 +29,15 @@ void since(Io& io, uint16_t version, Optional& field, const char* name) {
   }
 }
 
+// The wire version whose messages of type `M` carry the identity challenge's fields: 3 for the
+// challenge at session open, 4 for the one in InfoRequest / InfoReply (address pinning).
+template <class M>
+inline constexpr uint16_t kIdentitySince = 3;
+template <>
+inline constexpr uint16_t kIdentitySince<InfoRequest> = 4;
+template <>
+inline constexpr uint16_t kIdentitySince<InfoReply> = 4;
+
 template <class Io, Is<IdentityProof> M>
 void fields(Io& io, M& m) {
   io(m.public_key, "public_key");
@@ -139,6 +148,7 @@ void fields(Io& io, M& m) {
 template <class Io, Is<InfoRequest> M>
 void fields(Io& io, M& m) {
   io(m.request_id, "request_id");
+  since(io, 4, m.identity_nonce, "identity_nonce");
 }
 
 template <class Io, Is<InfoReply> M>
@@ -159,6 +169,7 @@ void fields(Io& io, M& m) {
   io(m.client_opens_waiting_max, "client_opens_waiting_max");
   io(m.client_tasks_queued_max, "client_tasks_queued_max");
   io(m.tasks_queued_max, "tasks_queued_max");
+  since(io, 4, m.identity_proof, "identity_proof");
 }
 
 template <class Io, Is<ErrorReply> M>

@@ -21,6 +21,11 @@
 // model id. The core never fills either: the net driver does the crypto and feeds the core an
 // IdentityRefused (input.h) when a proof fails. A message without them is encoded at version 2,
 // byte for byte what a version-2 peer sends and reads.
+//
+// Address pinning (wire version 4, address_pins.h): an InfoRequest may carry identity_nonce too,
+// and the InfoReply then carries identity_proof, signed over the nonce, the server's peer id and
+// the model id the reply names. A client pins the address to the key that proved itself there.
+// A version-3 server cannot read such a request and answers with a clear bad_version error.
 #pragma once
 
 #include <cstdint>
@@ -160,6 +165,7 @@ struct BackwardResult {
 struct InfoRequest {
   static constexpr MessageType kType = MessageType::info_request;
   uint64_t request_id = 0;
+  std::optional<std::string> identity_nonce = std::nullopt;  // v4: fresh random bytes the server must sign
   uint64_t encoded_size() const;
 };
 
@@ -177,11 +183,12 @@ struct InfoReply {
   double forward_rps = 0;             // measured forward tokens per second per block (0 = unknown)
   double throughput_rps = 0;          // announced throughput (0 = unknown)
   // Limits (wire version 2): what the server refuses. A client is one connection; 0 = no limit.
-  uint32_t request_tokens_max = 0;        // batch x tokens of one forward or backward (over_limit)
-  uint64_t client_cache_tokens_max = 0;   // cache tokens per block one client may hold or wait for
-  uint32_t client_opens_waiting_max = 0;  // opens one client may have waiting for cache room
-  uint32_t client_tasks_queued_max = 0;   // computations one client may have queued
-  uint32_t tasks_queued_max = 0;          // computations queued from all clients (overloaded)
+  uint32_t request_tokens_max = 0;                             // batch x tokens of one forward or backward (over_limit)
+  uint64_t client_cache_tokens_max = 0;                        // cache tokens per block one client may hold or wait for
+  uint32_t client_opens_waiting_max = 0;                       // opens one client may have waiting for cache room
+  uint32_t client_tasks_queued_max = 0;                        // computations one client may have queued
+  uint32_t tasks_queued_max = 0;                               // computations queued from all clients (overloaded)
+  std::optional<IdentityProof> identity_proof = std::nullopt;  // v4: the answer to the request's identity_nonce
   uint64_t encoded_size() const;
 };
 
@@ -201,7 +208,8 @@ MessageType message_type(const Message& message);
 std::string_view to_string(MessageType type);
 // Exact bytes of encode(message) (wire.h).
 uint64_t encoded_size(const Message& message);
-// The wire version encode(message) writes: 3 when it carries an identity nonce or proof, else 2.
+// The wire version encode(message) writes: 4 for an info request or reply carrying an identity
+// nonce or proof, 3 for the other messages carrying one, else 2.
 uint16_t wire_version_of(const Message& message);
 
 }  // namespace bouquet::core

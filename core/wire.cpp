@@ -26,10 +26,11 @@ uint64_t tensor_header_bytes(const Activation& a) { return 3 + 4 * a.shape.size(
 
 template <class M>
 uint16_t version_of(const M& m) {
+  constexpr uint16_t identity = wire_fields::kIdentitySince<M>;
   if constexpr (requires { m.identity_nonce; }) {
-    if (m.identity_nonce) return 3;
+    if (m.identity_nonce) return identity;
   } else if constexpr (requires { m.identity_proof; }) {
-    if (m.identity_proof) return 3;
+    if (m.identity_proof) return identity;
   }
   return kWireVersionMin;
 }

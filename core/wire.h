@@ -4,7 +4,7 @@
 // Layout, little-endian throughout:
 //   u16 wire version | u8 MessageType | the message's fields in declaration order
 // The version is the lowest one that carries the message (wire_version_of, messages.h): a message
-// without the fields version 3 added is written as version 2, so older peers read it. A decoder
+// without the fields versions 3 and 4 added is written as version 2, so older peers read it. A decoder
 // reads every version from kWireVersionMin to kWireVersion, fields as of the message's version.
 // Field encodings: integers fixed-width; double as its IEEE-754 bits in a u64; bool/enum as u8
 // (u16 for ErrorCode); string = u32 byte count + UTF-8 bytes; list = u32 count + items;
@@ -30,7 +30,9 @@ namespace bouquet::core {
 // 2: InfoReply announces the server's limits; error codes over_limit and overloaded.
 // 3: identity challenge: identity_nonce in open / forward / backward, identity_proof in their
 //    replies (messages.h, identity_proof.h).
-inline constexpr uint16_t kWireVersion = 3;
+// 4: the same challenge in InfoRequest / InfoReply, so a client pins each address to the key that
+//    proved itself there (address_pins.h).
+inline constexpr uint16_t kWireVersion = 4;
 inline constexpr uint16_t kWireVersionMin = 2;      // the oldest version this build still reads
 inline constexpr uint64_t kMessageHeaderBytes = 3;  // version + type
 // The transport's frame around each body (net/rpc/frame.h: magic, frame version, flags, body

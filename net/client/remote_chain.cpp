@@ -72,11 +72,16 @@ std::vector<SpotCheckReport> RemoteChain::spot_checks() const {
 }
 
 std::vector<std::string> RemoteChain::impostors() const {
-  std::vector<std::string> out;
-  if (session_) {
-    for (core::PeerId peer : session_->impostors()) out.push_back(client_.address_of(peer));
+  std::set<std::string> out;
+  // Refused when the client asked who they are (address pinning), before any pass...
+  for (const auto& [address, pin] : client_.pins()) {
+    if (!pin.key) out.insert(address);
   }
-  return out;
+  // ...or at a forward or backward.
+  if (session_) {
+    for (core::PeerId peer : session_->impostors()) out.insert(client_.address_of(peer));
+  }
+  return {out.begin(), out.end()};
 }
 
 std::string RemoteChain::describe_chain() const {

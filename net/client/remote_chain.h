@@ -67,7 +67,8 @@ class RemoteChain final : public gpu::PassChain {
   uint64_t requests_sent() const { return session_ ? session_->requests_sent() : 0; }
   // Every spot check so far (core/spot_check.h), servers named by address.
   std::vector<SpotCheckReport> spot_checks() const;
-  // Servers that failed the identity challenge (core/identity_proof.h), by address.
+  // Servers that failed the identity challenge (core/identity_proof.h), at discovery or at a
+  // forward or backward, by address, sorted.
   std::vector<std::string> impostors() const;
   // "A:port [0, 3) -> B:port [3, 6)", one line per distinct chain of the last pass.
   std::string describe_chain() const;

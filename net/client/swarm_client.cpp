@@ -44,7 +44,7 @@ const std::vector<PeerStatus>& SwarmClient::discover() {
     const uint64_t id = next_request_id();
     pending_[id] = Pending{peers_[i].peer, std::nullopt, std::nullopt, clock_.now(), 0};
     asked[id] = i;
-    network_.send(peers_[i].peer, core::InfoRequest{id});
+    send(peers_[i].peer, core::InfoRequest{id});  // challenged: the answer pins the address
   }
   auto all_answered = [&] {
     for (const auto& [id, i] : asked) {
@@ -72,6 +72,7 @@ const std::vector<PeerStatus>& SwarmClient::discover() {
     }
     pending_.erase(id);
   }
+  drop_identities_of_other_keys();
   if (config_.directory) ping_answered_peers();
   discovered_ = true;
   return peers_;
@@ -142,23 +143,28 @@ bool SwarmClient::take_directory_read(double wait_s) {
     fmt::print(stderr, "bouquet: could not read the directory ({}); routing with what is known\n", e.what());
     return false;
   }
-  std::vector<core::ServerRecord> mapped;
+  std::vector<core::ServerRecord> spelled;  // addresses as peers_ spell them, as pins_ are keyed
   for (core::ServerRecord& record : fresh) {
-    HostPort address;
     try {
-      address = parse_host_port(record.address);
+      record.address = parse_host_port(record.address).to_string();
     } catch (const std::exception&) {
       continue;  // the directory already skips malformed records; an odd address is not routable
     }
-    const std::string text = address.to_string();
+    spelled.push_back(std::move(record));
+  }
+  std::vector<core::ServerRecord> mapped;
+  for (core::ServerRecord& record : keep_pinned(std::move(spelled))) {
+    const std::string& text = record.address;
     auto it = std::find_if(peers_.begin(), peers_.end(), [&](const PeerStatus& p) { return p.address == text; });
     if (it == peers_.end()) {
-      peers_.push_back(PeerStatus{network_.add_peer(address), text, std::nullopt, ""});
+      peers_.push_back(PeerStatus{network_.add_peer(parse_host_port(text)), text, std::nullopt, ""});
       it = std::prev(peers_.end());
     }
+    // Never asked who it is (new to this client): ask now, so that the next read is filtered too;
+    // until then the challenge at session open guards it.
+    if (config_.challenge_identity && !pins_.contains(text)) ask_to_pin(it->peer);
     identities_[text].insert(record.peer);
     record.peer = it->peer;
-    record.address = text;
     mapped.push_back(std::move(record));
   }
   directory_records_ = std::move(mapped);
@@ -235,6 +241,7 @@ void SwarmClient::on_message(PeerId peer, core::Message message) {
   if (auto* fwd = std::get_if<core::ForwardResult>(&message)) request_id = fwd->request_id;
   if (auto* bwd = std::get_if<core::BackwardResult>(&message)) request_id = bwd->request_id;
   if (auto* err = std::get_if<core::ErrorReply>(&message)) request_id = err->request_id;
+  if (pinning_.erase(request_id) > 0) return;  // ask_to_pin's: check_proof pinned the address
   if (auto it = pending_.find(request_id); it != pending_.end() && it->second.peer == peer) {
     it->second.answered_at = clock_.now();
     if (auto* err = std::get_if<core::ErrorReply>(&message))

@@ -24,6 +24,14 @@
 //   model id that verifies. A reply that fails, lacks the proof, or an old server's protocol error
 //   in its place, does not reach the sessions: they get core::IdentityRefused naming the server
 //   (a call() throws RemoteError identity_refused), and one line on stderr says so.
+// - Address pinning (core/address_pins.h): with challenge_identity, discover()'s InfoRequests
+//   carry a nonce too, and each address is pinned to the key whose proof in the InfoReply verifies
+//   (and which a record for that address names, if any does). An address that answers without a
+//   valid proof, or with a version-3 server's bad_version error, is refused as above: no info, no
+//   routing. Before any plan, records at a pinned address that name another key are dropped, from
+//   the named identities at discovery and from every directory read, one stderr line per record
+//   saying which and why. Addresses a directory read brings that were never asked are asked
+//   then, so the next read is filtered too.
 // - Single-threaded: one thread uses a SwarmClient at a time.
 #pragma once
 
@@ -39,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "core/address_pins.h"
 #include "core/effect.h"
 #include "core/error.h"
 #include "core/input.h"
@@ -95,6 +104,8 @@ class SwarmClient {
   const std::vector<PeerStatus>& discover();
   bool discovered() const { return discovered_; }
   const std::vector<PeerStatus>& peers() const { return peers_; }
+  // The key each address asked with a challenged InfoRequest proved (or why it did not).
+  const core::AddressPins& pins() const { return pins_; }
   std::vector<core::ServerRecord> records() const;
   std::string address_of(core::PeerId peer) const;
   bool has_directory() const { return static_cast<bool>(config_.directory); }
@@ -149,6 +160,11 @@ class SwarmClient {
   // Why `message`, an answer from `peer`, fails its challenge; nothing when it passes or none was made.
   std::optional<std::string> check_proof(core::PeerId peer, const core::Message& message);
   void refuse(core::PeerId peer, const std::string& why);
+  // Pinning (core/address_pins.h): the verdict on `peer`'s address, and what it drops.
+  void pin(core::PeerId peer, core::AddressPin verdict);
+  std::vector<core::ServerRecord> keep_pinned(std::vector<core::ServerRecord> records);
+  void drop_identities_of_other_keys();
+  void ask_to_pin(core::PeerId peer);  // a challenged InfoRequest whose answer only pins
   uint64_t next_request_id() { return (uint64_t{1} << 63) | next_request_++; }
 
   SwarmClientConfig config_;
@@ -163,11 +179,19 @@ class SwarmClient {
   std::map<size_t, Listener> listeners_;
   struct Challenge {
     std::string nonce;
-    std::string model_id;  // what the server must sign with it
+    std::string model_id;  // what the server must sign with it (an info reply's own, for an info request)
+    bool info = false;     // an InfoRequest's: its verdict pins the address
   };
+  // Why `proof` does not answer `challenge` made to `peer`; nothing when it does.
+  std::optional<std::string> verify(core::PeerId peer, const std::optional<core::IdentityProof>& proof,
+                                    const Challenge& challenge) const;
   std::map<std::pair<core::PeerId, uint64_t>, Challenge> challenges_;  // by peer and session or request id
   std::map<std::string, std::set<core::PeerId>> identities_;           // by address as peers_ spell it
   std::set<core::PeerId> refused_;                                     // said so on stderr
+  core::AddressPins pins_;                                             // by address as peers_ spell it
+  std::set<std::pair<core::PeerId, std::string>> said_dropped_;        // records dropped, said on stderr
+  std::set<uint64_t> pinning_;                                         // ask_to_pin's request ids
+  std::set<std::string> pin_asked_;                                    // addresses ask_to_pin asked
   size_t next_listener_ = 1;
   bool discovered_ = false;
   uint64_t next_request_ = 1;

@@ -56,6 +56,8 @@ void IdentityAnswers::sending(core::PeerId to, core::Message& message) {
     forward->identity_proof = take_proof(to, forward->request_id);
   } else if (auto* backward = std::get_if<core::BackwardResult>(&message)) {
     backward->identity_proof = take_proof(to, backward->request_id);
+  } else if (auto* info = std::get_if<core::InfoReply>(&message)) {
+    info->identity_proof = take_proof(to, info->request_id);
   } else if (auto* error = std::get_if<core::ErrorReply>(&message); error && error->step_id == 0) {
     take_nonce(to, error->request_id);  // refused: nothing to prove, nothing to keep
   }

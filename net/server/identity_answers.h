@@ -1,5 +1,5 @@
 // A server's side of the identity challenge (core/identity_proof.h): the nonce of each challenged
-// open, forward and backward is kept until its reply leaves, which then carries the proof (this
+// open, forward, backward and info request is kept until its reply leaves, which then carries the proof (this
 // server's public key and its signature of the nonce, its peer id and its model id). A request
 // answered with an error, or whose peer is gone, leaves nothing behind.
 //

@@ -211,7 +211,42 @@ TEST(Wire, TheIdentityChallengeIsVersionThreeAndEverythingElseStaysVersionTwo) {
   EXPECT_EQ(decode_error(Bytes{}.header(MessageType::session_opened, 3).u64(1).v), DecodeErrorCode::truncated);
   // A version-2 reader (an old server) refuses a challenged open as a version it does not speak:
   // its ErrorReply (id 0, protocol) is what a new client takes for "cannot prove its identity".
-  EXPECT_EQ(challenged[0], kWireVersion);
+  EXPECT_EQ(challenged[0], 3);
+}
+
+TEST(Wire, AnInfoExchangeWithTheIdentityChallengeIsVersionFourAndWithoutItStaysVersionTwo) {
+  InfoRequest request{9};
+  EXPECT_EQ(encode(request), Bytes{}.header(MessageType::info_request).u64(9).v);
+  request.identity_nonce = std::string(32, 'n');
+  EXPECT_EQ(wire_version_of(request), 4);
+  EXPECT_EQ(encode(request), Bytes{}.header(MessageType::info_request, 4).u64(9).str(std::string(32, 'n')).v);
+  auto decoded = decode(encode(request));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message;
+  EXPECT_EQ(std::get<InfoRequest>(decoded.value()).identity_nonce, std::string(32, 'n'));
+
+  InfoReply reply;
+  reply.request_id = 9;
+  reply.model_id = "m";
+  const auto plain = encode(reply);
+  EXPECT_EQ(plain[0], 2);
+  reply.identity_proof = IdentityProof{std::string(32, 'k'), std::string(64, 's')};
+  EXPECT_EQ(wire_version_of(reply), 4);
+  // The same fields after a version-4 header, then key and signature.
+  auto expected = Bytes{}.header(MessageType::info, 4);
+  expected.v.insert(expected.v.end(), plain.begin() + 3, plain.end());
+  EXPECT_EQ(encode(reply), expected.str(std::string(32, 'k')).str(std::string(64, 's')).v);
+  EXPECT_EQ(reply.encoded_size(), plain.size() + 4 + 32 + 4 + 64);
+  decoded = decode(encode(reply));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message;
+  EXPECT_EQ(std::get<InfoReply>(decoded.value()).identity_proof->signature, std::string(64, 's'));
+
+  // The session challenge stays version 3. Were the nonce written at version 3, a version-3 peer
+  // would find trailing bytes; at version 4 it refuses the request by name (bad_version, answered
+  // as an ErrorReply) rather than misreading it.
+  EXPECT_EQ(wire_version_of(OpenSession{1, "m", {0, 1}, 1, 1, Compression::none, 0, "", std::string(32, 'n')}), 3);
+  EXPECT_EQ(decode_error(Bytes{}.header(MessageType::info_request, 3).u64(9).str(std::string(32, 'n')).v),
+            DecodeErrorCode::trailing_bytes);
+  EXPECT_EQ(kWireVersion, 4);
 }
 
 TEST(Wire, HeaderErrorsAreTyped) {

@@ -1,9 +1,11 @@
 // The identity challenge with real processes (core/identity_proof.h): `bouquet dht`, an honest
 // `bouquet serve` announcing itself, and an impostor `bouquet serve` (its own key) listening at
 // the address that a victim's genuine signed record names (the record copied, or the address
-// taken over). The impostor claims great speed, so routing goes there first. generate, finetune
-// and chat through the DHT refuse the impostor by name, re-route to the honest server and give
-// what `--local` gives.
+// taken over). The impostor claims great speed, so routing would go there first. generate,
+// finetune and chat through the DHT refuse the impostor by name when they ask who it is, route
+// through the honest server and give what `--local` gives. And address pinning: a rogue record,
+// signed with the rogue's own key, names an honest server's address with blocks it does not
+// serve; generate and finetune drop it, say so, and the honest servers serve as `--local` does.
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -172,9 +174,8 @@ TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVi
   EXPECT_EQ(swarm_json["text"], local_json["text"]);
   EXPECT_NE(swarm.err.find(refusal), std::string::npos) << swarm.err;
   EXPECT_NE(swarm.err.find(named), std::string::npos) << swarm.err;
-  ASSERT_EQ(swarm_json["recoveries"].size(), 1u) << swarm.out;
-  EXPECT_EQ(swarm_json["recoveries"][0]["failed_peer"], impostor.address());
-  EXPECT_EQ(swarm_json["recoveries"][0]["replacement"][0]["peer"], honest.address());
+  // Refused when asked who it is (address pinning), before any plan: nothing to recover from.
+  EXPECT_EQ(swarm_json["recoveries"].size(), 0u) << swarm.out;
   EXPECT_EQ(swarm_json["route"][0]["peer"], honest.address());
 
   const std::string data = std::string(BOUQUET_SOURCE_DIR) + "/experiments/finetune/categories.jsonl";
@@ -185,8 +186,6 @@ TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVi
       run(fmt::format("{} --initial-peers {} --model-name tiny --spot-check-rate 0", tune, dht.address()), dir);
   ASSERT_EQ(tuned.status, 0) << tuned.err;
   EXPECT_NE(tuned.err.find(refusal), std::string::npos) << tuned.err;
-  EXPECT_NE(tuned.err.find(fmt::format("failed on {} (identity_refused", impostor.address())), std::string::npos)
-      << tuned.err;
   const auto [before, after] = losses(tuned.out);
   const auto [local_before, local_after] = losses(tuned_local.out);
   ASSERT_GE(before, 0) << tuned.out;
@@ -202,6 +201,87 @@ TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVi
   ASSERT_EQ(chatted.status, 0) << chatted.err;
   EXPECT_EQ(chatted.out, chat_local.out);
   EXPECT_NE(chatted.err.find(refusal), std::string::npos) << chatted.err;
+}
+
+TEST(IdentityChallengeSlowTest, ARogueRecordAtAnHonestServersAddressIsDroppedAndTheHonestServersStillServe) {
+  const auto dir = testing::fresh_dir("address-pinning");
+  const std::string model = (dir / "tiny").string();
+  ASSERT_EQ(testing::run_bouquet(fmt::format("make-tiny-model --out {} --layers 4 --seed 3", model)).status, 0);
+  ::setenv("BOUQUET_CACHE_DIR", (dir / "cache").c_str(), 1);
+  DhtProcess dht;
+  ASSERT_FALSE(dht.address().empty()) << "bouquet dht printed no listening line";
+  auto serve = [&](const std::string& blocks) {
+    return std::vector<std::string>{
+        "--model",         model, "--blocks",        blocks,        "--listen",        "127.0.0.1:0",
+        "--threads",       "1",   "--initial-peers", dht.address(), "--join-delay",    "0",
+        "--update-period", "5",   "--throughput",    "1",           "--inference-rps", "1"};
+  };
+  ServerProcess front(BOUQUET_BINARY, serve("0:2"), 120);
+  ServerProcess back(BOUQUET_BINARY, serve("2:4"), 120);
+  const core::PeerId rogue = testing::test_peer(2);
+  {
+    // The rogue's record, validly signed with its own key, names the front server's address with
+    // every block, fast: routing that believed it would ask the front server for blocks 2:4.
+    DhtDirectoryConfig config;
+    config.listen = "127.0.0.1:0";
+    config.initial_peers = {dht.address()};
+    config.model_blocks = 4;
+    config.fingerprint = model_fingerprint(model);
+    DhtDirectory announcer(config);
+    ASSERT_TRUE(announcer.wait_connected(10));
+    core::ServerRecord r;
+    r.peer = rogue;
+    r.address = front.address();
+    r.span = core::BlockSpan{0, 4};
+    r.state = core::ServerState::online;
+    r.throughput_rps = 1e6;
+    r.inference_rps = 1e6;
+    r.cache_tokens_free = 8192;
+    r.model_id = "tiny";
+    r.expires_at = unix_now() + 600;
+    announcer.announce(core::Announce{r}, testing::test_identity(2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  bool listed = false;
+  for (int i = 0; i < 120 && !listed; ++i) {
+    const auto view = testing::run_bouquet(
+        fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht.address()));
+    listed = view.status == 0 && view.output.find(back.address()) != std::string::npos &&
+             view.output.find(rogue.to_string()) != std::string::npos;
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_TRUE(listed) << "the records never showed up";
+  const std::string dropped =
+      fmt::format("bouquet: dropping the record of peer {} at {}", rogue.to_string(), front.address());
+
+  const std::string prompt = "--prompt 'Once upon a time' --max-new-tokens 12 --ignore-eos --json";
+  const CommandRun local = run(fmt::format("generate --model {} --local {}", model, prompt), dir);
+  ASSERT_EQ(local.status, 0) << local.err;
+  const CommandRun swarm = run(
+      fmt::format("generate --model {} --initial-peers {} --spot-check-rate 0 {}", model, dht.address(), prompt), dir);
+  ASSERT_EQ(swarm.status, 0) << swarm.err;
+  const auto swarm_json = nlohmann::json::parse(swarm.out);
+  EXPECT_EQ(swarm_json["ids"], nlohmann::json::parse(local.out)["ids"]);
+  EXPECT_EQ(swarm_json["recoveries"].size(), 0u) << swarm.out;
+  EXPECT_NE(swarm.err.find(dropped), std::string::npos) << swarm.err;
+  EXPECT_EQ(swarm.err.find("refusing"), std::string::npos) << swarm.err;
+
+  // Fine-tuning re-reads the directory from its second pass on: the rogue record stays dropped,
+  // the front server is never asked for blocks it lacks, so never avoided.
+  const std::string data = std::string(BOUQUET_SOURCE_DIR) + "/experiments/finetune/categories.jsonl";
+  const std::string tune = fmt::format("finetune --model {} --data {} --steps 3 --quiet --seed 5", model, data);
+  const CommandRun tuned_local = run(tune + " --local", dir);
+  ASSERT_EQ(tuned_local.status, 0) << tuned_local.err;
+  const CommandRun tuned =
+      run(fmt::format("{} --initial-peers {} --model-name tiny --spot-check-rate 0", tune, dht.address()), dir);
+  ASSERT_EQ(tuned.status, 0) << tuned.err;
+  EXPECT_NE(tuned.err.find(dropped), std::string::npos) << tuned.err;
+  EXPECT_EQ(tuned.err.find("failed on"), std::string::npos) << tuned.err;
+  const auto [before, after] = losses(tuned.out);
+  const auto [local_before, local_after] = losses(tuned_local.out);
+  ASSERT_GE(before, 0) << tuned.out;
+  EXPECT_NEAR(before, local_before, 2e-4) << tuned.out << " vs " << tuned_local.out;
+  EXPECT_NEAR(after, local_after, 2e-4) << tuned.out << " vs " << tuned_local.out;
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
-// The identity challenge at session open (core/identity_proof.h) with servers on threads of this
-// process: an impostor (a server with its own key, at the address a victim's signed record names)
-// is refused by name, and generation and fine-tuning re-route to the honest server and give the
-// local results; so are a version-2 server (which cannot read a challenged open) and one that
-// answers without a proof; a server answers a challenge with a proof that verifies, and a client
-// without the challenge (wire version 2) still gets its sessions, with replies it can read.
+// The identity challenge (core/identity_proof.h) with servers on threads of this process: an
+// impostor (a server with its own key, at the address a victim's signed record names) is refused
+// by name when the client's InfoRequest challenges it, before any plan, and generation and
+// fine-tuning give the local results through the honest server; so are a version-3 server (which
+// cannot read a challenged info request) and one that answers without a proof; one that proves
+// itself at discovery but not at the open is refused there and the session re-routes; a server
+// answers a challenge with a proof that verifies, and a client without the challenge (wire
+// version 2) still gets its sessions, with replies it can read.
 #include <ATen/ATen.h>
 #include <fmt/core.h>
 #include <gtest/gtest.h>
@@ -57,12 +59,13 @@ struct Swarm {
   ThreadServer honest{honest_config};
 
   // A client that knows the impostor's address from the victim's signed record (test_peer(1):
-  // the record is genuine, the server there is not the victim) and learns of the honest server
-  // from the directory when it re-plans.
+  // the record is genuine, the server there is not the victim), and the honest server's, as a
+  // DHT lookup gives them (the impostor's first: greedy routing would try it first).
   SwarmClientConfig client_config() const {
     SwarmClientConfig c;
-    c.peers = {impostor.address()};
+    c.peers = {impostor.address(), honest.address()};
     c.identities[impostor.address()] = {testing::test_peer(1)};
+    c.identities[honest.address()] = {honest_key};
     c.directory = [this] {
       return std::vector<core::ServerRecord>{
           testing::online_record(testing::test_peer(1), impostor.address(), model_id),
@@ -147,56 +150,93 @@ TEST(IdentityChallenge, AServerThatCannotOrDoesNotProveItsIdentityIsRefusedAndTh
   const gpu::ClientHead head({model, "f32", "cpu"});
   const auto hidden = static_cast<uint32_t>(head.model_config().hidden_size);
   ThreadServer honest(serve_config(model, "0:4"));
-  for (const bool old : {true, false}) {
-    SCOPED_TRACE(old ? "a version-2 server" : "a server that skips the proof");
+  // A key the scripted server may prove at discovery, to be refused only at the open.
+  const PeerIdentity& key = testing::test_identity(3);
+  enum class Fake { version_3, no_proof_at_info, no_proof_at_open };
+  for (const Fake fake_kind : {Fake::version_3, Fake::no_proof_at_info, Fake::no_proof_at_open}) {
+    SCOPED_TRACE(fake_kind == Fake::version_3          ? "a version-3 server"
+                 : fake_kind == Fake::no_proof_at_info ? "a server that skips the proof at discovery"
+                                                       : "a server that skips the proof at the open");
     ScriptedServer fake([&](const core::Message& m, uint16_t version) -> std::optional<core::Message> {
+      // What a version-3 build answers to a version-4 body (wire.cpp's bad_version, as an ErrorReply).
+      if (fake_kind == Fake::version_3 && version > 3) {
+        return core::ErrorReply{
+            0, 0, core::Error{core::ErrorCode::protocol, "wire version 4 (this build speaks 2 to 3) (bad_version)"}};
+      }
       if (const auto* info = std::get_if<core::InfoRequest>(&m)) {
-        return core::InfoReply{info->request_id, model_id, core::BlockSpan{0, 4}, hidden, "bouquet 0.1", 8192, 8192};
+        core::InfoReply reply{info->request_id, model_id, core::BlockSpan{0, 4}, hidden, "bouquet 0.1", 8192, 8192};
+        if (fake_kind == Fake::no_proof_at_open && info->identity_nonce) {
+          reply.identity_proof = core::IdentityProof{
+              key.public_key_bytes(),
+              key.sign_bytes(core::identity_proof_message(*info->identity_nonce, key.peer_id(), model_id))};
+        }
+        return reply;
       }
       const auto* open = std::get_if<core::OpenSession>(&m);
       if (!open) return std::nullopt;
-      // What a version-2 build answers to a version-3 body (wire.cpp's bad_version, as an ErrorReply).
-      if (old && version > 2) {
-        return core::ErrorReply{
-            0, 0, core::Error{core::ErrorCode::protocol, "wire version 3 (this build speaks 2) (bad_version)"}};
-      }
       return core::SessionOpened{open->session_id, std::nullopt};
     });
     SwarmClientConfig config;
     config.peers = {fake.address(), honest.address()};  // greedy routing tries the first one first
+    ::testing::internal::CaptureStderr();
     SwarmClient client(config);
     const RemoteGeneration generation = generate_remote_ids(head, client, model_id, request(), {});
+    const std::string err = ::testing::internal::GetCapturedStderr();
     EXPECT_EQ(generation.result.ids, testing::local_greedy_ids(model, request().prompt_ids, kTokens));
-    ASSERT_EQ(generation.recoveries.size(), 1u);
-    EXPECT_EQ(generation.recoveries[0].failed_peer, fake.address());
-    const std::string& cause = generation.recoveries[0].cause;
-    EXPECT_NE(cause.find("identity_refused"), std::string::npos) << cause;
-    EXPECT_NE(cause.find(old ? "cannot prove its identity" : "answered without an identity proof"), std::string::npos)
-        << cause;
     ASSERT_EQ(generation.route.size(), 1u);
     EXPECT_EQ(generation.route[0].address, honest.address());
+    EXPECT_NE(err.find(fmt::format("refusing server {} failed the identity challenge", fake.address())),
+              std::string::npos)
+        << err;
+    if (fake_kind == Fake::no_proof_at_open) {
+      // Proven at discovery, so routed to; refused at the open, and the session re-routes.
+      EXPECT_EQ(client.pins().at(fake.address()).key, key.peer_id());
+      ASSERT_EQ(generation.recoveries.size(), 1u);
+      EXPECT_EQ(generation.recoveries[0].failed_peer, fake.address());
+      const std::string& cause = generation.recoveries[0].cause;
+      EXPECT_NE(cause.find("identity_refused"), std::string::npos) << cause;
+      EXPECT_NE(cause.find("answered without an identity proof"), std::string::npos) << cause;
+      continue;
+    }
+    // Refused at discovery: never routed to, so nothing to recover from.
+    EXPECT_TRUE(generation.recoveries.empty());
+    const PeerStatus& status = client.peers()[0];
+    ASSERT_EQ(status.address, fake.address());
+    EXPECT_FALSE(status.info.has_value()) << "its info is not routed by";
+    EXPECT_NE(status.error.find("identity_refused"), std::string::npos) << status.error;
+    EXPECT_NE(status.error.find(fake_kind == Fake::version_3 ? "cannot prove its identity"
+                                                             : "answered without an identity proof"),
+              std::string::npos)
+        << status.error;
+    ASSERT_TRUE(client.pins().contains(fake.address()));
+    EXPECT_FALSE(client.pins().at(fake.address()).key.has_value());
   }
 }
 
-TEST(IdentityChallenge, GenerationRefusesAnImpostorByNameAndGivesTheLocalIdsThroughTheHonestServer) {
+TEST(IdentityChallenge, GenerationRefusesAnImpostorByNameAtDiscoveryAndGivesTheLocalIdsThroughTheHonestServer) {
   Swarm swarm;
   ASSERT_NE(swarm.impostor_key, testing::test_peer(1));
   const gpu::ClientHead head({swarm.model, "f32", "cpu"});
+  ::testing::internal::CaptureStderr();
   SwarmClient client(swarm.client_config());
   const RemoteGeneration generation = generate_remote_ids(head, client, swarm.model_id, request(), {});
+  const std::string err = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(generation.result.ids, testing::local_greedy_ids(swarm.model, request().prompt_ids, kTokens));
   ASSERT_EQ(generation.route.size(), 1u);
   EXPECT_EQ(generation.route[0].address, swarm.honest.address()) << "the session is ready only on a proven server";
-  ASSERT_EQ(generation.recoveries.size(), 1u);
-  const RecoveryReport& r = generation.recoveries[0];
-  EXPECT_EQ(r.failed_peer, swarm.impostor.address());
-  EXPECT_NE(r.cause.find("identity_refused"), std::string::npos) << r.cause;
-  EXPECT_NE(r.cause.find(fmt::format("server {} failed the identity challenge", swarm.impostor.address())),
+  EXPECT_TRUE(generation.recoveries.empty()) << "refused before any plan";
+  EXPECT_NE(err.find(fmt::format("refusing server {} failed the identity challenge", swarm.impostor.address())),
             std::string::npos)
-      << r.cause;
-  EXPECT_NE(r.cause.find(swarm.impostor_key.to_string()), std::string::npos) << "names the key it holds: " << r.cause;
-  ASSERT_EQ(r.replacement.size(), 1u);
-  EXPECT_EQ(r.replacement[0].address, swarm.honest.address());
+      << err;
+  EXPECT_NE(err.find(swarm.impostor_key.to_string()), std::string::npos) << "names the key it holds: " << err;
+  const PeerStatus& impostor = client.peers()[0];
+  ASSERT_EQ(impostor.address, swarm.impostor.address());
+  EXPECT_NE(impostor.error.find("identity_refused"), std::string::npos) << impostor.error;
+  // The victim's record at the impostor's address is dropped, and said so.
+  EXPECT_NE(err.find(fmt::format("dropping the record of peer {} at {}: the server there did not prove its identity",
+                                 testing::test_peer(1).to_string(), swarm.impostor.address())),
+            std::string::npos)
+      << err;
 }
 
 TEST(IdentityChallenge, FineTuningRefusesAnImpostorAndItsForwardEqualsTheLocalOne) {
@@ -213,16 +253,21 @@ TEST(IdentityChallenge, FineTuningRefusesAnImpostorAndItsForwardEqualsTheLocalOn
   gpu::LocalPassChain local(blocks);
   EXPECT_TRUE(at::allclose(remote, local.forward(x, {}), 1e-4, 1e-5));
   EXPECT_EQ(chain.impostors(), std::vector<std::string>{swarm.impostor.address()});
-  ASSERT_EQ(chain.retries().size(), 1u);
-  EXPECT_EQ(chain.retries()[0].failed_peer, swarm.impostor.address());
-  EXPECT_NE(chain.retries()[0].cause.find("identity_refused"), std::string::npos) << chain.retries()[0].cause;
+  EXPECT_TRUE(chain.retries().empty()) << "refused at discovery, before any hop";
   for (const core::Chain& c : chain.chains()) {
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(client.address_of(c[0].peer), swarm.honest.address());
   }
-  // The backward too goes only to the honest server.
+  // The backward too goes only to the honest server, and a later pass's directory read keeps
+  // the victim's record at the impostor's address out.
   chain.backward(at::ones_like(remote));
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor y = chain.forward(x, {});
+    EXPECT_TRUE(at::allclose(y, local.forward(x, {}), 1e-4, 1e-5));
+    chain.backward(at::ones_like(y));
+  }
   EXPECT_EQ(chain.impostors().size(), 1u);
+  EXPECT_TRUE(chain.retries().empty());
 }
 
 TEST(IdentityChallenge, AServerSignsTheNonceItsPeerIdAndModelAndAnOldClientGetsVersionTwoReplies) {
@@ -252,6 +297,20 @@ TEST(IdentityChallenge, AServerSignsTheNonceItsPeerIdAndModelAndAnOldClientGetsV
       proof.signature));
   EXPECT_FALSE(PeerIdentity::verify_bytes(
       proof.public_key, core::identity_proof_message(*open.identity_nonce, key, "another model"), proof.signature));
+
+  // Asked who it is (address pinning, wire version 4), it signs the info request's nonce and the
+  // model id its reply names; asked without a nonce, it answers as a version-2 server does.
+  const auto plain_info = raw.call<core::InfoReply>(core::InfoRequest{9});
+  EXPECT_FALSE(plain_info.identity_proof.has_value());
+  EXPECT_EQ(core::wire_version_of(plain_info), 2);
+  core::InfoRequest asked{10, PeerIdentity::random_bytes(core::kIdentityNonceBytes)};
+  const auto info = raw.call<core::InfoReply>(asked);
+  ASSERT_TRUE(info.identity_proof.has_value());
+  EXPECT_EQ(info.model_id, model_id);
+  EXPECT_EQ(PeerIdentity::peer_id_of_key_bytes(info.identity_proof->public_key), key);
+  EXPECT_TRUE(PeerIdentity::verify_bytes(info.identity_proof->public_key,
+                                         core::identity_proof_message(*asked.identity_nonce, key, model_id),
+                                         info.identity_proof->signature));
 
   // A whole generation without the challenge, as a version-2 client runs it.
   SwarmClientConfig plain;

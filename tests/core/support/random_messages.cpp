@@ -83,7 +83,7 @@ std::vector<Message> random_messages(Rng& rng, std::optional<Compression> compre
   out.push_back(info);
   out.push_back(ErrorReply{rng.next_u64(), rng.next_u64(),
                            Error{static_cast<ErrorCode>(1 + rng.below(kLastErrorCode)), random_string(rng, 80)}});
-  // Half of the challenged requests and their replies carry the identity challenge (wire version 3).
+  // Half of the challenged requests and their replies carry the identity challenge (wire versions 3 and 4).
   for (Message& m : out) {
     std::visit(
         [&](auto& x) {
