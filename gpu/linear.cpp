@@ -4,9 +4,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
+#include <mutex>
 
 namespace bouquet::gpu {
 namespace {
@@ -35,27 +38,50 @@ constexpr int64_t kRowsPerThreadMin = 256;
 // is ~10x slower and it has no int8 or NF4 product).
 constexpr int64_t kBf16KernelRowsMax = 8;
 
-// Splits the outputs over libtorch's threads in chunks that each thread takes in turn (a shared
-// counter), not in equal halves: on a busy machine a thread that waits for a core, or wakes late,
-// takes fewer chunks instead of holding up the whole product.
+// Splits the outputs over as many threads as libtorch is given (--threads), in chunks that each
+// thread takes in turn (a shared counter), not in equal halves: on a busy machine a thread that
+// waits for a core, or wakes late, takes fewer chunks instead of holding up the whole product.
+//
+// The threads are an OpenMP team opened here, in a file built with OpenMP (gpu/CMakeLists.txt):
+// at::parallel_for is a header template whose `omp parallel` only forks where the caller is built
+// with OpenMP, so from this layer it ran every chunk on one thread (perf: one thread did all the
+// products; --threads 2 gave no speed-up while llama.cpp's second thread gave 1.8x).
+thread_local int last_threads = 1;
+
 void matvec_on_threads(kernels::Isa isa, const kernels::MatvecProblem& problem) {
   const int64_t out = problem.out;
   const int threads = at::get_num_threads();
-  if (threads <= 1 || out < 2 * kRowsPerThreadMin || at::in_parallel_region()) {
+  if (threads <= 1 || out < 2 * kRowsPerThreadMin || at::in_parallel_region() || omp_in_parallel()) {
     kernels::matvec(isa, problem, 0, out);
+    last_threads = 1;
     return;
   }
   const int64_t chunk = std::max<int64_t>(64, (out / (8 * threads) + 15) / 16 * 16);
   const int64_t chunks = (out + chunk - 1) / chunk;
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
-      kernels::matvec(isa, problem, c * chunk, std::min(out, (c + 1) * chunk));
+  std::exception_ptr failure;  // an exception may not leave the parallel region
+  std::mutex failure_mutex;
+  int team = 1;
+#pragma omp parallel num_threads(threads)
+  {
+    if (omp_get_thread_num() == 0) team = omp_get_num_threads();
+    try {
+      for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+        kernels::matvec(isa, problem, c * chunk, std::min(out, (c + 1) * chunk));
+      }
+    } catch (...) {
+      next = chunks;
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
     }
-  });
+  }
+  last_threads = team;
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace
+
+int last_product_threads() { return last_threads; }
 
 Linear::Linear(const at::Tensor& weight, const ComputeOptions& options, const at::Tensor& bias)
     : weight_(weight.contiguous()), bias_(bias) {

@@ -73,4 +73,8 @@ class Linear {
   LoraSite lora_site_;
 };
 
+// How many threads ran the calling thread's last product on the CPU kernels (1 when it was not
+// split): what a test checks to see that --threads really shares the work.
+int last_product_threads();
+
 }  // namespace bouquet::gpu

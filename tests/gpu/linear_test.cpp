@@ -184,8 +184,11 @@ TEST(Linear, ThreadsSplitTheOutputsWithoutChangingThem) {
   const Linear linear(w, ComputeOptions{});
   at::set_num_threads(1);
   const at::Tensor one = linear(x);
+  EXPECT_EQ(last_product_threads(), 1);
   at::set_num_threads(2);
   const at::Tensor two = linear(x);
+  // Two threads took part (from this layer, at::parallel_for once ran everything on one).
+  EXPECT_EQ(last_product_threads(), 2);
   at::set_num_threads(threads_before);
   // Each output is one dot product computed by the same code whichever thread runs it.
   EXPECT_TRUE(at::equal(one, two));
