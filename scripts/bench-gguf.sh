@@ -4,6 +4,7 @@
 # in one run, format against format on the same weights. Copies of the model are made once with
 # llama.cpp's own quantizer (cached beside the model):
 #   f32:   bouquet (--quant none) and llama.cpp both on an F32 copy;
+#   bf16:  bouquet --dtype bf16 (from the F32 copy) against llama.cpp on a BF16 copy;
 #   8-bit: bouquet --quant int8 (per-row int8 quantized on load from the F32 copy) against
 #          llama.cpp on a Q8_0 copy;
 #   4-bit: bouquet --quant nf4 and llama.cpp on a Q4_0 copy.
@@ -44,9 +45,9 @@ if ! "$py" -c 'import llama_cpp' 2>/dev/null; then
   CMAKE_BUILD_PARALLEL_LEVEL=2 "$cache/venv-llamacpp/bin/pip" install -q llama-cpp-python
 fi
 prompt="Once upon a time"
-bouquet() {  # MODEL QUANT -> ms/token
+bouquet() {  # MODEL QUANT [DTYPE] -> ms/token
   build/bouquet generate --local --model "$1" --prompt "$prompt" --max-new-tokens "$tokens" --ignore-eos \
-    --threads "$threads" --quant "$2" --json |
+    --threads "$threads" --quant "$2" --dtype "${3:-f32}" --json |
     python3 -c "import json,sys; j=json.load(sys.stdin); n=len(j['ids']); print(f'{1000*j[\"decode_s\"]/(n-1):.1f}')"
 }
 llama_py=$(
@@ -101,13 +102,14 @@ PY
 f32=$(copy LLAMA_FTYPE_ALL_F32 F32)
 q8_0=$(copy LLAMA_FTYPE_MOSTLY_Q8_0 Q8_0)
 q4_0=$(copy LLAMA_FTYPE_MOSTLY_Q4_0 Q4_0)
+bf16=$(copy LLAMA_FTYPE_MOSTLY_BF16 BF16)
 rounds=${BOUQUET_BENCH_ROUNDS:-3}
 echo "$(basename "$model"), $tokens tokens, $threads thread(s), $rounds rounds (bouquet and llama.cpp alternate;" \
   "medians), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-compare() {  # LABEL BOUQUET_MODEL QUANT LLAMA_MODEL
+compare() {  # LABEL BOUQUET_MODEL QUANT LLAMA_MODEL [BOUQUET_DTYPE]
   local b=() l=() r
   for ((r = 0; r < rounds; r++)); do
-    b+=("$(bouquet "$2" "$3")")
+    b+=("$(bouquet "$2" "$3" "${5:-f32}")")
     l+=("$(llama "$4")")
   done
   python3 - "$1" "${b[*]}" "${l[*]}" <<'PY'
@@ -120,6 +122,7 @@ print(f"{sys.argv[1]:<40} bouquet {bm:7.1f} ms/token  llama.cpp {lm:7.1f}  ratio
 PY
 }
 compare "f32: --quant none vs F32" "$f32" none "$f32"
+compare "bf16: --dtype bf16 (from F32) vs BF16" "$f32" none "$bf16" bf16
 compare "8-bit: --quant int8 (from F32) vs Q8_0" "$f32" int8 "$q8_0"
 compare "4-bit: --quant nf4 vs Q4_0 (same file)" "$q4_0" nf4 "$q4_0"
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
