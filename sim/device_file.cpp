@@ -94,20 +94,19 @@ MeasuredFormat read_format(const Reader& r, const json& figures, const std::stri
   if (points.size() != batches.size() * caches.size()) {
     r.fail(path + ".decode", "not a full grid: every batch must be measured at every cache length");
   }
-  const json& prefill = r.array(figures, path, "prefill");
-  for (size_t i = 0; i < prefill.size(); ++i) {
-    const std::string at = fmt::format("{}.prefill.{}", path, i);
-    out.prefill.push_back({r.integer(prefill[i], at, "batch", 1), r.integer(prefill[i], at, "new_tokens", 2),
-                           r.number(prefill[i], at, "step_s", 0, false)});
-  }
-  if (figures.contains("backward")) {
-    const json& backward = r.array(figures, path, "backward");
-    for (size_t i = 0; i < backward.size(); ++i) {
-      const std::string at = fmt::format("{}.backward.{}", path, i);
-      out.backward.push_back({r.integer(backward[i], at, "batch", 1), r.integer(backward[i], at, "new_tokens", 1),
-                              r.number(backward[i], at, "step_s", 0, false)});
+  // Prefill and backward points alike: batch, new tokens (at least `min_tokens`), seconds.
+  const auto read_steps = [&](const char* key, int64_t min_tokens) {
+    std::vector<MeasuredFormat::Prefill> steps;
+    const json& list = r.array(figures, path, key);
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string at = fmt::format("{}.{}.{}", path, key, i);
+      steps.push_back({r.integer(list[i], at, "batch", 1), r.integer(list[i], at, "new_tokens", min_tokens),
+                       r.number(list[i], at, "step_s", 0, false)});
     }
-  }
+    return steps;
+  };
+  out.prefill = read_steps("prefill", 2);
+  if (figures.contains("backward")) out.backward = read_steps("backward", 1);
   return out;
 }
 
