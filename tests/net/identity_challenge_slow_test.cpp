@@ -103,6 +103,44 @@ std::pair<double, double> losses(const std::string& summary) {
 
 double unix_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
+// Publishes, through the DHT at `dht`, a record of `peer` at `address` for every block of the
+// 4-block `model`, claiming great speed, signed with test_identity(`identity`).
+void announce_fast_record(const std::string& dht, const std::string& model, core::PeerId peer,
+                          const std::string& address, int identity) {
+  DhtDirectoryConfig config;
+  config.listen = "127.0.0.1:0";
+  config.initial_peers = {dht};
+  config.model_blocks = 4;
+  config.fingerprint = model_fingerprint(model);
+  DhtDirectory announcer(config);
+  ASSERT_TRUE(announcer.wait_connected(10));
+  core::ServerRecord r;
+  r.peer = peer;
+  r.address = address;
+  r.span = core::BlockSpan{0, 4};
+  r.state = core::ServerState::online;
+  r.throughput_rps = 1e6;  // fast on paper: routing goes there first
+  r.inference_rps = 1e6;
+  r.cache_tokens_free = 8192;
+  r.model_id = "tiny";
+  r.expires_at = unix_now() + 600;
+  announcer.announce(core::Announce{r}, testing::test_identity(identity));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+}
+
+// Whether `bouquet swarm` came to list every one of `texts` within a minute.
+bool swarm_lists(const std::string& dht, const std::vector<std::string>& texts) {
+  for (int i = 0; i < 120; ++i) {
+    const auto view =
+        testing::run_bouquet(fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht));
+    bool all = view.status == 0;
+    for (const std::string& text : texts) all = all && view.output.find(text) != std::string::npos;
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return false;
+}
+
 TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVictimsRecordAndMatchLocal) {
   const auto dir = testing::fresh_dir("identity-challenge");
   const std::string model = (dir / "tiny").string();
@@ -127,38 +165,10 @@ TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVi
                          with({"--throughput", "100000", "--inference-rps", "100000", "--model-name", "elsewhere",
                                "--identity", (dir / "impostor.pem").string()}),
                          120);
-  {
-    // The victim's record, genuinely signed by the victim, names the impostor's address.
-    DhtDirectoryConfig config;
-    config.listen = "127.0.0.1:0";
-    config.initial_peers = {dht.address()};
-    config.model_blocks = 4;
-    config.fingerprint = model_fingerprint(model);
-    DhtDirectory announcer(config);
-    ASSERT_TRUE(announcer.wait_connected(10));
-    core::ServerRecord r;
-    r.peer = testing::test_peer(1);
-    r.address = impostor.address();
-    r.span = core::BlockSpan{0, 4};
-    r.state = core::ServerState::online;
-    r.throughput_rps = 1e6;  // fast on paper: routing goes there first
-    r.inference_rps = 1e6;
-    r.cache_tokens_free = 8192;
-    r.model_id = "tiny";
-    r.expires_at = unix_now() + 600;
-    announcer.announce(core::Announce{r}, testing::test_identity(1));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  // Both records are in the DHT before any client looks.
-  bool listed = false;
-  for (int i = 0; i < 120 && !listed; ++i) {
-    const auto view = testing::run_bouquet(
-        fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht.address()));
-    listed = view.status == 0 && view.output.find(honest.address()) != std::string::npos &&
-             view.output.find(impostor.address()) != std::string::npos;
-    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  }
-  ASSERT_TRUE(listed) << "the records never showed up";
+  // The victim's record, genuinely signed by the victim, names the impostor's address; both
+  // records are in the DHT before any client looks.
+  announce_fast_record(dht.address(), model, testing::test_peer(1), impostor.address(), 1);
+  ASSERT_TRUE(swarm_lists(dht.address(), {honest.address(), impostor.address()})) << "the records never showed up";
   const std::string refusal = fmt::format("refusing server {} failed the identity challenge", impostor.address());
   const std::string named = fmt::format("the records for this address name peer {}", testing::test_peer(1).to_string());
 
@@ -219,38 +229,10 @@ TEST(IdentityChallengeSlowTest, ARogueRecordAtAnHonestServersAddressIsDroppedAnd
   ServerProcess front(BOUQUET_BINARY, serve("0:2"), 120);
   ServerProcess back(BOUQUET_BINARY, serve("2:4"), 120);
   const core::PeerId rogue = testing::test_peer(2);
-  {
-    // The rogue's record, validly signed with its own key, names the front server's address with
-    // every block, fast: routing that believed it would ask the front server for blocks 2:4.
-    DhtDirectoryConfig config;
-    config.listen = "127.0.0.1:0";
-    config.initial_peers = {dht.address()};
-    config.model_blocks = 4;
-    config.fingerprint = model_fingerprint(model);
-    DhtDirectory announcer(config);
-    ASSERT_TRUE(announcer.wait_connected(10));
-    core::ServerRecord r;
-    r.peer = rogue;
-    r.address = front.address();
-    r.span = core::BlockSpan{0, 4};
-    r.state = core::ServerState::online;
-    r.throughput_rps = 1e6;
-    r.inference_rps = 1e6;
-    r.cache_tokens_free = 8192;
-    r.model_id = "tiny";
-    r.expires_at = unix_now() + 600;
-    announcer.announce(core::Announce{r}, testing::test_identity(2));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  bool listed = false;
-  for (int i = 0; i < 120 && !listed; ++i) {
-    const auto view = testing::run_bouquet(
-        fmt::format("swarm --initial-peers {} --listen 127.0.0.1:0 --model tiny --json", dht.address()));
-    listed = view.status == 0 && view.output.find(back.address()) != std::string::npos &&
-             view.output.find(rogue.to_string()) != std::string::npos;
-    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  }
-  ASSERT_TRUE(listed) << "the records never showed up";
+  // The rogue's record, validly signed with its own key, names the front server's address with
+  // every block, fast: routing that believed it would ask the front server for blocks 2:4.
+  announce_fast_record(dht.address(), model, rogue, front.address(), 2);
+  ASSERT_TRUE(swarm_lists(dht.address(), {back.address(), rogue.to_string()})) << "the records never showed up";
   const std::string dropped =
       fmt::format("bouquet: dropping the record of peer {} at {}", rogue.to_string(), front.address());
 
