@@ -26,9 +26,7 @@ using testing::serve_config;
 using testing::ThreadServer;
 
 core::PeerId keyed(ServeConfig& config, const std::string& name) {
-  const auto path = testing::fresh_dir("pinning-" + name) / "key.pem";
-  config.identity = path.string();
-  return PeerIdentity::load_or_create(path.string()).peer_id();
+  return testing::give_own_key(config, "pinning-" + name);
 }
 
 struct Swarm {

@@ -41,11 +41,8 @@ using testing::ThreadServer;
 
 constexpr int64_t kTokens = 8;
 
-// A server of every block with its own key, kept in a file of this test: returns the key's peer id.
 core::PeerId keyed(ServeConfig& config, const std::string& name) {
-  const auto path = testing::fresh_dir("identity-" + name) / "key.pem";
-  config.identity = path.string();
-  return PeerIdentity::load_or_create(path.string()).peer_id();
+  return testing::give_own_key(config, "identity-" + name);
 }
 
 struct Swarm {
