@@ -186,7 +186,7 @@ void BlockServer::admit(Time now, PeerId peer, const OpenSession& open, std::vec
   session.idle_timer = new_timer(TimerOwner{TimerKind::idle, 0, key});
   out.push_back(SetTimer{session.idle_timer, now + config_.session_idle_timeout_s});
   sessions_.emplace(key, std::move(session));
-  out.push_back(SendMessage{peer, SessionOpened{open.session_id}});
+  out.push_back(SendMessage{peer, SessionOpened{open.session_id, std::nullopt}});
 }
 
 void BlockServer::admit_granted(Time now, std::vector<Effect>& out) {
@@ -528,11 +528,12 @@ void BlockServer::on_compute_finished(Time now, const ComputeFinished& done, std
     Activation outputs = done.result.value().outputs;
     outputs.compression = owner.reply_compression;
     if (owner.kind == ComputeKind::forward) {
-      out.push_back(SendMessage{owner.peer, ForwardResult{id, std::move(outputs)}});
+      out.push_back(SendMessage{owner.peer, ForwardResult{id, std::move(outputs), std::nullopt}});
     } else {
       auto grad_prompts = owner.has_prompts ? done.result.value().grad_prompts : std::nullopt;
       if (grad_prompts) grad_prompts->compression = owner.reply_compression;
-      out.push_back(SendMessage{owner.peer, BackwardResult{id, std::move(outputs), std::move(grad_prompts)}});
+      out.push_back(
+          SendMessage{owner.peer, BackwardResult{id, std::move(outputs), std::move(grad_prompts), std::nullopt}});
     }
     return;
   }

@@ -181,7 +181,8 @@ std::vector<core::ServerRecord> SwarmClient::records() const {
     // proof it is online now.
     records.push_back(core::ServerRecord{status.peer, status.address, info.span, core::ServerState::online,
                                          info.throughput_rps, info.inference_rps, info.cache_tokens_free, info.model_id,
-                                         info.version, info.adapters, core::kNever});
+                                         info.version, info.adapters, core::kNever,
+                                         core::ServerLoad{}});  // no load in an answer
   }
   return records;
 }
