@@ -101,6 +101,23 @@ std::pair<double, double> losses(const std::string& summary) {
   return {std::stod(m[1]), std::stod(m[2])};
 }
 
+// `finetune` of `model` for `steps` steps locally and through the DHT at `dht` (no spot checks):
+// both succeed and give the same losses before and after; `tuned` is the swarm's run.
+void finetune_like_local(const std::string& model, const std::string& dht, int steps, const std::filesystem::path& dir,
+                         CommandRun& tuned) {
+  const std::string data = std::string(BOUQUET_SOURCE_DIR) + "/experiments/finetune/categories.jsonl";
+  const std::string tune = fmt::format("finetune --model {} --data {} --steps {} --quiet --seed 5", model, data, steps);
+  const CommandRun tuned_local = run(tune + " --local", dir);
+  ASSERT_EQ(tuned_local.status, 0) << tuned_local.err;
+  tuned = run(fmt::format("{} --initial-peers {} --model-name tiny --spot-check-rate 0", tune, dht), dir);
+  ASSERT_EQ(tuned.status, 0) << tuned.err;
+  const auto [before, after] = losses(tuned.out);
+  const auto [local_before, local_after] = losses(tuned_local.out);
+  ASSERT_GE(before, 0) << tuned.out;
+  EXPECT_NEAR(before, local_before, 2e-4) << tuned.out << " vs " << tuned_local.out;
+  EXPECT_NEAR(after, local_after, 2e-4) << tuned.out << " vs " << tuned_local.out;
+}
+
 double unix_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 // Publishes, through the DHT at `dht`, a record of `peer` at `address` for every block of the
@@ -188,19 +205,9 @@ TEST(IdentityChallengeSlowTest, GenerateFinetuneAndChatRefuseAnImpostorBehindAVi
   EXPECT_EQ(swarm_json["recoveries"].size(), 0u) << swarm.out;
   EXPECT_EQ(swarm_json["route"][0]["peer"], honest.address());
 
-  const std::string data = std::string(BOUQUET_SOURCE_DIR) + "/experiments/finetune/categories.jsonl";
-  const std::string tune = fmt::format("finetune --model {} --data {} --steps 2 --quiet --seed 5", model, data);
-  const CommandRun tuned_local = run(tune + " --local", dir);
-  ASSERT_EQ(tuned_local.status, 0) << tuned_local.err;
-  const CommandRun tuned =
-      run(fmt::format("{} --initial-peers {} --model-name tiny --spot-check-rate 0", tune, dht.address()), dir);
-  ASSERT_EQ(tuned.status, 0) << tuned.err;
+  CommandRun tuned;
+  ASSERT_NO_FATAL_FAILURE(finetune_like_local(model, dht.address(), 2, dir, tuned));
   EXPECT_NE(tuned.err.find(refusal), std::string::npos) << tuned.err;
-  const auto [before, after] = losses(tuned.out);
-  const auto [local_before, local_after] = losses(tuned_local.out);
-  ASSERT_GE(before, 0) << tuned.out;
-  EXPECT_NEAR(before, local_before, 2e-4) << tuned.out << " vs " << tuned_local.out;
-  EXPECT_NEAR(after, local_after, 2e-4) << tuned.out << " vs " << tuned_local.out;
   EXPECT_EQ(tuned.out.find(impostor.address()), std::string::npos) << "the route: " << tuned.out;
 
   const std::string turns = "Hello there\nTell me more\n";
@@ -250,20 +257,10 @@ TEST(IdentityChallengeSlowTest, ARogueRecordAtAnHonestServersAddressIsDroppedAnd
 
   // Fine-tuning re-reads the directory from its second pass on: the rogue record stays dropped,
   // the front server is never asked for blocks it lacks, so never avoided.
-  const std::string data = std::string(BOUQUET_SOURCE_DIR) + "/experiments/finetune/categories.jsonl";
-  const std::string tune = fmt::format("finetune --model {} --data {} --steps 3 --quiet --seed 5", model, data);
-  const CommandRun tuned_local = run(tune + " --local", dir);
-  ASSERT_EQ(tuned_local.status, 0) << tuned_local.err;
-  const CommandRun tuned =
-      run(fmt::format("{} --initial-peers {} --model-name tiny --spot-check-rate 0", tune, dht.address()), dir);
-  ASSERT_EQ(tuned.status, 0) << tuned.err;
+  CommandRun tuned;
+  ASSERT_NO_FATAL_FAILURE(finetune_like_local(model, dht.address(), 3, dir, tuned));
   EXPECT_NE(tuned.err.find(dropped), std::string::npos) << tuned.err;
   EXPECT_EQ(tuned.err.find("failed on"), std::string::npos) << tuned.err;
-  const auto [before, after] = losses(tuned.out);
-  const auto [local_before, local_after] = losses(tuned_local.out);
-  ASSERT_GE(before, 0) << tuned.out;
-  EXPECT_NEAR(before, local_before, 2e-4) << tuned.out << " vs " << tuned_local.out;
-  EXPECT_NEAR(after, local_after, 2e-4) << tuned.out << " vs " << tuned_local.out;
 }
 
 }  // namespace
